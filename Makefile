@@ -1,0 +1,39 @@
+# Two entry points for a new user: `make demo` and `make test`. Both create .venv if needed.
+PYTHON ?= python3.11
+VENV ?= .venv
+PY := $(VENV)/bin/python
+# The torch/torchvision pair that installs on our CPU machines; override on other platforms,
+# e.g. `make test TORCH_SPEC="torch torchvision"`.
+TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test test-all docs bench clean install
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "error: $(PYTHON) not found; set PYTHON=/path/to/python3.11"; exit 1; }
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet $(TORCH_SPEC)
+	$(PY) -m pip install --quiet -e ".[dev,docs]"
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(VENV)/bin/deepinv-tunable run recipes/demo_mri_brain.yaml --out results/demo
+
+test: $(STAMP)
+	$(PY) -m pytest
+
+test-all: $(STAMP)
+	$(PY) -m pytest -m ""
+
+docs: $(STAMP)
+	$(PY) -m sphinx -q -b html docs docs/_build/html
+	@echo "docs: docs/_build/html/index.html"
+
+bench: $(STAMP)
+	$(PY) benchmarks/run_baselines.py
+
+clean:
+	rm -rf results docs/_build .pytest_cache

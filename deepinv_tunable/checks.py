@@ -1,0 +1,31 @@
+"""Input checks shared by every public entry point; each raises an error that names the
+offending value and says what was expected."""
+
+from __future__ import annotations
+
+import torch
+
+
+def check_finite(x: torch.Tensor, name: str) -> None:
+    """Raise ``ValueError`` if ``x`` holds NaN or infinite values.
+
+    :param torch.Tensor x: tensor to check.
+    :param str name: how the tensor is named in the error message.
+    """
+    bad = ~torch.isfinite(x)
+    if bad.any():
+        n_nan = int(torch.isnan(x).sum())
+        n_inf = int(bad.sum()) - n_nan
+        raise ValueError(
+            f"{name} contains {n_nan} NaN and {n_inf} infinite values (of {x.numel()}); "
+            "expected finite values only. Clean or mask the input first."
+        )
+
+
+def check_image_batch(x: torch.Tensor, name: str = "x") -> None:
+    """Raise ``ValueError`` unless ``x`` is a finite ``(B, C, H, W)`` tensor."""
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor of shape (B, C, H, W), got {type(x).__name__}")
+    if x.ndim != 4:
+        raise ValueError(f"{name} must have shape (B, C, H, W), got shape {tuple(x.shape)}")
+    check_finite(x, name)

@@ -1,0 +1,70 @@
+"""DICOM series reading (optional: needs ``pip install deepinv_tunable[dicom]``)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import torch
+
+from ..checks import check_finite
+
+
+def load_dicom_series(folder: str | Path):
+    r"""Read one single-frame DICOM series from ``folder`` into a :class:`Volume`.
+
+    Slices are ordered by their position along the slice normal; the affine is built from
+    ``ImageOrientationPatient``, ``ImagePositionPatient`` and ``PixelSpacing`` and converted
+    from DICOM's LPS to NIfTI's RAS world convention. ``RescaleSlope``/``Intercept`` are applied.
+
+    :param str folder: folder holding the ``.dcm`` files of exactly one series.
+    :raises ImportError: if pydicom is not installed.
+    :raises ValueError: if the folder holds no readable DICOM slices or several series.
+    """
+    from .volume import Volume
+
+    try:
+        import pydicom
+    except ImportError as err:  # pragma: no cover - depends on the environment
+        raise ImportError("reading DICOM needs pydicom: pip install 'deepinv_tunable[dicom]'") from err
+    folder = Path(folder)
+    datasets = []
+    for f in sorted(folder.iterdir()):
+        if f.is_file():
+            try:
+                datasets.append(pydicom.dcmread(str(f)))
+            except Exception:  # not a DICOM file: skip it, the folder may hold other files
+                continue
+    datasets = [d for d in datasets if "PixelData" in d and "ImagePositionPatient" in d]
+    if not datasets:
+        raise ValueError(f"no readable DICOM slices with pixel data and positions in '{folder}'")
+    series = {str(d.get("SeriesInstanceUID", "")) for d in datasets}
+    if len(series) > 1:
+        raise ValueError(f"'{folder}' holds {len(series)} DICOM series; expected exactly one")
+    orientation = np.array(datasets[0].ImageOrientationPatient, dtype=float)
+    row_dir, col_dir = orientation[:3], orientation[3:]
+    normal = np.cross(row_dir, col_dir)
+    datasets.sort(key=lambda d: float(np.dot(normal, np.array(d.ImagePositionPatient, dtype=float))))
+    positions = np.array([d.ImagePositionPatient for d in datasets], dtype=float)
+    row_spacing, col_spacing = (float(v) for v in datasets[0].PixelSpacing)
+    slice_step = (positions[-1] - positions[0]) / (len(datasets) - 1) if len(datasets) > 1 else normal * float(
+        datasets[0].get("SliceThickness", 1.0)
+    )
+    # Array axis 0 runs along columns of the DICOM frame (x, along row_dir), axis 1 along rows.
+    affine_lps = np.eye(4)
+    affine_lps[:3, 0] = row_dir * col_spacing
+    affine_lps[:3, 1] = col_dir * row_spacing
+    affine_lps[:3, 2] = slice_step
+    affine_lps[:3, 3] = positions[0]
+    affine = np.diag([-1.0, -1.0, 1.0, 1.0]) @ affine_lps
+    frames = []
+    for d in datasets:
+        frame = d.pixel_array.astype(np.float32)
+        frame = frame * float(d.get("RescaleSlope", 1.0)) + float(d.get("RescaleIntercept", 0.0))
+        frames.append(frame.T)  # (rows, cols) -> (x, y)
+    data = torch.from_numpy(np.stack(frames, axis=-1))
+    check_finite(data, f"DICOM series '{folder}'")
+    header = nib.Nifti1Header()
+    header.set_data_dtype(np.float32)
+    return Volume(data=data, affine=affine, header=header, source=folder)

@@ -1,0 +1,157 @@
+r"""The recipe schema: one YAML file describes one end-to-end job.
+
+Sections: ``data`` (input volume and slicing), ``physics`` (see
+:mod:`deepinv_tunable.physics`), ``solver`` (name, parameters, optional tuning grid) and
+``output``. Unknown keys, wrong types and missing files each raise one :class:`RecipeError`
+naming the key, the value and what was expected.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from ..data.sample import resolve_input
+from ..physics import PhysicsConfig
+from ..solvers.classical import DEFAULT_TV_LAMBDA
+
+
+class RecipeError(ValueError):
+    """A recipe that cannot be run as written; the message says which key and why."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class SliceRange(_Strict):
+    """``count`` slices evenly spaced in ``[start, stop)`` (defaults: all slices)."""
+
+    start: int | None = Field(None, ge=0)
+    stop: int | None = Field(None, ge=1)
+    count: int | None = Field(None, ge=1)
+
+
+class NormalizeConfig(_Strict):
+    lower: float = Field(0.5, ge=0, lt=100)
+    upper: float = Field(99.5, gt=0, le=100)
+
+
+class DataConfig(_Strict):
+    input: str = Field(description="NIfTI file, DICOM folder, or 'sample:NAME' for bundled data")
+    plane: Literal["axial", "coronal", "sagittal"] = "axial"
+    spacing: float | None = Field(None, gt=0, description="in-plane spacing (mm) after resampling")
+    size: tuple[int, int] | None = Field(None, description="in-plane (H, W) after centred crop/pad")
+    slices: SliceRange = SliceRange()
+    normalize: NormalizeConfig = NormalizeConfig()
+    batch_size: int = Field(8, ge=1)
+
+
+class PseudoInverseConfig(_Strict):
+    name: Literal["pseudo_inverse"]
+
+
+class TVPGDParams(_Strict):
+    lambda_tv: float = Field(DEFAULT_TV_LAMBDA, ge=0)
+    n_iter: int = Field(100, ge=1)
+    tv_inner_iter: int = Field(20, ge=1)
+
+
+class TuneConfig(_Strict):
+    """Grid search of ``param`` on calibration slices (with ground truth), which must not
+    overlap the evaluation slices."""
+
+    param: str
+    grid: list[float] = Field(min_length=1)
+    slices: SliceRange
+    metric: Literal["psnr", "ssim", "nmse"] = "psnr"
+
+
+class TVPGDConfig(_Strict):
+    name: Literal["tv_pgd"]
+    params: TVPGDParams = TVPGDParams()
+    tune: TuneConfig | None = None
+
+    @model_validator(mode="after")
+    def _tuned_param_exists(self):
+        if self.tune is not None and self.tune.param not in TVPGDParams.model_fields:
+            raise ValueError(
+                f"tune.param '{self.tune.param}' is not a tv_pgd parameter; expected one of "
+                f"{sorted(TVPGDParams.model_fields)}"
+            )
+        return self
+
+
+SolverConfig = Annotated[PseudoInverseConfig | TVPGDConfig, Field(discriminator="name")]
+
+
+class OutputConfig(_Strict):
+    dir: str = "results"
+    figures: int = Field(4, ge=0, description="number of slices shown in PNG figures")
+    volumes: bool = True
+    report: bool = True
+
+
+class Recipe(_Strict):
+    name: str
+    description: str = ""
+    data: DataConfig
+    physics: PhysicsConfig
+    solver: SolverConfig
+    output: OutputConfig = OutputConfig()
+    device: Literal["cpu", "cuda"] = "cpu"
+
+    def input_path(self) -> Path:
+        return resolve_input(self.data.input)
+
+
+def _format_errors(err: ValidationError, source: str) -> str:
+    lines = []
+    for e in err.errors():
+        key = ".".join(str(p) for p in e["loc"]) or "<top level>"
+        msg = e["msg"]
+        if e["type"] == "extra_forbidden":
+            msg = "unknown key (check the spelling; see docs/recipes.rst for the valid keys)"
+        value = e.get("input")
+        shown = "" if isinstance(value, dict) or e["type"] == "missing" else f" (got {value!r})"
+        lines.append(f"  {key}: {msg}{shown}")
+    return f"invalid recipe {source}:\n" + "\n".join(lines)
+
+
+def parse_recipe(raw: dict[str, Any], source: str = "<dict>") -> Recipe:
+    """Validate a recipe given as a dict; raise :class:`RecipeError` listing every problem."""
+    if not isinstance(raw, dict):
+        raise RecipeError(f"invalid recipe {source}: expected a mapping of sections, got {type(raw).__name__}")
+    try:
+        return Recipe.model_validate(raw)
+    except ValidationError as err:
+        raise RecipeError(_format_errors(err, source)) from None
+
+
+def load_recipe(path: str | Path, overrides: dict[str, Any] | None = None) -> Recipe:
+    r"""Read, override and validate a recipe file.
+
+    :param str path: YAML file.
+    :param dict overrides: dotted keys to set before validation, e.g.
+        ``{"data.input": "brain.nii.gz", "output.dir": "out"}``.
+    :raises FileNotFoundError: if ``path`` does not exist.
+    :raises RecipeError: for YAML syntax errors and schema violations.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"recipe file not found: '{path}'")
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as err:
+        raise RecipeError(f"recipe '{path}' is not valid YAML: {err}") from None
+    raw = raw if raw is not None else {}
+    for dotted, value in (overrides or {}).items():
+        node = raw
+        *parents, leaf = dotted.split(".")
+        for key in parents:
+            node = node.setdefault(key, {})
+        node[leaf] = value
+    return parse_recipe(raw, source=f"'{path}'")

@@ -1,0 +1,93 @@
+"""Figures (PNG) and the HTML report of a recipe run."""
+
+from __future__ import annotations
+
+import html
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")  # file output only; never needs a display
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+from .atomic import atomic_write, write_text_atomic  # noqa: E402
+
+
+def write_figures(
+    folder: Path,
+    reference: torch.Tensor,
+    baseline: torch.Tensor,
+    reconstruction: torch.Tensor,
+    indices: Sequence[int],
+    n_figures: int,
+    labels: tuple[str, str, str] = ("reference", "baseline", "reconstruction"),
+) -> list[Path]:
+    """One PNG per shown slice: reference | baseline | reconstruction | |error| (x5).
+
+    Shown slices are ``n_figures`` evenly spaced among ``indices``.
+    """
+    if n_figures <= 0 or not indices:
+        return []
+    shown = [indices[i] for i in np.linspace(0, len(indices) - 1, min(n_figures, len(indices))).astype(int)]
+    paths = []
+    for k in shown:
+        ref, base, rec = (t[k, 0].cpu().numpy() for t in (reference, baseline, reconstruction))
+        fig, axes = plt.subplots(1, 4, figsize=(12, 3.4))
+        panels = [(ref, labels[0]), (base, labels[1]), (rec, labels[2]), (5 * np.abs(rec - ref), "|error| x5")]
+        for ax, (img, title) in zip(axes, panels):
+            ax.imshow(img, cmap="gray", vmin=0, vmax=1)
+            ax.set_title(title, fontsize=9)
+            ax.axis("off")
+        fig.suptitle(f"slice {k}", fontsize=10)
+        fig.tight_layout()
+        path = folder / f"slice_{k:04d}.png"
+        atomic_write(path, lambda p: fig.savefig(p, dpi=80, format="png"))
+        plt.close(fig)
+        paths.append(path)
+    return paths
+
+
+def _table(mean: dict[str, dict[str, float]]) -> str:
+    rows = "".join(
+        f"<tr><td>{html.escape(k)}</td><td>{v['psnr']:.2f}</td><td>{v['ssim']:.4f}</td><td>{v['nmse']:.5f}</td></tr>"
+        for k, v in mean.items()
+    )
+    return f"<table><tr><th>method</th><th>PSNR (dB)</th><th>SSIM</th><th>NMSE</th></tr>{rows}</table>"
+
+
+def write_report(path: Path, record: dict[str, Any], figures: Sequence[Path]) -> Path:
+    """Write a self-contained HTML summary (figures linked relatively) next to the metrics."""
+    recipe = record["recipe"]
+    tuning = record.get("tuning")
+    tuning_html = ""
+    if tuning:
+        rows = "".join(f"<tr><td>{k}</td><td>{v:.2f}</td></tr>" for k, v in tuning["table"].items())
+        tuning_html = (
+            f"<h2>Tuning</h2><p>{html.escape(tuning['param'])} chosen by {tuning['metric']} on calibration "
+            f"slices {tuning['calibration_slices']} (disjoint from the evaluation slices): "
+            f"<b>{tuning['best']}</b></p><table><tr><th>value</th><th>mean {tuning['metric']}</th></tr>{rows}</table>"
+        )
+    figs = "".join(
+        f'<figure><img src="{html.escape(str(p.relative_to(path.parent)))}" width="900"></figure>' for p in figures
+    )
+    body = f"""<!DOCTYPE html>
+<html><head><meta charset="utf-8"><title>{html.escape(recipe['name'])}</title>
+<style>body{{font-family:sans-serif;max-width:960px;margin:2em auto}}table{{border-collapse:collapse}}
+td,th{{border:1px solid #bbb;padding:3px 8px;text-align:right}}pre{{background:#f4f4f4;padding:1em}}</style>
+</head><body>
+<h1>{html.escape(recipe['name'])}</h1><p>{html.escape(recipe.get('description', ''))}</p>
+<p>Input: <code>{html.escape(record['input'])}</code>; {len(record['slices'])} slices;
+solver time {record['solver_seconds_per_slice']:.3f} s/slice.</p>
+<h2>Mean metrics (images scaled by the input's robust intensity range)</h2>{_table(record['mean'])}
+{tuning_html}
+<h2>Figures</h2>{figs}
+<h2>Recipe</h2><pre>{html.escape(json.dumps(recipe, indent=2))}</pre>
+<p>deepinv_tunable {html.escape(record['versions']['deepinv_tunable'])}, torch {html.escape(record['versions']['torch'])}</p>
+</body></html>
+"""
+    return write_text_atomic(path, body)

@@ -1,0 +1,8 @@
+"""deepinv ``Reconstructor`` subclasses: classical baselines now, generative-prior solvers later."""
+
+from .base import Reconstruction, TunableReconstructor
+from .classical import DEFAULT_TV_LAMBDA, TVPGD, PseudoInverse
+
+SOLVERS = {"pseudo_inverse": PseudoInverse, "tv_pgd": TVPGD}
+
+__all__ = ["DEFAULT_TV_LAMBDA", "PseudoInverse", "Reconstruction", "SOLVERS", "TVPGD", "TunableReconstructor"]

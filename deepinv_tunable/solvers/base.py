@@ -1,0 +1,48 @@
+"""What every solver of the package shares: the :class:`Reconstruction` result and a
+``reconstruct`` method that returns it, beside deepinv's plain ``forward``."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import deepinv as dinv
+import torch
+
+from ..checks import check_finite
+
+
+@dataclass
+class Reconstruction:
+    """Result of :meth:`TunableReconstructor.reconstruct`.
+
+    :param torch.Tensor x: the reconstruction, in the physics' image domain (deepinv convention).
+    :param float wall_time: seconds spent in the solver.
+    :param int n_iter: iterations (or network evaluations) performed, when the solver counts them.
+    :param dict extras: solver-specific outputs (residual history, chosen parameters, ...).
+    """
+
+    x: torch.Tensor
+    wall_time: float
+    n_iter: int | None = None
+    extras: dict[str, Any] = field(default_factory=dict)
+
+
+class TunableReconstructor(dinv.models.Reconstructor):
+    """A deepinv :class:`~deepinv.models.Reconstructor` whose :meth:`reconstruct` also reports
+    timing and solver details. Subclasses implement :meth:`_solve`."""
+
+    def forward(self, y: torch.Tensor, physics: dinv.physics.Physics, **kwargs) -> torch.Tensor:
+        return self.reconstruct(y, physics, **kwargs).x
+
+    def reconstruct(self, y: torch.Tensor, physics: dinv.physics.Physics, **kwargs) -> Reconstruction:
+        """Reconstruct from ``y`` and return a :class:`Reconstruction` (``forward`` returns its ``x``)."""
+        if not torch.is_complex(y):
+            check_finite(y, "measurements y")
+        start = time.perf_counter()
+        x, n_iter, extras = self._solve(y, physics, **kwargs)
+        return Reconstruction(x=x, wall_time=time.perf_counter() - start, n_iter=n_iter, extras=extras)
+
+    def _solve(self, y, physics, **kwargs) -> tuple[torch.Tensor, int | None, dict]:
+        raise NotImplementedError

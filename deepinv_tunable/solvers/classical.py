@@ -1,0 +1,93 @@
+r"""Classical baselines from deepinv, wrapped with the package's solver interface."""
+
+from __future__ import annotations
+
+import deepinv as dinv
+import torch
+
+from .base import TunableReconstructor
+
+#: TV weight in deepinv's PGD scaling (data term :math:`\tfrac12\|Ax-y\|^2`) for images in
+#: [0, 1]; chosen on MNI-template slices at 4x MRI (see ``benchmarks/run_baselines.py``), where
+#: the range 0.005-0.03 is within 1 dB of the best. Tune it per task with
+#: :func:`deepinv_tunable.tuning.grid_search`.
+DEFAULT_TV_LAMBDA = 0.01
+
+
+class PseudoInverse(TunableReconstructor):
+    r"""The physics' pseudo-inverse :math:`A^\dagger y` (zero-filled for MRI, FBP for CT).
+
+    :Examples:
+
+        >>> import torch
+        >>> from deepinv_tunable.physics import build_physics
+        >>> physics = build_physics({"kind": "inpainting", "keep_fraction": 1.0}, (8, 8))
+        >>> x = torch.rand(1, 1, 8, 8)
+        >>> torch.allclose(PseudoInverse()(physics(x), physics), x)
+        True
+    """
+
+    def _solve(self, y, physics, **kwargs):
+        with torch.no_grad():
+            return physics.A_dagger(y), None, {}
+
+
+class TVPGD(TunableReconstructor):
+    r"""Total-variation reconstruction by deepinv's proximal gradient descent:
+
+    .. math::
+
+        \hat x = \arg\min_x \tfrac12 \|A x - y\|_2^2 + \lambda \|D x\|_{1,2}
+
+    solved by :class:`deepinv.optim.PGD` with :class:`deepinv.optim.TVPrior`, started at
+    :math:`A^\dagger y`, step :math:`1 / \|A\|_2^2` (power iteration, once per physics).
+
+    :param float lambda_tv: TV weight :math:`\lambda`. Default :data:`DEFAULT_TV_LAMBDA`.
+    :param int n_iter: PGD iterations. Default 100.
+    :param int tv_inner_iter: iterations of the (warm-started) TV prox per PGD step. Default 20.
+
+    :Examples:
+
+        >>> import torch
+        >>> from deepinv_tunable.physics import build_physics
+        >>> physics = build_physics({"kind": "denoising", "noise_sigma": 0.1}, (32, 32))
+        >>> x = torch.zeros(1, 1, 32, 32); x[..., 8:24, 8:24] = 1
+        >>> y = physics(x)
+        >>> x_hat = TVPGD(lambda_tv=0.1, n_iter=30)(y, physics)
+        >>> bool((x_hat - x).pow(2).mean() < (y - x).pow(2).mean() / 4)
+        True
+    """
+
+    def __init__(self, lambda_tv: float = DEFAULT_TV_LAMBDA, n_iter: int = 100, tv_inner_iter: int = 20):
+        super().__init__()
+        if lambda_tv < 0:
+            raise ValueError(f"lambda_tv must be >= 0, got {lambda_tv}")
+        if n_iter < 1:
+            raise ValueError(f"n_iter must be >= 1, got {n_iter}")
+        self.lambda_tv = float(lambda_tv)
+        self.n_iter = int(n_iter)
+        self.tv_inner_iter = int(tv_inner_iter)
+
+    @staticmethod
+    def step_size(physics: dinv.physics.Physics, x: torch.Tensor) -> float:
+        """:math:`1 / \\|A\\|^2`, estimated by deepinv's power iteration."""
+        norm_sq = float(physics.compute_norm(torch.randn_like(x), verbose=False))
+        return 1.0 / max(norm_sq, 1e-12)
+
+    def _solve(self, y, physics, lambda_tv: float | None = None, **kwargs):
+        if not isinstance(physics, dinv.physics.LinearPhysics):
+            raise TypeError(f"TVPGD needs a linear physics, got {type(physics).__name__}")
+        lam = self.lambda_tv if lambda_tv is None else float(lambda_tv)
+        with torch.no_grad():
+            x0 = physics.A_dagger(y)
+            solver = dinv.optim.PGD(
+                data_fidelity=dinv.optim.L2(),
+                prior=dinv.optim.TVPrior(n_it_max=self.tv_inner_iter),
+                lambda_reg=lam,
+                stepsize=self.step_size(physics, x0),
+                max_iter=self.n_iter,
+                early_stop=False,
+                custom_init=lambda y_, physics_: {"est": (x0, x0)},
+            )
+            x = solver(y, physics)
+        return x, self.n_iter, {"lambda_tv": lam}
