@@ -189,7 +189,7 @@ def build_physics(
         physics = dinv.physics.Tomography(angles=cfg.n_views, img_width=w, circle=False, normalize=True, device=device)
     elif isinstance(cfg, BlurConfig):
         if cfg.kernel == "gaussian":
-            kernel = dinv.physics.blur.gaussian_blur(sigma=(cfg.blur_sigma, cfg.blur_sigma))
+            kernel = dinv.physics.functional.blur.gaussian_blur(sigma=(cfg.blur_sigma, cfg.blur_sigma))
         else:
             gen = dinv.physics.generator.MotionBlurGenerator(
                 psf_size=(cfg.kernel_size, cfg.kernel_size), rng=rng, device=device

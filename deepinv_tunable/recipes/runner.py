@@ -104,7 +104,7 @@ def run_recipe(recipe: Recipe, progress: bool | None = None) -> RunResult:
         overlap = sorted(set(tune_idx) & set(eval_idx))
         if overlap:
             raise RecipeError(
-                f"solver.tune.slices overlap the evaluation slices at {overlap[:5]}...: tuning on "
+                f"solver.tune.slices overlap the evaluation slices at {overlap}: tuning on "
                 "the slices a result is reported on inflates it; choose a disjoint range"
             )
     out_dir = Path(recipe.output.dir)

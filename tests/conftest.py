@@ -1,0 +1,26 @@
+import os
+
+import numpy as np
+import nibabel as nib
+import pytest
+import torch
+
+os.environ.setdefault("MPLBACKEND", "Agg")
+
+
+@pytest.fixture
+def device():
+    return torch.device("cpu")
+
+
+@pytest.fixture
+def small_nifti(tmp_path):
+    """A 16x12x8 uint8 NIfTI with a non-trivial affine (LPS-like storage), values 0..255."""
+    rng = np.random.default_rng(0)
+    data = rng.integers(0, 256, size=(16, 12, 8)).astype(np.uint8)
+    affine = np.array([[-2.0, 0, 0, 30], [0, -1.5, 0, 20], [0, 0, 3.0, -10], [0, 0, 0, 1]])
+    img = nib.Nifti1Image(data, affine)
+    img.header.set_data_dtype(np.uint8)
+    path = tmp_path / "small.nii.gz"
+    nib.save(img, str(path))
+    return path, data, affine
