@@ -2,19 +2,19 @@ r"""Physics factory: a small validated config -> a deepinv ``Physics`` object, u
 
 Supported ``kind`` values and their keys (all optional except ``kind``):
 
-================== ==============================================================================
-``mri``            single-coil Cartesian MRI (:class:`deepinv.physics.MRI`): ``acceleration``,
-                   ``center_fraction``, ``mask`` (``gaussian`` | ``random`` | ``equispaced``)
-``multicoil_mri``  :class:`deepinv.physics.MultiCoilMRI` with synthetic smooth coil maps:
-                   the MRI keys plus ``n_coils``
-``ct``             parallel-beam CT (:class:`deepinv.physics.Tomography`): ``n_views``
-``blur``           :class:`deepinv.physics.BlurFFT`: ``kernel`` (``gaussian`` | ``motion``),
-                   ``blur_sigma`` (px), ``kernel_size``
-``inpainting``     :class:`deepinv.physics.Inpainting`: ``keep_fraction``
+====================== ======================================================================
+``mri``                single-coil Cartesian MRI (:class:`deepinv.physics.MRI`): ``acceleration``,
+                       ``center_fraction``, ``mask`` (``gaussian`` | ``random`` | ``equispaced``)
+``multicoil_mri``      :class:`deepinv.physics.MultiCoilMRI` with synthetic smooth coil maps:
+                       the MRI keys plus ``n_coils``
+``ct``                 parallel-beam CT (:class:`deepinv.physics.Tomography`): ``n_views``
+``blur``               :class:`deepinv.physics.BlurFFT`: ``kernel`` (``gaussian`` | ``motion``),
+                       ``blur_sigma`` (px), ``kernel_size``
+``inpainting``         :class:`deepinv.physics.Inpainting`: ``keep_fraction``
 ``compressed_sensing`` :class:`deepinv.physics.CompressedSensing`: ``sampling_ratio``
-``phase_retrieval`` :class:`deepinv.physics.RandomPhaseRetrieval`: ``oversampling`` (m / n)
-``denoising``      :class:`deepinv.physics.Denoising`
-================== ==============================================================================
+``phase_retrieval``    :class:`deepinv.physics.RandomPhaseRetrieval`: ``oversampling`` (m / n)
+``denoising``          :class:`deepinv.physics.Denoising`
+====================== ======================================================================
 
 Every kind also takes ``noise_sigma`` (std of additive Gaussian noise on the measurements, on
 the scale of images normalised to ``[0, 1]``) and ``seed`` (masks, kernels, random matrices and
