@@ -70,8 +70,8 @@ def _mean(values: list[float]) -> float:
 def run_recipe(recipe: Recipe, progress: bool | None = None) -> RunResult:
     r"""Run ``recipe`` end to end and write its outputs to ``recipe.output.dir``.
 
-    Outputs: ``reconstruction.nii.gz``, ``baseline.nii.gz`` (pseudo-inverse: zero-filled MRI,
-    FBP CT) and ``reference.nii.gz`` on the prepared grid, in the input's intensity units,
+    Outputs: ``reconstruction.nii.gz``, ``baseline.nii.gz`` (see
+    :class:`~deepinv_tunable.solvers.MeasurementBaseline`: zero-filled MRI, FBP CT, blurred image) and ``reference.nii.gz`` on the prepared grid, in the input's intensity units,
     processed slices only (others are 0); ``metrics.json`` (PSNR/SSIM/NMSE per slice and mean);
     ``figures/*.png``; ``report.html``.
 
@@ -137,7 +137,7 @@ def run_recipe(recipe: Recipe, progress: bool | None = None) -> RunResult:
             "calibration_slices": tune_idx, "table": {str(k): v for k, v in result.table.items()},
         }
     solver = _build_solver(recipe, solver_overrides)
-    baseline = SOLVERS["pseudo_inverse"]()
+    baseline = SOLVERS["baseline"]()
 
     per_slice: dict[str, dict[str, list[float]]] = {"baseline": {}, "solver": {}}
     recon = torch.zeros_like(slices)
@@ -170,7 +170,7 @@ def run_recipe(recipe: Recipe, progress: bool | None = None) -> RunResult:
             save_volume(slices_to_volume(data, d.plane), out_dir / f"{name}.nii.gz", like=prepared)
     figure_paths = write_figures(
         out_dir / "figures", slices, base, recon, eval_idx, recipe.output.figures,
-        labels=("reference", "baseline (A^dagger y)", recipe.solver.name),
+        labels=("reference", "baseline (measurements only)", recipe.solver.name),
     ) if recipe.output.figures else []
     record["complete"] = True
     write_json_atomic(metrics_path, record)

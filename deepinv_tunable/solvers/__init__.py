@@ -1,8 +1,8 @@
 """deepinv ``Reconstructor`` subclasses: classical baselines now, generative-prior solvers later."""
 
 from .base import Reconstruction, TunableReconstructor
-from .classical import DEFAULT_TV_LAMBDA, TVPGD, PseudoInverse
+from .classical import DEFAULT_TV_LAMBDA, TVPGD, MeasurementBaseline, PseudoInverse
 
-SOLVERS = {"pseudo_inverse": PseudoInverse, "tv_pgd": TVPGD}
+SOLVERS = {"baseline": MeasurementBaseline, "pseudo_inverse": PseudoInverse, "tv_pgd": TVPGD}
 
-__all__ = ["DEFAULT_TV_LAMBDA", "PseudoInverse", "Reconstruction", "SOLVERS", "TVPGD", "TunableReconstructor"]
+__all__ = ["DEFAULT_TV_LAMBDA", "MeasurementBaseline", "PseudoInverse", "Reconstruction", "SOLVERS", "TVPGD", "TunableReconstructor"]

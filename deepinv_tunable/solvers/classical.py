@@ -32,6 +32,30 @@ class PseudoInverse(TunableReconstructor):
             return physics.A_dagger(y), None, {}
 
 
+class MeasurementBaseline(TunableReconstructor):
+    r"""The estimate a reader gets from the measurements alone, without a prior.
+
+    :math:`A^\dagger y` (zero-filled MRI, FBP for CT, zero-filled inpainting), except for blur
+    and denoising, where the pseudo-inverse is an unregularised inverse filter that amplifies
+    the noise without bound, and the observed image :math:`y` itself is the baseline.
+
+    :Examples:
+
+        >>> import torch
+        >>> from deepinv_tunable.physics import build_physics
+        >>> physics = build_physics({"kind": "blur", "noise_sigma": 0.01}, (16, 16))
+        >>> y = physics(torch.rand(1, 1, 16, 16))
+        >>> torch.equal(MeasurementBaseline()(y, physics), y)
+        True
+    """
+
+    def _solve(self, y, physics, **kwargs):
+        if isinstance(physics, (dinv.physics.BlurFFT, dinv.physics.Blur, dinv.physics.Denoising)):
+            return y.clone(), None, {}
+        with torch.no_grad():
+            return physics.A_dagger(y), None, {}
+
+
 class TVPGD(TunableReconstructor):
     r"""Total-variation reconstruction by deepinv's proximal gradient descent:
 
@@ -39,8 +63,9 @@ class TVPGD(TunableReconstructor):
 
         \hat x = \arg\min_x \tfrac12 \|A x - y\|_2^2 + \lambda \|D x\|_{1,2}
 
-    solved by :class:`deepinv.optim.PGD` with :class:`deepinv.optim.TVPrior`, started at
-    :math:`A^\dagger y`, step :math:`1 / \|A\|_2^2` (power iteration, once per physics).
+    solved by :class:`deepinv.optim.PGD` with :class:`deepinv.optim.TVPrior`, started at the
+    :class:`MeasurementBaseline` (zero-filled MRI, FBP, the blurred image, ...), step
+    :math:`1 / \|A\|_2^2` (power iteration).
 
     :param float lambda_tv: TV weight :math:`\lambda`. Default :data:`DEFAULT_TV_LAMBDA`.
     :param int n_iter: PGD iterations. Default 100.
@@ -79,7 +104,7 @@ class TVPGD(TunableReconstructor):
             raise TypeError(f"TVPGD needs a linear physics, got {type(physics).__name__}")
         lam = self.lambda_tv if lambda_tv is None else float(lambda_tv)
         with torch.no_grad():
-            x0 = physics.A_dagger(y)
+            x0 = MeasurementBaseline()(y, physics)
             solver = dinv.optim.PGD(
                 data_fidelity=dinv.optim.L2(),
                 prior=dinv.optim.TVPrior(n_it_max=self.tv_inner_iter),
