@@ -97,7 +97,7 @@ class TVPGD(TunableReconstructor):
     @staticmethod
     def step_size(physics: dinv.physics.Physics, x: torch.Tensor) -> float:
         """:math:`1 / \\|A\\|^2`, estimated by deepinv's power iteration."""
-        norm_sq = float(physics.compute_norm(torch.randn_like(x), verbose=False))
+        norm_sq = float(physics.compute_sqnorm(torch.randn_like(x), verbose=False))
         return 1.0 / max(norm_sq, 1e-12)
 
     def _solve(self, y, physics, lambda_tv: float | None = None, **kwargs):
