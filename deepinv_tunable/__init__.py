@@ -1,1 +1,39 @@
+"""deepinv_tunable: tunable-complexity generative priors for DeepInverse.
+
+Public classes and functions are importable from here (loaded on first use, so the command
+line starts fast):
+
+>>> import deepinv_tunable as dt
+>>> dt.LatentMAP.__name__, dt.truncate.__module__
+('LatentMAP', 'deepinv_tunable.latent')
+"""
+
+from __future__ import annotations
+
+import importlib
+
 __version__ = "0.1.0"
+
+#: public name -> module that defines it
+_EXPORTS = {
+    "KDistribution": "latent", "truncate": "latent", "truncation_mask": "latent",
+    "TunableVAE": "nets", "CheckpointError": "nets",
+    "LatentMAP": "solvers", "TVPGD": "solvers", "PseudoInverse": "solvers", "MeasurementBaseline": "solvers",
+    "Reconstruction": "solvers",
+    "AutoK": "selection", "select_k": "selection", "sweep_k": "selection", "discrepancy_k": "selection",
+    "measurement_splitting_k": "selection", "linear_denoising_mse": "selection", "optimal_k_linear": "selection",
+    "build_physics": "physics", "load_volume": "data", "save_volume": "data",
+    "TunableVAEModule": "training", "train": "training", "load_train_recipe": "training",
+    "run_recipe": "recipes", "load_recipe": "recipes",
+}
+_SUBMODULES = ("pretrained", "latent", "nets", "solvers", "selection", "physics", "data", "training", "recipes")
+
+__all__ = sorted([*_EXPORTS, *_SUBMODULES, "__version__"])
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
+    if name in _SUBMODULES:
+        return importlib.import_module(f".{name}", __name__)
+    raise AttributeError(f"module 'deepinv_tunable' has no attribute '{name}'")

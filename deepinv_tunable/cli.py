@@ -1,4 +1,5 @@
-"""Command-line entry point: ``deepinv-tunable run RECIPE`` and ``deepinv-tunable info``."""
+"""Command-line entry point: ``deepinv-tunable run RECIPE``, ``deepinv-tunable train RECIPE`` and
+``deepinv-tunable info``."""
 
 from __future__ import annotations
 
@@ -51,6 +52,30 @@ def _run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _train(args: argparse.Namespace) -> int:
+    from .recipes import RecipeError
+    from .training import load_train_recipe, train
+
+    overrides: dict = {}
+    if args.out is not None:
+        overrides["output"] = args.out
+    if args.preset is not None:
+        overrides["preset"] = args.preset
+    trainer = {key: value for key, value in (("accelerator", args.accelerator), ("devices", args.devices),
+               ("num_nodes", args.num_nodes), ("strategy", args.strategy), ("max_steps", args.max_steps),
+               ("max_epochs", args.max_epochs)) if value is not None}
+    if trainer:
+        overrides["trainer"] = trainer
+    try:
+        recipe = load_train_recipe(args.recipe, overrides)
+        result = train(recipe, resume=not args.no_resume, progress=not args.quiet)
+    except (RecipeError, FileNotFoundError, ValueError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print(f"model: {result.model_dir} (model card: {result.model_dir / 'README.md'})")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="deepinv-tunable",
@@ -63,6 +88,18 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--out", help="output folder instead of the recipe's output.dir")
     run.add_argument("--device", choices=["cpu", "cuda"], help="device instead of the recipe's")
     run.add_argument("--quiet", action="store_true", help="no progress bar")
+    tr = sub.add_parser("train", help="train a model from a training recipe (YAML) with Lightning")
+    tr.add_argument("recipe", help="training recipe, e.g. recipes/train_tunable_vae.yaml")
+    tr.add_argument("--out", help="output folder instead of the recipe's")
+    tr.add_argument("--preset", choices=["cpu-small", "gpu"], help="preset instead of the recipe's")
+    tr.add_argument("--accelerator", help="Lightning accelerator: cpu, gpu, auto")
+    tr.add_argument("--devices", type=int, help="devices per node (DDP when > 1)")
+    tr.add_argument("--num-nodes", type=int, help="nodes (multi-node DDP, e.g. under SLURM or torchrun)")
+    tr.add_argument("--strategy", help="Lightning strategy: auto, ddp, ddp_spawn, ...")
+    tr.add_argument("--max-steps", type=int, help="stop after this many optimiser steps")
+    tr.add_argument("--max-epochs", type=int, help="stop after this many epochs")
+    tr.add_argument("--no-resume", action="store_true", help="start afresh even if OUT/checkpoints/last.ckpt exists")
+    tr.add_argument("--quiet", action="store_true", help="no progress bar")
     sub.add_parser("info", help="versions, device and bundled data")
     return parser
 
@@ -71,6 +108,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "info":
         return _info()
+    if args.command == "train":
+        return _train(args)
     return _run(args)
 
 

@@ -40,7 +40,7 @@ def write_recipe(tmp_path, recipe):
 
 
 def test_shipped_recipes_validate():
-    paths = sorted((REPO / "recipes").glob("*.yaml"))
+    paths = sorted(p for p in (REPO / "recipes").glob("*.yaml") if not p.name.startswith("train_"))
     assert any(p.name == "demo_mri_brain.yaml" for p in paths)
     for path in paths:
         recipe = load_recipe(path)
@@ -170,3 +170,33 @@ def test_demo_recipe_tv_beats_zero_filled_by_3db(tmp_path):
     result = run_recipe(load_recipe(REPO / "recipes" / "demo_mri_brain.yaml", {"output.dir": str(tmp_path)}), progress=False)
     gain = result.summary["solver"]["psnr"] - result.summary["baseline"]["psnr"]
     assert gain >= 3.0, f"TV gains only {gain:.2f} dB over zero-filled"
+
+
+LATENT_RECIPES = sorted((REPO / "recipes").glob("latent_map_*.yaml"))
+
+
+@pytest.mark.parametrize("path", LATENT_RECIPES, ids=[p.stem for p in LATENT_RECIPES])
+def test_latent_map_recipes_run(tmp_path, path):
+    """Each latent-prior recipe runs end to end (1 slice, 2 Adam steps, 2 candidate k)."""
+    recipe = load_recipe(path, {"output.dir": str(tmp_path), "data.slices": {"start": 110, "stop": 130, "count": 1},
+                                "output.figures": 1, "output.volumes": False})
+    recipe.solver.params.n_steps = 2
+    recipe.solver.params.k_grid = [64, 2048]
+    if recipe.solver.tune is not None:
+        recipe.solver.tune.grid = [64.0, 2048.0]
+        recipe.solver.tune.slices.count = 1
+    result = run_recipe(recipe, progress=False)
+    metrics = json.loads(result.metrics_path.read_text())
+    assert metrics["complete"] and len(metrics["per_slice"]["solver"]["psnr"]) == 1
+    assert 5 < metrics["mean"]["solver"]["psnr"] < 60
+    if recipe.solver.tune is not None:
+        assert metrics["tuning"]["best"] in (64.0, 2048.0)
+
+
+def test_public_api_is_importable_from_the_top_level():
+    import deepinv_tunable as dt
+
+    for name in dt.__all__:
+        assert getattr(dt, name) is not None, name
+    with pytest.raises(AttributeError, match="has no attribute 'nope'"):
+        dt.nope

@@ -36,7 +36,7 @@ from ..physics import build_physics, from_physics_domain, to_physics_domain
 from ..report import write_figures, write_report
 from ..solvers import SOLVERS
 from ..tuning import grid_search
-from .schema import Recipe, RecipeError, SliceRange, TVPGDConfig
+from .schema import Recipe, RecipeError, SliceRange
 
 
 @dataclass
@@ -60,7 +60,21 @@ def _build_solver(recipe: Recipe, override: dict[str, Any] | None = None):
     cfg = recipe.solver
     params = cfg.model_dump(exclude={"name", "tune"}).get("params", {})
     params.update(override or {})
+    if cfg.name == "latent_map":
+        return _latent_map(**params)
     return SOLVERS[cfg.name](**params)
+
+
+def _latent_map(model: str, k, k_grid, k_rule, **solver_params):
+    """LatentMAP on a shipped prior; ``k="auto"`` wraps it in :class:`~deepinv_tunable.selection.AutoK`."""
+    from ..pretrained import load
+    from ..selection import AutoK
+    from ..solvers import LatentMAP
+
+    prior = load(model)
+    if k == "auto":
+        return AutoK(LatentMAP(prior, **solver_params), [int(v) for v in k_grid], rule=k_rule)
+    return LatentMAP(prior, k=None if k == "full" else int(k), **solver_params)
 
 
 def _mean(values: list[float]) -> float:
@@ -98,7 +112,7 @@ def run_recipe(recipe: Recipe, progress: bool | None = None) -> RunResult:
     except ValueError as err:
         raise RecipeError(f"physics: {err} (image size after data preparation: {img_size})") from None
     eval_idx = _indices(len(slices), d.slices, "data.slices")
-    tune_cfg = recipe.solver.tune if isinstance(recipe.solver, TVPGDConfig) else None
+    tune_cfg = getattr(recipe.solver, "tune", None)
     if tune_cfg is not None:
         tune_idx = _indices(len(slices), tune_cfg.slices, "solver.tune.slices")
         overlap = sorted(set(tune_idx) & set(eval_idx))

@@ -85,7 +85,34 @@ class TVPGDConfig(_Strict):
         return self
 
 
-SolverConfig = Annotated[PseudoInverseConfig | TVPGDConfig, Field(discriminator="name")]
+class LatentMAPParams(_Strict):
+    """Latent MAP with a shipped tunable prior; ``k``: an integer, ``"auto"`` (chosen per slice
+    from the measurements by ``k_rule`` over ``k_grid``) or ``"full"``. For a ground-truth sweep
+    on calibration slices, use ``tune: {param: k, grid: [...], slices: ...}``."""
+
+    model: str = "tunable_vae_mri128"
+    k: int | Literal["auto", "full"] = "full"
+    k_grid: list[int] = Field([64, 128, 256, 512, 1024, 2048], min_length=1)
+    k_rule: Literal["splitting", "discrepancy"] = "splitting"
+    gamma: float = Field(1.0, ge=0)
+    n_steps: int = Field(150, ge=1)
+    lr: float = Field(0.05, gt=0)
+    restarts: int = Field(1, ge=1)
+
+
+class LatentMAPConfig(_Strict):
+    name: Literal["latent_map"]
+    params: LatentMAPParams = LatentMAPParams()
+    tune: TuneConfig | None = None
+
+    @model_validator(mode="after")
+    def _tuned_param_exists(self):
+        if self.tune is not None and self.tune.param not in ("k", "gamma"):
+            raise ValueError(f"tune.param '{self.tune.param}' cannot be tuned for latent_map; expected 'k' or 'gamma'")
+        return self
+
+
+SolverConfig = Annotated[PseudoInverseConfig | TVPGDConfig | LatentMAPConfig, Field(discriminator="name")]
 
 
 class OutputConfig(_Strict):

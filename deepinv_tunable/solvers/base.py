@@ -19,13 +19,19 @@ class Reconstruction:
 
     :param torch.Tensor x: the reconstruction, in the physics' image domain (deepinv convention).
     :param float wall_time: seconds spent in the solver.
-    :param int n_iter: iterations (or network evaluations) performed, when the solver counts them.
+    :param int n_iter: iterations performed, when the solver counts them.
+    :param k: latent size used (int or per-example ``(B,)`` tensor), for tunable priors.
+    :param int nfe: network evaluations (decoder / denoiser calls per example).
+    :param list iterates: intermediate estimates, when asked for (``return_iterates=True``).
     :param dict extras: solver-specific outputs (residual history, chosen parameters, ...).
     """
 
     x: torch.Tensor
     wall_time: float
     n_iter: int | None = None
+    k: Any = None
+    nfe: int | None = None
+    iterates: list[torch.Tensor] | None = None
     extras: dict[str, Any] = field(default_factory=dict)
 
 
@@ -41,8 +47,13 @@ class TunableReconstructor(dinv.models.Reconstructor):
         if not torch.is_complex(y):
             check_finite(y, "measurements y")
         start = time.perf_counter()
-        x, n_iter, extras = self._solve(y, physics, **kwargs)
+        out = self._solve(y, physics, **kwargs)
+        if isinstance(out, Reconstruction):
+            out.wall_time = time.perf_counter() - start
+            return out
+        x, n_iter, extras = out
         return Reconstruction(x=x, wall_time=time.perf_counter() - start, n_iter=n_iter, extras=extras)
 
-    def _solve(self, y, physics, **kwargs) -> tuple[torch.Tensor, int | None, dict]:
+    def _solve(self, y, physics, **kwargs) -> "tuple[torch.Tensor, int | None, dict] | Reconstruction":
+        """Return ``(x, n_iter, extras)`` or a :class:`Reconstruction` (its ``wall_time`` is set here)."""
         raise NotImplementedError

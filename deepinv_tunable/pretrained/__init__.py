@@ -1,0 +1,43 @@
+"""Checkpoints shipped inside the package (each folder: ``config.json``, ``model.safetensors``,
+``README.md`` model card). Nothing is downloaded: :func:`load` reads them from disk.
+
+>>> "tunable_vae_mri128" in available()
+True
+>>> load("tunable_vae_mri128").latent_dim
+2048
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+
+from ..nets import TunableVAE
+from ..nets.checkpoint import CONFIG_NAME
+
+_DIR = Path(__file__).parent
+#: checkpoint ``class`` -> model class; each has ``from_pretrained``.
+MODEL_CLASSES = {cls.__name__: cls for cls in (TunableVAE,)}
+
+
+def available() -> list[str]:
+    """Names of the shipped checkpoints."""
+    return sorted(p.name for p in _DIR.iterdir() if (p / CONFIG_NAME).is_file())
+
+
+def path(name: str) -> Path:
+    """Folder of the shipped checkpoint ``name`` (its model card is ``README.md`` there)."""
+    if name not in available():
+        raise ValueError(f"unknown pretrained model '{name}': available are {available()}")
+    return _DIR / name
+
+
+def load(name: str, device: torch.device | str = "cpu") -> torch.nn.Module:
+    """The shipped model ``name``, ready for inference (eval mode, on ``device``)."""
+    folder = path(name)
+    cls_name = json.loads((folder / CONFIG_NAME).read_text(encoding="utf-8")).get("class")
+    if cls_name not in MODEL_CLASSES:
+        raise ValueError(f"pretrained model '{name}' has class '{cls_name}', which this version cannot load")
+    return MODEL_CLASSES[cls_name].from_pretrained(folder, device=device)

@@ -1,0 +1,83 @@
+"""Model cards: a Markdown page and a loss-curve figure beside every exported checkpoint."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+from typing import Any
+
+from ..atomic import atomic_write, write_text_atomic
+
+
+def read_metrics_csv(path: Path) -> list[dict[str, float]]:
+    """Rows of Lightning's CSV log as ``{column: value}`` (empty cells dropped)."""
+    if not path.is_file():
+        return []
+    with path.open(newline="") as f:
+        return [{k: float(v) for k, v in row.items() if v not in ("", None)} for row in csv.DictReader(f)]
+
+
+def plot_loss_curve(rows: list[dict[str, float]], path: Path) -> Path | None:
+    """Training loss per step and validation PSNR per epoch, one PNG."""
+    train = [(r["step"], r["train/loss_step"]) for r in rows if "train/loss_step" in r]
+    val_keys = sorted({k for r in rows for k in r if k.startswith("val/")})
+    if not train:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.2))
+    axes[0].plot(*zip(*train), lw=0.8)
+    axes[0].set(xlabel="step", ylabel="training loss", yscale="log", title="training loss")
+    for key in val_keys:
+        points = [(r["step"], r[key]) for r in rows if key in r]
+        axes[1].plot(*zip(*points), marker=".", label=key.removeprefix("val/"))
+    axes[1].set(xlabel="step", ylabel="PSNR (dB)", title="held-out slices")
+    if val_keys:
+        axes[1].legend(fontsize=7)
+    fig.tight_layout()
+    atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=110, format="png"))
+    plt.close(fig)
+    return path
+
+
+def write_model_card(model_dir: Path, recipe, module_kwargs: dict[str, Any], data_cfg, trainer_cfg,
+                     metrics_csv: Path, metrics: dict[str, float], steps: int) -> Path:
+    """``README.md`` with the data, preset, steps, held-out metrics and how to reproduce."""
+    rows = read_metrics_csv(metrics_csv)
+    figure = plot_loss_curve(rows, model_dir / "loss_curve.png")
+    val = {k: v for k, v in sorted(metrics.items()) if k.startswith("val/")}
+    lines = [
+        f"# {recipe.name}",
+        "",
+        recipe.description or "",
+        "",
+        "## Training",
+        f"- model: `{recipe.model}`, preset `{recipe.preset}`, {steps} optimiser steps",
+        f"- data: `{data_cfg.input}`, {data_cfg.plane} slices, spacing {data_cfg.spacing} mm, size "
+        f"{data_cfg.size[0]}x{data_cfg.size[1]}; slices [{data_cfg.holdout[0]}, {data_cfg.holdout[1]}) held out"
+        f"; augmentation: {'torchio (affine, elastic, flip, bias field, gamma)' if data_cfg.augment else 'none'}",
+        f"- module: `{json.dumps(module_kwargs, sort_keys=True)}`",
+        f"- trainer: `{trainer_cfg.model_dump_json()}`",
+        "",
+        "## Held-out validation (slices never trained on)",
+        "",
+        "| metric | value |",
+        "|---|---:|",
+        *[f"| {k} | {v:.3f} |" for k, v in val.items()],
+        "",
+        "![loss curve](loss_curve.png)" if figure else "(no loss curve: no training steps were logged)",
+        "",
+        "## Reproduce",
+        f"`deepinv-tunable train recipes/{recipe.name}.yaml` (the recipe this checkpoint came from).",
+        "",
+        "## Limits",
+        "Trained on a single population-average template (see `data_cards/mni152_t1.md`); the",
+        "augmentation widens, but does not replace, real inter-subject variability. Validate on",
+        "your own data before any use beyond research.",
+        "",
+    ]
+    return write_text_atomic(model_dir / "README.md", "\n".join(lines))

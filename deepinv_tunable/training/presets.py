@@ -1,0 +1,39 @@
+"""Training presets: ``cpu-small`` (demos, tests, the shipped checkpoints; minutes on 2 CPU
+cores) and ``gpu`` (full size, mixed precision, DDP-ready). A recipe names a preset and may
+override any of its keys."""
+
+from __future__ import annotations
+
+from typing import Any
+
+PRESETS: dict[str, dict[str, dict[str, Any]]] = {
+    "tunable_vae": {
+        "cpu-small": {
+            "module": {"vae": {"block_out_channels": [16, 32, 64, 64], "latent_channels": 8},
+                       "lr": 1e-3, "beta": 1e-3, "k_p": 2e-3},
+            "data": {"batch_size": 8, "samples_per_epoch": 512, "num_workers": 1},
+            "trainer": {"accelerator": "cpu", "devices": 1, "precision": "32-true",
+                        "max_epochs": 1000, "max_time_minutes": 19.0},
+        },
+        "gpu": {
+            "module": {"vae": {"block_out_channels": [64, 128, 256, 256], "latent_channels": 8,
+                               "layers_per_block": 2, "norm_num_groups": 32},
+                       "lr": 2e-4, "beta": 1e-3, "k_p": 2e-3, "ssim_weight": 0.2},
+            "data": {"batch_size": 32, "samples_per_epoch": 8192, "num_workers": 8},
+            "trainer": {"accelerator": "gpu", "devices": 1, "precision": "bf16-mixed",
+                        "max_epochs": 200, "max_time_minutes": None},
+        },
+    },
+}
+
+
+def merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    """Recursive dict merge: ``override`` wins; nested dicts are merged, not replaced.
+
+    >>> merge({"a": {"b": 1, "c": 2}}, {"a": {"c": 3}})
+    {'a': {'b': 1, 'c': 3}}
+    """
+    out = dict(base)
+    for key, value in override.items():
+        out[key] = merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out

@@ -1,0 +1,137 @@
+r"""Train a model from a training recipe (YAML): preset + overrides -> Lightning ``Trainer``
+-> ``save_pretrained`` checkpoint with a model card.
+
+Output folder layout::
+
+    OUT/checkpoints/last.ckpt   Lightning state after the last finished epoch (resume point)
+    OUT/logs/                   CSV metrics (one row per logged step / epoch)
+    OUT/model/                  config.json + model.safetensors + README.md (model card)
+                                + loss_curve.png
+
+A run interrupted at any point restarts from ``last.ckpt`` with ``resume=True`` and loses no
+finished epoch. DDP, mixed precision and multi-node runs come from the ``trainer`` keys
+(``devices``, ``num_nodes``, ``strategy``, ``precision``), not from this code.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+from typing import Any, Literal
+
+import lightning as L
+import torch
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from ..recipes.schema import RecipeError
+from .data import SliceDataConfig, SliceDataModule
+from .presets import PRESETS, merge
+from .vae import TunableVAEModule
+
+
+class TrainerConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    accelerator: str = "cpu"
+    devices: int | str = 1
+    num_nodes: int = Field(1, ge=1)
+    strategy: str = "auto"
+    precision: str = "32-true"
+    max_epochs: int = Field(100, ge=1)
+    max_steps: int = -1
+    max_time_minutes: float | None = Field(None, gt=0)
+    log_every_n_steps: int = Field(10, ge=1)
+    seed: int = 0
+
+
+class TrainRecipe(BaseModel):
+    """A training recipe: which model, which preset, and overrides of the preset's keys."""
+
+    model_config = ConfigDict(extra="forbid")
+    name: str
+    description: str = ""
+    model: Literal["tunable_vae"]
+    preset: Literal["cpu-small", "gpu"] = "cpu-small"
+    data: dict[str, Any] = {}
+    module: dict[str, Any] = {}
+    trainer: dict[str, Any] = {}
+    output: str = "results/train"
+
+
+@dataclass
+class TrainResult:
+    out_dir: Path
+    model_dir: Path
+    metrics: dict[str, float]
+
+
+MODULES = {"tunable_vae": TunableVAEModule}
+
+
+def load_train_recipe(path: str | Path, overrides: dict[str, Any] | None = None) -> TrainRecipe:
+    """Read and validate a training recipe; ``overrides`` are merged into it first."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"training recipe not found: '{path}'")
+    raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    raw = merge(raw, overrides or {})
+    try:
+        return TrainRecipe.model_validate(raw)
+    except ValidationError as err:
+        raise RecipeError(f"invalid training recipe '{path}':\n{err}") from None
+
+
+def resolve(recipe: TrainRecipe) -> tuple[dict, SliceDataConfig, TrainerConfig]:
+    """The preset merged with the recipe's overrides, validated."""
+    preset = PRESETS[recipe.model][recipe.preset]
+    module_kwargs = merge(preset["module"], recipe.module)
+    try:
+        data = SliceDataConfig(**merge(preset["data"], recipe.data))
+        trainer = TrainerConfig(**merge(preset["trainer"], recipe.trainer))
+    except ValidationError as err:
+        raise RecipeError(f"invalid training recipe '{recipe.name}':\n{err}") from None
+    module_kwargs.setdefault("vae", {})["image_size"] = list(data.size)
+    return module_kwargs, data, trainer
+
+
+def train(recipe: TrainRecipe, resume: bool = True, progress: bool = True,
+          callbacks: list[L.Callback] | None = None) -> TrainResult:
+    """Train ``recipe``'s model and export it with ``save_pretrained`` and a model card.
+
+    :param TrainRecipe recipe: validated training recipe (:func:`load_train_recipe`).
+    :param bool resume: continue from ``OUT/checkpoints/last.ckpt`` when it exists. Default True.
+    :param bool progress: Lightning's progress bar. Default True.
+    :param list callbacks: extra Lightning callbacks (EMA, logging, ...).
+    """
+    module_kwargs, data_cfg, tcfg = resolve(recipe)
+    out = Path(recipe.output)
+    L.seed_everything(tcfg.seed, workers=True, verbose=False)
+    module = MODULES[recipe.model](**module_kwargs)
+    datamodule = SliceDataModule(data_cfg)
+    checkpoint = L.pytorch.callbacks.ModelCheckpoint(dirpath=out / "checkpoints", save_last=True, save_top_k=1,
+                                                     every_n_epochs=1, save_on_train_epoch_end=True)
+    logger = L.pytorch.loggers.CSVLogger(str(out), name="logs", version=0)
+    trainer = L.Trainer(
+        accelerator=tcfg.accelerator, devices=tcfg.devices, num_nodes=tcfg.num_nodes, strategy=tcfg.strategy,
+        precision=tcfg.precision, max_epochs=tcfg.max_epochs, max_steps=tcfg.max_steps,
+        max_time=timedelta(minutes=tcfg.max_time_minutes) if tcfg.max_time_minutes else None,
+        log_every_n_steps=tcfg.log_every_n_steps, callbacks=[checkpoint, *(callbacks or [])], logger=logger,
+        enable_progress_bar=progress, enable_model_summary=False, deterministic=False,
+    )
+    last = out / "checkpoints" / "last.ckpt"
+    trainer.fit(module, datamodule=datamodule, ckpt_path=str(last) if resume and last.is_file() else None)
+    metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
+    model_dir = out / "model"
+    if trainer.is_global_zero:
+        vae = module.vae.cpu().eval()
+        with torch.no_grad():
+            datamodule.setup()
+            z = torch.cat([vae.encode_mean(b) for b in datamodule.train_slices.split(32)])
+        vae.config["scaling_factor"] = float(1.0 / z.std())
+        vae.save_pretrained(model_dir)
+        from .model_card import write_model_card
+
+        write_model_card(model_dir, recipe, module_kwargs, data_cfg, tcfg, out / "logs" / "version_0" / "metrics.csv",
+                         metrics, int(trainer.global_step))
+    return TrainResult(out_dir=out, model_dir=model_dir, metrics=metrics)

@@ -1,0 +1,82 @@
+import deepinv as dinv
+import pytest
+import torch
+
+from deepinv_tunable.latent import truncate
+from deepinv_tunable.nets import TunableVAE
+from deepinv_tunable.physics import build_physics
+from deepinv_tunable.selection import select_k
+from deepinv_tunable.solvers import LatentMAP
+
+
+class LinearGenerator(torch.nn.Module):
+    """x = G T_k z with a (C, h, w) latent on n x n images: LatentMAP then has a closed form."""
+
+    def __init__(self, seed=0, latent_shape=(2, 2, 2), n=8):
+        super().__init__()
+        self.latent_shape, self.image_size, self.n = latent_shape, (n, n), n
+        self.latent_dim = int(torch.tensor(latent_shape).prod())
+        g = torch.Generator().manual_seed(seed)
+        self.G = torch.nn.Parameter(torch.randn(n * n, self.latent_dim, generator=g) / 4)
+
+    def check_images(self, x, name="x"):
+        if tuple(x.shape[-2:]) != self.image_size:
+            raise ValueError(f"{name} has shape {tuple(x.shape)}; expected {self.n}x{self.n} images")
+
+    def encode_mean(self, x):
+        return torch.linalg.lstsq(self.G, x.flatten(1).T).solution.T.reshape(-1, *self.latent_shape)
+
+    def decode(self, z, k=None):
+        return (truncate(z, k).flatten(1) @ self.G.T).reshape(-1, 1, self.n, self.n)
+
+
+def test_latent_map_matches_the_closed_form_ridge_solution():
+    gen = LinearGenerator()
+    physics = build_physics({"kind": "denoising", "noise_sigma": 0.1, "seed": 0}, (8, 8))
+    z_true = torch.randn(3, 8, generator=torch.Generator().manual_seed(1))
+    y = physics(gen.decode(z_true.reshape(3, 2, 2, 2)))
+    k, sigma, gamma = 5, 0.1, 1.0
+    Gk = gen.G.detach()[:, :k]
+    # argmin ||G_k z - y||^2 / (2 sigma^2) + gamma/2 ||z||^2
+    z_star = torch.linalg.solve(Gk.T @ Gk / sigma**2 + gamma * torch.eye(k), Gk.T @ y.flatten(1).T / sigma**2).T
+    x_star = (z_star @ Gk.T).reshape(3, 1, 8, 8)
+    result = LatentMAP(gen, gamma=gamma, n_steps=600, lr=0.02).reconstruct(y, physics, k=k)
+    assert result.k == k and result.nfe == 602
+    torch.testing.assert_close(result.x, x_star, atol=2e-3, rtol=0)
+    # the returned objective is the one of the closed form (its minimum)
+    assert float(result.extras["residual_sq"].sum()) == pytest.approx(float((x_star - y).pow(2).sum()), rel=1e-3)
+
+
+def test_per_example_k_and_bad_inputs():
+    gen = LinearGenerator()
+    physics = build_physics({"kind": "denoising", "noise_sigma": 0.1}, (8, 8))
+    y = physics(torch.rand(2, 1, 8, 8))
+    solver = LatentMAP(gen, n_steps=5)
+    x_pair = solver(y, physics, k=torch.tensor([2, 8]))
+    assert torch.allclose(x_pair[0], solver(y[:1], physics, k=2)[0], atol=1e-5)
+    with pytest.raises(ValueError, match=r"k = 9 is outside \[1, 8\]"):
+        solver(y, physics, k=9)
+    with pytest.raises(ValueError, match=r"k = 0 is outside \[1, 8\]"):
+        LatentMAP(gen, k=0)
+    vae = TunableVAE(image_size=(32, 32), block_out_channels=(8, 8), latent_channels=2)
+    mri = build_physics({"kind": "mri", "acceleration": 4, "noise_sigma": 0.01}, (64, 64))
+    with pytest.raises(ValueError, match=r"from A\^dagger y\) has shape \(1, 1, 64, 64\); this VAE expects \(B, 1, 32, 32\)"):
+        LatentMAP(vae, n_steps=1)(mri(torch.rand(1, 2, 64, 64)), mri)
+    with pytest.raises(ValueError, match=r"no Gaussian noise level; pass sigma"):
+        LatentMAP(gen, n_steps=1)(y, dinv.physics.Denoising(noise_model=dinv.physics.GaussianNoise(sigma=0.0)))
+
+
+@pytest.mark.parametrize("rule, tau", [("splitting", None), ("discrepancy", 1.2)])
+def test_ground_truth_free_k_finds_a_planted_latent_size(rule, tau):
+    """Signals use only the first 4 of 32 latent coordinates; both rules must pick k = 4 from
+    {2, 4, 32}: k = 2 misses signal, k = 32 fits noise."""
+    gen = LinearGenerator(seed=3, latent_shape=(2, 4, 4), n=16)
+    physics = build_physics({"kind": "denoising", "noise_sigma": 0.05, "seed": 2}, (16, 16))
+    z = torch.zeros(6, 32)
+    z[:, :4] = 3 * torch.randn(6, 4, generator=torch.Generator().manual_seed(4))
+    y = physics(gen.decode(z.reshape(6, 2, 4, 4)))
+    solver = LatentMAP(gen, gamma=0.0, n_steps=300, lr=0.05)
+    extra = {"tau": tau} if tau else {"holdout_fraction": 0.5, "generator": torch.Generator().manual_seed(0)}
+    sel = select_k(solver, y, physics, [2, 4, 32], rule=rule, **extra)
+    assert sel.k.tolist() == [4] * 6, sel.scores
+    assert sel.reconstruction.x.shape == y.shape

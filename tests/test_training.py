@@ -1,0 +1,99 @@
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import lightning as L
+import pytest
+import torch
+import yaml
+
+from deepinv_tunable.nets import TunableVAE
+from deepinv_tunable.recipes import RecipeError
+from deepinv_tunable.training import load_train_recipe, train
+from deepinv_tunable.training.model_card import read_metrics_csv
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def tiny_train_recipe(tmp_path, **trainer):
+    """A 32x32 tiny VAE on axial slices of the bundled subject: 4 steps per epoch."""
+    recipe = {
+        "name": "tiny_vae", "model": "tunable_vae", "preset": "cpu-small",
+        "data": {"input": "sample:itk_t1", "spacing": 8.0, "size": [32, 32], "holdout": [60, 70],
+                 "batch_size": 4, "samples_per_epoch": 16, "num_workers": 0, "val_slices": 2},
+        "module": {"vae": {"block_out_channels": [8, 8], "latent_channels": 2}},
+        "trainer": {"max_epochs": 2, "max_time_minutes": None, "log_every_n_steps": 1, **trainer},
+        "output": str(tmp_path / "run"),
+    }
+    path = tmp_path / "tiny.yaml"
+    path.write_text(yaml.safe_dump(recipe))
+    return path
+
+
+class Crash(L.Callback):
+    """Simulates a crash in the middle of the second epoch."""
+
+    def on_train_batch_start(self, trainer, module, batch, batch_idx):
+        if trainer.current_epoch == 1 and batch_idx == 2:
+            raise RuntimeError("simulated crash")
+
+
+def test_resume_after_a_crash_loses_no_finished_epoch(tmp_path):
+    recipe = load_train_recipe(tiny_train_recipe(tmp_path))
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        train(recipe, progress=False, callbacks=[Crash()])
+    last = tmp_path / "run" / "checkpoints" / "last.ckpt"
+    state = torch.load(last, map_location="cpu", weights_only=True)
+    assert state["epoch"] == 0 and state["global_step"] == 4  # epoch 0 finished and saved
+    result = train(recipe, progress=False)
+    state = torch.load(last, map_location="cpu", weights_only=True)
+    assert state["epoch"] == 1 and state["global_step"] == 8  # resumed: 4 more steps, not 8
+    vae = TunableVAE.from_pretrained(result.model_dir)
+    assert vae.latent_dim == 2 * 16 * 16 and vae.config["scaling_factor"] > 0
+    card = (result.model_dir / "README.md").read_text()
+    assert "8 optimiser steps" in card and "held out" in card and (result.model_dir / "loss_curve.png").is_file()
+    rows = read_metrics_csv(tmp_path / "run" / "logs" / "version_0" / "metrics.csv")
+    assert any("val/psnr_k512" in r for r in rows)
+
+
+def test_training_lowers_the_loss(tmp_path):
+    recipe = load_train_recipe(tiny_train_recipe(tmp_path, max_epochs=6), {"module": {"lr": 3e-3}})
+    train(recipe, progress=False)
+    rows = read_metrics_csv(tmp_path / "run" / "logs" / "version_0" / "metrics.csv")
+    losses = [r["train/loss_epoch"] for r in rows if "train/loss_epoch" in r]
+    assert len(losses) == 6 and losses[-1] < 0.7 * losses[0], losses
+
+
+def test_bad_training_recipes(tmp_path):
+    path = tiny_train_recipe(tmp_path)
+    with pytest.raises(RecipeError, match=r"model\n.*Input should be 'tunable_vae'"):
+        load_train_recipe(path, {"model": "gan"})
+    with pytest.raises(RecipeError, match=r"batch_sise\n\s+Extra inputs are not permitted"):
+        train(load_train_recipe(path, {"data": {"batch_sise": 3}}), progress=False)
+    with pytest.raises(ValueError, match=r"holdout slab \[500, 600\) is empty or outside \[0, 128\)"):
+        train(load_train_recipe(path, {"data": {"holdout": [500, 600]}}), progress=False)
+
+
+def test_two_process_cpu_ddp_smoke(tmp_path):
+    """`strategy="ddp"` on 2 CPU processes, launched as a user would, through the CLI."""
+    path = tiny_train_recipe(tmp_path)
+    cli = Path(sys.executable).with_name("deepinv-tunable")
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(
+        [str(cli), "train", str(path), "--accelerator", "cpu", "--devices", "2", "--strategy", "ddp",
+         "--max-steps", "2", "--quiet", "--no-resume"],
+        capture_output=True, text=True, timeout=300, env=env, cwd=tmp_path,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    state = torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+    assert state["global_step"] == 2
+    config = json.loads((tmp_path / "run" / "model" / "config.json").read_text())
+    assert config["class"] == "TunableVAE"
+    assert "model:" in proc.stdout
+
+
+def test_shipped_training_recipe_validates():
+    recipe = load_train_recipe(REPO / "recipes" / "train_tunable_vae.yaml")
+    assert recipe.model == "tunable_vae" and recipe.preset == "cpu-small"

@@ -1,0 +1,80 @@
+import json
+
+import pytest
+import torch
+
+from deepinv_tunable import pretrained
+from deepinv_tunable.data import load_volume, percentile_scaling, prepare_volume, sample_path, volume_to_slices
+from deepinv_tunable.nets import CheckpointError, TunableVAE
+
+TINY = dict(image_size=(32, 32), block_out_channels=(8, 8), latent_channels=2)
+
+
+def test_save_and_load_round_trip(tmp_path):
+    torch.manual_seed(0)
+    vae = TunableVAE(**TINY).eval()
+    x = torch.rand(2, 1, 32, 32)
+    vae.save_pretrained(tmp_path / "ckpt")
+    assert sorted(p.name for p in (tmp_path / "ckpt").iterdir()) == ["config.json", "model.safetensors"]
+    again = TunableVAE.from_pretrained(tmp_path / "ckpt")
+    with torch.no_grad():
+        assert torch.equal(vae(x, k=100), again(x, k=100))
+    assert again.config == vae.config
+
+
+def test_mismatched_checkpoints_are_clear_errors(tmp_path):
+    TunableVAE(**TINY).save_pretrained(tmp_path / "ckpt")
+    config = json.loads((tmp_path / "ckpt" / "config.json").read_text())
+    config["latent_channels"] = 3
+    (tmp_path / "ckpt" / "config.json").write_text(json.dumps(config))
+    with pytest.raises(CheckpointError, match=r"weights do not match its config \(shape mismatch: .*encoder.conv_out.weight \(4, 8, 3, 3\) vs \(6, 8, 3, 3\)"):
+        TunableVAE.from_pretrained(tmp_path / "ckpt")
+    config["class"] = "HierarchicalVAE"
+    (tmp_path / "ckpt" / "config.json").write_text(json.dumps(config))
+    with pytest.raises(CheckpointError, match=r"holds a HierarchicalVAE, not a TunableVAE"):
+        TunableVAE.from_pretrained(tmp_path / "ckpt")
+    with pytest.raises(FileNotFoundError, match=r"has no config.json"):
+        TunableVAE.from_pretrained(tmp_path / "nowhere")
+
+
+def test_wrong_image_or_latent_shapes_and_k():
+    vae = TunableVAE(**TINY)
+    with pytest.raises(ValueError, match=r"x has shape \(1, 1, 64, 64\); this VAE expects \(B, 1, 32, 32\)"):
+        vae.encode(torch.rand(1, 1, 64, 64))
+    with pytest.raises(ValueError, match=r"latent has shape \(1, 3, 16, 16\); expected \(B, 2, 16, 16\)"):
+        vae.decode(torch.rand(1, 3, 16, 16))
+    with pytest.raises(ValueError, match=r"k = 513 is outside \[1, 512\]"):
+        vae.decode(torch.rand(1, 2, 16, 16), k=513)
+    with pytest.raises(ValueError, match=r"must be a multiple of the downsampling factor 2"):
+        TunableVAE(image_size=(33, 32), block_out_channels=(8, 8))
+
+
+def test_truncated_decoding_only_sees_the_first_k_coordinates():
+    vae = TunableVAE(**TINY).eval()
+    z = torch.randn(1, 2, 16, 16)
+    z2 = z.clone()
+    z2.view(-1)[300:] = torch.randn(512 - 300)  # change only coordinates beyond k = 300
+    with torch.no_grad():
+        assert torch.equal(vae.decode(z, 300), vae.decode(z2, 300))
+        assert not torch.equal(vae.decode(z, 301), vae.decode(z2, 301))
+
+
+def heldout_slices(n=4):
+    vol = prepare_volume(load_volume(sample_path("mni152_t1")), "axial", spacing=1.8, size=(128, 128))
+    slices = percentile_scaling(vol.data).apply(volume_to_slices(vol.data, "axial")).clamp(0, 1)
+    return slices[torch.linspace(104, 136, n).long()]  # inside the held-out slab [100, 140)
+
+
+def test_shipped_checkpoint_loads_and_its_quality_grows_with_k():
+    assert "tunable_vae_mri128" in pretrained.available()
+    vae = pretrained.load("tunable_vae_mri128")
+    assert isinstance(vae, TunableVAE) and vae.latent_dim == 2048 and vae.image_size == (128, 128)
+    x = heldout_slices()
+    with torch.no_grad():
+        z = vae.encode_mean(x)
+        psnr = {k: float((-10 * torch.log10((vae.decode(z, k).clamp(0, 1) - x).pow(2).mean((1, 2, 3)))).mean())
+                for k in (64, 512, 2048)}
+    assert psnr[64] < psnr[512] < psnr[2048] + 0.5
+    assert psnr[2048] > 24.0, psnr
+    with pytest.raises(ValueError, match=r"unknown pretrained model 'nope'"):
+        pretrained.load("nope")
