@@ -235,12 +235,20 @@ def magnitude(x: torch.Tensor) -> torch.Tensor:
 def to_physics_domain(x: torch.Tensor, physics: dinv.physics.Physics) -> torch.Tensor:
     """A real single-channel image ``(B, 1, H, W)`` as the input ``physics`` expects:
     2 channels with zero imaginary part for MRI, a complex tensor for phase retrieval,
-    unchanged otherwise."""
+    unchanged otherwise. Images already in that domain are returned as they are."""
     if is_complex_mri(physics):
-        return torch.cat([x, torch.zeros_like(x)], dim=1)
+        return x if x.shape[1] == 2 else torch.cat([x, torch.zeros_like(x)], dim=1)
     if is_phase_retrieval(physics):
         return x.to(torch.cfloat)
     return x
+
+
+def physics_domain_adjoint(x: torch.Tensor, physics: dinv.physics.Physics) -> torch.Tensor:
+    """Adjoint of :func:`to_physics_domain` (a linear embedding of real images): the real
+    channel of a 2-channel MRI image, the real part of a complex one, ``x`` otherwise."""
+    if is_complex_mri(physics):
+        return x[:, :1]
+    return x.real if torch.is_complex(x) else x
 
 
 def from_physics_domain(x: torch.Tensor, physics: dinv.physics.Physics) -> torch.Tensor:

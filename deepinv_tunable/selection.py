@@ -22,6 +22,7 @@ from dataclasses import dataclass, replace
 import deepinv as dinv
 import torch
 
+from .physics import physics_domain_adjoint, to_physics_domain
 from .solvers.base import TunableReconstructor
 from .solvers.latent_map import measurement_estimate
 
@@ -397,16 +398,22 @@ def measurement_splitting_k(
 
 # ----------------------------------------------------------------- ground-truth-free k for solvers
 def masked_physics(physics, keep_mask: torch.Tensor):
-    r"""``physics`` observed through a mask on its measurements, :math:`A_\text{keep}(x) =
-    m \odot A(x)` (a deepinv ``LinearPhysics`` for linear ``physics``, keeping its noise model),
-    so any solver can fit the kept entries only."""
+    r"""``physics`` on real single-channel images, observed through a mask on its measurements:
+    :math:`A_\text{keep}(x) = m \odot A(\iota x)`, with :math:`\iota` the embedding
+    :func:`~deepinv_tunable.physics.to_physics_domain` (so MRI's 2-channel convention is handled
+    once, here). A deepinv ``LinearPhysics`` (adjoint :math:`\iota^\top A^\top(m \odot v)`) for
+    linear ``physics``; its noise model is kept. Any solver can then fit the kept entries only."""
     keep = keep_mask.to(torch.float32)
+
+    def forward(x, **kwargs):
+        return keep * physics.A(to_physics_domain(x, physics))
+
     if isinstance(physics, dinv.physics.LinearPhysics):
         return dinv.physics.LinearPhysics(
-            A=lambda x, **kw: keep * physics.A(x), A_adjoint=lambda v, **kw: physics.A_adjoint(keep * v),
+            A=forward, A_adjoint=lambda v, **kw: physics_domain_adjoint(physics.A_adjoint(keep * v), physics),
             noise_model=physics.noise_model,
         )
-    return dinv.physics.Physics(A=lambda x, **kw: keep * physics.A(x), noise_model=physics.noise_model)
+    return dinv.physics.Physics(A=forward, noise_model=physics.noise_model)
 
 
 @dataclass
@@ -477,7 +484,7 @@ def select_k(solver, y: torch.Tensor, physics, ks: Sequence[int], rule: str = "s
     for k in ks:
         x_hat = solver.reconstruct(y_keep, split, k=k, x_init=x_init).x
         with torch.no_grad():
-            scores[k] = ((physics.A(x_hat) - y) * ~keep).abs().pow(2).flatten(1).sum(1).cpu()
+            scores[k] = ((physics.A(to_physics_domain(x_hat, physics)) - y) * ~keep).abs().pow(2).flatten(1).sum(1).cpu()
     table = torch.stack([scores[k] for k in ks])  # (n_k, B); ties go to the smallest k
     chosen = torch.tensor(ks)[table.argmin(0)]
     result = solver.reconstruct(y, physics, k=chosen.to(y.device))

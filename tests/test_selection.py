@@ -269,3 +269,19 @@ def test_measurement_splitting_rejects_bad_inputs():
         measurement_splitting_k(lambda k, keep: torch.zeros(2, 4), [3], y, physics)
     with pytest.raises(ValueError, match="ks must not repeat a value, got k=1 twice"):
         measurement_splitting_k(fit, [1, 1], y, physics)
+
+
+@pytest.mark.parametrize("cfg", [{"kind": "mri", "acceleration": 4}, {"kind": "ct", "n_views": 10},
+                                 {"kind": "blur"}], ids=lambda c: c["kind"])
+def test_masked_physics_is_adjoint_on_real_images(cfg):
+    from deepinv_tunable.physics import build_physics, to_physics_domain
+    from deepinv_tunable.selection import holdout_mask, masked_physics
+
+    physics = build_physics(cfg, (16, 16))
+    y = physics(to_physics_domain(torch.rand(2, 1, 16, 16), physics))
+    keep = holdout_mask(y, 0.3, torch.Generator().manual_seed(0))
+    split = masked_physics(physics, keep)
+    x, v = torch.randn(2, 1, 16, 16), torch.randn(y.shape)
+    assert split.A(x).shape == y.shape and not split.A(x)[~keep].any()
+    lhs, rhs = float((split.A(x) * v).sum()), float((x * split.A_adjoint(v)).sum())
+    assert abs(lhs - rhs) <= 1e-4 * abs(lhs)

@@ -97,3 +97,28 @@ def test_two_process_cpu_ddp_smoke(tmp_path):
 def test_shipped_training_recipe_validates():
     recipe = load_train_recipe(REPO / "recipes" / "train_tunable_vae.yaml")
     assert recipe.model == "tunable_vae" and recipe.preset == "cpu-small"
+
+
+def test_ldm_objective_is_normalised_per_kept_coordinate(tmp_path):
+    """With a network that predicts 0, both terms of eq. 7 estimate E[eps^2] = 1."""
+    from deepinv_tunable.training import TunableLDMModule
+
+    TunableVAE(image_size=(32, 32), block_out_channels=(8, 8), latent_channels=2).save_pretrained(tmp_path / "vae")
+    module = TunableLDMModule(vae=str(tmp_path / "vae"), unet={"block_out_channels": [8, 16]}, k_kind="uniform")
+    module.unet.forward = lambda z, t: torch.zeros_like(z)
+    torch.manual_seed(0)
+    full, trunc = module.loss_terms(torch.randn(512, 2, 16, 16))
+    assert float(full) == pytest.approx(1.0, abs=0.01) and float(trunc) == pytest.approx(1.0, abs=0.05)
+
+
+def test_ldm_trains_from_a_recipe_and_exports_a_unet(tmp_path):
+    from deepinv_tunable.nets import LatentUNet
+
+    TunableVAE(image_size=(32, 32), block_out_channels=(8, 8), latent_channels=2).save_pretrained(tmp_path / "vae")
+    path = tiny_train_recipe(tmp_path, max_epochs=1)
+    recipe = load_train_recipe(path, {"model": "tunable_ldm", "module": {"vae": str(tmp_path / "vae"),
+                                                                         "unet": {"block_out_channels": [8, 16]}}})
+    result = train(recipe, progress=False)
+    unet = LatentUNet.from_pretrained(result.model_dir)
+    assert unet.config["latent_channels"] == 2 and unet.config["latent_size"] == 16
+    assert 0 < result.metrics["train/loss"] < 10 and "val/eps_mse" in result.metrics

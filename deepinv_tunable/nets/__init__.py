@@ -1,6 +1,7 @@
 """Networks only: they know nothing of physics or solvers."""
 
 from .checkpoint import CheckpointError, PretrainedMixin
+from .latent_unet import LatentUNet
 from .tunable_vae import TunableVAE
 
-__all__ = ["CheckpointError", "PretrainedMixin", "TunableVAE"]
+__all__ = ["CheckpointError", "LatentUNet", "PretrainedMixin", "TunableVAE"]

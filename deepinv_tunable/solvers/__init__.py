@@ -3,7 +3,8 @@
 from .base import Reconstruction, TunableReconstructor
 from .classical import DEFAULT_TV_LAMBDA, TVPGD, MeasurementBaseline, PseudoInverse
 from .latent_map import LatentMAP
+from .tunable_ldm import TunableLDMSolver
 
 SOLVERS = {"baseline": MeasurementBaseline, "pseudo_inverse": PseudoInverse, "tv_pgd": TVPGD}
 
-__all__ = ["DEFAULT_TV_LAMBDA", "LatentMAP", "MeasurementBaseline", "PseudoInverse", "Reconstruction", "SOLVERS", "TVPGD", "TunableReconstructor"]
+__all__ = ["DEFAULT_TV_LAMBDA", "LatentMAP", "MeasurementBaseline", "PseudoInverse", "Reconstruction", "SOLVERS", "TVPGD", "TunableLDMSolver", "TunableReconstructor"]

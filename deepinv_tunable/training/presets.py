@@ -24,6 +24,23 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
                         "max_epochs": 200, "max_time_minutes": None},
         },
     },
+    "tunable_ldm": {
+        "cpu-small": {
+            "module": {"vae": "tunable_vae_mri128", "unet": {"block_out_channels": [64, 128]}, "a": 0.5,
+                       "lr": 5e-4, "k_p": 2e-3},
+            "data": {"batch_size": 16, "samples_per_epoch": 512, "num_workers": 1},
+            "trainer": {"accelerator": "cpu", "devices": 1, "precision": "32-true",
+                        "max_epochs": 1000, "max_time_minutes": 19.0},
+        },
+        "gpu": {
+            "module": {"vae": "tunable_vae_mri128", "unet": {"block_out_channels": [128, 256, 256],
+                                                             "layers_per_block": 2, "norm_num_groups": 32},
+                       "a": 0.5, "lr": 1e-4, "k_p": 2e-3},
+            "data": {"batch_size": 64, "samples_per_epoch": 16384, "num_workers": 8},
+            "trainer": {"accelerator": "gpu", "devices": 1, "precision": "bf16-mixed",
+                        "max_epochs": 500, "max_time_minutes": None},
+        },
+    },
 }
 
 

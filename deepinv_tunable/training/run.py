@@ -21,13 +21,14 @@ from pathlib import Path
 from typing import Any, Literal
 
 import lightning as L
-import torch
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from ..recipes.schema import RecipeError
 from .data import SliceDataConfig, SliceDataModule
 from .presets import PRESETS, merge
+from .ldm import TunableLDMModule
+from .model_card import write_model_card
 from .vae import TunableVAEModule
 
 
@@ -51,7 +52,7 @@ class TrainRecipe(BaseModel):
     model_config = ConfigDict(extra="forbid")
     name: str
     description: str = ""
-    model: Literal["tunable_vae"]
+    model: Literal["tunable_vae", "tunable_ldm"]
     preset: Literal["cpu-small", "gpu"] = "cpu-small"
     data: dict[str, Any] = {}
     module: dict[str, Any] = {}
@@ -66,7 +67,7 @@ class TrainResult:
     metrics: dict[str, float]
 
 
-MODULES = {"tunable_vae": TunableVAEModule}
+MODULES = {"tunable_vae": TunableVAEModule, "tunable_ldm": TunableLDMModule}
 
 
 def load_train_recipe(path: str | Path, overrides: dict[str, Any] | None = None) -> TrainRecipe:
@@ -91,7 +92,8 @@ def resolve(recipe: TrainRecipe) -> tuple[dict, SliceDataConfig, TrainerConfig]:
         trainer = TrainerConfig(**merge(preset["trainer"], recipe.trainer))
     except ValidationError as err:
         raise RecipeError(f"invalid training recipe '{recipe.name}':\n{err}") from None
-    module_kwargs.setdefault("vae", {})["image_size"] = list(data.size)
+    if recipe.model == "tunable_vae":
+        module_kwargs.setdefault("vae", {})["image_size"] = list(data.size)
     return module_kwargs, data, trainer
 
 
@@ -124,14 +126,7 @@ def train(recipe: TrainRecipe, resume: bool = True, progress: bool = True,
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
     model_dir = out / "model"
     if trainer.is_global_zero:
-        vae = module.vae.cpu().eval()
-        with torch.no_grad():
-            datamodule.setup()
-            z = torch.cat([vae.encode_mean(b) for b in datamodule.train_slices.split(32)])
-        vae.config["scaling_factor"] = float(1.0 / z.std())
-        vae.save_pretrained(model_dir)
-        from .model_card import write_model_card
-
+        module.export(model_dir, datamodule)
         write_model_card(model_dir, recipe, module_kwargs, data_cfg, tcfg, out / "logs" / "version_0" / "metrics.csv",
                          metrics, int(trainer.global_step))
     return TrainResult(out_dir=out, model_dir=model_dir, metrics=metrics)

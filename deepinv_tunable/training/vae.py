@@ -114,6 +114,16 @@ class TunableVAEModule(L.LightningModule):
     def configure_optimizers(self):
         return torch.optim.Adam(self.vae.parameters(), lr=self.hparams.lr)
 
+    def export(self, model_dir, datamodule) -> None:
+        """Set the latent scaling factor :math:`1/\mathrm{std}(E(x))` on the training slices and
+        ``save_pretrained`` the VAE."""
+        vae = self.vae.cpu().eval()
+        with torch.no_grad():
+            datamodule.setup()
+            z = torch.cat([vae.encode_mean(b) for b in datamodule.train_slices.split(32)])
+        vae.config["scaling_factor"] = float(1.0 / z.std())
+        vae.save_pretrained(model_dir)
+
     def on_train_start(self) -> None:
         if self.logger is not None:
             self.logger.log_hyperparams({"k_mean": self.k_dist.mean(), "latent_dim": self.vae.latent_dim})

@@ -1,0 +1,182 @@
+r"""Data-consistency steps for latent samplers, interchangeable in every sampler.
+
+A latent sampler (e.g. :class:`~deepinv_tunable.solvers.TunableLDMSolver`) calls, at each
+reverse step, :meth:`DataConsistency.correct_z0` on Tweedie's clean estimate
+:math:`\hat z_0` and :meth:`DataConsistency.correct_prev` on the next latent. Each method
+below overrides one of the two:
+
+=================  =============================================================================
+:class:`AdamDC`    a few Adam steps on :math:`\lambda_f \overline{(A(D(T_k z)) - y)^2} +
+                   \tfrac12 \|T_k(z - \hat z_0)\|^2 / s_t^2` (ALGORITHMS 1.5), move kept only if
+                   the data error drops, within a trust radius :math:`\propto s_t`
+:class:`LDPS`      :math:`z_{t'} \leftarrow z_{t'} - \eta_t \nabla_{z_t} \|A(D(\hat z_0(z_t))) - y\|^2`,
+                   :math:`\eta_t = \eta / \|A(D(\hat z_0)) - y\|` (ALGORITHMS 2.3)
+:class:`PSLD`      LDPS plus the gluing term :math:`\|\hat z_0 - E(A^\top y + (I - A^\top A) D(\hat z_0))\|^2`
+                   (linear physics only)
+:class:`DDSLocalMAP` :math:`x^\star = \arg\min_x \|Ax - y\|^2 + \gamma \|x - D(\hat z_0)\|^2` by the
+                   physics' own ``prox_l2`` (closed form or CG), then :math:`\hat z_0 \leftarrow E(x^\star)`
+=================  =============================================================================
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import deepinv as dinv
+import torch
+
+from .diffusion import ReverseStep
+from .latent import truncate
+from .physics import from_physics_domain, to_physics_domain
+
+
+@dataclass
+class LatentProblem:
+    """What a data-consistency step needs: the autoencoder, the physics, ``y`` and ``k``.
+
+    ``model`` has ``decode(z, k)`` and ``encode_mean(x)`` on single-channel images; latents seen
+    by the steps are in diffusion units, :math:`c` times the autoencoder's (``scale`` = :math:`c`).
+    """
+
+    model: torch.nn.Module
+    physics: dinv.physics.Physics
+    y: torch.Tensor
+    k: int | torch.Tensor | None
+    scale: float = 1.0
+
+    def image(self, z: torch.Tensor) -> torch.Tensor:
+        """:math:`D(T_k z / c)` in the physics' domain (:math:`c` the latent ``scale``)."""
+        return to_physics_domain(self.model.decode(z / self.scale, self.k), self.physics)
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        """:math:`c\, E(x)` for a single-channel image."""
+        return self.scale * self.model.encode_mean(x)
+
+    def residual(self, z: torch.Tensor) -> torch.Tensor:
+        """Per-example :math:`\\|A(D(T_k z)) - y\\|^2`."""
+        return (self.physics.A(self.image(z)) - self.y).abs().pow(2).flatten(1).sum(1)
+
+
+class DataConsistency:
+    """Identity step; subclasses override :meth:`correct_z0` and/or :meth:`correct_prev`.
+
+    ``needs_graph``: the sampler must compute :math:`\\hat z_0` with a graph back to :math:`z_t`.
+    """
+
+    needs_graph = False
+
+    def correct_z0(self, z0: torch.Tensor, step: ReverseStep, problem: LatentProblem) -> torch.Tensor:
+        return z0
+
+    def correct_prev(self, z_prev: torch.Tensor, z_t: torch.Tensor, z0: torch.Tensor, step: ReverseStep,
+                     problem: LatentProblem) -> torch.Tensor:
+        return z_prev
+
+
+def _per_example(v: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    return v.reshape(-1, *([1] * (like.ndim - 1)))
+
+
+class AdamDC(DataConsistency):
+    r"""Algorithm 2's M-step: Adam on the latent, tethered to :math:`\hat z_0`.
+
+    :param int n_iter: Adam steps :math:`M`. Default 3.
+    :param float lr: Adam step size. Default ``1e-2``.
+    :param float lambda_f: weight of the mean squared data error. Default 1.
+    :param float trust: trust radius per coordinate, in units of :math:`s_t`. Default 1.
+    :param float min_std: floor of :math:`s_t` (the last step has :math:`s_t = 0`). Default ``1e-2``.
+    """
+
+    def __init__(self, n_iter: int = 3, lr: float = 1e-2, lambda_f: float = 1.0, trust: float = 1.0, min_std: float = 1e-2):
+        self.n_iter, self.lr, self.lambda_f, self.trust, self.min_std = n_iter, lr, lambda_f, trust, min_std
+
+    def correct_z0(self, z0, step, problem):
+        s = max(step.noise_std, self.min_std)
+        z0 = z0.detach()
+        with torch.no_grad():
+            before = problem.residual(z0)
+        z = z0.clone().requires_grad_(True)
+        opt = torch.optim.Adam([z], lr=self.lr)
+        m = problem.y[0].numel()
+        for _ in range(self.n_iter):
+            opt.zero_grad()
+            loss = self.lambda_f * problem.residual(z) / m + 0.5 * truncate(z - z0, problem.k).flatten(1).pow(2).sum(1) / s**2
+            loss.sum().backward()
+            opt.step()
+        with torch.no_grad():
+            move = truncate(z - z0, problem.k)
+            limit = self.trust * s * (move[0].numel() ** 0.5)
+            norm = move.flatten(1).norm(dim=1).clamp_min(1e-12)
+            move = move * _per_example((limit / norm).clamp(max=1.0), move)
+            candidate = z0 + move
+            better = problem.residual(candidate) < before
+            return torch.where(_per_example(better, z0), candidate, z0)
+
+
+class LDPS(DataConsistency):
+    r"""Latent DPS guidance through the noise network and the decoder.
+
+    :param float eta: normalised step size :math:`\eta`. Default 1.5 (paper).
+    """
+
+    needs_graph = True
+
+    def __init__(self, eta: float = 1.5):
+        self.eta = eta
+
+    def guidance(self, z_t: torch.Tensor, z0: torch.Tensor, problem: LatentProblem) -> torch.Tensor:
+        """Per-example :math:`\\eta_t \\nabla_{z_t}\\|A(D(\\hat z_0(z_t))) - y\\|^2`, truncated."""
+        residual = problem.residual(z0)
+        (grad,) = torch.autograd.grad(residual.sum(), z_t)
+        scale = self.eta / residual.detach().sqrt().clamp_min(1e-12)
+        return truncate(grad, problem.k) * _per_example(scale, grad)
+
+    def correct_prev(self, z_prev, z_t, z0, step, problem):
+        return z_prev - self.guidance(z_t, z0, problem)
+
+
+class PSLD(LDPS):
+    r"""LDPS plus the "gluing" term that keeps :math:`\hat z_0` a fixed point of
+    encode(measurement-consistent decode); linear physics only.
+
+    :param float eta: LDPS step. Default 1.5.
+    :param float gamma: gluing weight (normalised like :math:`\eta`). Default 0.1.
+    """
+
+    def __init__(self, eta: float = 1.5, gamma: float = 0.1):
+        super().__init__(eta)
+        self.gamma = gamma
+
+    def correct_prev(self, z_prev, z_t, z0, step, problem):
+        if not isinstance(problem.physics, dinv.physics.LinearPhysics):
+            raise TypeError(f"PSLD's gluing term needs a linear physics, got {type(problem.physics).__name__}")
+        physics, x0 = problem.physics, problem.image(z0)
+        glued = physics.A_adjoint(problem.y) + x0 - physics.A_adjoint(physics.A(x0))
+        target = problem.encode(from_physics_domain(glued, physics).real)
+        glue = (z0 - target).flatten(1).pow(2).sum(1)
+        (grad,) = torch.autograd.grad(glue.sum(), z_t, retain_graph=True)
+        scale = self.gamma / glue.detach().sqrt().clamp_min(1e-12)
+        z_prev = z_prev - truncate(grad, problem.k) * _per_example(scale, grad)
+        return super().correct_prev(z_prev, z_t, z0, step, problem)
+
+
+class DDSLocalMAP(DataConsistency):
+    r"""DDS-style local MAP in image space, then back to the latent by the encoder.
+
+    :param float gamma: weight :math:`\gamma` of the proximity to the decoded estimate. Default 1.
+
+    The physics' iterative settings (``physics.max_iter``, ``physics.tol``) govern the CG solve
+    where there is no closed form; they are not changed here.
+    """
+
+    def __init__(self, gamma: float = 1.0):
+        if gamma <= 0:
+            raise ValueError(f"gamma must be > 0, got {gamma}")
+        self.gamma = gamma
+
+    def correct_z0(self, z0, step, problem):
+        with torch.no_grad():
+            x0 = problem.image(z0.detach())
+            # deepinv: prox_l2(z, y, g) = argmin g/2 ||Ax - y||^2 + 1/2 ||x - z||^2, so g = 1 / gamma
+            x = problem.physics.prox_l2(x0, problem.y, 1.0 / self.gamma)
+            return truncate(problem.encode(from_physics_domain(x, problem.physics).real), problem.k)

@@ -1,0 +1,93 @@
+r"""The variance-preserving diffusion mechanics every latent sampler shares.
+
+The noise schedule is a :class:`diffusers.DDIMScheduler` (its ``alphas_cumprod``
+:math:`\bar\alpha_t` and its DDIM sub-schedule of timesteps). This module adds the three
+formulas the package's samplers need, each defined here only:
+
+* the forward marginal :math:`z_t = \sqrt{\bar\alpha_t}\, z_0 + \sqrt{1 - \bar\alpha_t}\,\epsilon`
+  (:func:`add_noise`),
+* Tweedie's estimate :math:`\hat z_0 = (z_t - \sqrt{1 - \bar\alpha_t}\, \hat\epsilon) / \sqrt{\bar\alpha_t}`
+  (:func:`tweedie_z0`),
+* the DDIM update with stochasticity :math:`\eta` (Song et al. 2021, eq. 12)
+
+  .. math::
+
+      z_{t'} = \sqrt{\bar\alpha_{t'}}\, \hat z_0 + \sqrt{1 - \bar\alpha_{t'} - s^2}\, \hat\epsilon + s\, \xi,
+      \qquad s = \eta \sqrt{\frac{1 - \bar\alpha_{t'}}{1 - \bar\alpha_t}\Big(1 - \frac{\bar\alpha_t}{\bar\alpha_{t'}}\Big)}
+
+  (:func:`ddim_update`), on the steps returned by :func:`reverse_steps`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from diffusers import DDIMScheduler
+
+
+@dataclass(frozen=True)
+class ReverseStep:
+    """One DDIM transition ``t -> t_prev`` with its schedule values (``t_prev = -1``: to clean)."""
+
+    t: int
+    t_prev: int
+    alpha_bar: float
+    alpha_bar_prev: float
+    noise_std: float  # s in the module docstring
+
+
+def reverse_steps(scheduler: DDIMScheduler, n_steps: int, eta: float, start: int | None = None) -> list[ReverseStep]:
+    """The ``n_steps`` DDIM transitions of ``scheduler``'s sub-schedule, from high to low noise.
+
+    :param diffusers.DDIMScheduler scheduler: holds :math:`\\bar\\alpha` (``set_timesteps`` is called on it).
+    :param int n_steps: length of the sub-schedule (e.g. 50 on CPU).
+    :param float eta: DDIM stochasticity in ``[0, 1]``.
+    :param int start: keep only the steps with ``t <= start`` (to start the reverse process midway).
+    """
+    if n_steps < 1:
+        raise ValueError(f"n_steps must be >= 1, got {n_steps}")
+    if not 0 <= eta <= 1:
+        raise ValueError(f"eta must be in [0, 1], got {eta}")
+    scheduler.set_timesteps(n_steps)
+    ts = [int(t) for t in scheduler.timesteps]
+    ab = scheduler.alphas_cumprod
+    final = float(scheduler.final_alpha_cumprod)
+    steps = []
+    for i, t in enumerate(ts):
+        t_prev = ts[i + 1] if i + 1 < len(ts) else -1
+        a, a_prev = float(ab[t]), float(ab[t_prev]) if t_prev >= 0 else final
+        var = (1 - a_prev) / (1 - a) * (1 - a / a_prev)
+        steps.append(ReverseStep(t, t_prev, a, a_prev, eta * max(var, 0.0) ** 0.5))
+    if start is not None:
+        steps = [s for s in steps if s.t <= start]
+    return steps
+
+
+def add_noise(z0: torch.Tensor, eps: torch.Tensor, alpha_bar: float | torch.Tensor) -> torch.Tensor:
+    """Forward marginal sample :math:`\\sqrt{\\bar\\alpha} z_0 + \\sqrt{1-\\bar\\alpha}\\,\\epsilon`."""
+    alpha_bar = torch.as_tensor(alpha_bar, dtype=z0.dtype, device=z0.device)
+    alpha_bar = alpha_bar.reshape(-1, *([1] * (z0.ndim - 1))) if alpha_bar.ndim else alpha_bar
+    return alpha_bar.sqrt() * z0 + (1 - alpha_bar).sqrt() * eps
+
+
+def tweedie_z0(z_t: torch.Tensor, eps: torch.Tensor, alpha_bar: float) -> torch.Tensor:
+    """Tweedie's clean-latent estimate from a noise prediction.
+
+    >>> z0, eps = torch.randn(2, 3), torch.randn(2, 3)
+    >>> torch.allclose(tweedie_z0(add_noise(z0, eps, 0.3), eps, 0.3), z0, atol=1e-5)
+    True
+    """
+    return (z_t - (1 - alpha_bar) ** 0.5 * eps) / alpha_bar**0.5
+
+
+def ddim_update(z0: torch.Tensor, eps: torch.Tensor, step: ReverseStep,
+                generator: torch.Generator | None = None) -> torch.Tensor:
+    """DDIM move to ``step.t_prev`` from a clean estimate ``z0`` and noise estimate ``eps``."""
+    s = step.noise_std
+    direction = max(1 - step.alpha_bar_prev - s**2, 0.0) ** 0.5
+    z_prev = step.alpha_bar_prev**0.5 * z0 + direction * eps
+    if s > 0:
+        noise = torch.randn(z0.shape, generator=generator, dtype=z0.dtype).to(z0.device)
+        z_prev = z_prev + s * noise
+    return z_prev

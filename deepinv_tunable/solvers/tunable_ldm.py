@@ -1,0 +1,100 @@
+r"""Inversion with a tunable latent diffusion prior (ALGORITHMS 1.5, paper Algorithm 2)."""
+
+from __future__ import annotations
+
+import deepinv as dinv
+import torch
+
+from ..consistency import AdamDC, DataConsistency, LatentProblem
+from ..diffusion import ddim_update, reverse_steps, tweedie_z0
+from ..latent import check_k, truncate
+from .base import Reconstruction, TunableReconstructor
+
+
+class TunableLDMSolver(TunableReconstructor):
+    r"""Posterior sampling with a latent diffusion prior whose latent size :math:`k` is a call argument.
+
+    .. code-block:: text
+
+        z_T ~ N(0, I);  z_T <- T_k(z_T)
+        for each DDIM step t -> t' (n_steps of them):
+            e      = eps_theta(z_t, t)
+            z0_hat = (z_t - sqrt(1 - abar_t) e) / sqrt(abar_t)             # Tweedie
+            z0_hat = consistency.correct_z0(z0_hat)                        # e.g. Adam-DC
+            z_t'   = DDIM(z0_hat, e, t -> t', eta)                         # eta > 0
+            z_t'   = consistency.correct_prev(z_t', ...)                   # e.g. LDPS, PSLD
+            z_t'   = T_k(z_t')
+        return D(T_k z_0)
+
+    The data-consistency step is any :class:`~deepinv_tunable.consistency.DataConsistency`
+    (default :class:`~deepinv_tunable.consistency.AdamDC`, Algorithm 2's M-step); the physics may be
+    nonlinear (gradients come from autograd). Latents are in diffusion units: the VAE's latent
+    times its ``scaling_factor``.
+
+    :param vae: tunable autoencoder (``decode(z, k)``, ``encode_mean``, ``latent_shape``, ``config["scaling_factor"]``).
+    :param unet: noise network (:class:`~deepinv_tunable.nets.LatentUNet`).
+    :param int k: default latent size (``None``: full). Overridable per call.
+    :param int n_steps: DDIM steps :math:`N`. Default 50.
+    :param float eta: DDIM stochasticity; must be > 0 (the paper: :math:`\eta = 0` is unstable). Default 0.1.
+    :param consistency: data-consistency step. Default ``AdamDC()``.
+
+    :Examples:
+
+        >>> import torch
+        >>> from deepinv_tunable.nets import LatentUNet, TunableVAE
+        >>> from deepinv_tunable.physics import build_physics
+        >>> vae = TunableVAE(image_size=(16, 16), block_out_channels=(8, 8), latent_channels=2)
+        >>> unet = LatentUNet(latent_channels=2, latent_size=8, block_out_channels=(8, 16))
+        >>> physics = build_physics({"kind": "inpainting", "keep_fraction": 0.5, "noise_sigma": 0.05}, (16, 16))
+        >>> y = physics(torch.rand(2, 1, 16, 16))
+        >>> out = TunableLDMSolver(vae, unet, n_steps=4).reconstruct(y, physics, k=64, seed=0)
+        >>> out.x.shape, out.k, out.nfe
+        (torch.Size([2, 1, 16, 16]), 64, 4)
+    """
+
+    def __init__(self, vae, unet, k: int | None = None, n_steps: int = 50, eta: float = 0.1,
+                 consistency: DataConsistency | None = None):
+        super().__init__()
+        if not eta > 0:
+            raise ValueError(f"eta must be > 0 (eta = 0 makes Algorithm 2 unstable), got {eta}")
+        unet_shape = (unet.config["latent_channels"], unet.config["latent_size"], unet.config["latent_size"])
+        if unet_shape != tuple(vae.latent_shape):
+            raise ValueError(f"the UNet works on latents {unet_shape} but the VAE's are {tuple(vae.latent_shape)}")
+        if k is not None:
+            check_k(k, vae.latent_dim)
+        self.vae = vae.eval().requires_grad_(False)
+        self.unet = unet.eval().requires_grad_(False)
+        self.scheduler = unet.sampling_scheduler()
+        self.k, self.n_steps, self.eta = k, int(n_steps), float(eta)
+        self.consistency = consistency if consistency is not None else AdamDC()
+
+    def _solve(self, y, physics: dinv.physics.Physics, k=None, n_steps: int | None = None, seed: int | None = None,
+               generator: torch.Generator | None = None, return_iterates: bool = False, **kwargs):
+        k = self.k if k is None else k
+        if k is not None:
+            check_k(k, self.vae.latent_dim)
+        if generator is None and seed is not None:
+            generator = torch.Generator().manual_seed(int(seed))
+        y = y.detach()
+        problem = LatentProblem(self.vae, physics, y, k, scale=float(self.vae.config["scaling_factor"]))
+        shape = (y.shape[0], *self.vae.latent_shape)
+        z = truncate(torch.randn(shape, generator=generator).to(y.device), k)
+        steps = reverse_steps(self.scheduler, n_steps or self.n_steps, self.eta)
+        iterates = [] if return_iterates else None
+        for step in steps:
+            z_t = z.detach().requires_grad_(self.consistency.needs_graph)
+            with torch.set_grad_enabled(self.consistency.needs_graph):
+                eps = self.unet(z_t, step.t)
+                z0 = tweedie_z0(z_t, eps, step.alpha_bar)
+            z0_dc = self.consistency.correct_z0(z0, step, problem)
+            z_prev = ddim_update(z0_dc.detach(), eps.detach(), step, generator)
+            z_prev = self.consistency.correct_prev(z_prev, z_t, z0, step, problem)
+            z = truncate(z_prev.detach(), k)
+            if return_iterates:
+                with torch.no_grad():
+                    iterates.append(problem.image(z0_dc.detach()))
+        with torch.no_grad():
+            x = problem.image(z)
+            residual = problem.residual(z)
+        return Reconstruction(x=x, wall_time=0.0, n_iter=len(steps), k=self.vae.latent_dim if k is None else k,
+                              nfe=len(steps), iterates=iterates, extras={"residual_sq": residual, "latent": z})

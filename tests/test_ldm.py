@@ -1,0 +1,121 @@
+import deepinv as dinv
+import pytest
+import torch
+
+from deepinv_tunable.consistency import LDPS, PSLD, AdamDC, DDSLocalMAP, LatentProblem
+from deepinv_tunable.diffusion import add_noise, ddim_update, reverse_steps, tweedie_z0
+from deepinv_tunable.latent import truncate
+from deepinv_tunable.nets import LatentUNet, TunableVAE
+from deepinv_tunable.physics import build_physics
+from deepinv_tunable.solvers import TunableLDMSolver
+
+
+class IdentityAE(torch.nn.Module):
+    """Latent = image (1, n, n): data-consistency steps then have closed forms."""
+
+    def __init__(self, n=8):
+        super().__init__()
+        self.latent_shape, self.latent_dim = (1, n, n), n * n
+
+    def decode(self, z, k=None):
+        return truncate(z, k)
+
+    def encode_mean(self, x):
+        return x
+
+
+def test_reverse_steps_follow_the_ddim_schedule():
+    sched = LatentUNet(latent_channels=1, latent_size=8, block_out_channels=(8, 8)).sampling_scheduler()
+    steps = reverse_steps(sched, 10, eta=0.5)
+    assert len(steps) == 10 and [s.t for s in steps] == sorted((s.t for s in steps), reverse=True)
+    assert steps[-1].t_prev == -1 and steps[-1].alpha_bar_prev == 1.0 and steps[-1].noise_std == 0.0
+    for s in steps[:-1]:
+        assert s.noise_std == pytest.approx(0.5 * float(sched._get_variance(s.t, s.t_prev)) ** 0.5, rel=1e-5)
+    assert [s.t for s in reverse_steps(sched, 10, 0.5, start=500)] == [s.t for s in steps if s.t <= 500]
+    with pytest.raises(ValueError, match=r"eta must be in \[0, 1\], got 2"):
+        reverse_steps(sched, 10, eta=2)
+
+
+def test_deterministic_ddim_with_the_true_noise_lands_on_the_forward_marginal():
+    sched = LatentUNet(latent_channels=1, latent_size=8, block_out_channels=(8, 8)).sampling_scheduler()
+    z0, eps = torch.randn(2, 1, 4, 4), torch.randn(2, 1, 4, 4)
+    for step in reverse_steps(sched, 5, eta=0.0):
+        z_t = add_noise(z0, eps, step.alpha_bar)
+        torch.testing.assert_close(tweedie_z0(z_t, eps, step.alpha_bar), z0, atol=1e-4, rtol=0)
+        torch.testing.assert_close(ddim_update(z0, eps, step), add_noise(z0, eps, step.alpha_bar_prev), atol=1e-5, rtol=0)
+
+
+def test_dds_local_map_is_the_closed_form_for_inpainting():
+    physics = build_physics({"kind": "inpainting", "keep_fraction": 0.5, "noise_sigma": 0.1, "seed": 1}, (8, 8))
+    mask = physics.mask.expand(2, 1, 8, 8)
+    y = physics(torch.rand(2, 1, 8, 8))
+    z0 = torch.rand(2, 1, 8, 8)
+    gamma = 0.7
+    out = DDSLocalMAP(gamma=gamma).correct_z0(z0, None, LatentProblem(IdentityAE(), physics, y, None))
+    # argmin ||m x - y||^2 + gamma ||x - z0||^2 = (m y + gamma z0) / (m + gamma) for a binary mask m
+    torch.testing.assert_close(out, (mask * y + gamma * z0) / (mask + gamma), atol=1e-5, rtol=0)
+
+
+def test_adam_dc_lowers_the_data_error_and_only_moves_kept_coordinates():
+    sched = LatentUNet(latent_channels=1, latent_size=8, block_out_channels=(8, 8)).sampling_scheduler()
+    step = reverse_steps(sched, 10, eta=1.0)[3]
+    physics = build_physics({"kind": "denoising", "noise_sigma": 0.05}, (8, 8))
+    y = physics(torch.rand(3, 1, 8, 8))
+    problem = LatentProblem(IdentityAE(), physics, y, k=40)
+    z0 = torch.randn(3, 1, 8, 8)
+    out = AdamDC(n_iter=5, lr=0.05).correct_z0(z0, step, problem)
+    assert bool((problem.residual(out) < problem.residual(z0)).all())
+    assert torch.equal(out.flatten(1)[:, 40:], z0.flatten(1)[:, 40:])
+    move = (out - z0).flatten(1).norm(dim=1)
+    assert bool((move <= step.noise_std * 64**0.5 + 1e-5).all())  # trust radius
+
+
+def test_ldps_guidance_is_the_normalised_residual_gradient():
+    physics = build_physics({"kind": "denoising", "noise_sigma": 0.0}, (8, 8))
+    y = torch.rand(2, 1, 8, 8)
+    z_t = torch.rand(2, 1, 8, 8, requires_grad=True)
+    problem = LatentProblem(IdentityAE(), physics, y, k=None)
+    g = LDPS(eta=1.5).guidance(z_t, z_t * 1.0, problem)
+    diff = (z_t - y).detach()
+    expected = 1.5 * 2 * diff / diff.flatten(1).norm(dim=1).view(-1, 1, 1, 1)
+    torch.testing.assert_close(g, expected, atol=1e-5, rtol=1e-5)
+
+
+def tiny_models(seed=0):
+    torch.manual_seed(seed)
+    vae = TunableVAE(image_size=(16, 16), block_out_channels=(8, 8), latent_channels=2)
+    unet = LatentUNet(latent_channels=2, latent_size=8, block_out_channels=(8, 16))
+    return vae, unet
+
+
+@pytest.mark.parametrize("consistency", [AdamDC(), LDPS(), PSLD(), DDSLocalMAP()], ids=lambda c: type(c).__name__)
+def test_sampler_runs_with_every_consistency_step_and_keeps_the_truncation(consistency):
+    vae, unet = tiny_models()
+    physics = build_physics({"kind": "inpainting", "keep_fraction": 0.5, "noise_sigma": 0.05}, (16, 16))
+    y = physics(torch.rand(2, 1, 16, 16))
+    solver = TunableLDMSolver(vae, unet, n_steps=3, consistency=consistency)
+    out = solver.reconstruct(y, physics, k=torch.tensor([10, 100]), seed=1)
+    assert out.nfe == 3 and torch.isfinite(out.x).all()
+    latent = out.extras["latent"].flatten(1)
+    assert not latent[0, 10:].any() and not latent[1, 100:].any() and latent[1, :100].abs().sum() > 0
+    again = solver.reconstruct(y, physics, k=torch.tensor([10, 100]), seed=1)
+    assert torch.equal(out.x, again.x)
+    assert not torch.equal(out.x, solver.reconstruct(y, physics, k=torch.tensor([10, 100]), seed=2).x)
+
+
+def test_sampler_handles_nonlinear_physics_and_rejects_bad_settings():
+    vae, unet = tiny_models()
+    physics = build_physics({"kind": "phase_retrieval", "oversampling": 2.0, "noise_sigma": 0.01}, (16, 16))
+    y = physics(torch.rand(1, 1, 16, 16).to(torch.cfloat))
+    out = TunableLDMSolver(vae, unet, n_steps=2, consistency=LDPS()).reconstruct(y, physics, seed=0)
+    assert out.x.is_complex() and torch.isfinite(out.x.abs()).all()
+    with pytest.raises(TypeError, match=r"PSLD's gluing term needs a linear physics, got RandomPhaseRetrieval"):
+        TunableLDMSolver(vae, unet, n_steps=2, consistency=PSLD())(y, physics)
+    with pytest.raises(ValueError, match=r"eta must be > 0"):
+        TunableLDMSolver(vae, unet, eta=0.0)
+    with pytest.raises(ValueError, match=r"k = 600 is outside \[1, 128\]"):
+        TunableLDMSolver(vae, unet)(y, physics, k=600)
+    other = LatentUNet(latent_channels=4, latent_size=8, block_out_channels=(8, 16))
+    with pytest.raises(ValueError, match=r"the UNet works on latents \(4, 8, 8\) but the VAE's are \(2, 8, 8\)"):
+        TunableLDMSolver(vae, other)
+    assert isinstance(physics, dinv.physics.Physics)
