@@ -63,7 +63,7 @@ def test_adam_dc_lowers_the_data_error_and_only_moves_kept_coordinates():
     y = physics(torch.rand(3, 1, 8, 8))
     problem = LatentProblem(IdentityAE(), physics, y, k=40)
     z0 = torch.randn(3, 1, 8, 8)
-    out = AdamDC(n_iter=5, lr=0.05).correct_z0(z0, step, problem)
+    out = AdamDC(n_iter=5, lr=0.05, lambda_f=100.0).correct_z0(z0, step, problem)
     assert bool((problem.residual(out) < problem.residual(z0)).all())
     assert torch.equal(out.flatten(1)[:, 40:], z0.flatten(1)[:, 40:])
     move = (out - z0).flatten(1).norm(dim=1)

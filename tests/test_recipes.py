@@ -85,6 +85,8 @@ def test_tuning_picks_from_grid_on_disjoint_slices(tmp_path):
         ({"physics.kind": "xray"}, r"physics: Input tag 'xray' found using 'kind' does not match"),
         ({"solver.name": "magic"}, r"solver: Input tag 'magic' found using 'name' does not match"),
         ({"data.plane": "oblique"}, r"data.plane: Input should be 'axial', 'coronal' or 'sagittal'"),
+        ({"solver.tune": {"param": "bogus", "grid": [1.0], "slices": {"count": 1}}},
+         r"solver.tv_pgd: Value error, tune.param 'bogus' is not a tunable tv_pgd parameter; expected one of \['lambda_tv'"),
     ],
 )
 def test_schema_errors_name_the_key(tmp_path, changes, message):
@@ -200,3 +202,21 @@ def test_public_api_is_importable_from_the_top_level():
         assert getattr(dt, name) is not None, name
     with pytest.raises(AttributeError, match="has no attribute 'nope'"):
         dt.nope
+
+
+@pytest.mark.parametrize("consistency", ["adam_dc", "ldps"])
+def test_tunable_ldm_recipe_runs_with_a_trained_unet_folder(tmp_path, consistency):
+    from deepinv_tunable.nets import LatentUNet
+
+    LatentUNet(latent_channels=8, latent_size=16, block_out_channels=(8, 16)).save_pretrained(tmp_path / "unet")
+    recipe = load_recipe(REPO / "recipes" / "tunable_ldm_mri4x.yaml", {
+        "output.dir": str(tmp_path / "out"), "data.slices": {"start": 110, "stop": 130, "count": 1},
+        "output.figures": 0, "output.volumes": False})
+    recipe.solver.params.unet = str(tmp_path / "unet")
+    recipe.solver.params.n_steps = 2
+    recipe.solver.params.consistency = consistency
+    result = run_recipe(recipe, progress=False)
+    assert json.loads(result.metrics_path.read_text())["complete"] is True
+    recipe.solver.params.unet = str(tmp_path / "missing")
+    with pytest.raises(ValueError, match=r"unknown pretrained model '.*missing'.*or give the path of a folder"):
+        run_recipe(recipe, progress=False)

@@ -94,9 +94,11 @@ def test_two_process_cpu_ddp_smoke(tmp_path):
     assert "model:" in proc.stdout
 
 
-def test_shipped_training_recipe_validates():
-    recipe = load_train_recipe(REPO / "recipes" / "train_tunable_vae.yaml")
-    assert recipe.model == "tunable_vae" and recipe.preset == "cpu-small"
+@pytest.mark.parametrize("name, model", [("train_tunable_vae", "tunable_vae"), ("train_tunable_ldm", "tunable_ldm"),
+                                         ("train_ordered_flow", "ordered_flow")])
+def test_shipped_training_recipes_validate(name, model):
+    recipe = load_train_recipe(REPO / "recipes" / f"{name}.yaml")
+    assert recipe.model == model and recipe.preset == "cpu-small"
 
 
 def test_ldm_objective_is_normalised_per_kept_coordinate(tmp_path):
@@ -122,3 +124,19 @@ def test_ldm_trains_from_a_recipe_and_exports_a_unet(tmp_path):
     unet = LatentUNet.from_pretrained(result.model_dir)
     assert unet.config["latent_channels"] == 2 and unet.config["latent_size"] == 16
     assert 0 < result.metrics["train/loss"] < 10 and "val/eps_mse" in result.metrics
+
+
+def test_ordered_flow_trains_from_a_recipe(tmp_path):
+    from deepinv_tunable.nets import OrderedFlow
+
+    path = tiny_train_recipe(tmp_path, max_epochs=2)
+    raw = yaml.safe_load(path.read_text())
+    raw["model"], raw["module"] = "ordered_flow", {"flow": {"levels": 2, "couplings_per_level": 2, "hidden": 8}}
+    path.write_text(yaml.safe_dump(raw))
+    recipe = load_train_recipe(path)
+    result = train(recipe, progress=False)
+    flow = OrderedFlow.from_pretrained(result.model_dir)
+    assert flow.latent_shape == (16, 8, 8) and flow.image_size == (32, 32)
+    rows = read_metrics_csv(tmp_path / "run" / "logs" / "version_0" / "metrics.csv")
+    nll = [r["train/nll_epoch"] for r in rows if "train/nll_epoch" in r]
+    assert len(nll) == 2 and nll[1] < nll[0]

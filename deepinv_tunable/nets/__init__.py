@@ -2,6 +2,7 @@
 
 from .checkpoint import CheckpointError, PretrainedMixin
 from .latent_unet import LatentUNet
+from .ordered_flow import OrderedFlow
 from .tunable_vae import TunableVAE
 
-__all__ = ["CheckpointError", "LatentUNet", "PretrainedMixin", "TunableVAE"]
+__all__ = ["CheckpointError", "LatentUNet", "OrderedFlow", "PretrainedMixin", "TunableVAE"]

@@ -14,12 +14,12 @@ from pathlib import Path
 
 import torch
 
-from ..nets import LatentUNet, TunableVAE
+from ..nets import LatentUNet, OrderedFlow, TunableVAE
 from ..nets.checkpoint import CONFIG_NAME
 
 _DIR = Path(__file__).parent
 #: checkpoint ``class`` -> model class; each has ``from_pretrained``.
-MODEL_CLASSES = {cls.__name__: cls for cls in (TunableVAE, LatentUNet)}
+MODEL_CLASSES = {cls.__name__: cls for cls in (TunableVAE, LatentUNet, OrderedFlow)}
 
 
 def available() -> list[str]:
@@ -34,10 +34,17 @@ def path(name: str) -> Path:
     return _DIR / name
 
 
-def load(name: str, device: torch.device | str = "cpu") -> torch.nn.Module:
-    """The shipped model ``name``, ready for inference (eval mode, on ``device``)."""
-    folder = path(name)
+def load(name: str | Path, device: torch.device | str = "cpu") -> torch.nn.Module:
+    """A model ready for inference (eval mode, on ``device``): a shipped ``name`` (see
+    :func:`available`) or the path of a folder written by ``save_pretrained`` (e.g. the
+    ``model/`` folder of a training run)."""
+    folder = Path(name)
+    if str(name) in available():
+        folder = path(str(name))
+    elif not (folder / CONFIG_NAME).is_file():
+        raise ValueError(f"unknown pretrained model '{name}': available are {available()}, "
+                         "or give the path of a folder written by save_pretrained")
     cls_name = json.loads((folder / CONFIG_NAME).read_text(encoding="utf-8")).get("class")
     if cls_name not in MODEL_CLASSES:
-        raise ValueError(f"pretrained model '{name}' has class '{cls_name}', which this version cannot load")
+        raise ValueError(f"model '{name}' has class '{cls_name}', which this version cannot load")
     return MODEL_CLASSES[cls_name].from_pretrained(folder, device=device)

@@ -62,7 +62,20 @@ def _build_solver(recipe: Recipe, override: dict[str, Any] | None = None):
     params.update(override or {})
     if cfg.name == "latent_map":
         return _latent_map(**params)
+    if cfg.name == "tunable_ldm":
+        return _tunable_ldm(**params)
     return SOLVERS[cfg.name](**params)
+
+
+def _tunable_ldm(vae: str, unet: str, k, consistency: str, seed: int, **solver_params):
+    """TunableLDMSolver on shipped networks, its noise seeded once for the run."""
+    from ..consistency import LDPS, PSLD, AdamDC, DDSLocalMAP
+    from ..pretrained import load
+    from ..solvers import TunableLDMSolver
+
+    steps = {"adam_dc": AdamDC, "ldps": LDPS, "psld": PSLD, "dds": DDSLocalMAP}
+    return TunableLDMSolver(load(vae), load(unet), k=None if k == "full" else int(k),
+                            consistency=steps[consistency](), seed=seed, **solver_params)
 
 
 def _latent_map(model: str, k, k_grid, k_rule, **solver_params):

@@ -9,7 +9,7 @@ naming the key, the value and what was expected.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -70,19 +70,26 @@ class TuneConfig(_Strict):
     metric: Literal["psnr", "ssim", "nmse"] = "psnr"
 
 
-class TVPGDConfig(_Strict):
-    name: Literal["tv_pgd"]
-    params: TVPGDParams = TVPGDParams()
+class _TunedSolverConfig(_Strict):
+    """A solver section with an optional ``tune`` grid over one of ``TUNABLE`` parameters."""
+
+    TUNABLE: ClassVar[tuple[str, ...]] = ()
     tune: TuneConfig | None = None
 
     @model_validator(mode="after")
     def _tuned_param_exists(self):
-        if self.tune is not None and self.tune.param not in TVPGDParams.model_fields:
+        if self.tune is not None and self.tune.param not in self.TUNABLE:
             raise ValueError(
-                f"tune.param '{self.tune.param}' is not a tv_pgd parameter; expected one of "
-                f"{sorted(TVPGDParams.model_fields)}"
+                f"tune.param '{self.tune.param}' is not a tunable {self.name} parameter; expected one of "
+                f"{sorted(self.TUNABLE)}"
             )
         return self
+
+
+class TVPGDConfig(_TunedSolverConfig):
+    TUNABLE: ClassVar[tuple[str, ...]] = tuple(TVPGDParams.model_fields)
+    name: Literal["tv_pgd"]
+    params: TVPGDParams = TVPGDParams()
 
 
 class LatentMAPParams(_Strict):
@@ -100,19 +107,34 @@ class LatentMAPParams(_Strict):
     restarts: int = Field(1, ge=1)
 
 
-class LatentMAPConfig(_Strict):
+class LatentMAPConfig(_TunedSolverConfig):
+    TUNABLE: ClassVar[tuple[str, ...]] = ("k", "gamma")
     name: Literal["latent_map"]
     params: LatentMAPParams = LatentMAPParams()
-    tune: TuneConfig | None = None
-
-    @model_validator(mode="after")
-    def _tuned_param_exists(self):
-        if self.tune is not None and self.tune.param not in ("k", "gamma"):
-            raise ValueError(f"tune.param '{self.tune.param}' cannot be tuned for latent_map; expected 'k' or 'gamma'")
-        return self
 
 
-SolverConfig = Annotated[PseudoInverseConfig | TVPGDConfig | LatentMAPConfig, Field(discriminator="name")]
+class TunableLDMParams(_Strict):
+    """Tunable latent diffusion; ``vae`` and ``unet`` are shipped names or folders written by
+    ``save_pretrained`` (e.g. ``results/train_tunable_ldm/model``); ``consistency`` picks the
+    data-consistency step."""
+
+    vae: str = "tunable_vae_mri128"
+    unet: str
+    k: int | Literal["full"] = "full"
+    n_steps: int = Field(50, ge=1)
+    eta: float = Field(0.1, gt=0, le=1)
+    consistency: Literal["adam_dc", "ldps", "psld", "dds"] = "adam_dc"
+    seed: int = 0
+
+
+class TunableLDMConfig(_TunedSolverConfig):
+    TUNABLE: ClassVar[tuple[str, ...]] = ("k", "eta")
+    name: Literal["tunable_ldm"]
+    params: TunableLDMParams
+
+
+SolverConfig = Annotated[PseudoInverseConfig | TVPGDConfig | LatentMAPConfig | TunableLDMConfig,
+                         Field(discriminator="name")]
 
 
 class OutputConfig(_Strict):

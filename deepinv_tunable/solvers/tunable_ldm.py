@@ -37,6 +37,8 @@ class TunableLDMSolver(TunableReconstructor):
     :param int n_steps: DDIM steps :math:`N`. Default 50.
     :param float eta: DDIM stochasticity; must be > 0 (the paper: :math:`\eta = 0` is unstable). Default 0.1.
     :param consistency: data-consistency step. Default ``AdamDC()``.
+    :param int seed: seeds the solver's own generator (successive calls continue its stream);
+        a call's ``seed=`` or ``generator=`` overrides it. Default ``None`` (torch's global RNG).
 
     :Examples:
 
@@ -53,7 +55,7 @@ class TunableLDMSolver(TunableReconstructor):
     """
 
     def __init__(self, vae, unet, k: int | None = None, n_steps: int = 50, eta: float = 0.1,
-                 consistency: DataConsistency | None = None):
+                 consistency: DataConsistency | None = None, seed: int | None = None):
         super().__init__()
         if not eta > 0:
             raise ValueError(f"eta must be > 0 (eta = 0 makes Algorithm 2 unstable), got {eta}")
@@ -67,14 +69,16 @@ class TunableLDMSolver(TunableReconstructor):
         self.scheduler = unet.sampling_scheduler()
         self.k, self.n_steps, self.eta = k, int(n_steps), float(eta)
         self.consistency = consistency if consistency is not None else AdamDC()
+        # one generator for the solver's lifetime: successive calls draw fresh, reproducible noise
+        self.generator = torch.Generator().manual_seed(seed) if seed is not None else None
 
     def _solve(self, y, physics: dinv.physics.Physics, k=None, n_steps: int | None = None, seed: int | None = None,
                generator: torch.Generator | None = None, return_iterates: bool = False, **kwargs):
         k = self.k if k is None else k
         if k is not None:
             check_k(k, self.vae.latent_dim)
-        if generator is None and seed is not None:
-            generator = torch.Generator().manual_seed(int(seed))
+        if generator is None:
+            generator = torch.Generator().manual_seed(int(seed)) if seed is not None else self.generator
         y = y.detach()
         problem = LatentProblem(self.vae, physics, y, k, scale=float(self.vae.config["scaling_factor"]))
         shape = (y.shape[0], *self.vae.latent_shape)

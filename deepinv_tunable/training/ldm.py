@@ -22,15 +22,8 @@ import torch
 
 from ..diffusion import add_noise
 from ..latent import KDistribution, truncate
-from ..nets import LatentUNet, TunableVAE
-
-
-def load_vae(source: str) -> TunableVAE:
-    """A frozen VAE from a shipped name (``deepinv_tunable.pretrained``) or a checkpoint folder."""
-    from .. import pretrained
-
-    vae = pretrained.load(source) if source in pretrained.available() else TunableVAE.from_pretrained(Path(source))
-    return vae.eval().requires_grad_(False)
+from .. import pretrained
+from ..nets import LatentUNet
 
 
 class TunableLDMModule(L.LightningModule):
@@ -52,7 +45,7 @@ class TunableLDMModule(L.LightningModule):
         if not 0 <= a <= 1:
             raise ValueError(f"a must be in [0, 1], got {a}")
         self.save_hyperparameters()
-        self.vae = load_vae(vae)
+        self.vae = pretrained.load(vae).requires_grad_(False)
         c, h, _ = self.vae.latent_shape
         self.unet = LatentUNet(latent_channels=c, latent_size=h, **(unet or {}))
         self.register_buffer("alphas_cumprod", self.unet.training_scheduler().alphas_cumprod.clone(), persistent=False)

@@ -41,6 +41,22 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
                         "max_epochs": 500, "max_time_minutes": None},
         },
     },
+    "ordered_flow": {
+        "cpu-small": {
+            "module": {"flow": {"levels": 3, "couplings_per_level": 4, "hidden": 32}, "rec_weight": 10.0,
+                       "lr": 1e-3, "k_p": 1e-3},
+            "data": {"batch_size": 8, "samples_per_epoch": 512, "num_workers": 1},
+            "trainer": {"accelerator": "cpu", "devices": 1, "precision": "32-true",
+                        "max_epochs": 1000, "max_time_minutes": 19.0},
+        },
+        "gpu": {
+            "module": {"flow": {"levels": 4, "couplings_per_level": 8, "hidden": 128}, "rec_weight": 10.0,
+                       "lr": 5e-4, "k_p": 1e-3},
+            "data": {"batch_size": 32, "samples_per_epoch": 8192, "num_workers": 8},
+            "trainer": {"accelerator": "gpu", "devices": 1, "precision": "32-true",
+                        "max_epochs": 200, "max_time_minutes": None},
+        },
+    },
 }
 
 

@@ -27,6 +27,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from ..recipes.schema import RecipeError
 from .data import SliceDataConfig, SliceDataModule
 from .presets import PRESETS, merge
+from .flow import OrderedFlowModule
 from .ldm import TunableLDMModule
 from .model_card import write_model_card
 from .vae import TunableVAEModule
@@ -52,7 +53,7 @@ class TrainRecipe(BaseModel):
     model_config = ConfigDict(extra="forbid")
     name: str
     description: str = ""
-    model: Literal["tunable_vae", "tunable_ldm"]
+    model: Literal["tunable_vae", "tunable_ldm", "ordered_flow"]
     preset: Literal["cpu-small", "gpu"] = "cpu-small"
     data: dict[str, Any] = {}
     module: dict[str, Any] = {}
@@ -67,7 +68,7 @@ class TrainResult:
     metrics: dict[str, float]
 
 
-MODULES = {"tunable_vae": TunableVAEModule, "tunable_ldm": TunableLDMModule}
+MODULES = {"tunable_vae": TunableVAEModule, "tunable_ldm": TunableLDMModule, "ordered_flow": OrderedFlowModule}
 
 
 def load_train_recipe(path: str | Path, overrides: dict[str, Any] | None = None) -> TrainRecipe:
@@ -92,8 +93,9 @@ def resolve(recipe: TrainRecipe) -> tuple[dict, SliceDataConfig, TrainerConfig]:
         trainer = TrainerConfig(**merge(preset["trainer"], recipe.trainer))
     except ValidationError as err:
         raise RecipeError(f"invalid training recipe '{recipe.name}':\n{err}") from None
-    if recipe.model == "tunable_vae":
-        module_kwargs.setdefault("vae", {})["image_size"] = list(data.size)
+    net_key = {"tunable_vae": "vae", "ordered_flow": "flow"}.get(recipe.model)
+    if net_key is not None:  # the network is built for the slices' size
+        module_kwargs.setdefault(net_key, {})["image_size"] = list(data.size)
     return module_kwargs, data, trainer
 
 
