@@ -84,6 +84,16 @@ def truncate(z: torch.Tensor, k: int | torch.Tensor | None) -> torch.Tensor:
     return z * truncation_mask(z.shape[1:], k, device=z.device, dtype=z.dtype)
 
 
+def truncate_latent(z: torch.Tensor, k: int | torch.Tensor | None, latent_shape: Sequence[int]) -> torch.Tensor:
+    """:func:`truncate` for a generator's input: checks that ``z`` is ``(B, *latent_shape)`` and
+    that ``k`` lies in ``[1, K]`` first, with errors that name the values."""
+    if tuple(z.shape[1:]) != tuple(latent_shape):
+        raise ValueError(f"latent has shape {tuple(z.shape)}; expected (B, {', '.join(map(str, latent_shape))})")
+    if k is not None:
+        check_k(k, latent_size(latent_shape))
+    return truncate(z, k)
+
+
 @dataclass(frozen=True)
 class KDistribution:
     r"""Distribution of the kept latent size :math:`k` on :math:`\{k_{\min}, \dots, K\}`.

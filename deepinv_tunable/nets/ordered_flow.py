@@ -9,7 +9,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from ..latent import check_k, latent_size, truncate
+from ..latent import latent_size, truncate_latent
 from .checkpoint import PretrainedMixin
 
 
@@ -146,11 +146,7 @@ class OrderedFlow(nn.Module, PretrainedMixin):
 
     def decode(self, z: torch.Tensor, k: int | torch.Tensor | None = None) -> torch.Tensor:
         """:math:`f(T_k z)`."""
-        if tuple(z.shape[1:]) != self.latent_shape:
-            raise ValueError(f"latent has shape {tuple(z.shape)}; expected (B, {', '.join(map(str, self.latent_shape))})")
-        if k is not None:
-            check_k(k, self.latent_dim)
-        return self.generate(truncate(z, k))
+        return self.generate(truncate_latent(z, k, self.latent_shape))
 
     def nll(self, x: torch.Tensor) -> torch.Tensor:
         """Negative log-likelihood per dimension (nats) under a standard normal latent."""

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 import torch
 from diffusers import AutoencoderKL
 
-from ..latent import check_k, latent_size, truncate
+from ..latent import latent_size, truncate_latent
 from .checkpoint import PretrainedMixin
 
 
@@ -116,11 +116,7 @@ class TunableVAE(torch.nn.Module, PretrainedMixin):
 
     def decode(self, z: torch.Tensor, k: int | torch.Tensor | None = None) -> torch.Tensor:
         """:math:`D(T_k z)`; ``k=None`` decodes the full latent."""
-        if tuple(z.shape[1:]) != self.latent_shape:
-            raise ValueError(f"latent has shape {tuple(z.shape)}; expected (B, {', '.join(map(str, self.latent_shape))})")
-        if k is not None:
-            check_k(k, self.latent_dim)
-        return self.autoencoder.decoder(self.autoencoder.post_quant_conv(truncate(z, k)))
+        return self.autoencoder.decoder(self.autoencoder.post_quant_conv(truncate_latent(z, k, self.latent_shape)))
 
     def forward(self, x: torch.Tensor, k: int | torch.Tensor | None = None) -> torch.Tensor:
         """Deterministic reconstruction :math:`D(T_k E(x))`."""
