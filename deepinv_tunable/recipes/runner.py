@@ -21,7 +21,6 @@ from tqdm.auto import tqdm
 from .. import __version__
 from ..atomic import write_json_atomic
 from ..data import (
-    Volume,
     batched,
     load_volume,
     percentile_scaling,

@@ -15,6 +15,7 @@ import lightning as L
 import torch
 
 from ..latent import KDistribution
+from ..metrics import METRICS
 from ..nets import OrderedFlow
 
 
@@ -49,9 +50,8 @@ class OrderedFlowModule(L.LightningModule):
         z = self.flow.encode_mean(x)
         K = self.flow.latent_dim
         for k in sorted({max(1, K // 64), max(1, K // 16), K // 4}):
-            mse = (self.flow.decode(z, k).clamp(0, 1) - x).pow(2).flatten(1).mean(1)
-            self.log(f"val/psnr_k{k}", (-10 * torch.log10(mse.clamp_min(1e-10))).mean(), batch_size=x.shape[0],
-                     sync_dist=True)
+            psnr = METRICS["psnr"](self.flow.decode(z, k).clamp(0, 1), x).mean()
+            self.log(f"val/psnr_k{k}", psnr, batch_size=x.shape[0], sync_dist=True)
 
     def configure_optimizers(self):
         return torch.optim.Adam(self.flow.parameters(), lr=self.hparams.lr)

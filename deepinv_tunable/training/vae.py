@@ -23,6 +23,7 @@ import lightning as L
 import torch
 
 from ..latent import KDistribution
+from ..metrics import METRICS
 from ..nets import TunableVAE
 
 
@@ -106,9 +107,7 @@ class TunableVAEModule(L.LightningModule):
     def validation_step(self, x: torch.Tensor, batch_idx: int) -> None:
         z = self.vae.encode_mean(x)
         for k in self.val_ks:
-            x_hat = self.vae.decode(z, k).clamp(0, 1)
-            mse = (x_hat - x).pow(2).flatten(1).mean(1)
-            psnr = (-10 * torch.log10(mse.clamp_min(1e-10))).mean()
+            psnr = METRICS["psnr"](self.vae.decode(z, k).clamp(0, 1), x).mean()
             self.log(f"val/psnr_k{k}", psnr, batch_size=x.shape[0], sync_dist=True)
 
     def configure_optimizers(self):
