@@ -17,7 +17,9 @@ __version__ = "0.1.0"
 #: public name -> module that defines it
 _EXPORTS = {
     "KDistribution": "latent", "truncate": "latent", "truncation_mask": "latent",
-    "TunableVAE": "nets", "CheckpointError": "nets",
+    "TunableVAE": "nets", "CheckpointError": "nets", "HVAE": "nets", "OrderedFlow": "nets", "LatentUNet": "nets",
+    "PnPHVAE": "solvers", "TunableLDMSolver": "solvers", "HVAEDenoiser": "priors", "tau_for_sigma": "priors",
+    "lipschitz_ratios": "diagnostics",
     "LatentMAP": "solvers", "TVPGD": "solvers", "PseudoInverse": "solvers", "MeasurementBaseline": "solvers",
     "Reconstruction": "solvers",
     "AutoK": "selection", "select_k": "selection", "sweep_k": "selection", "discrepancy_k": "selection",
@@ -26,7 +28,7 @@ _EXPORTS = {
     "TunableVAEModule": "training", "train": "training", "load_train_recipe": "training",
     "run_recipe": "recipes", "load_recipe": "recipes",
 }
-_SUBMODULES = ("pretrained", "latent", "nets", "solvers", "selection", "physics", "data", "training", "recipes")
+_SUBMODULES = ("pretrained", "priors", "diagnostics", "latent", "nets", "solvers", "selection", "physics", "data", "training", "recipes")
 
 __all__ = sorted([*_EXPORTS, *_SUBMODULES, "__version__"])
 

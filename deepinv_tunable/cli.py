@@ -25,6 +25,11 @@ def _info() -> int:
     print("bundled sample volumes (use as --input sample:NAME):")
     for name, s in sorted(SAMPLES.items()):
         print(f"  {name:12s} {s.description} [{s.kind}] -> {sample_path(name)}")
+    from . import pretrained
+
+    print("shipped checkpoints (pretrained.load(NAME); model card: README.md in the folder):")
+    for name in pretrained.available():
+        print(f"  {name:20s} -> {pretrained.path(name)}")
     return 0
 
 

@@ -47,7 +47,7 @@ class LatentProblem:
         return to_physics_domain(self.model.decode(z / self.scale, self.k), self.physics)
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
-        """:math:`c\, E(x)` for a single-channel image."""
+        r""":math:`c\, E(x)` for a single-channel image."""
         return self.scale * self.model.encode_mean(x)
 
     def residual(self, z: torch.Tensor) -> torch.Tensor:

@@ -220,3 +220,21 @@ def test_tunable_ldm_recipe_runs_with_a_trained_unet_folder(tmp_path, consistenc
     recipe.solver.params.unet = str(tmp_path / "missing")
     with pytest.raises(ValueError, match=r"unknown pretrained model '.*missing'.*or give the path of a folder"):
         run_recipe(recipe, progress=False)
+
+
+PNP_RECIPES = sorted((REPO / "recipes").glob("pnp_hvae_*.yaml"))
+
+
+@pytest.mark.parametrize("path", PNP_RECIPES, ids=[p.stem for p in PNP_RECIPES])
+def test_pnp_hvae_recipes_run(tmp_path, path):
+    """Each PnP-HVAE recipe runs end to end with the shipped HVAE (1 slice, 2 iterations)."""
+    recipe = load_recipe(path, {"output.dir": str(tmp_path), "output.figures": 1, "output.volumes": False})
+    recipe.data.slices.count = 1
+    recipe.solver.params.max_iter = 2
+    if recipe.solver.tune is not None:
+        recipe.solver.tune.grid = recipe.solver.tune.grid[:2]
+        recipe.solver.tune.slices.count = 1
+    result = run_recipe(recipe, progress=False)
+    metrics = json.loads(result.metrics_path.read_text())
+    assert metrics["complete"] and len(metrics["per_slice"]["solver"]["psnr"]) == 1
+    assert 5 < metrics["mean"]["solver"]["psnr"] < 60

@@ -1,8 +1,9 @@
 """Networks only: they know nothing of physics or solvers."""
 
 from .checkpoint import CheckpointError, PretrainedMixin
+from .hvae import HVAE
 from .latent_unet import LatentUNet
 from .ordered_flow import OrderedFlow
 from .tunable_vae import TunableVAE
 
-__all__ = ["CheckpointError", "LatentUNet", "OrderedFlow", "PretrainedMixin", "TunableVAE"]
+__all__ = ["CheckpointError", "HVAE", "LatentUNet", "OrderedFlow", "PretrainedMixin", "TunableVAE"]

@@ -63,6 +63,8 @@ def _build_solver(recipe: Recipe, override: dict[str, Any] | None = None):
         return _latent_map(**params)
     if cfg.name == "tunable_ldm":
         return _tunable_ldm(**params)
+    if cfg.name == "pnp_hvae":
+        return _pnp_hvae(**params)
     return SOLVERS[cfg.name](**params)
 
 
@@ -75,6 +77,14 @@ def _tunable_ldm(vae: str, unet: str, k, consistency: str, seed: int, **solver_p
     steps = {"adam_dc": AdamDC, "ldps": LDPS, "psld": PSLD, "dds": DDSLocalMAP}
     return TunableLDMSolver(load(vae), load(unet), k=None if k == "full" else int(k),
                             consistency=steps[consistency](), seed=seed, **solver_params)
+
+
+def _pnp_hvae(model: str, tau, **solver_params):
+    """PnPHVAE on a shipped hierarchical VAE."""
+    from ..pretrained import load
+    from ..solvers import PnPHVAE
+
+    return PnPHVAE(load(model), tau=None if tau == "auto" else float(tau), **solver_params)
 
 
 def _latent_map(model: str, k, k_grid, k_rule, **solver_params):

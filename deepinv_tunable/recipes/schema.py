@@ -133,7 +133,24 @@ class TunableLDMConfig(_TunedSolverConfig):
     params: TunableLDMParams
 
 
-SolverConfig = Annotated[PseudoInverseConfig | TVPGDConfig | LatentMAPConfig | TunableLDMConfig,
+class PnPHVAEParams(_Strict):
+    """PnP-HVAE with a shipped hierarchical VAE (or a ``save_pretrained`` folder); ``tau``
+    ``"auto"`` follows the noise level (:func:`~deepinv_tunable.priors.tau_for_sigma`)."""
+
+    model: str = "hvae_mri64"
+    tau: float | Literal["auto"] = "auto"
+    gamma: float | None = Field(None, gt=0)
+    max_iter: int = Field(100, ge=1)
+    tol: float = Field(1e-4, ge=0)
+
+
+class PnPHVAEConfig(_TunedSolverConfig):
+    TUNABLE: ClassVar[tuple[str, ...]] = ("tau", "gamma")
+    name: Literal["pnp_hvae"]
+    params: PnPHVAEParams = PnPHVAEParams()
+
+
+SolverConfig = Annotated[PseudoInverseConfig | TVPGDConfig | LatentMAPConfig | TunableLDMConfig | PnPHVAEConfig,
                          Field(discriminator="name")]
 
 

@@ -33,6 +33,8 @@ class SliceDataConfig(BaseModel):
     num_workers: int = Field(0, ge=0)
     samples_per_epoch: int = Field(512, ge=1)
     val_slices: int = Field(8, ge=1, description="held-out slices used for validation")
+    patch_size: int | None = Field(None, ge=8, description="train on random square patches of this size "
+                                   "(validation keeps whole slices)")
 
 
 def load_slices(cfg: SliceDataConfig) -> tuple[torch.Tensor, torch.Tensor, list[int], list[int]]:
@@ -74,21 +76,36 @@ def default_augmentation() -> tio.Compose:
 class AugmentedSlices(Dataset):
     """``samples_per_epoch`` random slices of ``slices``, each freshly augmented."""
 
-    def __init__(self, slices: torch.Tensor, samples_per_epoch: int, transform: tio.Transform | None):
+    def __init__(self, slices: torch.Tensor, samples_per_epoch: int, transform: tio.Transform | None,
+                 patch_size: int | None = None, min_foreground: float = 0.05):
         self.slices = slices
         self.samples_per_epoch = samples_per_epoch
         self.transform = transform
+        self.patch_size = patch_size
+        self.min_foreground = min_foreground
+        if patch_size is not None and patch_size > min(slices.shape[-2:]):
+            raise ValueError(f"patch_size {patch_size} exceeds the slice size {tuple(slices.shape[-2:])}")
 
     def __len__(self) -> int:
         return self.samples_per_epoch
 
     def __getitem__(self, index: int) -> torch.Tensor:
         x = self.slices[index % len(self.slices)]
-        if self.transform is None:
-            return x
-        # torchio works on (C, X, Y, Z) volumes: a 2D slice is a one-voxel-thick volume.
-        out = self.transform(x.unsqueeze(-1))[..., 0]
-        return out.clamp(0, 1)
+        if self.transform is not None:
+            # torchio works on (C, X, Y, Z) volumes: a 2D slice is a one-voxel-thick volume.
+            x = self.transform(x.unsqueeze(-1))[..., 0].clamp(0, 1)
+        return x if self.patch_size is None else self.random_patch(x)
+
+    def random_patch(self, x: torch.Tensor) -> torch.Tensor:
+        """A random ``patch_size`` square of ``x``; up to 8 draws avoid patches of pure air."""
+        p = self.patch_size
+        for _ in range(8):
+            i = int(torch.randint(0, x.shape[-2] - p + 1, ()))
+            j = int(torch.randint(0, x.shape[-1] - p + 1, ()))
+            patch = x[..., i:i + p, j:j + p]
+            if float(patch.mean()) >= self.min_foreground:
+                break
+        return patch
 
 
 class SliceDataModule(L.LightningDataModule):
@@ -107,7 +124,8 @@ class SliceDataModule(L.LightningDataModule):
 
     def train_dataloader(self) -> DataLoader:
         transform = default_augmentation() if self.cfg.augment else None
-        data = AugmentedSlices(self.train_slices, self.cfg.samples_per_epoch, transform)
+        data = AugmentedSlices(self.train_slices, self.cfg.samples_per_epoch, transform, self.cfg.patch_size,
+                               self.cfg.min_foreground)
         return DataLoader(data, batch_size=self.cfg.batch_size, shuffle=True, drop_last=True,
                           num_workers=self.cfg.num_workers, persistent_workers=self.cfg.num_workers > 0)
 

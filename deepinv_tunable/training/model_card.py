@@ -21,7 +21,7 @@ def read_metrics_csv(path: Path) -> list[dict[str, float]]:
 def plot_loss_curve(rows: list[dict[str, float]], path: Path) -> Path | None:
     """Training loss per step and validation PSNR per epoch, one PNG."""
     train = [(r["step"], r["train/loss_step"]) for r in rows if "train/loss_step" in r]
-    val_keys = sorted({k for r in rows for k in r if k.startswith("val/")})
+    val_keys = sorted({k for r in rows for k in r if k.startswith("val/") and "psnr" in k})
     if not train:
         return None
     import matplotlib
@@ -59,7 +59,9 @@ def write_model_card(model_dir: Path, recipe, module_kwargs: dict[str, Any], dat
         f"- model: `{recipe.model}`, preset `{recipe.preset}`, {steps} optimiser steps",
         f"- data: `{data_cfg.input}`, {data_cfg.plane} slices, spacing {data_cfg.spacing} mm, size "
         f"{data_cfg.size[0]}x{data_cfg.size[1]}; slices [{data_cfg.holdout[0]}, {data_cfg.holdout[1]}) held out"
-        f"; augmentation: {'torchio (affine, elastic, flip, bias field, gamma)' if data_cfg.augment else 'none'}",
+        f"; augmentation: {'torchio (affine, elastic, flip, bias field, gamma)' if data_cfg.augment else 'none'}"
+        + (f"; trained on random {data_cfg.patch_size}x{data_cfg.patch_size} patches, validated on whole slices"
+           if data_cfg.patch_size else ""),
         f"- module: `{json.dumps(module_kwargs, sort_keys=True)}`",
         f"- trainer: `{trainer_cfg.model_dump_json()}`",
         "",

@@ -57,6 +57,23 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
                         "max_epochs": 200, "max_time_minutes": None},
         },
     },
+    "hvae": {
+        "cpu-small": {
+            "module": {"hvae": {"width": 32, "z_channels": 4, "groups_per_scale": [2, 2, 1, 1], "gamma": 0.02},
+                       "lr": 2e-3, "ema_decay": 0.998},
+            "data": {"batch_size": 8, "patch_size": 64, "samples_per_epoch": 512, "num_workers": 1},
+            "trainer": {"accelerator": "cpu", "devices": 1, "precision": "32-true",
+                        "max_epochs": 1000, "max_time_minutes": 28.0},
+        },
+        "gpu": {
+            "module": {"hvae": {"width": 128, "z_channels": 8, "groups_per_scale": [2, 3, 4, 4, 3],
+                                "blocks_per_scale": 2, "gamma": 0.02},
+                       "lr": 1e-3, "ema_decay": 0.9995},
+            "data": {"batch_size": 64, "patch_size": 64, "samples_per_epoch": 16384, "num_workers": 8},
+            "trainer": {"accelerator": "gpu", "devices": 1, "precision": "bf16-mixed",
+                        "max_epochs": 300, "max_time_minutes": None},
+        },
+    },
 }
 
 

@@ -28,6 +28,7 @@ from ..recipes.schema import RecipeError
 from .data import SliceDataConfig, SliceDataModule
 from .presets import PRESETS, merge
 from .flow import OrderedFlowModule
+from .hvae import HVAEModule
 from .ldm import TunableLDMModule
 from .model_card import write_model_card
 from .vae import TunableVAEModule
@@ -53,7 +54,7 @@ class TrainRecipe(BaseModel):
     model_config = ConfigDict(extra="forbid")
     name: str
     description: str = ""
-    model: Literal["tunable_vae", "tunable_ldm", "ordered_flow"]
+    model: Literal["tunable_vae", "tunable_ldm", "ordered_flow", "hvae"]
     preset: Literal["cpu-small", "gpu"] = "cpu-small"
     data: dict[str, Any] = {}
     module: dict[str, Any] = {}
@@ -68,7 +69,8 @@ class TrainResult:
     metrics: dict[str, float]
 
 
-MODULES = {"tunable_vae": TunableVAEModule, "tunable_ldm": TunableLDMModule, "ordered_flow": OrderedFlowModule}
+MODULES = {"tunable_vae": TunableVAEModule, "tunable_ldm": TunableLDMModule, "ordered_flow": OrderedFlowModule,
+           "hvae": HVAEModule}
 
 
 def load_train_recipe(path: str | Path, overrides: dict[str, Any] | None = None) -> TrainRecipe:
@@ -93,9 +95,10 @@ def resolve(recipe: TrainRecipe) -> tuple[dict, SliceDataConfig, TrainerConfig]:
         trainer = TrainerConfig(**merge(preset["trainer"], recipe.trainer))
     except ValidationError as err:
         raise RecipeError(f"invalid training recipe '{recipe.name}':\n{err}") from None
-    net_key = {"tunable_vae": "vae", "ordered_flow": "flow"}.get(recipe.model)
-    if net_key is not None:  # the network is built for the slices' size
-        module_kwargs.setdefault(net_key, {})["image_size"] = list(data.size)
+    net_key = {"tunable_vae": "vae", "ordered_flow": "flow", "hvae": "hvae"}.get(recipe.model)
+    if net_key is not None:  # the network is built for (and records) the training images' size
+        size = [data.patch_size] * 2 if data.patch_size else list(data.size)
+        module_kwargs.setdefault(net_key, {})["image_size"] = size
     return module_kwargs, data, trainer
 
 

@@ -114,7 +114,7 @@ class TunableVAEModule(L.LightningModule):
         return torch.optim.Adam(self.vae.parameters(), lr=self.hparams.lr)
 
     def export(self, model_dir, datamodule) -> None:
-        """Set the latent scaling factor :math:`1/\mathrm{std}(E(x))` on the training slices and
+        r"""Set the latent scaling factor :math:`1/\mathrm{std}(E(x))` on the training slices and
         ``save_pretrained`` the VAE."""
         vae = self.vae.cpu().eval()
         with torch.no_grad():

@@ -1,0 +1,77 @@
+r"""The HVAE reconstruction :math:`\mathrm{HVAE}(x, \tau(\sigma))` as a deepinv denoiser
+(ALGORITHMS 3.4), so deepinv's PnP solvers (HQS, ADMM, PGD, DRS) run with it unchanged."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import deepinv as dinv
+import numpy as np
+import torch
+
+from ..nets.hvae import HVAE
+
+#: noise std (images in [0, 1]) -> temperature of the PnP-HVAE paper: 2.55, 7.65 and 12.75 on
+#: a 0-255 scale give tau = 0.95, 0.8 and 0.6.
+PAPER_SIGMAS = (2.55 / 255, 7.65 / 255, 12.75 / 255)
+PAPER_TAUS = (0.95, 0.8, 0.6)
+
+
+def tau_for_sigma(sigma: float) -> float:
+    r"""Temperature for noise std ``sigma`` (images in [0, 1]): piecewise linear through the
+    paper's points :math:`(0.01, 0.95), (0.03, 0.8), (0.05, 0.6)`, constant outside them, so
+    monotone non-increasing: more noise, stronger regularisation.
+
+    >>> tau_for_sigma(0.0), tau_for_sigma(7.65 / 255), tau_for_sigma(1.0)
+    (0.95, 0.8, 0.6)
+    """
+    sigma = float(sigma)
+    if not np.isfinite(sigma) or sigma < 0:
+        raise ValueError(f"noise level sigma must be a finite number >= 0, got {sigma}")
+    return float(np.interp(sigma, PAPER_SIGMAS, PAPER_TAUS))
+
+
+class HVAEDenoiser(dinv.models.Denoiser):
+    r"""Denoiser :math:`D_\sigma(x) = \mathrm{HVAE}(x, \tau(\sigma))`.
+
+    Images with more channels than the HVAE (e.g. 2-channel complex MRI images) are denoised
+    channel by channel.
+
+    :param HVAE hvae: a trained hierarchical VAE.
+    :param Callable tau_map: noise std -> temperature in (0, 1]; must be non-increasing.
+        Default :func:`tau_for_sigma`.
+    :param bool pad: pad image sizes that are not a multiple of the HVAE stride. Default True.
+
+    :Examples:
+
+        >>> import deepinv as dinv
+        >>> from deepinv_tunable.nets import HVAE
+        >>> denoiser = HVAEDenoiser(HVAE(width=8, groups_per_scale=(1, 1)))
+        >>> denoiser(torch.rand(1, 1, 16, 16), sigma=0.05).shape
+        torch.Size([1, 1, 16, 16])
+    """
+
+    def __init__(self, hvae: HVAE, tau_map: Callable[[float], float] = tau_for_sigma, pad: bool = True):
+        super().__init__()
+        self.hvae = hvae
+        self.tau_map = tau_map
+        self.pad = pad
+
+    def forward(self, x: torch.Tensor, sigma: float | torch.Tensor | None = None, **kwargs) -> torch.Tensor:
+        if sigma is None:
+            raise ValueError("HVAEDenoiser needs the noise level sigma (it sets the temperature)")
+        levels = torch.as_tensor(sigma, dtype=torch.float64).flatten()
+        if levels.numel() not in (1, x.shape[0]):
+            raise ValueError(f"sigma has {levels.numel()} values for a batch of {x.shape[0]} images")
+        c = self.hvae.config["in_channels"]
+        if x.shape[1] % c:
+            raise ValueError(f"images with {x.shape[1]} channels cannot be split into the HVAE's {c}-channel inputs")
+        if levels.numel() == 1 or bool((levels == levels[0]).all()):
+            return self._denoise(x, self.tau_map(float(levels[0])))
+        return torch.cat([self._denoise(x[i:i + 1], self.tau_map(float(s))) for i, s in enumerate(levels)])
+
+    def _denoise(self, x: torch.Tensor, tau: float) -> torch.Tensor:
+        b, ch, h, w = x.shape
+        c = self.hvae.config["in_channels"]
+        out = self.hvae.reconstruct(x.reshape(b * ch // c, c, h, w), tau, pad=self.pad)
+        return out.reshape(b, ch, h, w)

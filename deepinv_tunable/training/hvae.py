@@ -1,0 +1,107 @@
+r"""Lightning module of the hierarchical VAE (ALGORITHMS 3.1): ELBO, Adamax, EMA weights and a
+gradient-skip guard, as the PnP-HVAE paper recommends for VDVAE-type models.
+
+The minimised loss is the negative ELBO per pixel without its constant,
+
+.. math::
+
+    \mathcal{L} = \frac{1}{d}\Big(\frac{\|x - \mu_\theta(z)\|^2}{2\gamma^2}
+                  + \sum_l \mathrm{KL}(q(z_l|z_{<l}, x) \,\|\, p(z_l|z_{<l}))\Big),
+
+so it is positive and its gradients are the ELBO's. An update whose gradient norm is not finite
+or exceeds ``skip_threshold`` is skipped (VDVAE's guard against rare KL spikes); smaller ones are
+clipped to ``grad_clip``. The threshold is relative: ``skip_factor`` times a running average of
+accepted gradient norms (after ``skip_warmup`` updates), because the norm's scale changes by
+orders of magnitude between the start of training and convergence.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import lightning as L
+import torch
+
+from ..metrics import METRICS
+from ..nets.hvae import HVAE
+
+
+class HVAEModule(L.LightningModule):
+    r"""Trains an :class:`~deepinv_tunable.nets.HVAE` by maximising the ELBO.
+
+    :param dict hvae: keyword arguments of :class:`~deepinv_tunable.nets.HVAE`.
+    :param float lr: Adamax learning rate. Default ``2e-3``.
+    :param float ema_decay: decay of the exponential moving average of the weights (the
+        exported weights are the average). Default 0.998.
+    :param float grad_clip: gradient-norm clipping. Default 100.
+    :param float skip_factor: updates whose gradient norm exceeds this multiple of the running
+        average of accepted norms are skipped. Default 10.
+    :param int skip_warmup: updates accepted unconditionally at the start. Default 50.
+    :param Sequence[float] val_taus: temperatures at which held-out denoising PSNR is logged.
+    :param float val_sigma: noise std of that validation denoising. Default 0.03.
+    """
+
+    def __init__(self, hvae: dict | None = None, lr: float = 2e-3, ema_decay: float = 0.998, grad_clip: float = 100.0,
+                 skip_factor: float = 10.0, skip_warmup: int = 50, val_taus: Sequence[float] = (1.0, 0.8, 0.6), val_sigma: float = 0.03):
+        super().__init__()
+        self.save_hyperparameters()
+        self.hvae = HVAE(**(hvae or {}))
+        self.skipped_updates = 0
+        self.accepted_updates = 0
+        self.norm_average = 0.0
+
+    def loss(self, x: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """The per-pixel loss of the module docstring and its parts (for logging)."""
+        terms = self.hvae.elbo(x)
+        d = x[0].numel()
+        # ||x - mu||^2 / (2 gamma^2): the log-likelihood without its normalising constant
+        distortion = -terms.log_likelihood - 0.5 * d * math.log(2 * math.pi * self.hvae.gamma ** 2)
+        rate = terms.kl
+        logs = {"distortion": distortion.mean() / d, "rate": rate.mean() / d}
+        logs.update({f"rate_group{i}": kl.mean() / d for i, kl in enumerate(terms.kl_per_group)})
+        return (distortion + rate).mean() / d, logs
+
+    def training_step(self, x: torch.Tensor, batch_idx: int) -> torch.Tensor:
+        loss, logs = self.loss(x)
+        self.log_dict({f"train/{k}": v for k, v in logs.items()}, on_step=True, on_epoch=False, batch_size=x.shape[0])
+        self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=True, batch_size=x.shape[0])
+        return loss
+
+    def on_before_optimizer_step(self, optimizer) -> None:
+        params = [p for p in self.parameters() if p.grad is not None]
+        norm = torch.nn.utils.clip_grad_norm_(params, self.hparams.grad_clip)
+        value = float(norm)
+        warm = self.accepted_updates >= self.hparams.skip_warmup
+        if not math.isfinite(value) or (warm and value > self.hparams.skip_factor * self.norm_average):
+            for p in params:  # no gradient: the optimizer leaves these parameters and moments alone
+                p.grad = None
+            self.skipped_updates += 1
+        else:
+            self.accepted_updates += 1
+            rate = 1.0 / min(self.accepted_updates, 100)
+            self.norm_average += rate * (value - self.norm_average)
+        self.log("train/grad_norm", norm, on_step=True, on_epoch=False)
+        self.log("train/skipped_updates", float(self.skipped_updates), on_step=True, on_epoch=False)
+
+    def validation_step(self, x: torch.Tensor, batch_idx: int) -> None:
+        loss, _ = self.loss(x)
+        self.log("val/loss", loss, batch_size=x.shape[0], sync_dist=True)
+        psnr = METRICS["psnr"]
+        self.log("val/psnr_autoencode", psnr(self.hvae.reconstruct(x, 1.0).clamp(0, 1), x).mean(),
+                 batch_size=x.shape[0], sync_dist=True)
+        gen = torch.Generator(device=x.device).manual_seed(batch_idx)
+        noisy = x + self.hparams.val_sigma * torch.randn(x.shape, generator=gen, device=x.device)
+        for tau in self.hparams.val_taus:
+            out = self.hvae.reconstruct(noisy, tau).clamp(0, 1)
+            self.log(f"val/psnr_denoise_tau{tau:g}", psnr(out, x).mean(), batch_size=x.shape[0], sync_dist=True)
+
+    def configure_optimizers(self):
+        return torch.optim.Adamax(self.hvae.parameters(), lr=self.hparams.lr)
+
+    def configure_callbacks(self) -> list[L.Callback]:
+        return [L.pytorch.callbacks.EMAWeightAveraging(decay=self.hparams.ema_decay)]
+
+    def export(self, model_dir, datamodule) -> None:
+        """``save_pretrained`` the (EMA-averaged) HVAE."""
+        self.hvae.cpu().eval().save_pretrained(model_dir)

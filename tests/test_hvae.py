@@ -1,0 +1,268 @@
+"""Hierarchical VAE, tempered encoding, PnP-HVAE, the HVAE denoiser inside deepinv's PnP and the
+Lipschitz diagnostic: known answers on tiny models."""
+
+from __future__ import annotations
+
+import deepinv as dinv
+import pytest
+import torch
+
+from deepinv_tunable.diagnostics import lipschitz_ratios
+from deepinv_tunable.nets import HVAE, CheckpointError
+from deepinv_tunable.nets.hvae import gaussian_kl_diag, tempered_mode
+from deepinv_tunable.physics import build_physics
+from deepinv_tunable.priors import HVAEDenoiser, tau_for_sigma
+from deepinv_tunable.solvers import PnPHVAE
+from deepinv_tunable.training.hvae import HVAEModule
+
+
+@pytest.fixture(scope="module")
+def hvae() -> HVAE:
+    torch.manual_seed(0)
+    model = HVAE(width=8, z_channels=2, groups_per_scale=(1, 1, 1), gamma=0.05).eval()
+    with torch.no_grad():  # move the zero-initialised prior heads off the standard normal
+        for group in model.groups:
+            group.prior.convs[-1].weight.normal_(0, 0.1)
+    return model
+
+
+def images(n: int = 4, size: int = 16, seed: int = 0) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    return torch.rand(n, 1, size, size, generator=g)
+
+
+# -- tempered encoding ---------------------------------------------------------------------
+def test_tempered_mode_matches_product_of_gaussians():
+    mq, lq, mp, lp = torch.tensor([2.0]), torch.tensor([0.5]).log(), torch.tensor([-1.0]), torch.tensor([2.0]).log()
+    tau = 0.5  # lambda = 3
+    lam = 1 / tau ** 2 - 1
+    expected = (2.0 / 0.25 + lam * -1.0 / 4.0) / (1 / 0.25 + lam / 4.0)
+    assert tempered_mode(mq, lq, mp, lp, tau).item() == pytest.approx(expected)
+    assert tempered_mode(mq, lq, mp, lp, 1.0).item() == pytest.approx(2.0)
+    assert tempered_mode(mq, lq, mp, lp, 1e-4).item() == pytest.approx(-1.0, abs=1e-6)
+
+
+def test_gaussian_kl_matches_torch_distributions():
+    g = torch.Generator().manual_seed(1)
+    mq, lq, mp, lp = (torch.randn(50, generator=g) for _ in range(4))
+    ref = torch.distributions.kl_divergence(torch.distributions.Normal(mq, lq.exp()), torch.distributions.Normal(mp, lp.exp()))
+    torch.testing.assert_close(gaussian_kl_diag(mq, lq, mp, lp), ref)
+
+
+@torch.no_grad()
+def test_cold_encoding_forgets_the_input_and_equals_the_prior_mean_chain(hvae):
+    # tau -> 0: every group takes its prior mean, so the output no longer depends on x and
+    # equals a prior sample at zero temperature.
+    x = images()
+    cold = hvae.reconstruct(x, 1e-5)
+    torch.testing.assert_close(cold, cold[:1].expand_as(cold), atol=1e-4, rtol=0)
+    torch.testing.assert_close(cold[:1], hvae.sample((1, 1, 16, 16), tau=1e-5), atol=1e-4, rtol=0)
+    warm = hvae.reconstruct(x, 1.0)
+    assert (warm[0] - warm[1]).abs().max() > 1e-3
+
+
+@torch.no_grad()
+def test_encode_tempered_returns_one_latent_per_group_at_the_right_scale(hvae):
+    latents = hvae.encode_tempered(images(2, 16), 0.9)
+    assert [tuple(z.shape) for z in latents] == [(2, 2, 4, 4), (2, 2, 8, 8), (2, 2, 16, 16)]
+
+
+@torch.no_grad()
+def test_any_multiple_of_the_stride_runs_and_other_sizes_are_padded_and_cropped(hvae):
+    assert hvae.reconstruct(images(1, 32), 0.8).shape == (1, 1, 32, 32)
+    x = images(1, 18)[..., :, :15]  # 18 x 15
+    out = hvae.reconstruct(x, 0.8)
+    padded = torch.nn.functional.pad(x, (0, 1, 0, 2), mode="replicate")
+    torch.testing.assert_close(out, hvae.reconstruct(padded, 0.8)[..., :18, :15])
+    with pytest.raises(ValueError, match="not a multiple of the HVAE stride 4"):
+        hvae.reconstruct(x, 0.8, pad=False)
+
+
+@pytest.mark.parametrize("tau", [0.0, -0.5, 1.5, float("nan")])
+def test_temperature_outside_unit_interval_is_refused(hvae, tau):
+    with pytest.raises(ValueError, match=r"tau must lie in \(0, 1\]"):
+        hvae.reconstruct(images(1), tau)
+
+
+def test_per_group_temperatures_must_match_the_groups(hvae):
+    hvae.reconstruct(images(1), [1.0, 0.8, 0.6])
+    with pytest.raises(ValueError, match="3 latent groups"):
+        hvae.reconstruct(images(1), [0.8, 0.8])
+
+
+def test_elbo_terms(hvae):
+    x = images(2)
+    terms = hvae.elbo(x, generator=torch.Generator().manual_seed(0))
+    assert len(terms.kl_per_group) == 3 and all(bool((kl >= 0).all()) for kl in terms.kl_per_group)
+    torch.testing.assert_close(terms.elbo, terms.log_likelihood - terms.kl)
+    # the Gaussian log-likelihood is bounded by its normalising constant
+    bound = -0.5 * x[0].numel() * torch.log(torch.tensor(2 * torch.pi * 0.05 ** 2))
+    assert bool((terms.log_likelihood <= bound).all())
+
+
+def test_save_and_load_round_trip(hvae, tmp_path):
+    hvae.save_pretrained(tmp_path / "m")
+    loaded = HVAE.from_pretrained(tmp_path / "m")
+    x = images(1)
+    torch.testing.assert_close(loaded.reconstruct(x, 0.7), hvae.reconstruct(x, 0.7))
+    HVAE(width=4, z_channels=2, groups_per_scale=(1, 1, 1)).save_pretrained(tmp_path / "other")
+    (tmp_path / "other" / "model.safetensors").replace(tmp_path / "m" / "model.safetensors")
+    with pytest.raises(CheckpointError, match="shape mismatch"):
+        HVAE.from_pretrained(tmp_path / "m")
+
+
+# -- training ------------------------------------------------------------------------------
+def test_training_lowers_the_loss_and_the_skip_guard_drops_bad_updates():
+    torch.manual_seed(0)
+    module = HVAEModule(hvae={"width": 8, "z_channels": 2, "groups_per_scale": [1, 1], "gamma": 0.1}, lr=3e-3,
+                        skip_warmup=0)
+    x = torch.zeros(8, 1, 16, 16)
+    x[:, :, 4:12, 4:12] = torch.linspace(0.2, 1.0, 8).view(8, 1, 1, 1)
+    opt = module.configure_optimizers()
+    start = float(module.loss(x)[0].detach())
+    for _ in range(60):
+        opt.zero_grad()
+        module.loss(x)[0].backward()
+        opt.step()
+    assert float(module.loss(x)[0].detach()) < 0.5 * start
+
+    module.log = lambda *a, **k: None  # outside a Trainer
+    module.norm_average = 1.0
+    before = [p.detach().clone() for p in module.parameters()]
+    for bad in (1e6, float("nan")):
+        for p in module.parameters():
+            p.grad = torch.full_like(p, bad)
+        module.on_before_optimizer_step(opt)
+        opt.step()
+    assert module.skipped_updates == 2
+    assert all(torch.equal(a, b) for a, b in zip(before, module.parameters()))
+
+
+# -- PnP-HVAE --------------------------------------------------------------------------------
+class ZeroPrior(HVAE):
+    """An 'HVAE' whose reconstruction is 0: PnP-HVAE then has a closed-form fixed point."""
+
+    def reconstruct(self, x, tau=1.0, pad=True):
+        self.temperatures(tau)
+        return torch.zeros_like(x)
+
+
+def test_pnp_hvae_fixed_point_with_a_zero_prior_is_the_wiener_shrinkage():
+    # x = argmin ||M x - y||^2 / (2 s^2) + ||x||^2 / (2 g^2)  =  g^2 / (g^2 + s^2) * M y
+    physics = build_physics({"kind": "inpainting", "keep_fraction": 0.6, "noise_sigma": 0.02}, (16, 16))
+    y = physics(images(1))
+    out = PnPHVAE(ZeroPrior(width=4, groups_per_scale=(1,), gamma=0.04), tol=1e-6).reconstruct(y, physics)
+    expected = 0.04 ** 2 / (0.04 ** 2 + 0.02 ** 2) * y * physics.mask
+    torch.testing.assert_close(out.x, expected)
+    assert out.n_iter == 2 and out.extras["residuals"][-1] == 0.0 and out.extras["converged"]
+    assert out.extras["tau"] == pytest.approx(tau_for_sigma(0.02))
+
+
+def test_pnp_hvae_on_mri_returns_complex_images_and_reports_history(hvae):
+    physics = build_physics({"kind": "mri", "acceleration": 4, "noise_sigma": 0.01, "seed": 0}, (16, 16))
+    x = images(2)
+    y = physics(torch.cat([x, torch.zeros_like(x)], 1))
+    out = PnPHVAE(hvae, tau=0.8, max_iter=4, tol=0.0).reconstruct(y, physics, return_iterates=True)
+    assert out.x.shape == (2, 2, 16, 16)
+    assert out.n_iter == 4 and len(out.extras["residuals"]) == 4 and len(out.iterates) == 5
+
+
+def test_pnp_hvae_refuses_nonlinear_physics_and_bad_parameters(hvae):
+    with pytest.raises(ValueError, match="tau must lie"):
+        PnPHVAE(hvae, tau=1.2)
+    with pytest.raises(ValueError, match="gamma must be positive"):
+        PnPHVAE(hvae, gamma=0.0)
+    physics = dinv.physics.Physics(A=lambda x: x ** 2)
+    with pytest.raises(TypeError, match="linear physics"):
+        PnPHVAE(hvae)(torch.rand(1, 1, 16, 16), physics)
+
+
+# -- the denoiser in deepinv's PnP -----------------------------------------------------------
+def test_tau_for_sigma_passes_the_paper_points_and_is_monotone():
+    assert [tau_for_sigma(s / 255) for s in (2.55, 7.65, 12.75)] == pytest.approx([0.95, 0.8, 0.6])
+    taus = [tau_for_sigma(s) for s in torch.linspace(0, 0.2, 41).tolist()]
+    assert all(a >= b for a, b in zip(taus, taus[1:])) and 0 < min(taus) <= max(taus) <= 1
+    with pytest.raises(ValueError, match="sigma"):
+        tau_for_sigma(-0.1)
+
+
+@torch.no_grad()
+def test_denoiser_works_channel_by_channel(hvae):
+    x = torch.rand(2, 2, 16, 16)
+    out = HVAEDenoiser(hvae)(x, sigma=0.03)
+    torch.testing.assert_close(out[:, 1:], hvae.reconstruct(x[:, 1:], tau_for_sigma(0.03)))
+    with pytest.raises(ValueError, match="noise level sigma"):
+        HVAEDenoiser(hvae)(x)
+
+
+@torch.no_grad()
+def test_deepinv_hqs_runs_unchanged_with_the_hvae_denoiser(hvae):
+    physics = build_physics({"kind": "inpainting", "keep_fraction": 0.7, "noise_sigma": 0.01}, (16, 16))
+    y = physics(images(1))
+    denoiser = HVAEDenoiser(hvae)
+    solver = dinv.optim.HQS(data_fidelity=dinv.optim.L2(), prior=dinv.optim.PnP(denoiser), stepsize=1.0,
+                            sigma_denoiser=0.03, max_iter=3, early_stop=False)
+    out = solver(y, physics)
+    # the same iteration by hand: x <- D(prox_f(x)), started at A^T y
+    x = physics.A_adjoint(y)
+    for _ in range(3):
+        x = denoiser(physics.prox_l2(x, y, 1.0), sigma=0.03)
+    torch.testing.assert_close(out, x, atol=1e-5, rtol=1e-5)
+
+
+# -- diagnostics -----------------------------------------------------------------------------
+@torch.no_grad()
+def test_lipschitz_ratio_is_zero_for_a_constant_map_and_positive_otherwise(hvae):
+    x = images(4)
+    cold = lipschitz_ratios(hvae, x, tau=1e-5, sigma=0.1, n_pairs=4, generator=torch.Generator().manual_seed(0))
+    assert float(cold.max()) < 1e-3
+    warm = lipschitz_ratios(hvae, x, tau=1.0, sigma=0.1, n_pairs=4, generator=torch.Generator().manual_seed(0))
+    assert bool((warm > 1e-3).all()) and bool(torch.isfinite(warm).all())
+    with pytest.raises(ValueError, match="N >= 2"):
+        lipschitz_ratios(hvae, x[:1], tau=0.8, sigma=0.1)
+
+
+# -- the shipped checkpoint (known behaviour on held-out slices) -------------------------------
+@pytest.fixture(scope="module")
+def shipped():
+    from deepinv_tunable import pretrained
+    from deepinv_tunable.training.data import SliceDataConfig, load_slices
+
+    _, held_out, _, _ = load_slices(SliceDataConfig(val_slices=4))
+    return pretrained.load("hvae_mri64"), held_out
+
+
+def test_shipped_hvae_is_listed_and_loads():
+    from deepinv_tunable import pretrained
+
+    names = [n for n in pretrained.available() if "hvae" in n]
+    assert names == ["hvae_mri64"]
+    model = pretrained.load("hvae_mri64")
+    assert isinstance(model, HVAE) and model.n_groups >= 6
+    assert (pretrained.path("hvae_mri64") / "README.md").is_file()
+
+
+@torch.no_grad()
+def test_shipped_hvae_contracts_on_noisy_held_out_slices(shipped):
+    hvae, x = shipped
+    medians = {}
+    for tau in (0.6, 0.8):
+        r = lipschitz_ratios(hvae, x, tau=tau, sigma=0.05, n_pairs=6, generator=torch.Generator().manual_seed(0))
+        assert float(r.max()) < 1.0, f"tau {tau}: ratio {float(r.max()):.3f}"
+        medians[tau] = float(r.median())
+    assert medians[0.6] < medians[0.8]
+
+
+@torch.no_grad()
+def test_shipped_pnp_hvae_converges_on_4x_mri_and_beats_zero_filling(shipped):
+    hvae, x = shipped
+    physics = build_physics({"kind": "mri", "acceleration": 4, "noise_sigma": 0.01, "seed": 0}, (128, 128))
+    y = physics(torch.cat([x[:2], torch.zeros_like(x[:2])], 1))
+    out = PnPHVAE(hvae, max_iter=100, tol=1e-4).reconstruct(y, physics)
+    assert out.extras["converged"] and out.n_iter < 100
+    from deepinv_tunable.metrics import image_metrics
+    from deepinv_tunable.physics import from_physics_domain
+
+    pnp = image_metrics(from_physics_domain(out.x, physics).clamp(0, 1), x[:2])["psnr"]
+    zero_filled = image_metrics(from_physics_domain(physics.A_adjoint(y), physics).clamp(0, 1), x[:2])["psnr"]
+    assert min(p - z for p, z in zip(pnp, zero_filled)) > 3.0
