@@ -95,7 +95,7 @@ def test_two_process_cpu_ddp_smoke(tmp_path):
 
 
 @pytest.mark.parametrize("name, model", [("train_tunable_vae", "tunable_vae"), ("train_tunable_ldm", "tunable_ldm"),
-                                         ("train_ordered_flow", "ordered_flow")])
+                                         ("train_ordered_flow", "ordered_flow"), ("train_hvae", "hvae")])
 def test_shipped_training_recipes_validate(name, model):
     recipe = load_train_recipe(REPO / "recipes" / f"{name}.yaml")
     assert recipe.model == model and recipe.preset == "cpu-small"
@@ -140,3 +140,34 @@ def test_ordered_flow_trains_from_a_recipe(tmp_path):
     rows = read_metrics_csv(tmp_path / "run" / "logs" / "version_0" / "metrics.csv")
     nll = [r["train/nll_epoch"] for r in rows if "train/nll_epoch" in r]
     assert len(nll) == 2 and nll[1] < nll[0]
+
+
+def test_hvae_trains_on_patches_from_a_recipe_with_ema_weights(tmp_path):
+    from deepinv_tunable.nets import HVAE
+
+    path = tiny_train_recipe(tmp_path, max_epochs=2)
+    raw = yaml.safe_load(path.read_text())
+    raw["model"] = "hvae"
+    raw["module"] = {"hvae": {"width": 8, "z_channels": 2, "groups_per_scale": [1, 1, 1]}, "ema_decay": 0.9}
+    raw["data"]["patch_size"] = 16
+    path.write_text(yaml.safe_dump(raw))
+    result = train(load_train_recipe(path), progress=False)
+    hvae = HVAE.from_pretrained(result.model_dir)
+    assert hvae.config["image_size"] == [16, 16] and hvae.n_groups == 3
+    assert "val/psnr_autoencode" in result.metrics and "val/psnr_denoise_tau0.8" in result.metrics
+    card = (result.model_dir / "README.md").read_text()
+    assert "random 16x16 patches" in card
+
+
+def test_random_patches_have_the_size_asked_and_avoid_air():
+    from deepinv_tunable.training.data import AugmentedSlices
+
+    slices = torch.zeros(3, 1, 32, 32)
+    slices[:, :, 16:, 16:] = 1.0  # one bright quadrant; the rest is "air"
+    data = AugmentedSlices(slices, samples_per_epoch=40, transform=None, patch_size=16, min_foreground=0.05)
+    torch.manual_seed(0)
+    patches = [data[i] for i in range(40)]
+    assert all(p.shape == (1, 16, 16) for p in patches)
+    assert sum(float(p.mean()) >= 0.05 for p in patches) >= 38
+    with pytest.raises(ValueError, match="patch_size 40 exceeds"):
+        AugmentedSlices(slices, 4, None, patch_size=40)
