@@ -27,7 +27,7 @@ def lipschitz_ratios(hvae: HVAE, images: torch.Tensor, tau: float | Sequence[flo
                      n_pairs: int = 64, generator: torch.Generator | None = None) -> torch.Tensor:
     r"""Ratios :math:`\|H(u) - H(v)\| / \|u - v\|` for ``n_pairs`` random pairs.
 
-    :param HVAE hvae: the hierarchical VAE.
+    :param ~deepinv_tunable.nets.HVAE hvae: the hierarchical VAE.
     :param torch.Tensor images: ``(N, C, H, W)`` clean images, ``N >= 2``; each pair takes two
         different images.
     :param tau: temperature of :meth:`HVAE.reconstruct`.

@@ -162,7 +162,8 @@ def test_pnp_hvae_on_mri_returns_complex_images_and_reports_history(hvae):
     physics = build_physics({"kind": "mri", "acceleration": 4, "noise_sigma": 0.01, "seed": 0}, (16, 16))
     x = images(2)
     y = physics(torch.cat([x, torch.zeros_like(x)], 1))
-    out = PnPHVAE(hvae, tau=0.8, max_iter=4, tol=0.0).reconstruct(y, physics, return_iterates=True)
+    with pytest.warns(RuntimeWarning, match="stopped after 4 iterations"):
+        out = PnPHVAE(hvae, tau=0.8, max_iter=4, tol=0.0).reconstruct(y, physics, return_iterates=True)
     assert out.x.shape == (2, 2, 16, 16)
     assert out.n_iter == 4 and len(out.extras["residuals"]) == 4 and len(out.iterates) == 5
 

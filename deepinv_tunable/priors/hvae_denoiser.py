@@ -37,7 +37,7 @@ class HVAEDenoiser(dinv.models.Denoiser):
     Images with more channels than the HVAE (e.g. 2-channel complex MRI images) are denoised
     channel by channel.
 
-    :param HVAE hvae: a trained hierarchical VAE.
+    :param ~deepinv_tunable.nets.HVAE hvae: a trained hierarchical VAE.
     :param Callable tau_map: noise std -> temperature in (0, 1]; must be non-increasing.
         Default :func:`tau_for_sigma`.
     :param bool pad: pad image sizes that are not a multiple of the HVAE stride. Default True.

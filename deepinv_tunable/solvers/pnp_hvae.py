@@ -14,6 +14,8 @@ network, and the network is fully convolutional, so any image size runs.
 
 from __future__ import annotations
 
+import warnings
+
 import deepinv as dinv
 import torch
 
@@ -34,7 +36,7 @@ class PnPHVAE(TunableReconstructor):
     The HVAE acts on real images: for complex (2-channel) MRI it sees the real channel and
     returns an image with zero imaginary part, so the prior also encodes "the image is real".
 
-    :param HVAE hvae: trained hierarchical VAE (e.g. ``pretrained.load("hvae_mri64")``).
+    :param ~deepinv_tunable.nets.HVAE hvae: trained hierarchical VAE (e.g. ``pretrained.load("hvae_mri64")``).
     :param tau: temperature in (0, 1] (float or one per group). Default: :func:`tau_for_sigma`
         of the physics' noise std (the paper's 0.95 / 0.8 / 0.6 for 1% / 3% / 5% noise).
     :param float gamma: decoder std :math:`\gamma` in the prox. Default: the HVAE's own.
@@ -97,6 +99,11 @@ class PnPHVAE(TunableReconstructor):
             if residuals[-1] < self.tol:
                 break
         n = len(residuals)
+        if residuals[-1] >= self.tol:
+            # not a fixed point: the tempered HVAE is not contractive enough on these inputs
+            warnings.warn(f"PnP-HVAE stopped after {n} iterations at relative change {residuals[-1]:.1e} "
+                          f"(tol {self.tol:g}) with tau {tau}; a lower tau (calibrated on slices with ground "
+                          "truth, see benchmarks/run_pnp_hvae.py) usually converges", RuntimeWarning, stacklevel=3)
         return Reconstruction(x=x, wall_time=0.0, n_iter=n, nfe=n, iterates=iterates,
                               extras={"residuals": residuals, "tau": tau, "gamma": gamma, "sigma": sigma,
                                       "converged": residuals[-1] < self.tol})
