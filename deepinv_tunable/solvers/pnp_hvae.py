@@ -52,7 +52,7 @@ class PnPHVAE(TunableReconstructor):
         >>> from deepinv_tunable.nets import HVAE
         >>> from deepinv_tunable.physics import build_physics
         >>> physics = build_physics({"kind": "inpainting", "keep_fraction": 0.7, "noise_sigma": 0.01}, (16, 16))
-        >>> solver = PnPHVAE(HVAE(width=8, groups_per_scale=(1, 1)), max_iter=5)
+        >>> solver = PnPHVAE(HVAE(width=8, groups_per_scale=(1, 1)), max_iter=5, tol=0.0)  # run all 5
         >>> out = solver.reconstruct(physics(torch.rand(1, 1, 16, 16)), physics)
         >>> out.x.shape, out.n_iter, len(out.extras["residuals"])
         (torch.Size([1, 1, 16, 16]), 5, 5)
