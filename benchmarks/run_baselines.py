@@ -103,6 +103,14 @@ DATASETS: dict[str, DatasetSpec] = {
         evaluation=SliceRange(31, 56, 8),
     ),
 }
+#: Evaluation sets of the learned priors, which are trained on axial 128x128 slices at 1.8 mm:
+#: the template's held-out slab, and axial slices of a different, real subject resampled to the
+#: same grid.
+PRIOR_EVAL_DATASETS: dict[str, DatasetSpec] = {
+    "mni152": DATASETS["mni152"],
+    "itk_axial": DatasetSpec(label="itk subject (axial)", sample="itk_t1", plane="axial", spacing=1.8,
+                             size=(128, 128), calibration=SliceRange(40, 60, 4), evaluation=SliceRange(62, 92, 8)),
+}
 #: Slice counts of a --quick run (calibration, evaluation).
 QUICK_COUNTS = (2, 2)
 

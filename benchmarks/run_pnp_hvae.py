@@ -35,7 +35,8 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).parent))
-from run_baselines import DATASETS, DatasetSpec, SliceRange, load_dataset  # noqa: E402
+from run_baselines import PRIOR_EVAL_DATASETS, load_dataset  # noqa: E402
+from run_baselines import TASKS as BASELINE_TASKS  # noqa: E402
 
 from deepinv_tunable import pretrained  # noqa: E402
 from deepinv_tunable.atomic import atomic_write, write_json_atomic  # noqa: E402
@@ -45,17 +46,8 @@ from deepinv_tunable.physics import build_physics, from_physics_domain, to_physi
 from deepinv_tunable.solvers import TVPGD, MeasurementBaseline, PnPHVAE  # noqa: E402
 from deepinv_tunable.tuning import grid_search  # noqa: E402
 
-EVAL_DATASETS = {
-    "mni152": DATASETS["mni152"],
-    "itk_axial": DatasetSpec(label="itk subject (axial)", sample="itk_t1", plane="axial", spacing=1.8,
-                             size=(128, 128), calibration=SliceRange(40, 60, 4), evaluation=SliceRange(62, 92, 8)),
-}
-TASKS = {
-    "mri4x": {"kind": "mri", "acceleration": 4, "noise_sigma": 0.01},
-    "mri8x": {"kind": "mri", "acceleration": 8, "noise_sigma": 0.01},
-    "deblur": {"kind": "blur", "blur_sigma": 1.5, "noise_sigma": 0.01},
-    "inpaint50": {"kind": "inpainting", "keep_fraction": 0.5, "noise_sigma": 0.01},
-}
+EVAL_DATASETS = PRIOR_EVAL_DATASETS
+TASKS = {name: BASELINE_TASKS[name] for name in ("mri4x", "mri8x", "deblur", "inpaint50")}
 TV_GRID = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1)
 TAU_GRID = (0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 1.0)
 

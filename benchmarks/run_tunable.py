@@ -30,7 +30,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from run_baselines import DATASETS, DatasetSpec, SliceRange, load_dataset  # noqa: E402
+from run_baselines import PRIOR_EVAL_DATASETS, load_dataset  # noqa: E402
 
 from deepinv_tunable import pretrained  # noqa: E402
 from deepinv_tunable.atomic import atomic_write, write_json_atomic  # noqa: E402
@@ -40,13 +40,7 @@ from deepinv_tunable.selection import select_k  # noqa: E402
 from deepinv_tunable.solvers import TVPGD, LatentMAP, MeasurementBaseline  # noqa: E402
 from deepinv_tunable.tuning import grid_search  # noqa: E402
 
-#: The prior is trained on axial 128x128 slices at 1.8 mm: evaluate on the template's held-out
-#: slab and on axial slices of a different, real subject, resampled to the same grid.
-EVAL_DATASETS = {
-    "mni152": DATASETS["mni152"],
-    "itk_axial": DatasetSpec(label="itk subject (axial)", sample="itk_t1", plane="axial", spacing=1.8,
-                             size=(128, 128), calibration=SliceRange(40, 60, 4), evaluation=SliceRange(62, 92, 8)),
-}
+EVAL_DATASETS = PRIOR_EVAL_DATASETS
 TASKS = {
     "mri4x": {"kind": "mri", "acceleration": 4, "noise_sigma": 0.01},
     "mri8x": {"kind": "mri", "acceleration": 8, "noise_sigma": 0.01},
