@@ -148,6 +148,41 @@ TASKS: dict[str, dict[str, Any]] = {
 }
 
 
+@dataclass
+class TaskCase:
+    """One (dataset, task) of a learned-prior benchmark: calibration and evaluation slices with
+    their simulated measurements, and TV-PGD with lambda grid-tuned on each set."""
+
+    data: str
+    task: str
+    physics: dinv.physics.Physics
+    slices: SliceSet
+    y_cal: torch.Tensor
+    y: torch.Tensor
+    tv_calibrated: Any  # GridSearchResult on the calibration slices
+    tv_tuned_on_eval: Any  # GridSearchResult on the evaluation slices themselves
+
+    def tv(self, lam: float, calibration: bool = False) -> torch.Tensor:
+        """TV-PGD estimate (real image in [0, 1]) of the evaluation (or calibration) slices."""
+        y = self.y_cal if calibration else self.y
+        return from_physics_domain(TVPGD(lambda_tv=lam)(y, self.physics), self.physics).real.clamp(0, 1)
+
+
+def task_cases(specs: dict[str, DatasetSpec], data_names: Sequence[str], tasks: dict[str, dict[str, Any]],
+               task_names: Sequence[str], tv_grid: Sequence[float], quick: bool):
+    """Yield a :class:`TaskCase` per (dataset, task), TV tuned both ways, on 128x128 slices."""
+    for data_name in data_names:
+        data = load_dataset(specs[data_name], quick)
+        for task in task_names:
+            physics = build_physics(tasks[task], (128, 128))
+            y_cal = physics(to_physics_domain(data.calibration, physics))
+            y = physics(to_physics_domain(data.evaluation, physics))
+            case = TaskCase(data_name, task, physics, data, y_cal, y, None, None)
+            case.tv_calibrated = grid_search(lambda lam: case.tv(lam, True), data.calibration, tv_grid, param="lambda_tv")
+            case.tv_tuned_on_eval = grid_search(case.tv, data.evaluation, tv_grid, param="lambda_tv")
+            yield case
+
+
 # ------------------------------------------------------------------------------------- methods
 #: Log grid of TV weights for ``tv_pgd tuned`` (``--quick`` uses :data:`QUICK_TV_GRID`).
 TV_GRID = (0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1)

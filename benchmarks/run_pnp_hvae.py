@@ -35,7 +35,7 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).parent))
-from run_baselines import PRIOR_EVAL_DATASETS, load_dataset  # noqa: E402
+from run_baselines import PRIOR_EVAL_DATASETS, load_dataset, task_cases  # noqa: E402
 from run_baselines import TASKS as BASELINE_TASKS  # noqa: E402
 
 from deepinv_tunable import pretrained  # noqa: E402
@@ -43,7 +43,7 @@ from deepinv_tunable.atomic import atomic_write, write_json_atomic  # noqa: E402
 from deepinv_tunable.diagnostics import lipschitz_ratios  # noqa: E402
 from deepinv_tunable.metrics import image_metrics  # noqa: E402
 from deepinv_tunable.physics import build_physics, from_physics_domain, to_physics_domain  # noqa: E402
-from deepinv_tunable.solvers import TVPGD, MeasurementBaseline, PnPHVAE  # noqa: E402
+from deepinv_tunable.solvers import MeasurementBaseline, PnPHVAE  # noqa: E402
 from deepinv_tunable.tuning import grid_search  # noqa: E402
 
 EVAL_DATASETS = PRIOR_EVAL_DATASETS
@@ -60,43 +60,32 @@ def mean_metrics(x_hat: torch.Tensor, x: torch.Tensor) -> dict[str, float]:
     return {k: float(np.mean(v)) for k, v in image_metrics(x_hat, x).items()}
 
 
-def quality_rows(hvae, args) -> list[dict[str, Any]]:
-    rows = []
-    for data_name in args.data:
-        data = load_dataset(EVAL_DATASETS[data_name], args.quick)
-        x_cal, x_eval = data.calibration, data.evaluation
-        for task in args.tasks:
-            physics = build_physics(TASKS[task], (128, 128))
-            y_cal = physics(to_physics_domain(x_cal, physics))
-            y = physics(to_physics_domain(x_eval, physics))
-            row: dict[str, Any] = {"data": data_name, "task": task, "slices": data.evaluation_idx}
-            row["baseline"] = mean_metrics(image(MeasurementBaseline()(y, physics), physics), x_eval)
+def quality_rows(hvae, args):
+    for case in task_cases(EVAL_DATASETS, args.data, TASKS, args.tasks, args.tv_grid, args.quick):
+        physics, y, y_cal = case.physics, case.y, case.y_cal
+        x_cal, x_eval = case.slices.calibration, case.slices.evaluation
+        data_name, task, same, cal = case.data, case.task, case.tv_tuned_on_eval, case.tv_calibrated
+        row: dict[str, Any] = {"data": data_name, "task": task, "slices": case.slices.evaluation_idx}
+        row["baseline"] = mean_metrics(image(MeasurementBaseline()(y, physics), physics), x_eval)
+        row["tv_tuned_on_eval"] = {"lambda": same.best, **mean_metrics(case.tv(same.best), x_eval)}
+        row["tv_calibrated"] = {"lambda": cal.best, **mean_metrics(case.tv(cal.best), x_eval)}
 
-            def tv(lam, y_=y):
-                return image(TVPGD(lambda_tv=lam)(y_, physics), physics)
+        def pnp(tau, y_=y):
+            return PnPHVAE(hvae, tau=tau, max_iter=args.max_iter).reconstruct(y_, physics)
 
-            same = grid_search(tv, x_eval, args.tv_grid, param="lambda_tv")
-            cal = grid_search(lambda lam: tv(lam, y_cal), x_cal, args.tv_grid, param="lambda_tv")
-            row["tv_tuned_on_eval"] = {"lambda": same.best, **mean_metrics(tv(same.best), x_eval)}
-            row["tv_calibrated"] = {"lambda": cal.best, **mean_metrics(tv(cal.best), x_eval)}
-
-            def pnp(tau, y_=y):
-                return PnPHVAE(hvae, tau=tau, max_iter=args.max_iter).reconstruct(y_, physics)
-
-            default = pnp(None)
-            row["pnp_default_tau"] = {"tau": default.extras["tau"], "iterations": default.n_iter,
-                                      "seconds_per_slice": default.wall_time / len(x_eval),
-                                      **mean_metrics(image(default.x, physics), x_eval)}
-            tau_cal = grid_search(lambda t: image(pnp(t, y_cal).x, physics), x_cal, args.tau_grid, param="tau")
-            tuned = pnp(tau_cal.best)
-            row["pnp_calibrated_tau"] = {"tau": tau_cal.best, "iterations": tuned.n_iter,
-                                         **mean_metrics(image(tuned.x, physics), x_eval)}
-            rows.append(row)
-            print(f"{data_name} {task}: baseline {row['baseline']['psnr']:.2f} | TV eval-tuned "
-                  f"{row['tv_tuned_on_eval']['psnr']:.2f} (lambda {same.best:g}) | PnP-HVAE default tau "
-                  f"{row['pnp_default_tau']['psnr']:.2f} (tau {default.extras['tau']:.2f}), cal. tau "
-                  f"{row['pnp_calibrated_tau']['psnr']:.2f} (tau {tau_cal.best:g})", file=sys.stderr, flush=True)
-            yield row
+        default = pnp(None)
+        row["pnp_default_tau"] = {"tau": default.extras["tau"], "iterations": default.n_iter,
+                                  "seconds_per_slice": default.wall_time / len(x_eval),
+                                  **mean_metrics(image(default.x, physics), x_eval)}
+        tau_cal = grid_search(lambda t: image(pnp(t, y_cal).x, physics), x_cal, args.tau_grid, param="tau")
+        tuned = pnp(tau_cal.best)
+        row["pnp_calibrated_tau"] = {"tau": tau_cal.best, "iterations": tuned.n_iter,
+                                     **mean_metrics(image(tuned.x, physics), x_eval)}
+        print(f"{data_name} {task}: baseline {row['baseline']['psnr']:.2f} | TV eval-tuned "
+              f"{row['tv_tuned_on_eval']['psnr']:.2f} (lambda {same.best:g}) | PnP-HVAE default tau "
+              f"{row['pnp_default_tau']['psnr']:.2f} (tau {default.extras['tau']:.2f}), cal. tau "
+              f"{row['pnp_calibrated_tau']['psnr']:.2f} (tau {tau_cal.best:g})", file=sys.stderr, flush=True)
+        yield row
 
 
 def convergence_and_speed(hvae, x: torch.Tensor, quick: bool, tau: float | None) -> dict[str, Any]:

@@ -30,15 +30,14 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from run_baselines import PRIOR_EVAL_DATASETS, load_dataset  # noqa: E402
+from run_baselines import PRIOR_EVAL_DATASETS, task_cases  # noqa: E402
 
 from deepinv_tunable import pretrained  # noqa: E402
 from deepinv_tunable.atomic import atomic_write, write_json_atomic  # noqa: E402
 from deepinv_tunable.metrics import image_metrics  # noqa: E402
-from deepinv_tunable.physics import build_physics, from_physics_domain, to_physics_domain  # noqa: E402
+from deepinv_tunable.physics import from_physics_domain  # noqa: E402
 from deepinv_tunable.selection import select_k  # noqa: E402
-from deepinv_tunable.solvers import TVPGD, LatentMAP, MeasurementBaseline  # noqa: E402
-from deepinv_tunable.tuning import grid_search  # noqa: E402
+from deepinv_tunable.solvers import LatentMAP, MeasurementBaseline  # noqa: E402
 
 EVAL_DATASETS = PRIOR_EVAL_DATASETS
 TASKS = {
@@ -93,50 +92,40 @@ def main(argv=None) -> int:
     n_steps = 20 if args.quick else args.n_steps
     record: dict[str, Any] = {"model": args.model, "latent_dim": vae.latent_dim, "ks": ks, "n_steps": n_steps,
                               "rows": [], "truncation": truncation_overhead(vae), "complete": False}
-    for data_name in args.data:
-        data = load_dataset(EVAL_DATASETS[data_name], args.quick)
-        x_cal, x_eval = data.calibration, data.evaluation
-        for task in args.tasks:
-            physics = build_physics(TASKS[task], (128, 128))
-            y_cal = physics(to_physics_domain(x_cal, physics))
-            y = physics(to_physics_domain(x_eval, physics))
-            row: dict[str, Any] = {"data": data_name, "task": task, "slices": data.evaluation_idx}
-            row["baseline_psnr"] = float(np.mean(psnr(MeasurementBaseline()(y, physics), x_eval, physics)))
+    for case in task_cases(EVAL_DATASETS, args.data, TASKS, args.tasks, TV_GRID, args.quick):
+        data_name, task, physics, y, x_eval = case.data, case.task, case.physics, case.y, case.slices.evaluation
+        row: dict[str, Any] = {"data": data_name, "task": task, "slices": case.slices.evaluation_idx}
+        row["baseline_psnr"] = float(np.mean(psnr(MeasurementBaseline()(y, physics), x_eval, physics)))
+        cal, same = case.tv_calibrated, case.tv_tuned_on_eval
+        row["tv_calibrated"] = {"lambda": cal.best, "psnr": float(np.mean(image_metrics(case.tv(cal.best), x_eval)["psnr"]))}
+        row["tv_tuned_on_eval"] = {"lambda": same.best, "psnr": same.table[same.best]}
 
-            def tv(lam, y_=y):
-                return from_physics_domain(TVPGD(lambda_tv=lam)(y_, physics), physics).clamp(0, 1)
-
-            cal = grid_search(lambda lam: tv(lam, y_cal), x_cal, TV_GRID, param="lambda_tv")
-            same = grid_search(tv, x_eval, TV_GRID, param="lambda_tv")
-            row["tv_calibrated"] = {"lambda": cal.best, "psnr": float(np.mean(image_metrics(tv(cal.best), x_eval)["psnr"]))}
-            row["tv_tuned_on_eval"] = {"lambda": same.best, "psnr": same.table[same.best]}
-
-            if args.no_latent:
-                record["rows"].append(row)
-                write_json_atomic(args.out, record)
-                continue
-            solver = LatentMAP(vae, n_steps=n_steps)
-            fits = {k: solver.reconstruct(y, physics, k=k) for k in ks}
-            per_k = {k: psnr(fit.x, x_eval, physics) for k, fit in fits.items()}
-            seconds = {k: fit.wall_time / len(x_eval) for k, fit in fits.items()}
-            row["psnr_vs_k"] = {str(k): float(np.mean(v)) for k, v in per_k.items()}
-            row["seconds_per_slice"] = {str(k): s for k, s in seconds.items()}
-            oracle_per_slice = np.max(np.array([per_k[k] for k in ks]), axis=0)
-            best_k = max(ks, key=lambda k: np.mean(per_k[k]))
-            row["oracle_k"] = {"k": best_k, "psnr": float(np.mean(per_k[best_k])),
-                               "per_slice_oracle_psnr": float(np.mean(oracle_per_slice))}
-            row["full_k_psnr"] = float(np.mean(per_k[max(ks)]))
-            for rule in ("splitting", "discrepancy"):
-                gen = torch.Generator().manual_seed(0)
-                sel = select_k(solver, y, physics, ks, rule=rule, generator=gen, fits=fits)
-                row[f"auto_{rule}"] = {"k": sel.k.tolist(),
-                                       "psnr": float(np.mean(psnr(sel.reconstruction.x, x_eval, physics)))}
+        if args.no_latent:
             record["rows"].append(row)
             write_json_atomic(args.out, record)
-            print(f"{data_name} {task}: " + ", ".join(f"k={k}: {row['psnr_vs_k'][str(k)]:.2f}" for k in ks)
-                  + f" | TV(cal) {row['tv_calibrated']['psnr']:.2f} TV(eval-tuned) {row['tv_tuned_on_eval']['psnr']:.2f}"
-                  + f" | auto split {row['auto_splitting']['psnr']:.2f} discr {row['auto_discrepancy']['psnr']:.2f}",
-                  file=sys.stderr, flush=True)
+            continue
+        solver = LatentMAP(vae, n_steps=n_steps)
+        fits = {k: solver.reconstruct(y, physics, k=k) for k in ks}
+        per_k = {k: psnr(fit.x, x_eval, physics) for k, fit in fits.items()}
+        seconds = {k: fit.wall_time / len(x_eval) for k, fit in fits.items()}
+        row["psnr_vs_k"] = {str(k): float(np.mean(v)) for k, v in per_k.items()}
+        row["seconds_per_slice"] = {str(k): s for k, s in seconds.items()}
+        oracle_per_slice = np.max(np.array([per_k[k] for k in ks]), axis=0)
+        best_k = max(ks, key=lambda k: np.mean(per_k[k]))
+        row["oracle_k"] = {"k": best_k, "psnr": float(np.mean(per_k[best_k])),
+                           "per_slice_oracle_psnr": float(np.mean(oracle_per_slice))}
+        row["full_k_psnr"] = float(np.mean(per_k[max(ks)]))
+        for rule in ("splitting", "discrepancy"):
+            gen = torch.Generator().manual_seed(0)
+            sel = select_k(solver, y, physics, ks, rule=rule, generator=gen, fits=fits)
+            row[f"auto_{rule}"] = {"k": sel.k.tolist(),
+                                   "psnr": float(np.mean(psnr(sel.reconstruction.x, x_eval, physics)))}
+        record["rows"].append(row)
+        write_json_atomic(args.out, record)
+        print(f"{data_name} {task}: " + ", ".join(f"k={k}: {row['psnr_vs_k'][str(k)]:.2f}" for k in ks)
+              + f" | TV(cal) {row['tv_calibrated']['psnr']:.2f} TV(eval-tuned) {row['tv_tuned_on_eval']['psnr']:.2f}"
+              + f" | auto split {row['auto_splitting']['psnr']:.2f} discr {row['auto_discrepancy']['psnr']:.2f}",
+              file=sys.stderr, flush=True)
     record["complete"] = True
     write_json_atomic(args.out, record)
     if args.no_latent:
