@@ -77,6 +77,21 @@ def gaussian_kl_diag(mq: torch.Tensor, lq: torch.Tensor, mp: torch.Tensor, lp: t
     return lp - lq + 0.5 * ((2 * lq).exp() + (mq - mp).pow(2)) / (2 * lp).exp() - 0.5
 
 
+def tempered_gaussian(mq: torch.Tensor, lq: torch.Tensor, mp: torch.Tensor, lp: torch.Tensor,
+                      tau: float) -> tuple[torch.Tensor, torch.Tensor]:
+    r"""Mean and std of the tempered distribution of one group, :math:`q \cdot p^{\lambda}` with
+    :math:`\lambda = 1/\tau^2 - 1` (ALGORITHMS 3.2): a Gaussian of precision
+    :math:`1/s_q^2 + \lambda/s_p^2`; ``l`` are log standard deviations.
+
+    >>> m = torch.tensor([1.0]); zero = torch.zeros(1)
+    >>> [t.item() for t in tempered_gaussian(m, zero, -m, zero, 1 / 2 ** 0.5)]
+    [0.0, 0.7071067690849304]
+    """
+    lam = 1.0 / tau ** 2 - 1.0
+    wq, wp = (-2 * lq).exp(), lam * (-2 * lp).exp()
+    return (wq * mq + wp * mp) / (wq + wp), (wq + wp).rsqrt()
+
+
 def tempered_mode(mq: torch.Tensor, lq: torch.Tensor, mp: torch.Tensor, lp: torch.Tensor, tau: float) -> torch.Tensor:
     r"""The tempered encoding of one group: the mode of :math:`q \cdot p^{\lambda}`,
     :math:`\lambda = 1/\tau^2 - 1` (ALGORITHMS 3.2); ``l`` are log standard deviations.
@@ -85,9 +100,7 @@ def tempered_mode(mq: torch.Tensor, lq: torch.Tensor, mp: torch.Tensor, lp: torc
     >>> tempered_mode(m, zero, -m, zero, 1.0).item(), tempered_mode(m, zero, -m, zero, 1 / 2 ** 0.5).item()
     (1.0, 0.0)
     """
-    lam = 1.0 / tau ** 2 - 1.0
-    wq, wp = (-2 * lq).exp(), lam * (-2 * lp).exp()
-    return (wq * mq + wp * mp) / (wq + wp)
+    return tempered_gaussian(mq, lq, mp, lp, tau)[0]
 
 
 class _TopDownGroup(nn.Module):
@@ -114,6 +127,9 @@ class _TopDownGroup(nn.Module):
                 noise = torch.randn(mq.shape, generator=generator, device=mq.device, dtype=mq.dtype)
                 z = mq + lq.exp() * noise
                 kl = gaussian_kl_diag(mq, lq, mp, lp)
+            elif mode == "tempered_sample":
+                mean, std = tempered_gaussian(mq, lq, mp, lp, tau)
+                z = mean + std * torch.randn(mq.shape, generator=generator, device=mq.device, dtype=mq.dtype)
             else:
                 z = tempered_mode(mq, lq, mp, lp, tau)
         h = h + features + self.z_proj(z)
@@ -243,18 +259,24 @@ class HVAE(PretrainedMixin, nn.Module):
         per_group = [kl.flatten(1).sum(1) for kl in kls]
         return ELBO(log_likelihood=log_lik, kl=torch.stack(per_group).sum(0), kl_per_group=per_group)
 
-    def reconstruct(self, x: torch.Tensor, tau: float | Sequence[float] = 1.0, pad: bool = True) -> torch.Tensor:
-        r""":math:`\mathrm{HVAE}(x, \tau) = \mu_\theta(E_\tau(x))` (deterministic).
+    def reconstruct(self, x: torch.Tensor, tau: float | Sequence[float] = 1.0, pad: bool = True,
+                    sample: bool = False, generator: torch.Generator | None = None) -> torch.Tensor:
+        r""":math:`\mathrm{HVAE}(x, \tau) = \mu_\theta(E_\tau(x))`.
 
         :param torch.Tensor x: images ``(B, C, H, W)``.
         :param tau: temperature in (0, 1], one float or one per group. Default 1 (encoder means).
         :param bool pad: pad sizes that are not a multiple of :attr:`stride` (replicate) and
             crop back; with ``False`` such sizes raise ``ValueError``. Default True.
+        :param bool sample: draw each group from the tempered distribution
+            (:func:`tempered_gaussian`) instead of taking its mode, so the output is a random
+            decoder mean given ``x``. Default False (deterministic).
+        :param torch.Generator generator: noise source when ``sample`` (default: torch's global RNG).
         """
         taus = self.temperatures(tau)
         xp, (h, w) = self._check(x, pad)
         acts = self._bottom_up(xp)
-        mean, _, _ = self._top_down(acts, acts[0].shape, "tempered", taus, None, xp.device, xp.dtype)
+        mode = "tempered_sample" if sample else "tempered"
+        mean, _, _ = self._top_down(acts, acts[0].shape, mode, taus, generator, xp.device, xp.dtype)
         return mean[..., :h, :w]
 
     def encode_tempered(self, x: torch.Tensor, tau: float | Sequence[float] = 1.0, pad: bool = True) -> list[torch.Tensor]:

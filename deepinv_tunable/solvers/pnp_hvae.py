@@ -19,6 +19,7 @@ import warnings
 import deepinv as dinv
 import torch
 
+from ..consistency import gaussian_posterior_sample
 from ..nets.hvae import HVAE
 from ..physics import physics_domain_adjoint, to_physics_domain
 from ..priors import tau_for_sigma
@@ -73,24 +74,35 @@ class PnPHVAE(TunableReconstructor):
         self.tau, self.gamma, self.sigma = tau, gamma, sigma
         self.max_iter, self.tol, self.pad = int(max_iter), float(tol), pad
 
+    #: whether each iteration draws noise (the chain then never stops early or warns)
+    stochastic = False
+
     def denoise(self, x: torch.Tensor, physics: dinv.physics.Physics, tau) -> torch.Tensor:
         """:math:`\\mathrm{HVAE}(x, \\tau)` for ``x`` in the physics' image domain."""
         real = physics_domain_adjoint(x, physics)
         return to_physics_domain(self.hvae.reconstruct(real, tau, pad=self.pad), physics)
 
+    def _step(self, x: torch.Tensor, y: torch.Tensor, physics, tau, gamma: float, sigma: float,
+              generator: torch.Generator | None) -> torch.Tensor:
+        """One iteration: the prox of the data term at the tempered HVAE reconstruction."""
+        return physics.prox_l2(self.denoise(x, physics, tau), y, gamma ** 2 / sigma ** 2)
+
     @torch.no_grad()
-    def _solve(self, y, physics, x_init: torch.Tensor | None = None, return_iterates: bool = False, **kwargs):
+    def _solve(self, y, physics, x_init: torch.Tensor | None = None, return_iterates: bool = False,
+               seed: int | None = None, generator: torch.Generator | None = None, **kwargs):
         if not isinstance(physics, dinv.physics.LinearPhysics):
-            raise TypeError(f"PnPHVAE needs a linear physics (its prox_l2), got {type(physics).__name__}")
+            raise TypeError(f"{type(self).__name__} needs a linear physics (its prox_l2), got {type(physics).__name__}")
         sigma = max(self.sigma if self.sigma is not None else noise_sigma(physics, default=MIN_SIGMA), MIN_SIGMA)
         tau = self.tau if self.tau is not None else tau_for_sigma(sigma)
         gamma = self.gamma if self.gamma is not None else self.hvae.gamma
-        weight = gamma ** 2 / sigma ** 2
+        if generator is None and seed is not None:
+            generator = torch.Generator(device=y.device).manual_seed(int(seed))
+        generator = generator if generator is not None else getattr(self, "generator", None)
         x = MeasurementBaseline()(y, physics) if x_init is None else to_physics_domain(x_init, physics)
         residuals: list[float] = []
         iterates = [x] if return_iterates else None
         for _ in range(self.max_iter):
-            x_next = physics.prox_l2(self.denoise(x, physics, tau), y, weight)
+            x_next = self._step(x, y, physics, tau, gamma, sigma, generator)
             change = (x_next - x).flatten(1).norm(dim=1) / x.flatten(1).norm(dim=1).clamp_min(1e-12)
             residuals.append(float(change.max()))
             x = x_next
@@ -99,11 +111,71 @@ class PnPHVAE(TunableReconstructor):
             if residuals[-1] < self.tol:
                 break
         n = len(residuals)
-        if residuals[-1] >= self.tol:
+        converged = residuals[-1] < self.tol
+        if not converged and not self.stochastic:
             # not a fixed point: the tempered HVAE is not contractive enough on these inputs
             warnings.warn(f"PnP-HVAE stopped after {n} iterations at relative change {residuals[-1]:.1e} "
                           f"(tol {self.tol:g}) with tau {tau}; a lower tau (calibrated on slices with ground "
                           "truth, see benchmarks/run_pnp_hvae.py) usually converges", RuntimeWarning, stacklevel=3)
         return Reconstruction(x=x, wall_time=0.0, n_iter=n, nfe=n, iterates=iterates,
                               extras={"residuals": residuals, "tau": tau, "gamma": gamma, "sigma": sigma,
-                                      "converged": residuals[-1] < self.tol})
+                                      "converged": converged})
+
+
+class PnPHVAESampler(PnPHVAE):
+    r"""Posterior sampling with a hierarchical VAE prior: the stochastic counterpart of
+    :class:`PnPHVAE`, a Gibbs sampler on the joint model
+    :math:`p(y|x)\,\mathcal{N}(x; \mu_\theta(z), \gamma^2 I)\,p(z)`:
+
+    .. math::
+
+        z &\sim q_\tau(z \mid x_k) \quad\text{(tempered encoder, group by group)}, \\
+        x_{k+1} &\sim p(x \mid z, y) \propto \exp\Big(-\frac{\|Ax - y\|^2}{2\sigma^2}
+                 - \frac{\|x - \mu_\theta(z)\|^2}{2\gamma^2}\Big).
+
+    Where :class:`PnPHVAE` takes the mode of each conditional (tempered mode, then prox), this
+    draws from them: the :math:`z`-step samples each group from the tempered distribution
+    (:func:`~deepinv_tunable.nets.hvae.tempered_gaussian`), the :math:`x`-step is an exact
+    Gaussian draw (:func:`~deepinv_tunable.consistency.gaussian_posterior_sample`, the physics'
+    ``prox_l2`` on perturbed inputs). The chain starts at the measurement baseline (or
+    ``x_init``) and one call returns its state after ``n_iter`` steps, one posterior sample per
+    batch element; independent samples come from repeated calls or a repeated batch (see
+    :class:`~deepinv_tunable.uncertainty.PosteriorSampler`). The encoder is an amortised
+    approximation of :math:`p(z|x)` and :math:`\tau < 1` sharpens it, so the spread is only
+    approximately the posterior's: calibrate intervals with
+    :class:`~deepinv_tunable.uncertainty.ConformalCalibrator` before trusting them.
+
+    :param ~deepinv_tunable.nets.HVAE hvae: trained hierarchical VAE.
+    :param tau: temperature in (0, 1]. Default: :func:`~deepinv_tunable.priors.tau_for_sigma`.
+    :param float gamma: decoder std. Default: the HVAE's own.
+    :param float sigma: measurement noise std. Default: the physics' noise model.
+    :param int n_iter: Gibbs steps per sample (burn-in included). Default 30.
+    :param bool pad: pad sizes that are not a multiple of the stride. Default True.
+    :param int seed: seeds the sampler's own generator (successive calls continue its stream);
+        a call's ``seed=`` or ``generator=`` overrides it. Default ``None`` (torch's global RNG).
+
+    :Examples:
+
+        >>> import torch
+        >>> from deepinv_tunable.nets import HVAE
+        >>> from deepinv_tunable.physics import build_physics
+        >>> physics = build_physics({"kind": "inpainting", "keep_fraction": 0.7, "noise_sigma": 0.01}, (16, 16))
+        >>> sampler = PnPHVAESampler(HVAE(width=8, groups_per_scale=(1, 1)), n_iter=3)
+        >>> y = physics(torch.rand(1, 1, 16, 16))
+        >>> a, b = sampler(y, physics, seed=1), sampler(y, physics, seed=2)
+        >>> bool((a - b).abs().max() > 0), torch.equal(a, sampler(y, physics, seed=1))
+        (True, True)
+    """
+
+    stochastic = True
+
+    def __init__(self, hvae: HVAE, tau: float | list[float] | None = None, gamma: float | None = None,
+                 sigma: float | None = None, n_iter: int = 30, pad: bool = True, seed: int | None = None):
+        super().__init__(hvae, tau=tau, gamma=gamma, sigma=sigma, max_iter=n_iter, tol=0.0, pad=pad)
+        self.generator = torch.Generator().manual_seed(seed) if seed is not None else None
+
+    def _step(self, x, y, physics, tau, gamma, sigma, generator):
+        real = physics_domain_adjoint(x, physics)
+        mean = to_physics_domain(self.hvae.reconstruct(real, tau, pad=self.pad, sample=True, generator=generator),
+                                 physics)
+        return gaussian_posterior_sample(physics, y, mean, gamma, sigma, generator)
