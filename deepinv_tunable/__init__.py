@@ -19,7 +19,11 @@ _EXPORTS = {
     "KDistribution": "latent", "truncate": "latent", "truncation_mask": "latent",
     "TunableVAE": "nets", "CheckpointError": "nets", "HVAE": "nets", "OrderedFlow": "nets", "LatentUNet": "nets",
     "PnPHVAE": "solvers", "TunableLDMSolver": "solvers", "HVAEDenoiser": "priors", "tau_for_sigma": "priors",
-    "lipschitz_ratios": "diagnostics",
+    "lipschitz_ratios": "diagnostics", "PnPHVAESampler": "solvers",
+    "PosteriorSampler": "uncertainty", "PosteriorSummary": "uncertainty", "ConformalCalibrator": "uncertainty",
+    "coverage": "uncertainty", "RunningMoments": "uncertainty",
+    "hallucination_audit": "audit", "AuditReport": "audit", "support_fraction": "audit", "chi2": "audit",
+    "null_space_component": "audit",
     "LatentMAP": "solvers", "TVPGD": "solvers", "PseudoInverse": "solvers", "MeasurementBaseline": "solvers",
     "Reconstruction": "solvers",
     "AutoK": "selection", "select_k": "selection", "sweep_k": "selection", "discrepancy_k": "selection",
@@ -28,7 +32,7 @@ _EXPORTS = {
     "TunableVAEModule": "training", "train": "training", "load_train_recipe": "training",
     "run_recipe": "recipes", "load_recipe": "recipes",
 }
-_SUBMODULES = ("pretrained", "priors", "diagnostics", "latent", "nets", "solvers", "selection", "physics", "data", "training", "recipes")
+_SUBMODULES = ("pretrained", "priors", "diagnostics", "uncertainty", "audit", "latent", "nets", "solvers", "selection", "physics", "data", "training", "recipes")
 
 __all__ = sorted([*_EXPORTS, *_SUBMODULES, "__version__"])
 

@@ -1,9 +1,10 @@
-"""Command-line entry point: ``deepinv-tunable run RECIPE``, ``deepinv-tunable train RECIPE`` and
-``deepinv-tunable info``."""
+"""Command-line entry point: ``deepinv-tunable run RECIPE``, ``deepinv-tunable audit RECIPE``,
+``deepinv-tunable train RECIPE`` and ``deepinv-tunable info``."""
 
 from __future__ import annotations
 
 import argparse
+import json
 import platform
 import sys
 from collections.abc import Sequence
@@ -43,14 +44,28 @@ def _run(args: argparse.Namespace) -> int:
         overrides["output.dir"] = args.out
     if args.device is not None:
         overrides["device"] = args.device
+    audit = args.command == "audit"
+    if audit and args.samples is not None:
+        overrides["audit.samples"] = args.samples
     try:
         recipe = load_recipe(args.recipe, overrides)
-        result = run_recipe(recipe, progress=False if args.quiet else None)
+        result = run_recipe(recipe, progress=False if args.quiet else None, audit=audit)
     except (RecipeError, FileNotFoundError, ValueError, TypeError, ValidationError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     for method, values in result.summary.items():
         print(f"{method:9s} PSNR {values['psnr']:6.2f} dB  SSIM {values['ssim']:.4f}  NMSE {values['nmse']:.5f}")
+    if audit:
+        record = json.loads(result.metrics_path.read_text())["audit"]
+        mean = record["mean"]
+        print(f"audit     chi2 {mean['chi2']:.3f}  null fraction {mean['null_fraction']:.3f}  "
+              f"null share of sample disagreement {mean['null_disagreement_fraction']:.3f}")
+        cov = record.get("coverage_head")
+        if cov:
+            cal = "n/a" if cov["calibrated"] is None else f"{100 * cov['calibrated']:.1f}%"
+            print(f"coverage  {100 * cov['nominal']:.0f}% intervals, head pixels: uncalibrated "
+                  f"{100 * cov['uncalibrated']:.1f}%, calibrated {cal}")
+        print(f"audit: {result.out_dir / 'audit.json'}")
     print(f"metrics: {result.metrics_path}")
     if result.report_path is not None:
         print(f"report: {result.report_path}")
@@ -88,11 +103,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="run a recipe (YAML) end to end")
-    run.add_argument("recipe", help="recipe file, e.g. recipes/demo_mri_brain.yaml")
-    run.add_argument("--input", help="volume to use instead of the recipe's data.input (NIfTI or sample:NAME)")
-    run.add_argument("--out", help="output folder instead of the recipe's output.dir")
-    run.add_argument("--device", choices=["cpu", "cuda"], help="device instead of the recipe's")
-    run.add_argument("--quiet", action="store_true", help="no progress bar")
+    au = sub.add_parser("audit", help="run a recipe, then sample the posterior, calibrate intervals and audit "
+                                      "each slice (std, interval width and null-space volumes, audit.json)")
+    for p in (run, au):
+        p.add_argument("recipe", help="recipe file, e.g. recipes/demo_mri_brain.yaml")
+        p.add_argument("--input", help="volume to use instead of the recipe's data.input (NIfTI or sample:NAME)")
+        p.add_argument("--out", help="output folder instead of the recipe's output.dir")
+        p.add_argument("--device", choices=["cpu", "cuda"], help="device instead of the recipe's")
+        p.add_argument("--quiet", action="store_true", help="no progress bar")
+    au.add_argument("--samples", type=int, help="posterior samples per slice instead of the recipe's audit.samples")
     tr = sub.add_parser("train", help="train a model from a training recipe (YAML) with Lightning")
     tr.add_argument("recipe", help="training recipe, e.g. recipes/train_tunable_vae.yaml")
     tr.add_argument("--out", help="output folder instead of the recipe's")
@@ -115,7 +134,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _info()
     if args.command == "train":
         return _train(args)
-    return _run(args)
+    return _run(args)  # run or audit
 
 
 if __name__ == "__main__":  # pragma: no cover

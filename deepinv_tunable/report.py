@@ -18,6 +18,13 @@ import torch  # noqa: E402
 from .atomic import atomic_write, write_text_atomic  # noqa: E402
 
 
+def shown_slices(indices: Sequence[int], n_figures: int) -> list[int]:
+    """The ``n_figures`` evenly spaced slices of ``indices`` that figures show."""
+    if n_figures <= 0 or not indices:
+        return []
+    return [indices[i] for i in np.linspace(0, len(indices) - 1, min(n_figures, len(indices))).astype(int)]
+
+
 def write_figures(
     folder: Path,
     reference: torch.Tensor,
@@ -31,11 +38,8 @@ def write_figures(
 
     Shown slices are ``n_figures`` evenly spaced among ``indices``.
     """
-    if n_figures <= 0 or not indices:
-        return []
-    shown = [indices[i] for i in np.linspace(0, len(indices) - 1, min(n_figures, len(indices))).astype(int)]
     paths = []
-    for k in shown:
+    for k in shown_slices(indices, n_figures):
         ref, base, rec = (t[k, 0].cpu().numpy() for t in (reference, baseline, reconstruction))
         fig, axes = plt.subplots(1, 4, figsize=(12, 3.4))
         panels = [(ref, labels[0]), (base, labels[1]), (rec, labels[2]), (5 * np.abs(rec - ref), "|error| x5")]
@@ -58,6 +62,29 @@ def _table(mean: dict[str, dict[str, float]]) -> str:
         for k, v in mean.items()
     )
     return f"<table><tr><th>method</th><th>PSNR (dB)</th><th>SSIM</th><th>NMSE</th></tr>{rows}</table>"
+
+
+def _audit_section(audit: dict[str, Any] | None) -> str:
+    """HTML for the audit record of :class:`~deepinv_tunable.recipes.auditing.RecipeAudit`."""
+    if not audit:
+        return ""
+    mean = audit["mean"]
+    rows = "".join(f"<tr><td>{html.escape(k)}</td><td>{v:.4g}</td></tr>" for k, v in mean.items())
+    cov = audit.get("coverage_head")
+    cov_html = ""
+    if cov:
+        cal = "n/a (no calibration)" if cov["calibrated"] is None else f"{100 * cov['calibrated']:.1f}%"
+        cov_html = (f"<p>Coverage of the {100 * cov['nominal']:.0f}% intervals over head pixels of the evaluated "
+                    f"slices: uncalibrated {100 * cov['uncalibrated']:.1f}%, calibrated {cal}.</p>")
+    return (
+        f"<h2>Uncertainty and hallucination audit</h2><p>{audit['samples']} posterior samples per slice "
+        f"({html.escape(audit['sampler'])}); intervals: {html.escape(audit['intervals'])}. "
+        "chi2 about 1: the reconstruction explains the data down to the noise; null_fraction: share of the "
+        "image's energy the measurements cannot see (supplied by the prior); null_disagreement_fraction: share "
+        "of the samples' disagreement in that null space. Maps: <code>std.nii.gz</code>, "
+        "<code>interval_width.nii.gz</code>, <code>null_space.nii.gz</code>.</p>"
+        f"{cov_html}<table><tr><th>mean over slices</th><th>value</th></tr>{rows}</table>"
+    )
 
 
 def write_report(path: Path, record: dict[str, Any], figures: Sequence[Path]) -> Path:
@@ -85,6 +112,7 @@ td,th{{border:1px solid #bbb;padding:3px 8px;text-align:right}}pre{{background:#
 solver time {record['solver_seconds_per_slice']:.3f} s/slice.</p>
 <h2>Mean metrics (images scaled by the input's robust intensity range)</h2>{_table(record['mean'])}
 {tuning_html}
+{_audit_section(record.get("audit"))}
 <h2>Figures</h2>{figs}
 <h2>Recipe</h2><pre>{html.escape(json.dumps(recipe, indent=2))}</pre>
 <p>deepinv_tunable {html.escape(record['versions']['deepinv_tunable'])}, torch {html.escape(record['versions']['torch'])}</p>

@@ -102,6 +102,14 @@ class PosteriorSummary:
     seconds: float
     samples: torch.Tensor | None = None
 
+    @classmethod
+    def from_samples(cls, samples: torch.Tensor, seconds: float = 0.0) -> PosteriorSummary:
+        """Summary of samples stacked along dimension 0, e.g. the magnitudes of kept MRI samples."""
+        if samples.shape[0] < 2:
+            raise ValueError(f"a summary needs at least 2 samples, got {samples.shape[0]}")
+        return cls(mean=samples.mean(0), std=samples.std(0), n_samples=samples.shape[0], seconds=seconds,
+                   samples=samples)
+
     def interval(self, alpha: float = 0.1, method: str = "gaussian") -> tuple[torch.Tensor, torch.Tensor]:
         r"""Central :math:`1-\alpha` credible interval, before any calibration.
 

@@ -238,3 +238,62 @@ def test_pnp_hvae_recipes_run(tmp_path, path):
     metrics = json.loads(result.metrics_path.read_text())
     assert metrics["complete"] and len(metrics["per_slice"]["solver"]["psnr"]) == 1
     assert 5 < metrics["mean"]["solver"]["psnr"] < 60
+
+
+AUDIT_RECIPE = REPO / "recipes" / "audit_pnp_hvae_mri4x.yaml"
+
+
+def test_audit_writes_maps_calibration_and_report(tmp_path):
+    """``run_recipe(audit=True)``: std / interval-width / null-space volumes on the input grid,
+    split-conformal calibration on disjoint slices, coverage and an audit section in the report."""
+    recipe = load_recipe(AUDIT_RECIPE, {"output.dir": str(tmp_path), "output.figures": 1})
+    recipe.data.slices.count = 2
+    recipe.solver.params.max_iter = 3
+    recipe.solver.tune.grid, recipe.solver.tune.slices.count = [0.7], 1
+    recipe.audit.samples = recipe.audit.batch_size = 3
+    recipe.audit.sampler_params.n_iter = 1
+    recipe.audit.calibration.count = 2
+    result = run_recipe(recipe, progress=False, audit=True)
+    audit = json.loads((tmp_path / "audit.json").read_text())
+    assert audit == json.loads(result.metrics_path.read_text())["audit"]
+    assert audit["per_slice"]["slices"] == json.loads(result.metrics_path.read_text())["slices"]
+    assert audit["intervals"].startswith("calibrated") and audit["calibration"]["q"] > 0
+    assert audit["calibration"]["calibration_slices"] == [102, 121]
+    assert 0 <= audit["coverage_head"]["uncalibrated"] <= 1 and 0 <= audit["coverage_head"]["calibrated"] <= 1
+    assert 0 < audit["mean"]["null_fraction"] < 1 and audit["mean"]["chi2"] > 0
+    assert json.loads((tmp_path / "calibration.json").read_text())["q"] == audit["calibration"]["q"]
+    recon = nib.load(str(tmp_path / "reconstruction.nii.gz"))
+    processed = np.zeros(recon.shape[2], dtype=bool)
+    processed[audit["per_slice"]["slices"]] = True
+    for name in ("std", "interval_width", "null_space"):
+        img = nib.load(str(tmp_path / f"{name}.nii.gz"))
+        assert img.shape == recon.shape
+        np.testing.assert_allclose(img.affine, recon.affine)
+        data = np.asarray(img.dataobj)
+        assert (data[:, :, ~processed] == 0).all() and (data[:, :, processed] > 0).any()
+    report = (tmp_path / "report.html").read_text()
+    assert "hallucination audit" in report and "audit_slice_" in report
+
+
+def test_cli_audit_without_an_audit_section_uses_the_defaults(tmp_path, capsys):
+    path = write_recipe(tmp_path, tiny_recipe(tmp_path / "ignored"))
+    out = tmp_path / "audit_out"
+    assert main(["audit", str(path), "--out", str(out), "--samples", "2", "--quiet"]) == 0
+    printed = capsys.readouterr().out
+    assert "audit     chi2" in printed and f"audit: {out / 'audit.json'}" in printed
+    audit = json.loads((out / "audit.json").read_text())
+    assert audit["samples"] == 2 and audit["intervals"].startswith("uncalibrated")
+    assert audit["coverage_head"]["calibrated"] is None
+
+
+def test_audit_refuses_overlapping_calibration_and_deterministic_solver_sampling(tmp_path):
+    recipe = load_recipe(AUDIT_RECIPE, {"output.dir": str(tmp_path / "a")})
+    recipe.audit.calibration = recipe.data.slices
+    with pytest.raises(RecipeError, match="audit.calibration overlaps the evaluation slices"):
+        run_recipe(recipe, progress=False, audit=True)
+    assert not (tmp_path / "a").exists()
+    with pytest.raises(RecipeError, match="'tv_pgd' is deterministic"):
+        parse_recipe(tiny_recipe(tmp_path / "b", **{"audit": {"sampler": "solver"}}))
+    with pytest.raises(RecipeError, match="either calibration"):
+        parse_recipe(tiny_recipe(tmp_path / "c", **{"audit": {"calibration": {"start": 0, "stop": 5},
+                                                              "calibration_file": "x.json"}}))

@@ -32,10 +32,11 @@ from ..data import (
 )
 from ..metrics import image_metrics
 from ..physics import build_physics, from_physics_domain, to_physics_domain
-from ..report import write_figures, write_report
+from ..report import shown_slices, write_figures, write_report
 from ..solvers import SOLVERS
 from ..tuning import grid_search
-from .schema import Recipe, RecipeError, SliceRange
+from .auditing import RecipeAudit
+from .schema import AuditConfig, Recipe, RecipeError, SliceRange
 
 
 @dataclass
@@ -103,7 +104,7 @@ def _mean(values: list[float]) -> float:
     return float(np.mean(values)) if values else float("nan")
 
 
-def run_recipe(recipe: Recipe, progress: bool | None = None) -> RunResult:
+def run_recipe(recipe: Recipe, progress: bool | None = None, audit: bool = False) -> RunResult:
     r"""Run ``recipe`` end to end and write its outputs to ``recipe.output.dir``.
 
     Outputs: ``reconstruction.nii.gz``, ``baseline.nii.gz`` (see
@@ -111,8 +112,17 @@ def run_recipe(recipe: Recipe, progress: bool | None = None) -> RunResult:
     processed slices only (others are 0); ``metrics.json`` (PSNR/SSIM/NMSE per slice and mean);
     ``figures/*.png``; ``report.html``.
 
+    With ``audit=True`` (``deepinv-tunable audit``), also: ``std.nii.gz``,
+    ``interval_width.nii.gz`` (split-conformal when the recipe's ``audit`` section names
+    calibration slices or a calibration file) and ``null_space.nii.gz`` (magnitude of the
+    reconstruction's null-space component), ``audit.json``, ``calibration.json``,
+    ``figures/audit_slice_*.png`` and an audit section in the report (see
+    :class:`~deepinv_tunable.recipes.auditing.RecipeAudit`). The recipe's ``audit`` section is
+    optional; its defaults sample with the shipped hierarchical VAE.
+
     :param Recipe recipe: validated recipe (see :func:`load_recipe`).
     :param bool progress: show a tqdm bar; default: only when attached to a terminal.
+    :param bool audit: draw posterior samples and audit every evaluated slice. Default False.
     """
     device = torch.device(recipe.device)
     if device.type == "cuda" and not torch.cuda.is_available():
@@ -134,6 +144,14 @@ def run_recipe(recipe: Recipe, progress: bool | None = None) -> RunResult:
     except ValueError as err:
         raise RecipeError(f"physics: {err} (image size after data preparation: {img_size})") from None
     eval_idx = _indices(len(slices), d.slices, "data.slices")
+    audit_cfg = (recipe.audit or AuditConfig()) if audit else None
+    audit_cal_idx = []
+    if audit_cfg is not None and audit_cfg.calibration is not None:
+        audit_cal_idx = _indices(len(slices), audit_cfg.calibration, "audit.calibration")
+        overlap = sorted(set(audit_cal_idx) & set(eval_idx))
+        if overlap:
+            raise RecipeError(f"audit.calibration overlaps the evaluation slices at {overlap}: intervals "
+                              "calibrated on the slices they are scored on are not calibrated; choose a disjoint range")
     tune_cfg = getattr(recipe.solver, "tune", None)
     if tune_cfg is not None:
         tune_idx = _indices(len(slices), tune_cfg.slices, "solver.tune.slices")
@@ -151,6 +169,11 @@ def run_recipe(recipe: Recipe, progress: bool | None = None) -> RunResult:
 
     def estimate(solver, y: torch.Tensor) -> torch.Tensor:
         return from_physics_domain(solver(y, physics), physics).cpu()
+
+    def estimate_both(solver, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The estimate in the physics' domain (for the audit) and as an image."""
+        x = solver(y, physics)
+        return x, from_physics_domain(x, physics).cpu()
 
     record: dict[str, Any] = {
         "recipe": recipe.model_dump(mode="json"),
@@ -174,6 +197,13 @@ def run_recipe(recipe: Recipe, progress: bool | None = None) -> RunResult:
         }
     solver = _build_solver(recipe, solver_overrides)
     baseline = SOLVERS["baseline"]()
+    auditor = None
+    if audit_cfg is not None:
+        auditor = RecipeAudit(audit_cfg, solver, physics, len(slices), img_size)
+        if audit_cal_idx:
+            x_cal = slices[audit_cal_idx]
+            y_cal = measure(x_cal)
+            auditor.calibrate(audit_cal_idx, x_cal, y_cal, solver(y_cal, physics))
 
     per_slice: dict[str, dict[str, list[float]]] = {"baseline": {}, "solver": {}}
     recon = torch.zeros_like(slices)
@@ -188,8 +218,11 @@ def run_recipe(recipe: Recipe, progress: bool | None = None) -> RunResult:
         y = measure(x)
         base[batch] = estimate(baseline, y)
         start = time.perf_counter()
-        recon[batch] = estimate(solver, y)
+        x_phys, recon[batch] = estimate_both(solver, y)
         seconds += time.perf_counter() - start
+        if auditor is not None:
+            auditor.process(batch, x, y, x_phys)
+            record["audit"] = auditor.record()
         for key, est in (("baseline", base[batch]), ("solver", recon[batch])):
             for name, values in image_metrics(est, x).items():
                 per_slice[key].setdefault(name, []).extend(values)
@@ -208,6 +241,14 @@ def run_recipe(recipe: Recipe, progress: bool | None = None) -> RunResult:
         out_dir / "figures", slices, base, recon, eval_idx, recipe.output.figures,
         labels=("reference", "baseline (measurements only)", recipe.solver.name),
     ) if recipe.output.figures else []
+    if auditor is not None:
+        def save_map(name: str, stack: torch.Tensor) -> None:
+            save_volume(slices_to_volume(stack, d.plane), out_dir / f"{name}.nii.gz", like=prepared)
+
+        shown = shown_slices(eval_idx, recipe.output.figures)
+        record["audit"], audit_figures = auditor.write(out_dir, scaling.high - scaling.low, save_map, shown,
+                                                       slices, recon)
+        figure_paths += audit_figures
     record["complete"] = True
     write_json_atomic(metrics_path, record)
     report_path = write_report(out_dir / "report.html", record, figure_paths) if recipe.output.report else None

@@ -1,8 +1,8 @@
 r"""The recipe schema: one YAML file describes one end-to-end job.
 
 Sections: ``data`` (input volume and slicing), ``physics`` (see
-:mod:`deepinv_tunable.physics`), ``solver`` (name, parameters, optional tuning grid) and
-``output``. Unknown keys, wrong types and missing files each raise one :class:`RecipeError`
+:mod:`deepinv_tunable.physics`), ``solver`` (name, parameters, optional tuning grid),
+``output`` and the optional ``audit`` (posterior samples, calibration, hallucination audit). Unknown keys, wrong types and missing files each raise one :class:`RecipeError`
 naming the key, the value and what was expected.
 """
 
@@ -154,6 +154,39 @@ SolverConfig = Annotated[PseudoInverseConfig | TVPGDConfig | LatentMAPConfig | T
                          Field(discriminator="name")]
 
 
+class PnPHVAESamplerParams(_Strict):
+    """:class:`~deepinv_tunable.solvers.PnPHVAESampler` warm-started at the recipe's reconstruction."""
+
+    model: str = "hvae_mri64"
+    tau: float = Field(0.9, gt=0, le=1)
+    n_iter: int = Field(5, ge=1, description="Gibbs steps per sample after the warm start")
+
+
+class AuditConfig(_Strict):
+    """Posterior sampling, calibrated intervals and the hallucination audit
+    (``deepinv-tunable audit``). ``sampler``: ``pnp_hvae_sampler`` (Gibbs sampling with a
+    hierarchical VAE, warm-started at the reconstruction) or ``solver`` (the recipe's own solver,
+    when it is stochastic, e.g. ``tunable_ldm``). ``calibration``: slices with ground truth,
+    disjoint from the evaluation slices, for split-conformal calibration; or ``calibration_file``,
+    a ``calibration.json`` written by an earlier audit. Without either, intervals are uncalibrated."""
+
+    samples: int = Field(16, ge=2)
+    batch_size: int = Field(16, ge=1)
+    seed: int = 0
+    sampler: Literal["pnp_hvae_sampler", "solver"] = "pnp_hvae_sampler"
+    sampler_params: PnPHVAESamplerParams = PnPHVAESamplerParams()
+    alpha: float = Field(0.1, gt=0, lt=1)
+    calibration: SliceRange | None = None
+    calibration_file: str | None = None
+    head_threshold: float = Field(0.05, ge=0, lt=1, description="normalised intensity above which a pixel is scored")
+
+    @model_validator(mode="after")
+    def _one_calibration_source(self):
+        if self.calibration is not None and self.calibration_file is not None:
+            raise ValueError("give either calibration (slices) or calibration_file, not both")
+        return self
+
+
 class OutputConfig(_Strict):
     dir: str = "results"
     figures: int = Field(4, ge=0, description="number of slices shown in PNG figures")
@@ -168,7 +201,18 @@ class Recipe(_Strict):
     physics: PhysicsConfig
     solver: SolverConfig
     output: OutputConfig = OutputConfig()
+    audit: AuditConfig | None = None
     device: Literal["cpu", "cuda"] = "cpu"
+
+    #: solvers whose repeated calls draw posterior samples (``audit.sampler: solver``)
+    STOCHASTIC_SOLVERS: ClassVar[tuple[str, ...]] = ("tunable_ldm",)
+
+    @model_validator(mode="after")
+    def _audit_sampler_is_stochastic(self):
+        if self.audit is not None and self.audit.sampler == "solver" and self.solver.name not in self.STOCHASTIC_SOLVERS:
+            raise ValueError(f"audit.sampler 'solver' needs a stochastic solver ({', '.join(self.STOCHASTIC_SOLVERS)}); "
+                             f"'{self.solver.name}' is deterministic: use audit.sampler: pnp_hvae_sampler")
+        return self
 
     def input_path(self) -> Path:
         return resolve_input(self.data.input)

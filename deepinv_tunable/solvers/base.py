@@ -39,6 +39,9 @@ class TunableReconstructor(dinv.models.Reconstructor):
     """A deepinv :class:`~deepinv.models.Reconstructor` whose :meth:`reconstruct` also reports
     timing and solver details. Subclasses implement :meth:`_solve`."""
 
+    #: whether repeated calls draw different (posterior) samples
+    stochastic = False
+
     def forward(self, y: torch.Tensor, physics: dinv.physics.Physics, **kwargs) -> torch.Tensor:
         return self.reconstruct(y, physics, **kwargs).x
 

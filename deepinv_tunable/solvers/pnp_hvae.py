@@ -74,13 +74,14 @@ class PnPHVAE(TunableReconstructor):
         self.tau, self.gamma, self.sigma = tau, gamma, sigma
         self.max_iter, self.tol, self.pad = int(max_iter), float(tol), pad
 
-    #: whether each iteration draws noise (the chain then never stops early or warns)
-    stochastic = False
-
     def denoise(self, x: torch.Tensor, physics: dinv.physics.Physics, tau) -> torch.Tensor:
         """:math:`\\mathrm{HVAE}(x, \\tau)` for ``x`` in the physics' image domain."""
         real = physics_domain_adjoint(x, physics)
         return to_physics_domain(self.hvae.reconstruct(real, tau, pad=self.pad), physics)
+
+    def _own_generator(self, device: torch.device) -> torch.Generator | None:
+        """The solver's own noise stream (None: torch's global RNG); deterministic solvers have none."""
+        return None
 
     def _step(self, x: torch.Tensor, y: torch.Tensor, physics, tau, gamma: float, sigma: float,
               generator: torch.Generator | None) -> torch.Tensor:
@@ -97,7 +98,7 @@ class PnPHVAE(TunableReconstructor):
         gamma = self.gamma if self.gamma is not None else self.hvae.gamma
         if generator is None and seed is not None:
             generator = torch.Generator(device=y.device).manual_seed(int(seed))
-        generator = generator if generator is not None else getattr(self, "generator", None)
+        generator = generator if generator is not None else self._own_generator(y.device)
         x = MeasurementBaseline()(y, physics) if x_init is None else to_physics_domain(x_init, physics)
         residuals: list[float] = []
         iterates = [x] if return_iterates else None
@@ -172,7 +173,14 @@ class PnPHVAESampler(PnPHVAE):
     def __init__(self, hvae: HVAE, tau: float | list[float] | None = None, gamma: float | None = None,
                  sigma: float | None = None, n_iter: int = 30, pad: bool = True, seed: int | None = None):
         super().__init__(hvae, tau=tau, gamma=gamma, sigma=sigma, max_iter=n_iter, tol=0.0, pad=pad)
-        self.generator = torch.Generator().manual_seed(seed) if seed is not None else None
+        self.seed = seed
+        self.generator: torch.Generator | None = None
+
+    def _own_generator(self, device: torch.device) -> torch.Generator | None:
+        # created on first use, on the device of the data (a CPU generator cannot feed CUDA noise)
+        if self.seed is not None and (self.generator is None or self.generator.device != device):
+            self.generator = torch.Generator(device=device).manual_seed(self.seed)
+        return self.generator
 
     def _step(self, x, y, physics, tau, gamma, sigma, generator):
         real = physics_domain_adjoint(x, physics)

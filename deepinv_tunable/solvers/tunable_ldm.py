@@ -54,6 +54,8 @@ class TunableLDMSolver(TunableReconstructor):
         (torch.Size([2, 1, 16, 16]), 64, 4)
     """
 
+    stochastic = True
+
     def __init__(self, vae, unet, k: int | None = None, n_steps: int = 50, eta: float = 0.1,
                  consistency: DataConsistency | None = None, seed: int | None = None):
         super().__init__()
