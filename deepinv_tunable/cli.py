@@ -49,7 +49,8 @@ def _run(args: argparse.Namespace) -> int:
         overrides["audit.samples"] = args.samples
     try:
         recipe = load_recipe(args.recipe, overrides)
-        result = run_recipe(recipe, progress=False if args.quiet else None, audit=audit)
+        result = run_recipe(recipe, progress=False if args.quiet else None, audit=audit,
+                            resume=getattr(args, "resume", False), full_volume=args.full_volume)
     except (RecipeError, FileNotFoundError, ValueError, TypeError, ValidationError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
@@ -111,6 +112,10 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--out", help="output folder instead of the recipe's output.dir")
         p.add_argument("--device", choices=["cpu", "cuda"], help="device instead of the recipe's")
         p.add_argument("--quiet", action="store_true", help="no progress bar")
+        p.add_argument("--full-volume", action="store_true",
+                       help="process every slice of the volume (overrides the recipe's data.slices subset)")
+    run.add_argument("--resume", action="store_true",
+                     help="continue an interrupted run in --out: finished slices are kept, not recomputed")
     au.add_argument("--samples", type=int, help="posterior samples per slice instead of the recipe's audit.samples")
     tr = sub.add_parser("train", help="train a model from a training recipe (YAML) with Lightning")
     tr.add_argument("recipe", help="training recipe, e.g. recipes/train_tunable_vae.yaml")

@@ -8,8 +8,10 @@ what it finished.
 
 from __future__ import annotations
 
+import json
 import platform
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -36,6 +38,7 @@ from ..report import shown_slices, write_figures, write_report
 from ..solvers import SOLVERS
 from ..tuning import grid_search
 from .auditing import RecipeAudit
+from .partial import PartialStacks
 from .schema import AuditConfig, Recipe, RecipeError, SliceRange
 
 
@@ -104,7 +107,8 @@ def _mean(values: list[float]) -> float:
     return float(np.mean(values)) if values else float("nan")
 
 
-def run_recipe(recipe: Recipe, progress: bool | None = None, audit: bool = False) -> RunResult:
+def run_recipe(recipe: Recipe, progress: bool | None = None, audit: bool = False, resume: bool = False,
+               full_volume: bool = False) -> RunResult:
     r"""Run ``recipe`` end to end and write its outputs to ``recipe.output.dir``.
 
     Outputs: ``reconstruction.nii.gz``, ``baseline.nii.gz`` (see
@@ -123,6 +127,18 @@ def run_recipe(recipe: Recipe, progress: bool | None = None, audit: bool = False
     :param Recipe recipe: validated recipe (see :func:`load_recipe`).
     :param bool progress: show a tqdm bar; default: only when attached to a terminal.
     :param bool audit: draw posterior samples and audit every evaluated slice. Default False.
+    :param bool resume: continue an interrupted run of the same recipe in the same folder: the
+        slices ``metrics.json`` lists as finished are kept, not recomputed, and the result is
+        identical to an uninterrupted run (measurement noise and solver noise are seeded per
+        slice batch from ``recipe.seed``). Default False (start afresh). Not with ``audit``.
+
+    :param bool full_volume: reconstruct every slice, whatever ``data.slices`` says; tuning
+        slices then are among the reconstructed ones (allowed, and recorded in ``metrics.json``
+        as ``"tuning_slices_evaluated"``: their metrics are optimistic). Default False.
+
+    Slice results go to memory-mapped stacks in ``OUT/.partial`` as each batch finishes (see
+    :class:`~deepinv_tunable.recipes.partial.PartialStacks`), so a long volume's results are not
+    held in RAM and a crash loses at most the batch in progress.
     """
     device = torch.device(recipe.device)
     if device.type == "cuda" and not torch.cuda.is_available():
@@ -143,7 +159,7 @@ def run_recipe(recipe: Recipe, progress: bool | None = None, audit: bool = False
         physics = build_physics(recipe.physics, img_size, device=device)
     except ValueError as err:
         raise RecipeError(f"physics: {err} (image size after data preparation: {img_size})") from None
-    eval_idx = _indices(len(slices), d.slices, "data.slices")
+    eval_idx = list(range(len(slices))) if full_volume else _indices(len(slices), d.slices, "data.slices")
     audit_cfg = (recipe.audit or AuditConfig()) if audit else None
     audit_cal_idx = []
     if audit_cfg is not None and audit_cfg.calibration is not None:
@@ -156,24 +172,42 @@ def run_recipe(recipe: Recipe, progress: bool | None = None, audit: bool = False
     if tune_cfg is not None:
         tune_idx = _indices(len(slices), tune_cfg.slices, "solver.tune.slices")
         overlap = sorted(set(tune_idx) & set(eval_idx))
-        if overlap:
+        if overlap and not full_volume:
             raise RecipeError(
                 f"solver.tune.slices overlap the evaluation slices at {overlap}: tuning on "
                 "the slices a result is reported on inflates it; choose a disjoint range"
             )
     out_dir = Path(recipe.output.dir)
+    metrics_path = out_dir / "metrics.json"
+    previous = _resumable(metrics_path, recipe, audit, full_volume) if resume else None
+    if previous is not None and previous.get("complete"):
+        report = out_dir / "report.html"
+        return RunResult(out_dir=out_dir, metrics_path=metrics_path, report_path=report if report.is_file() else None,
+                         summary=previous["mean"])
     out_dir.mkdir(parents=True, exist_ok=True)
 
-    def measure(x: torch.Tensor) -> torch.Tensor:
-        return physics(to_physics_domain(x.to(device), physics))
+    def measure(x: torch.Tensor, indices: list[int]) -> torch.Tensor:
+        """Measurements of slices ``indices``, each with its own seeded noise (so a slice's
+        measurement does not depend on the batch it is in, nor on a resumed run)."""
+        ys = []
+        noise = getattr(physics, "noise_model", None)
+        for i, k in enumerate(indices):
+            with _seeded(recipe.seed, k, device):
+                if getattr(noise, "rng", None) is not None:  # the factory gives the noise its own stream
+                    noise.rng_manual_seed(recipe.seed * _SEED_STRIDE + k)
+                ys.append(physics(to_physics_domain(x[i:i + 1].to(device), physics)))
+        return torch.cat(ys)
 
-    def estimate(solver, y: torch.Tensor) -> torch.Tensor:
-        return from_physics_domain(solver(y, physics), physics).cpu()
-
-    def estimate_both(solver, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """The estimate in the physics' domain (for the audit) and as an image."""
-        x = solver(y, physics)
+    def estimate_both(solver, y: torch.Tensor, indices: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+        """The estimate in the physics' domain (for the audit) and as an image; a stochastic
+        solver's noise is seeded by the batch's first slice."""
+        with _seeded(recipe.seed, indices[0], device):
+            kwargs = {"seed": recipe.seed * _SEED_STRIDE + indices[0]} if getattr(solver, "stochastic", False) else {}
+            x = solver(y, physics, **kwargs)
         return x, from_physics_domain(x, physics).cpu()
+
+    def estimate(solver, y: torch.Tensor, indices: list[int]) -> torch.Tensor:
+        return estimate_both(solver, y, indices)[1]
 
     record: dict[str, Any] = {
         "recipe": recipe.model_dump(mode="json"),
@@ -181,13 +215,19 @@ def run_recipe(recipe: Recipe, progress: bool | None = None, audit: bool = False
         "versions": {"deepinv_tunable": __version__, "torch": torch.__version__, "python": platform.python_version()},
         "intensity_scaling": {"low": scaling.low, "high": scaling.high},
         "complete": False,
+        "full_volume": full_volume,
     }
+    if full_volume and tune_cfg is not None:
+        record["tuning_slices_evaluated"] = sorted(set(tune_idx) & set(eval_idx))
     solver_overrides: dict[str, Any] = {}
-    if tune_cfg is not None:
+    if previous is not None and "tuning" in previous:
+        record["tuning"] = previous["tuning"]  # tuned once; a resumed run reuses the choice
+        solver_overrides[tune_cfg.param] = previous["tuning"]["best"]
+    elif tune_cfg is not None:
         x_cal = slices[tune_idx]
-        y_cal = measure(x_cal)
+        y_cal = measure(x_cal, tune_idx)
         result = grid_search(
-            lambda v: estimate(_build_solver(recipe, {tune_cfg.param: v}), y_cal),
+            lambda v: estimate(_build_solver(recipe, {tune_cfg.param: v}), y_cal, tune_idx),
             x_cal, tune_cfg.grid, param=tune_cfg.param, metric=tune_cfg.metric,
         )
         solver_overrides[tune_cfg.param] = result.best
@@ -202,34 +242,39 @@ def run_recipe(recipe: Recipe, progress: bool | None = None, audit: bool = False
         auditor = RecipeAudit(audit_cfg, solver, physics, len(slices), img_size)
         if audit_cal_idx:
             x_cal = slices[audit_cal_idx]
-            y_cal = measure(x_cal)
-            auditor.calibrate(audit_cal_idx, x_cal, y_cal, solver(y_cal, physics))
+            y_cal = measure(x_cal, audit_cal_idx)
+            auditor.calibrate(audit_cal_idx, x_cal, y_cal, estimate_both(solver, y_cal, audit_cal_idx)[0])
 
     per_slice: dict[str, dict[str, list[float]]] = {"baseline": {}, "solver": {}}
-    recon = torch.zeros_like(slices)
-    base = torch.zeros_like(slices)
-    seconds = 0.0
-    metrics_path = out_dir / "metrics.json"
+    seconds, done = 0.0, 0
+    stacks = PartialStacks(out_dir, ("reconstruction", "baseline"), tuple(slices.shape[:1] + slices.shape[2:]),
+                           resume=previous is not None)
+    if previous is not None:
+        per_slice, seconds = previous["per_slice"], previous["solver_seconds_per_slice"] * len(previous["slices"])
+        done = len(previous["slices"])
     # tqdm's disable=None turns the bar off when not attached to a terminal.
-    bar = tqdm(total=len(eval_idx), desc=f"{recipe.name}: slices", unit="slice",
+    bar = tqdm(total=len(eval_idx), initial=done, desc=f"{recipe.name}: slices", unit="slice",
                disable=None if progress is None else not progress)
-    for batch in batched(eval_idx, d.batch_size):
+    for batch in batched(eval_idx[done:], d.batch_size):
         x = slices[batch]
-        y = measure(x)
-        base[batch] = estimate(baseline, y)
+        y = measure(x, batch)
+        base_batch = estimate(baseline, y, batch)
         start = time.perf_counter()
-        x_phys, recon[batch] = estimate_both(solver, y)
+        x_phys, recon_batch = estimate_both(solver, y, batch)
         seconds += time.perf_counter() - start
         if auditor is not None:
             auditor.process(batch, x, y, x_phys)
             record["audit"] = auditor.record()
-        for key, est in (("baseline", base[batch]), ("solver", recon[batch])):
+        for key, est in (("baseline", base_batch), ("solver", recon_batch)):
             for name, values in image_metrics(est, x).items():
                 per_slice[key].setdefault(name, []).extend(values)
+        # on disk before metrics.json calls these slices finished
+        stacks.write(batch, {"reconstruction": recon_batch, "baseline": base_batch})
         record.update(_metrics_record(eval_idx[: len(per_slice["solver"]["psnr"])], per_slice, seconds))
         write_json_atomic(metrics_path, record)
         bar.update(len(batch))
     bar.close()
+    recon, base = stacks.tensor("reconstruction"), stacks.tensor("baseline")
 
     if recipe.output.volumes:
         processed = torch.zeros(len(slices), dtype=torch.bool)
@@ -251,8 +296,37 @@ def run_recipe(recipe: Recipe, progress: bool | None = None, audit: bool = False
         figure_paths += audit_figures
     record["complete"] = True
     write_json_atomic(metrics_path, record)
+    stacks.remove()
     report_path = write_report(out_dir / "report.html", record, figure_paths) if recipe.output.report else None
     return RunResult(out_dir=out_dir, metrics_path=metrics_path, report_path=report_path, summary=record["mean"])
+
+
+#: spacing of the per-slice seeds of different recipe seeds
+_SEED_STRIDE = 1_000_003
+
+
+@contextmanager
+def _seeded(seed: int, index: int, device: torch.device):
+    """torch's global RNG seeded from (recipe seed, slice index), restored afterwards."""
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        torch.manual_seed(seed * _SEED_STRIDE + index)
+        yield
+
+
+def _resumable(metrics_path: Path, recipe: Recipe, audit: bool, full_volume: bool) -> dict[str, Any] | None:
+    """The record of an interrupted run of ``recipe`` to continue, or None to start afresh."""
+    if audit:
+        raise RecipeError("--resume is not supported with audit (posterior samples are not kept on disk); "
+                          "re-run the audit from scratch")
+    if not metrics_path.is_file():
+        return None
+    previous = json.loads(metrics_path.read_text())
+    if previous.get("recipe") != recipe.model_dump(mode="json") or previous.get("full_volume", False) != full_volume:
+        raise RecipeError(f"cannot resume: {metrics_path} was written by a different recipe (or other "
+                          "overrides); use another --out or drop --resume")
+    if "slices" not in previous:
+        return None  # stopped before its first batch: nothing to keep
+    return previous
 
 
 def _metrics_record(indices: list[int], per_slice: dict, seconds: float) -> dict[str, Any]:

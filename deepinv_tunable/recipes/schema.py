@@ -202,6 +202,7 @@ class Recipe(_Strict):
     solver: SolverConfig
     output: OutputConfig = OutputConfig()
     audit: AuditConfig | None = None
+    seed: int = Field(0, description="seeds the simulated measurement noise (per slice) and stochastic solvers")
     device: Literal["cpu", "cuda"] = "cpu"
 
     #: solvers whose repeated calls draw posterior samples (``audit.sampler: solver``)
