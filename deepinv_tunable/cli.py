@@ -49,8 +49,18 @@ def _run(args: argparse.Namespace) -> int:
         overrides["audit.samples"] = args.samples
     try:
         recipe = load_recipe(args.recipe, overrides)
-        result = run_recipe(recipe, progress=False if args.quiet else None, audit=audit,
-                            resume=getattr(args, "resume", False), full_volume=args.full_volume)
+        distributed = not audit and ((args.devices or 1) > 1 or (args.num_nodes or 1) > 1)
+        if distributed:
+            from .recipes.distributed import predict_recipe
+
+            result = predict_recipe(recipe, accelerator=args.accelerator or "auto", devices=args.devices or 1,
+                                    num_nodes=args.num_nodes or 1, strategy=args.strategy or "ddp",
+                                    full_volume=args.full_volume)
+            if result is None:  # not rank 0: rank 0 reports
+                return 0
+        else:
+            result = run_recipe(recipe, progress=False if args.quiet else None, audit=audit,
+                                resume=getattr(args, "resume", False), full_volume=args.full_volume)
     except (RecipeError, FileNotFoundError, ValueError, TypeError, ValidationError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
@@ -116,6 +126,11 @@ def build_parser() -> argparse.ArgumentParser:
                        help="process every slice of the volume (overrides the recipe's data.slices subset)")
     run.add_argument("--resume", action="store_true",
                      help="continue an interrupted run in --out: finished slices are kept, not recomputed")
+    run.add_argument("--devices", type=int, help="processes/GPUs per node: > 1 shards the slices over them "
+                                                 "with Lightning's Trainer.predict (DDP)")
+    run.add_argument("--num-nodes", type=int, help="nodes (with torchrun or SLURM)")
+    run.add_argument("--strategy", help="Lightning strategy for --devices > 1 (default ddp)")
+    run.add_argument("--accelerator", help="Lightning accelerator for --devices > 1: cpu, gpu, auto")
     au.add_argument("--samples", type=int, help="posterior samples per slice instead of the recipe's audit.samples")
     tr = sub.add_parser("train", help="train a model from a training recipe (YAML) with Lightning")
     tr.add_argument("recipe", help="training recipe, e.g. recipes/train_tunable_vae.yaml")

@@ -107,6 +107,118 @@ def _mean(values: list[float]) -> float:
     return float(np.mean(values)) if values else float("nan")
 
 
+@dataclass
+class PreparedRun:
+    """A recipe's data and physics, ready to measure and reconstruct slices: everything that can
+    fail on bad input is checked while building it (:func:`prepare_run`), before any output."""
+
+    recipe: Recipe
+    device: torch.device
+    prepared: Any  # the prepared Volume (grid, affine, header of the outputs)
+    scaling: Any  # IntensityScaling of the input
+    slices: torch.Tensor  # (N, 1, H, W), normalised
+    physics: Any
+    eval_idx: list[int]
+    tune_idx: list[int]
+    audit_calibration_idx: list[int]
+
+    def measure(self, x: torch.Tensor, indices: list[int]) -> torch.Tensor:
+        """Measurements of slices ``indices``, each with its own seeded noise (so a slice's
+        measurement does not depend on its batch, its process, nor on a resumed run)."""
+        ys, seed = [], self.recipe.seed
+        noise = getattr(self.physics, "noise_model", None)
+        for i, k in enumerate(indices):
+            with _seeded(seed, k, self.device):
+                if getattr(noise, "rng", None) is not None:  # the factory gives the noise its own stream
+                    noise.rng_manual_seed(seed * _SEED_STRIDE + k)
+                ys.append(self.physics(to_physics_domain(x[i:i + 1].to(self.device), self.physics)))
+        return torch.cat(ys)
+
+    def estimate_both(self, solver, y: torch.Tensor, indices: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+        """The estimate in the physics' domain (for the audit) and as an image; a stochastic
+        solver's noise is seeded by the batch's first slice."""
+        seed = self.recipe.seed
+        with _seeded(seed, indices[0], self.device):
+            kwargs = {"seed": seed * _SEED_STRIDE + indices[0]} if getattr(solver, "stochastic", False) else {}
+            x = solver(y, self.physics, **kwargs)
+        return x, from_physics_domain(x, self.physics).cpu()
+
+    def record_header(self, full_volume: bool) -> dict[str, Any]:
+        record: dict[str, Any] = {
+            "recipe": self.recipe.model_dump(mode="json"),
+            "input": str(self.recipe.input_path()),
+            "versions": {"deepinv_tunable": __version__, "torch": torch.__version__,
+                         "python": platform.python_version()},
+            "intensity_scaling": {"low": self.scaling.low, "high": self.scaling.high},
+            "complete": False,
+            "full_volume": full_volume,
+            "n_evaluated": len(self.eval_idx),
+        }
+        if full_volume and self.tune_idx:
+            record["tuning_slices_evaluated"] = sorted(set(self.tune_idx) & set(self.eval_idx))
+        return record
+
+    def tune(self, record: dict[str, Any]) -> dict[str, Any]:
+        """Grid-search the recipe's ``solver.tune`` parameter on its calibration slices; record
+        the table in ``record["tuning"]`` and return the solver overrides (empty without tuning)."""
+        tune_cfg = getattr(self.recipe.solver, "tune", None)
+        if tune_cfg is None:
+            return {}
+        x_cal = self.slices[self.tune_idx]
+        y_cal = self.measure(x_cal, self.tune_idx)
+        result = grid_search(
+            lambda v: self.estimate_both(_build_solver(self.recipe, {tune_cfg.param: v}), y_cal, self.tune_idx)[1],
+            x_cal, tune_cfg.grid, param=tune_cfg.param, metric=tune_cfg.metric,
+        )
+        record["tuning"] = {
+            "param": result.param, "best": result.best, "metric": result.metric,
+            "calibration_slices": self.tune_idx, "table": {str(k): v for k, v in result.table.items()},
+        }
+        return {tune_cfg.param: result.best}
+
+
+def prepare_run(recipe: Recipe, full_volume: bool = False, audit: bool = False) -> PreparedRun:
+    """Load and prepare the recipe's volume, build its physics and check its slice ranges
+    (see :func:`run_recipe` for ``full_volume`` and ``audit``); raises :class:`RecipeError`."""
+    device = torch.device(recipe.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise RecipeError("device: 'cuda' requested but no CUDA device is available (use --device cpu)")
+    volume = load_volume(recipe.input_path())
+    d = recipe.data
+    if d.normalize.lower >= d.normalize.upper:
+        raise RecipeError(
+            f"data.normalize: lower ({d.normalize.lower}) must be below upper ({d.normalize.upper})"
+        )
+    prepared = prepare_volume(volume, d.plane, spacing=d.spacing, size=d.size)
+    scaling = percentile_scaling(prepared.data, d.normalize.lower, d.normalize.upper)
+    slices = scaling.apply(volume_to_slices(prepared.data, d.plane))
+    img_size = tuple(slices.shape[-2:])
+    try:
+        physics = build_physics(recipe.physics, img_size, device=device)
+    except ValueError as err:
+        raise RecipeError(f"physics: {err} (image size after data preparation: {img_size})") from None
+    eval_idx = list(range(len(slices))) if full_volume else _indices(len(slices), d.slices, "data.slices")
+    audit_cfg = (recipe.audit or AuditConfig()) if audit else None
+    audit_cal_idx: list[int] = []
+    if audit_cfg is not None and audit_cfg.calibration is not None:
+        audit_cal_idx = _indices(len(slices), audit_cfg.calibration, "audit.calibration")
+        overlap = sorted(set(audit_cal_idx) & set(eval_idx))
+        if overlap:
+            raise RecipeError(f"audit.calibration overlaps the evaluation slices at {overlap}: intervals "
+                              "calibrated on the slices they are scored on are not calibrated; choose a disjoint range")
+    tune_cfg = getattr(recipe.solver, "tune", None)
+    tune_idx: list[int] = []
+    if tune_cfg is not None:
+        tune_idx = _indices(len(slices), tune_cfg.slices, "solver.tune.slices")
+        overlap = sorted(set(tune_idx) & set(eval_idx))
+        if overlap and not full_volume:
+            raise RecipeError(
+                f"solver.tune.slices overlap the evaluation slices at {overlap}: tuning on "
+                "the slices a result is reported on inflates it; choose a disjoint range"
+            )
+    return PreparedRun(recipe, device, prepared, scaling, slices, physics, eval_idx, tune_idx, audit_cal_idx)
+
+
 def run_recipe(recipe: Recipe, progress: bool | None = None, audit: bool = False, resume: bool = False,
                full_volume: bool = False) -> RunResult:
     r"""Run ``recipe`` end to end and write its outputs to ``recipe.output.dir``.
@@ -140,43 +252,10 @@ def run_recipe(recipe: Recipe, progress: bool | None = None, audit: bool = False
     :class:`~deepinv_tunable.recipes.partial.PartialStacks`), so a long volume's results are not
     held in RAM and a crash loses at most the batch in progress.
     """
-    device = torch.device(recipe.device)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise RecipeError("device: 'cuda' requested but no CUDA device is available (use --device cpu)")
-
-    # --- everything that can fail on bad input happens before any output is written
-    volume = load_volume(recipe.input_path())
-    d = recipe.data
-    if d.normalize.lower >= d.normalize.upper:
-        raise RecipeError(
-            f"data.normalize: lower ({d.normalize.lower}) must be below upper ({d.normalize.upper})"
-        )
-    prepared = prepare_volume(volume, d.plane, spacing=d.spacing, size=d.size)
-    scaling = percentile_scaling(prepared.data, d.normalize.lower, d.normalize.upper)
-    slices = scaling.apply(volume_to_slices(prepared.data, d.plane))
-    img_size = tuple(slices.shape[-2:])
-    try:
-        physics = build_physics(recipe.physics, img_size, device=device)
-    except ValueError as err:
-        raise RecipeError(f"physics: {err} (image size after data preparation: {img_size})") from None
-    eval_idx = list(range(len(slices))) if full_volume else _indices(len(slices), d.slices, "data.slices")
+    run = prepare_run(recipe, full_volume=full_volume, audit=audit)
+    slices, physics, eval_idx, d = run.slices, run.physics, run.eval_idx, recipe.data
+    prepared, scaling, img_size = run.prepared, run.scaling, tuple(run.slices.shape[-2:])
     audit_cfg = (recipe.audit or AuditConfig()) if audit else None
-    audit_cal_idx = []
-    if audit_cfg is not None and audit_cfg.calibration is not None:
-        audit_cal_idx = _indices(len(slices), audit_cfg.calibration, "audit.calibration")
-        overlap = sorted(set(audit_cal_idx) & set(eval_idx))
-        if overlap:
-            raise RecipeError(f"audit.calibration overlaps the evaluation slices at {overlap}: intervals "
-                              "calibrated on the slices they are scored on are not calibrated; choose a disjoint range")
-    tune_cfg = getattr(recipe.solver, "tune", None)
-    if tune_cfg is not None:
-        tune_idx = _indices(len(slices), tune_cfg.slices, "solver.tune.slices")
-        overlap = sorted(set(tune_idx) & set(eval_idx))
-        if overlap and not full_volume:
-            raise RecipeError(
-                f"solver.tune.slices overlap the evaluation slices at {overlap}: tuning on "
-                "the slices a result is reported on inflates it; choose a disjoint range"
-            )
     out_dir = Path(recipe.output.dir)
     metrics_path = out_dir / "metrics.json"
     previous = _resumable(metrics_path, recipe, audit, full_volume) if resume else None
@@ -185,61 +264,20 @@ def run_recipe(recipe: Recipe, progress: bool | None = None, audit: bool = False
         return RunResult(out_dir=out_dir, metrics_path=metrics_path, report_path=report if report.is_file() else None,
                          summary=previous["mean"])
     out_dir.mkdir(parents=True, exist_ok=True)
+    measure, estimate_both = run.measure, run.estimate_both
 
-    def measure(x: torch.Tensor, indices: list[int]) -> torch.Tensor:
-        """Measurements of slices ``indices``, each with its own seeded noise (so a slice's
-        measurement does not depend on the batch it is in, nor on a resumed run)."""
-        ys = []
-        noise = getattr(physics, "noise_model", None)
-        for i, k in enumerate(indices):
-            with _seeded(recipe.seed, k, device):
-                if getattr(noise, "rng", None) is not None:  # the factory gives the noise its own stream
-                    noise.rng_manual_seed(recipe.seed * _SEED_STRIDE + k)
-                ys.append(physics(to_physics_domain(x[i:i + 1].to(device), physics)))
-        return torch.cat(ys)
-
-    def estimate_both(solver, y: torch.Tensor, indices: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
-        """The estimate in the physics' domain (for the audit) and as an image; a stochastic
-        solver's noise is seeded by the batch's first slice."""
-        with _seeded(recipe.seed, indices[0], device):
-            kwargs = {"seed": recipe.seed * _SEED_STRIDE + indices[0]} if getattr(solver, "stochastic", False) else {}
-            x = solver(y, physics, **kwargs)
-        return x, from_physics_domain(x, physics).cpu()
-
-    def estimate(solver, y: torch.Tensor, indices: list[int]) -> torch.Tensor:
-        return estimate_both(solver, y, indices)[1]
-
-    record: dict[str, Any] = {
-        "recipe": recipe.model_dump(mode="json"),
-        "input": str(recipe.input_path()),
-        "versions": {"deepinv_tunable": __version__, "torch": torch.__version__, "python": platform.python_version()},
-        "intensity_scaling": {"low": scaling.low, "high": scaling.high},
-        "complete": False,
-        "full_volume": full_volume,
-    }
-    if full_volume and tune_cfg is not None:
-        record["tuning_slices_evaluated"] = sorted(set(tune_idx) & set(eval_idx))
-    solver_overrides: dict[str, Any] = {}
+    record = run.record_header(full_volume)
     if previous is not None and "tuning" in previous:
         record["tuning"] = previous["tuning"]  # tuned once; a resumed run reuses the choice
-        solver_overrides[tune_cfg.param] = previous["tuning"]["best"]
-    elif tune_cfg is not None:
-        x_cal = slices[tune_idx]
-        y_cal = measure(x_cal, tune_idx)
-        result = grid_search(
-            lambda v: estimate(_build_solver(recipe, {tune_cfg.param: v}), y_cal, tune_idx),
-            x_cal, tune_cfg.grid, param=tune_cfg.param, metric=tune_cfg.metric,
-        )
-        solver_overrides[tune_cfg.param] = result.best
-        record["tuning"] = {
-            "param": result.param, "best": result.best, "metric": result.metric,
-            "calibration_slices": tune_idx, "table": {str(k): v for k, v in result.table.items()},
-        }
+        solver_overrides = {previous["tuning"]["param"]: previous["tuning"]["best"]}
+    else:
+        solver_overrides = run.tune(record)
     solver = _build_solver(recipe, solver_overrides)
     baseline = SOLVERS["baseline"]()
     auditor = None
     if audit_cfg is not None:
         auditor = RecipeAudit(audit_cfg, solver, physics, len(slices), img_size)
+        audit_cal_idx = run.audit_calibration_idx
         if audit_cal_idx:
             x_cal = slices[audit_cal_idx]
             y_cal = measure(x_cal, audit_cal_idx)
@@ -258,7 +296,7 @@ def run_recipe(recipe: Recipe, progress: bool | None = None, audit: bool = False
     for batch in batched(eval_idx[done:], d.batch_size):
         x = slices[batch]
         y = measure(x, batch)
-        base_batch = estimate(baseline, y, batch)
+        base_batch = estimate_both(baseline, y, batch)[1]
         start = time.perf_counter()
         x_phys, recon_batch = estimate_both(solver, y, batch)
         seconds += time.perf_counter() - start

@@ -1,0 +1,168 @@
+"""Reconstruct a recipe's slices on several processes or GPUs with Lightning's
+``Trainer.predict`` (DDP): ``deepinv-tunable run RECIPE --devices N [--num-nodes M]``.
+
+Each rank takes every ``world_size``-th slice (no padding, so no slice is done twice), measures
+and reconstructs it exactly as :func:`~deepinv_tunable.recipes.run_recipe` would (same seeded
+noise per slice), and writes each finished slice to ``OUT/.predict/slice_NNNNN.npy`` (atomic)
+with a per-rank manifest. Rank 0 then gathers the slices in order, checks that every slice
+appears exactly once, and writes the usual outputs. The processes are launched by Lightning (or
+by ``torchrun`` / SLURM, which Lightning detects); nothing here orchestrates processes.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import numpy as np
+import torch
+from lightning.pytorch.callbacks import BasePredictionWriter
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+from ..atomic import atomic_write, write_json_atomic
+from ..data import save_volume, slices_to_volume
+from ..metrics import image_metrics
+from .runner import RunResult, _build_solver, _metrics_record, prepare_run
+from .schema import Recipe
+
+PREDICT_DIR = ".predict"
+
+
+class _Slices(Dataset):
+    def __init__(self, indices: list[int]):
+        self.indices = indices
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, i: int) -> int:
+        return self.indices[i]
+
+
+class _RankShard(Sampler):
+    """Positions ``rank, rank + world, ...``: a partition of the dataset, no padding."""
+
+    def __init__(self, n: int, rank: int, world: int):
+        self.positions = list(range(rank, n, world))
+
+    def __iter__(self):
+        return iter(self.positions)
+
+    def __len__(self) -> int:
+        return len(self.positions)
+
+
+class RecipePredictor(L.LightningModule):
+    """Lightning wrapper of one recipe's reconstruction for ``Trainer.predict``."""
+
+    def __init__(self, recipe: Recipe, full_volume: bool = False):
+        super().__init__()
+        self.run = prepare_run(recipe, full_volume=full_volume)
+        self.solver = None
+        self.record: dict[str, Any] = self.run.record_header(full_volume)
+
+    def setup(self, stage: str) -> None:
+        # every rank tunes identically (deterministic noise), then builds its own solver
+        self.solver = _build_solver(self.run.recipe, self.run.tune(self.record))
+
+    def predict_dataloader(self) -> DataLoader:
+        sampler = _RankShard(len(self.run.eval_idx), self.trainer.global_rank, self.trainer.world_size)
+        return DataLoader(_Slices(self.run.eval_idx), batch_size=self.run.recipe.data.batch_size, sampler=sampler,
+                          collate_fn=list)
+
+    def predict_step(self, batch: list[int], batch_idx: int = 0) -> dict[str, Any]:
+        x = self.run.slices[batch]
+        y = self.run.measure(x, batch)
+        recon = self.run.estimate_both(self.solver, y, batch)[1]
+        return {"indices": batch, "reconstruction": recon}
+
+
+class _SliceWriter(BasePredictionWriter):
+    """Writes each predicted slice as ``slice_NNNNN.npy`` and a manifest per rank."""
+
+    def __init__(self, folder: Path):
+        super().__init__(write_interval="batch")
+        self.folder = folder
+        self.written: list[int] = []
+
+    def write_on_batch_end(self, trainer, pl_module, prediction, batch_indices, batch, batch_idx, dataloader_idx=0):
+        for k, img in zip(prediction["indices"], prediction["reconstruction"]):
+            atomic_write(self.folder / f"slice_{k:05d}.npy", lambda p, a=img[0].numpy(): np.save(p, a))
+            self.written.append(int(k))
+        write_json_atomic(self.folder / f"rank_{trainer.global_rank}.json", {"slices": self.written})
+
+
+def gather_slices(folder: Path, indices: list[int], world_size: int) -> tuple[dict[int, np.ndarray], dict[int, int]]:
+    """Read the predicted slices, checking that each of ``indices`` was written exactly once
+    (by one rank) and nothing else was; return ``{slice: image}`` and ``{slice: rank}``."""
+    owner: dict[int, int] = {}
+    for rank in range(world_size):
+        manifest = folder / f"rank_{rank}.json"
+        done = json.loads(manifest.read_text())["slices"] if manifest.is_file() else []
+        for k in done:
+            if k in owner:
+                raise RuntimeError(f"slice {k} was reconstructed twice (ranks {owner[k]} and {rank})")
+            owner[k] = rank
+    missing, extra = sorted(set(indices) - set(owner)), sorted(set(owner) - set(indices))
+    if missing or extra:
+        raise RuntimeError(f"distributed prediction is incomplete: missing slices {missing}, unexpected {extra}")
+    return {k: np.load(folder / f"slice_{k:05d}.npy") for k in indices}, owner
+
+
+def predict_recipe(recipe: Recipe, accelerator: str = "cpu", devices: int = 2, num_nodes: int = 1,
+                   strategy: str = "ddp", full_volume: bool = False) -> RunResult | None:
+    r"""Reconstruct ``recipe``'s evaluation slices with ``Trainer.predict`` on ``devices`` x
+    ``num_nodes`` processes; rank 0 writes ``reconstruction.nii.gz``, ``reference.nii.gz``
+    and ``metrics.json`` (which also records which rank did each slice) and returns the
+    :class:`~deepinv_tunable.recipes.runner.RunResult`; other ranks return None.
+
+    Launch: the command line (``--devices 2 --strategy ddp``) on one machine; on a cluster,
+    ``torchrun --nproc-per-node G --nnodes M ...`` or an ``srun`` job step with one task per GPU,
+    whose environment Lightning reads. Baseline, figures, report and ``--resume`` are those of
+    the single-process runner; this path writes the reconstruction and the metrics.
+    """
+    out_dir = Path(recipe.output.dir)
+    folder = out_dir / PREDICT_DIR
+    module = RecipePredictor(recipe, full_volume=full_volume)
+    writer = _SliceWriter(folder)
+    trainer = L.Trainer(accelerator=accelerator, devices=devices, num_nodes=num_nodes, strategy=strategy,
+                        use_distributed_sampler=False, logger=False, enable_checkpointing=False,
+                        enable_progress_bar=False, enable_model_summary=False, callbacks=[writer])
+    if trainer.global_rank == 0:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        folder.mkdir(exist_ok=True)
+        for stale in folder.glob("*"):
+            stale.unlink()
+    trainer.strategy.barrier()
+    trainer.predict(module, return_predictions=False)
+    trainer.strategy.barrier()
+    if trainer.global_rank != 0:
+        return None
+    run = module.run
+    images, owner = gather_slices(folder, run.eval_idx, trainer.world_size)
+    recon = torch.zeros_like(run.slices)
+    for k, img in images.items():
+        recon[k, 0] = torch.from_numpy(img)
+    idx = run.eval_idx
+    per_slice = {"solver": {name: values for name, values in image_metrics(recon[idx], run.slices[idx]).items()}}
+    record = {**module.record, **_metrics_record(idx, per_slice, float("nan")),
+              "distributed": {"world_size": trainer.world_size, "strategy": strategy,
+                              "rank_of_slice": {str(k): owner[k] for k in idx}},
+              "complete": True}
+    del record["solver_seconds_per_slice"]
+    processed = torch.zeros(len(run.slices), dtype=torch.bool)
+    processed[idx] = True
+    d = recipe.data
+    if recipe.output.volumes:
+        for name, stack in (("reconstruction", recon), ("reference", run.slices)):
+            data = run.scaling.invert(stack) * processed.view(-1, 1, 1, 1)
+            save_volume(slices_to_volume(data, d.plane), out_dir / f"{name}.nii.gz", like=run.prepared)
+    metrics_path = write_json_atomic(out_dir / "metrics.json", record)
+    shutil.rmtree(folder, ignore_errors=True)
+    return RunResult(out_dir=out_dir, metrics_path=metrics_path, report_path=None, summary=record["mean"])
+
+
+__all__ = ["RecipePredictor", "gather_slices", "predict_recipe"]
