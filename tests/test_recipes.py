@@ -428,3 +428,19 @@ def test_sigkill_midway_then_resume_gives_identical_volumes(tmp_path):
     for name in ("reconstruction", "baseline"):
         np.testing.assert_array_equal(np.asarray(nib.load(str(tmp_path / "whole" / f"{name}.nii.gz")).dataobj),
                                       np.asarray(nib.load(str(tmp_path / "killed" / f"{name}.nii.gz")).dataobj))
+
+
+CLASSICAL_RECIPES = [REPO / "recipes" / f"{n}.yaml" for n in ("demo_mri_brain", "ct_brain_60views", "deblur_subject",
+                                                              "tv_multicoil_mri4x")]
+
+
+@pytest.mark.parametrize("path", CLASSICAL_RECIPES, ids=[p.stem for p in CLASSICAL_RECIPES])
+def test_classical_recipes_run(tmp_path, path):
+    """Each TV recipe runs end to end (1 slice, 3 iterations, a 2-value tuning grid)."""
+    recipe = load_recipe(path, {"output.dir": str(tmp_path), "output.figures": 0, "output.volumes": False})
+    recipe.data.slices.count = 1
+    recipe.solver.params.n_iter = 3
+    if recipe.solver.tune is not None:
+        recipe.solver.tune.grid, recipe.solver.tune.slices.count = recipe.solver.tune.grid[:2], 1
+    metrics = json.loads(run_recipe(recipe, progress=False).metrics_path.read_text())
+    assert metrics["complete"] and 5 < metrics["mean"]["solver"]["psnr"] < 60
