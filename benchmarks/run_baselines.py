@@ -290,6 +290,43 @@ def peak_memory_mib(device: torch.device) -> float | None:
     return peak / 2**20 if sys.platform == "darwin" else peak / 2**10
 
 
+class PeakRSS:
+    """Largest increase of the process's resident memory (MiB) while the block runs, polled every
+    5 ms in a thread (Linux ``/proc``; ``None`` elsewhere): unlike ``ru_maxrss``, one row's own
+    use, not the high-water mark of the whole run."""
+
+    def __enter__(self) -> "PeakRSS":
+        self.increase_mib: float | None = None
+        self._stop = False
+        self._base = self._rss()
+        self._peak = self._base
+        if self._base is not None:
+            import threading
+
+            self._thread = threading.Thread(target=self._poll, daemon=True)
+            self._thread.start()
+        return self
+
+    @staticmethod
+    def _rss() -> float | None:
+        try:
+            with open("/proc/self/statm") as f:
+                return int(f.read().split()[1]) * 4096 / 2**20
+        except OSError:
+            return None
+
+    def _poll(self) -> None:
+        while not self._stop:
+            self._peak = max(self._peak, self._rss())
+            time.sleep(0.005)
+
+    def __exit__(self, *exc) -> None:
+        self._stop = True
+        if self._base is not None:
+            self._thread.join()
+            self.increase_mib = self._peak - self._base
+
+
 def _summary(values: Sequence[float]) -> dict[str, float]:
     return {"mean": float(np.mean(values)), "std": float(np.std(values))}
 
@@ -300,7 +337,7 @@ def evaluate(
     """Reconstruct the evaluation slices in batches; time only the solver calls."""
     estimates, seconds = [], 0.0
     reset_peak_memory(ctx.device)
-    with torch.no_grad():
+    with torch.no_grad(), PeakRSS() as rss:
         for batch in batched(list(range(len(x_eval))), batch_size):
             y = y_eval[batch]
             _sync(ctx.device)
@@ -318,10 +355,13 @@ def evaluate(
         "per_slice": metrics,
         "seconds_per_slice": seconds / len(x_eval),
         "peak_memory_mib": peak,
+        "rss_increase_mib": rss.increase_mib,
     }
 
 
-def run(args: argparse.Namespace) -> dict[str, Any]:
+def run(args: argparse.Namespace, specs: dict[str, DatasetSpec] | None = None) -> dict[str, Any]:
+    """Every (dataset, task, method) row; ``specs`` are the datasets (default :data:`DATASETS`)."""
+    specs = DATASETS if specs is None else specs
     device = torch.device(args.device)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise SystemExit("error: --device cuda requested but no CUDA device is available")
@@ -352,7 +392,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     }
     run_start = time.perf_counter()
     for data_name in args.data:
-        spec = DATASETS[data_name]
+        spec = specs[data_name]
         data = load_dataset(spec, args.quick)
         record["datasets"][data_name] = {
             "label": spec.label, "sample": spec.sample, "plane": spec.plane, "spacing": spec.spacing,

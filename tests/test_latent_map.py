@@ -80,3 +80,14 @@ def test_ground_truth_free_k_finds_a_planted_latent_size(rule, tau):
     sel = select_k(solver, y, physics, [2, 4, 32], rule=rule, **extra)
     assert sel.k.tolist() == [4] * 6, sel.scores
     assert sel.reconstruction.x.shape == y.shape
+
+
+def test_latent_map_runs_under_no_grad():
+    """Evaluation loops (deepinv.test, benchmarks) call solvers under no_grad; the latent is
+    still optimised by gradient there."""
+    physics = build_physics({"kind": "inpainting", "keep_fraction": 0.5, "noise_sigma": 0.01}, (16, 16))
+    y = physics(torch.rand(1, 1, 16, 16))
+    solver = LatentMAP(TunableVAE(image_size=(16, 16), block_out_channels=(8, 8), latent_channels=2), n_steps=3)
+    with torch.no_grad():
+        out = solver.reconstruct(y, physics, return_iterates=True)
+    assert out.x.shape == (1, 1, 16, 16) and not torch.equal(out.iterates[0], out.iterates[-1])

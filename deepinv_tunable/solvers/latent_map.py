@@ -91,6 +91,7 @@ class LatentMAP(TunableReconstructor):
         prior = truncate(z, k).flatten(1).pow(2).sum(1)
         return residual / (2 * sigma**2) + 0.5 * self.gamma * prior, residual, x
 
+    @torch.enable_grad()  # the latent is optimised by gradient, also when called under no_grad
     def _solve(self, y, physics, k: int | torch.Tensor | None = None, return_iterates: bool = False,
                generator: torch.Generator | None = None, x_init: torch.Tensor | None = None, **kwargs):
         """``x_init``: a single-channel image to encode instead of the measurement-only estimate."""
