@@ -49,6 +49,11 @@ def _run(args: argparse.Namespace) -> int:
         overrides["audit.samples"] = args.samples
     try:
         recipe = load_recipe(args.recipe, overrides)
+        if not args.quiet:
+            model = getattr(getattr(recipe.solver, "params", None), "model", None)
+            print(f"{recipe.name}: input {recipe.input_path()}, device {recipe.device} (float32), solver "
+                  f"{recipe.solver.name}{f' with {model}' if model else ''}, output {recipe.output.dir}",
+                  file=sys.stderr)
         distributed = not audit and ((args.devices or 1) > 1 or (args.num_nodes or 1) > 1)
         if distributed:
             from .recipes.distributed import predict_recipe

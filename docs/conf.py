@@ -1,4 +1,5 @@
-"""Sphinx configuration for deepinv_tunable (built-in extensions and the default theme only)."""
+"""Sphinx configuration for deepinv_tunable (built-in extensions, sphinx-gallery for the
+tutorials, which run on the CPU at every build, and the default theme)."""
 
 import os
 import sys
@@ -18,9 +19,18 @@ extensions = [
     "sphinx.ext.autodoc",
     "sphinx.ext.mathjax",
     "sphinx.ext.viewcode",
+    "sphinx_gallery.gen_gallery",
 ]
 
-exclude_patterns = ["_build"]
+sphinx_gallery_conf = {
+    "examples_dirs": "tutorials",  # scripts, executed at build time
+    "gallery_dirs": "auto_tutorials",  # generated pages (not in git)
+    "filename_pattern": r"/plot_",
+    "download_all_examples": False,
+    "remove_config_comments": True,
+}
+
+exclude_patterns = ["_build", "benchmark_table.rst", "tutorials/README.rst", "sg_execution_times.rst"]
 templates_path = []
 html_static_path = []
 html_theme = "alabaster"
