@@ -58,6 +58,7 @@ class TVPGDParams(_Strict):
     lambda_tv: float = Field(DEFAULT_TV_LAMBDA, ge=0)
     n_iter: int = Field(100, ge=1)
     tv_inner_iter: int = Field(20, ge=1)
+    through_slices: bool = Field(False, description="2.5D: TV across consecutive slices of a batch too")
 
 
 class TuneConfig(_Strict):

@@ -57,6 +57,24 @@ class MeasurementBaseline(TunableReconstructor):
             return physics.A_dagger(y), None, {}
 
 
+class SliceStackTVPrior(dinv.optim.TVPrior):
+    r"""Total variation of a stack of adjacent slices, through the slice axis too (2.5D):
+    :math:`\|D_3 x\|_{1,2}` with :math:`D_3` the finite differences along the batch axis (the
+    slices, in order) and in-plane, computed by deepinv's 3D :class:`~deepinv.models.TVDenoiser`
+    on the batch seen as depth. The batch must hold consecutive slices of one volume.
+
+    >>> prior = SliceStackTVPrior()
+    >>> x = torch.zeros(4, 1, 8, 8); x[1] = 1.0  # one bright slice between dark ones
+    >>> out = prior.prox(x, gamma=0.2)
+    >>> bool(out[1].mean() < 1.0 and out[0].mean() > 0.0)  # smoothed across slices
+    True
+    """
+
+    def prox(self, x: torch.Tensor, *args, gamma: float = 1.0, **kwargs) -> torch.Tensor:
+        stack = x.permute(1, 0, 2, 3).unsqueeze(0)  # (1, C, slices, H, W)
+        return self.TVModel(stack, ths=gamma)[0].permute(1, 0, 2, 3)
+
+
 class TVPGD(TunableReconstructor):
     r"""Total-variation reconstruction by deepinv's proximal gradient descent:
 
@@ -71,6 +89,8 @@ class TVPGD(TunableReconstructor):
     :param float lambda_tv: TV weight :math:`\lambda`. Default :data:`DEFAULT_TV_LAMBDA`.
     :param int n_iter: PGD iterations. Default 100.
     :param int tv_inner_iter: iterations of the (warm-started) TV prox per PGD step. Default 20.
+    :param bool through_slices: also penalise differences between consecutive slices of the batch
+        (:class:`SliceStackTVPrior`, 2.5D); the batch must then be consecutive slices. Default False.
 
     :Examples:
 
@@ -84,7 +104,8 @@ class TVPGD(TunableReconstructor):
         True
     """
 
-    def __init__(self, lambda_tv: float = DEFAULT_TV_LAMBDA, n_iter: int = 100, tv_inner_iter: int = 20):
+    def __init__(self, lambda_tv: float = DEFAULT_TV_LAMBDA, n_iter: int = 100, tv_inner_iter: int = 20,
+                 through_slices: bool = False):
         super().__init__()
         if lambda_tv < 0:
             raise ValueError(f"lambda_tv must be >= 0, got {lambda_tv}")
@@ -93,6 +114,7 @@ class TVPGD(TunableReconstructor):
         self.lambda_tv = float(lambda_tv)
         self.n_iter = int(n_iter)
         self.tv_inner_iter = int(tv_inner_iter)
+        self.through_slices = bool(through_slices)
 
     @staticmethod
     def step_size(physics: dinv.physics.Physics, x: torch.Tensor) -> float:
@@ -108,7 +130,7 @@ class TVPGD(TunableReconstructor):
             x0 = MeasurementBaseline()(y, physics)
             solver = dinv.optim.PGD(
                 data_fidelity=dinv.optim.L2(),
-                prior=dinv.optim.TVPrior(n_it_max=self.tv_inner_iter),
+                prior=(SliceStackTVPrior if self.through_slices else dinv.optim.TVPrior)(n_it_max=self.tv_inner_iter),
                 lambda_reg=lam,
                 stepsize=self.step_size(physics, x0),
                 max_iter=self.n_iter,
