@@ -119,7 +119,7 @@ class PosteriorSummary:
         """
         _check_alpha(alpha)
         if method == "gaussian":
-            z = float(torch.distributions.Normal(0.0, 1.0).icdf(torch.tensor(1 - alpha / 2)))
+            z = central_z(alpha)
             return self.mean - z * self.std, self.mean + z * self.std
         if method == "empirical":
             if self.samples is None:
@@ -128,6 +128,17 @@ class PosteriorSummary:
             lower, upper = torch.quantile(self.samples, q, dim=0)
             return lower, upper
         raise ValueError(f"method must be 'gaussian' or 'empirical', got {method!r}")
+
+
+def central_z(alpha: float) -> float:
+    """:math:`z_{1-\alpha/2}`, the half width in standard deviations of a central Gaussian
+    :math:`1-\alpha` interval (1.645 for 90%).
+
+    >>> round(central_z(0.1), 3)
+    1.645
+    """
+    _check_alpha(alpha)
+    return float(torch.distributions.Normal(0.0, 1.0).icdf(torch.tensor(1 - alpha / 2, dtype=torch.float64)))
 
 
 def _check_alpha(alpha: float) -> None:

@@ -222,24 +222,6 @@ def test_tunable_ldm_recipe_runs_with_a_trained_unet_folder(tmp_path, consistenc
         run_recipe(recipe, progress=False)
 
 
-PNP_RECIPES = sorted((REPO / "recipes").glob("pnp_hvae_*.yaml"))
-
-
-@pytest.mark.parametrize("path", PNP_RECIPES, ids=[p.stem for p in PNP_RECIPES])
-def test_pnp_hvae_recipes_run(tmp_path, path):
-    """Each PnP-HVAE recipe runs end to end with the shipped HVAE (1 slice, 2 iterations)."""
-    recipe = load_recipe(path, {"output.dir": str(tmp_path), "output.figures": 1, "output.volumes": False})
-    recipe.data.slices.count = 1
-    recipe.solver.params.max_iter = 2
-    if recipe.solver.tune is not None:
-        recipe.solver.tune.grid = recipe.solver.tune.grid[:2]
-        recipe.solver.tune.slices.count = 1
-    result = run_recipe(recipe, progress=False)
-    metrics = json.loads(result.metrics_path.read_text())
-    assert metrics["complete"] and len(metrics["per_slice"]["solver"]["psnr"]) == 1
-    assert 5 < metrics["mean"]["solver"]["psnr"] < 60
-
-
 AUDIT_RECIPE = REPO / "recipes" / "audit_pnp_hvae_mri4x.yaml"
 
 
@@ -430,17 +412,21 @@ def test_sigkill_midway_then_resume_gives_identical_volumes(tmp_path):
                                       np.asarray(nib.load(str(tmp_path / "killed" / f"{name}.nii.gz")).dataobj))
 
 
-CLASSICAL_RECIPES = [REPO / "recipes" / f"{n}.yaml" for n in ("demo_mri_brain", "ct_brain_60views", "deblur_subject",
-                                                              "tv_multicoil_mri4x")]
+#: recipes of iterative solvers, smoke-tested with few iterations (parameter name per solver)
+SOLVER_RECIPES = sorted((REPO / "recipes").glob("pnp_hvae_*.yaml")) + [
+    REPO / "recipes" / f"{n}.yaml" for n in ("demo_mri_brain", "ct_brain_60views", "deblur_subject", "tv_multicoil_mri4x")]
+ITERATIONS = {"pnp_hvae": ("max_iter", 2), "tv_pgd": ("n_iter", 3)}
 
 
-@pytest.mark.parametrize("path", CLASSICAL_RECIPES, ids=[p.stem for p in CLASSICAL_RECIPES])
-def test_classical_recipes_run(tmp_path, path):
-    """Each TV recipe runs end to end (1 slice, 3 iterations, a 2-value tuning grid)."""
-    recipe = load_recipe(path, {"output.dir": str(tmp_path), "output.figures": 0, "output.volumes": False})
+@pytest.mark.parametrize("path", SOLVER_RECIPES, ids=[p.stem for p in SOLVER_RECIPES])
+def test_solver_recipes_run(tmp_path, path):
+    """Each PnP-HVAE and TV recipe runs end to end (1 slice, 2-3 iterations, a 2-value tuning grid)."""
+    recipe = load_recipe(path, {"output.dir": str(tmp_path), "output.figures": 1, "output.volumes": False})
     recipe.data.slices.count = 1
-    recipe.solver.params.n_iter = 3
+    name, n = ITERATIONS[recipe.solver.name]
+    setattr(recipe.solver.params, name, n)
     if recipe.solver.tune is not None:
         recipe.solver.tune.grid, recipe.solver.tune.slices.count = recipe.solver.tune.grid[:2], 1
     metrics = json.loads(run_recipe(recipe, progress=False).metrics_path.read_text())
-    assert metrics["complete"] and 5 < metrics["mean"]["solver"]["psnr"] < 60
+    assert metrics["complete"] and len(metrics["per_slice"]["solver"]["psnr"]) == 1
+    assert 5 < metrics["mean"]["solver"]["psnr"] < 60

@@ -21,16 +21,8 @@ import torch
 from ..atomic import atomic_write, write_json_atomic
 from ..audit import hallucination_audit, null_space_component
 from ..physics import from_physics_domain, magnitude
-from ..uncertainty import ConformalCalibrator, PosteriorSampler, PosteriorSummary
+from ..uncertainty import ConformalCalibrator, PosteriorSampler, PosteriorSummary, central_z
 from .schema import AuditConfig, RecipeError
-
-#: two-sided standard-normal quantiles of uncalibrated Gaussian intervals, by alpha
-_Z = {0.1: 1.6448536, 0.05: 1.959964, 0.2: 1.2815516}
-
-
-def _gaussian_z(alpha: float) -> float:
-    return _Z.get(alpha) or float(torch.distributions.Normal(0.0, 1.0).icdf(torch.tensor(1 - alpha / 2)))
-
 
 def _image(x: torch.Tensor, physics) -> torch.Tensor:
     """The displayed image of a physics-domain tensor (MRI: magnitude)."""
@@ -98,7 +90,7 @@ class RecipeAudit:
     # -- evaluation -------------------------------------------------------------------------
     def process(self, indices: list[int], x_true: torch.Tensor | None, y: torch.Tensor, x_phys: torch.Tensor) -> None:
         """Sample and audit a batch of evaluated slices (``x_true`` for coverage, may be None)."""
-        z = _gaussian_z(self.config.alpha)
+        z = central_z(self.config.alpha)
         for i, k in enumerate(indices):
             samples = self._samples(y[i:i + 1], x_phys[i:i + 1])
             summary = self._summary(samples)
