@@ -353,10 +353,11 @@ def test_two_process_ddp_predict_covers_every_slice_exactly_once(tmp_path):
     single = run_recipe(parse_recipe(tiny_recipe(tmp_path / "single", **changes)), progress=False)
     expected = json.loads(single.metrics_path.read_text())["slices"]
     assert metrics["slices"] == expected and sorted(owner) == expected and set(owner.values()) == {0, 1}
-    assert not (tmp_path / "ddp" / ".predict").exists()
-    a = np.asarray(nib.load(str(tmp_path / "ddp" / "reconstruction.nii.gz")).dataobj)
-    b = np.asarray(nib.load(str(tmp_path / "single" / "reconstruction.nii.gz")).dataobj)
-    np.testing.assert_allclose(a, b, atol=1e-4 * np.abs(b).max())
+    assert not (tmp_path / "ddp" / ".predict").exists() and (tmp_path / "ddp" / "report.html").is_file()
+    for name in ("reconstruction", "baseline"):  # the same outputs as the single-process runner
+        a = np.asarray(nib.load(str(tmp_path / "ddp" / f"{name}.nii.gz")).dataobj)
+        b = np.asarray(nib.load(str(tmp_path / "single" / f"{name}.nii.gz")).dataobj)
+        np.testing.assert_allclose(a, b, atol=1e-4 * np.abs(b).max())
 
 
 def test_gather_refuses_missing_and_duplicated_slices(tmp_path):
@@ -364,10 +365,10 @@ def test_gather_refuses_missing_and_duplicated_slices(tmp_path):
 
     for k in (1, 2, 3):
         np.save(tmp_path / f"slice_{k:05d}.npy", np.full((2, 2), k, dtype=np.float32))
-    (tmp_path / "rank_0.json").write_text(json.dumps({"slices": [1, 3]}))
-    (tmp_path / "rank_1.json").write_text(json.dumps({"slices": [2]}))
-    images, owner = gather_slices(tmp_path, [1, 2, 3], world_size=2)
-    assert owner == {1: 0, 2: 1, 3: 0} and images[2][0, 0] == 2
+    (tmp_path / "rank_0.json").write_text(json.dumps({"slices": [1, 3], "solver_seconds": 2.0}))
+    (tmp_path / "rank_1.json").write_text(json.dumps({"slices": [2], "solver_seconds": 0.5}))
+    images, owner, seconds = gather_slices(tmp_path, [1, 2, 3], world_size=2)
+    assert owner == {1: 0, 2: 1, 3: 0} and images[2][0, 0] == 2 and seconds == 2.5
     with pytest.raises(RuntimeError, match=r"missing slices \[4\]"):
         gather_slices(tmp_path, [1, 2, 3, 4], world_size=2)
     (tmp_path / "rank_1.json").write_text(json.dumps({"slices": [2, 3]}))

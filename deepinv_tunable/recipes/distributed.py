@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import time
 from pathlib import Path
 from typing import Any
 
@@ -23,8 +24,9 @@ from lightning.pytorch.callbacks import BasePredictionWriter
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from ..atomic import atomic_write, write_json_atomic
-from ..data import save_volume, slices_to_volume
 from ..metrics import image_metrics
+from ..report import write_report
+from ..solvers import SOLVERS
 from .runner import RunResult, _build_solver, _metrics_record, prepare_run
 from .schema import Recipe
 
@@ -67,6 +69,7 @@ class RecipePredictor(L.LightningModule):
     def setup(self, stage: str) -> None:
         # every rank tunes identically (deterministic noise), then builds its own solver
         self.solver = _build_solver(self.run.recipe, self.run.tune(self.record))
+        self.baseline = SOLVERS["baseline"]()
 
     def predict_dataloader(self) -> DataLoader:
         sampler = _RankShard(len(self.run.eval_idx), self.trainer.global_rank, self.trainer.world_size)
@@ -76,32 +79,44 @@ class RecipePredictor(L.LightningModule):
     def predict_step(self, batch: list[int], batch_idx: int = 0) -> dict[str, Any]:
         x = self.run.slices[batch]
         y = self.run.measure(x, batch)
+        base = self.run.estimate_both(self.baseline, y, batch)[1]
+        start = time.perf_counter()
         recon = self.run.estimate_both(self.solver, y, batch)[1]
-        return {"indices": batch, "reconstruction": recon}
+        return {"indices": batch, "reconstruction": recon, "baseline": base, "seconds": time.perf_counter() - start}
 
 
 class _SliceWriter(BasePredictionWriter):
-    """Writes each predicted slice as ``slice_NNNNN.npy`` and a manifest per rank."""
+    """Writes each predicted slice as ``slice_NNNNN.npy`` (reconstruction and baseline,
+    ``(2, H, W)``) and a manifest per rank (its slices and solver seconds)."""
 
     def __init__(self, folder: Path):
         super().__init__(write_interval="batch")
         self.folder = folder
         self.written: list[int] = []
+        self.seconds = 0.0
 
     def write_on_batch_end(self, trainer, pl_module, prediction, batch_indices, batch, batch_idx, dataloader_idx=0):
-        for k, img in zip(prediction["indices"], prediction["reconstruction"]):
-            atomic_write(self.folder / f"slice_{k:05d}.npy", lambda p, a=img[0].numpy(): np.save(p, a))
+        for k, rec, base in zip(prediction["indices"], prediction["reconstruction"], prediction["baseline"]):
+            pair = torch.cat([rec, base]).numpy()
+            atomic_write(self.folder / f"slice_{k:05d}.npy", lambda p, a=pair: np.save(p, a))
             self.written.append(int(k))
-        write_json_atomic(self.folder / f"rank_{trainer.global_rank}.json", {"slices": self.written})
+        self.seconds += prediction["seconds"]
+        write_json_atomic(self.folder / f"rank_{trainer.global_rank}.json",
+                          {"slices": self.written, "solver_seconds": self.seconds})
 
 
-def gather_slices(folder: Path, indices: list[int], world_size: int) -> tuple[dict[int, np.ndarray], dict[int, int]]:
+def gather_slices(folder: Path, indices: list[int], world_size: int
+                  ) -> tuple[dict[int, np.ndarray], dict[int, int], float]:
     """Read the predicted slices, checking that each of ``indices`` was written exactly once
-    (by one rank) and nothing else was; return ``{slice: image}`` and ``{slice: rank}``."""
+    (by one rank) and nothing else was; return ``{slice: array}``, ``{slice: rank}`` and the
+    solver seconds summed over ranks."""
     owner: dict[int, int] = {}
+    seconds = 0.0
     for rank in range(world_size):
         manifest = folder / f"rank_{rank}.json"
-        done = json.loads(manifest.read_text())["slices"] if manifest.is_file() else []
+        entry = json.loads(manifest.read_text()) if manifest.is_file() else {}
+        done = entry.get("slices", [])
+        seconds += entry.get("solver_seconds", 0.0)
         for k in done:
             if k in owner:
                 raise RuntimeError(f"slice {k} was reconstructed twice (ranks {owner[k]} and {rank})")
@@ -109,20 +124,21 @@ def gather_slices(folder: Path, indices: list[int], world_size: int) -> tuple[di
     missing, extra = sorted(set(indices) - set(owner)), sorted(set(owner) - set(indices))
     if missing or extra:
         raise RuntimeError(f"distributed prediction is incomplete: missing slices {missing}, unexpected {extra}")
-    return {k: np.load(folder / f"slice_{k:05d}.npy") for k in indices}, owner
+    return {k: np.load(folder / f"slice_{k:05d}.npy") for k in indices}, owner, seconds
 
 
 def predict_recipe(recipe: Recipe, accelerator: str = "cpu", devices: int = 2, num_nodes: int = 1,
                    strategy: str = "ddp", full_volume: bool = False) -> RunResult | None:
     r"""Reconstruct ``recipe``'s evaluation slices with ``Trainer.predict`` on ``devices`` x
-    ``num_nodes`` processes; rank 0 writes ``reconstruction.nii.gz``, ``reference.nii.gz``
-    and ``metrics.json`` (which also records which rank did each slice) and returns the
-    :class:`~deepinv_tunable.recipes.runner.RunResult`; other ranks return None.
+    ``num_nodes`` processes; rank 0 writes the outputs of :func:`~deepinv_tunable.recipes.run_recipe`
+    (volumes, ``metrics.json``, which also records which rank did each slice, figures and
+    report) and returns the :class:`~deepinv_tunable.recipes.runner.RunResult`; other ranks
+    return None.
 
     Launch: the command line (``--devices 2 --strategy ddp``) on one machine; on a cluster,
     ``torchrun --nproc-per-node G --nnodes M ...`` or an ``srun`` job step with one task per GPU,
-    whose environment Lightning reads. Baseline, figures, report and ``--resume`` are those of
-    the single-process runner; this path writes the reconstruction and the metrics.
+    whose environment Lightning reads. ``--resume`` and the audit belong to the single-process
+    runner.
     """
     out_dir = Path(recipe.output.dir)
     folder = out_dir / PREDICT_DIR
@@ -142,27 +158,21 @@ def predict_recipe(recipe: Recipe, accelerator: str = "cpu", devices: int = 2, n
     if trainer.global_rank != 0:
         return None
     run = module.run
-    images, owner = gather_slices(folder, run.eval_idx, trainer.world_size)
-    recon = torch.zeros_like(run.slices)
-    for k, img in images.items():
-        recon[k, 0] = torch.from_numpy(img)
+    images, owner, seconds = gather_slices(folder, run.eval_idx, trainer.world_size)
+    recon, base = torch.zeros_like(run.slices), torch.zeros_like(run.slices)
+    for k, pair in images.items():
+        recon[k, 0], base[k, 0] = torch.from_numpy(pair[0]), torch.from_numpy(pair[-1])
     idx = run.eval_idx
-    per_slice = {"solver": {name: values for name, values in image_metrics(recon[idx], run.slices[idx]).items()}}
-    record = {**module.record, **_metrics_record(idx, per_slice, float("nan")),
+    per_slice = {key: image_metrics(stack[idx], run.slices[idx]) for key, stack in (("baseline", base), ("solver", recon))}
+    record = {**module.record, **_metrics_record(idx, per_slice, seconds),
               "distributed": {"world_size": trainer.world_size, "strategy": strategy,
                               "rank_of_slice": {str(k): owner[k] for k in idx}},
               "complete": True}
-    del record["solver_seconds_per_slice"]
-    processed = torch.zeros(len(run.slices), dtype=torch.bool)
-    processed[idx] = True
-    d = recipe.data
-    if recipe.output.volumes:
-        for name, stack in (("reconstruction", recon), ("reference", run.slices)):
-            data = run.scaling.invert(stack) * processed.view(-1, 1, 1, 1)
-            save_volume(slices_to_volume(data, d.plane), out_dir / f"{name}.nii.gz", like=run.prepared)
+    figures = run.write_outputs(out_dir, recon, base)
     metrics_path = write_json_atomic(out_dir / "metrics.json", record)
+    report = write_report(out_dir / "report.html", record, figures) if recipe.output.report else None
     shutil.rmtree(folder, ignore_errors=True)
-    return RunResult(out_dir=out_dir, metrics_path=metrics_path, report_path=None, summary=record["mean"])
+    return RunResult(out_dir=out_dir, metrics_path=metrics_path, report_path=report, summary=record["mean"])
 
 
 __all__ = ["RecipePredictor", "gather_slices", "predict_recipe"]

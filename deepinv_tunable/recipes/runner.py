@@ -158,6 +158,22 @@ class PreparedRun:
             record["tuning_slices_evaluated"] = sorted(set(self.tune_idx) & set(self.eval_idx))
         return record
 
+    def write_outputs(self, out_dir: Path, recon: torch.Tensor, base: torch.Tensor) -> list[Path]:
+        """Write the reconstruction, baseline and reference volumes (evaluated slices only,
+        input units, prepared grid) and the figures, as the recipe's ``output`` asks; return
+        the figure paths."""
+        recipe, d = self.recipe, self.recipe.data
+        if recipe.output.volumes:
+            processed = torch.zeros(len(self.slices), dtype=torch.bool)
+            processed[self.eval_idx] = True
+            for name, stack in (("reconstruction", recon), ("baseline", base), ("reference", self.slices)):
+                data = self.scaling.invert(stack) * processed.view(-1, 1, 1, 1)
+                save_volume(slices_to_volume(data, d.plane), out_dir / f"{name}.nii.gz", like=self.prepared)
+        if not recipe.output.figures:
+            return []
+        return write_figures(out_dir / "figures", self.slices, base, recon, self.eval_idx, recipe.output.figures,
+                             labels=("reference", "baseline (measurements only)", recipe.solver.name))
+
     def tune(self, record: dict[str, Any]) -> dict[str, Any]:
         """Grid-search the recipe's ``solver.tune`` parameter on its calibration slices; record
         the table in ``record["tuning"]`` and return the solver overrides (empty without tuning)."""
@@ -314,16 +330,7 @@ def run_recipe(recipe: Recipe, progress: bool | None = None, audit: bool = False
     bar.close()
     recon, base = stacks.tensor("reconstruction"), stacks.tensor("baseline")
 
-    if recipe.output.volumes:
-        processed = torch.zeros(len(slices), dtype=torch.bool)
-        processed[eval_idx] = True
-        for name, stack in (("reconstruction", recon), ("baseline", base), ("reference", slices)):
-            data = scaling.invert(stack) * processed.view(-1, 1, 1, 1)
-            save_volume(slices_to_volume(data, d.plane), out_dir / f"{name}.nii.gz", like=prepared)
-    figure_paths = write_figures(
-        out_dir / "figures", slices, base, recon, eval_idx, recipe.output.figures,
-        labels=("reference", "baseline (measurements only)", recipe.solver.name),
-    ) if recipe.output.figures else []
+    figure_paths = run.write_outputs(out_dir, recon, base)
     if auditor is not None:
         def save_map(name: str, stack: torch.Tensor) -> None:
             save_volume(slices_to_volume(stack, d.plane), out_dir / f"{name}.nii.gz", like=prepared)
