@@ -183,7 +183,9 @@ def memory_probe(n_samples: int, batch: int) -> float:
     """Peak increase of resident memory (MB) while a fresh process draws ``n_samples`` for one
     slice with batch ``batch`` (polled every 5 ms; the imports' own peak is excluded)."""
     code = f"""
-import sys, threading, time, torch
+import sys, torch
+sys.path.insert(0, {str(Path(__file__).parent)!r})
+from run_baselines import PeakRSS
 from deepinv_tunable import pretrained
 from deepinv_tunable.physics import build_physics, to_physics_domain
 from deepinv_tunable.solvers import PnPHVAESampler
@@ -193,17 +195,9 @@ physics = build_physics({TASKS['mri4x']!r}, (128, 128))
 y = physics(to_physics_domain(torch.rand(1, 1, 128, 128), physics))
 sampler = PosteriorSampler(PnPHVAESampler(pretrained.load('hvae_mri64'), tau=0.9, n_iter=2), n_samples={n_samples},
                            batch_size={batch})
-def rss():
-    with open('/proc/self/statm') as f:
-        return int(f.read().split()[1]) * 4096 / 2 ** 20
-base, peak, done = rss(), [0.0], [False]
-def poll():
-    while not done[0]:
-        peak[0] = max(peak[0], rss()); time.sleep(0.005)
-t = threading.Thread(target=poll); t.start()
-sampler.sample(y, physics)
-done[0] = True; t.join()
-print(peak[0] - base)
+with PeakRSS() as rss:
+    sampler.sample(y, physics)
+print(rss.increase_mib)
 """
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     return float(out.stdout.strip().splitlines()[-1])

@@ -20,6 +20,7 @@ varies around the nominal value).
 from __future__ import annotations
 
 import inspect
+import json
 import math
 import time
 import warnings
@@ -407,8 +408,6 @@ class ConformalCalibrator:
 
     @classmethod
     def load(cls, path: str | Path) -> ConformalCalibrator:
-        import json
-
         d = json.loads(Path(path).read_text())
         missing = {"alpha", "q", "std_floor"} - set(d)
         if missing:

@@ -19,9 +19,9 @@ import numpy as np
 import torch
 
 from ..atomic import atomic_write, write_json_atomic
-from ..audit import hallucination_audit, null_space_component
-from ..physics import from_physics_domain, magnitude
-from ..uncertainty import ConformalCalibrator, PosteriorSampler, PosteriorSummary, central_z
+from ..audit import hallucination_audit
+from ..physics import from_physics_domain
+from ..uncertainty import ConformalCalibrator, PosteriorSampler, PosteriorSummary, central_z, coverage
 from .schema import AuditConfig, RecipeError
 
 def _image(x: torch.Tensor, physics) -> torch.Tensor:
@@ -98,24 +98,28 @@ class RecipeAudit:
             half = self.calibrator.half_width(summary.std) if self.calibrator else z * summary.std
             self.maps["std"][k] = summary.std[0].cpu()
             self.maps["interval_width"][k] = 2 * half[0].cpu()
-            self.maps["null_space"][k] = _content_magnitude(null_space_component(x_phys[i:i + 1], self.physics), self.physics)[0].cpu()
+            self.maps["null_space"][k] = report.null_energy[0].sqrt().cpu()  # |x_null|, summed over channels
             row = {"chi2": float(report.chi2[0]), "sample_chi2_mean": float(report.sample_chi2.mean()),
                    "null_fraction": float(report.null_fraction[0]),
                    "null_disagreement_fraction": float(report.null_disagreement_fraction[0]),
                    "mean_std": float(summary.std.mean())}
             if x_true is not None:
-                truth, head = x_true[i:i + 1].cpu(), self._head(x_true[i:i + 1].cpu())
-                uncal = ((truth - summary.mean).abs() <= z * summary.std) & head
-                self._inside["uncalibrated"] += int(uncal.sum())
-                if self.calibrator is not None:
-                    cal = ((truth - summary.mean).abs() <= self.calibrator.half_width(summary.std)) & head
-                    self._inside["calibrated"] += int(cal.sum())
-                    row["coverage_calibrated"] = float(cal.sum() / head.sum().clamp_min(1))
-                row["coverage_uncalibrated"] = float(uncal.sum() / head.sum().clamp_min(1))
-                self._scored += int(head.sum())
+                self._score(row, summary, x_true[i:i + 1].cpu())
             for key, value in row.items():
                 self.per_slice.setdefault(key, []).append(value)
             self.per_slice.setdefault("slices", []).append(int(k))
+
+    def _score(self, row: dict[str, Any], summary: PosteriorSummary, truth: torch.Tensor) -> None:
+        """Coverage of the uncalibrated (and calibrated) intervals over the slice's head pixels."""
+        head = self._head(truth)
+        intervals = {"uncalibrated": summary.interval(self.config.alpha)}
+        if self.calibrator is not None:
+            intervals["calibrated"] = self.calibrator.apply(summary)
+        for name, (lower, upper) in intervals.items():
+            fraction = coverage(lower, upper, truth, roi=head).coverage if head.any() else 0.0
+            self._inside[name] += round(fraction * int(head.sum()))
+            row[f"coverage_{name}"] = fraction
+        self._scored += int(head.sum())
 
     def record(self) -> dict[str, Any]:
         """JSON summary: per-slice numbers, means, coverage and the calibration used."""
@@ -171,8 +175,3 @@ class RecipeAudit:
         atomic_write(path, lambda p: fig.savefig(p, dpi=80, format="png"))
         plt.close(fig)
         return path
-
-
-def _content_magnitude(x: torch.Tensor, physics) -> torch.Tensor:
-    """Pixelwise magnitude of a physics-domain tensor ``(B, 1, H, W)`` (over MRI's 2 channels)."""
-    return magnitude(x) if x.shape[1] == 2 else x.abs()

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import time
 from pathlib import Path
 from typing import Any
 
@@ -77,12 +76,9 @@ class RecipePredictor(L.LightningModule):
                           collate_fn=list)
 
     def predict_step(self, batch: list[int], batch_idx: int = 0) -> dict[str, Any]:
-        x = self.run.slices[batch]
-        y = self.run.measure(x, batch)
-        base = self.run.estimate_both(self.baseline, y, batch)[1]
-        start = time.perf_counter()
-        recon = self.run.estimate_both(self.solver, y, batch)[1]
-        return {"indices": batch, "reconstruction": recon, "baseline": base, "seconds": time.perf_counter() - start}
+        out = self.run.reconstruct_batch(self.solver, self.baseline, batch)
+        return {"indices": batch, "reconstruction": out.reconstruction, "baseline": out.baseline,
+                "seconds": out.seconds}
 
 
 class _SliceWriter(BasePredictionWriter):

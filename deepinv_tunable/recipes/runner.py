@@ -108,6 +108,20 @@ def _mean(values: list[float]) -> float:
 
 
 @dataclass
+class SliceBatch:
+    """One reconstructed batch: slice indices, ground truth, measurements, baseline image,
+    solver estimate in the physics' domain and as an image, and the solver's seconds."""
+
+    indices: list[int]
+    x: torch.Tensor
+    y: torch.Tensor
+    baseline: torch.Tensor
+    x_phys: torch.Tensor
+    reconstruction: torch.Tensor
+    seconds: float
+
+
+@dataclass
 class PreparedRun:
     """A recipe's data and physics, ready to measure and reconstruct slices: everything that can
     fail on bad input is checked while building it (:func:`prepare_run`), before any output."""
@@ -142,6 +156,16 @@ class PreparedRun:
             kwargs = {"seed": seed * _SEED_STRIDE + indices[0]} if getattr(solver, "stochastic", False) else {}
             x = solver(y, self.physics, **kwargs)
         return x, from_physics_domain(x, self.physics).cpu()
+
+    def reconstruct_batch(self, solver, baseline, batch: list[int]) -> SliceBatch:
+        """Measure slices ``batch`` and reconstruct them with the baseline and the solver (only
+        the solver is timed): one batch of a run, single-process or distributed."""
+        x = self.slices[batch]
+        y = self.measure(x, batch)
+        base = self.estimate_both(baseline, y, batch)[1]
+        start = time.perf_counter()
+        x_phys, recon = self.estimate_both(solver, y, batch)
+        return SliceBatch(batch, x, y, base, x_phys, recon, time.perf_counter() - start)
 
     def record_header(self, full_volume: bool) -> dict[str, Any]:
         record: dict[str, Any] = {
@@ -310,20 +334,16 @@ def run_recipe(recipe: Recipe, progress: bool | None = None, audit: bool = False
     bar = tqdm(total=len(eval_idx), initial=done, desc=f"{recipe.name}: slices", unit="slice",
                disable=None if progress is None else not progress)
     for batch in batched(eval_idx[done:], d.batch_size):
-        x = slices[batch]
-        y = measure(x, batch)
-        base_batch = estimate_both(baseline, y, batch)[1]
-        start = time.perf_counter()
-        x_phys, recon_batch = estimate_both(solver, y, batch)
-        seconds += time.perf_counter() - start
+        out = run.reconstruct_batch(solver, baseline, batch)
+        seconds += out.seconds
         if auditor is not None:
-            auditor.process(batch, x, y, x_phys)
+            auditor.process(batch, out.x, out.y, out.x_phys)
             record["audit"] = auditor.record()
-        for key, est in (("baseline", base_batch), ("solver", recon_batch)):
-            for name, values in image_metrics(est, x).items():
+        for key, est in (("baseline", out.baseline), ("solver", out.reconstruction)):
+            for name, values in image_metrics(est, out.x).items():
                 per_slice[key].setdefault(name, []).extend(values)
         # on disk before metrics.json calls these slices finished
-        stacks.write(batch, {"reconstruction": recon_batch, "baseline": base_batch})
+        stacks.write(batch, {"reconstruction": out.reconstruction, "baseline": out.baseline})
         record.update(_metrics_record(eval_idx[: len(per_slice["solver"]["psnr"])], per_slice, seconds))
         write_json_atomic(metrics_path, record)
         bar.update(len(batch))
