@@ -31,8 +31,11 @@ _EXPORTS = {
     "build_physics": "physics", "load_volume": "data", "save_volume": "data",
     "TunableVAEModule": "training", "train": "training", "load_train_recipe": "training",
     "run_recipe": "recipes", "load_recipe": "recipes",
+    "FlashDiffusion": "solvers", "FlashReconstruction": "solvers", "SeverityEncoder": "nets",
+    "SeverityEncoderModule": "training", "severity_audit": "severity", "SeverityRanges": "severity",
+    "sample_degradations": "severity", "degrade": "severity",
 }
-_SUBMODULES = ("pretrained", "priors", "diagnostics", "uncertainty", "audit", "latent", "nets", "solvers", "selection", "physics", "data", "training", "recipes")
+_SUBMODULES = ("pretrained", "severity", "priors", "diagnostics", "uncertainty", "audit", "latent", "nets", "solvers", "selection", "physics", "data", "training", "recipes")
 
 __all__ = sorted([*_EXPORTS, *_SUBMODULES, "__version__"])
 

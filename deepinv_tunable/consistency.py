@@ -41,6 +41,7 @@ class LatentProblem:
     y: torch.Tensor
     k: int | torch.Tensor | None
     scale: float = 1.0
+    rows: torch.Tensor | None = None
 
     def image(self, z: torch.Tensor) -> torch.Tensor:
         """:math:`D(T_k z / c)` in the physics' domain (:math:`c` the latent ``scale``)."""
@@ -52,7 +53,20 @@ class LatentProblem:
 
     def residual(self, z: torch.Tensor) -> torch.Tensor:
         """Per-example :math:`\\|A(D(T_k z)) - y\\|^2`."""
-        return (self.physics.A(self.image(z)) - self.y).abs().pow(2).flatten(1).sum(1)
+        x = self.image(z)
+        if self.rows is None:
+            return (self.physics.A(x) - self.y).abs().pow(2).flatten(1).sum(1)
+        # a subset of the batch: the physics may hold per-example operators (masks), so it is
+        # applied to the whole batch with the other rows left at zero
+        full = x.new_zeros((self.y.shape[0], *x.shape[1:])).index_copy(0, self.rows, x)
+        return (self.physics.A(full)[self.rows] - self.y[self.rows]).abs().pow(2).flatten(1).sum(1)
+
+    def subset(self, rows: torch.Tensor) -> "LatentProblem":
+        """The same problem restricted to the examples ``rows`` (indices into ``y``'s batch): latents
+        passed to it hold only those rows. Steps that use ``y`` outside :meth:`residual` (PSLD's
+        gluing, DDS's prox) need the whole batch and refuse a subset."""
+        k = self.k[rows] if isinstance(self.k, torch.Tensor) and self.k.ndim > 0 and self.k.numel() > 1 else self.k
+        return LatentProblem(self.model, self.physics, self.y, k, self.scale, rows)
 
 
 class DataConsistency:
@@ -69,6 +83,12 @@ class DataConsistency:
     def correct_prev(self, z_prev: torch.Tensor, z_t: torch.Tensor, z0: torch.Tensor, step: ReverseStep,
                      problem: LatentProblem) -> torch.Tensor:
         return z_prev
+
+
+def _require_whole_batch(problem: LatentProblem, step: str) -> None:
+    if problem.rows is not None:
+        raise ValueError(f"{step} uses y beyond the data residual and needs the whole batch; "
+                         "it cannot run on a subset of examples (LatentProblem.subset)")
 
 
 def _per_example(v: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
@@ -146,6 +166,7 @@ class PSLD(LDPS):
         self.gamma = gamma
 
     def correct_prev(self, z_prev, z_t, z0, step, problem):
+        _require_whole_batch(problem, "PSLD")
         if not isinstance(problem.physics, dinv.physics.LinearPhysics):
             raise TypeError(f"PSLD's gluing term needs a linear physics, got {type(problem.physics).__name__}")
         physics, x0 = problem.physics, problem.image(z0)
@@ -173,6 +194,7 @@ class DDSLocalMAP(DataConsistency):
         self.gamma = gamma
 
     def correct_z0(self, z0, step, problem):
+        _require_whole_batch(problem, "DDS local MAP")
         with torch.no_grad():
             x0 = problem.image(z0.detach())
             # deepinv: prox_l2(z, y, g) = argmin g/2 ||Ax - y||^2 + 1/2 ||x - z||^2, so g = 1 / gamma

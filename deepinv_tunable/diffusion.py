@@ -15,7 +15,10 @@ formulas the package's samplers need, each defined here only:
       z_{t'} = \sqrt{\bar\alpha_{t'}}\, \hat z_0 + \sqrt{1 - \bar\alpha_{t'} - s^2}\, \hat\epsilon + s\, \xi,
       \qquad s = \eta \sqrt{\frac{1 - \bar\alpha_{t'}}{1 - \bar\alpha_t}\Big(1 - \frac{\bar\alpha_t}{\bar\alpha_{t'}}\Big)}
 
-  (:func:`ddim_update`), on the steps returned by :func:`reverse_steps`.
+  (:func:`ddim_update`), on the steps returned by :func:`reverse_steps`,
+
+and the one reverse step every latent sampler takes (:func:`latent_reverse_step`: noise
+prediction, Tweedie, data consistency, DDIM, truncation).
 """
 
 from __future__ import annotations
@@ -24,6 +27,8 @@ from dataclasses import dataclass
 
 import torch
 from diffusers import DDIMScheduler
+
+from .latent import truncate
 
 
 @dataclass(frozen=True)
@@ -91,3 +96,39 @@ def ddim_update(z0: torch.Tensor, eps: torch.Tensor, step: ReverseStep,
         noise = torch.randn(z0.shape, generator=generator, dtype=z0.dtype).to(z0.device)
         z_prev = z_prev + s * noise
     return z_prev
+
+
+def snr(alpha_bar: float | torch.Tensor) -> float | torch.Tensor:
+    r"""Signal-to-noise ratio :math:`\bar\alpha / (1 - \bar\alpha)` of the forward marginal."""
+    return alpha_bar / (1 - alpha_bar)
+
+
+def latent_reverse_step(unet, z: torch.Tensor, step: ReverseStep, consistency, problem, k=None,
+                        generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    r"""One reverse step ``t -> t_prev`` of a latent sampler with a data-consistency step.
+
+    .. code-block:: text
+
+        e      = eps_theta(z_t, t)
+        z0_hat = (z_t - sqrt(1 - abar_t) e) / sqrt(abar_t)          # Tweedie
+        z0_hat = consistency.correct_z0(z0_hat)                     # e.g. Adam-DC
+        z_t'   = DDIM(z0_hat, e, t -> t', eta)
+        z_t'   = T_k(consistency.correct_prev(z_t', ...))           # e.g. LDPS, PSLD
+
+    :param unet: noise network ``unet(z_t, t)``.
+    :param torch.Tensor z: the current latents ``z_t``.
+    :param ReverseStep step: the transition.
+    :param consistency: a :class:`~deepinv_tunable.consistency.DataConsistency`.
+    :param problem: its :class:`~deepinv_tunable.consistency.LatentProblem` (for the same examples as ``z``).
+    :param k: latent size(s) kept after the step (``None``: all).
+    :param torch.Generator generator: DDIM noise.
+    :return: ``(z_prev, z0_hat)``, both detached.
+    """
+    z_t = z.detach().requires_grad_(consistency.needs_graph)
+    with torch.set_grad_enabled(consistency.needs_graph):
+        eps = unet(z_t, step.t)
+        z0 = tweedie_z0(z_t, eps, step.alpha_bar)
+    z0_dc = consistency.correct_z0(z0, step, problem)
+    z_prev = ddim_update(z0_dc.detach(), eps.detach(), step, generator)
+    z_prev = consistency.correct_prev(z_prev, z_t, z0, step, problem)
+    return truncate(z_prev.detach(), k), z0_dc.detach()

@@ -213,6 +213,30 @@ def build_physics(
     return physics
 
 
+def batched_mri(configs: list[dict | BaseModel], img_size: tuple[int, int], device: torch.device | str = "cpu"
+                ) -> dinv.physics.MRI:
+    r"""One single-coil deepinv MRI operator whose mask differs per example: example :math:`i` is
+    acquired with ``configs[i]`` (e.g. a batch of mixed accelerations). All configs must be
+    single-coil MRI with the same ``noise_sigma``.
+
+    >>> physics = batched_mri([{"kind": "mri", "acceleration": a} for a in (2, 8)], (32, 32))
+    >>> physics.mask.shape, [round(float(m), 2) for m in physics.mask.mean((1, 2, 3))]
+    (torch.Size([2, 2, 32, 32]), [0.5, 0.12])
+    """
+    cfgs = [parse_physics_config(c) for c in configs]
+    if not cfgs or any(type(c) is not MRIConfig for c in cfgs):
+        raise ValueError(f"batched_mri needs a non-empty list of single-coil MRI configs, got {[c.kind for c in cfgs]}")
+    sigmas = {c.noise_sigma for c in cfgs}
+    if len(sigmas) != 1:
+        raise ValueError(f"all configs of a batch must share noise_sigma, got {sorted(sigmas)}")
+    h, w = (int(s) for s in img_size)
+    mask = torch.stack([mri_mask(c, (h, w), device) for c in cfgs])[:, None]
+    physics = dinv.physics.MRI(mask=mask, img_size=(h, w), device=device)
+    physics.noise_model = dinv.physics.GaussianNoise(
+        sigma=cfgs[0].noise_sigma, rng=torch.Generator(device=device).manual_seed(cfgs[0].seed + 1))
+    return physics
+
+
 def is_complex_mri(physics: dinv.physics.Physics) -> bool:
     """Whether ``physics`` expects deepinv's 2-channel complex images (MRI operators)."""
     return isinstance(physics, (dinv.physics.MRI, dinv.physics.MultiCoilMRI))

@@ -4,6 +4,7 @@ from .checkpoint import CheckpointError, PretrainedMixin
 from .hvae import HVAE
 from .latent_unet import LatentUNet
 from .ordered_flow import OrderedFlow
+from .severity import SeverityEncoder
 from .tunable_vae import TunableVAE
 
-__all__ = ["CheckpointError", "HVAE", "LatentUNet", "OrderedFlow", "PretrainedMixin", "TunableVAE"]
+__all__ = ["CheckpointError", "HVAE", "LatentUNet", "OrderedFlow", "PretrainedMixin", "SeverityEncoder", "TunableVAE"]

@@ -36,9 +36,13 @@ class PseudoInverse(TunableReconstructor):
 class MeasurementBaseline(TunableReconstructor):
     r"""The estimate a reader gets from the measurements alone, without a prior.
 
-    :math:`A^\dagger y` (zero-filled MRI, FBP for CT, zero-filled inpainting), except for blur
-    and denoising, where the pseudo-inverse is an unregularised inverse filter that amplifies
-    the noise without bound, and the observed image :math:`y` itself is the baseline.
+    :math:`A^\dagger y` (zero-filled MRI, the least-squares pseudo-inverse for CT, zero-filled
+    inpainting), except for blur and denoising, where the pseudo-inverse is an unregularised
+    inverse filter that amplifies the noise without bound, and the observed image :math:`y`
+    itself is the baseline.
+
+    :param bool fbp: for CT, the filtered back-projection instead of the least-squares
+        pseudo-inverse (about 50x faster, noisier). Default ``False``.
 
     :Examples:
 
@@ -50,10 +54,16 @@ class MeasurementBaseline(TunableReconstructor):
         True
     """
 
+    def __init__(self, fbp: bool = False):
+        super().__init__()
+        self.fbp = bool(fbp)
+
     def _solve(self, y, physics, **kwargs):
         if isinstance(physics, (dinv.physics.BlurFFT, dinv.physics.Blur, dinv.physics.Denoising)):
             return y.clone(), None, {}
         with torch.no_grad():
+            if self.fbp and isinstance(physics, dinv.physics.Tomography):
+                return physics.A_dagger(y, fbp=True), None, {}
             return physics.A_dagger(y), None, {}
 
 

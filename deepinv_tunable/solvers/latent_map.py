@@ -22,11 +22,12 @@ def noise_sigma(physics: dinv.physics.Physics, default: float | None = None) -> 
     return float(default)
 
 
-def measurement_estimate(y: torch.Tensor, physics: dinv.physics.Physics) -> torch.Tensor:
+def measurement_estimate(y: torch.Tensor, physics: dinv.physics.Physics, fbp: bool = False) -> torch.Tensor:
     """A single-channel image estimate from the measurements alone, clipped to [0, 1]: the
-    :class:`MeasurementBaseline` (zero-filled MRI magnitude, FBP, the blurred image, ...)."""
+    :class:`MeasurementBaseline` (zero-filled MRI magnitude, CT pseudo-inverse or FBP with
+    ``fbp=True``, the blurred image, ...)."""
     with torch.no_grad():
-        return from_physics_domain(MeasurementBaseline()(y, physics), physics).real.clamp(0, 1)
+        return from_physics_domain(MeasurementBaseline(fbp=fbp)(y, physics), physics).real.clamp(0, 1)
 
 
 class LatentMAP(TunableReconstructor):

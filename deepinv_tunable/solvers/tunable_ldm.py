@@ -6,7 +6,7 @@ import deepinv as dinv
 import torch
 
 from ..consistency import AdamDC, DataConsistency, LatentProblem
-from ..diffusion import ddim_update, reverse_steps, tweedie_z0
+from ..diffusion import latent_reverse_step, reverse_steps
 from ..latent import check_k, truncate
 from .base import Reconstruction, TunableReconstructor
 
@@ -17,7 +17,7 @@ class TunableLDMSolver(TunableReconstructor):
     .. code-block:: text
 
         z_T ~ N(0, I);  z_T <- T_k(z_T)
-        for each DDIM step t -> t' (n_steps of them):
+        for each DDIM step t -> t' (n_steps of them):       # diffusion.latent_reverse_step
             e      = eps_theta(z_t, t)
             z0_hat = (z_t - sqrt(1 - abar_t) e) / sqrt(abar_t)             # Tweedie
             z0_hat = consistency.correct_z0(z0_hat)                        # e.g. Adam-DC
@@ -88,17 +88,10 @@ class TunableLDMSolver(TunableReconstructor):
         steps = reverse_steps(self.scheduler, n_steps or self.n_steps, self.eta)
         iterates = [] if return_iterates else None
         for step in steps:
-            z_t = z.detach().requires_grad_(self.consistency.needs_graph)
-            with torch.set_grad_enabled(self.consistency.needs_graph):
-                eps = self.unet(z_t, step.t)
-                z0 = tweedie_z0(z_t, eps, step.alpha_bar)
-            z0_dc = self.consistency.correct_z0(z0, step, problem)
-            z_prev = ddim_update(z0_dc.detach(), eps.detach(), step, generator)
-            z_prev = self.consistency.correct_prev(z_prev, z_t, z0, step, problem)
-            z = truncate(z_prev.detach(), k)
+            z, z0_dc = latent_reverse_step(self.unet, z, step, self.consistency, problem, k, generator)
             if return_iterates:
                 with torch.no_grad():
-                    iterates.append(problem.image(z0_dc.detach()))
+                    iterates.append(problem.image(z0_dc))
         with torch.no_grad():
             x = problem.image(z)
             residual = problem.residual(z)

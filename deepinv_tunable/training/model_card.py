@@ -4,14 +4,19 @@ from __future__ import annotations
 
 import csv
 import json
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from ..atomic import atomic_write, write_text_atomic
 
 
-def read_metrics_csv(path: Path) -> list[dict[str, float]]:
-    """Rows of Lightning's CSV log as ``{column: value}`` (empty cells dropped)."""
+def read_metrics_csv(path: Path | Sequence[Path]) -> list[dict[str, float]]:
+    """Rows of Lightning's CSV log as ``{column: value}`` (empty cells dropped); several paths
+    (the logs of a run and of its resumptions) are read in order and concatenated."""
+    if not isinstance(path, (str, Path)):
+        return [row for p in path for row in read_metrics_csv(Path(p))]
+    path = Path(path)
     if not path.is_file():
         return []
     with path.open(newline="") as f:
@@ -45,7 +50,7 @@ def plot_loss_curve(rows: list[dict[str, float]], path: Path) -> Path | None:
 
 
 def write_model_card(model_dir: Path, recipe, module_kwargs: dict[str, Any], data_cfg, trainer_cfg,
-                     metrics_csv: Path, metrics: dict[str, float], steps: int) -> Path:
+                     metrics_csv: Path | Sequence[Path], metrics: dict[str, float], steps: int) -> Path:
     """``README.md`` with the data, preset, steps, held-out metrics and how to reproduce."""
     rows = read_metrics_csv(metrics_csv)
     figure = plot_loss_curve(rows, model_dir / "loss_curve.png")

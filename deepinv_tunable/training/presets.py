@@ -74,6 +74,26 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
                         "max_epochs": 300, "max_time_minutes": None},
         },
     },
+    "severity_encoder": {
+        "cpu-small": {
+            "module": {"vae": "tunable_vae_mri128", "unet": "tunable_ldm_mri128", "lambda_sigma": 10.0,
+                       "lambda_im": 0.0, "lr": 3e-4,
+                       "degradations": {"kinds": ["mri", "ct", "blur"], "mri_acceleration": [2, 12],
+                                        "ct_views": [20, 180], "blur_sigma": [0, 3], "noise_sigma": [0, 0.03]}},
+            "data": {"batch_size": 8, "samples_per_epoch": 512, "num_workers": 1},
+            "trainer": {"accelerator": "cpu", "devices": 1, "precision": "32-true",
+                        "max_epochs": 1000, "max_time_minutes": 15.0},
+        },
+        "gpu": {
+            "module": {"vae": "tunable_vae_mri128", "unet": "tunable_ldm_mri128", "lambda_sigma": 10.0,
+                       "lambda_im": 0.1, "lr": 1e-4,
+                       "degradations": {"kinds": ["mri", "ct", "blur"], "mri_acceleration": [2, 12],
+                                        "ct_views": [20, 180], "blur_sigma": [0, 3], "noise_sigma": [0, 0.03]}},
+            "data": {"batch_size": 64, "samples_per_epoch": 16384, "num_workers": 8},
+            "trainer": {"accelerator": "gpu", "devices": 1, "precision": "bf16-mixed",
+                        "max_epochs": 100, "max_time_minutes": None},
+        },
+    },
 }
 
 

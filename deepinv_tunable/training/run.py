@@ -31,6 +31,7 @@ from .flow import OrderedFlowModule
 from .hvae import HVAEModule
 from .ldm import TunableLDMModule
 from .model_card import write_model_card
+from .severity import SeverityEncoderModule
 from .vae import TunableVAEModule
 
 
@@ -54,7 +55,7 @@ class TrainRecipe(BaseModel):
     model_config = ConfigDict(extra="forbid")
     name: str
     description: str = ""
-    model: Literal["tunable_vae", "tunable_ldm", "ordered_flow", "hvae"]
+    model: Literal["tunable_vae", "tunable_ldm", "ordered_flow", "hvae", "severity_encoder"]
     preset: Literal["cpu-small", "gpu"] = "cpu-small"
     data: dict[str, Any] = {}
     module: dict[str, Any] = {}
@@ -70,7 +71,7 @@ class TrainResult:
 
 
 MODULES = {"tunable_vae": TunableVAEModule, "tunable_ldm": TunableLDMModule, "ordered_flow": OrderedFlowModule,
-           "hvae": HVAEModule}
+           "hvae": HVAEModule, "severity_encoder": SeverityEncoderModule}
 
 
 def load_train_recipe(path: str | Path, overrides: dict[str, Any] | None = None) -> TrainRecipe:
@@ -118,7 +119,12 @@ def train(recipe: TrainRecipe, resume: bool = True, progress: bool = True,
     datamodule = SliceDataModule(data_cfg)
     checkpoint = L.pytorch.callbacks.ModelCheckpoint(dirpath=out / "checkpoints", save_last=True, save_top_k=1,
                                                      every_n_epochs=1, save_on_train_epoch_end=True)
-    logger = L.pytorch.loggers.CSVLogger(str(out), name="logs", version=0)
+    last = out / "checkpoints" / "last.ckpt"
+    resuming = resume and last.is_file()
+    # a resumed run logs to a new version folder: Lightning's CSV logger empties the folder it
+    # writes to, and the model card's loss curve needs the earlier runs' rows too
+    version = len(list((out / "logs").glob("version_*"))) if resuming else 0
+    logger = L.pytorch.loggers.CSVLogger(str(out), name="logs", version=version)
     trainer = L.Trainer(
         accelerator=tcfg.accelerator, devices=tcfg.devices, num_nodes=tcfg.num_nodes, strategy=tcfg.strategy,
         precision=tcfg.precision, max_epochs=tcfg.max_epochs, max_steps=tcfg.max_steps,
@@ -126,12 +132,11 @@ def train(recipe: TrainRecipe, resume: bool = True, progress: bool = True,
         log_every_n_steps=tcfg.log_every_n_steps, callbacks=[checkpoint, *(callbacks or [])], logger=logger,
         enable_progress_bar=progress, enable_model_summary=False, deterministic=False,
     )
-    last = out / "checkpoints" / "last.ckpt"
-    trainer.fit(module, datamodule=datamodule, ckpt_path=str(last) if resume and last.is_file() else None)
+    trainer.fit(module, datamodule=datamodule, ckpt_path=str(last) if resuming else None)
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
     model_dir = out / "model"
     if trainer.is_global_zero:
         module.export(model_dir, datamodule)
-        write_model_card(model_dir, recipe, module_kwargs, data_cfg, tcfg, out / "logs" / "version_0" / "metrics.csv",
-                         metrics, int(trainer.global_step))
+        logs = [out / "logs" / f"version_{v}" / "metrics.csv" for v in range(version + 1)]
+        write_model_card(model_dir, recipe, module_kwargs, data_cfg, tcfg, logs, metrics, int(trainer.global_step))
     return TrainResult(out_dir=out, model_dir=model_dir, metrics=metrics)

@@ -1,0 +1,105 @@
+r"""Lightning module of the Flash-Diffusion severity encoder (ALGORITHMS 2.1).
+
+Per example a degradation is drawn over the configured severity range
+(:func:`~deepinv_tunable.severity.sample_degradations`), the encoder sees the measurement-only
+estimate :math:`\tilde x` and is trained on
+
+.. math::
+
+    \mathcal{L} = \frac{1}{d}\|z_0 - \hat z\|^2
+                + \lambda_\sigma \big(\mathrm{var}_i(\hat z - z_0) - \hat\sigma^2\big)^2
+                + \lambda_\mathrm{im} \frac{1}{n}\|x_0 - D(\hat z)\|^2 ,
+
+:math:`z_0 = E_0(x_0)` from the frozen tunable VAE, :math:`D` its decoder. The variance target
+:math:`\mathrm{var}_i(\hat z - z_0)` is not differentiated: the second term teaches the encoder to
+*report* its error, not to shape its error to match the report.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import lightning as L
+import torch
+
+from .. import pretrained
+from ..nets import SeverityEncoder
+from ..severity import Degradation, SeverityRanges, degrade, sample_degradations
+
+
+class SeverityEncoderModule(L.LightningModule):
+    r"""Trains a :class:`~deepinv_tunable.nets.SeverityEncoder` initialised from a tunable VAE's encoder.
+
+    :param str vae: shipped VAE name or checkpoint folder. Default ``"tunable_vae_mri128"``.
+    :param dict degradations: :class:`~deepinv_tunable.severity.SeverityRanges` keys. Default:
+        MRI 2x-12x, CT 20-180 views, blur std 0-3 px, noise 0-0.03.
+    :param float lambda_sigma: weight :math:`\lambda_\sigma` of the error-variance term. Default 10 (paper).
+    :param float lambda_im: weight :math:`\lambda_\mathrm{im}` of the image term. Default 0.
+    :param float lr: Adam learning rate. Default ``1e-4``.
+    :param str unet: latent diffusion model recorded in the exported encoder's config, so
+        :meth:`~deepinv_tunable.solvers.FlashDiffusion.from_pretrained` can find it. Default ``None``.
+    """
+
+    def __init__(self, vae: str = "tunable_vae_mri128", degradations: dict | None = None, lambda_sigma: float = 10.0,
+                 lambda_im: float = 0.0, lr: float = 1e-4, unet: str | None = None):
+        super().__init__()
+        if lambda_sigma < 0 or lambda_im < 0:
+            raise ValueError(f"lambda_sigma and lambda_im must be >= 0, got {lambda_sigma}, {lambda_im}")
+        self.save_hyperparameters()
+        self.vae = pretrained.load(vae).requires_grad_(False)
+        self.encoder = SeverityEncoder.from_vae(self.vae, source=str(vae))
+        self.encoder.config["unet"] = unet
+        self.ranges = SeverityRanges(**(degradations or {}))
+
+    def loss_terms(self, x: torch.Tensor, generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
+        """Latent, variance and image terms (unweighted) for clean images ``x`` degraded at random."""
+        x_tilde = degrade(x, sample_degradations(x.shape[0], self.ranges, generator))
+        with torch.no_grad():
+            z0 = self.vae.encode_mean(x)
+        z_hat, sigma2 = self.encoder(x_tilde)
+        err = z_hat - z0
+        terms = {"latent": err.pow(2).mean(), "sigma": (err.detach().flatten(1).var(1) - sigma2).pow(2).mean(),
+                 "sigma_rel": ((sigma2 - err.detach().flatten(1).var(1)).abs() / err.detach().flatten(1).var(1)).mean()}
+        terms["image"] = (self.vae.decode(z_hat) - x).pow(2).mean() if self.hparams.lambda_im > 0 else err.new_zeros(())
+        return terms
+
+    def _loss(self, terms: dict[str, torch.Tensor]) -> torch.Tensor:
+        return terms["latent"] + self.hparams.lambda_sigma * terms["sigma"] + self.hparams.lambda_im * terms["image"]
+
+    def training_step(self, x: torch.Tensor, batch_idx: int) -> torch.Tensor:
+        terms = self.loss_terms(x)
+        loss = self._loss(terms)
+        self.log_dict({f"train/{k}": v for k, v in terms.items()}, on_step=True, on_epoch=True, batch_size=x.shape[0])
+        self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=True, batch_size=x.shape[0])
+        return loss
+
+    def validation_step(self, x: torch.Tensor, batch_idx: int) -> None:
+        terms = self.loss_terms(x, torch.Generator().manual_seed(batch_idx))  # same degradations every epoch
+        self.log_dict({f"val/{k}": v for k, v in terms.items()}, batch_size=x.shape[0], sync_dist=True)
+
+    def configure_optimizers(self):
+        return torch.optim.Adam(self.encoder.parameters(), lr=self.hparams.lr)
+
+    def trained_range(self, images: torch.Tensor) -> list[float]:
+        r"""``[low, high]`` of :math:`\hat\sigma^2` on ``images`` at the mildest and the harshest
+        degradation of every kind in the training range."""
+        r = self.ranges
+        mild, harsh = [], []
+        for kind in r.kinds:
+            low, high = r.level_range(kind)
+            easy_level, hard_level = (high, low) if kind == "ct" else (low, high)
+            mild += [Degradation(kind, float(easy_level), r.noise_sigma[0], seed=i) for i in range(len(images))]
+            harsh += [Degradation(kind, float(hard_level), r.noise_sigma[1], seed=i) for i in range(len(images))]
+        reps = len(r.kinds)
+        with torch.no_grad():
+            s_mild = self.encoder(degrade(images.repeat(reps, 1, 1, 1), mild))[1]
+            s_harsh = self.encoder(degrade(images.repeat(reps, 1, 1, 1), harsh))[1]
+        return [float(s_mild.min()), float(s_harsh.max())]
+
+    def export(self, model_dir: Path, datamodule) -> None:
+        """Record the trained severity range on the held-out slices and ``save_pretrained`` the encoder."""
+        encoder = self.encoder.cpu().eval()
+        self.vae.cpu()
+        datamodule.setup()
+        encoder.config["sigma2_range"] = self.trained_range(datamodule.val_slices)
+        encoder.save_pretrained(model_dir)

@@ -1,0 +1,321 @@
+"""Flash-Diffusion: SNR-matched start steps, batched variable-length sampling, severity audit."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from deepinv_tunable import pretrained
+from deepinv_tunable.diffusion import reverse_steps, snr
+from deepinv_tunable.nets import LatentUNet, SeverityEncoder, TunableVAE
+from deepinv_tunable.physics import build_physics
+from deepinv_tunable.severity import (Degradation, SeverityRanges, degrade, sample_degradations, severity_audit)
+from deepinv_tunable.solvers import FlashDiffusion
+
+N_STEPS = 10
+
+
+class FixedSeverity(torch.nn.Module):
+    """A severity encoder that reports preset variances (diffusion units / c^2) per batch row."""
+
+    def __init__(self, vae, sigma2: torch.Tensor, sigma2_range=None):
+        super().__init__()
+        self.vae, self.sigma2 = vae, sigma2
+        self.latent_shape = vae.latent_shape
+        self.config = {"sigma2_range": sigma2_range}
+
+    def forward(self, x):
+        return self.vae.encode_mean(x), self.sigma2[: x.shape[0]].clone()
+
+    in_trained_range = SeverityEncoder.in_trained_range
+
+
+class CountingUNet(LatentUNet):
+    """Counts calls and the rows (samples) that went through the network."""
+
+    calls = 0
+    rows = 0
+
+    def forward(self, z_t, t):
+        self.calls += 1
+        self.rows += z_t.shape[0]
+        return super().forward(z_t, t)
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    torch.manual_seed(0)
+    vae = TunableVAE(image_size=(16, 16), block_out_channels=(8, 8), latent_channels=2)
+    unet = CountingUNet(latent_channels=2, latent_size=8, block_out_channels=(8, 16))
+    return vae.eval(), unet.eval()
+
+
+def step_variances(unet) -> list[float]:
+    """Per step of the N_STEPS schedule, the latent error variance whose SNR it matches exactly."""
+    return [1.0 / snr(s.alpha_bar) for s in reverse_steps(unet.sampling_scheduler(), N_STEPS, 0.1)]
+
+
+def inpainting(batch: int = 3):
+    physics = build_physics({"kind": "inpainting", "keep_fraction": 0.6, "noise_sigma": 0.02}, (16, 16))
+    x = torch.rand(batch, 1, 16, 16, generator=torch.Generator().manual_seed(1))
+    return physics, physics(x)
+
+
+def test_start_step_matches_the_snr_and_sets_the_nfe(tiny):
+    vae, unet = tiny
+    c = vae.config["scaling_factor"]
+    variances = step_variances(unet)
+    picks = [2, 5, 9]
+    sigma2 = torch.tensor([variances[j] for j in picks]) / c**2
+    solver = FlashDiffusion(vae, unet, FixedSeverity(vae, sigma2), n_steps=N_STEPS)
+    physics, y = inpainting()
+    out = solver.reconstruct(y, physics, seed=0)
+    assert out.nfe.tolist() == [N_STEPS - j for j in picks]
+    steps = reverse_steps(unet.sampling_scheduler(), N_STEPS, 0.1)
+    assert out.start_step.tolist() == [steps[j].t for j in picks]
+    assert torch.allclose(out.sigma_hat, sigma2.sqrt())
+    assert not out.out_of_range.any()
+    # halfway (in SNR) between two steps goes to the nearer one
+    mid = 1.0 / (0.8 * snr(steps[3].alpha_bar) + 0.2 * snr(steps[4].alpha_bar))
+    index, clamped = solver.start_indices(torch.tensor([mid]), steps)
+    assert index.tolist() == [3] and not clamped.any()
+
+
+def test_batch_runs_each_step_once_on_the_started_samples_only(tiny):
+    vae, unet = tiny
+    c = vae.config["scaling_factor"]
+    variances = step_variances(unet)
+    sigma2 = torch.tensor([variances[1], variances[6], variances[8]]) / c**2
+    solver = FlashDiffusion(vae, unet, FixedSeverity(vae, sigma2), n_steps=N_STEPS)
+    physics, y = inpainting()
+    unet.calls = unet.rows = 0
+    out = solver.reconstruct(y, physics, seed=0)
+    assert unet.calls == N_STEPS - 1  # one network call per step from the earliest start
+    assert unet.rows == int(out.nfe.sum())  # and no sample computed before its start
+
+
+def test_batched_equals_one_sample_at_a_time(tiny):
+    """Deterministic settings (no DDIM noise, no start noise): a sample's result does not depend on
+    which other samples share its batch or where they start."""
+    vae, unet = tiny
+    c = vae.config["scaling_factor"]
+    variances = step_variances(unet)
+    sigma2 = torch.tensor([variances[2], variances[7], variances[4]]) / c**2
+    kwargs = {"n_steps": N_STEPS, "ddim_eta": 0.0, "noise_correction": 0.0}
+    physics, y = inpainting()
+    batched = FlashDiffusion(vae, unet, FixedSeverity(vae, sigma2), **kwargs).reconstruct(y, physics)
+    for i in range(3):
+        single = FlashDiffusion(vae, unet, FixedSeverity(vae, sigma2[i:i + 1]), **kwargs)
+        alone = single.reconstruct(y[i:i + 1], physics)
+        assert torch.allclose(batched.x[i], alone.x[0], atol=1e-4), i  # batch-size rounding only
+        assert int(batched.nfe[i]) == int(alone.nfe[0])
+
+
+def test_baselines_share_the_code_path(tiny):
+    vae, unet = tiny
+    sigma2 = torch.full((3,), 0.05)
+    physics, y = inpainting()
+    solver = FlashDiffusion(vae, unet, FixedSeverity(vae, sigma2), n_steps=N_STEPS)
+    assert solver.reconstruct(y, physics, start=4, seed=0).nfe.tolist() == [4, 4, 4]
+    assert solver.reconstruct(y, physics, start="noise", seed=0).nfe.tolist() == [N_STEPS] * 3
+    a = solver.reconstruct(y, physics, seed=3).x
+    b = solver.reconstruct(y, physics, seed=3).x
+    assert torch.equal(a, b)  # reproducible from the seed
+
+
+def test_severity_outside_the_schedule_or_training_range_is_clamped_and_flagged(tiny):
+    vae, unet = tiny
+    c = vae.config["scaling_factor"]
+    variances = step_variances(unet)
+    sigma2 = torch.tensor([1e4 * variances[0], 1e-4 * variances[-1], variances[5], variances[5]]) / c**2
+    inside = float(variances[5] / c**2)
+    encoder = FixedSeverity(vae, sigma2, sigma2_range=[0.5 * float(sigma2[1]), 2 * inside])
+    physics, y = inpainting(4)
+    out = FlashDiffusion(vae, unet, encoder, n_steps=N_STEPS).reconstruct(y, physics, seed=0)
+    assert out.nfe.tolist() == [N_STEPS, 1, N_STEPS - 5, N_STEPS - 5]  # clamped to the first / last step
+    assert out.out_of_range.tolist() == [True, True, False, False]
+    assert torch.isfinite(out.x).all()
+    encoder.config["sigma2_range"] = [0.0, 0.5 * inside]  # now the third and fourth are too severe
+    out = FlashDiffusion(vae, unet, encoder, n_steps=N_STEPS).reconstruct(y, physics, seed=0)
+    assert out.out_of_range.tolist() == [True, True, True, True]
+
+
+def test_bad_configurations_are_refused(tiny):
+    vae, unet = tiny
+    other = LatentUNet(latent_channels=3, latent_size=8, block_out_channels=(8, 16))
+    enc = FixedSeverity(vae, torch.ones(1))
+    with pytest.raises(ValueError, match="one latent shape"):
+        FlashDiffusion(vae, other, enc)
+    for start in ("fast", 0, N_STEPS + 1, True):
+        with pytest.raises(ValueError, match="start must be"):
+            FlashDiffusion(vae, unet, enc, n_steps=N_STEPS, start=start)
+    with pytest.raises(ValueError, match="k"):
+        FlashDiffusion(vae, unet, enc, k=10**6)
+    with pytest.raises(ValueError, match="severity"):
+        FlashDiffusion.from_pretrained("tunable_vae_mri128")
+    physics = build_physics({"kind": "inpainting", "keep_fraction": 0.6}, (32, 32))
+    solver = FlashDiffusion(vae, unet, SeverityEncoder.from_vae(vae), n_steps=N_STEPS)
+    with pytest.raises(ValueError, match=r"expects \(B, 1, 16, 16\)"):
+        solver.reconstruct(physics(torch.rand(1, 1, 32, 32)), physics)
+
+
+def test_lpds_with_a_tunable_k_truncates_every_latent(tiny):
+    vae, unet = tiny
+    physics, y = inpainting()
+    solver = FlashDiffusion(vae, unet, FixedSeverity(vae, torch.full((3,), 0.05)), n_steps=N_STEPS)
+    out = solver.reconstruct(y, physics, k=20, seed=0)
+    z = out.extras["latent"].flatten(1)
+    assert out.k == 20 and bool((z[:, 20:] == 0).all()) and bool((z[:, :20] != 0).any())
+
+
+# ----------------------------------------------------------------------------- degradations
+
+
+def test_degradations_cover_their_ranges_and_are_reproducible():
+    ranges = SeverityRanges(mri_acceleration=(2, 12), ct_views=(20, 180), blur_sigma=(0, 3), noise_sigma=(0, 0.03))
+    degs = sample_degradations(3000, ranges, torch.Generator().manual_seed(0))
+    kinds = [d.kind for d in degs]
+    for kind in ("mri", "ct", "blur"):
+        assert abs(kinds.count(kind) / 3000 - 1 / 3) < 0.04
+    mri = [d.level for d in degs if d.kind == "mri"]
+    assert 2 <= min(mri) < 2.2 and 11.8 < max(mri) <= 12
+    ct = {d.level for d in degs if d.kind == "ct"}
+    assert ct <= set(range(20, 181, 10)) and {20, 180} <= ct
+    assert all(0 <= d.noise_sigma <= 0.03 for d in degs)
+    again = sample_degradations(3000, ranges, torch.Generator().manual_seed(0))
+    assert again == degs
+    with pytest.raises(ValueError, match="mri_acceleration"):
+        SeverityRanges(mri_acceleration=(8, 2))
+
+
+def test_degrade_returns_the_measurement_only_estimate_and_keeps_the_input():
+    x = torch.rand(3, 1, 32, 32, generator=torch.Generator().manual_seed(0))
+    before = x.clone()
+    degs = [Degradation("mri", 1.0, 0.0), Degradation("blur", 0.0, 0.0), Degradation("blur", 2.0, 0.1, seed=5)]
+    out = degrade(x, degs)
+    assert torch.equal(x, before)
+    assert torch.allclose(out[0], x[0], atol=1e-5)  # fully sampled, no noise: the image itself
+    assert torch.allclose(out[1], x[1], atol=1e-6)  # no blur, no noise
+    assert float((out[2] - x[2]).pow(2).mean()) > 0.005
+    assert torch.equal(degrade(x, degs), out)  # the seed fixes the noise
+    with pytest.raises(ValueError, match="3 images"):
+        degrade(x, degs[:2])
+
+
+def test_severity_audit_scores_an_oracle_and_finds_a_planted_hard_case():
+    images = torch.rand(6, 1, 32, 32, generator=torch.Generator().manual_seed(0))
+    images = torch.nn.functional.avg_pool2d(images, 3, 1, 1)  # some structure for blur to remove
+
+    class Oracle(torch.nn.Module):
+        """Reports the true error of the degraded input, times ``boost`` for image 0."""
+
+        def __init__(self, boost: float = 1.0):
+            super().__init__()
+            self.boost = boost
+
+        def forward(self, x_tilde):
+            err = (x_tilde - images[: len(x_tilde)]).pow(2).flatten(1).mean(1)
+            err[0] = err[0] * self.boost
+            return x_tilde, err
+
+    sweep = {"mri": [2, 4, 8, 12], "blur": [0.5, 1.0, 2.0, 3.0]}
+    audit = severity_audit(Oracle(), images, sweep, noise_sigma=0.0)
+    assert audit.spearman["mri"] > 0.8 and audit.spearman["blur"] > 0.8, audit.spearman
+    planted = severity_audit(Oracle(boost=10.0), images, sweep, noise_sigma=0.0)
+    assert {r["image"] for r in planted.hard} == {0}
+    assert len([r for r in planted.hard if r["kind"] == "blur"]) == 4  # hard at every blur level
+
+    class Constant(torch.nn.Module):
+        def forward(self, x_tilde):
+            return x_tilde, torch.rand(len(x_tilde), generator=torch.Generator().manual_seed(len(x_tilde)))
+
+    assert abs(severity_audit(Constant(), images, sweep).spearman["mri"]) < 0.5
+
+
+# ----------------------------------------------------------------------------- shipped models
+
+
+@pytest.fixture(scope="module")
+def held_out():
+    from deepinv_tunable.training.data import SliceDataConfig, load_slices
+
+    return load_slices(SliceDataConfig(val_slices=6))[1]  # slices of the slab [100, 140) never trained on
+
+
+def test_shipped_severity_encoder_ranks_severity_on_held_out_slices(held_out):
+    """The acceptance figure of the shipped encoder: Spearman >= 0.8 against MRI acceleration and
+    blur std on held-out slices (measured 0.9x; see docs/flash_results.rst)."""
+    encoder = pretrained.load("severity_encoder_mri128")
+    audit = severity_audit(encoder, held_out[:4], {"mri": [2, 4, 8, 12], "blur": [0.5, 1.5, 3.0]}, noise_sigma=0.01)
+    assert audit.spearman["mri"] >= 0.8 and audit.spearman["blur"] >= 0.8, audit.spearman
+
+
+def test_shipped_flash_diffusion_builds_and_adapts_its_steps(held_out):
+    solver = FlashDiffusion.from_pretrained("severity_encoder_mri128", n_steps=20)
+    assert solver.n_steps == 20 and solver.severity_encoder.config["sigma2_range"] is not None
+    mild = build_physics({"kind": "mri", "acceleration": 2, "noise_sigma": 0.005}, (128, 128))
+    harsh = build_physics({"kind": "mri", "acceleration": 12, "noise_sigma": 0.02}, (128, 128))
+    x = held_out[:2]
+    from deepinv_tunable.physics import to_physics_domain
+
+    easy = solver.reconstruct(mild(to_physics_domain(x, mild)), mild, seed=0)
+    hard = solver.reconstruct(harsh(to_physics_domain(x, harsh)), harsh, seed=0)
+    assert bool((easy.sigma_hat < hard.sigma_hat).all()) and bool((easy.nfe <= hard.nfe).all())
+    assert easy.x.shape == (2, 2, 128, 128) and torch.isfinite(easy.x).all()
+
+
+# ----------------------------------------------------------------------------- training
+
+
+def test_severity_objective_known_answers(tmp_path):
+    """Clean inputs (full sampling, no noise) give the VAE's own latent: the latent term is 0 and
+    the variance term is the squared reported variance."""
+    from deepinv_tunable.training import SeverityEncoderModule
+
+    vae = TunableVAE(image_size=(32, 32), block_out_channels=(8, 8), latent_channels=2)
+    vae.save_pretrained(tmp_path / "vae")
+    module = SeverityEncoderModule(vae=str(tmp_path / "vae"), lambda_im=1.0,
+                                   degradations={"kinds": ["mri"], "mri_acceleration": (1, 1), "noise_sigma": (0, 0)})
+    x = torch.rand(4, 1, 32, 32, generator=torch.Generator().manual_seed(0))
+    terms = module.loss_terms(x)
+    _, sigma2 = module.encoder(x)
+    assert float(terms["latent"]) < 1e-8
+    assert torch.allclose(terms["sigma"], sigma2.pow(2).mean(), rtol=1e-4)
+    assert torch.allclose(terms["image"], (vae(x) - x).pow(2).mean(), rtol=1e-4)
+    # the variance target is not differentiated: its gradient reaches the head through sigma2 only
+    module.encoder.zero_grad()
+    terms["sigma"].backward()
+    assert module.encoder.head.weight.grad.abs().sum() > 0
+    with pytest.raises(ValueError, match="lambda_sigma"):
+        SeverityEncoderModule(vae=str(tmp_path / "vae"), lambda_sigma=-1)
+
+
+def test_severity_encoder_trains_from_a_recipe_and_round_trips(tmp_path):
+    import yaml
+
+    from deepinv_tunable.training import load_train_recipe, train
+
+    vae = TunableVAE(image_size=(32, 32), block_out_channels=(8, 8), latent_channels=2)
+    vae.save_pretrained(tmp_path / "vae")
+    recipe = {
+        "name": "tiny_severity", "model": "severity_encoder", "preset": "cpu-small",
+        "data": {"input": "sample:itk_t1", "spacing": 8.0, "size": [32, 32], "holdout": [60, 70],
+                 "batch_size": 4, "samples_per_epoch": 8, "num_workers": 0, "val_slices": 2},
+        "module": {"vae": str(tmp_path / "vae"), "unet": None, "lr": 1e-3,
+                   "degradations": {"kinds": ["mri", "blur"]}},
+        "trainer": {"max_epochs": 2, "max_time_minutes": None, "log_every_n_steps": 1},
+        "output": str(tmp_path / "run"),
+    }
+    (tmp_path / "r.yaml").write_text(yaml.safe_dump(recipe))
+    result = train(load_train_recipe(tmp_path / "r.yaml"), progress=False)
+    encoder = pretrained.load(result.model_dir)
+    assert isinstance(encoder, SeverityEncoder) and encoder.config["source"] == str(tmp_path / "vae")
+    low, high = encoder.config["sigma2_range"]
+    assert 0 <= low <= high
+    x = torch.rand(2, 1, 32, 32)
+    encoder.save_pretrained(tmp_path / "again")
+    again = SeverityEncoder.from_pretrained(tmp_path / "again")
+    assert all(torch.equal(a, b) for a, b in zip(encoder(x), again(x)))
+    moved = [not torch.equal(p, q) for p, q in zip(encoder.encoder.parameters(), vae.autoencoder.encoder.parameters())]
+    assert any(moved)  # trained away from the VAE's encoder it started from
+    assert "optimiser steps" in (result.model_dir / "README.md").read_text()
