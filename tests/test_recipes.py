@@ -414,14 +414,15 @@ def test_sigkill_midway_then_resume_gives_identical_volumes(tmp_path):
 
 
 #: recipes of iterative solvers, smoke-tested with few iterations (parameter name per solver)
-SOLVER_RECIPES = sorted((REPO / "recipes").glob("pnp_hvae_*.yaml")) + [
+SOLVER_RECIPES = sorted((REPO / "recipes").glob("pnp_hvae_*.yaml")) + sorted((REPO / "recipes").glob("flash_*.yaml")) + [
     REPO / "recipes" / f"{n}.yaml" for n in ("demo_mri_brain", "ct_brain_60views", "deblur_subject", "tv_multicoil_mri4x")]
-ITERATIONS = {"pnp_hvae": ("max_iter", 2), "tv_pgd": ("n_iter", 3)}
+ITERATIONS = {"pnp_hvae": ("max_iter", 2), "tv_pgd": ("n_iter", 3), "flash_diffusion": ("n_steps", 4)}
 
 
 @pytest.mark.parametrize("path", SOLVER_RECIPES, ids=[p.stem for p in SOLVER_RECIPES])
 def test_solver_recipes_run(tmp_path, path):
-    """Each PnP-HVAE and TV recipe runs end to end (1 slice, 2-3 iterations, a 2-value tuning grid)."""
+    """Each PnP-HVAE, Flash-Diffusion and TV recipe runs end to end (1 slice, 2-4 iterations or
+    steps, a 2-value tuning grid)."""
     recipe = load_recipe(path, {"output.dir": str(tmp_path), "output.figures": 1, "output.volumes": False})
     recipe.data.slices.count = 1
     name, n = ITERATIONS[recipe.solver.name]

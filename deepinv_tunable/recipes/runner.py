@@ -69,7 +69,16 @@ def _build_solver(recipe: Recipe, override: dict[str, Any] | None = None):
         return _tunable_ldm(**params)
     if cfg.name == "pnp_hvae":
         return _pnp_hvae(**params)
+    if cfg.name == "flash_diffusion":
+        return _flash_diffusion(**params)
     return SOLVERS[cfg.name](**params)
+
+
+def _flash_diffusion(model: str, k, **solver_params):
+    """FlashDiffusion from a severity-encoder checkpoint, its noise seeded once for the run."""
+    from ..solvers import FlashDiffusion
+
+    return FlashDiffusion.from_pretrained(model, k=None if k == "full" else int(k), **solver_params)
 
 
 def _tunable_ldm(vae: str, unet: str, k, consistency: str, seed: int, **solver_params):

@@ -151,8 +151,29 @@ class PnPHVAEConfig(_TunedSolverConfig):
     params: PnPHVAEParams = PnPHVAEParams()
 
 
-SolverConfig = Annotated[PseudoInverseConfig | TVPGDConfig | LatentMAPConfig | TunableLDMConfig | PnPHVAEConfig,
-                         Field(discriminator="name")]
+class FlashDiffusionParams(_Strict):
+    """Flash-Diffusion from a severity-encoder checkpoint (shipped name or ``save_pretrained``
+    folder; it records its VAE and UNet). ``start``: ``"snr"`` (adaptive), ``"noise"`` (LDPS over
+    the whole schedule) or a fixed number of steps."""
+
+    model: str = "severity_encoder_mri128"
+    n_steps: int = Field(50, ge=1)
+    start: int | Literal["snr", "noise"] = "snr"
+    eta: float = Field(1.5, ge=0, description="LDPS step")
+    ddim_eta: float = Field(0.1, ge=0, le=1)
+    noise_correction: float = Field(1.0, ge=0)
+    k: int | Literal["full"] = "full"
+    seed: int = 0
+
+
+class FlashDiffusionConfig(_TunedSolverConfig):
+    TUNABLE: ClassVar[tuple[str, ...]] = ("noise_correction", "eta", "k")
+    name: Literal["flash_diffusion"]
+    params: FlashDiffusionParams = FlashDiffusionParams()
+
+
+SolverConfig = Annotated[PseudoInverseConfig | TVPGDConfig | LatentMAPConfig | TunableLDMConfig | PnPHVAEConfig
+                         | FlashDiffusionConfig, Field(discriminator="name")]
 
 
 class PnPHVAESamplerParams(_Strict):
@@ -207,7 +228,7 @@ class Recipe(_Strict):
     device: Literal["cpu", "cuda"] = "cpu"
 
     #: solvers whose repeated calls draw posterior samples (``audit.sampler: solver``)
-    STOCHASTIC_SOLVERS: ClassVar[tuple[str, ...]] = ("tunable_ldm",)
+    STOCHASTIC_SOLVERS: ClassVar[tuple[str, ...]] = ("tunable_ldm", "flash_diffusion")
 
     @model_validator(mode="after")
     def _audit_sampler_is_stochastic(self):

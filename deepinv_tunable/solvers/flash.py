@@ -3,6 +3,7 @@ reverse process at the step its own degradation calls for."""
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -195,6 +196,11 @@ class FlashDiffusion(TunableReconstructor):
         with torch.no_grad():
             x = problem.image(z)
         nfe = (n_steps - index).cpu()
+        if out_of_range.any():
+            bad = out_of_range.nonzero().flatten().tolist()
+            warnings.warn(f"FlashDiffusion: samples {bad} of the batch have a severity outside the encoder's trained "
+                          f"range or the schedule (sigma_hat {[round(float(v), 4) for v in sigma2_vae.sqrt()[bad]]}); "
+                          "their start step was clamped and out_of_range flags them", RuntimeWarning, stacklevel=3)
         return FlashReconstruction(
             x=x, wall_time=0.0, n_iter=int(nfe.max()), k=self.vae.latent_dim if k is None else k, nfe=nfe,
             iterates=iterates, extras={"start_rule": start, "sigma2_diffusion_units": sigma2.cpu(), "latent": z},
