@@ -273,7 +273,7 @@ def run_recipe(recipe: Recipe, progress: bool | None = None, audit: bool = False
     r"""Run ``recipe`` end to end and write its outputs to ``recipe.output.dir``.
 
     Outputs: ``reconstruction.nii.gz``, ``baseline.nii.gz`` (see
-    :class:`~deepinv_tunable.solvers.MeasurementBaseline`: zero-filled MRI, FBP CT, blurred image) and ``reference.nii.gz`` on the prepared grid, in the input's intensity units,
+    :class:`~deepinv_tunable.solvers.MeasurementBaseline`: zero-filled MRI, CT pseudo-inverse, blurred image) and ``reference.nii.gz`` on the prepared grid, in the input's intensity units,
     processed slices only (others are 0); ``metrics.json`` (PSNR/SSIM/NMSE per slice and mean);
     ``figures/*.png``; ``report.html``.
 

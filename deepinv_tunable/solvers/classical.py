@@ -16,7 +16,7 @@ DEFAULT_TV_LAMBDA = 0.02
 
 
 class PseudoInverse(TunableReconstructor):
-    r"""The physics' pseudo-inverse :math:`A^\dagger y` (zero-filled for MRI, FBP for CT).
+    r"""The physics' pseudo-inverse :math:`A^\dagger y` (zero-filled for MRI, least squares by conjugate gradient for CT).
 
     :Examples:
 
@@ -93,7 +93,7 @@ class TVPGD(TunableReconstructor):
         \hat x = \arg\min_x \tfrac12 \|A x - y\|_2^2 + \lambda \|D x\|_{1,2}
 
     solved by :class:`deepinv.optim.PGD` with :class:`deepinv.optim.TVPrior`, started at the
-    :class:`MeasurementBaseline` (zero-filled MRI, FBP, the blurred image, ...), step
+    :class:`MeasurementBaseline` (zero-filled MRI, CT pseudo-inverse, the blurred image, ...), step
     :math:`1 / \|A\|_2^2` (power iteration).
 
     :param float lambda_tv: TV weight :math:`\lambda`. Default :data:`DEFAULT_TV_LAMBDA`.

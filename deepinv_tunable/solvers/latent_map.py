@@ -39,7 +39,7 @@ class LatentMAP(TunableReconstructor):
         \qquad \hat x = D(T_k z^\star),
 
     by Adam on :math:`z`, started at :math:`E(\tilde x)` with :math:`\tilde x` the
-    measurement-only estimate (zero-filled MRI, FBP, ...), or at 0 (``init="zero"``, and always
+    measurement-only estimate (zero-filled MRI, CT pseudo-inverse, ...), or at 0 (``init="zero"``, and always
     for nonlinear physics). Coordinates beyond :math:`k` get zero gradient, so they never move.
     With ``restarts > 1`` the extra starts add Gaussian noise of std 0.5 to the initial latent
     and each example keeps its lowest-objective run (no ground truth involved).
