@@ -108,6 +108,7 @@ class AdamDC(DataConsistency):
     def __init__(self, n_iter: int = 3, lr: float = 1e-2, lambda_f: float = 1.0, trust: float = 1.0, min_std: float = 1e-2):
         self.n_iter, self.lr, self.lambda_f, self.trust, self.min_std = n_iter, lr, lambda_f, trust, min_std
 
+    @torch.enable_grad()
     def correct_z0(self, z0, step, problem):
         s = max(step.noise_std, self.min_std)
         z0 = z0.detach()

@@ -124,11 +124,12 @@ def latent_reverse_step(unet, z: torch.Tensor, step: ReverseStep, consistency, p
     :param torch.Generator generator: DDIM noise.
     :return: ``(z_prev, z0_hat)``, both detached.
     """
-    z_t = z.detach().requires_grad_(consistency.needs_graph)
+    # graphs are switched on here, not by the caller: solvers are often called under no_grad
     with torch.set_grad_enabled(consistency.needs_graph):
+        z_t = z.detach().requires_grad_(consistency.needs_graph)
         eps = unet(z_t, step.t)
         z0 = tweedie_z0(z_t, eps, step.alpha_bar)
-    z0_dc = consistency.correct_z0(z0, step, problem)
-    z_prev = ddim_update(z0_dc.detach(), eps.detach(), step, generator)
-    z_prev = consistency.correct_prev(z_prev, z_t, z0, step, problem)
+        z0_dc = consistency.correct_z0(z0, step, problem)
+        z_prev = ddim_update(z0_dc.detach(), eps.detach(), step, generator)
+        z_prev = consistency.correct_prev(z_prev, z_t, z0, step, problem)
     return truncate(z_prev.detach(), k), z0_dc.detach()

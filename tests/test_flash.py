@@ -319,3 +319,20 @@ def test_severity_encoder_trains_from_a_recipe_and_round_trips(tmp_path):
     moved = [not torch.equal(p, q) for p, q in zip(encoder.encoder.parameters(), vae.autoencoder.encoder.parameters())]
     assert any(moved)  # trained away from the VAE's encoder it started from
     assert "optimiser steps" in (result.model_dir / "README.md").read_text()
+
+
+@pytest.mark.parametrize("consistency", ["ldps", "adam_dc", "psld"])
+def test_latent_samplers_run_under_no_grad(tiny, consistency):
+    """Evaluation loops call solvers under torch.no_grad(); the guidance steps need their graphs."""
+    from deepinv_tunable.consistency import LDPS, PSLD, AdamDC
+    from deepinv_tunable.solvers import TunableLDMSolver
+
+    vae, unet = tiny
+    physics, y = inpainting()
+    step = {"ldps": LDPS, "adam_dc": AdamDC, "psld": PSLD}[consistency]()
+    with torch.no_grad():
+        x_ldm = TunableLDMSolver(vae, unet, n_steps=3, consistency=step, seed=0)(y, physics)
+        x_flash = FlashDiffusion(vae, unet, FixedSeverity(vae, torch.full((3,), 0.05)), n_steps=3)(y, physics, seed=0)
+    with torch.enable_grad():
+        ref = TunableLDMSolver(vae, unet, n_steps=3, consistency=step, seed=0)(y, physics)
+    assert torch.allclose(x_ldm, ref, atol=1e-6) and torch.isfinite(x_flash).all()
