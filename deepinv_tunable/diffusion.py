@@ -87,13 +87,15 @@ def tweedie_z0(z_t: torch.Tensor, eps: torch.Tensor, alpha_bar: float) -> torch.
 
 
 def ddim_update(z0: torch.Tensor, eps: torch.Tensor, step: ReverseStep,
-                generator: torch.Generator | None = None) -> torch.Tensor:
-    """DDIM move to ``step.t_prev`` from a clean estimate ``z0`` and noise estimate ``eps``."""
+                generator: torch.Generator | None = None, noise: torch.Tensor | None = None) -> torch.Tensor:
+    """DDIM move to ``step.t_prev`` from a clean estimate ``z0`` and noise estimate ``eps``; the
+    fresh noise :math:`\\xi` is ``noise`` when given, else drawn from ``generator``."""
     s = step.noise_std
     direction = max(1 - step.alpha_bar_prev - s**2, 0.0) ** 0.5
     z_prev = step.alpha_bar_prev**0.5 * z0 + direction * eps
     if s > 0:
-        noise = torch.randn(z0.shape, generator=generator, dtype=z0.dtype).to(z0.device)
+        if noise is None:
+            noise = torch.randn(z0.shape, generator=generator, dtype=z0.dtype).to(z0.device)
         z_prev = z_prev + s * noise
     return z_prev
 
@@ -104,7 +106,8 @@ def snr(alpha_bar: float | torch.Tensor) -> float | torch.Tensor:
 
 
 def latent_reverse_step(unet, z: torch.Tensor, step: ReverseStep, consistency, problem, k=None,
-                        generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+                        generator: torch.Generator | None = None, noise: torch.Tensor | None = None
+                        ) -> tuple[torch.Tensor, torch.Tensor]:
     r"""One reverse step ``t -> t_prev`` of a latent sampler with a data-consistency step.
 
     .. code-block:: text
@@ -122,6 +125,7 @@ def latent_reverse_step(unet, z: torch.Tensor, step: ReverseStep, consistency, p
     :param problem: its :class:`~deepinv_tunable.consistency.LatentProblem` (for the same examples as ``z``).
     :param k: latent size(s) kept after the step (``None``: all).
     :param torch.Generator generator: DDIM noise.
+    :param torch.Tensor noise: the DDIM noise itself (shape of ``z``), instead of drawing it.
     :return: ``(z_prev, z0_hat)``, both detached.
     """
     # graphs are switched on here, not by the caller: solvers are often called under no_grad
@@ -130,6 +134,6 @@ def latent_reverse_step(unet, z: torch.Tensor, step: ReverseStep, consistency, p
         eps = unet(z_t, step.t)
         z0 = tweedie_z0(z_t, eps, step.alpha_bar)
         z0_dc = consistency.correct_z0(z0, step, problem)
-        z_prev = ddim_update(z0_dc.detach(), eps.detach(), step, generator)
+        z_prev = ddim_update(z0_dc.detach(), eps.detach(), step, generator, noise)
         z_prev = consistency.correct_prev(z_prev, z_t, z0, step, problem)
     return truncate(z_prev.detach(), k), z0_dc.detach()

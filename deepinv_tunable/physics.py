@@ -208,9 +208,13 @@ def build_physics(
         )
     else:
         physics = dinv.physics.Denoising(device=device)
-    noise_rng = torch.Generator(device=device).manual_seed(cfg.seed + 1)
-    physics.noise_model = dinv.physics.GaussianNoise(sigma=cfg.noise_sigma, rng=noise_rng)
+    physics.noise_model = _noise_model(cfg, device)
     return physics
+
+
+def _noise_model(cfg: BaseModel, device: torch.device | str) -> dinv.physics.GaussianNoise:
+    """The config's Gaussian measurement noise, its generator seeded by ``seed + 1``."""
+    return dinv.physics.GaussianNoise(sigma=cfg.noise_sigma, rng=torch.Generator(device=device).manual_seed(cfg.seed + 1))
 
 
 def batched_mri(configs: list[dict | BaseModel], img_size: tuple[int, int], device: torch.device | str = "cpu"
@@ -232,8 +236,7 @@ def batched_mri(configs: list[dict | BaseModel], img_size: tuple[int, int], devi
     h, w = (int(s) for s in img_size)
     mask = torch.stack([mri_mask(c, (h, w), device) for c in cfgs])[:, None]
     physics = dinv.physics.MRI(mask=mask, img_size=(h, w), device=device)
-    physics.noise_model = dinv.physics.GaussianNoise(
-        sigma=cfgs[0].noise_sigma, rng=torch.Generator(device=device).manual_seed(cfgs[0].seed + 1))
+    physics.noise_model = _noise_model(cfgs[0], device)
     return physics
 
 

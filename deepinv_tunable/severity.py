@@ -71,6 +71,14 @@ class Degradation:
     noise_sigma: float
     seed: int = 0
 
+    def __post_init__(self):
+        if self.kind not in SEVERITY_DIRECTION:
+            raise ValueError(f"unknown degradation kind '{self.kind}'; expected one of {list(SEVERITY_DIRECTION)}")
+        least = {"mri": 1.0, "ct": 1.0, "blur": 0.0}[self.kind]
+        if not self.level >= least or self.noise_sigma < 0:
+            raise ValueError(f"{self.kind} level ({_LEVEL_NAME[self.kind]}) must be >= {least} and noise_sigma >= 0, "
+                             f"got level={self.level}, noise_sigma={self.noise_sigma}")
+
     def physics_config(self) -> dict:
         """The :func:`~deepinv_tunable.physics.build_physics` config of this degradation."""
         base = {"noise_sigma": self.noise_sigma, "seed": self.seed}
@@ -78,10 +86,8 @@ class Degradation:
             return {"kind": "mri", "acceleration": self.level, **base}
         if self.kind == "ct":
             return {"kind": "ct", "n_views": int(self.level), **base}
-        if self.kind == "blur":
-            # a blur std this small is a delta kernel: plain denoising
-            return {"kind": "blur", "blur_sigma": self.level, **base} if self.level >= 0.1 else {"kind": "denoising", **base}
-        raise ValueError(f"unknown degradation kind '{self.kind}'; expected one of {list(SEVERITY_DIRECTION)}")
+        # blur; a blur std this small is a delta kernel: plain denoising
+        return {"kind": "blur", "blur_sigma": self.level, **base} if self.level >= 0.1 else {"kind": "denoising", **base}
 
 
 def sample_degradations(n: int, ranges: SeverityRanges, generator: torch.Generator | None = None) -> list[Degradation]:

@@ -60,6 +60,11 @@ def _indices(n_total: int, rng: SliceRange, what: str) -> list[int]:
 
 
 def _build_solver(recipe: Recipe, override: dict[str, Any] | None = None):
+    """The recipe's solver (with ``override`` parameters), its networks on the recipe's device."""
+    return _solver(recipe, override).to(torch.device(recipe.device))
+
+
+def _solver(recipe: Recipe, override: dict[str, Any] | None = None):
     cfg = recipe.solver
     params = cfg.model_dump(exclude={"name", "tune"}).get("params", {})
     params.update(override or {})

@@ -11,7 +11,7 @@ import deepinv as dinv
 import torch
 
 from ..consistency import LDPS, LatentProblem
-from ..diffusion import latent_reverse_step, reverse_steps, snr
+from ..diffusion import add_noise, latent_reverse_step, reverse_steps, snr
 from ..latent import check_k, truncate
 from .base import Reconstruction, TunableReconstructor
 from .latent_map import measurement_estimate
@@ -49,14 +49,15 @@ class FlashDiffusion(TunableReconstructor):
         for i = i_start ... last:  latent_reverse_step with LDPS guidance      # ALGORITHMS 2.3
         return D(z_0)
 
-    Latents and :math:`\sigma^2` are in diffusion units (the VAE's times its ``scaling_factor``).
+    Latents and :math:`\sigma^2` are in diffusion units: the VAE's latents times its
+    ``scaling_factor`` :math:`s`, variances times :math:`s^2`.
     A batch is processed in one pass over the schedule: at each step only the samples that have
     already started go through the networks (no per-sample loop), so a sample's network
     evaluations (NFE) are the steps from its own start. With ``start="snr"`` (default) that is
     Flash-Diffusion; the baselines share every line but the start rule:
 
     * ``start=N`` (an int): every sample starts ``N`` steps before the end, from its encoder
-      estimate noised to that step's level (CCDF-L style, fixed NFE ``N``);
+      estimate diffused to that step's marginal (CCDF-L style, fixed NFE ``N``);
     * ``start="noise"``: LDPS from pure noise over the whole schedule (NFE ``n_steps``).
 
     An optional latent size ``k`` (tunable prior) truncates the start latent and every step.
@@ -100,7 +101,9 @@ class FlashDiffusion(TunableReconstructor):
         if n_steps < 1:
             raise ValueError(f"n_steps must be >= 1, got {n_steps}")
         if eta < 0 or noise_correction < 0:
-            raise ValueError(f"eta and noise_correction must be >= 0, got {eta}, {noise_correction}")
+            raise ValueError(f"eta (LDPS step) and noise_correction must be >= 0, got {eta}, {noise_correction}")
+        if not 0 <= ddim_eta <= 1:
+            raise ValueError(f"ddim_eta (DDIM stochasticity) must be in [0, 1], got {ddim_eta}")
         self._check_start(start, n_steps)
         if k is not None:
             check_k(k, vae.latent_dim)
@@ -121,14 +124,17 @@ class FlashDiffusion(TunableReconstructor):
     @classmethod
     def from_pretrained(cls, name: str | Path = "severity_encoder_mri128", device: torch.device | str = "cpu",
                         **kwargs) -> "FlashDiffusion":
-        """Build the solver from a severity-encoder checkpoint (shipped name or folder; the name must
-        contain ``severity``), loading the VAE and UNet its config records. ``kwargs`` go to the constructor."""
+        """Build the solver from a severity-encoder checkpoint (a shipped name, which contains
+        ``severity``, or a folder written by ``save_pretrained``, e.g. a training run's ``model/``),
+        loading the VAE and UNet its config records. ``kwargs`` go to the constructor."""
         from .. import pretrained
+        from ..nets import SeverityEncoder
 
-        if "severity" not in Path(str(name)).name:
-            raise ValueError(f"'{name}' is not a severity encoder checkpoint (its name must contain 'severity'); "
-                             f"shipped models: {pretrained.available()}")
         encoder = pretrained.load(name, device=device)
+        if not isinstance(encoder, SeverityEncoder):
+            raise ValueError(f"'{name}' holds a {type(encoder).__name__}, not a SeverityEncoder; give a severity "
+                             f"encoder checkpoint (shipped: {[n for n in pretrained.available() if 'severity' in n]}) "
+                             "or a folder a severity-encoder training run wrote")
         if not encoder.config.get("source") or not encoder.config.get("unet"):
             raise ValueError(f"severity encoder '{name}' does not record its VAE ('source') and UNet ('unet'); "
                              "build FlashDiffusion(vae, unet, encoder) yourself")
@@ -145,6 +151,24 @@ class FlashDiffusion(TunableReconstructor):
         index = (step_snr[None, :] - target[:, None]).abs().argmin(1)
         clamped = (target < step_snr.min()) | (target > step_snr.max())
         return index, clamped
+
+    def start_latents(self, z_hat: torch.Tensor, sigma2: torch.Tensor, index: torch.Tensor, matched: torch.Tensor,
+                      steps, noise: torch.Tensor) -> torch.Tensor:
+        r"""The latent each sample starts from, at step ``steps[index[i]]`` (diffusion units).
+
+        Where the step's SNR matches :math:`1/\sigma^2` (``matched``), ALGORITHMS 2.2:
+        :math:`\sqrt{\bar\alpha}\,(\sqrt{1 - c\sigma^2}\,\hat z + \sqrt{c\sigma^2}\,\epsilon)`,
+        :math:`c\sigma^2` clamped to 1. Elsewhere (a fixed start, or a severity beyond the schedule's
+        ends) the estimate is diffused to the step's marginal, CCDF-style:
+        :math:`\sqrt{\bar\alpha}\,\hat z + \sqrt{1 - \bar\alpha}\,\epsilon`.
+        """
+        shape = (-1, 1, 1, 1)
+        alpha_bar = torch.tensor([steps[i].alpha_bar for i in index.tolist()], dtype=z_hat.dtype).to(z_hat.device)
+        var = (self.noise_correction * sigma2.to(z_hat)).clamp(max=1.0)
+        corrected = alpha_bar.sqrt().reshape(shape) * ((1 - var).sqrt().reshape(shape) * z_hat
+                                                       + var.sqrt().reshape(shape) * noise)
+        diffused = add_noise(z_hat, noise, alpha_bar)
+        return torch.where(matched.to(z_hat.device).reshape(shape), corrected, diffused)
 
     def _solve(self, y, physics: dinv.physics.Physics, k=None, start=None, n_steps: int | None = None,
                seed: int | None = None, generator: torch.Generator | None = None, return_iterates: bool = False,
@@ -164,21 +188,18 @@ class FlashDiffusion(TunableReconstructor):
             z_hat, sigma2_vae = self.severity_encoder(measurement_estimate(y, physics, fbp=True))
         sigma2 = c**2 * sigma2_vae
         out_of_range = ~self.severity_encoder.in_trained_range(sigma2_vae).cpu()
+        clamped = torch.zeros(b, dtype=torch.bool)
         if start == "snr":
             index, clamped = self.start_indices(sigma2, steps)
             out_of_range = out_of_range | clamped
-            init_var = sigma2
         else:
-            first = 0 if start == "noise" else n_steps - int(start)
-            index = torch.full((b,), first, dtype=torch.long)
-            init_var = torch.full((b,), 1.0 / snr(steps[first].alpha_bar), dtype=y.dtype, device=y.device)
+            index = torch.full((b,), 0 if start == "noise" else n_steps - int(start), dtype=torch.long)
         noise = torch.randn(z_hat.shape, generator=generator, dtype=z_hat.dtype).to(z_hat.device)
         if start == "noise":
             z = noise
         else:
-            var = (self.noise_correction * init_var).clamp(max=1.0).reshape(-1, 1, 1, 1).to(z_hat)
-            alpha_bar = torch.tensor([steps[i].alpha_bar for i in index.tolist()], dtype=z_hat.dtype).to(z_hat.device)
-            z = alpha_bar.sqrt().reshape(-1, 1, 1, 1) * ((1 - var).sqrt() * c * z_hat + var.sqrt() * noise)
+            matched = torch.full((b,), start == "snr", dtype=torch.bool) & ~clamped
+            z = self.start_latents(c * z_hat, sigma2, index, matched, steps, noise)
         z = truncate(z, k)
         problem = LatentProblem(self.vae, physics, y, k, scale=c)
         index = index.to(y.device)
@@ -188,8 +209,11 @@ class FlashDiffusion(TunableReconstructor):
             if rows.numel() == 0:
                 continue
             sub = problem if rows.numel() == b else problem.subset(rows)
-            k_sub = sub.k
-            z_rows, z0 = latent_reverse_step(self.unet, z[rows], step, self.consistency, sub, k_sub, generator)
+            # every step draws noise for the whole batch, so a sample's noise does not depend on
+            # which of its batch-mates have started
+            step_noise = torch.randn(z.shape, generator=generator, dtype=z.dtype).to(z.device)
+            z_rows, z0 = latent_reverse_step(self.unet, z[rows], step, self.consistency, sub, sub.k,
+                                             noise=step_noise[rows])
             z = z.index_copy(0, rows, z_rows)
             if return_iterates:
                 iterates.append((rows.cpu(), z0))
@@ -198,9 +222,10 @@ class FlashDiffusion(TunableReconstructor):
         nfe = (n_steps - index).cpu()
         if out_of_range.any():
             bad = out_of_range.nonzero().flatten().tolist()
-            warnings.warn(f"FlashDiffusion: samples {bad} of the batch have a severity outside the encoder's trained "
-                          f"range or the schedule (sigma_hat {[round(float(v), 4) for v in sigma2_vae.sqrt()[bad]]}); "
-                          "their start step was clamped and out_of_range flags them", RuntimeWarning, stacklevel=3)
+            warnings.warn(f"FlashDiffusion: samples {bad} of the batch have an estimated severity (sigma_hat "
+                          f"{[round(float(v), 4) for v in sigma2_vae.sqrt()[bad]]}) outside the encoder's trained range "
+                          f"{self.severity_encoder.config.get('sigma2_range')} (as variances) or beyond the schedule's "
+                          "ends; out_of_range flags them", RuntimeWarning, stacklevel=3)
         return FlashReconstruction(
             x=x, wall_time=0.0, n_iter=int(nfe.max()), k=self.vae.latent_dim if k is None else k, nfe=nfe,
             iterates=iterates, extras={"start_rule": start, "sigma2_diffusion_units": sigma2.cpu(), "latent": z},

@@ -15,6 +15,7 @@ finished epoch. DDP, mixed precision and multi-node runs come from the ``trainer
 
 from __future__ import annotations
 
+import shutil
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -123,7 +124,11 @@ def train(recipe: TrainRecipe, resume: bool = True, progress: bool = True,
     resuming = resume and last.is_file()
     # a resumed run logs to a new version folder: Lightning's CSV logger empties the folder it
     # writes to, and the model card's loss curve needs the earlier runs' rows too
-    version = len(list((out / "logs").glob("version_*"))) if resuming else 0
+    earlier = sorted(int(p.name.split("_")[1]) for p in (out / "logs").glob("version_*") if p.name.split("_")[1].isdigit())
+    if not resuming:  # a fresh run replaces an earlier run's checkpoints, and so its logs
+        for v in earlier:
+            shutil.rmtree(out / "logs" / f"version_{v}", ignore_errors=True)
+    version = earlier[-1] + 1 if resuming and earlier else 0
     logger = L.pytorch.loggers.CSVLogger(str(out), name="logs", version=version)
     trainer = L.Trainer(
         accelerator=tcfg.accelerator, devices=tcfg.devices, num_nodes=tcfg.num_nodes, strategy=tcfg.strategy,

@@ -58,8 +58,9 @@ class SeverityEncoderModule(L.LightningModule):
             z0 = self.vae.encode_mean(x)
         z_hat, sigma2 = self.encoder(x_tilde)
         err = z_hat - z0
-        terms = {"latent": err.pow(2).mean(), "sigma": (err.detach().flatten(1).var(1) - sigma2).pow(2).mean(),
-                 "sigma_rel": ((sigma2 - err.detach().flatten(1).var(1)).abs() / err.detach().flatten(1).var(1)).mean()}
+        target = err.detach().flatten(1).var(1)
+        terms = {"latent": err.pow(2).mean(), "sigma": (target - sigma2).pow(2).mean(),
+                 "sigma_rel": ((sigma2 - target).abs() / target.clamp_min(1e-12)).mean()}
         terms["image"] = (self.vae.decode(z_hat) - x).pow(2).mean() if self.hparams.lambda_im > 0 else err.new_zeros(())
         return terms
 
