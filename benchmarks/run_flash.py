@@ -15,7 +15,7 @@ full-length LDPS, and grid-tuned TV in the same run.
    are flagged.
 
 Writes ``results/benchmarks/flash.json`` (atomically, after every part), figures
-``docs/figures/severity_audit.png`` and ``docs/figures/flash_nfe.png``, and prints Markdown.
+``docs/figures/severity_audit_{dataset}.png`` and ``docs/figures/flash_nfe.png``, and prints Markdown.
 Not a test; not run in CI.
 
 Usage::
