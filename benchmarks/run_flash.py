@@ -39,7 +39,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from run_baselines import PRIOR_EVAL_DATASETS, load_dataset  # noqa: E402
 
 from deepinv_tunable import pretrained  # noqa: E402
-from deepinv_tunable.atomic import atomic_write, write_json_atomic  # noqa: E402
+from deepinv_tunable.atomic import save_figure, write_json_atomic  # noqa: E402
 from deepinv_tunable.metrics import image_metrics  # noqa: E402
 from deepinv_tunable.physics import batched_mri, from_physics_domain, to_physics_domain  # noqa: E402
 from deepinv_tunable.severity import plot_severity_audit, severity_audit  # noqa: E402
@@ -205,8 +205,7 @@ def plot_nfe(record: dict[str, Any], path: Path) -> None:
     for ax in axes:
         ax.legend(fontsize=7)
     fig.tight_layout()
-    atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=110, format="png"))
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 if __name__ == "__main__":

@@ -39,7 +39,7 @@ from run_baselines import PRIOR_EVAL_DATASETS, load_dataset, task_cases  # noqa:
 from run_baselines import TASKS as BASELINE_TASKS  # noqa: E402
 
 from deepinv_tunable import pretrained  # noqa: E402
-from deepinv_tunable.atomic import atomic_write, write_json_atomic  # noqa: E402
+from deepinv_tunable.atomic import save_figure, write_json_atomic  # noqa: E402
 from deepinv_tunable.diagnostics import lipschitz_ratios  # noqa: E402
 from deepinv_tunable.metrics import image_metrics  # noqa: E402
 from deepinv_tunable.physics import build_physics, from_physics_domain, to_physics_domain  # noqa: E402
@@ -175,8 +175,7 @@ def plot(record: dict[str, Any], path: Path) -> None:
     axes[-1].axhline(1e-4, color="k", lw=0.8, ls="--")
     axes[-1].set(xlabel="iteration", ylabel="||x_k+1 - x_k|| / ||x_k||", title="PnP-HVAE, 4x MRI")
     fig.tight_layout()
-    atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=110, format="png"))
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def main(argv=None) -> int:

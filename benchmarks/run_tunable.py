@@ -33,7 +33,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from run_baselines import PRIOR_EVAL_DATASETS, task_cases  # noqa: E402
 
 from deepinv_tunable import pretrained  # noqa: E402
-from deepinv_tunable.atomic import atomic_write, write_json_atomic  # noqa: E402
+from deepinv_tunable.atomic import save_figure, write_json_atomic  # noqa: E402
 from deepinv_tunable.metrics import image_metrics  # noqa: E402
 from deepinv_tunable.physics import from_physics_domain  # noqa: E402
 from deepinv_tunable.selection import select_k  # noqa: E402
@@ -169,8 +169,7 @@ def plot(record: dict[str, Any], path: Path) -> None:
     ax.set(xscale="log", xlabel="latent size k", ylabel="PSNR (dB)", title="LatentMAP on held-out slices")
     ax.legend(fontsize=7)
     fig.tight_layout()
-    atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=110, format="png"))
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 if __name__ == "__main__":

@@ -233,7 +233,7 @@ def plot_severity_audit(audit: SeverityAudit, path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from .atomic import atomic_write
+    from .atomic import save_figure
 
     kinds = list(audit.spearman)
     fig, axes = plt.subplots(1, len(kinds), figsize=(3.4 * len(kinds), 3.0), squeeze=False)
@@ -247,5 +247,4 @@ def plot_severity_audit(audit: SeverityAudit, path) -> None:
                title=f"{kind}: Spearman {audit.spearman[kind]:.2f}")
         ax.legend(fontsize=7)
     fig.tight_layout()
-    atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=110, format="png"))
-    plt.close(fig)
+    save_figure(fig, path)

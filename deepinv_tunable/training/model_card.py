@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from ..atomic import atomic_write, write_text_atomic
+from ..atomic import save_figure, write_text_atomic
 
 
 def read_metrics_csv(path: Path | Sequence[Path]) -> list[dict[str, float]]:
@@ -44,8 +44,7 @@ def plot_loss_curve(rows: list[dict[str, float]], path: Path) -> Path | None:
     if val_keys:
         axes[1].legend(fontsize=7)
     fig.tight_layout()
-    atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=110, format="png"))
-    plt.close(fig)
+    save_figure(fig, path)
     return path
 
 

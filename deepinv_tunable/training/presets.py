@@ -6,6 +6,10 @@ from __future__ import annotations
 
 from typing import Any
 
+#: severities the severity encoder is trained over, in both presets (ALGORITHMS 2.1)
+SEVERITY_RANGES = {"kinds": ["mri", "ct", "blur"], "mri_acceleration": [2, 12], "ct_views": [20, 180],
+                   "blur_sigma": [0, 3], "noise_sigma": [0, 0.03]}
+
 PRESETS: dict[str, dict[str, dict[str, Any]]] = {
     "tunable_vae": {
         "cpu-small": {
@@ -78,8 +82,7 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
         "cpu-small": {
             "module": {"vae": "tunable_vae_mri128", "unet": "tunable_ldm_mri128", "lambda_sigma": 10.0,
                        "lambda_im": 0.0, "lr": 3e-4,
-                       "degradations": {"kinds": ["mri", "ct", "blur"], "mri_acceleration": [2, 12],
-                                        "ct_views": [20, 180], "blur_sigma": [0, 3], "noise_sigma": [0, 0.03]}},
+                       "degradations": SEVERITY_RANGES},
             "data": {"batch_size": 8, "samples_per_epoch": 512, "num_workers": 1},
             "trainer": {"accelerator": "cpu", "devices": 1, "precision": "32-true",
                         "max_epochs": 1000, "max_time_minutes": 15.0},
@@ -87,8 +90,7 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
         "gpu": {
             "module": {"vae": "tunable_vae_mri128", "unet": "tunable_ldm_mri128", "lambda_sigma": 10.0,
                        "lambda_im": 0.1, "lr": 1e-4,
-                       "degradations": {"kinds": ["mri", "ct", "blur"], "mri_acceleration": [2, 12],
-                                        "ct_views": [20, 180], "blur_sigma": [0, 3], "noise_sigma": [0, 0.03]}},
+                       "degradations": SEVERITY_RANGES},
             "data": {"batch_size": 64, "samples_per_epoch": 16384, "num_workers": 8},
             "trainer": {"accelerator": "gpu", "devices": 1, "precision": "bf16-mixed",
                         "max_epochs": 100, "max_time_minutes": None},
