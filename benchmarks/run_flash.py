@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -38,12 +37,12 @@ import torch
 sys.path.insert(0, str(Path(__file__).parent))
 from run_baselines import PRIOR_EVAL_DATASETS, load_dataset  # noqa: E402
 
-from deepinv_tunable import pretrained  # noqa: E402
 from deepinv_tunable.atomic import save_figure, write_json_atomic  # noqa: E402
 from deepinv_tunable.metrics import image_metrics  # noqa: E402
 from deepinv_tunable.physics import batched_mri, from_physics_domain, to_physics_domain  # noqa: E402
 from deepinv_tunable.severity import plot_severity_audit, severity_audit  # noqa: E402
 from deepinv_tunable.solvers import TVPGD, FlashDiffusion, MeasurementBaseline  # noqa: E402
+from deepinv_tunable.solvers.latent_map import measurement_estimate  # noqa: E402
 from deepinv_tunable.tuning import grid_search  # noqa: E402
 
 SWEEP = {"mri": [2, 3, 4, 6, 8, 10, 12], "blur": [0.0, 0.5, 1.0, 1.5, 2.0, 2.5, 3.0], "ct": [180, 120, 90, 60, 40, 20]}
@@ -136,8 +135,6 @@ def main(argv=None) -> int:
             print(f"{data_name} fixed N={n}: {rows['fixed'][str(n)]['psnr']:.2f} dB", file=sys.stderr, flush=True)
         rows["ldps_from_noise"] = run_flash(solver, y, physics, x, 1, start="noise")
         with torch.no_grad():
-            from deepinv_tunable.solvers.latent_map import measurement_estimate
-
             z_hat, _ = solver.severity_encoder(measurement_estimate(y, physics, fbp=True))
             rows["encoder_only"] = scores(solver.vae.decode(z_hat).clamp(0, 1), x)
         best_n = max(rows["fixed"], key=lambda n: rows["fixed"][n]["psnr"])

@@ -29,6 +29,9 @@ class FlashReconstruction(Reconstruction):
     :param torch.Tensor out_of_range: ``(B,)`` booleans: the severity lies outside the range the
         encoder was trained on, or its matched SNR lies beyond the schedule's ends (the start step
         was clamped). Such samples are reconstructed but should not be trusted silently.
+
+    With ``return_iterates=True``, ``iterates`` holds one ``(rows, z0_hat)`` pair per step: the
+    indices of the samples that ran that step and their clean-latent estimates (diffusion units).
     """
 
     sigma_hat: torch.Tensor | None = None
