@@ -6,8 +6,10 @@ For each (dataset, task): LatentMAP with the shipped tunable VAE at every k of a
 (the U-shape; the best k there is an *oracle*, labelled so), at the full K, and at the k chosen
 per slice from the measurements alone (measurement splitting and the discrepancy principle);
 TV-PGD with lambda tuned by a grid (a) on disjoint calibration slices and (b) on the evaluation
-slices themselves (the generous baseline); the measurement-only baseline. Also times LatentMAP
-per slice and the cost of truncation (k < K versus k = K).
+slices themselves (the generous baseline); the measurement-only baseline;
+:class:`~deepinv_tunable.solvers.LatentMAPTV` (latent MAP at the full K plus a TV-regularised
+deviation), its ``(lambda, beta)`` tuned by a grid on the calibration slices only. Also times
+LatentMAP per slice and the cost of truncation (k < K versus k = K).
 
 Writes ``results/benchmarks/tunable.json`` (atomically, after every row) and a PSNR-vs-k figure
 (``--figure``), and prints Markdown tables. Not a test; not run in CI.
@@ -16,6 +18,8 @@ Usage::
 
     python benchmarks/run_tunable.py                       # all tasks, both datasets
     python benchmarks/run_tunable.py --quick               # 2 slices, 3 ks, few steps
+    python benchmarks/run_tunable.py --model tunable_vae_f4_mri128 --n-steps 100 \
+        --out results/benchmarks/tunable_f4.json --figure docs/figures/psnr_vs_k_f4.png
 """
 
 from __future__ import annotations
@@ -37,7 +41,8 @@ from deepinv_tunable.atomic import save_figure, write_json_atomic  # noqa: E402
 from deepinv_tunable.metrics import image_metrics  # noqa: E402
 from deepinv_tunable.physics import from_physics_domain  # noqa: E402
 from deepinv_tunable.selection import select_k  # noqa: E402
-from deepinv_tunable.solvers import LatentMAP, MeasurementBaseline  # noqa: E402
+from deepinv_tunable.solvers import LatentMAP, LatentMAPTV, MeasurementBaseline  # noqa: E402
+from deepinv_tunable.tuning import grid_search  # noqa: E402
 
 EVAL_DATASETS = PRIOR_EVAL_DATASETS
 TASKS = {
@@ -45,8 +50,11 @@ TASKS = {
     "mri8x": {"kind": "mri", "acceleration": 8, "noise_sigma": 0.01},
     "cs10": {"kind": "compressed_sensing", "sampling_ratio": 0.1, "noise_sigma": 0.05},
 }
-K_GRID = (64, 256, 512, 1024, 2048)
+#: default k grid, as fractions of the model's full latent size K
+K_FRACTIONS = (1 / 16, 1 / 4, 1 / 2, 3 / 4, 1)
 TV_GRID = (0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0)
+#: (lambda, beta) grid of LatentMAPTV; beta = 0 is plain TV, so the grid contains the TV baseline.
+HYBRID_GRID = tuple((lam, beta) for lam in (0.001, 0.002, 0.005, 0.01, 0.02, 0.05) for beta in (0.0, 0.5, 0.8, 1.0))
 
 
 def psnr(x_hat_physics: torch.Tensor, x: torch.Tensor, physics) -> list[float]:
@@ -76,7 +84,7 @@ def main(argv=None) -> int:
     parser.add_argument("--model", default="tunable_vae_mri128")
     parser.add_argument("--data", nargs="+", default=list(EVAL_DATASETS), choices=list(EVAL_DATASETS))
     parser.add_argument("--tasks", nargs="+", default=list(TASKS), choices=list(TASKS))
-    parser.add_argument("--ks", type=int, nargs="+", default=list(K_GRID))
+    parser.add_argument("--ks", type=int, nargs="+", default=None, help="latent sizes (default: K/16, K/4, K/2, 3K/4, K)")
     parser.add_argument("--n-steps", type=int, default=150)
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--no-latent", action="store_true", help="baselines only (e.g. to re-tune TV)")
@@ -88,7 +96,8 @@ def main(argv=None) -> int:
         torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     vae = pretrained.load(args.model)
-    ks = args.ks if not args.quick else args.ks[:: max(1, len(args.ks) // 3)]
+    ks = args.ks or [round(f * vae.latent_dim) for f in K_FRACTIONS]
+    ks = ks if not args.quick else ks[:: max(1, len(ks) // 3)]
     n_steps = 20 if args.quick else args.n_steps
     record: dict[str, Any] = {"model": args.model, "latent_dim": vae.latent_dim, "ks": ks, "n_steps": n_steps,
                               "rows": [], "truncation": truncation_overhead(vae), "complete": False}
@@ -120,11 +129,13 @@ def main(argv=None) -> int:
             sel = select_k(solver, y, physics, ks, rule=rule, generator=gen, fits=fits)
             row[f"auto_{rule}"] = {"k": sel.k.tolist(),
                                    "psnr": float(np.mean(psnr(sel.reconstruction.x, x_eval, physics)))}
+        row["latent_map_tv"] = latent_map_tv(solver, case, n_grid=4 if args.quick else len(HYBRID_GRID))
         record["rows"].append(row)
         write_json_atomic(args.out, record)
         print(f"{data_name} {task}: " + ", ".join(f"k={k}: {row['psnr_vs_k'][str(k)]:.2f}" for k in ks)
               + f" | TV(cal) {row['tv_calibrated']['psnr']:.2f} TV(eval-tuned) {row['tv_tuned_on_eval']['psnr']:.2f}"
-              + f" | auto split {row['auto_splitting']['psnr']:.2f} discr {row['auto_discrepancy']['psnr']:.2f}",
+              + f" | auto split {row['auto_splitting']['psnr']:.2f} discr {row['auto_discrepancy']['psnr']:.2f}"
+              + f" | LatentMAP+TV {row['latent_map_tv']['psnr']:.2f} {row['latent_map_tv']['params']}",
               file=sys.stderr, flush=True)
     record["complete"] = True
     write_json_atomic(args.out, record)
@@ -140,16 +151,39 @@ def main(argv=None) -> int:
     return 0
 
 
+def latent_map_tv(solver: LatentMAP, case, n_grid: int) -> dict[str, Any]:
+    """LatentMAPTV at the full K, ``(lambda, beta)`` tuned on the calibration slices, scored on
+    the evaluation slices. The latent MAP runs once per slice set; only the deviation is re-solved
+    for each grid point."""
+    physics = case.physics
+    hybrid = LatentMAPTV(solver)
+    cal_prior = solver(case.y_cal, physics)
+
+    def on_calibration(params):
+        lam, beta = params
+        deviation = hybrid.deviation(case.y_cal - beta * physics.A(cal_prior), physics, lambda_tv=lam)
+        return from_physics_domain(beta * cal_prior + deviation, physics).cpu().clamp(0, 1)
+
+    grid = grid_search(on_calibration, case.slices.calibration, HYBRID_GRID[:n_grid], param="lambda_tv, beta")
+    lam, beta = grid.best
+    fit = hybrid.reconstruct(case.y, physics, lambda_tv=lam, beta=beta)
+    return {"params": {"lambda_tv": lam, "beta": beta}, "psnr": float(np.mean(psnr(fit.x, case.slices.evaluation, physics))),
+            "calibration_table": {f"{k[0]:g},{k[1]:g}": v for k, v in grid.table.items()},
+            "seconds_per_slice": fit.wall_time / len(case.slices.evaluation)}
+
+
 def markdown(record: dict[str, Any]) -> str:
     lines = ["| data | task | baseline | TV (cal. lambda) | TV (lambda tuned on eval) | LatentMAP k=K | oracle k (PSNR) "
-             "| auto k, splitting | auto k, discrepancy | s/slice (k=K) |", "|---|---|" + "---:|" * 8]
+             "| auto k, splitting | auto k, discrepancy | LatentMAP+TV (lambda, beta) | s/slice (k=K) |",
+             "|---|---|" + "---:|" * 9]
     for r in record["rows"]:
-        K = str(max(record["ks"]))
+        K, p = str(max(record["ks"])), r["latent_map_tv"]["params"]
         lines.append(
             f"| {r['data']} | {r['task']} | {r['baseline_psnr']:.2f} | {r['tv_calibrated']['psnr']:.2f} "
             f"({r['tv_calibrated']['lambda']:g}) | {r['tv_tuned_on_eval']['psnr']:.2f} ({r['tv_tuned_on_eval']['lambda']:g}) "
             f"| {r['full_k_psnr']:.2f} | {r['oracle_k']['k']} ({r['oracle_k']['psnr']:.2f}) "
-            f"| {r['auto_splitting']['psnr']:.2f} | {r['auto_discrepancy']['psnr']:.2f} | {r['seconds_per_slice'][K]:.2f} |")
+            f"| {r['auto_splitting']['psnr']:.2f} | {r['auto_discrepancy']['psnr']:.2f} "
+            f"| {r['latent_map_tv']['psnr']:.2f} ({p['lambda_tv']:g}, {p['beta']:g}) | {r['seconds_per_slice'][K]:.2f} |")
     t = record["truncation"]
     lines.append(f"\ntruncation: decode {t['no mask']*1e3:.1f} ms without the mask, {t['k=K']*1e3:.1f} ms with it "
                  f"(k=K, {t['overhead_percent']:+.1f}%), {t['k=K/4']*1e3:.1f} ms at k=K/4 (median of interleaved rounds)")

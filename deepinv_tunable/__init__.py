@@ -24,7 +24,7 @@ _EXPORTS = {
     "coverage": "uncertainty", "RunningMoments": "uncertainty",
     "hallucination_audit": "audit", "AuditReport": "audit", "support_fraction": "audit", "chi2": "audit",
     "null_space_component": "audit",
-    "LatentMAP": "solvers", "TVPGD": "solvers", "PseudoInverse": "solvers", "MeasurementBaseline": "solvers",
+    "LatentMAP": "solvers", "LatentMAPTV": "solvers", "TVPGD": "solvers", "PseudoInverse": "solvers", "MeasurementBaseline": "solvers",
     "Reconstruction": "solvers",
     "AutoK": "selection", "select_k": "selection", "sweep_k": "selection", "discrepancy_k": "selection",
     "measurement_splitting_k": "selection", "linear_denoising_mse": "selection", "optimal_k_linear": "selection",

@@ -21,9 +21,9 @@ class GridSearchResult:
     to its mean metric."""
 
     param: str
-    best: float
+    best: float | tuple[float, ...]
     metric: str
-    table: dict[float, float]
+    table: dict[float | tuple[float, ...], float]
 
 
 def grid_search(
@@ -37,13 +37,16 @@ def grid_search(
 
     :param Callable reconstruct: maps a parameter value to a ``(B, 1, H, W)`` estimate.
     :param torch.Tensor reference: ground truth of the calibration images.
-    :param list grid: values to try (at least one).
+    :param list grid: values to try (at least one): numbers, or tuples of numbers to tune
+        several parameters jointly (``reconstruct`` then receives the tuple).
     :param str param: parameter name, for the record.
     :param str metric: ``"psnr"`` or ``"ssim"`` (higher is better) or ``"nmse"`` (lower is better).
 
     >>> ref = torch.ones(1, 1, 16, 16)
     >>> grid_search(lambda v: ref * v, ref, [0.5, 0.9, 1.2]).best
     0.9
+    >>> grid_search(lambda ab: ref * ab[0] * ab[1], ref, [(0.5, 2.0), (0.5, 1.0)]).best
+    (0.5, 2.0)
     """
     if len(grid) == 0:
         raise ValueError("grid must hold at least one value")
@@ -51,8 +54,9 @@ def grid_search(
         raise ValueError(f"metric must be 'psnr', 'ssim' or 'nmse', got '{metric}'")
     table = {}
     for value in grid:
-        scores = image_metrics(reconstruct(float(value)), reference)[metric]
-        table[float(value)] = sum(scores) / len(scores)
+        value = tuple(float(v) for v in value) if isinstance(value, tuple) else float(value)
+        scores = image_metrics(reconstruct(value), reference)[metric]
+        table[value] = sum(scores) / len(scores)
     pick = min if metric == "nmse" else max
     best = pick(table, key=table.get)
     return GridSearchResult(param=param, best=best, metric=metric, table=table)

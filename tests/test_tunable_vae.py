@@ -78,3 +78,20 @@ def test_shipped_checkpoint_loads_and_its_quality_grows_with_k():
     assert psnr[2048] > 24.0, psnr
     with pytest.raises(ValueError, match=r"unknown pretrained model 'nope'"):
         pretrained.load("nope")
+
+
+def test_shipped_fine_latent_checkpoint_beats_the_coarse_one_on_held_out_slices():
+    """The 4x32x32-latent VAE (K = 4096) reconstructs held-out slices better than the 8x16x16 one,
+    and its first channel alone (k = 1024) already carries most of the image."""
+    fine, coarse = pretrained.load("tunable_vae_f4_mri128"), pretrained.load("tunable_vae_mri128")
+    assert fine.latent_dim == 4096 and fine.latent_shape == (4, 32, 32)
+    x = heldout_slices()
+
+    def psnr(vae, k):
+        with torch.no_grad():
+            out = vae.decode(vae.encode_mean(x), k).clamp(0, 1)
+        return float((-10 * torch.log10((out - x).pow(2).mean((1, 2, 3)))).mean())
+
+    full = psnr(fine, 4096)
+    assert full > psnr(coarse, 2048) + 1.5 and full > 26.5
+    assert psnr(fine, 256) < psnr(fine, 1024) < full

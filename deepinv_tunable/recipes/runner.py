@@ -70,6 +70,8 @@ def _solver(recipe: Recipe, override: dict[str, Any] | None = None):
     params.update(override or {})
     if cfg.name == "latent_map":
         return _latent_map(**params)
+    if cfg.name == "latent_map_tv":
+        return _latent_map_tv(**params)
     if cfg.name == "tunable_ldm":
         return _tunable_ldm(**params)
     if cfg.name == "pnp_hvae":
@@ -115,6 +117,13 @@ def _latent_map(model: str, k, k_grid, k_rule, **solver_params):
     if k == "auto":
         return AutoK(LatentMAP(prior, **solver_params), [int(v) for v in k_grid], rule=k_rule)
     return LatentMAP(prior, k=None if k == "full" else int(k), **solver_params)
+
+
+def _latent_map_tv(lambda_tv: float, beta: float, tv_iter: int, **latent_map_params):
+    """LatentMAP (fixed ``k``) followed by the TV-regularised deviation of :class:`~deepinv_tunable.solvers.LatentMAPTV`."""
+    from ..solvers import LatentMAPTV
+
+    return LatentMAPTV(_latent_map(**latent_map_params), lambda_tv=lambda_tv, beta=beta, n_iter=tv_iter)
 
 
 def _mean(values: list[float]) -> float:

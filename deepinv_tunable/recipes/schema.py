@@ -114,6 +114,23 @@ class LatentMAPConfig(_TunedSolverConfig):
     params: LatentMAPParams = LatentMAPParams()
 
 
+class LatentMAPTVParams(LatentMAPParams):
+    """LatentMAP at a fixed ``k`` plus a TV-regularised deviation from its image
+    (:class:`~deepinv_tunable.solvers.LatentMAPTV`): ``lambda_tv`` the TV weight of the deviation,
+    ``beta`` the weight of the generator's image (0: plain TV), ``tv_iter`` the PGD iterations."""
+
+    k: int | Literal["full"] = "full"
+    lambda_tv: float = Field(0.002, ge=0)
+    beta: float = Field(1.0, ge=0, le=1)
+    tv_iter: int = Field(100, ge=1)
+
+
+class LatentMAPTVConfig(_TunedSolverConfig):
+    TUNABLE: ClassVar[tuple[str, ...]] = ("k", "gamma", "lambda_tv", "beta")
+    name: Literal["latent_map_tv"]
+    params: LatentMAPTVParams = LatentMAPTVParams()
+
+
 class TunableLDMParams(_Strict):
     """Tunable latent diffusion; ``vae`` and ``unet`` are shipped names or folders written by
     ``save_pretrained`` (e.g. ``results/train_tunable_ldm/model``); ``consistency`` picks the
@@ -172,8 +189,8 @@ class FlashDiffusionConfig(_TunedSolverConfig):
     params: FlashDiffusionParams = FlashDiffusionParams()
 
 
-SolverConfig = Annotated[PseudoInverseConfig | TVPGDConfig | LatentMAPConfig | TunableLDMConfig | PnPHVAEConfig
-                         | FlashDiffusionConfig, Field(discriminator="name")]
+SolverConfig = Annotated[PseudoInverseConfig | TVPGDConfig | LatentMAPConfig | LatentMAPTVConfig | TunableLDMConfig
+                         | PnPHVAEConfig | FlashDiffusionConfig, Field(discriminator="name")]
 
 
 class PnPHVAESamplerParams(_Strict):

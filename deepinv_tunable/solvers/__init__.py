@@ -4,9 +4,10 @@ from .base import Reconstruction, TunableReconstructor
 from .classical import DEFAULT_TV_LAMBDA, TVPGD, MeasurementBaseline, PseudoInverse
 from .flash import FlashDiffusion, FlashReconstruction
 from .latent_map import LatentMAP
+from .latent_tv import LatentMAPTV
 from .pnp_hvae import PnPHVAE, PnPHVAESampler
 from .tunable_ldm import TunableLDMSolver
 
 SOLVERS = {"baseline": MeasurementBaseline, "pseudo_inverse": PseudoInverse, "tv_pgd": TVPGD}
 
-__all__ = ["DEFAULT_TV_LAMBDA", "FlashDiffusion", "FlashReconstruction", "LatentMAP", "MeasurementBaseline", "PnPHVAE", "PnPHVAESampler", "PseudoInverse", "Reconstruction", "SOLVERS", "TVPGD", "TunableLDMSolver", "TunableReconstructor"]
+__all__ = ["DEFAULT_TV_LAMBDA", "FlashDiffusion", "FlashReconstruction", "LatentMAP", "LatentMAPTV", "MeasurementBaseline", "PnPHVAE", "PnPHVAESampler", "PseudoInverse", "Reconstruction", "SOLVERS", "TVPGD", "TunableLDMSolver", "TunableReconstructor"]
