@@ -18,7 +18,7 @@ Usage::
 
     python benchmarks/run_tunable.py                       # all tasks, both datasets
     python benchmarks/run_tunable.py --quick               # 2 slices, 3 ks, few steps
-    python benchmarks/run_tunable.py --model tunable_vae_f4_mri128 --n-steps 100 \
+    python benchmarks/run_tunable.py --model tunable_vae_f4_mri128 --n-steps 100 --ks 256 1024 2048 3072 4096 \
         --out results/benchmarks/tunable_f4.json --figure docs/figures/psnr_vs_k_f4.png
 """
 
@@ -50,11 +50,12 @@ TASKS = {
     "mri8x": {"kind": "mri", "acceleration": 8, "noise_sigma": 0.01},
     "cs10": {"kind": "compressed_sensing", "sampling_ratio": 0.1, "noise_sigma": 0.05},
 }
-#: default k grid, as fractions of the model's full latent size K
-K_FRACTIONS = (1 / 16, 1 / 4, 1 / 2, 3 / 4, 1)
+#: default k grid, as fractions of the model's full latent size K (64 ... 2048 for K = 2048)
+K_FRACTIONS = (1 / 32, 1 / 8, 1 / 4, 1 / 2, 1)
 TV_GRID = (0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0)
-#: (lambda, beta) grid of LatentMAPTV; beta = 0 is plain TV, so the grid contains the TV baseline.
-HYBRID_GRID = tuple((lam, beta) for lam in (0.001, 0.002, 0.005, 0.01, 0.02, 0.05) for beta in (0.0, 0.5, 0.8, 1.0))
+#: (lambda, beta) grid of LatentMAPTV; beta = 0 is plain TV at every lambda of TV's own grid.
+HYBRID_GRID = tuple((lam, beta) for lam in (0.001, 0.002, 0.005, 0.01, 0.02, 0.05) for beta in (0.0, 0.5, 0.8, 1.0)) \
+    + tuple((lam, 0.0) for lam in TV_GRID if lam > 0.05)
 
 
 def psnr(x_hat_physics: torch.Tensor, x: torch.Tensor, physics) -> list[float]:
@@ -84,7 +85,7 @@ def main(argv=None) -> int:
     parser.add_argument("--model", default="tunable_vae_mri128")
     parser.add_argument("--data", nargs="+", default=list(EVAL_DATASETS), choices=list(EVAL_DATASETS))
     parser.add_argument("--tasks", nargs="+", default=list(TASKS), choices=list(TASKS))
-    parser.add_argument("--ks", type=int, nargs="+", default=None, help="latent sizes (default: K/16, K/4, K/2, 3K/4, K)")
+    parser.add_argument("--ks", type=int, nargs="+", default=None, help="latent sizes (default: K/32, K/8, K/4, K/2, K)")
     parser.add_argument("--n-steps", type=int, default=150)
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--no-latent", action="store_true", help="baselines only (e.g. to re-tune TV)")

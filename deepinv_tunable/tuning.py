@@ -37,7 +37,7 @@ def grid_search(
 
     :param Callable reconstruct: maps a parameter value to a ``(B, 1, H, W)`` estimate.
     :param torch.Tensor reference: ground truth of the calibration images.
-    :param list grid: values to try (at least one): numbers, or tuples of numbers to tune
+    :param list grid: values to try (at least one): numbers, or tuples (or lists) of numbers to tune
         several parameters jointly (``reconstruct`` then receives the tuple).
     :param str param: parameter name, for the record.
     :param str metric: ``"psnr"`` or ``"ssim"`` (higher is better) or ``"nmse"`` (lower is better).
@@ -54,7 +54,7 @@ def grid_search(
         raise ValueError(f"metric must be 'psnr', 'ssim' or 'nmse', got '{metric}'")
     table = {}
     for value in grid:
-        value = tuple(float(v) for v in value) if isinstance(value, tuple) else float(value)
+        value = tuple(float(v) for v in value) if isinstance(value, (tuple, list)) else float(value)
         scores = image_metrics(reconstruct(value), reference)[metric]
         table[value] = sum(scores) / len(scores)
     pick = min if metric == "nmse" else max

@@ -5,7 +5,7 @@ import torch
 
 from deepinv_tunable.nets import TunableVAE
 from deepinv_tunable.physics import build_physics, to_physics_domain
-from deepinv_tunable.recipes.schema import parse_recipe
+from deepinv_tunable.recipes.schema import RecipeError, parse_recipe
 from deepinv_tunable.solvers import TVPGD, LatentMAP, LatentMAPTV, Reconstruction
 
 
@@ -79,6 +79,23 @@ def test_input_is_not_modified_and_k_is_passed_through():
     assert out.n_iter == 2 + 3
 
 
+def test_per_call_overrides_give_the_closed_composition():
+    """x = beta * g + TVPGD(y - beta * A g) for the per-call beta and lambda_tv, whatever the
+    solver was built with; beta = 0 per call is plain TV."""
+    torch.manual_seed(5)
+    g = torch.rand(1, 1, 32, 32)
+    physics = build_physics({"kind": "inpainting", "keep_fraction": 0.7, "noise_sigma": 0.02, "seed": 5}, (32, 32))
+    y = physics(torch.rand(1, 1, 32, 32))
+    hybrid = LatentMAPTV(_Oracle(g), lambda_tv=0.5, beta=1.0, n_iter=15)
+    out = hybrid.reconstruct(y, physics, beta=0.3, lambda_tv=0.02)
+    expected = 0.3 * g + TVPGD(lambda_tv=0.02, n_iter=15)(y - 0.3 * physics.A(g), physics)
+    assert torch.allclose(out.x, expected, atol=1e-6)
+    assert out.extras["beta"] == 0.3 and out.extras["lambda_tv"] == 0.02
+    assert torch.allclose(hybrid(y, physics, beta=0.0, lambda_tv=0.02), TVPGD(lambda_tv=0.02, n_iter=15)(y, physics), atol=1e-6)
+    with pytest.raises(ValueError, match="beta must be in \\[0, 1\\], got 1.5"):
+        hybrid(y, physics, beta=1.5)
+
+
 @pytest.mark.parametrize("beta", [-0.1, 1.5])
 def test_bad_beta(beta):
     with pytest.raises(ValueError, match=f"beta must be in \\[0, 1\\], got {beta}"):
@@ -107,5 +124,8 @@ def test_recipe_schema_builds_the_hybrid():
     assert isinstance(solver, LatentMAPTV) and solver.beta == 0.5 and solver.deviation.lambda_tv == 0.01
     assert solver.latent_map.model.latent_dim == 4096
     raw["solver"]["params"]["k"] = "auto"
-    with pytest.raises(Exception, match="k"):
+    with pytest.raises(RecipeError, match=r"solver\.latent_map_tv\.params\.k"):
+        parse_recipe(raw)
+    raw["solver"]["params"].update(k="full", k_rule="discrepancy")  # a k-selection key it would ignore
+    with pytest.raises(RecipeError, match="k_rule"):
         parse_recipe(raw)

@@ -107,7 +107,7 @@ def _pnp_hvae(model: str, tau, **solver_params):
     return PnPHVAE(load(model), tau=None if tau == "auto" else float(tau), **solver_params)
 
 
-def _latent_map(model: str, k, k_grid, k_rule, **solver_params):
+def _latent_map(model: str, k, k_grid=None, k_rule: str = "splitting", **solver_params):
     """LatentMAP on a shipped prior; ``k="auto"`` wraps it in :class:`~deepinv_tunable.selection.AutoK`."""
     from ..pretrained import load
     from ..selection import AutoK

@@ -93,19 +93,22 @@ class TVPGDConfig(_TunedSolverConfig):
     params: TVPGDParams = TVPGDParams()
 
 
-class LatentMAPParams(_Strict):
-    """Latent MAP with a shipped tunable prior; ``k``: an integer, ``"auto"`` (chosen per slice
-    from the measurements by ``k_rule`` over ``k_grid``) or ``"full"``. For a ground-truth sweep
-    on calibration slices, use ``tune: {param: k, grid: [...], slices: ...}``."""
-
+class _LatentMAPCommon(_Strict):
     model: str = "tunable_vae_mri128"
-    k: int | Literal["auto", "full"] = "full"
-    k_grid: list[int] = Field([64, 128, 256, 512, 1024, 2048], min_length=1)
-    k_rule: Literal["splitting", "discrepancy"] = "splitting"
     gamma: float = Field(1.0, ge=0)
     n_steps: int = Field(150, ge=1)
     lr: float = Field(0.05, gt=0)
     restarts: int = Field(1, ge=1)
+
+
+class LatentMAPParams(_LatentMAPCommon):
+    """Latent MAP with a shipped tunable prior; ``k``: an integer, ``"auto"`` (chosen per slice
+    from the measurements by ``k_rule`` over ``k_grid``) or ``"full"``. For a ground-truth sweep
+    on calibration slices, use ``tune: {param: k, grid: [...], slices: ...}``."""
+
+    k: int | Literal["auto", "full"] = "full"
+    k_grid: list[int] = Field([64, 128, 256, 512, 1024, 2048], min_length=1)
+    k_rule: Literal["splitting", "discrepancy"] = "splitting"
 
 
 class LatentMAPConfig(_TunedSolverConfig):
@@ -114,7 +117,7 @@ class LatentMAPConfig(_TunedSolverConfig):
     params: LatentMAPParams = LatentMAPParams()
 
 
-class LatentMAPTVParams(LatentMAPParams):
+class LatentMAPTVParams(_LatentMAPCommon):
     """LatentMAP at a fixed ``k`` plus a TV-regularised deviation from its image
     (:class:`~deepinv_tunable.solvers.LatentMAPTV`): ``lambda_tv`` the TV weight of the deviation,
     ``beta`` the weight of the generator's image (0: plain TV), ``tv_iter`` the PGD iterations."""
