@@ -20,11 +20,15 @@ Usage::
     python benchmarks/run_tunable.py --quick               # 2 slices, 3 ks, few steps
     python benchmarks/run_tunable.py --model tunable_vae_f4_mri128 --n-steps 100 --ks 256 1024 2048 3072 4096 \
         --out results/benchmarks/tunable_f4.json --figure docs/figures/psnr_vs_k_f4.png
+    # tuning on held-out slices only (the template's calibration slices 60-100 were trained on):
+    python benchmarks/run_tunable.py --model tunable_vae_f4_mri128 --n-steps 100 --ks 4096 --data mni152 \
+        --tasks mri4x --calibration 102 132 6 --out results/benchmarks/tunable_f4_heldout_cal.json --figure ""
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 import time
 from pathlib import Path
@@ -34,7 +38,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from run_baselines import PRIOR_EVAL_DATASETS, task_cases  # noqa: E402
+from run_baselines import PRIOR_EVAL_DATASETS, SliceRange, task_cases  # noqa: E402
 
 from deepinv_tunable import pretrained  # noqa: E402
 from deepinv_tunable.atomic import save_figure, write_json_atomic  # noqa: E402
@@ -90,6 +94,8 @@ def main(argv=None) -> int:
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--no-latent", action="store_true", help="baselines only (e.g. to re-tune TV)")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch default)")
+    parser.add_argument("--calibration", type=int, nargs=3, metavar=("START", "STOP", "COUNT"), default=None,
+                        help="calibration slices of every selected dataset (default: the dataset's own)")
     parser.add_argument("--out", default="results/benchmarks/tunable.json")
     parser.add_argument("--figure", default="docs/figures/psnr_vs_k.png")
     args = parser.parse_args(argv)
@@ -102,7 +108,9 @@ def main(argv=None) -> int:
     n_steps = 20 if args.quick else args.n_steps
     record: dict[str, Any] = {"model": args.model, "latent_dim": vae.latent_dim, "ks": ks, "n_steps": n_steps,
                               "rows": [], "truncation": truncation_overhead(vae), "complete": False}
-    for case in task_cases(EVAL_DATASETS, args.data, TASKS, args.tasks, TV_GRID, args.quick):
+    specs = EVAL_DATASETS if args.calibration is None else {
+        name: dataclasses.replace(spec, calibration=SliceRange(*args.calibration)) for name, spec in EVAL_DATASETS.items()}
+    for case in task_cases(specs, args.data, TASKS, args.tasks, TV_GRID, args.quick):
         data_name, task, physics, y, x_eval = case.data, case.task, case.physics, case.y, case.slices.evaluation
         row: dict[str, Any] = {"data": data_name, "task": task, "slices": case.slices.evaluation_idx}
         row["baseline_psnr"] = float(np.mean(psnr(MeasurementBaseline()(y, physics), x_eval, physics)))
