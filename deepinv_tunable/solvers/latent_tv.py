@@ -11,7 +11,7 @@ from .latent_map import LatentMAP
 
 
 class LatentMAPTV(TunableReconstructor):
-    r"""Latent MAP estimate :math:`x_g = D(T_k z^\star)` (:class:`LatentMAP`), then a sparse-gradient
+    r"""Latent MAP estimate :math:`x_g = D(T_k z^\star)` (:class:`~deepinv_tunable.solvers.latent_map.LatentMAP`), then a sparse-gradient
     deviation from it fitted to the measurements:
 
     .. math::
@@ -20,14 +20,14 @@ class LatentMAPTV(TunableReconstructor):
         \hat r = \arg\min_r \tfrac12 \|A(\beta x_g + r) - y\|_2^2 + \lambda \|D r\|_{1,2},
 
     i.e. TV on :math:`x - \beta x_g`, solved by deepinv's PGD on the residual measurements
-    :math:`y - \beta A x_g` (:class:`TVPGD`). A truncated generator gives the coarse anatomy it
+    :math:`y - \beta A x_g` (:class:`~deepinv_tunable.solvers.classical.TVPGD`). A truncated generator gives the coarse anatomy it
     can represent; the deviation restores the measured detail it cannot (the "sparse deviations"
     model of Dhar et al., 2018, with TV as the sparsity). :math:`\beta = 0` is plain TV-PGD and
     :math:`\beta = 1` trusts the generator fully; tune :math:`(\lambda, \beta)` on calibration
     slices as one would tune TV's :math:`\lambda` (``benchmarks/run_tunable.py`` does).
     Linear physics only.
 
-    :param LatentMAP latent_map: the latent-MAP solver (its generator, :math:`k`, steps, ...).
+    :param ~deepinv_tunable.solvers.latent_map.LatentMAP latent_map: the latent-MAP solver (its generator, :math:`k`, steps, ...).
     :param float lambda_tv: TV weight :math:`\lambda` of the deviation (deepinv's PGD scaling).
         Default 0.002.
     :param float beta: weight :math:`\beta \in [0, 1]` of the generator's image. Default 1.
