@@ -7,6 +7,9 @@ here in the same method registry:
 
 * ``latent_map``: :class:`~deepinv_tunable.solvers.LatentMAP` with ``tunable_vae_mri128`` at
   full ``k``, 100 Adam steps;
+* ``latent_map_tv``: :class:`~deepinv_tunable.solvers.LatentMAPTV` with ``tunable_vae_f4_mri128``
+  at full ``k`` (100 Adam steps) plus the TV deviation, ``(lambda, beta)`` picked by a grid on
+  the calibration slices (``beta = 0``, plain TV, is in the grid);
 * ``flash_diffusion``: :class:`~deepinv_tunable.solvers.FlashDiffusion` from the shipped
   ``severity_encoder_mri128`` (with ``tunable_vae_mri128`` and ``tunable_ldm_mri128``), 50-step
   schedule, SNR-matched start per slice;
@@ -29,11 +32,13 @@ Usage::
 
     python benchmarks/run.py                  # about 20 minutes on 2 CPU cores
     python benchmarks/run.py --quick          # 2 + 2 slices, small grids
+    python benchmarks/run.py --methods latent_map_tv --merge   # add or redo one method's rows
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import sys
 import warnings
@@ -47,14 +52,17 @@ sys.path.insert(0, str(Path(__file__).parent))
 import run_baselines as rb  # noqa: E402
 
 from deepinv_tunable import pretrained  # noqa: E402
-from deepinv_tunable.atomic import write_text_atomic  # noqa: E402
-from deepinv_tunable.solvers import FlashDiffusion, LatentMAP, PnPHVAE, PnPHVAESampler  # noqa: E402
+from deepinv_tunable.atomic import write_json_atomic, write_text_atomic  # noqa: E402
+from deepinv_tunable.physics import from_physics_domain  # noqa: E402
+from deepinv_tunable.solvers import FlashDiffusion, LatentMAP, LatentMAPTV, PnPHVAE, PnPHVAESampler  # noqa: E402
 from deepinv_tunable.tuning import grid_search  # noqa: E402
 from deepinv_tunable.uncertainty import PosteriorSampler  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 TASKS = ("mri4x", "mri8x", "deblur")
 TAU_GRID = (0.5, 0.6, 0.7, 0.8)
+#: (lambda, beta) grid of ``latent_map_tv``; beta = 0 is plain TV.
+HYBRID_GRID = tuple((lam, beta) for lam in (0.001, 0.002, 0.005, 0.01, 0.02, 0.05) for beta in (0.0, 0.5, 0.8, 1.0))
 
 
 class Counted(dinv.models.Reconstructor):
@@ -87,6 +95,22 @@ def _tuned_tau(ctx: rb.BenchContext, hvae) -> float:
 def _latent_map(ctx: rb.BenchContext) -> dinv.models.Reconstructor:
     ctx.notes["k"] = "full"
     return Counted(LatentMAP(pretrained.load("tunable_vae_mri128"), n_steps=100), ctx.notes)
+
+
+@rb.register_method("latent_map_tv")
+def _latent_map_tv(ctx: rb.BenchContext) -> dinv.models.Reconstructor:
+    solver = LatentMAPTV(LatentMAP(pretrained.load("tunable_vae_f4_mri128"), n_steps=100))
+    prior = solver.latent_map(ctx.y_cal, ctx.physics).detach()  # once; the grid re-solves only the deviation
+
+    def on_calibration(params):
+        lam, beta = params
+        deviation = solver.deviation(ctx.y_cal - beta * ctx.physics.A(prior), ctx.physics, lambda_tv=lam)
+        return from_physics_domain(beta * prior + deviation, ctx.physics).cpu().clamp(0, 1)
+
+    result = grid_search(on_calibration, ctx.x_cal, HYBRID_GRID, param="lambda_tv, beta")
+    solver.deviation.lambda_tv, solver.beta = result.best
+    ctx.notes.update(k="full", lambda_beta=list(result.best))
+    return Counted(solver, ctx.notes)
 
 
 @rb.register_method("flash_diffusion")
@@ -125,6 +149,20 @@ def _pnp_hvae_mean(ctx: rb.BenchContext) -> dinv.models.Reconstructor:
     return PosteriorMean(hvae, _tuned_tau(ctx, hvae), ctx.notes)
 
 
+def merged(record: dict[str, Any], previous: dict[str, Any]) -> dict[str, Any]:
+    """``previous``'s rows, with each row of ``record`` replacing the row of the same (method,
+    task, dataset), or inserted after the last row of its (task, dataset)."""
+    rows = list(previous["rows"])
+    for row in record["rows"]:
+        same = [i for i, r in enumerate(rows) if (r["task"], r["dataset"]) == (row["task"], row["dataset"])]
+        match = [i for i in same if rows[i]["method"] == row["method"]]
+        if match:
+            rows[match[0]] = row
+        else:
+            rows.insert(same[-1] + 1 if same else len(rows), row)
+    return {**previous, "rows": rows, "merged": previous.get("merged", []) + [record["command"]]}
+
+
 def _nfe(row: dict[str, Any]) -> str:
     n = row["notes"].get("nfe_slices")
     return f"{row['notes']['nfe_sum'] / n:.0f}" if n else "–"
@@ -135,7 +173,9 @@ def _fmt(value: float | None, digits: int) -> str:
 
 
 def _cells(r: dict[str, Any]) -> list[str]:
-    note = rb._notes_text(r["notes"]) or (f"(tau={r['notes']['tau']:g})" if "tau" in r["notes"] else "")
+    notes = r["notes"]
+    note = rb._notes_text(notes) or (f"(tau={notes['tau']:g})" if "tau" in notes else "") or (
+        "(lambda={:g}, beta={:g})".format(*notes["lambda_beta"]) if "lambda_beta" in notes else "")
     return [f"{r['method']} {note}".strip(), r["task"], r["data"],
             f"{r['psnr']['mean']:.2f} ± {r['psnr']['std']:.2f}", f"{r['ssim']['mean']:.3f} ± {r['ssim']['std']:.3f}",
             f"{r['nmse']['mean']:.4f}", _fmt(r["seconds_per_slice"], 2), _nfe(r), _fmt(r.get("rss_increase_mib"), 0)]
@@ -164,12 +204,18 @@ def main() -> int:
     parser.add_argument("--data", nargs="+", choices=list(rb.PRIOR_EVAL_DATASETS), default=list(rb.PRIOR_EVAL_DATASETS))
     parser.add_argument("--methods", nargs="+", choices=list(rb.METHODS), default=list(rb.METHODS))
     parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--merge", action="store_true",
+                        help="add these rows to the existing table (same slices) instead of replacing it")
     parser.add_argument("--out", default=str(ROOT / "results" / "benchmarks" / "table.json"))
     cli = parser.parse_args()
     args = argparse.Namespace(tasks=cli.tasks, data=cli.data, methods=cli.methods, device="cpu", out=cli.out,
                               quick=cli.quick, n_iter=None, grid=None, batch_size=8, threads=2, seed=0,
                               no_progress=False)
+    previous = json.loads(Path(cli.out).read_text()) if cli.merge else None
     record = rb.run(args, specs=rb.PRIOR_EVAL_DATASETS)
+    if previous is not None:
+        record = merged(record, previous)
+        write_json_atomic(cli.out, record)
     table = markdown(record)
     print(table)
     write_text_atomic(Path(cli.out).with_suffix(".md"), table + "\n")
