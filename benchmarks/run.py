@@ -53,7 +53,6 @@ import run_baselines as rb  # noqa: E402
 
 from deepinv_tunable import pretrained  # noqa: E402
 from deepinv_tunable.atomic import write_json_atomic, write_text_atomic  # noqa: E402
-from deepinv_tunable.physics import from_physics_domain  # noqa: E402
 from deepinv_tunable.solvers import FlashDiffusion, LatentMAP, LatentMAPTV, PnPHVAE, PnPHVAESampler  # noqa: E402
 from deepinv_tunable.tuning import grid_search  # noqa: E402
 from deepinv_tunable.uncertainty import PosteriorSampler  # noqa: E402
@@ -61,8 +60,6 @@ from deepinv_tunable.uncertainty import PosteriorSampler  # noqa: E402
 ROOT = Path(__file__).resolve().parents[1]
 TASKS = ("mri4x", "mri8x", "deblur")
 TAU_GRID = (0.5, 0.6, 0.7, 0.8)
-#: (lambda, beta) grid of ``latent_map_tv``; beta = 0 is plain TV.
-HYBRID_GRID = tuple((lam, beta) for lam in (0.001, 0.002, 0.005, 0.01, 0.02, 0.05) for beta in (0.0, 0.5, 0.8, 1.0))
 
 
 class Counted(dinv.models.Reconstructor):
@@ -100,15 +97,7 @@ def _latent_map(ctx: rb.BenchContext) -> dinv.models.Reconstructor:
 @rb.register_method("latent_map_tv")
 def _latent_map_tv(ctx: rb.BenchContext) -> dinv.models.Reconstructor:
     solver = LatentMAPTV(LatentMAP(pretrained.load("tunable_vae_f4_mri128"), n_steps=100))
-    prior = solver.latent_map(ctx.y_cal, ctx.physics).detach()  # once; the grid re-solves only the deviation
-
-    def on_calibration(params):
-        lam, beta = params
-        deviation = solver.deviation(ctx.y_cal - beta * ctx.physics.A(prior), ctx.physics, lambda_tv=lam)
-        return from_physics_domain(beta * prior + deviation, ctx.physics).cpu().clamp(0, 1)
-
-    result = grid_search(on_calibration, ctx.x_cal, HYBRID_GRID, param="lambda_tv, beta")
-    solver.deviation.lambda_tv, solver.beta = result.best
+    result = solver.tune(ctx.y_cal, ctx.physics, ctx.x_cal)
     ctx.notes.update(k="full", lambda_beta=list(result.best))
     return Counted(solver, ctx.notes)
 

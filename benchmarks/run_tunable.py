@@ -46,7 +46,7 @@ from deepinv_tunable.metrics import image_metrics  # noqa: E402
 from deepinv_tunable.physics import from_physics_domain  # noqa: E402
 from deepinv_tunable.selection import select_k  # noqa: E402
 from deepinv_tunable.solvers import LatentMAP, LatentMAPTV, MeasurementBaseline  # noqa: E402
-from deepinv_tunable.tuning import grid_search  # noqa: E402
+from deepinv_tunable.solvers.latent_tv import DEFAULT_TUNING_GRID  # noqa: E402
 
 EVAL_DATASETS = PRIOR_EVAL_DATASETS
 TASKS = {
@@ -58,8 +58,7 @@ TASKS = {
 K_FRACTIONS = (1 / 32, 1 / 8, 1 / 4, 1 / 2, 1)
 TV_GRID = (0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0)
 #: (lambda, beta) grid of LatentMAPTV; beta = 0 is plain TV at every lambda of TV's own grid.
-HYBRID_GRID = tuple((lam, beta) for lam in (0.001, 0.002, 0.005, 0.01, 0.02, 0.05) for beta in (0.0, 0.5, 0.8, 1.0)) \
-    + tuple((lam, 0.0) for lam in TV_GRID if lam > 0.05)
+HYBRID_GRID = DEFAULT_TUNING_GRID + tuple((lam, 0.0) for lam in TV_GRID if lam > 0.05)
 
 
 def psnr(x_hat_physics: torch.Tensor, x: torch.Tensor, physics) -> list[float]:
@@ -161,22 +160,13 @@ def main(argv=None) -> int:
 
 
 def latent_map_tv(solver: LatentMAP, case, n_grid: int) -> dict[str, Any]:
-    """LatentMAPTV at the full K, ``(lambda, beta)`` tuned on the calibration slices, scored on
-    the evaluation slices. The latent MAP runs once per slice set; only the deviation is re-solved
-    for each grid point."""
-    physics = case.physics
+    """LatentMAPTV at the full K, ``(lambda, beta)`` tuned on the calibration slices
+    (:meth:`~deepinv_tunable.solvers.LatentMAPTV.tune`), scored on the evaluation slices."""
     hybrid = LatentMAPTV(solver)
-    cal_prior = solver(case.y_cal, physics)
-
-    def on_calibration(params):
-        lam, beta = params
-        deviation = hybrid.deviation(case.y_cal - beta * physics.A(cal_prior), physics, lambda_tv=lam)
-        return from_physics_domain(beta * cal_prior + deviation, physics).cpu().clamp(0, 1)
-
-    grid = grid_search(on_calibration, case.slices.calibration, HYBRID_GRID[:n_grid], param="lambda_tv, beta")
-    lam, beta = grid.best
-    fit = hybrid.reconstruct(case.y, physics, lambda_tv=lam, beta=beta)
-    return {"params": {"lambda_tv": lam, "beta": beta}, "psnr": float(np.mean(psnr(fit.x, case.slices.evaluation, physics))),
+    grid = hybrid.tune(case.y_cal, case.physics, case.slices.calibration, HYBRID_GRID[:n_grid])
+    fit = hybrid.reconstruct(case.y, case.physics)
+    return {"params": {"lambda_tv": grid.best[0], "beta": grid.best[1]},
+            "psnr": float(np.mean(psnr(fit.x, case.slices.evaluation, case.physics))),
             "calibration_table": {f"{k[0]:g},{k[1]:g}": v for k, v in grid.table.items()},
             "seconds_per_slice": fit.wall_time / len(case.slices.evaluation)}
 

@@ -5,9 +5,16 @@ from __future__ import annotations
 import deepinv as dinv
 import torch
 
+from ..physics import from_physics_domain
+from ..tuning import GridSearchResult, grid_search
 from .base import Reconstruction, TunableReconstructor
 from .classical import TVPGD
 from .latent_map import LatentMAP
+
+
+#: default ``(lambda_tv, beta)`` grid of :meth:`LatentMAPTV.tune`; ``beta = 0`` is plain TV.
+DEFAULT_TUNING_GRID = tuple((lam, beta) for lam in (0.001, 0.002, 0.005, 0.01, 0.02, 0.05)
+                            for beta in (0.0, 0.5, 0.8, 1.0))
 
 
 class LatentMAPTV(TunableReconstructor):
@@ -73,3 +80,20 @@ class LatentMAPTV(TunableReconstructor):
             k=generated.k, nfe=generated.nfe, iterates=generated.iterates,
             extras={"prior_image": generated.x, "lambda_tv": deviation.extras["lambda_tv"], "beta": beta},
         )
+
+    def tune(self, y: torch.Tensor, physics: dinv.physics.LinearPhysics, x_true: torch.Tensor,
+             grid=DEFAULT_TUNING_GRID, k: int | torch.Tensor | None = None) -> GridSearchResult:
+        """Pick ``(lambda_tv, beta)`` by a grid on calibration measurements ``y`` of the
+        single-channel images ``x_true`` (PSNR), and keep the best in the solver. The latent MAP
+        runs once; only the deviation is re-solved at each grid point."""
+        with torch.no_grad():
+            prior = self.latent_map(y, physics, k=k).detach()
+
+            def reconstruct(params):
+                lam, beta = params
+                deviation = self.deviation(y - beta * physics.A(prior), physics, lambda_tv=lam)
+                return from_physics_domain(beta * prior + deviation, physics).cpu().clamp(0, 1)
+
+            result = grid_search(reconstruct, x_true, grid, param="lambda_tv, beta")
+        self.deviation.lambda_tv, self.beta = result.best
+        return result
