@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-all docs bench clean install
+.PHONY: demo test test-all docs bench clean install corpus
 
 install: $(STAMP)
 
@@ -18,6 +18,14 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet $(TORCH_SPEC)
 	$(PY) -m pip install --quiet -e ".[dev,docs]"
 	touch $(STAMP)
+
+# The training corpus (DATA_SOURCES): pip fetches the pinned source packages (no install) into
+# $(CORPUS)/packages, every file is checked against its SHA-256 pin, slices go to $(CORPUS)/v1.
+# pyradiomics ships its images only in its sdist, whose metadata step needs setuptools and wheel.
+CORPUS ?= corpus
+corpus: $(STAMP)
+	$(PY) -m pip install --quiet setuptools wheel
+	$(PY) -m deepinv_tunable.data.corpus build --root $(CORPUS)
 
 demo: $(STAMP)
 	$(VENV)/bin/deepinv-tunable run recipes/demo_mri_brain.yaml --out results/demo

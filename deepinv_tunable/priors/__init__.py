@@ -1,5 +1,6 @@
-"""deepinv ``Denoiser`` subclasses built from the package's generative models."""
+"""deepinv ``Denoiser`` subclasses built from the package's networks."""
 
+from .dncnn_denoiser import DnCNNDenoiser
 from .hvae_denoiser import HVAEDenoiser, tau_for_sigma
 
-__all__ = ["HVAEDenoiser", "tau_for_sigma"]
+__all__ = ["DnCNNDenoiser", "HVAEDenoiser", "tau_for_sigma"]

@@ -1,7 +1,8 @@
-"""deepinv ``Reconstructor`` subclasses: classical baselines now, generative-prior solvers and samplers."""
+"""deepinv ``Reconstructor`` subclasses: classical baselines, DPIR, generative-prior solvers and samplers."""
 
 from .base import Reconstruction, TunableReconstructor
 from .classical import DEFAULT_TV_LAMBDA, TVPGD, MeasurementBaseline, PseudoInverse
+from .dpir import DPIR
 from .flash import FlashDiffusion, FlashReconstruction
 from .latent_map import LatentMAP
 from .latent_tv import LatentMAPTV
@@ -10,4 +11,4 @@ from .tunable_ldm import TunableLDMSolver
 
 SOLVERS = {"baseline": MeasurementBaseline, "pseudo_inverse": PseudoInverse, "tv_pgd": TVPGD}
 
-__all__ = ["DEFAULT_TV_LAMBDA", "FlashDiffusion", "FlashReconstruction", "LatentMAP", "LatentMAPTV", "MeasurementBaseline", "PnPHVAE", "PnPHVAESampler", "PseudoInverse", "Reconstruction", "SOLVERS", "TVPGD", "TunableLDMSolver", "TunableReconstructor"]
+__all__ = ["DEFAULT_TV_LAMBDA", "DPIR", "FlashDiffusion", "FlashReconstruction", "LatentMAP", "LatentMAPTV", "MeasurementBaseline", "PnPHVAE", "PnPHVAESampler", "PseudoInverse", "Reconstruction", "SOLVERS", "TVPGD", "TunableLDMSolver", "TunableReconstructor"]

@@ -14,6 +14,7 @@ from ..consistency import LDPS, LatentProblem
 from ..diffusion import add_noise, latent_reverse_step, reverse_steps, snr
 from ..latent import check_k, truncate
 from .base import Reconstruction, TunableReconstructor
+from .guard import DEFAULT_MAX_CHI2, measurement_guard
 from .latent_map import measurement_estimate
 
 START_RULES = ("snr", "noise")
@@ -29,6 +30,10 @@ class FlashReconstruction(Reconstruction):
     :param torch.Tensor out_of_range: ``(B,)`` booleans: the severity lies outside the range the
         encoder was trained on, or its matched SNR lies beyond the schedule's ends (the start step
         was clamped). Such samples are reconstructed but should not be trusted silently.
+    :param torch.Tensor chi2: ``(B,)`` reduced chi-square of each sample against the measurements
+        (before any fallback).
+    :param torch.Tensor fallback: ``(B,)`` booleans: the sample explained the data worse than the
+        measurement baseline, and ``x`` holds that baseline instead (:mod:`~deepinv_tunable.solvers.guard`).
 
     With ``return_iterates=True``, ``iterates`` holds one ``(rows, z0_hat)`` pair per step: the
     indices of the samples that ran that step and their clean-latent estimates (diffusion units).
@@ -37,6 +42,8 @@ class FlashReconstruction(Reconstruction):
     sigma_hat: torch.Tensor | None = None
     start_step: torch.Tensor | None = None
     out_of_range: torch.Tensor | None = None
+    chi2: torch.Tensor | None = None
+    fallback: torch.Tensor | None = None
 
 
 class FlashDiffusion(TunableReconstructor):
@@ -76,6 +83,9 @@ class FlashDiffusion(TunableReconstructor):
     :param start: ``"snr"``, ``"noise"`` or a number of steps. Default ``"snr"``.
     :param int k: latent size (``None``: full). Default ``None``.
     :param int seed: seeds the solver's generator (a call's ``seed=`` overrides it). Default ``None``.
+    :param float max_chi2: estimate, then verify: a sample whose reduced chi-square exceeds both
+        this and the measurement baseline's is replaced by the baseline, with a warning
+        (:func:`~deepinv_tunable.solvers.guard.measurement_guard`). Default 2.
 
     :Examples:
 
@@ -95,7 +105,7 @@ class FlashDiffusion(TunableReconstructor):
 
     def __init__(self, vae, unet, severity_encoder, n_steps: int = 50, eta: float = 1.5, ddim_eta: float = 0.1,
                  noise_correction: float = 1.0, start: str | int = "snr", k: int | None = None,
-                 seed: int | None = None):
+                 seed: int | None = None, max_chi2: float = DEFAULT_MAX_CHI2):
         super().__init__()
         shapes = {"VAE": tuple(vae.latent_shape), "severity encoder": tuple(severity_encoder.latent_shape),
                   "UNet": (unet.config["latent_channels"], unet.config["latent_size"], unet.config["latent_size"])}
@@ -117,6 +127,7 @@ class FlashDiffusion(TunableReconstructor):
         self.n_steps, self.ddim_eta, self.noise_correction, self.start, self.k = (
             int(n_steps), float(ddim_eta), float(noise_correction), start, k)
         self.consistency = LDPS(eta)
+        self.max_chi2 = float(max_chi2)
         self.generator = torch.Generator().manual_seed(seed) if seed is not None else None
 
     @staticmethod
@@ -222,6 +233,7 @@ class FlashDiffusion(TunableReconstructor):
                 iterates.append((rows.cpu(), z0))
         with torch.no_grad():
             x = problem.image(z)
+        guard = measurement_guard(x, y, physics, self.max_chi2, who="FlashDiffusion")
         nfe = (n_steps - index).cpu()
         if out_of_range.any():
             bad = out_of_range.nonzero().flatten().tolist()
@@ -230,7 +242,7 @@ class FlashDiffusion(TunableReconstructor):
                           f"{self.severity_encoder.config.get('sigma2_range')} (as variances) or beyond the schedule's "
                           "ends; out_of_range flags them", RuntimeWarning, stacklevel=3)
         return FlashReconstruction(
-            x=x, wall_time=0.0, n_iter=int(nfe.max()), k=self.vae.latent_dim if k is None else k, nfe=nfe,
+            x=guard.x, wall_time=0.0, n_iter=int(nfe.max()), k=self.vae.latent_dim if k is None else k, nfe=nfe,
             iterates=iterates, extras={"start_rule": start, "sigma2_diffusion_units": sigma2.cpu(), "latent": z},
             sigma_hat=sigma2_vae.sqrt().cpu(), start_step=torch.tensor([steps[i].t for i in index.tolist()]),
-            out_of_range=out_of_range.cpu())
+            out_of_range=out_of_range.cpu(), chi2=guard.chi2, fallback=guard.fallback)

@@ -78,6 +78,22 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
                         "max_epochs": 300, "max_time_minutes": None},
         },
     },
+    "dncnn": {
+        "cpu-small": {
+            "module": {"init": "dncnn_scico_17M", "lr": 1e-4},
+            "data": {"input": "corpus", "batch_size": 16, "patch_size": 48, "samples_per_epoch": 512,
+                     "num_workers": 1},
+            "trainer": {"accelerator": "cpu", "devices": 1, "precision": "32-true",
+                        "max_epochs": 1000, "max_time_minutes": 10.0},
+        },
+        "gpu": {
+            "module": {"init": "dncnn_scico_17M", "lr": 1e-4},
+            "data": {"input": "corpus", "batch_size": 128, "patch_size": 64, "samples_per_epoch": 32768,
+                     "num_workers": 8},
+            "trainer": {"accelerator": "gpu", "devices": 1, "precision": "32-true",
+                        "max_epochs": 20, "max_time_minutes": 2.0},
+        },
+    },
     "severity_encoder": {
         "cpu-small": {
             "module": {"vae": "tunable_vae_mri128", "unet": "tunable_ldm_mri128", "lambda_sigma": 10.0,

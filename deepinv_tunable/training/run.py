@@ -28,6 +28,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from ..recipes.schema import RecipeError
 from .data import SliceDataConfig, SliceDataModule
 from .presets import PRESETS, merge
+from .dncnn import DnCNNModule
 from .flow import OrderedFlowModule
 from .hvae import HVAEModule
 from .ldm import TunableLDMModule
@@ -56,7 +57,7 @@ class TrainRecipe(BaseModel):
     model_config = ConfigDict(extra="forbid")
     name: str
     description: str = ""
-    model: Literal["tunable_vae", "tunable_ldm", "ordered_flow", "hvae", "severity_encoder"]
+    model: Literal["tunable_vae", "tunable_ldm", "ordered_flow", "hvae", "severity_encoder", "dncnn"]
     preset: Literal["cpu-small", "gpu"] = "cpu-small"
     data: dict[str, Any] = {}
     module: dict[str, Any] = {}
@@ -72,7 +73,7 @@ class TrainResult:
 
 
 MODULES = {"tunable_vae": TunableVAEModule, "tunable_ldm": TunableLDMModule, "ordered_flow": OrderedFlowModule,
-           "hvae": HVAEModule, "severity_encoder": SeverityEncoderModule}
+           "hvae": HVAEModule, "severity_encoder": SeverityEncoderModule, "dncnn": DnCNNModule}
 
 
 def load_train_recipe(path: str | Path, overrides: dict[str, Any] | None = None) -> TrainRecipe:

@@ -119,7 +119,7 @@ class TunableVAEModule(L.LightningModule):
         vae = self.vae.cpu().eval()
         with torch.no_grad():
             datamodule.setup()
-            z = torch.cat([vae.encode_mean(b) for b in datamodule.train_slices.split(32)])
+            z = torch.cat([vae.encode_mean(b) for b in datamodule.train_images().split(32)])
         vae.config["scaling_factor"] = float(1.0 / z.std())
         vae.save_pretrained(model_dir)
 

@@ -1,0 +1,261 @@
+#!/usr/bin/env python
+r"""The benchmark that decides: every method on the corpus' **reserved** subjects, which no
+shipped model was trained or tuned on, with each method's parameter chosen on reference slices
+of the same subject (disjoint from the evaluation slices), in one run, on the same measurements.
+
+Subjects (``make corpus``, split ``eval``): ``itk_t1`` (real head T1, axial), ``pyradiomics_brain2``
+(contrast-enhanced T1 brain patient, axial), ``pyradiomics_lung2`` (chest CT, HU window). Slices
+are padded to a square and, when larger, resized (antialiased) to 128x128. Reference slices and
+evaluation slices interleave through the volume (4 and 8 by default) and never coincide.
+
+Tasks (noise std 0.01 on images in [0, 1]): ``mri4x`` / ``mri8x`` (single-coil Cartesian,
+Gaussian mask) and ``deblur`` (Gaussian, std 2 px) on the MR subjects; ``ct60`` (60 parallel-beam
+views) and ``deblur`` on the CT subject.
+
+Methods (registry of ``run_baselines.py``, extended here):
+
+* ``baseline``: zero-filled MRI / least-squares CT / the observed blurred image;
+* ``tv_pgd tuned``: deepinv TV-PGD, lambda picked on the reference slices; ``tv_pgd oracle``: lambda
+  picked on the evaluation slices' ground truth (an **oracle**, labelled so);
+* ``dpir dncnn``: :class:`~deepinv_tunable.solvers.DPIR` (24 iterations) with scico's pretrained
+  DnCNN L/M/H (:class:`~deepinv_tunable.priors.DnCNNDenoiser`), final sigma picked on the
+  reference slices;
+* ``pnp_hvae``: :class:`~deepinv_tunable.solvers.PnPHVAE` with the shipped ``hvae_mri64``, tau
+  picked on the reference slices; ``pnp_hvae template``: the earlier template-only HVAE;
+* ``flash``: :class:`~deepinv_tunable.solvers.FlashDiffusion` from ``severity_encoder_mri128``.
+
+Columns: PSNR, PSNR inside the foreground mask, SSIM, seconds per slice (solver calls only, one
+CPU thread by default). Writes ``results/benchmarks/reserved.json`` (after every row) and
+``docs/reserved_table.rst``.
+
+Usage::
+
+    python benchmarks/run_reserved.py                  # full run
+    python benchmarks/run_reserved.py --quick          # 2 + 2 slices, small grids
+    python benchmarks/run_reserved.py --subjects itk_t1 --tasks mri4x --methods "dpir dncnn"
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import deepinv as dinv
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).parent))
+import run_baselines as rb  # noqa: E402
+
+from deepinv_tunable import pretrained  # noqa: E402
+from deepinv_tunable.atomic import write_json_atomic, write_text_atomic  # noqa: E402
+from deepinv_tunable.data.corpus import load_corpus  # noqa: E402
+from deepinv_tunable.data.slicing import select_slices  # noqa: E402
+from deepinv_tunable.physics import build_physics, to_physics_domain  # noqa: E402
+from deepinv_tunable.priors import DnCNNDenoiser  # noqa: E402
+from deepinv_tunable.solvers import DPIR, FlashDiffusion, MeasurementBaseline, PnPHVAE  # noqa: E402
+from deepinv_tunable.tuning import grid_search  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+SIZE = 128
+SUBJECTS = {"itk_t1": "mr", "pyradiomics_brain2": "mr", "pyradiomics_lung2": "ct"}
+TASKS: dict[str, dict[str, Any]] = {
+    "mri4x": {"kind": "mri", "acceleration": 4, "noise_sigma": 0.01},
+    "mri8x": {"kind": "mri", "acceleration": 8, "noise_sigma": 0.01},
+    "ct60": {"kind": "ct", "n_views": 60, "noise_sigma": 0.01},
+    "deblur": {"kind": "blur", "blur_sigma": 2.0, "noise_sigma": 0.01},
+}
+TASKS_OF = {"mr": ("mri4x", "mri8x", "deblur"), "ct": ("ct60", "deblur")}
+TAU_GRID = (0.5, 0.6, 0.7, 0.8, 0.9)
+DPIR_SIGMA_GRID = (0.01, 0.015, 0.02, 0.03, 0.05)
+DPIR_ITER = 24
+DEFAULT_METHODS = ("baseline", "tv_pgd tuned", "tv_pgd oracle", "dpir dncnn", "pnp_hvae", "pnp_hvae template", "flash")
+
+
+def fit_square(image: torch.Tensor, size: int = SIZE) -> torch.Tensor:
+    """Zero-pad ``(H, W)`` to a centred square; shrink (antialiased) to ``size`` if larger."""
+    h, w = image.shape
+    side = max(h, w, size)
+    out = torch.zeros(side, side)
+    top, left = (side - h) // 2, (side - w) // 2
+    out[top:top + h, left:left + w] = image
+    if side > size:
+        out = torch.nn.functional.interpolate(out[None, None], size=(size, size), mode="bilinear",
+                                              antialias=True, align_corners=False)[0, 0]
+    return out.clamp(0, 1)
+
+
+@dataclass
+class Subject:
+    name: str
+    modality: str
+    calibration: torch.Tensor
+    evaluation: torch.Tensor
+    calibration_idx: list[int]
+    evaluation_idx: list[int]
+
+
+def load_subject(name: str, n_cal: int, n_eval: int, root: str) -> Subject:
+    """Interleaved reference and evaluation slices of a reserved subject (disjoint)."""
+    images = [c.image for c in load_corpus(root, split="eval", subjects=(name,)).images]
+    n = len(images)
+    ev = select_slices(n, 0, n, n_eval)
+    gap = max(1, n // n_eval // 2)
+    cal_pool = [i + gap for i in ev if i + gap < n and i + gap not in ev]
+    cal = [cal_pool[j] for j in np.linspace(0, len(cal_pool) - 1, min(n_cal, len(cal_pool))).round().astype(int)]
+    if set(cal) & set(ev):
+        raise ValueError(f"subject {name}: reference and evaluation slices overlap")
+    stack = torch.stack([fit_square(im) for im in images]).unsqueeze(1)
+    return Subject(name, SUBJECTS[name], stack[cal], stack[ev], cal, ev)
+
+
+# ------------------------------------------------------------------------------------- methods
+@rb.register_method("baseline")
+def _baseline(ctx: rb.BenchContext) -> dinv.models.Reconstructor:
+    return MeasurementBaseline()
+
+
+def _tuned(ctx: rb.BenchContext, build, grid, param: str):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        result = grid_search(lambda v: ctx.estimate(build(v), ctx.y_cal).real.clamp(0, 1), ctx.x_cal, grid, param=param)
+    ctx.notes.update({param: result.best, f"{param}_at_grid_edge": result.best in (min(grid), max(grid)),
+                      "tuning_table": {str(k): v for k, v in result.table.items()}})
+    return build(result.best)
+
+
+@rb.register_method("dpir dncnn")
+def _dpir(ctx: rb.BenchContext) -> dinv.models.Reconstructor:
+    denoiser = DnCNNDenoiser.from_pretrained(device=ctx.device)
+    return _tuned(ctx, lambda s: DPIR(denoiser, sigma=s, max_iter=DPIR_ITER), DPIR_SIGMA_GRID, "sigma")
+
+
+def _pnp(ctx: rb.BenchContext, name: str) -> dinv.models.Reconstructor:
+    hvae = pretrained.load(name, device=ctx.device)
+    return _tuned(ctx, lambda t: PnPHVAE(hvae, tau=t), TAU_GRID, "tau")
+
+
+@rb.register_method("pnp_hvae")
+def _pnp_hvae(ctx: rb.BenchContext) -> dinv.models.Reconstructor:
+    return _pnp(ctx, "hvae_mri64")
+
+
+@rb.register_method("pnp_hvae template")
+def _pnp_hvae_template(ctx: rb.BenchContext) -> dinv.models.Reconstructor:
+    return _pnp(ctx, "hvae_mni152_mri64")
+
+
+@rb.register_method("flash")
+def _flash(ctx: rb.BenchContext) -> dinv.models.Reconstructor:
+    return FlashDiffusion.from_pretrained("severity_encoder_mri128", seed=0)
+
+
+# ------------------------------------------------------------------------------------- running
+def _summary(values) -> dict[str, float]:
+    return {"mean": float(np.mean(values)), "std": float(np.std(values))}
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(args.seed)
+    device = torch.device(args.device)
+    n_cal, n_eval = (2, 2) if args.quick else (args.n_cal, args.n_eval)
+    tv_grid = rb.QUICK_TV_GRID if args.quick else rb.TV_GRID
+    record: dict[str, Any] = {"command": sys.argv, "quick": args.quick, "threads": args.threads, "tasks": TASKS,
+                              "subjects": {}, "rows": [], "complete": False}
+    start = time.perf_counter()
+    for name in args.subjects:
+        subject = load_subject(name, n_cal, n_eval, args.corpus)
+        record["subjects"][name] = {"modality": subject.modality, "reference_slices": subject.calibration_idx,
+                                    "evaluation_slices": subject.evaluation_idx}
+        for task in [t for t in TASKS_OF[subject.modality] if t in args.tasks]:
+            physics = build_physics(TASKS[task], (SIZE, SIZE), device=device)
+            gen = torch.Generator(device=device).manual_seed(args.seed)
+            y_cal = physics(to_physics_domain(subject.calibration.to(device), physics), rng=gen)
+            y = physics(to_physics_domain(subject.evaluation.to(device), physics), rng=gen)
+            for method in args.methods:
+                notes: dict[str, Any] = {}
+                if method == "tv_pgd oracle":  # tuned on the evaluation slices' ground truth
+                    ctx = rb.BenchContext(task, TASKS[task], name, physics, device, subject.evaluation, y, rb.N_ITER,
+                                          tv_grid, notes)
+                    solver = rb.METHODS["tv_pgd tuned"](ctx)
+                    notes["oracle"] = True
+                else:
+                    ctx = rb.BenchContext(task, TASKS[task], name, physics, device, subject.calibration, y_cal,
+                                          rb.N_ITER, tv_grid, notes)
+                    solver = rb.METHODS[method](ctx)
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore", RuntimeWarning)
+                    result = rb.evaluate(solver, ctx, subject.evaluation, y, args.batch_size)
+                result["psnr_fg"] = _summary(result["per_slice"]["psnr_fg"])
+                row = {"method": method, "task": task, "data": name, "dataset": name, **result, "notes": notes}
+                record["rows"].append(row)
+                record["wall_seconds"] = time.perf_counter() - start
+                write_json_atomic(args.out, record)
+                print(f"[{record['wall_seconds']:7.0f}s] {name} {task} {method}: PSNR {row['psnr']['mean']:.2f} "
+                      f"(fg {row['psnr_fg']['mean']:.2f}) {_note(notes)}", file=sys.stderr, flush=True)
+    record["complete"] = True
+    write_json_atomic(args.out, record)
+    return record
+
+
+def _note(notes: dict[str, Any]) -> str:
+    parts = [f"{k}={notes[k]:g}" for k in ("lambda_tv", "sigma", "tau") if k in notes]
+    if any(notes.get(f"{k}_at_grid_edge") for k in ("sigma", "tau")) or notes.get("lambda_at_grid_edge"):
+        parts.append("grid edge")
+    return f"({', '.join(parts)})" if parts else ""
+
+
+HEADER = ["subject", "task", "method", "PSNR (dB)", "PSNR fg (dB)", "SSIM", "s/slice"]
+
+
+def _cells(r: dict[str, Any]) -> list[str]:
+    label = r["method"] + (" [oracle]" if r["notes"].get("oracle") else "")
+    return [r["data"], r["task"], f"{label} {_note(r['notes'])}".strip(),
+            f"{r['psnr']['mean']:.2f} ± {r['psnr']['std']:.2f}", f"{r['psnr_fg']['mean']:.2f}",
+            f"{r['ssim']['mean']:.3f}", f"{r['seconds_per_slice']:.2f}"]
+
+
+def markdown(record: dict[str, Any]) -> str:
+    lines = ["| " + " | ".join(HEADER) + " |", "|" + "|".join(["---"] * 3 + ["---:"] * 4) + "|"]
+    return "\n".join(lines + ["| " + " | ".join(_cells(r)) + " |" for r in record["rows"]])
+
+
+def rst(record: dict[str, Any]) -> str:
+    out = [".. list-table::", "   :header-rows: 1", ""]
+    for cells in [HEADER] + [_cells(r) for r in record["rows"]]:
+        out.append("   * - " + cells[0])
+        out += [f"     - {c}" for c in cells[1:]]
+    return "\n".join(out) + "\n"
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--subjects", nargs="+", choices=list(SUBJECTS), default=list(SUBJECTS))
+    parser.add_argument("--tasks", nargs="+", choices=list(TASKS), default=list(TASKS))
+    parser.add_argument("--methods", nargs="+", choices=list(rb.METHODS), default=list(DEFAULT_METHODS))
+    parser.add_argument("--n-cal", type=int, default=4, help="reference slices per subject (default 4)")
+    parser.add_argument("--n-eval", type=int, default=8, help="evaluation slices per subject (default 8)")
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--corpus", default=str(ROOT / "corpus"))
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--out", default=str(ROOT / "results" / "benchmarks" / "reserved.json"))
+    parser.add_argument("--rst", default=None, help="also write the table as reST here (e.g. docs/reserved_table.rst)")
+    args = parser.parse_args()
+    record = run(args)
+    print(markdown(record))
+    if args.rst:
+        write_text_atomic(args.rst, rst(record))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
