@@ -19,7 +19,8 @@ Methods (registry of ``run_baselines.py``, extended here):
   picked on the evaluation slices' ground truth (an **oracle**, labelled so);
 * ``dpir dncnn``: :class:`~deepinv_tunable.solvers.DPIR` (24 iterations) with scico's pretrained
   DnCNN L/M/H (:class:`~deepinv_tunable.priors.DnCNNDenoiser`), final sigma picked on the
-  reference slices;
+  reference slices; ``dpir dncnn corpus``: the same with the three networks fine-tuned on the
+  corpus (what the corpus alone buys);
 * ``pnp_hvae``: :class:`~deepinv_tunable.solvers.PnPHVAE` with the shipped ``hvae_mri64``, tau
   picked on the reference slices; ``pnp_hvae template``: the earlier template-only HVAE;
 * ``flash``: :class:`~deepinv_tunable.solvers.FlashDiffusion` from ``severity_encoder_mri128``.
@@ -72,9 +73,12 @@ TASKS: dict[str, dict[str, Any]] = {
 }
 TASKS_OF = {"mr": ("mri4x", "mri8x", "deblur"), "ct": ("ct60", "deblur")}
 TAU_GRID = (0.5, 0.6, 0.7, 0.8, 0.9)
-DPIR_SIGMA_GRID = (0.01, 0.015, 0.02, 0.03, 0.05)
+DPIR_SIGMA_GRID = (0.007, 0.01, 0.015, 0.02, 0.03)
 DPIR_ITER = 24
-DEFAULT_METHODS = ("baseline", "tv_pgd tuned", "tv_pgd oracle", "dpir dncnn", "pnp_hvae", "pnp_hvae template", "flash")
+#: scico's DnCNNs fine-tuned on the corpus (recipes/train_dncnn_corpus_*.yaml)
+CORPUS_DNCNN = ("dncnn_corpus_17L", "dncnn_corpus_17M", "dncnn_corpus_17H")
+DEFAULT_METHODS = ("baseline", "tv_pgd tuned", "tv_pgd oracle", "dpir dncnn", "dpir dncnn corpus", "pnp_hvae",
+                   "pnp_hvae template", "flash")
 
 
 def fit_square(image: torch.Tensor, size: int = SIZE) -> torch.Tensor:
@@ -132,6 +136,12 @@ def _tuned(ctx: rb.BenchContext, build, grid, param: str):
 @rb.register_method("dpir dncnn")
 def _dpir(ctx: rb.BenchContext) -> dinv.models.Reconstructor:
     denoiser = DnCNNDenoiser.from_pretrained(device=ctx.device)
+    return _tuned(ctx, lambda s: DPIR(denoiser, sigma=s, max_iter=DPIR_ITER), DPIR_SIGMA_GRID, "sigma")
+
+
+@rb.register_method("dpir dncnn corpus")
+def _dpir_corpus(ctx: rb.BenchContext) -> dinv.models.Reconstructor:
+    denoiser = DnCNNDenoiser.from_pretrained(CORPUS_DNCNN, device=ctx.device)
     return _tuned(ctx, lambda s: DPIR(denoiser, sigma=s, max_iter=DPIR_ITER), DPIR_SIGMA_GRID, "sigma")
 
 
@@ -234,6 +244,24 @@ def rst(record: dict[str, Any]) -> str:
     return "\n".join(out) + "\n"
 
 
+def combine(paths: list[str]) -> dict[str, Any]:
+    """Rows of several runs (e.g. one process per subject) in one record, ordered by subject,
+    task and method; a later file's row replaces an earlier one of the same (subject, task, method)."""
+    import json
+
+    rows: dict[tuple[str, str, str], dict[str, Any]] = {}
+    record: dict[str, Any] = {"combined": paths, "subjects": {}, "rows": [], "complete": True}
+    for path in paths:
+        part = json.loads(Path(path).read_text(encoding="utf-8"))
+        record["subjects"].update(part["subjects"])
+        record["complete"] &= part.get("complete", False)
+        rows.update({(r["data"], r["task"], r["method"]): r for r in part["rows"]})
+    methods = list(DEFAULT_METHODS) + sorted({m for _, _, m in rows} - set(DEFAULT_METHODS))
+    key = lambda k: (list(SUBJECTS).index(k[0]), list(TASKS).index(k[1]), methods.index(k[2]))  # noqa: E731
+    record["rows"] = [rows[k] for k in sorted(rows, key=key)]
+    return record
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--subjects", nargs="+", choices=list(SUBJECTS), default=list(SUBJECTS))
@@ -249,8 +277,14 @@ def main() -> int:
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--out", default=str(ROOT / "results" / "benchmarks" / "reserved.json"))
     parser.add_argument("--rst", default=None, help="also write the table as reST here (e.g. docs/reserved_table.rst)")
+    parser.add_argument("--combine", nargs="+", default=None, metavar="JSON",
+                        help="do not run: merge the rows of these result files into --out and print the table")
     args = parser.parse_args()
-    record = run(args)
+    if args.combine:
+        record = combine(args.combine)
+        write_json_atomic(args.out, record)
+    else:
+        record = run(args)
     print(markdown(record))
     if args.rst:
         write_text_atomic(args.rst, rst(record))

@@ -111,3 +111,18 @@ def test_dncnn_module_learns_and_keeps_its_noise_level(tmp_path):
         DnCNNModule(dncnn={"depth": 3})
     with pytest.raises(ValueError, match="differs"):
         DnCNNModule(dncnn={"trained_sigma": 0.2}, init="dncnn_scico_17L")
+
+
+def test_fine_tuning_keeps_the_pretrained_denoiser_working():
+    """Batch-norm statistics stay those of the initial weights: in training mode the network
+    still denoises as well as the pretrained one (it would not with batch statistics)."""
+    from deepinv_tunable.training.dncnn import DnCNNModule
+
+    module = DnCNNModule(init="dncnn_scico_17L")
+    module.train()
+    x = torch.full((4, 1, 32, 32), 0.4)
+    x[..., 8:24, 8:24] = 0.8
+    noisy = module._noisy(x, seed=0)
+    with torch.no_grad():
+        trained_mode = torch.nn.functional.mse_loss(module.net(noisy), x)
+    assert float(trained_mode) < 0.2 * 0.06 ** 2

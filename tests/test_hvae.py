@@ -237,7 +237,7 @@ def test_shipped_hvae_is_listed_and_loads():
     from deepinv_tunable import pretrained
 
     names = [n for n in pretrained.available() if "hvae" in n]
-    assert names == ["hvae_mri64"]
+    assert names == ["hvae_mni152_mri64", "hvae_mri64"]  # the corpus model and the earlier template-only one
     model = pretrained.load("hvae_mri64")
     assert isinstance(model, HVAE) and model.n_groups >= 6
     assert (pretrained.path("hvae_mri64") / "README.md").is_file()

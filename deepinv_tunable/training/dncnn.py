@@ -21,9 +21,14 @@ class DnCNNModule(L.LightningModule):
     :param str init: shipped checkpoint (or ``save_pretrained`` folder) to start from; ``None``
         starts from random weights.
     :param float lr: Adam learning rate. Default ``1e-4`` (fine-tuning).
+    :param bool freeze_batchnorm: keep the batch-norm statistics of the initial weights (batch-norm
+        layers stay in inference mode). Default: ``True`` when ``init`` is given: normalising
+        small batches with their own statistics changes a pretrained network's output so much
+        that fine-tuning starts from a broken denoiser.
     """
 
-    def __init__(self, dncnn: dict | None = None, init: str | None = None, lr: float = 1e-4):
+    def __init__(self, dncnn: dict | None = None, init: str | None = None, lr: float = 1e-4,
+                 freeze_batchnorm: bool | None = None):
         super().__init__()
         self.save_hyperparameters()
         config = dict(dncnn or {})
@@ -38,8 +43,17 @@ class DnCNNModule(L.LightningModule):
             if not config.get("trained_sigma"):
                 raise ValueError("dncnn.trained_sigma (the training noise std) is required")
             self.net = DnCNN(**config)
-        self.net.train()
+        self.freeze_batchnorm = init is not None if freeze_batchnorm is None else bool(freeze_batchnorm)
         self.sigma = float(self.net.trained_sigma)
+        self.train()
+
+    def train(self, mode: bool = True) -> "DnCNNModule":
+        super().train(mode)
+        if mode and self.freeze_batchnorm:
+            for m in self.net.modules():
+                if isinstance(m, torch.nn.BatchNorm2d):
+                    m.eval()
+        return self
 
     def _noisy(self, x: torch.Tensor, seed: int | None = None) -> torch.Tensor:
         gen = None if seed is None else torch.Generator(device=x.device).manual_seed(seed)
