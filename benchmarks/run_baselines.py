@@ -434,6 +434,15 @@ def _fmt(value: float | None, digits: int) -> str:
     return "n/a" if value is None or not math.isfinite(value) else f"{value:.{digits}f}"
 
 
+def rst_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    """A reST ``list-table`` (for the docs) of ``header`` and string ``rows``."""
+    out = [".. list-table::", "   :header-rows: 1", ""]
+    for cells in [list(header)] + [list(r) for r in rows]:
+        out.append("   * - " + cells[0])
+        out += [f"     - {c}" for c in cells[1:]]
+    return "\n".join(out) + "\n"
+
+
 def markdown_table(record: dict[str, Any]) -> str:
     mem = "peak memory (MiB, CUDA)" if record["device"].startswith("cuda") else "peak memory (MiB, process RSS high-water)"
     header = ["method", "task", "data", "PSNR (dB)", "SSIM", "seconds/slice", mem]

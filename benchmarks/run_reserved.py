@@ -237,11 +237,7 @@ def markdown(record: dict[str, Any]) -> str:
 
 
 def rst(record: dict[str, Any]) -> str:
-    out = [".. list-table::", "   :header-rows: 1", ""]
-    for cells in [HEADER] + [_cells(r) for r in record["rows"]]:
-        out.append("   * - " + cells[0])
-        out += [f"     - {c}" for c in cells[1:]]
-    return "\n".join(out) + "\n"
+    return rb.rst_table(HEADER, [_cells(r) for r in record["rows"]])
 
 
 def combine(paths: list[str]) -> dict[str, Any]:

@@ -90,7 +90,7 @@ def _run(args: argparse.Namespace) -> int:
 
 def _train(args: argparse.Namespace) -> int:
     from .recipes import RecipeError
-    from .training import load_train_recipe, train
+    from .training import export_checkpoint, load_train_recipe, train
 
     overrides: dict = {}
     if args.out is not None:
@@ -104,7 +104,10 @@ def _train(args: argparse.Namespace) -> int:
         overrides["trainer"] = trainer
     try:
         recipe = load_train_recipe(args.recipe, overrides)
-        result = train(recipe, resume=not args.no_resume, progress=not args.quiet)
+        if args.export_only:
+            result = export_checkpoint(recipe, args.checkpoint)
+        else:
+            result = train(recipe, resume=not args.no_resume, progress=not args.quiet)
     except (RecipeError, FileNotFoundError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
@@ -149,6 +152,9 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--max-epochs", type=int, help="stop after this many epochs")
     tr.add_argument("--no-resume", action="store_true", help="start afresh even if OUT/checkpoints/last.ckpt exists")
     tr.add_argument("--quiet", action="store_true", help="no progress bar")
+    tr.add_argument("--export-only", action="store_true",
+                    help="do not train: export the model of OUT/checkpoints/last.ckpt (or --checkpoint) with its card")
+    tr.add_argument("--checkpoint", help="with --export-only: the Lightning checkpoint to export")
     sub.add_parser("info", help="versions, device and bundled data")
     return parser
 

@@ -21,6 +21,7 @@ import argparse
 import time
 from pathlib import Path
 
+from deepinv_tunable.training.presets import PRESETS
 from deepinv_tunable.training.run import load_train_recipe, train
 
 RECIPES = Path(__file__).parent
@@ -56,6 +57,8 @@ def main() -> int:
         if args.smoke:
             overrides = {"output": overrides["output"], "trainer": {"max_steps": 2, "max_time_minutes": None},
                          "data": {"samples_per_epoch": 8, "batch_size": 4, "val_slices": 2, "num_workers": 0}}
+        if key == "hvae" and not args.smoke:  # the CPU recipe's width would override the gpu preset's
+            overrides["module"] = dict(PRESETS["hvae"]["gpu"]["module"])
         # the latent models build on the VAE (and UNet) trained in this run, when there is one
         if key == "ldm" and "train_tunable_vae_corpus" in made:
             overrides["module"] = {"vae": str(made["train_tunable_vae_corpus"])}

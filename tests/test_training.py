@@ -161,6 +161,27 @@ def test_hvae_trains_on_patches_from_a_recipe_with_ema_weights(tmp_path):
     assert "val/psnr_autoencode" in result.metrics and "val/psnr_denoise_tau0.8" in result.metrics
     card = (result.model_dir / "README.md").read_text()
     assert "random 16x16 patches" in card
+    # export-only gives back the weights of the last checkpoint (the EMA average), card included
+    from deepinv_tunable.training import export_checkpoint
+
+    exported = (result.model_dir / "model.safetensors").read_bytes()
+    (result.model_dir / "model.safetensors").unlink()
+    again = export_checkpoint(load_train_recipe(path))
+    assert (again.model_dir / "model.safetensors").read_bytes() == exported
+    assert "val/psnr_autoencode" in again.metrics and "8 optimiser steps" in (again.model_dir / "README.md").read_text()
+    with pytest.raises(FileNotFoundError, match="no checkpoint"):
+        export_checkpoint(load_train_recipe(path, {"output": str(tmp_path / "elsewhere")}))
+
+
+@pytest.mark.parametrize("name", ["train_hvae_corpus", "train_tunable_vae_corpus", "train_tunable_vae_f4_corpus",
+                                  "train_ordered_flow_corpus", "train_tunable_ldm_corpus",
+                                  "train_severity_encoder_corpus", "train_dncnn_corpus_L", "train_dncnn_corpus_M",
+                                  "train_dncnn_corpus_H"])
+def test_corpus_training_recipes_validate(name):
+    from deepinv_tunable.training.run import resolve
+
+    _, data, _ = resolve(load_train_recipe(REPO / "recipes" / f"{name}.yaml"))
+    assert data.input == "corpus" and data.patch_size is not None
 
 
 def test_random_patches_have_the_size_asked_and_avoid_air():

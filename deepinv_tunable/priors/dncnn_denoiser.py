@@ -22,6 +22,7 @@ import deepinv as dinv
 import torch
 
 from ..nets.dncnn import DnCNN
+from .levels import by_noise_level, noise_levels
 
 #: the scico models shipped under ``deepinv_tunable.pretrained`` (sigma 0.06, 0.10, 0.20)
 SCICO_MODELS = ("dncnn_scico_17L", "dncnn_scico_17M", "dncnn_scico_17H")
@@ -68,16 +69,10 @@ class DnCNNDenoiser(dinv.models.Denoiser):
         return min(range(len(self.sigmas)), key=lambda i: abs(math.log(self.sigmas[i] / sigma)))
 
     def forward(self, x: torch.Tensor, sigma: float | torch.Tensor | None = None, **kwargs) -> torch.Tensor:
-        if sigma is None:
-            raise ValueError("DnCNNDenoiser needs the noise level sigma")
-        levels = torch.as_tensor(sigma, dtype=torch.float64).flatten()
-        if levels.numel() not in (1, x.shape[0]):
-            raise ValueError(f"sigma has {levels.numel()} values for a batch of {x.shape[0]} images")
-        if bool((levels <= 0).any()) or not bool(torch.isfinite(levels).all()):
-            raise ValueError(f"sigma must be positive and finite, got {levels.tolist()}")
-        if levels.numel() > 1 and not bool((levels == levels[0]).all()):
-            return torch.cat([self._denoise(x[i:i + 1], float(s)) for i, s in enumerate(levels)])
-        return self._denoise(x, float(levels[0]))
+        levels = noise_levels(sigma, x.shape[0], "DnCNNDenoiser")
+        if bool((levels <= 0).any()):
+            raise ValueError(f"DnCNNDenoiser: sigma must be positive (it scales the image), got {levels.tolist()}")
+        return by_noise_level(x, levels, self._denoise)
 
     def _denoise(self, x: torch.Tensor, sigma: float) -> torch.Tensor:
         net = self.nets[self.pick(sigma)]

@@ -10,6 +10,7 @@ import numpy as np
 import torch
 
 from ..nets.hvae import HVAE
+from .levels import by_noise_level, noise_levels
 
 #: noise std (images in [0, 1]) -> temperature of the PnP-HVAE paper: 2.55, 7.65 and 12.75 on
 #: a 0-255 scale give tau = 0.95, 0.8 and 0.6.
@@ -58,17 +59,11 @@ class HVAEDenoiser(dinv.models.Denoiser):
         self.pad = pad
 
     def forward(self, x: torch.Tensor, sigma: float | torch.Tensor | None = None, **kwargs) -> torch.Tensor:
-        if sigma is None:
-            raise ValueError("HVAEDenoiser needs the noise level sigma (it sets the temperature)")
-        levels = torch.as_tensor(sigma, dtype=torch.float64).flatten()
-        if levels.numel() not in (1, x.shape[0]):
-            raise ValueError(f"sigma has {levels.numel()} values for a batch of {x.shape[0]} images")
+        levels = noise_levels(sigma, x.shape[0], "HVAEDenoiser (sigma sets the temperature)")
         c = self.hvae.config["in_channels"]
         if x.shape[1] % c:
             raise ValueError(f"images with {x.shape[1]} channels cannot be split into the HVAE's {c}-channel inputs")
-        if levels.numel() == 1 or bool((levels == levels[0]).all()):
-            return self._denoise(x, self.tau_map(float(levels[0])))
-        return torch.cat([self._denoise(x[i:i + 1], self.tau_map(float(s))) for i, s in enumerate(levels)])
+        return by_noise_level(x, levels, lambda xs, s: self._denoise(xs, self.tau_map(s)))
 
     def _denoise(self, x: torch.Tensor, tau: float) -> torch.Tensor:
         b, ch, h, w = x.shape

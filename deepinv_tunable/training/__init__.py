@@ -6,8 +6,8 @@ from .ldm import TunableLDMModule
 from .data import SliceDataConfig, SliceDataModule, default_augmentation, load_slices
 from .presets import PRESETS
 from .severity import SeverityEncoderModule
-from .run import TrainRecipe, load_train_recipe, train
+from .run import TrainRecipe, export_checkpoint, load_train_recipe, train
 from .vae import LossTerm, TunableVAEModule, gaussian_kl
 
 __all__ = ["HVAEModule", "LossTerm", "OrderedFlowModule", "PRESETS", "SliceDataConfig", "SeverityEncoderModule", "SliceDataModule", "TrainRecipe", "TunableLDMModule", "TunableVAEModule",
-           "default_augmentation", "gaussian_kl", "load_slices", "load_train_recipe", "train"]
+           "default_augmentation", "export_checkpoint", "gaussian_kl", "load_slices", "load_train_recipe", "train"]

@@ -143,6 +143,42 @@ def train(recipe: TrainRecipe, resume: bool = True, progress: bool = True,
     model_dir = out / "model"
     if trainer.is_global_zero:
         module.export(model_dir, datamodule)
-        logs = [out / "logs" / f"version_{v}" / "metrics.csv" for v in range(version + 1)]
-        write_model_card(model_dir, recipe, module_kwargs, data_cfg, tcfg, logs, metrics, int(trainer.global_step))
+        write_model_card(model_dir, recipe, module_kwargs, data_cfg, tcfg, _logs(out, version), metrics,
+                         int(trainer.global_step))
+    return TrainResult(out_dir=out, model_dir=model_dir, metrics=metrics)
+
+
+def _logs(out: Path, last_version: int) -> list[Path]:
+    return [out / "logs" / f"version_{v}" / "metrics.csv" for v in range(last_version + 1)]
+
+
+def export_checkpoint(recipe: TrainRecipe, checkpoint: str | Path | None = None) -> TrainResult:
+    """Export the model of a Lightning checkpoint of ``recipe``'s run (default its ``last.ckpt``)
+    with ``save_pretrained`` and a model card, without training: a run stopped at any point
+    yields its weights (the checkpoint's weights are the EMA average where the module keeps one).
+    The card's validation numbers are the last ones logged before the checkpoint.
+    """
+    import torch
+
+    from .model_card import read_metrics_csv
+
+    module_kwargs, data_cfg, tcfg = resolve(recipe)
+    out = Path(recipe.output)
+    path = Path(checkpoint) if checkpoint is not None else out / "checkpoints" / "last.ckpt"
+    if not path.is_file():
+        raise FileNotFoundError(f"no checkpoint at '{path}': train first (deepinv-tunable train)")
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    module = MODULES[recipe.model](**module_kwargs)
+    module.load_state_dict(state["state_dict"])
+    datamodule = SliceDataModule(data_cfg)
+    model_dir = out / "model"
+    module.export(model_dir, datamodule)
+    versions = sorted(int(p.name.split("_")[1]) for p in (out / "logs").glob("version_*") if p.name.split("_")[1].isdigit())
+    logs = _logs(out, versions[-1]) if versions else []
+    step = int(state["global_step"])
+    metrics: dict[str, float] = {}
+    for row in read_metrics_csv(logs):  # the latest value of each validation metric up to the checkpoint
+        if row.get("step", 0) <= step:
+            metrics.update({k: v for k, v in row.items() if k.startswith("val/")})
+    write_model_card(model_dir, recipe, module_kwargs, data_cfg, tcfg, logs, metrics, step)
     return TrainResult(out_dir=out, model_dir=model_dir, metrics=metrics)
