@@ -160,9 +160,26 @@ def _pnp_hvae_template(ctx: rb.BenchContext) -> dinv.models.Reconstructor:
     return _pnp(ctx, "hvae_mni152_mri64")
 
 
+class FlashWithDiagnostics(dinv.models.Reconstructor):
+    """Flash-Diffusion that counts, in ``notes``, the slices its measurement guard sent back to
+    the baseline and the network evaluations it spent."""
+
+    def __init__(self, notes: dict[str, Any]):
+        super().__init__()
+        self.flash = FlashDiffusion.from_pretrained("severity_encoder_mri128", seed=0)
+        self.notes = notes
+
+    def forward(self, y, physics, **kwargs):
+        out = self.flash.reconstruct(y, physics)
+        self.notes["fallback"] = self.notes.get("fallback", 0) + int(out.fallback.sum())
+        self.notes["nfe"] = self.notes.get("nfe", 0) + int(out.nfe.sum())
+        self.notes["slices"] = self.notes.get("slices", 0) + y.shape[0]
+        return out.x
+
+
 @rb.register_method("flash")
 def _flash(ctx: rb.BenchContext) -> dinv.models.Reconstructor:
-    return FlashDiffusion.from_pretrained("severity_encoder_mri128", seed=0)
+    return FlashWithDiagnostics(ctx.notes)
 
 
 # ------------------------------------------------------------------------------------- running
@@ -216,6 +233,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
 def _note(notes: dict[str, Any]) -> str:
     parts = [f"{k}={notes[k]:g}" for k in ("lambda_tv", "sigma", "tau") if k in notes]
+    if "fallback" in notes:
+        parts.append(f"{notes['fallback']}/{notes['slices']} slices fell back to the baseline, "
+                     f"NFE {notes['nfe'] / notes['slices']:.1f}/slice")
     if any(notes.get(f"{k}_at_grid_edge") for k in ("sigma", "tau")) or notes.get("lambda_at_grid_edge"):
         parts.append("grid edge")
     return f"({', '.join(parts)})" if parts else ""
@@ -262,7 +282,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--subjects", nargs="+", choices=list(SUBJECTS), default=list(SUBJECTS))
     parser.add_argument("--tasks", nargs="+", choices=list(TASKS), default=list(TASKS))
-    parser.add_argument("--methods", nargs="+", choices=list(rb.METHODS), default=list(DEFAULT_METHODS))
+    parser.add_argument("--methods", nargs="+", choices=[*rb.METHODS, "tv_pgd oracle"], default=list(DEFAULT_METHODS))
     parser.add_argument("--n-cal", type=int, default=4, help="reference slices per subject (default 4)")
     parser.add_argument("--n-eval", type=int, default=8, help="evaluation slices per subject (default 8)")
     parser.add_argument("--quick", action="store_true")
