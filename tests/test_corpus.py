@@ -119,3 +119,15 @@ def test_corpus_data_module_draws_patches_of_training_subjects_only(tiny_corpus,
                           "samples_per_epoch": 8, "num_workers": 0, "val_subjects": ["itk_t1"]})
     with pytest.raises(ValueError, match="itk_t1"):  # a reserved subject cannot be used, even for validation
         dm.setup()
+
+
+def test_an_up_to_date_build_is_reused_and_a_damaged_one_rebuilt(tmp_path):
+    build_corpus(tmp_path, sources=BUNDLED[1:], progress=False)
+    target = tmp_path / "v1" / "itk_t1.safetensors"
+    good = target.read_bytes()
+    stamp = target.stat().st_mtime_ns
+    build_corpus(tmp_path, sources=BUNDLED[1:], progress=False)
+    assert target.stat().st_mtime_ns == stamp, "an unchanged corpus is not rewritten"
+    target.write_bytes(good[:-8])
+    build_corpus(tmp_path, sources=BUNDLED[1:], progress=False)
+    assert target.read_bytes() == good
