@@ -6,11 +6,11 @@ of the same subject (disjoint from the evaluation slices), in one run, on the sa
 Subjects (``make corpus``, split ``eval``): ``itk_t1`` (real head T1, axial), ``pyradiomics_brain2``
 (contrast-enhanced T1 brain patient, axial), ``pyradiomics_lung2`` (chest CT, HU window). Slices
 are padded to a square and, when larger, resized (antialiased) to 128x128. Reference slices and
-evaluation slices interleave through the volume (4 and 8 by default) and never coincide.
+evaluation slices interleave through the volume (3 and 6 by default) and never coincide.
 
 Tasks (noise std 0.01 on images in [0, 1]): ``mri4x`` / ``mri8x`` (single-coil Cartesian,
 Gaussian mask) and ``deblur`` (Gaussian, std 2 px) on the MR subjects; ``ct60`` (60 parallel-beam
-views) and ``deblur`` on the CT subject.
+views) on the CT subject.
 
 Methods (registry of ``run_baselines.py``, extended here):
 
@@ -71,9 +71,9 @@ TASKS: dict[str, dict[str, Any]] = {
     "ct60": {"kind": "ct", "n_views": 60, "noise_sigma": 0.01},
     "deblur": {"kind": "blur", "blur_sigma": 2.0, "noise_sigma": 0.01},
 }
-TASKS_OF = {"mr": ("mri4x", "mri8x", "deblur"), "ct": ("ct60", "deblur")}
+TASKS_OF = {"mr": ("mri4x", "mri8x", "deblur"), "ct": ("ct60",)}
 TAU_GRID = (0.5, 0.6, 0.7, 0.8, 0.9)
-DPIR_SIGMA_GRID = (0.007, 0.01, 0.015, 0.02, 0.03)
+DPIR_SIGMA_GRID = (0.007, 0.01, 0.015, 0.02)
 DPIR_ITER = 24
 #: scico's DnCNNs fine-tuned on the corpus (recipes/train_dncnn_corpus_*.yaml)
 CORPUS_DNCNN = ("dncnn_corpus_17L", "dncnn_corpus_17M", "dncnn_corpus_17H")
@@ -283,8 +283,8 @@ def main() -> int:
     parser.add_argument("--subjects", nargs="+", choices=list(SUBJECTS), default=list(SUBJECTS))
     parser.add_argument("--tasks", nargs="+", choices=list(TASKS), default=list(TASKS))
     parser.add_argument("--methods", nargs="+", choices=[*rb.METHODS, "tv_pgd oracle"], default=list(DEFAULT_METHODS))
-    parser.add_argument("--n-cal", type=int, default=4, help="reference slices per subject (default 4)")
-    parser.add_argument("--n-eval", type=int, default=8, help="evaluation slices per subject (default 8)")
+    parser.add_argument("--n-cal", type=int, default=3, help="reference slices per subject (default 3)")
+    parser.add_argument("--n-eval", type=int, default=6, help="evaluation slices per subject (default 6)")
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--corpus", default=str(ROOT / "corpus"))
     parser.add_argument("--device", default="cpu")

@@ -34,6 +34,8 @@ _EXPORTS = {
     "FlashDiffusion": "solvers", "FlashReconstruction": "solvers", "SeverityEncoder": "nets",
     "SeverityEncoderModule": "training", "severity_audit": "severity", "SeverityRanges": "severity",
     "sample_degradations": "severity", "degrade": "severity",
+    "DPIR": "solvers", "DnCNN": "nets", "DnCNNDenoiser": "priors", "measurement_guard": "solvers.guard",
+    "build_corpus": "data.corpus", "load_corpus": "data.corpus",
 }
 _SUBMODULES = ("pretrained", "severity", "priors", "diagnostics", "uncertainty", "audit", "latent", "nets", "solvers", "selection", "physics", "data", "training", "recipes")
 
@@ -46,3 +48,7 @@ def __getattr__(name: str):
     if name in _SUBMODULES:
         return importlib.import_module(f".{name}", __name__)
     raise AttributeError(f"module 'deepinv_tunable' has no attribute '{name}'")
+
+
+def __dir__() -> list[str]:
+    return __all__
