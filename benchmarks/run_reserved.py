@@ -192,8 +192,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     torch.manual_seed(args.seed)
     device = torch.device(args.device)
     n_cal, n_eval = (2, 2) if args.quick else (args.n_cal, args.n_eval)
-    tv_grid = rb.QUICK_TV_GRID if args.quick else rb.TV_GRID
+    tv_grid = tuple(args.tv_grid) if args.tv_grid else (rb.QUICK_TV_GRID if args.quick else rb.TV_GRID)
+    global DPIR_SIGMA_GRID, TAU_GRID  # the method builders read the module's grids
+    DPIR_SIGMA_GRID = tuple(args.dpir_grid) if args.dpir_grid else DPIR_SIGMA_GRID
+    TAU_GRID = tuple(args.tau_grid) if args.tau_grid else TAU_GRID
     record: dict[str, Any] = {"command": sys.argv, "quick": args.quick, "threads": args.threads, "tasks": TASKS,
+                              "grids": {"tv": list(tv_grid), "dpir_sigma": list(DPIR_SIGMA_GRID), "tau": list(TAU_GRID)},
                               "subjects": {}, "rows": [], "complete": False}
     start = time.perf_counter()
     for name in args.subjects:
@@ -286,6 +290,9 @@ def main() -> int:
     parser.add_argument("--n-cal", type=int, default=3, help="reference slices per subject (default 3)")
     parser.add_argument("--n-eval", type=int, default=6, help="evaluation slices per subject (default 6)")
     parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--tv-grid", type=float, nargs="+", help=f"TV weights (default {rb.TV_GRID})")
+    parser.add_argument("--dpir-grid", type=float, nargs="+", help=f"DPIR final sigmas (default {DPIR_SIGMA_GRID})")
+    parser.add_argument("--tau-grid", type=float, nargs="+", help=f"PnP-HVAE temperatures (default {TAU_GRID})")
     parser.add_argument("--corpus", default=str(ROOT / "corpus"))
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=1)
