@@ -23,6 +23,8 @@ Methods (registry of ``run_baselines.py``, extended here):
   corpus (what the corpus alone buys);
 * ``pnp_hvae``: :class:`~deepinv_tunable.solvers.PnPHVAE` with the shipped ``hvae_mri64``, tau
   picked on the reference slices; ``pnp_hvae template``: the earlier template-only HVAE;
+* ``latent_map_tv``: :class:`~deepinv_tunable.solvers.LatentMAPTV` with ``tunable_vae_f4_mri128``
+  (template-trained), ``(lambda, beta)`` picked on the reference slices (``beta = 0`` is TV);
 * ``flash``: :class:`~deepinv_tunable.solvers.FlashDiffusion` from ``severity_encoder_mri128``.
 
 Columns: PSNR, PSNR inside the foreground mask, SSIM, seconds per slice (solver calls only, one
@@ -52,6 +54,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
 import run_baselines as rb  # noqa: E402
+import run as _table  # noqa: E402,F401  (registers the learned-prior methods of the earlier table: latent_map_tv, ...)
 
 from deepinv_tunable import pretrained  # noqa: E402
 from deepinv_tunable.atomic import write_json_atomic, write_text_atomic  # noqa: E402
@@ -78,7 +81,7 @@ DPIR_ITER = 24
 #: scico's DnCNNs fine-tuned on the corpus (recipes/train_dncnn_corpus_*.yaml)
 CORPUS_DNCNN = ("dncnn_corpus_17L", "dncnn_corpus_17M", "dncnn_corpus_17H")
 DEFAULT_METHODS = ("baseline", "tv_pgd tuned", "tv_pgd oracle", "dpir dncnn", "dpir dncnn corpus", "pnp_hvae",
-                   "pnp_hvae template", "flash")
+                   "pnp_hvae template", "latent_map_tv", "flash")
 
 
 def fit_square(image: torch.Tensor, size: int = SIZE) -> torch.Tensor:
@@ -237,6 +240,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
 def _note(notes: dict[str, Any]) -> str:
     parts = [f"{k}={notes[k]:g}" for k in ("lambda_tv", "sigma", "tau") if k in notes]
+    if "lambda_beta" in notes:
+        parts.append("lambda={:g}, beta={:g}".format(*notes["lambda_beta"]))
     if "fallback" in notes:
         parts.append(f"{notes['fallback']}/{notes['slices']} slices fell back to the baseline, "
                      f"NFE {notes['nfe'] / notes['slices']:.1f}/slice")
