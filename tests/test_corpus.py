@@ -7,7 +7,6 @@ import dataclasses
 import zipfile
 
 import pytest
-import torch
 
 from deepinv_tunable.data.corpus import (
     SOURCES, CorpusError, Package, build_corpus, load_corpus, read_member, sha256_bytes)
