@@ -34,10 +34,11 @@ _EXPORTS = {
     "FlashDiffusion": "solvers", "FlashReconstruction": "solvers", "SeverityEncoder": "nets",
     "SeverityEncoderModule": "training", "severity_audit": "severity", "SeverityRanges": "severity",
     "sample_degradations": "severity", "degrade": "severity",
-    "DPIR": "solvers", "DnCNN": "nets", "DnCNNDenoiser": "priors", "measurement_guard": "solvers.guard",
+    "DPIR": "solvers", "select_parameter": "autotune", "ParameterChoice": "autotune",
+    "estimate_noise_sigma": "physics", "DnCNN": "nets", "DnCNNDenoiser": "priors", "measurement_guard": "solvers.guard",
     "build_corpus": "data.corpus", "load_corpus": "data.corpus",
 }
-_SUBMODULES = ("pretrained", "severity", "priors", "diagnostics", "uncertainty", "audit", "latent", "nets", "solvers", "selection", "physics", "data", "training", "recipes")
+_SUBMODULES = ("pretrained", "severity", "priors", "diagnostics", "uncertainty", "audit", "latent", "nets", "solvers", "selection", "autotune", "physics", "data", "training", "recipes")
 
 __all__ = sorted([*_EXPORTS, *_SUBMODULES, "__version__"])
 

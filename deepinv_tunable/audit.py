@@ -45,7 +45,7 @@ import deepinv as dinv
 import torch
 
 from .checks import check_finite, check_image_batch
-from .solvers.latent_map import noise_sigma
+from .physics import noise_sigma
 
 __all__ = [
     "AuditReport",

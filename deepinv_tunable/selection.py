@@ -22,7 +22,8 @@ from dataclasses import dataclass, replace
 import deepinv as dinv
 import torch
 
-from .physics import physics_domain_adjoint, to_physics_domain
+from .autotune import holdout_mask, masked_physics  # noqa: F401 (the one hold-out mechanism, re-exported)
+from .physics import to_physics_domain
 from .solvers.base import TunableReconstructor
 from .solvers.latent_map import measurement_estimate
 
@@ -295,44 +296,6 @@ def discrepancy_k(
     return min(passing) if passing else _pick(table, False)
 
 
-def holdout_mask(y: torch.Tensor, holdout_fraction: float = 0.1, generator: torch.Generator | None = None) -> torch.Tensor:
-    r"""Boolean mask shaped like ``y``: ``False`` on a random hold-out set of its non-zero entries.
-
-    Exactly ``round(holdout_fraction * n)`` of the :math:`n` non-zero entries are held out
-    (zeros, e.g. unsampled k-space, carry no information and are always kept), drawn from
-    ``generator`` so the same seed gives the same split.
-
-    >>> keep = holdout_mask(torch.ones(1, 10), 0.3, torch.Generator().manual_seed(0))
-    >>> int((~keep).sum())
-    3
-    """
-    try:
-        holdout_fraction = float(holdout_fraction)
-    except (TypeError, ValueError):
-        raise ValueError(f"holdout_fraction must be a number in (0, 1), got {holdout_fraction!r}") from None
-    if not 0 < holdout_fraction < 1:
-        raise ValueError(f"holdout_fraction must lie in (0, 1), got {holdout_fraction}")
-    # Entries that are exactly zero (unsampled k-space, masked pixels) carry no information:
-    # hold out among the others only, so the score is not diluted by them.
-    informative = (y != 0).flatten().cpu()
-    total = int(informative.sum())
-    n_hold = round(holdout_fraction * total)
-    if not 1 <= n_hold <= total - 1:
-        raise ValueError(
-            f"holdout_fraction={holdout_fraction} of the {total} non-zero entries of y holds out {n_hold}; "
-            "at least one entry must be held out and one kept"
-        )
-    # An exact count (rather than an independent coin per entry) keeps m_H fixed, so the
-    # constant m_H sigma^2 in E R(k) is the same for every run with the same y.
-    candidates = informative.nonzero().flatten()
-    order = torch.randperm(total, generator=generator)
-    keep_mask = torch.ones(y.numel(), dtype=torch.bool)
-    keep_mask[candidates[order[:n_hold]]] = False
-    keep_mask = keep_mask.reshape(y.shape).to(y.device)
-
-    return keep_mask
-
-
 def measurement_splitting_k(
     fit: Callable[[int, torch.Tensor], torch.Tensor],
     ks: Sequence[int],
@@ -397,25 +360,6 @@ def measurement_splitting_k(
 
 
 # ----------------------------------------------------------------- ground-truth-free k for solvers
-def masked_physics(physics, keep_mask: torch.Tensor):
-    r"""``physics`` on real single-channel images, observed through a mask on its measurements:
-    :math:`A_\text{keep}(x) = m \odot A(\iota x)`, with :math:`\iota` the embedding
-    :func:`~deepinv_tunable.physics.to_physics_domain` (so MRI's 2-channel convention is handled
-    once, here). A deepinv ``LinearPhysics`` (adjoint :math:`\iota^\top A^\top(m \odot v)`) for
-    linear ``physics``; its noise model is kept. Any solver can then fit the kept entries only."""
-    keep = keep_mask.to(torch.float32)
-
-    def forward(x, **kwargs):
-        return keep * physics.A(to_physics_domain(x, physics))
-
-    if isinstance(physics, dinv.physics.LinearPhysics):
-        return dinv.physics.LinearPhysics(
-            A=forward, A_adjoint=lambda v, **kw: physics_domain_adjoint(physics.A_adjoint(keep * v), physics),
-            noise_model=physics.noise_model,
-        )
-    return dinv.physics.Physics(A=forward, noise_model=physics.noise_model)
-
-
 @dataclass
 class KSelection:
     """Per-example choice of ``k`` by :func:`select_k`.

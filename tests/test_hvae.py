@@ -151,7 +151,7 @@ def test_pnp_hvae_fixed_point_with_a_zero_prior_is_the_wiener_shrinkage():
     # x = argmin ||M x - y||^2 / (2 s^2) + ||x||^2 / (2 g^2)  =  g^2 / (g^2 + s^2) * M y
     physics = build_physics({"kind": "inpainting", "keep_fraction": 0.6, "noise_sigma": 0.02}, (16, 16))
     y = physics(images(1))
-    out = PnPHVAE(ZeroPrior(width=4, groups_per_scale=(1,), gamma=0.04), tol=1e-6).reconstruct(y, physics)
+    out = PnPHVAE(ZeroPrior(width=4, groups_per_scale=(1,), gamma=0.04), tau=None, tol=1e-6).reconstruct(y, physics)
     expected = 0.04 ** 2 / (0.04 ** 2 + 0.02 ** 2) * y * physics.mask
     torch.testing.assert_close(out.x, expected)
     assert out.n_iter == 2 and out.extras["residuals"][-1] == 0.0 and out.extras["converged"]

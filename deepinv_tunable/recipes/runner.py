@@ -104,7 +104,7 @@ def _pnp_hvae(model: str, tau, **solver_params):
     from ..pretrained import load
     from ..solvers import PnPHVAE
 
-    return PnPHVAE(load(model), tau=None if tau == "auto" else float(tau), **solver_params)
+    return PnPHVAE(load(model), tau={"noise": None, "auto": "auto"}.get(tau, tau), **solver_params)
 
 
 def _latent_map(model: str, k, k_grid=None, k_rule: str = "splitting", **solver_params):

@@ -55,7 +55,8 @@ class PseudoInverseConfig(_Strict):
 
 
 class TVPGDParams(_Strict):
-    lambda_tv: float = Field(DEFAULT_TV_LAMBDA, ge=0)
+    lambda_tv: Annotated[float, Field(ge=0)] | Literal["auto"] = Field(
+        "auto", description=f"TV weight, or 'auto' (from the measurements); {DEFAULT_TV_LAMBDA} suits 4x MRI at 1% noise")
     n_iter: int = Field(100, ge=1)
     tv_inner_iter: int = Field(20, ge=1)
     through_slices: bool = Field(False, description="2.5D: TV across consecutive slices of a batch too")
@@ -123,8 +124,8 @@ class LatentMAPTVParams(_LatentMAPCommon):
     ``beta`` the weight of the generator's image (0: plain TV), ``tv_iter`` the PGD iterations."""
 
     k: int | Literal["full"] = "full"
-    lambda_tv: float = Field(0.002, ge=0)
-    beta: float = Field(1.0, ge=0, le=1)
+    lambda_tv: Annotated[float, Field(ge=0)] | Literal["auto"] = "auto"
+    beta: Annotated[float, Field(ge=0, le=1)] | Literal["auto"] = 1.0
     tv_iter: int = Field(100, ge=1)
 
 
@@ -156,10 +157,11 @@ class TunableLDMConfig(_TunedSolverConfig):
 
 class PnPHVAEParams(_Strict):
     """PnP-HVAE with a shipped hierarchical VAE (or a ``save_pretrained`` folder); ``tau``
-    ``"auto"`` follows the noise level (:func:`~deepinv_tunable.priors.tau_for_sigma`)."""
+    ``"auto"`` is chosen from the measurements (:mod:`deepinv_tunable.autotune`), ``"noise"``
+    follows the noise level (:func:`~deepinv_tunable.priors.tau_for_sigma`)."""
 
     model: str = "hvae_mri64"
-    tau: float | Literal["auto"] = "auto"
+    tau: float | Literal["auto", "noise"] = "auto"
     gamma: float | None = Field(None, gt=0)
     max_iter: int = Field(100, ge=1)
     tol: float = Field(1e-4, ge=0)

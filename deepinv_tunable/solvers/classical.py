@@ -5,6 +5,7 @@ from __future__ import annotations
 import deepinv as dinv
 import torch
 
+from ..autotune import auto_requested, select_parameter
 from .base import TunableReconstructor
 
 #: TV weight in deepinv's PGD scaling (data term :math:`\tfrac12\|Ax-y\|^2`) for images in
@@ -96,7 +97,10 @@ class TVPGD(TunableReconstructor):
     :class:`MeasurementBaseline` (zero-filled MRI, CT pseudo-inverse, the blurred image, ...), step
     :math:`1 / \|A\|_2^2` (power iteration).
 
-    :param float lambda_tv: TV weight :math:`\lambda`. Default :data:`DEFAULT_TV_LAMBDA`.
+    :param lambda_tv: TV weight :math:`\lambda`, or ``"auto"``: chosen per call from the measurements
+        alone by :func:`~deepinv_tunable.autotune.select_parameter` (``tune_rule``, over
+        ``tune_bounds``; one value for the batch, about 8 solves), recorded in ``extras["auto"]``.
+        Default ``"auto"``. (:data:`DEFAULT_TV_LAMBDA` is a fixed value for 4x MRI at 1 % noise.)
     :param int n_iter: PGD iterations. Default 100.
     :param int tv_inner_iter: iterations of the (warm-started) TV prox per PGD step. Default 20.
     :param bool through_slices: also penalise differences between consecutive slices of the batch
@@ -114,38 +118,62 @@ class TVPGD(TunableReconstructor):
         True
     """
 
-    def __init__(self, lambda_tv: float = DEFAULT_TV_LAMBDA, n_iter: int = 100, tv_inner_iter: int = 20,
-                 through_slices: bool = False):
+    def __init__(self, lambda_tv: float | str = "auto", n_iter: int = 100, tv_inner_iter: int = 20,
+                 through_slices: bool = False, tune_rule: str = "auto", tune_bounds: tuple[float, float] = (3e-4, 0.3),
+                 tune_iter: int | None = None, seed: int = 0):
         super().__init__()
-        if lambda_tv < 0:
-            raise ValueError(f"lambda_tv must be >= 0, got {lambda_tv}")
+        if not auto_requested(lambda_tv) and lambda_tv < 0:
+            raise ValueError(f"lambda_tv must be >= 0, got {lambda_tv} (or 'auto')")
         if n_iter < 1:
             raise ValueError(f"n_iter must be >= 1, got {n_iter}")
-        self.lambda_tv = float(lambda_tv)
+        self.lambda_tv = lambda_tv if auto_requested(lambda_tv) else float(lambda_tv)
         self.n_iter = int(n_iter)
+        # candidates run as many iterations as the final solve, from the same start, so that their
+        # scores describe the estimate the caller gets
+        self.tune_iter = self.n_iter if tune_iter is None else int(tune_iter)
+        self.tune_rule, self.tune_bounds, self.seed = tune_rule, tune_bounds, int(seed)
         self.tv_inner_iter = int(tv_inner_iter)
         self.through_slices = bool(through_slices)
 
     @staticmethod
     def step_size(physics: dinv.physics.Physics, x: torch.Tensor) -> float:
-        """:math:`1 / \\|A\\|^2`, estimated by deepinv's power iteration."""
-        norm_sq = float(physics.compute_sqnorm(torch.randn_like(x), verbose=False))
+        """:math:`1 / \\|A\\|^2`, estimated by deepinv's power iteration (from a fixed random start,
+        so that a solve is reproducible and does not draw from torch's global generator)."""
+        # deepinv's power iteration draws its own start from the global generator: fork and seed it
+        devices = [x.device] if x.device.type == "cuda" else []
+        with torch.random.fork_rng(devices=devices):
+            torch.manual_seed(0)
+            norm_sq = float(physics.compute_sqnorm(torch.randn_like(x), verbose=False))
         return 1.0 / max(norm_sq, 1e-12)
 
-    def _solve(self, y, physics, lambda_tv: float | None = None, **kwargs):
-        if not isinstance(physics, dinv.physics.LinearPhysics):
-            raise TypeError(f"TVPGD needs a linear physics, got {type(physics).__name__}")
-        lam = self.lambda_tv if lambda_tv is None else float(lambda_tv)
+    def _pgd(self, y, physics, lam: float, n_iter: int, x_init: torch.Tensor | None = None) -> torch.Tensor:
         with torch.no_grad():
-            x0 = MeasurementBaseline()(y, physics)
+            x0 = MeasurementBaseline()(y, physics) if x_init is None else x_init
             solver = dinv.optim.PGD(
                 data_fidelity=dinv.optim.L2(),
                 prior=(SliceStackTVPrior if self.through_slices else dinv.optim.TVPrior)(n_it_max=self.tv_inner_iter),
                 lambda_reg=lam,
                 stepsize=self.step_size(physics, x0),
-                max_iter=self.n_iter,
+                max_iter=n_iter,
                 early_stop=False,
                 custom_init=lambda y_, physics_: {"est": (x0, x0)},
             )
-            x = solver(y, physics)
-        return x, self.n_iter, {"lambda_tv": lam}
+            return solver(y, physics)
+
+    def _solve(self, y, physics, lambda_tv: float | str | None = None, x_init: torch.Tensor | None = None, **kwargs):
+        if not isinstance(physics, dinv.physics.LinearPhysics):
+            raise TypeError(f"TVPGD needs a linear physics, got {type(physics).__name__}")
+        lam = self.lambda_tv if lambda_tv is None else lambda_tv
+        extras = {}
+        if auto_requested(lam):
+            choice = select_parameter(lambda v, y_, ph_, x0: self._pgd(y_, ph_, v, self.tune_iter, x0), y, physics,
+                                      self.tune_bounds, name="lambda_tv", rule=self.tune_rule, seed=self.seed,
+                                      data_scaled=True)
+            lam = choice.value
+            extras["auto"] = {"lambda_tv": choice.as_dict()}
+            if choice.estimate is not None and x_init is None and self.tune_iter == self.n_iter:
+                # the candidate already is this solve (same problem, start and iterations)
+                return choice.estimate, self.n_iter, {"lambda_tv": float(lam), **extras}
+        lam = float(lam)
+        x = self._pgd(y, physics, lam, self.n_iter, x_init)
+        return x, self.n_iter, {"lambda_tv": lam, **extras}

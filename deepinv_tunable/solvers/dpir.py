@@ -21,6 +21,7 @@ import deepinv as dinv
 import torch
 from deepinv.optim.optimizers import create_iterator
 
+from ..autotune import auto_requested, resolve_sigma, select_parameter
 from .base import TunableReconstructor
 
 DPIR_SIGMA_START = 49.0 / 255.0
@@ -47,8 +48,11 @@ class DPIR(TunableReconstructor):
     r"""DPIR with a plug-and-play ``denoiser`` (deepinv :class:`~deepinv.models.Denoiser`).
 
     :param deepinv.models.Denoiser denoiser: e.g. :class:`~deepinv_tunable.priors.DnCNNDenoiser`.
-    :param float sigma: final denoiser noise level (the measurement noise std is the usual
-        choice; a larger value regularises more). Default 0.01.
+    :param sigma: final denoiser noise level (the measurement noise std is the usual choice; a
+        larger value regularises more), or ``"auto"``: chosen per call from the measurements alone
+        by :func:`~deepinv_tunable.autotune.select_parameter` between ``tune_bounds`` times the
+        noise std (the physics', else estimated from ``y``; 8 solves), recorded in
+        ``extras["auto"]``. Default ``"auto"``.
     :param int max_iter: HQS iterations. Default 8 (deepinv's DPIR).
 
     :Examples:
@@ -66,16 +70,16 @@ class DPIR(TunableReconstructor):
     restoration with deep denoiser prior", IEEE TPAMI 2021.
     """
 
-    def __init__(self, denoiser: dinv.models.Denoiser, sigma: float = 0.01, max_iter: int = 8):
+    def __init__(self, denoiser: dinv.models.Denoiser, sigma: float | str = "auto", max_iter: int = 8,
+                 tune_rule: str = "auto", tune_bounds: tuple[float, float] = (0.5, 3.0), seed: int = 0):
         super().__init__()
-        dpir_schedule(sigma, max_iter)  # validates
+        dpir_schedule(0.01 if auto_requested(sigma) else sigma, max_iter)  # validates
         self.denoiser = denoiser
-        self.sigma = float(sigma)
+        self.sigma = sigma if auto_requested(sigma) else float(sigma)
         self.max_iter = int(max_iter)
+        self.tune_rule, self.tune_bounds, self.seed = tune_rule, tune_bounds, int(seed)
 
-    def _solve(self, y, physics, sigma: float | None = None, max_iter: int | None = None, **kwargs):
-        sigma = self.sigma if sigma is None else float(sigma)
-        max_iter = self.max_iter if max_iter is None else int(max_iter)
+    def _hqs(self, y, physics, sigma: float, max_iter: int) -> torch.Tensor:
         levels, steps = dpir_schedule(sigma, max_iter)
         prior = dinv.optim.PnP(denoiser=self.denoiser)
         solver = dinv.optim.BaseOptim(
@@ -83,5 +87,20 @@ class DPIR(TunableReconstructor):
             data_fidelity=dinv.optim.L2(), prior=prior, early_stop=False,
             params_algo={"stepsize": steps.tolist(), "g_param": levels.tolist()})
         with torch.no_grad():
-            x = solver(y, physics)
-        return x, max_iter, {"sigma": sigma}
+            return solver(y, physics)
+
+    def _solve(self, y, physics, sigma: float | str | None = None, max_iter: int | None = None, **kwargs):
+        sigma = self.sigma if sigma is None else sigma
+        max_iter = self.max_iter if max_iter is None else int(max_iter)
+        extras = {}
+        if auto_requested(sigma):
+            noise, _ = resolve_sigma(y, physics)
+            low, high = (float(b) * noise for b in self.tune_bounds)
+            choice = select_parameter(lambda s, y_, ph_, x0: self._hqs(y_, ph_, s, max_iter), y, physics, (low, high),
+                                      name="sigma", rule=self.tune_rule, seed=self.seed)
+            sigma = choice.value
+            extras["auto"] = {"sigma": choice.as_dict()}
+            if choice.estimate is not None:  # the candidate already is this solve
+                return choice.estimate, max_iter, {"sigma": float(sigma), **extras}
+        sigma = float(sigma)
+        return self._hqs(y, physics, sigma, max_iter), max_iter, {"sigma": sigma, **extras}

@@ -6,20 +6,9 @@ import deepinv as dinv
 import torch
 
 from ..latent import check_k, truncate
-from ..physics import from_physics_domain, to_physics_domain
+from ..physics import from_physics_domain, noise_sigma, to_physics_domain  # noqa: F401 (re-exported)
 from .base import Reconstruction, TunableReconstructor
 from .classical import MeasurementBaseline
-
-
-def noise_sigma(physics: dinv.physics.Physics, default: float | None = None) -> float:
-    """Std of the physics' Gaussian noise model (``default`` when it has none or it is 0)."""
-    sigma = getattr(getattr(physics, "noise_model", None), "sigma", None)
-    value = float(torch.as_tensor(sigma).flatten()[0]) if sigma is not None else 0.0
-    if value > 0:
-        return value
-    if default is None:
-        raise ValueError("the physics has no Gaussian noise level; pass sigma=... (the measurement noise std)")
-    return float(default)
 
 
 def measurement_estimate(y: torch.Tensor, physics: dinv.physics.Physics, fbp: bool = False) -> torch.Tensor:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import deepinv as dinv
 import torch
 
+from ..autotune import auto_requested, select_parameter
 from ..physics import from_physics_domain
 from ..tuning import GridSearchResult, grid_search
 from .base import Reconstruction, TunableReconstructor
@@ -35,9 +36,12 @@ class LatentMAPTV(TunableReconstructor):
     Linear physics only.
 
     :param ~deepinv_tunable.solvers.latent_map.LatentMAP latent_map: the latent-MAP solver (its generator, :math:`k`, steps, ...).
-    :param float lambda_tv: TV weight :math:`\lambda` of the deviation (deepinv's PGD scaling).
-        Default 0.002.
-    :param float beta: weight :math:`\beta \in [0, 1]` of the generator's image. Default 1.
+    :param lambda_tv: TV weight :math:`\lambda` of the deviation (deepinv's PGD scaling), or
+        ``"auto"`` (chosen from the residual measurements by :class:`TVPGD`'s own rule). Default ``"auto"``.
+    :param beta: weight :math:`\beta \in [0, 1]` of the generator's image, or ``"auto"``: after
+        :math:`\lambda`, chosen over ``[0, 1]`` by :func:`~deepinv_tunable.autotune.select_parameter`
+        (the latent MAP runs once; only the deviation is re-solved). Choices go to ``extras["auto"]``.
+        Default 1.
     :param int n_iter: PGD iterations for the deviation. Default 100.
 
     :Examples:
@@ -54,31 +58,54 @@ class LatentMAPTV(TunableReconstructor):
         (torch.Size([1, 2, 32, 32]), 64, ['beta', 'lambda_tv', 'prior_image'])
     """
 
-    def __init__(self, latent_map: LatentMAP, lambda_tv: float = 0.002, beta: float = 1.0, n_iter: int = 100):
+    def __init__(self, latent_map: LatentMAP, lambda_tv: float | str = "auto", beta: float | str = 1.0,
+                 n_iter: int = 100, tune_rule: str = "auto", seed: int = 0):
         super().__init__()
         if not isinstance(latent_map, LatentMAP):
             raise TypeError(f"latent_map must be a LatentMAP solver, got {type(latent_map).__name__}")
-        if not 0.0 <= beta <= 1.0:
-            raise ValueError(f"beta must be in [0, 1], got {beta}")
+        if not auto_requested(beta) and not 0.0 <= beta <= 1.0:
+            raise ValueError(f"beta must be in [0, 1], got {beta} (or 'auto')")
         self.latent_map = latent_map
-        self.deviation = TVPGD(lambda_tv=lambda_tv, n_iter=n_iter)  # validates lambda_tv and n_iter
-        self.beta = float(beta)
+        # validates lambda_tv and n_iter
+        self.deviation = TVPGD(lambda_tv=lambda_tv, n_iter=n_iter, tune_rule=tune_rule, seed=seed)
+        self.beta = beta if auto_requested(beta) else float(beta)
+        self.tune_rule, self.seed = tune_rule, int(seed)
 
     def _solve(self, y, physics, k: int | torch.Tensor | None = None, lambda_tv: float | None = None,
                beta: float | None = None, **kwargs) -> Reconstruction:
         if not isinstance(physics, dinv.physics.LinearPhysics):
             raise TypeError(f"LatentMAPTV needs a linear physics, got {type(physics).__name__}")
-        beta = self.beta if beta is None else float(beta)
-        if not 0.0 <= beta <= 1.0:
+        beta = self.beta if beta is None else beta
+        if not auto_requested(beta) and not 0.0 <= float(beta) <= 1.0:
             raise ValueError(f"beta must be in [0, 1], got {beta}")
         generated = self.latent_map.reconstruct(y, physics, k=k, **kwargs)
+        auto = {}
         with torch.no_grad():
-            prior_image = beta * generated.x
-            deviation = self.deviation.reconstruct(y - physics.A(prior_image), physics, lambda_tv=lambda_tv)
+            gx = generated.x
+            first = self.deviation.reconstruct(y - physics.A(gx if auto_requested(beta) else float(beta) * gx),
+                                               physics, lambda_tv=lambda_tv)
+            auto.update(first.extras.get("auto", {}))
+            lam = first.extras["lambda_tv"]
+            if auto_requested(beta):
+                def solve(b, y_, ph_, x0):
+                    # under splitting ph_ observes real images: the generator's image is real too
+                    prior = b * (gx if ph_ is physics else gx[:, :1])
+                    return prior + self.deviation(y_ - ph_.A(prior), ph_, lambda_tv=lam)
+
+                choice = select_parameter(solve, y, physics, (0.0, 1.0), name="beta", rule=self.tune_rule, log=False,
+                                          n_coarse=5, n_refine=3, seed=self.seed)
+                beta = choice.value
+                auto["beta"] = choice.as_dict()
+                deviation = self.deviation.reconstruct(y - beta * physics.A(gx), physics, lambda_tv=lam)
+            else:
+                beta, deviation = float(beta), first
+            prior_image = beta * gx
+        extras = {"prior_image": gx, "lambda_tv": lam, "beta": beta}
+        if auto:
+            extras["auto"] = auto
         return Reconstruction(
             x=prior_image + deviation.x, wall_time=0.0, n_iter=(generated.n_iter or 0) + deviation.n_iter,
-            k=generated.k, nfe=generated.nfe, iterates=generated.iterates,
-            extras={"prior_image": generated.x, "lambda_tv": deviation.extras["lambda_tv"], "beta": beta},
+            k=generated.k, nfe=generated.nfe, iterates=generated.iterates, extras=extras,
         )
 
     def tune(self, y: torch.Tensor, physics: dinv.physics.LinearPhysics, x_true: torch.Tensor,

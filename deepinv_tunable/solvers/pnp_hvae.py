@@ -19,13 +19,14 @@ import warnings
 import deepinv as dinv
 import torch
 
+from ..autotune import auto_requested, select_parameter
 from ..consistency import gaussian_posterior_sample
 from ..nets.hvae import HVAE
 from ..physics import physics_domain_adjoint, to_physics_domain
 from ..priors import tau_for_sigma
 from .base import Reconstruction, TunableReconstructor
 from .classical import MeasurementBaseline
-from .latent_map import noise_sigma
+from ..physics import noise_sigma
 
 #: noise floor used when the physics is noiseless (the prox weight is gamma^2 / sigma^2).
 MIN_SIGMA = 1e-3
@@ -38,7 +39,10 @@ class PnPHVAE(TunableReconstructor):
     returns an image with zero imaginary part, so the prior also encodes "the image is real".
 
     :param ~deepinv_tunable.nets.HVAE hvae: trained hierarchical VAE (e.g. ``pretrained.load("hvae_mri64")``).
-    :param tau: temperature in (0, 1] (float or one per group). Default: :func:`tau_for_sigma`
+    :param tau: temperature in (0, 1] (float or one per group), or ``"auto"``: chosen per call from
+        the measurements alone by :func:`~deepinv_tunable.autotune.select_parameter` (``tune_rule``
+        over ``tune_bounds``, candidates run ``tune_iter`` warm-started iterations), recorded in
+        ``extras["auto"]`` (about 7 short solves). Default ``"auto"``. ``None``: :func:`tau_for_sigma`
         of the physics' noise std (the paper's 0.95 / 0.8 / 0.6 for 1% / 3% / 5% noise).
     :param float gamma: decoder std :math:`\gamma` in the prox. Default: the HVAE's own.
     :param float sigma: measurement noise std. Default: the physics' Gaussian noise model
@@ -59,8 +63,10 @@ class PnPHVAE(TunableReconstructor):
         (torch.Size([1, 1, 16, 16]), 5, 5)
     """
 
-    def __init__(self, hvae: HVAE, tau: float | list[float] | None = None, gamma: float | None = None,
-                 sigma: float | None = None, max_iter: int = 100, tol: float = 1e-4, pad: bool = True):
+    def __init__(self, hvae: HVAE, tau: float | list[float] | str | None = "auto", gamma: float | None = None,
+                 sigma: float | None = None, max_iter: int = 100, tol: float = 1e-4, pad: bool = True,
+                 tune_rule: str = "auto", tune_bounds: tuple[float, float] = (0.4, 1.0), tune_iter: int = 20,
+                 seed: int = 0):
         super().__init__()
         if max_iter < 1:
             raise ValueError(f"max_iter must be >= 1, got {max_iter}")
@@ -68,9 +74,10 @@ class PnPHVAE(TunableReconstructor):
             raise ValueError(f"tol must be >= 0, got {tol}")
         if gamma is not None and gamma <= 0:
             raise ValueError(f"gamma must be positive, got {gamma}")
-        if tau is not None:
+        if tau is not None and not auto_requested(tau):
             hvae.temperatures(tau)  # validates
         self.hvae = hvae
+        self.tune_rule, self.tune_bounds, self.tune_iter, self.seed = tune_rule, tune_bounds, int(tune_iter), int(seed)
         self.tau, self.gamma, self.sigma = tau, gamma, sigma
         self.max_iter, self.tol, self.pad = int(max_iter), float(tol), pad
 
@@ -99,10 +106,34 @@ class PnPHVAE(TunableReconstructor):
         if generator is None and seed is not None:
             generator = torch.Generator(device=y.device).manual_seed(int(seed))
         generator = generator if generator is not None else self._own_generator(y.device)
+        extras = {}
+        if auto_requested(tau):
+            choice = select_parameter(lambda t, y_, ph_, x0: self._iterate(y_, ph_, t, gamma, sigma, generator, x0,
+                                                                              self.tune_iter, False)[0],
+                                      y, physics, self.tune_bounds, name="tau", rule=self.tune_rule, log=False,
+                                      n_coarse=4, n_refine=3, seed=self.seed)
+            tau = choice.value
+            extras["auto"] = {"tau": choice.as_dict()}
+        x, residuals, iterates = self._iterate(y, physics, tau, gamma, sigma, generator, x_init, self.max_iter,
+                                               return_iterates)
+        n = len(residuals)
+        converged = residuals[-1] < self.tol
+        if not converged and not self.stochastic:
+            # not a fixed point: the tempered HVAE is not contractive enough on these inputs
+            warnings.warn(f"PnP-HVAE stopped after {n} iterations at relative change {residuals[-1]:.1e} "
+                          f"(tol {self.tol:g}) with tau {tau}; a lower tau (or tau='auto') usually converges",
+                          RuntimeWarning, stacklevel=3)
+        return Reconstruction(x=x, wall_time=0.0, n_iter=n, nfe=n, iterates=iterates,
+                              extras={"residuals": residuals, "tau": tau, "gamma": gamma, "sigma": sigma,
+                                      "converged": converged, **extras})
+
+    def _iterate(self, y, physics, tau, gamma: float, sigma: float, generator, x_init, max_iter: int,
+                 return_iterates: bool):
+        """Run the iteration from ``x_init`` (default: the measurement baseline) for at most ``max_iter`` steps."""
         x = MeasurementBaseline()(y, physics) if x_init is None else to_physics_domain(x_init, physics)
         residuals: list[float] = []
         iterates = [x] if return_iterates else None
-        for _ in range(self.max_iter):
+        for _ in range(max_iter):
             x_next = self._step(x, y, physics, tau, gamma, sigma, generator)
             change = (x_next - x).flatten(1).norm(dim=1) / x.flatten(1).norm(dim=1).clamp_min(1e-12)
             residuals.append(float(change.max()))
@@ -111,16 +142,7 @@ class PnPHVAE(TunableReconstructor):
                 iterates.append(x)
             if residuals[-1] < self.tol:
                 break
-        n = len(residuals)
-        converged = residuals[-1] < self.tol
-        if not converged and not self.stochastic:
-            # not a fixed point: the tempered HVAE is not contractive enough on these inputs
-            warnings.warn(f"PnP-HVAE stopped after {n} iterations at relative change {residuals[-1]:.1e} "
-                          f"(tol {self.tol:g}) with tau {tau}; a lower tau (calibrated on slices with ground "
-                          "truth, see benchmarks/run_pnp_hvae.py) usually converges", RuntimeWarning, stacklevel=3)
-        return Reconstruction(x=x, wall_time=0.0, n_iter=n, nfe=n, iterates=iterates,
-                              extras={"residuals": residuals, "tau": tau, "gamma": gamma, "sigma": sigma,
-                                      "converged": converged})
+        return x, residuals, iterates
 
 
 class PnPHVAESampler(PnPHVAE):

@@ -1,0 +1,434 @@
+r"""Solver parameters from the measurements alone: one search, three rules.
+
+A clinician reconstructing a new scan has no ground truth, so a regularisation weight, a
+temperature or a denoiser level must be chosen from :math:`y` and the physics. Any scalar
+parameter :math:`p` of any solver is chosen here by minimising a ground-truth-free score
+:math:`S(p)` over a search interval (a coarse log-spaced grid, then golden-section refinement
+around its best point). The rules:
+
+``"discrepancy"`` (Morozov)
+    :math:`S(p) = |\log(\|A\hat x_p - y\|^2 / (\tau\, m\, \sigma^2))|`: the estimate should explain
+    the data down to the noise, no further. :math:`m` counts the non-zero entries of :math:`y`
+    (unsampled k-space carries no noise), :math:`\tau` is the safety factor. Cheap (one solve per
+    candidate) but blind to errors in the null space of :math:`A`: for under-sampled MRI the
+    best estimate leaves a residual of 2 to 20 :math:`m\sigma^2`, so the rule under-regularises
+    there. Near-exact for deblurring and CT (:data:`DISCREPANCY_TAU`).
+``"sure"`` (Stein's unbiased risk estimate)
+    deepinv's :class:`~deepinv.loss.SureGaussianLoss` with a Monte-Carlo divergence (two solves per
+    candidate): an unbiased estimate of the prediction error :math:`\|A(\hat x_p - x)\|^2` for
+    Gaussian noise. Also blind to the null space.
+``"splitting"`` (hold-out validation)
+    a random fraction of the non-zero entries of :math:`y` is held out (:func:`holdout_mask`, the
+    same split for every candidate), the solver fits the rest through :func:`masked_physics`, and
+    :math:`S(p) = \|(A\hat x_p^{\text{kept}} - y)_H\|^2`, whose expectation is the prediction error on
+    unseen measurements plus a constant. It sees how well the estimate predicts data it was not
+    given, which is what under-sampled problems need. The fit sees slightly less data than the
+    final solve, so the choice leans towards stronger regularisation.
+
+``"auto"`` takes :func:`default_rule` of the physics: splitting for MRI (and any physics with
+unsampled entries), the discrepancy principle otherwise. The noise level is the physics' own
+when it states one, else :func:`~deepinv_tunable.physics.estimate_noise_sigma`.
+
+Every choice is reproducible from ``seed`` and records the rule, every candidate and its score,
+and whether it sits at a bound of the search interval (then a warning says so).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import deepinv as dinv
+import torch
+
+from .physics import estimate_noise_sigma, noise_sigma, physics_domain_adjoint, to_physics_domain
+
+RULES = ("discrepancy", "sure", "splitting")
+
+#: Safety factor of the discrepancy principle: the target residual is :math:`\tau m\sigma^2`.
+#: On the training subjects of the corpus (never the reserved ones) TV's best weight left a
+#: residual of 0.98-1.01 :math:`m\sigma^2` for Gaussian deblurring and 1.16-1.20 for 60-view CT.
+DISCREPANCY_TAU = 1.1
+
+#: Fraction of the informative entries of ``y`` held out by the splitting rule.
+HOLDOUT_FRACTION = 0.1
+
+#: Fraction of the sampled lines held out by the splitting rule on Cartesian MRI.
+LINE_HOLDOUT_FRACTION = 0.3
+
+#: Entries of ``y`` above this multiple of the median magnitude are never held out (:func:`holdout_mask`).
+PROTECT_FACTOR = 20.0
+
+#: A solve for one parameter value: ``solve(value, y, physics, x_init)`` returns an estimate in
+#: ``physics``' image domain; ``x_init`` (or ``None``) is a nearby candidate's estimate to warm-start from.
+Solve = Callable[[float, torch.Tensor, "dinv.physics.Physics", "torch.Tensor | None"], torch.Tensor]
+
+
+@dataclass
+class ParameterChoice:
+    """A parameter chosen from the measurements by :func:`select_parameter`.
+
+    :param str name: parameter name (``"lambda_tv"``, ``"tau"``, ...).
+    :param float value: the chosen value.
+    :param str rule: ``"discrepancy"``, ``"sure"`` or ``"splitting"``.
+    :param list tried: every candidate, in the order tried.
+    :param list scores: the score of each candidate (lower is better).
+    :param tuple bounds: the search interval.
+    :param bool at_bound: the choice is the lowest or highest point of the coarse grid: the best
+        value may lie outside the interval.
+    :param float sigma: noise std used by the rule.
+    :param bool sigma_estimated: ``sigma`` was estimated from ``y`` (the physics did not state it).
+    :param int n_solves: solver calls spent on the choice.
+    :param float seconds: wall time of the choice.
+    :param torch.Tensor estimate: the candidate's estimate of the full problem at the chosen value
+        (discrepancy and SURE solve the full problem; ``None`` under splitting), so a solver whose
+        candidates match its final solve can return it without solving again.
+    """
+
+    name: str
+    value: float
+    rule: str
+    tried: list[float]
+    scores: list[float]
+    bounds: tuple[float, float]
+    at_bound: bool
+    sigma: float
+    sigma_estimated: bool
+    n_solves: int
+    seconds: float
+    estimate: torch.Tensor | None = field(default=None, repr=False)
+
+    def curve(self) -> tuple[list[float], list[float]]:
+        """The candidates sorted by value and their scores, for a plot of the score curve."""
+        pairs = sorted(zip(self.tried, self.scores))
+        return [p for p, _ in pairs], [s for _, s in pairs]
+
+    def as_dict(self) -> dict:
+        """JSON-ready record (``metrics.json``, reports)."""
+        values, scores = self.curve()
+        return {"name": self.name, "value": self.value, "rule": self.rule, "bounds": list(self.bounds),
+                "at_bound": self.at_bound, "sigma": self.sigma, "sigma_estimated": self.sigma_estimated,
+                "n_solves": self.n_solves, "seconds": self.seconds, "curve": {"values": values, "scores": scores}}
+
+
+# ------------------------------------------------------------------------------------- splitting
+def holdout_mask(y: torch.Tensor, holdout_fraction: float = HOLDOUT_FRACTION,
+                 generator: torch.Generator | None = None, protect_factor: float | None = None) -> torch.Tensor:
+    r"""Boolean mask shaped like ``y``: ``False`` on a random hold-out set of its non-zero entries.
+
+    Exactly ``round(holdout_fraction * n)`` of the :math:`n` candidate entries are held out, drawn
+    from ``generator`` so the same seed gives the same split. Candidates are the non-zero entries
+    (zeros, e.g. unsampled k-space, carry no information and are always kept), except, with
+    ``protect_factor``, those whose magnitude exceeds ``protect_factor`` times the median
+    magnitude: the k-space centre holds most of an image's energy in a few entries, and a
+    held-out DC coefficient would make the score measure the unknown mean intensity instead of
+    the regularisation.
+
+    >>> keep = holdout_mask(torch.ones(1, 10), 0.3, torch.Generator().manual_seed(0))
+    >>> int((~keep).sum())
+    3
+    """
+    try:
+        holdout_fraction = float(holdout_fraction)
+    except (TypeError, ValueError):
+        raise ValueError(f"holdout_fraction must be a number in (0, 1), got {holdout_fraction!r}") from None
+    if not 0 < holdout_fraction < 1:
+        raise ValueError(f"holdout_fraction must lie in (0, 1), got {holdout_fraction}")
+    informative = (y != 0).flatten().cpu()
+    if protect_factor is not None:
+        magnitude = y.detach().abs().flatten().cpu()
+        informative &= magnitude <= protect_factor * magnitude[informative].median()
+    total = int(informative.sum())
+    n_hold = round(holdout_fraction * total)
+    if not 1 <= n_hold <= total - 1:
+        raise ValueError(
+            f"holdout_fraction={holdout_fraction} of the {total} non-zero entries of y holds out {n_hold}; "
+            "at least one entry must be held out and one kept"
+        )
+    # An exact count (rather than an independent coin per entry) keeps m_H fixed, so the
+    # constant m_H sigma^2 in the expected score is the same for every run with the same y.
+    candidates = informative.nonzero().flatten()
+    order = torch.randperm(total, generator=generator)
+    keep_mask = torch.ones(y.numel(), dtype=torch.bool)
+    keep_mask[candidates[order[:n_hold]]] = False
+    return keep_mask.reshape(y.shape).to(y.device)
+
+
+def sampled_lines(physics) -> torch.Tensor | None:
+    """Indices of the sampled k-space lines (last axis) of a Cartesian MRI ``physics`` whose mask
+    is the same for every example and constant along the read-out axis; ``None`` otherwise."""
+    mask = getattr(physics, "mask", None) if isinstance(physics, (dinv.physics.MRI, dinv.physics.MultiCoilMRI)) else None
+    if not isinstance(mask, torch.Tensor) or mask.dim() < 2:
+        return None
+    plane = mask.reshape(-1, *mask.shape[-2:])
+    if not bool((plane == plane[:1]).all()):
+        return None
+    columns = plane[0].abs().sum(0)
+    if not bool(((columns == 0) | (columns == plane.shape[-2])).all()):
+        return None
+    return (columns > 0).nonzero().flatten()
+
+
+def line_holdout_mask(y: torch.Tensor, lines: torch.Tensor, holdout_fraction: float = LINE_HOLDOUT_FRACTION,
+                      generator: torch.Generator | None = None, centre: int = 2) -> torch.Tensor:
+    r"""Boolean mask shaped like ``y`` (k-space ``(..., H, W)``): ``False`` on whole sampled lines
+    (last axis), a random ``holdout_fraction`` of ``lines`` outside the ``centre`` lines nearest
+    to DC. Cartesian MRI misses whole lines, so a score on held-out lines measures what the
+    reconstruction must do (fill unsampled lines); a held-out point of a sampled line is
+    predicted by its neighbours on the same line whatever the regularisation.
+
+    >>> keep = line_holdout_mask(torch.ones(1, 2, 4, 16), torch.arange(0, 16, 2), 0.25, torch.Generator().manual_seed(0))
+    >>> sorted(set(int(i) for i in (~keep).nonzero()[:, -1]))  # two of the eight lines, none next to DC
+    [0, 14]
+    """
+    width = y.shape[-1]
+    candidates = lines[(lines - width // 2).abs() > centre]
+    n_hold = round(float(holdout_fraction) * len(lines))
+    if not 0 < holdout_fraction < 1 or not 1 <= n_hold <= len(candidates):
+        raise ValueError(f"holdout_fraction={holdout_fraction} of {len(lines)} sampled lines holds out {n_hold}; "
+                         f"it must hold out between 1 and the {len(candidates)} lines away from the centre")
+    held = candidates[torch.randperm(len(candidates), generator=generator)[:n_hold]]
+    keep = torch.ones(y.shape, dtype=torch.bool, device=y.device)
+    keep[..., held.to(y.device)] = False
+    return keep
+
+
+def masked_physics(physics, keep_mask: torch.Tensor):
+    r"""``physics`` on real single-channel images, observed through a mask on its measurements:
+    :math:`A_\text{keep}(x) = m \odot A(\iota x)`, with :math:`\iota` the embedding
+    :func:`~deepinv_tunable.physics.to_physics_domain` (so MRI's 2-channel convention is handled
+    once, here). A deepinv ``LinearPhysics`` (adjoint :math:`\iota^\top A^\top(m \odot v)`) for
+    linear ``physics``; its noise model is kept. Any solver can then fit the kept entries only."""
+    keep = keep_mask.to(torch.float32)
+
+    def forward(x, **kwargs):
+        return keep * physics.A(to_physics_domain(x, physics))
+
+    if isinstance(physics, dinv.physics.LinearPhysics):
+        return dinv.physics.LinearPhysics(
+            A=forward, A_adjoint=lambda v, **kw: physics_domain_adjoint(physics.A_adjoint(keep * v), physics),
+            noise_model=physics.noise_model,
+        )
+    return dinv.physics.Physics(A=forward, noise_model=physics.noise_model)
+
+
+# ------------------------------------------------------------------------------------------ rules
+def default_rule(physics: dinv.physics.Physics) -> str:
+    """The rule ``"auto"`` stands for: ``"splitting"`` for MRI (under-sampled k-space, where the
+    discrepancy principle and SURE cannot see the missing frequencies), ``"discrepancy"`` otherwise.
+
+    >>> from deepinv_tunable.physics import build_physics
+    >>> default_rule(build_physics({"kind": "mri"}, (8, 8))), default_rule(build_physics({"kind": "blur"}, (8, 8)))
+    ('splitting', 'discrepancy')
+    """
+    if isinstance(physics, (dinv.physics.MRI, dinv.physics.MultiCoilMRI, dinv.physics.Inpainting)):
+        return "splitting"
+    return "discrepancy"
+
+
+def resolve_sigma(y: torch.Tensor, physics, sigma: float | None = None) -> tuple[float, bool]:
+    """``(sigma, estimated)``: the given value, else the physics' noise std, else the mean of
+    :func:`~deepinv_tunable.physics.estimate_noise_sigma` over the batch."""
+    if sigma is not None:
+        if not sigma > 0:
+            raise ValueError(f"sigma must be positive, got {sigma}")
+        return float(sigma), False
+    stated = noise_sigma(physics, default=0.0)
+    if stated > 0:
+        return stated, False
+    return float(estimate_noise_sigma(y, physics).mean()), True
+
+
+def _residual_sq(physics, x: torch.Tensor, y: torch.Tensor, where: torch.Tensor | None = None) -> float:
+    with torch.no_grad():
+        r = physics.A(x) - y
+        if where is not None:
+            r = r * where
+        return float(r.abs().pow(2).sum())
+
+
+class _Scorer:
+    """Scores one candidate value under a rule (lower is better); counts solver calls."""
+
+    def __init__(self, rule: str, solve: Solve, y: torch.Tensor, physics, sigma: float, tau: float,
+                 holdout_fraction: float, seed: int, warm_start: bool):
+        self.rule, self.solve, self.y, self.physics, self.sigma, self.tau = rule, solve, y, physics, sigma, tau
+        self.warm_start = warm_start
+        self.n_solves = 0
+        self.estimates: dict[float, torch.Tensor] = {}
+        if rule == "splitting":
+            generator = torch.Generator().manual_seed(seed)
+            lines = sampled_lines(physics)
+            self.keep = (line_holdout_mask(y, lines, generator=generator) if lines is not None
+                         else holdout_mask(y, holdout_fraction, generator, protect_factor=PROTECT_FACTOR))
+            self.fit_physics = masked_physics(physics, self.keep)
+            self.fit_y = y * self.keep
+        elif rule == "sure":
+            self.sure = dinv.loss.SureGaussianLoss(sigma=sigma, tau=0.1 * sigma,
+                                                   rng=torch.Generator(device=y.device).manual_seed(seed))
+        self.m = int((y != 0).sum())
+
+    def _nearest(self, value: float) -> torch.Tensor | None:
+        if not self.warm_start or not self.estimates:
+            return None
+        key = min(self.estimates, key=lambda v: abs(math.log(v / value)) if v > 0 and value > 0 else abs(v - value))
+        return self.estimates[key]
+
+    def __call__(self, value: float) -> float:
+        x_init = self._nearest(value)
+        if self.rule == "splitting":
+            x = self.solve(value, self.fit_y, self.fit_physics, x_init)
+            self.n_solves += 1
+            self.estimates[value] = x
+            # the fit lives in the masked physics' domain (real images): score on the held-out entries
+            return _residual_sq(self.physics, to_physics_domain(x, self.physics), self.y, ~self.keep)
+        x = self.solve(value, self.y, self.physics, x_init)
+        self.n_solves += 1
+        self.estimates[value] = x
+        if self.rule == "discrepancy":
+            ratio = _residual_sq(self.physics, x, self.y) / (self.tau * self.m * self.sigma ** 2)
+            return abs(math.log(max(ratio, 1e-12)))
+        self.n_solves += 1
+        with torch.no_grad():
+            model = lambda y_, physics_: self.solve(value, y_, physics_, x)  # noqa: E731
+            return float(self.sure(y=self.y, x_net=x, physics=self.physics, model=model).sum())
+
+
+# ----------------------------------------------------------------------------------------- search
+_GOLDEN = (math.sqrt(5) - 1) / 2
+
+
+def _search(score: Callable[[float], float], low: float, high: float, n_coarse: int, n_refine: int,
+            log: bool) -> tuple[list[float], list[float], bool]:
+    """Coarse grid over ``[low, high]`` then golden-section steps inside the best grid cell pair.
+    Returns ``(tried, scores, at_bound)``."""
+    fwd = (lambda v: math.log(v)) if log else (lambda v: v)
+    inv = (lambda t: math.exp(t)) if log else (lambda t: t)
+    a, b = fwd(low), fwd(high)
+    grid = [inv(a + (b - a) * i / (n_coarse - 1)) for i in range(n_coarse)] if n_coarse > 1 else [inv((a + b) / 2)]
+    tried, scores = [], []
+
+    def evaluate(v: float) -> float:
+        s = score(v)
+        if not math.isfinite(s):
+            s = math.inf
+        tried.append(v)
+        scores.append(s)
+        return s
+
+    # strongest regularisation first: with warm starts the sweep is then a continuation path
+    for v in reversed(grid):
+        evaluate(v)
+    best = min(range(n_coarse), key=lambda i: scores[n_coarse - 1 - i])
+    at_bound = n_coarse > 2 and best in (0, n_coarse - 1)
+    lo, hi = fwd(grid[max(best - 1, 0)]), fwd(grid[min(best + 1, n_coarse - 1)])
+    if n_refine > 0 and hi > lo:
+        c, d = hi - _GOLDEN * (hi - lo), lo + _GOLDEN * (hi - lo)
+        fc, fd = evaluate(inv(c)), evaluate(inv(d)) if n_refine > 1 else math.inf
+        for _ in range(n_refine - 2):
+            if fc <= fd:
+                hi, d, fd = d, c, fc
+                c = hi - _GOLDEN * (hi - lo)
+                fc = evaluate(inv(c))
+            else:
+                lo, c, fc = c, d, fd
+                d = lo + _GOLDEN * (hi - lo)
+                fd = evaluate(inv(d))
+    return tried, scores, at_bound
+
+
+def select_parameter(solve: Solve, y: torch.Tensor, physics, bounds: tuple[float, float], *, name: str = "param",
+                     rule: str = "auto", sigma: float | None = None, tau: float = DISCREPANCY_TAU,
+                     holdout_fraction: float = HOLDOUT_FRACTION, n_coarse: int = 5, n_refine: int = 3,
+                     log: bool = True, seed: int = 0, warm_start: bool = False, data_scaled: bool = False,
+                     warn: bool = True) -> ParameterChoice:
+    r"""Choose one scalar parameter of a solver from the measurements alone.
+
+    Minimises the rule's score :math:`S(p)` (see the module docstring) over ``bounds``: ``n_coarse``
+    log-spaced candidates (strongest first), then
+    ``n_refine`` golden-section steps between the best candidate's neighbours. One value is chosen
+    for the whole batch (e.g. a few slices of one volume, then applied to all of it); call once
+    per example for per-slice values. Cost: ``n_coarse + n_refine`` solves (twice that for SURE).
+
+    :param Callable solve: ``solve(value, y, physics, x_init) -> x`` in ``physics``' image domain.
+        Under ``"splitting"`` it receives :func:`masked_physics` (on real single-channel images).
+    :param torch.Tensor y: measurements.
+    :param deepinv.physics.LinearPhysics physics: forward operator.
+    :param tuple bounds: ``(low, high)`` search interval, ``0 < low < high`` when ``log``.
+    :param str name: parameter name, for the record.
+    :param str rule: ``"auto"`` (:func:`default_rule`), ``"discrepancy"``, ``"sure"`` or ``"splitting"``.
+    :param float sigma: noise std (default: the physics', else estimated from ``y``).
+    :param float tau: discrepancy safety factor. Default :data:`DISCREPANCY_TAU`.
+    :param float holdout_fraction: splitting hold-out fraction. Default :data:`HOLDOUT_FRACTION`.
+    :param int n_coarse: coarse grid size (>= 1). Default 5.
+    :param int n_refine: golden-section evaluations. Default 3.
+    :param bool log: search on a log scale. Default True.
+    :param int seed: seeds the hold-out split and SURE's probe: the same seed, the same choice.
+    :param bool warm_start: start each candidate from the nearest candidate's estimate. Default
+        ``False``: in under-sampled problems the null-space content of a weakly regularised
+        estimate is whatever it started from, so warm starts make weak candidates inherit the
+        strong ones' smoothness and the score no longer tells them apart (seen with TV on 4x MRI).
+    :param bool data_scaled: the parameter weighs a regulariser against the data term
+        :math:`\tfrac12\|Ax - y\|^2` (TV's :math:`\lambda`). The splitting fit's data term sums over
+        a fraction :math:`\rho` of the entries only, so the same weight regularises it
+        :math:`1/\rho` times harder; the choice is rescaled by :math:`\rho` for the full data.
+        Default False (temperatures, noise levels).
+    :param bool warn: warn when the choice sits at a bound. Default True.
+    :return: :class:`ParameterChoice`.
+
+    >>> from deepinv_tunable.physics import build_physics
+    >>> physics = build_physics({"kind": "denoising", "noise_sigma": 0.1}, (32, 32))
+    >>> y = physics(torch.full((1, 1, 32, 32), 0.5))
+    >>> shrink = lambda a, y, physics, x0: a * y + (1 - a) * y.mean()  # planted: residual grows with 1 - a
+    >>> choice = select_parameter(shrink, y, physics, (0.01, 1.0), rule="discrepancy", tau=0.25, n_refine=8)
+    >>> round(choice.value, 1)  # ||(1 - a)(y - mean)||^2 = tau m sigma^2 at 1 - a = 0.5
+    0.5
+    """
+    if rule == "auto":
+        rule = default_rule(physics)
+    if rule not in RULES:
+        raise ValueError(f"rule must be 'auto' or one of {RULES}, got {rule!r}")
+    try:
+        low, high = (float(v) for v in bounds)
+    except (TypeError, ValueError):
+        raise ValueError(f"bounds must be (low, high), got {bounds!r}") from None
+    if not (low < high and (low > 0 or not log)):
+        raise ValueError(f"bounds must satisfy {'0 < ' if log else ''}low < high, got {bounds!r}")
+    if n_coarse < 1 or n_refine < 0:
+        raise ValueError(f"n_coarse must be >= 1 and n_refine >= 0, got {n_coarse} and {n_refine}")
+    if not tau > 0:
+        raise ValueError(f"tau must be positive, got {tau}")
+    start = time.perf_counter()
+    sigma_value, estimated = resolve_sigma(y, physics, sigma)
+    scorer = _Scorer(rule, solve, y, physics, sigma_value, tau, holdout_fraction, seed, warm_start)
+    tried, scores, at_bound = _search(scorer, low, high, n_coarse, n_refine, log)
+    best = min(range(len(tried)), key=lambda i: (scores[i], tried[i]))
+    value = tried[best]
+    if data_scaled and rule == "splitting":
+        informative = (y != 0)
+        value *= float((scorer.keep & informative).sum()) / float(informative.sum())
+    choice = ParameterChoice(name=name, value=value, rule=rule, tried=tried, scores=scores,
+                             bounds=(low, high), at_bound=at_bound, sigma=sigma_value, sigma_estimated=estimated,
+                             n_solves=scorer.n_solves, seconds=time.perf_counter() - start,
+                             estimate=None if rule == "splitting" else scorer.estimates.get(value))
+    if warn and at_bound:
+        warnings.warn(f"{name} = {choice.value:.4g} chosen by the {rule} rule sits at a bound of the search "
+                      f"interval {choice.bounds}: the best value may lie outside it", RuntimeWarning, stacklevel=2)
+    return choice
+
+
+def auto_requested(value) -> bool:
+    """Whether a solver parameter asks for automatic selection (the string ``"auto"``)."""
+    if isinstance(value, str):
+        if value != "auto":
+            raise ValueError(f"expected a number or 'auto', got {value!r}")
+        return True
+    return False
+
+
+__all__ = ["DISCREPANCY_TAU", "HOLDOUT_FRACTION", "LINE_HOLDOUT_FRACTION", "line_holdout_mask", "sampled_lines", "ParameterChoice", "RULES", "auto_requested", "default_rule",
+           "holdout_mask", "masked_physics", "resolve_sigma", "select_parameter"]
+
