@@ -87,6 +87,49 @@ def _audit_section(audit: dict[str, Any] | None) -> str:
     )
 
 
+def write_auto_figure(path: Path, auto: Sequence[dict[str, Any]]) -> Path:
+    """Plot the score curve of every parameter chosen from the measurements (one line per batch
+    of slices, the choice marked): ``auto`` is ``metrics.json``'s ``"auto"`` list."""
+    names = sorted({name for entry in auto for name in entry if name != "slices"})
+    fig, axes = plt.subplots(1, len(names), figsize=(4.2 * len(names), 3.2), squeeze=False)
+    for ax, name in zip(axes[0], names):
+        for entry in auto:
+            if name not in entry:
+                continue
+            choice = entry[name]
+            ax.plot(choice["curve"]["values"], choice["curve"]["scores"], "o-", ms=3, lw=1,
+                    label=f"slices {entry['slices'][0]}-{entry['slices'][-1]}")
+            ax.axvline(choice["value"], color="k", lw=0.6, ls="--")
+        ax.set_xscale("log" if min(choice["curve"]["values"]) > 0 else "linear")
+        ax.set_xlabel(name)
+        ax.set_ylabel(f"{choice['rule']} score (lower is better)")
+        ax.legend(fontsize=6)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write(path, lambda p: fig.savefig(p, dpi=80, format="png"))
+    plt.close(fig)
+    return path
+
+
+def _auto_section(auto: Sequence[dict[str, Any]] | None) -> str:
+    """HTML table of the parameters chosen from the measurements, bound choices flagged."""
+    if not auto:
+        return ""
+    rows = []
+    for entry in auto:
+        for name, choice in entry.items():
+            if name == "slices":
+                continue
+            flag = "<b>at a search bound</b>" if choice["at_bound"] else "inside"
+            rows.append(f"<tr><td>{entry['slices'][0]}-{entry['slices'][-1]}</td><td>{html.escape(name)}</td>"
+                        f"<td>{choice['value']:.4g}</td><td>{html.escape(choice['rule'])}</td><td>{flag}</td>"
+                        f"<td>{choice['sigma']:.4g}{' (estimated)' if choice['sigma_estimated'] else ''}</td></tr>")
+    return ("<h2>Parameters chosen from the measurements</h2><p>No ground truth involved; score curves in "
+            "<code>figures/auto_parameters.png</code>. A choice at a search bound may lie outside it.</p>"
+            "<table><tr><th>slices</th><th>parameter</th><th>value</th><th>rule</th><th>bounds</th>"
+            f"<th>noise std</th></tr>{''.join(rows)}</table>")
+
+
 def write_report(path: Path, record: dict[str, Any], figures: Sequence[Path]) -> Path:
     """Write a self-contained HTML summary (figures linked relatively) next to the metrics."""
     recipe = record["recipe"]
@@ -112,6 +155,7 @@ td,th{{border:1px solid #bbb;padding:3px 8px;text-align:right}}pre{{background:#
 solver time {record['solver_seconds_per_slice']:.3f} s/slice.</p>
 <h2>Mean metrics (images scaled by the input's robust intensity range)</h2>{_table(record['mean'])}
 {tuning_html}
+{_auto_section(record.get("auto"))}
 {_audit_section(record.get("audit"))}
 <h2>Figures</h2>{figs}
 <h2>Recipe</h2><pre>{html.escape(json.dumps(recipe, indent=2))}</pre>

@@ -20,6 +20,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 
 import deepinv as dinv
+import numpy as np
 import torch
 
 from .autotune import holdout_mask, masked_physics  # noqa: F401 (the one hold-out mechanism, re-exported)
@@ -39,6 +40,11 @@ def _nonnegative(value: float, name: str) -> float:
 
 
 def _singular_values(singular_values: torch.Tensor | Sequence[float]) -> torch.Tensor:
+    if not isinstance(singular_values, torch.Tensor):
+        # any array-like, NumPy views with negative strides (a reversed spectrum) included
+        singular_values = np.array(singular_values, dtype=object if isinstance(singular_values, str) else None)
+        if singular_values.dtype.kind not in "biuf":
+            raise ValueError(f"singular_values must be real numbers, got dtype {singular_values.dtype}")
     s = torch.as_tensor(singular_values)
     if s.is_complex() or s.dtype == torch.bool:
         raise ValueError(f"singular_values must be real, got dtype {s.dtype}")

@@ -65,6 +65,18 @@ def test_run_writes_every_output_with_the_input_geometry(tmp_path):
     assert not list(out.glob(".*"))  # no temporary files left behind
 
 
+def test_auto_parameter_reaches_metrics_report_and_figure(tmp_path):
+    out = tmp_path / "out"
+    recipe = tiny_recipe(out, **{"solver.params": {"lambda_tv": "auto", "n_iter": 10}})
+    result = run_recipe(parse_recipe(recipe), progress=False)
+    metrics = json.loads(result.metrics_path.read_text())
+    assert [entry["slices"] for entry in metrics["auto"]] == [metrics["slices"][:2], metrics["slices"][2:]]
+    choice = metrics["auto"][0]["lambda_tv"]
+    assert choice["rule"] == "splitting" and len(choice["curve"]["values"]) == choice["n_solves"] == 8
+    assert (out / "figures" / "auto_parameters.png").is_file()
+    assert "Parameters chosen from the measurements" in (out / "report.html").read_text()
+
+
 def test_tuning_picks_from_grid_on_disjoint_slices(tmp_path):
     recipe = tiny_recipe(tmp_path / "out")
     recipe["solver"]["tune"] = {"param": "lambda_tv", "grid": [0.0001, 0.01], "slices": {"start": 5, "stop": 15, "count": 2}}

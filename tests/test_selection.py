@@ -1,4 +1,5 @@
 import deepinv as dinv
+import numpy as np
 import pytest
 import torch
 
@@ -285,3 +286,15 @@ def test_masked_physics_is_adjoint_on_real_images(cfg):
     assert split.A(x).shape == y.shape and not split.A(x)[~keep].any()
     lhs, rhs = float((split.A(x) * v).sum()), float((x * split.A_adjoint(v)).sum())
     assert abs(lhs - rhs) <= 1e-4 * abs(lhs)
+
+
+def test_linear_theory_accepts_any_array_like_including_reversed_numpy_views():
+    ascending = np.linspace(0.1, 3.0, 12)
+    spectrum = ascending[::-1]  # a view with a negative stride
+    assert spectrum.strides[0] < 0
+    expected = linear_denoising_mse(torch.tensor(spectrum.copy()), 0.5, 0.1, 4)
+    assert linear_denoising_mse(spectrum, 0.5, 0.1, 4) == pytest.approx(expected)
+    assert linear_denoising_mse(list(spectrum), 0.5, 0.1, 4) == pytest.approx(expected)
+    assert optimal_k_linear(spectrum, 0.5, 0.1) == optimal_k_linear(torch.tensor(spectrum.copy()), 0.5, 0.1)
+    with pytest.raises(ValueError, match="real numbers"):
+        optimal_k_linear(np.array(["a", "b"]), 0.5, 0.1)

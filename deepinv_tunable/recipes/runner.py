@@ -12,7 +12,7 @@ import json
 import platform
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +34,7 @@ from ..data import (
 )
 from ..metrics import image_metrics
 from ..physics import build_physics, from_physics_domain, to_physics_domain
-from ..report import shown_slices, write_figures, write_report
+from ..report import shown_slices, write_auto_figure, write_figures, write_report
 from ..solvers import SOLVERS
 from ..tuning import grid_search
 from .auditing import RecipeAudit
@@ -133,7 +133,8 @@ def _mean(values: list[float]) -> float:
 @dataclass
 class SliceBatch:
     """One reconstructed batch: slice indices, ground truth, measurements, baseline image,
-    solver estimate in the physics' domain and as an image, and the solver's seconds."""
+    solver estimate in the physics' domain and as an image, the solver's seconds and the
+    parameters it chose from the measurements (``extras["auto"]``)."""
 
     indices: list[int]
     x: torch.Tensor
@@ -142,6 +143,7 @@ class SliceBatch:
     x_phys: torch.Tensor
     reconstruction: torch.Tensor
     seconds: float
+    auto: dict = field(default_factory=dict)
 
 
 @dataclass
@@ -174,11 +176,20 @@ class PreparedRun:
     def estimate_both(self, solver, y: torch.Tensor, indices: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
         """The estimate in the physics' domain (for the audit) and as an image; a stochastic
         solver's noise is seeded by the batch's first slice."""
+        return self.solve(solver, y, indices)[:2]
+
+    def solve(self, solver, y: torch.Tensor, indices: list[int]) -> tuple[torch.Tensor, torch.Tensor, dict]:
+        """:meth:`estimate_both` plus the parameters the solver chose from the measurements
+        (its ``extras["auto"]``, empty for fixed parameters)."""
         seed = self.recipe.seed
         with _seeded(seed, indices[0], self.device):
             kwargs = {"seed": seed * _SEED_STRIDE + indices[0]} if getattr(solver, "stochastic", False) else {}
-            x = solver(y, self.physics, **kwargs)
-        return x, from_physics_domain(x, self.physics).cpu()
+            if hasattr(solver, "reconstruct"):
+                result = solver.reconstruct(y, self.physics, **kwargs)
+                x, auto = result.x, result.extras.get("auto", {})
+            else:
+                x, auto = solver(y, self.physics, **kwargs), {}
+        return x, from_physics_domain(x, self.physics).cpu(), auto
 
     def reconstruct_batch(self, solver, baseline, batch: list[int]) -> SliceBatch:
         """Measure slices ``batch`` and reconstruct them with the baseline and the solver (only
@@ -187,8 +198,8 @@ class PreparedRun:
         y = self.measure(x, batch)
         base = self.estimate_both(baseline, y, batch)[1]
         start = time.perf_counter()
-        x_phys, recon = self.estimate_both(solver, y, batch)
-        return SliceBatch(batch, x, y, base, x_phys, recon, time.perf_counter() - start)
+        x_phys, recon, auto = self.solve(solver, y, batch)
+        return SliceBatch(batch, x, y, base, x_phys, recon, time.perf_counter() - start, auto)
 
     def record_header(self, full_volume: bool) -> dict[str, Any]:
         record: dict[str, Any] = {
@@ -359,6 +370,8 @@ def run_recipe(recipe: Recipe, progress: bool | None = None, audit: bool = False
     for batch in batched(eval_idx[done:], d.batch_size):
         out = run.reconstruct_batch(solver, baseline, batch)
         seconds += out.seconds
+        if out.auto:  # parameters chosen from the measurements: value, rule, score curve, bound flag
+            record.setdefault("auto", []).append({"slices": batch, **out.auto})
         if auditor is not None:
             auditor.process(batch, out.x, out.y, out.x_phys)
             record["audit"] = auditor.record()
@@ -374,6 +387,8 @@ def run_recipe(recipe: Recipe, progress: bool | None = None, audit: bool = False
     recon, base = stacks.tensor("reconstruction"), stacks.tensor("baseline")
 
     figure_paths = run.write_outputs(out_dir, recon, base)
+    if record.get("auto") and recipe.output.figures:
+        figure_paths.append(write_auto_figure(out_dir / "figures" / "auto_parameters.png", record["auto"]))
     if auditor is not None:
         def save_map(name: str, stack: torch.Tensor) -> None:
             save_volume(slices_to_volume(stack, d.plane), out_dir / f"{name}.nii.gz", like=prepared)
