@@ -44,7 +44,7 @@ from dataclasses import dataclass, field
 import deepinv as dinv
 import torch
 
-from .physics import estimate_noise_sigma, noise_sigma, physics_domain_adjoint, to_physics_domain
+from .physics import estimate_noise_sigma, noise_sigma, physics_domain_adjoint, residual_sq, to_physics_domain
 
 RULES = ("discrepancy", "sure", "splitting")
 
@@ -242,14 +242,6 @@ def resolve_sigma(y: torch.Tensor, physics, sigma: float | None = None) -> tuple
     return float(estimate_noise_sigma(y, physics).mean()), True
 
 
-def _residual_sq(physics, x: torch.Tensor, y: torch.Tensor, where: torch.Tensor | None = None) -> float:
-    with torch.no_grad():
-        r = physics.A(x) - y
-        if where is not None:
-            r = r * where
-        return float(r.abs().pow(2).sum())
-
-
 class _Scorer:
     """Scores one candidate value under a rule (lower is better); counts solver calls."""
 
@@ -284,12 +276,12 @@ class _Scorer:
             self.n_solves += 1
             self.estimates[value] = x
             # the fit lives in the masked physics' domain (real images): score on the held-out entries
-            return _residual_sq(self.physics, to_physics_domain(x, self.physics), self.y, ~self.keep)
+            return float(residual_sq(x, self.y, self.physics, ~self.keep).sum())
         x = self.solve(value, self.y, self.physics, x_init)
         self.n_solves += 1
         self.estimates[value] = x
         if self.rule == "discrepancy":
-            ratio = _residual_sq(self.physics, x, self.y) / (self.tau * self.m * self.sigma ** 2)
+            ratio = float(residual_sq(x, self.y, self.physics).sum()) / (self.tau * self.m * self.sigma ** 2)
             return abs(math.log(max(ratio, 1e-12)))
         self.n_solves += 1
         with torch.no_grad():

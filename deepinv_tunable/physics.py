@@ -286,6 +286,26 @@ def from_physics_domain(x: torch.Tensor, physics: dinv.physics.Physics) -> torch
     return x
 
 
+def residual_sq(x: torch.Tensor, y: torch.Tensor, physics: dinv.physics.Physics,
+                where: torch.Tensor | None = None) -> torch.Tensor:
+    r"""Per-example squared data residual :math:`\|(A x - y)_W\|^2`, ``(B,)``: how well an estimate
+    explains the measurements. ``x`` may be a real single-channel image (embedded by
+    :func:`to_physics_domain`) or already in the physics' domain; ``where`` restricts the sum to
+    some entries (a boolean mask shaped like ``y``, e.g. held-out ones).
+
+    >>> physics = build_physics({"kind": "denoising"}, (2, 2))
+    >>> residual_sq(torch.zeros(1, 1, 2, 2), torch.ones(1, 1, 2, 2), physics)
+    tensor([4.])
+    """
+    with torch.no_grad():
+        r = physics.A(to_physics_domain(x, physics)) - y
+        if r.shape != y.shape:
+            raise ValueError(f"physics.A(x) has shape {tuple(r.shape)}, expected y's shape {tuple(y.shape)}")
+        if where is not None:
+            r = r * where
+        return r.abs().pow(2).flatten(1).sum(1)
+
+
 # ------------------------------------------------------------------------------ noise facts
 #: MAD-to-std factor of a Gaussian: :math:`\sigma = \mathrm{median}|n| / 0.6745`.
 _MAD_TO_STD = 0.6744897501960817

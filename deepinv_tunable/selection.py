@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from .autotune import holdout_mask, masked_physics  # noqa: F401 (the one hold-out mechanism, re-exported)
-from .physics import to_physics_domain
+from .physics import residual_sq
 from .solvers.base import TunableReconstructor
 from .solvers.latent_map import measurement_estimate
 
@@ -433,8 +433,7 @@ def select_k(solver, y: torch.Tensor, physics, ks: Sequence[int], rule: str = "s
     y_keep = y * keep
     for k in ks:
         x_hat = solver.reconstruct(y_keep, split, k=k, x_init=x_init).x
-        with torch.no_grad():
-            scores[k] = ((physics.A(to_physics_domain(x_hat, physics)) - y) * ~keep).abs().pow(2).flatten(1).sum(1).cpu()
+        scores[k] = residual_sq(x_hat, y, physics, ~keep).cpu()
     table = torch.stack([scores[k] for k in ks])  # (n_k, B); ties go to the smallest k
     chosen = torch.tensor(ks)[table.argmin(0)]
     result = solver.reconstruct(y, physics, k=chosen.to(y.device))
