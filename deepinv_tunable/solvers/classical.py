@@ -6,6 +6,7 @@ import deepinv as dinv
 import torch
 
 from ..autotune import auto_requested, select_parameter
+from ..physics import operator_norm_sq
 from .base import TunableReconstructor
 
 #: TV weight in deepinv's PGD scaling (data term :math:`\tfrac12\|Ax-y\|^2`) for images in
@@ -137,13 +138,10 @@ class TVPGD(TunableReconstructor):
 
     @staticmethod
     def step_size(physics: dinv.physics.Physics, x: torch.Tensor) -> float:
-        """:math:`1 / \\|A\\|^2`, estimated by deepinv's power iteration (from a fixed random start,
-        so that a solve is reproducible and does not draw from torch's global generator)."""
-        # deepinv's power iteration draws its own start from the global generator: fork and seed it
-        devices = [x.device] if x.device.type == "cuda" else []
-        with torch.random.fork_rng(devices=devices):
-            torch.manual_seed(0)
-            norm_sq = float(physics.compute_sqnorm(torch.randn_like(x), verbose=False))
+        """:math:`1 / \\|A\\|^2` (:func:`~deepinv_tunable.physics.operator_norm_sq`, deterministic;
+        50 power iterations at most, as deepinv's own default)."""
+        norm_sq = operator_norm_sq(physics, tuple(x.shape), max_iter=50, rel_tol=1e-3, device=x.device,
+                                   dtype=x.dtype)
         return 1.0 / max(norm_sq, 1e-12)
 
     def _pgd(self, y, physics, lam: float, n_iter: int, x_init: torch.Tensor | None = None) -> torch.Tensor:
