@@ -117,7 +117,8 @@ def run(args) -> dict:
 def rst(rows) -> str:
     header = ["subject", "task", "solver", "rule", "auto value", "auto PSNR", "oracle value", "oracle PSNR",
               "gap (dB)", "at bound", "cost (x one solve)"]
-    body = [[r["subject"], r["task"], r["solver"], r["rule"], f"{r['auto_value']:.4g}", f"{r['auto_psnr']:.2f}",
+    body = [[r["subject"], r["task"], r["solver"],
+             r["rule"] + (" (default)" if r["requested_rule"] == "auto" else ""), f"{r['auto_value']:.4g}", f"{r['auto_psnr']:.2f}",
              f"{r['oracle_value']:.4g}", f"{r['oracle_psnr']:.2f}", f"{r['gap_db']:+.2f}",
              "yes" if r["at_bound"] else "no",
              "-" if r["tuning_cost_x"] != r["tuning_cost_x"] else f"{r['tuning_cost_x']:.1f}"] for r in rows]

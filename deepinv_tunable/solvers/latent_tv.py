@@ -55,7 +55,7 @@ class LatentMAPTV(TunableReconstructor):
         >>> solver = LatentMAPTV(LatentMAP(vae, n_steps=3), n_iter=5)
         >>> result = solver.reconstruct(y, physics, k=64)
         >>> result.x.shape, result.k, sorted(result.extras)
-        (torch.Size([1, 2, 32, 32]), 64, ['beta', 'lambda_tv', 'prior_image'])
+        (torch.Size([1, 2, 32, 32]), 64, ['auto', 'beta', 'lambda_tv', 'prior_image'])
     """
 
     def __init__(self, latent_map: LatentMAP, lambda_tv: float | str = "auto", beta: float | str = 1.0,
