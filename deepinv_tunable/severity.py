@@ -149,7 +149,7 @@ class SeverityAudit:
         per-coordinate squared latent error, when a reference encoder was given).
     :param dict truth_spearman: per kind, the same correlation for the *true* latent error (how
         much the level really degrades the encoding; only with a reference encoder).
-    :param dict estimate_vs_truth: per kind, Spearman of :math:`\hat\sigma^2` with the true error.
+    :param dict estimate_vs_truth: per kind, Spearman of :math:`\\hat\\sigma^2` with the true error.
     :param list easy: rows whose :math:`\\hat\\sigma^2` is far below their level's median (log residual
         < -``threshold``): images that suffer little from this degradation.
     :param list hard: rows far above it (log residual > ``threshold``).
