@@ -483,7 +483,7 @@ def _image_noise(y: torch.Tensor) -> torch.Tensor:
     noise), a finest-scale diagonal band that also cancels linear trends, so blurred edges leak
     less into it than into the Haar band of Donoho's rule. 3x3 neighbourhoods holding an exact
     zero (masked pixels) are skipped."""
-    y = y.double().flatten(0, -3)[:, None] if y.dim() != 4 else y.double()
+    y = y.double()  # (B, C, H, W): estimate_noise_sigma only sends 4-D image-like measurements
     kernel = torch.tensor([1.0, -2.0, 1.0], dtype=torch.float64)
     kernel = (kernel[:, None] * kernel[None, :] / 6.0)[None, None].repeat(y.shape[1], 1, 1, 1)
     band = torch.nn.functional.conv2d(y, kernel, groups=y.shape[1]).flatten(1)

@@ -97,7 +97,7 @@ class DPIR(TunableReconstructor):
             noise, _ = resolve_sigma(y, physics)
             low, high = (float(b) * noise for b in self.tune_bounds)
             choice = select_parameter(lambda s, y_, ph_, x0: self._hqs(y_, ph_, s, max_iter), y, physics, (low, high),
-                                      name="sigma", rule=self.tune_rule, seed=self.seed)
+                                      name="sigma", rule=self.tune_rule, sigma=noise, seed=self.seed)
             sigma = choice.value
             extras["auto"] = {"sigma": choice.as_dict()}
             if choice.estimate is not None:  # the candidate already is this solve
