@@ -94,10 +94,11 @@ class DPIR(TunableReconstructor):
         max_iter = self.max_iter if max_iter is None else int(max_iter)
         extras = {}
         if auto_requested(sigma):
-            noise, _ = resolve_sigma(y, physics)
+            noise, estimated = resolve_sigma(y, physics)
             low, high = (float(b) * noise for b in self.tune_bounds)
             choice = select_parameter(lambda s, y_, ph_, x0: self._hqs(y_, ph_, s, max_iter), y, physics, (low, high),
                                       name="sigma", rule=self.tune_rule, sigma=noise, seed=self.seed)
+            choice.sigma_estimated = estimated  # resolved here once, for the bounds and the search
             sigma = choice.value
             extras["auto"] = {"sigma": choice.as_dict()}
             if choice.estimate is not None:  # the candidate already is this solve
