@@ -25,7 +25,16 @@ Methods (registry of ``run_baselines.py``, extended here):
   picked on the reference slices; ``pnp_hvae template``: the earlier template-only HVAE;
 * ``latent_map_tv``: :class:`~deepinv_tunable.solvers.LatentMAPTV` with ``tunable_vae_f4_mri128``
   (template-trained), ``(lambda, beta)`` picked on the reference slices (``beta = 0`` is TV);
-* ``flash``: :class:`~deepinv_tunable.solvers.FlashDiffusion` from ``severity_encoder_mri128``.
+* ``flash``: :class:`~deepinv_tunable.solvers.FlashDiffusion` from ``severity_encoder_mri128``;
+* ``dpir pixel``: DPIR with the pixel denoiser of ``--pixel-denoiser`` (a
+  :class:`~deepinv_tunable.priors.PixelDenoiser` checkpoint, or ``dncnn-corpus``: the corpus
+  DnCNNs scaled to every level), final sigma picked on the reference slices;
+* ``diffpir pixel``: deepinv's own :class:`~deepinv.sampling.DiffPIR` (50 steps) with it,
+  lambda picked on the reference slices; ``pixel_flash``: the same sampler started at each
+  slice's estimated severity (:class:`~deepinv_tunable.solvers.PixelFlash`), and
+  ``pixel_flash fixed`` its full-schedule reference (same code, start from noise);
+* ``ddrm pixel`` (deepinv's DDRM, 100 steps; MRI and blur only) and ``dps pixel`` (deepinv's
+  DPS, 100 DDPM steps, back-propagating through the denoiser: slow, run on few slices).
 
 Columns: PSNR, PSNR inside the foreground mask, SSIM, seconds per slice (solver calls only, one
 CPU thread by default). Writes ``results/benchmarks/reserved.json`` (after every row) and
@@ -61,8 +70,9 @@ from deepinv_tunable.atomic import write_json_atomic, write_text_atomic  # noqa:
 from deepinv_tunable.data.corpus import load_corpus  # noqa: E402
 from deepinv_tunable.data.slicing import select_slices  # noqa: E402
 from deepinv_tunable.physics import build_physics, to_physics_domain  # noqa: E402
-from deepinv_tunable.priors import DnCNNDenoiser  # noqa: E402
-from deepinv_tunable.solvers import DPIR, FlashDiffusion, MeasurementBaseline, PnPHVAE  # noqa: E402
+from deepinv_tunable.physics import noise_sigma  # noqa: E402
+from deepinv_tunable.priors import DnCNNDenoiser, PixelDenoiser  # noqa: E402
+from deepinv_tunable.solvers import DPIR, FlashDiffusion, MeasurementBaseline, PixelFlash, PnPHVAE  # noqa: E402
 from deepinv_tunable.tuning import grid_search  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -80,8 +90,15 @@ DPIR_SIGMA_GRID = (0.007, 0.01, 0.015, 0.02)
 DPIR_ITER = 24
 #: scico's DnCNNs fine-tuned on the corpus (recipes/train_dncnn_corpus_*.yaml)
 CORPUS_DNCNN = ("dncnn_corpus_17L", "dncnn_corpus_17M", "dncnn_corpus_17H")
+#: the noise-conditional pixel denoiser of the DPIR / DiffPIR / DPS / DDRM / pixel-Flash rows (--pixel-denoiser)
+PIXEL_DENOISER = "dncnn-corpus"
+DIFFPIR_ITER = 50
+DIFFPIR_LAMBDA_GRID = (0.3, 1.0, 3.0)
+DPS_STEPS = 100
+DDRM_STEPS = 100
 DEFAULT_METHODS = ("baseline", "tv_pgd tuned", "tv_pgd oracle", "dpir dncnn", "dpir dncnn corpus", "pnp_hvae",
-                   "pnp_hvae template", "latent_map_tv", "flash")
+                   "pnp_hvae template", "latent_map_tv", "flash", "dpir pixel", "diffpir pixel",
+                   "pixel_flash", "pixel_flash fixed", "ddrm pixel")
 
 
 def fit_square(image: torch.Tensor, size: int = SIZE) -> torch.Tensor:
@@ -164,12 +181,12 @@ def _pnp_hvae_template(ctx: rb.BenchContext) -> dinv.models.Reconstructor:
 
 
 class FlashWithDiagnostics(dinv.models.Reconstructor):
-    """Flash-Diffusion that counts, in ``notes``, the slices its measurement guard sent back to
-    the baseline and the network evaluations it spent."""
+    """A Flash sampler (latent or pixel) that counts, in ``notes``, the slices its measurement
+    guard sent back to the baseline and the network evaluations it spent."""
 
-    def __init__(self, notes: dict[str, Any]):
+    def __init__(self, notes: dict[str, Any], flash=None):
         super().__init__()
-        self.flash = FlashDiffusion.from_pretrained("severity_encoder_mri128", seed=0)
+        self.flash = flash if flash is not None else FlashDiffusion.from_pretrained("severity_encoder_mri128", seed=0)
         self.notes = notes
 
     def forward(self, y, physics, **kwargs):
@@ -185,6 +202,98 @@ def _flash(ctx: rb.BenchContext) -> dinv.models.Reconstructor:
     return FlashWithDiagnostics(ctx.notes)
 
 
+class SkipMethod(Exception):
+    """A method that does not apply to a task (the row is left out, with the reason printed)."""
+
+
+def _forget_tuning_counts(notes: dict[str, Any]) -> None:
+    for key in ("fallback", "nfe", "slices"):  # the counts reported are the evaluation's, not the tuning's
+        notes.pop(key, None)
+
+
+def _pixel_denoiser(ctx: rb.BenchContext) -> dinv.models.Denoiser:
+    """The pixel denoiser of the diffusion rows; ``dncnn-corpus`` / ``dncnn-scico`` name the blind
+    DnCNN families, mapped to every noise level by scaling (:class:`~deepinv_tunable.priors.DnCNNDenoiser`)."""
+    if PIXEL_DENOISER == "dncnn-corpus":
+        return DnCNNDenoiser.from_pretrained(CORPUS_DNCNN, device=ctx.device)
+    if PIXEL_DENOISER == "dncnn-scico":
+        return DnCNNDenoiser.from_pretrained(device=ctx.device)
+    return PixelDenoiser.from_pretrained(PIXEL_DENOISER, device=ctx.device)
+
+
+@rb.register_method("dpir pixel")
+def _dpir_drunet(ctx: rb.BenchContext) -> dinv.models.Reconstructor:
+    denoiser = _pixel_denoiser(ctx)
+    return _tuned(ctx, lambda s: DPIR(denoiser, sigma=s, max_iter=DPIR_ITER), DPIR_SIGMA_GRID, "sigma")
+
+
+class CountedSampler(dinv.models.Reconstructor):
+    """A deepinv sampler (``sampler(y, physics)``) whose network evaluations per slice are known
+    (``nfe``), counted in ``notes`` like Flash's."""
+
+    def __init__(self, sampler, nfe: int, notes: dict[str, Any]):
+        super().__init__()
+        self.sampler, self.nfe, self.notes = sampler, nfe, notes
+
+    def forward(self, y, physics, **kwargs):
+        out = self.sampler(y, physics)
+        self.notes["nfe"] = self.notes.get("nfe", 0) + self.nfe * y.shape[0]
+        self.notes["slices"] = self.notes.get("slices", 0) + y.shape[0]
+        self.notes.setdefault("fallback", 0)
+        return out.to(y.dtype)
+
+
+@rb.register_method("diffpir pixel")
+def _diffpir(ctx: rb.BenchContext) -> dinv.models.Reconstructor:
+    """deepinv's DiffPIR as shipped by deepinv, lambda picked on the reference slices."""
+    denoiser, sigma = _pixel_denoiser(ctx), noise_sigma(ctx.physics)
+    build = lambda lam: CountedSampler(dinv.sampling.DiffPIR(  # noqa: E731
+        denoiser, dinv.optim.data_fidelity.L2(), sigma=sigma, max_iter=DIFFPIR_ITER, lambda_=lam,
+        device=ctx.device), DIFFPIR_ITER, ctx.notes)
+    solver = _tuned(ctx, build, DIFFPIR_LAMBDA_GRID, "lambda_")
+    _forget_tuning_counts(ctx.notes)
+    return solver
+
+
+def _pixel_flash(ctx: rb.BenchContext, start: str) -> dinv.models.Reconstructor:
+    denoiser = _pixel_denoiser(ctx)
+    build = lambda lam: FlashWithDiagnostics(ctx.notes, PixelFlash(  # noqa: E731
+        denoiser, max_iter=DIFFPIR_ITER, lambda_=lam, start=start, seed=0))
+    solver = _tuned(ctx, build, DIFFPIR_LAMBDA_GRID, "lambda_")
+    _forget_tuning_counts(ctx.notes)
+    return solver
+
+
+@rb.register_method("pixel_flash")
+def _pixel_flash_adaptive(ctx: rb.BenchContext) -> dinv.models.Reconstructor:
+    """:class:`~deepinv_tunable.solvers.PixelFlash`: DiffPIR started at each slice's severity."""
+    return _pixel_flash(ctx, "severity")
+
+
+@rb.register_method("pixel_flash fixed")
+def _pixel_flash_fixed(ctx: rb.BenchContext) -> dinv.models.Reconstructor:
+    """The same sampler over the whole schedule (its fixed-NFE reference)."""
+    return _pixel_flash(ctx, "noise")
+
+
+@rb.register_method("ddrm pixel")
+def _ddrm(ctx: rb.BenchContext) -> dinv.models.Reconstructor:
+    """deepinv's DDRM (decomposable physics only: MRI and FFT blur), deepinv's default schedule."""
+    if not isinstance(ctx.physics, dinv.physics.DecomposablePhysics):
+        raise SkipMethod(f"DDRM needs a decomposable physics, not {type(ctx.physics).__name__}")
+    sampler = dinv.sampling.DDRM(_pixel_denoiser(ctx), sigmas=np.linspace(1, 0, DDRM_STEPS))
+    return CountedSampler(sampler, DDRM_STEPS, ctx.notes)
+
+
+@rb.register_method("dps pixel")
+def _dps(ctx: rb.BenchContext) -> dinv.models.Reconstructor:
+    """deepinv's DPS (DDPM solver, 'norm' guidance, weight 1), ``DPS_STEPS`` steps: each step
+    back-propagates through the denoiser, so it is run on few slices (see the docs)."""
+    sampler = dinv.sampling.DPS(_pixel_denoiser(ctx), num_steps=DPS_STEPS, device=ctx.device,
+                                rng=torch.Generator(device=ctx.device).manual_seed(0))
+    return CountedSampler(sampler, DPS_STEPS, ctx.notes)
+
+
 # ------------------------------------------------------------------------------------- running
 def _summary(values) -> dict[str, float]:
     return {"mean": float(np.mean(values)), "std": float(np.std(values))}
@@ -196,11 +305,14 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     device = torch.device(args.device)
     n_cal, n_eval = (2, 2) if args.quick else (args.n_cal, args.n_eval)
     tv_grid = tuple(args.tv_grid) if args.tv_grid else (rb.QUICK_TV_GRID if args.quick else rb.TV_GRID)
-    global DPIR_SIGMA_GRID, TAU_GRID  # the method builders read the module's grids
+    global DPIR_SIGMA_GRID, TAU_GRID, PIXEL_DENOISER  # the method builders read the module's settings
+    PIXEL_DENOISER = args.pixel_denoiser
     DPIR_SIGMA_GRID = tuple(args.dpir_grid) if args.dpir_grid else DPIR_SIGMA_GRID
     TAU_GRID = tuple(args.tau_grid) if args.tau_grid else TAU_GRID
     record: dict[str, Any] = {"command": sys.argv, "quick": args.quick, "threads": args.threads, "tasks": TASKS,
-                              "grids": {"tv": list(tv_grid), "dpir_sigma": list(DPIR_SIGMA_GRID), "tau": list(TAU_GRID)},
+                              "grids": {"tv": list(tv_grid), "dpir_sigma": list(DPIR_SIGMA_GRID), "tau": list(TAU_GRID),
+                                        "diffpir_lambda": list(DIFFPIR_LAMBDA_GRID)},
+                              "pixel_denoiser": str(PIXEL_DENOISER),
                               "subjects": {}, "rows": [], "complete": False}
     start = time.perf_counter()
     for name in args.subjects:
@@ -222,7 +334,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 else:
                     ctx = rb.BenchContext(task, TASKS[task], name, physics, device, subject.calibration, y_cal,
                                           rb.N_ITER, tv_grid, notes)
-                    solver = rb.METHODS[method](ctx)
+                    try:
+                        solver = rb.METHODS[method](ctx)
+                    except SkipMethod as why:
+                        print(f"{name} {task} {method}: skipped ({why})", file=sys.stderr, flush=True)
+                        continue
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore", RuntimeWarning)
                     result = rb.evaluate(solver, ctx, subject.evaluation, y, args.batch_size)
@@ -239,13 +355,13 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _note(notes: dict[str, Any]) -> str:
-    parts = [f"{k}={notes[k]:g}" for k in ("lambda_tv", "sigma", "tau") if k in notes]
+    parts = [f"{k}={notes[k]:g}" for k in ("lambda_tv", "sigma", "tau", "lambda_") if k in notes]
     if "lambda_beta" in notes:
         parts.append("lambda={:g}, beta={:g}".format(*notes["lambda_beta"]))
     if "fallback" in notes:
         parts.append(f"{notes['fallback']}/{notes['slices']} slices fell back to the baseline, "
                      f"NFE {notes['nfe'] / notes['slices']:.1f}/slice")
-    if any(notes.get(f"{k}_at_grid_edge") for k in ("sigma", "tau")) or notes.get("lambda_at_grid_edge"):
+    if any(notes.get(f"{k}_at_grid_edge") for k in ("sigma", "tau", "lambda_")) or notes.get("lambda_at_grid_edge"):
         parts.append("grid edge")
     return f"({', '.join(parts)})" if parts else ""
 
@@ -298,6 +414,8 @@ def main() -> int:
     parser.add_argument("--tv-grid", type=float, nargs="+", help=f"TV weights (default {rb.TV_GRID})")
     parser.add_argument("--dpir-grid", type=float, nargs="+", help=f"DPIR final sigmas (default {DPIR_SIGMA_GRID})")
     parser.add_argument("--tau-grid", type=float, nargs="+", help=f"PnP-HVAE temperatures (default {TAU_GRID})")
+    parser.add_argument("--pixel-denoiser", default=PIXEL_DENOISER,
+                        help="shipped name or save_pretrained folder of the pixel denoiser (default %(default)s)")
     parser.add_argument("--corpus", default=str(ROOT / "corpus"))
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=1)

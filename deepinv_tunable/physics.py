@@ -542,3 +542,59 @@ def estimate_noise_sigma(y: torch.Tensor, physics: dinv.physics.Physics) -> torc
             return _image_noise(y)
         raise ValueError(f"cannot estimate the noise of {type(physics).__name__} measurements of shape "
                          f"{tuple(y.shape)}; pass sigma=... (the measurement noise std)")
+
+
+def mri_zero_filled_error(y: torch.Tensor, physics: dinv.physics.Physics, sigma: float | None = None) -> torch.Tensor:
+    r"""Per-example RMS error of the zero-filled image of single-coil MRI, from the measurements
+    alone: the energy of the unsampled k-space, predicted from the radial power spectrum of the
+    sampled one, plus the noise of the sampled one,
+
+    .. math::
+
+        \hat e^2 = \frac{1}{2HW}\Big(\sum_{k \notin \Omega} \hat P(|k|) + 2\sigma^2 |\Omega|\Big),
+        \qquad \hat P(r) = \operatorname{mean}_{k \in \Omega,\, |k| \approx r} |Y(k)|^2 - 2\sigma^2,
+
+    :math:`\Omega` the sampled set; radii with no sample take a power law :math:`\log \hat P = a +
+    b \log r` fitted to the others. Images' spectra are close to isotropic, which is what makes a
+    Cartesian mask's sampled lines speak for the missing ones at the same radius. deepinv's
+    orthonormal, centred FFT makes k-space energy equal image energy; the RMS is over the
+    2-channel image, as the measurement-only estimate is compared in the physics' domain.
+
+    :param torch.Tensor y: k-space ``(B, 2, H, W)``.
+    :param deepinv.physics.Physics physics: single-coil :class:`~deepinv.physics.MRI`.
+    :param float sigma: noise std. Default ``None``: the physics' (else estimated from ``y``).
+    :return: float tensor ``(B,)``.
+    """
+    if not isinstance(physics, dinv.physics.MRI) or isinstance(physics, dinv.physics.MultiCoilMRI):
+        raise ValueError(f"mri_zero_filled_error needs a single-coil deepinv MRI physics, got {type(physics).__name__}")
+    if sigma is None:
+        sigma_b = torch.as_tensor(noise_sigma(physics, default=0.0)).expand(y.shape[0])
+        if float(sigma_b[0]) == 0:
+            sigma_b = estimate_noise_sigma(y, physics)
+    else:
+        sigma_b = torch.full((y.shape[0],), float(sigma))
+    h, w = y.shape[-2:]
+    mask = physics.mask.reshape(-1, h, w)[0] != 0
+    ky = (torch.arange(h, dtype=torch.float64) - h // 2) / h
+    kx = (torch.arange(w, dtype=torch.float64) - w // 2) / w
+    radius = (ky[:, None] ** 2 + kx[None, :] ** 2).sqrt() * max(h, w)
+    bins = radius.round().long()
+    n_bins = int(bins.max()) + 1
+    out = []
+    for b in range(y.shape[0]):
+        power = (y[b, 0].double() ** 2 + y[b, 1].double() ** 2) - 2 * float(sigma_b[b]) ** 2
+        total = torch.zeros(n_bins, dtype=torch.float64).index_add_(0, bins[mask], power[mask])
+        count = torch.zeros(n_bins, dtype=torch.float64).index_add_(0, bins[mask], torch.ones_like(power[mask]))
+        seen = count > 0
+        spectrum = torch.where(seen, total / count.clamp_min(1), torch.zeros_like(total)).clamp_min(1e-12)
+        fit = seen & (torch.arange(n_bins) > 0)
+        if int(fit.sum()) >= 2 and not bool(seen.all()):
+            log_r, log_p = torch.arange(n_bins, dtype=torch.float64)[fit].log(), spectrum[fit].log()
+            slope = ((log_r - log_r.mean()) * (log_p - log_p.mean())).sum() / (log_r - log_r.mean()).pow(2).sum()
+            intercept = log_p.mean() - slope * log_r.mean()
+            r = torch.arange(n_bins, dtype=torch.float64).clamp_min(1)
+            spectrum = torch.where(seen, spectrum, (intercept + slope * r.log()).exp())
+        missing = spectrum[bins[~mask]].sum()
+        noise = 2 * float(sigma_b[b]) ** 2 * int(mask.sum())
+        out.append(((missing + noise) / (2 * h * w)).sqrt())
+    return torch.stack(out).float()

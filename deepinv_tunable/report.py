@@ -130,6 +130,31 @@ def _auto_section(auto: Sequence[dict[str, Any]] | None) -> str:
             f"<th>noise std</th></tr>{''.join(rows)}</table>")
 
 
+#: diagnostics that flag a slice not to be trusted silently
+_ALARMS = ("fallback", "out_of_range")
+
+
+def _diagnostics_section(diagnostics: Sequence[dict[str, Any]] | None) -> str:
+    """HTML table of the solver's per-slice diagnostics; slices that fell back to the baseline or
+    lie outside the model's range are in bold."""
+    if not diagnostics:
+        return ""
+    names = [k for k in diagnostics[0] if k != "slices"]
+    rows = []
+    for entry in diagnostics:
+        for i, index in enumerate(entry["slices"]):
+            values = [entry[k][i] if k in entry and i < len(entry[k]) else None for k in names]
+            alarm = any(entry.get(k, [False] * (i + 1))[i] for k in _ALARMS if k in entry)
+            cells = "".join(f"<td>{v:.4g}</td>" if isinstance(v, float) else f"<td>{html.escape(str(v))}</td>"
+                            for v in values)
+            row = f"<td>{index}</td>{cells}"
+            rows.append(f"<tr style=\"font-weight:bold\">{row}</tr>" if alarm else f"<tr>{row}</tr>")
+    header = "".join(f"<th>{html.escape(n)}</th>" for n in names)
+    return ("<h2>Solver diagnostics</h2><p>Per slice; rows in bold fell back to the measurement baseline or lie "
+            "outside the model's trained range.</p>"
+            f"<table><tr><th>slice</th>{header}</tr>{''.join(rows)}</table>")
+
+
 def write_report(path: Path, record: dict[str, Any], figures: Sequence[Path]) -> Path:
     """Write a self-contained HTML summary (figures linked relatively) next to the metrics."""
     recipe = record["recipe"]
@@ -156,6 +181,7 @@ solver time {record['solver_seconds_per_slice']:.3f} s/slice.</p>
 <h2>Mean metrics (images scaled by the input's robust intensity range)</h2>{_table(record['mean'])}
 {tuning_html}
 {_auto_section(record.get("auto"))}
+{_diagnostics_section(record.get("diagnostics"))}
 {_audit_section(record.get("audit"))}
 <h2>Figures</h2>{figs}
 <h2>Recipe</h2><pre>{html.escape(json.dumps(recipe, indent=2))}</pre>

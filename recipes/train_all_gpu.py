@@ -2,9 +2,10 @@
 r"""Train every prior of the package on the corpus with the ``gpu`` preset, on one large GPU, in
 about 10 minutes in all (budgets below), in dependency order:
 
-1. ``hvae`` (PnP-HVAE prior), 2. the three corpus DnCNNs (DPIR), 3. the tunable VAEs (8x16x16 and
-4x32x32 latents), 4. the ordered flow, 5. the latent UNet on the new 8x16x16 VAE, 6. the severity
-encoder on the new VAE and UNet.
+1. ``hvae`` (PnP-HVAE prior), 2. the noise-conditional pixel denoiser (full-width DRUNet, sigma in
+[0.002, 1]; DPIR / DiffPIR / DPS / DDRM / PixelFlash), 3. the three corpus DnCNNs (DPIR), 4. the
+tunable VAEs (8x16x16 and 4x32x32 latents), 5. the ordered flow, 6. the latent UNet on the new
+8x16x16 VAE, 7. the severity encoder on the new VAE and UNet.
 
 Each model lands in ``OUT/<recipe name>/model`` (``save_pretrained`` + model card); compare it
 with the shipped one (``benchmarks/run_reserved.py``) before replacing anything under
@@ -12,7 +13,7 @@ with the shipped one (``benchmarks/run_reserved.py``) before replacing anything 
 working tree or is rebuilt). Usage::
 
     python recipes/train_all_gpu.py --out runs/gpu            # all
-    python recipes/train_all_gpu.py --out runs/gpu --only hvae dncnn
+    python recipes/train_all_gpu.py --out runs/gpu --only hvae drunet dncnn
 """
 
 from __future__ import annotations
@@ -27,7 +28,8 @@ from deepinv_tunable.training.run import load_train_recipe, train
 RECIPES = Path(__file__).parent
 #: (key, recipe, minutes); budgets sum to about 10 minutes on an H200
 PLAN = [
-    ("hvae", "train_hvae_corpus.yaml", 2.5),
+    ("hvae", "train_hvae_corpus.yaml", 2.0),
+    ("drunet", "train_drunet_corpus.yaml", 1.5),
     ("dncnn", "train_dncnn_corpus_L.yaml", 0.4),
     ("dncnn", "train_dncnn_corpus_M.yaml", 0.4),
     ("dncnn", "train_dncnn_corpus_H.yaml", 0.4),

@@ -392,3 +392,31 @@ def test_latent_samplers_run_under_no_grad(tiny, consistency):
     ref = TunableLDMSolver(vae, unet, n_steps=3, consistency=step, seed=0)(y, physics)
     assert torch.allclose(x_ldm, ref, atol=1e-6)
     assert torch.allclose(x_flash, flash(y, physics, seed=0), atol=1e-6)
+
+
+@pytest.mark.parametrize("factor", [1e4, 1e-4])
+def test_badly_misestimated_severity_still_explains_the_data_as_well_as_the_baseline(tiny, factor):
+    from deepinv_tunable.audit import chi2
+    from deepinv_tunable.solvers import MeasurementBaseline
+    from deepinv_tunable.solvers.guard import DEFAULT_MAX_CHI2
+
+    vae, unet = tiny
+    c = vae.config["scaling_factor"]
+    physics = build_physics({"kind": "blur", "blur_sigma": 1.0, "noise_sigma": 0.05}, (16, 16))
+    x = torch.rand(3, 1, 16, 16, generator=torch.Generator().manual_seed(2))
+    y = physics(x)
+    sigma2 = torch.full((3,), factor * step_variances(unet)[5] / c**2)
+    solver = FlashDiffusion(vae, unet, FixedSeverity(vae, sigma2), n_steps=N_STEPS)
+    with pytest.warns(RuntimeWarning):
+        out = solver.reconstruct(y, physics, seed=0)
+    base = MeasurementBaseline()(y, physics)
+    floor = torch.clamp(chi2(base, y, physics), min=DEFAULT_MAX_CHI2)
+    assert bool((out.chi2_final <= floor + 1e-4).all())
+    for i in range(3):  # fallen back: exactly the baseline; kept: corrected towards the data
+        if out.fallback[i]:
+            assert torch.equal(out.x[i], base[i]) and torch.isnan(out.dc_weight[i])
+        else:
+            assert out.chi2_final[i] <= out.chi2[i] + 1e-6
+    diagnostics = out.diagnostics()
+    assert set(diagnostics) >= {"sigma_hat", "start_step", "nfe", "chi2", "fallback", "dc_weight", "chi2_final"}
+    assert all(len(v) == 3 for v in diagnostics.values())

@@ -24,3 +24,27 @@ def test_mri_truth_passes_and_a_wrong_image_falls_back_to_zero_filled():
     assert torch.equal(wrong[2], x[2].flip(-1)), "the input is not modified"
     with pytest.raises(ValueError, match="max_chi2"):
         measurement_guard(x, y, physics, max_chi2=0)
+
+
+def test_weighted_consistency_leaves_a_fitting_estimate_and_averages_a_wrong_one():
+    from deepinv_tunable.consistency import weighted_data_consistency
+
+    physics = build_physics({"kind": "mri", "acceleration": 4, "noise_sigma": 0.01}, (32, 32))
+    x = torch.zeros(2, 2, 32, 32)
+    x[:, 0] = torch.rand(2, 32, 32, generator=torch.Generator().manual_seed(0))
+    y = physics(x)
+    # a fitting estimate: the zero-filled image of a noise-free measurement has chi2 ~ 1 against y
+    fitting = physics.A_adjoint(physics.A(x))
+    estimates = torch.stack([fitting[0], torch.zeros_like(x[1])])
+    before = estimates.clone()
+    out = weighted_data_consistency(estimates, y, physics)
+    assert torch.equal(estimates, before)
+    if out.gamma[0] == 0:
+        assert torch.equal(out.x[0], fitting[0])
+    assert float(out.gamma[0]) < 0.2
+    # a zero estimate: measured k-space becomes gamma / (gamma + 1) of the data (precision weighting)
+    gamma = float(out.gamma[1])
+    assert gamma > 100
+    torch.testing.assert_close(physics.A(out.x[1:2]), gamma / (gamma + 1) * y[1:2], rtol=1e-4, atol=1e-6)
+    with pytest.raises(ValueError, match="n_probes"):
+        weighted_data_consistency(estimates, y, physics, n_probes=0)

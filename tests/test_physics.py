@@ -138,3 +138,30 @@ def test_factory_returns_deepinv_objects_untouched():
     assert type(physics) is dinv.physics.BlurFFT
     composed = physics * build_physics({"kind": "inpainting"}, SIZE)  # deepinv composition still works
     assert composed(torch.rand(1, 1, *SIZE)).shape == (1, 1, *SIZE)
+
+
+def test_zero_filled_error_is_predicted_from_the_sampled_spectrum():
+    """A planted isotropic power-law image: the unsampled k-space energy predicted from the
+    sampled lines matches the zero-filled image's true error, and grows with the acceleration."""
+    from deepinv_tunable.physics import mri_zero_filled_error
+
+    gen = torch.Generator().manual_seed(0)
+    n = 64
+    k = torch.fft.fftfreq(n)
+    radius = (k[:, None] ** 2 + k[None, :] ** 2).sqrt().clamp_min(1.0 / n)
+    spectrum = torch.complex(torch.randn(4, n, n, generator=gen), torch.randn(4, n, n, generator=gen)) / radius**1.5
+    images = torch.fft.ifft2(spectrum).real
+    images = (images - images.amin((1, 2), keepdim=True)) / (images.amax((1, 2), keepdim=True) - images.amin((1, 2), keepdim=True))
+    x = torch.zeros(4, 2, n, n)
+    x[:, 0] = images
+    estimates = []
+    for acceleration in (2, 4, 8):
+        physics = build_physics({"kind": "mri", "acceleration": acceleration, "noise_sigma": 0.005}, (n, n))
+        y = physics(x)
+        true = (physics.A_adjoint(y) - x).pow(2).flatten(1).mean(1).sqrt()
+        estimate = mri_zero_filled_error(y, physics)
+        assert torch.allclose(estimate, true, rtol=0.35), (acceleration, estimate, true)
+        estimates.append(float(estimate.mean()))
+    assert estimates == sorted(estimates)
+    with pytest.raises(ValueError, match="single-coil"):
+        mri_zero_filled_error(y, build_physics({"kind": "blur", "noise_sigma": 0.01}, (n, n)))

@@ -445,3 +445,8 @@ def test_solver_recipes_run(tmp_path, path):
     metrics = json.loads(run_recipe(recipe, progress=False).metrics_path.read_text())
     assert metrics["complete"] and len(metrics["per_slice"]["solver"]["psnr"]) == 1
     assert 5 < metrics["mean"]["solver"]["psnr"] < 60
+    if recipe.solver.name == "flash_diffusion":  # severity, start, NFE and data fit reach the outputs
+        diagnostics = metrics["diagnostics"][0]
+        assert diagnostics["slices"] == metrics["slices"]
+        assert {"sigma_hat", "start_step", "nfe", "chi2", "fallback", "dc_weight", "chi2_final"} <= set(diagnostics)
+        assert "Solver diagnostics" in (tmp_path / "report.html").read_text()

@@ -176,7 +176,7 @@ def test_hvae_trains_on_patches_from_a_recipe_with_ema_weights(tmp_path):
 @pytest.mark.parametrize("name", ["train_hvae_corpus", "train_tunable_vae_corpus", "train_tunable_vae_f4_corpus",
                                   "train_ordered_flow_corpus", "train_tunable_ldm_corpus",
                                   "train_severity_encoder_corpus", "train_dncnn_corpus_L", "train_dncnn_corpus_M",
-                                  "train_dncnn_corpus_H"])
+                                  "train_dncnn_corpus_H", "train_drunet_corpus"])
 def test_corpus_training_recipes_validate(name):
     from deepinv_tunable.training.run import resolve
 

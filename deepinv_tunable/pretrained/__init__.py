@@ -14,12 +14,12 @@ from pathlib import Path
 
 import torch
 
-from ..nets import HVAE, DnCNN, LatentUNet, OrderedFlow, SeverityEncoder, TunableVAE
+from ..nets import HVAE, ConditionalDRUNet, DnCNN, LatentUNet, OrderedFlow, SeverityEncoder, TunableVAE
 from ..nets.checkpoint import CONFIG_NAME
 
 _DIR = Path(__file__).parent
 #: checkpoint ``class`` -> model class; each has ``from_pretrained``.
-MODEL_CLASSES = {cls.__name__: cls for cls in (DnCNN, TunableVAE, LatentUNet, OrderedFlow, HVAE, SeverityEncoder)}
+MODEL_CLASSES = {cls.__name__: cls for cls in (ConditionalDRUNet, DnCNN, TunableVAE, LatentUNet, OrderedFlow, HVAE, SeverityEncoder)}
 
 
 def available() -> list[str]:

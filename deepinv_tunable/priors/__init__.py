@@ -2,5 +2,6 @@
 
 from .dncnn_denoiser import DnCNNDenoiser
 from .hvae_denoiser import HVAEDenoiser, tau_for_sigma
+from .pixel_denoiser import PixelDenoiser
 
-__all__ = ["DnCNNDenoiser", "HVAEDenoiser", "tau_for_sigma"]
+__all__ = ["DnCNNDenoiser", "HVAEDenoiser", "PixelDenoiser", "tau_for_sigma"]

@@ -22,13 +22,17 @@ import deepinv as dinv
 import torch
 
 from ..nets.dncnn import DnCNN
-from .levels import by_noise_level, noise_levels
+from .levels import NoiseRangeCheck, by_noise_level, noise_levels
 
 #: the scico models shipped under ``deepinv_tunable.pretrained`` (sigma 0.06, 0.10, 0.20)
 SCICO_MODELS = ("dncnn_scico_17L", "dncnn_scico_17M", "dncnn_scico_17H")
+#: how far the image may be scaled onto a network's training level: beyond, the network sees
+#: contrasts (``MAX_SCALE`` times the usual) or noise it never met, and a warning says so
+MAX_SCALE = 20.0
+MIN_SCALE = 0.2
 
 
-class DnCNNDenoiser(dinv.models.Denoiser):
+class DnCNNDenoiser(NoiseRangeCheck, dinv.models.Denoiser):
     r"""Noise-level-adapted blind DnCNN denoisers, a deepinv :class:`~deepinv.models.Denoiser`.
 
     Images with several channels (deepinv's 2-channel complex MRI images) are denoised channel
@@ -56,6 +60,7 @@ class DnCNNDenoiser(dinv.models.Denoiser):
         order = sorted(range(len(nets)), key=lambda i: nets[i].trained_sigma)
         self.nets = torch.nn.ModuleList([nets[i] for i in order])
         self.sigmas = [n.trained_sigma for n in self.nets]
+        self.sigma_range = (self.sigmas[0] / MAX_SCALE, self.sigmas[-1] / MIN_SCALE)
 
     @classmethod
     def from_pretrained(cls, names: Sequence[str] = SCICO_MODELS, device: torch.device | str = "cpu") -> "DnCNNDenoiser":
@@ -70,6 +75,7 @@ class DnCNNDenoiser(dinv.models.Denoiser):
 
     def forward(self, x: torch.Tensor, sigma: float | torch.Tensor | None = None, **kwargs) -> torch.Tensor:
         levels = noise_levels(sigma, x.shape[0], "DnCNNDenoiser")
+        self.check_noise_range(levels)
         if bool((levels <= 0).any()):
             raise ValueError(f"DnCNNDenoiser: sigma must be positive (it scales the image), got {levels.tolist()}")
         return by_noise_level(x, levels, self._denoise)

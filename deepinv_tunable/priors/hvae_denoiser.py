@@ -10,12 +10,15 @@ import numpy as np
 import torch
 
 from ..nets.hvae import HVAE
-from .levels import by_noise_level, noise_levels
+from .levels import NoiseRangeCheck, by_noise_level, noise_levels
 
 #: noise std (images in [0, 1]) -> temperature of the PnP-HVAE paper: 2.55, 7.65 and 12.75 on
 #: a 0-255 scale give tau = 0.95, 0.8 and 0.6.
 PAPER_SIGMAS = (2.55 / 255, 7.65 / 255, 12.75 / 255)
 PAPER_TAUS = (0.95, 0.8, 0.6)
+#: noise stds the temperature map is calibrated for, with a factor 2 margin above the paper's
+#: last point: beyond it the temperature stays at its floor and the HVAE removes no more noise
+HVAE_SIGMA_RANGE = (0.0, 2 * PAPER_SIGMAS[-1])
 
 
 def tau_for_sigma(sigma: float) -> float:
@@ -32,16 +35,19 @@ def tau_for_sigma(sigma: float) -> float:
     return float(np.interp(sigma, PAPER_SIGMAS, PAPER_TAUS))
 
 
-class HVAEDenoiser(dinv.models.Denoiser):
+class HVAEDenoiser(NoiseRangeCheck, dinv.models.Denoiser):
     r"""Denoiser :math:`D_\sigma(x) = \mathrm{HVAE}(x, \tau(\sigma))`.
 
     Images with more channels than the HVAE (e.g. 2-channel complex MRI images) are denoised
-    channel by channel.
+    channel by channel. A noise std outside ``sigma_range`` (default :data:`HVAE_SIGMA_RANGE`)
+    is denoised at the nearest temperature, with one warning.
 
     :param ~deepinv_tunable.nets.HVAE hvae: a trained hierarchical VAE.
     :param Callable tau_map: noise std -> temperature in (0, 1]; must be non-increasing.
         Default :func:`tau_for_sigma`.
     :param bool pad: pad image sizes that are not a multiple of the HVAE stride. Default True.
+    :param tuple sigma_range: ``(low, high)`` noise stds the temperature map is valid for.
+        Default :data:`HVAE_SIGMA_RANGE`.
 
     :Examples:
 
@@ -52,14 +58,17 @@ class HVAEDenoiser(dinv.models.Denoiser):
         torch.Size([1, 1, 16, 16])
     """
 
-    def __init__(self, hvae: HVAE, tau_map: Callable[[float], float] = tau_for_sigma, pad: bool = True):
+    def __init__(self, hvae: HVAE, tau_map: Callable[[float], float] = tau_for_sigma, pad: bool = True,
+                 sigma_range: tuple[float, float] = HVAE_SIGMA_RANGE):
         super().__init__()
+        self.sigma_range = (float(sigma_range[0]), float(sigma_range[1]))
         self.hvae = hvae
         self.tau_map = tau_map
         self.pad = pad
 
     def forward(self, x: torch.Tensor, sigma: float | torch.Tensor | None = None, **kwargs) -> torch.Tensor:
         levels = noise_levels(sigma, x.shape[0], "HVAEDenoiser (sigma sets the temperature)")
+        self.check_noise_range(levels)
         c = self.hvae.config["in_channels"]
         if x.shape[1] % c:
             raise ValueError(f"images with {x.shape[1]} channels cannot be split into the HVAE's {c}-channel inputs")

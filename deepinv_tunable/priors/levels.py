@@ -29,3 +29,32 @@ def by_noise_level(x: torch.Tensor, levels: torch.Tensor,
     if levels.numel() == 1 or bool((levels == levels[0]).all()):
         return denoise(x, float(levels[0]))
     return torch.cat([denoise(x[i:i + 1], float(s)) for i, s in enumerate(levels)])
+
+
+class NoiseRangeCheck:
+    r"""Mixin of the package's denoisers: the noise stds they are valid for, and one warning
+    per denoiser the first time a call asks for a level outside them.
+
+    A plug-and-play or diffusion sampler drives a denoiser through a whole schedule of noise
+    levels (deepinv's DiffPIR asks for up to :math:`\sigma \approx 78` on images in [0, 1]); a
+    network asked far outside what it was trained on returns confident junk, and nothing in the
+    sampler would say so. The check lives in the denoiser, so every sampler gets it.
+    """
+
+    #: ``(low, high)`` noise stds (images in [0, 1]) the denoiser is valid for
+    sigma_range: tuple[float, float] | None = None
+    _range_warned: bool = False
+
+    def check_noise_range(self, levels: torch.Tensor) -> None:
+        """Warn once (per denoiser) when a level of ``levels`` lies outside :attr:`sigma_range`."""
+        if self.sigma_range is None or self._range_warned:
+            return
+        low, high = self.sigma_range
+        outside = levels[(levels < low) | (levels > high)]
+        if outside.numel():
+            self._range_warned = True
+            import warnings
+
+            warnings.warn(f"{type(self).__name__}: asked for noise std {float(outside[0]):.4g}, outside the range "
+                          f"[{low:g}, {high:g}] it was trained for (images in [0, 1]); its output there is an "
+                          "extrapolation (warned once per denoiser)", RuntimeWarning, stacklevel=4)

@@ -133,8 +133,9 @@ def _mean(values: list[float]) -> float:
 @dataclass
 class SliceBatch:
     """One reconstructed batch: slice indices, ground truth, measurements, baseline image,
-    solver estimate in the physics' domain and as an image, the solver's seconds and the
-    parameters it chose from the measurements (``extras["auto"]``)."""
+    solver estimate in the physics' domain and as an image, the solver's seconds, the
+    parameters it chose from the measurements (``extras["auto"]``) and its per-slice diagnostics
+    (:meth:`~deepinv_tunable.solvers.Reconstruction.diagnostics`)."""
 
     indices: list[int]
     x: torch.Tensor
@@ -144,6 +145,7 @@ class SliceBatch:
     reconstruction: torch.Tensor
     seconds: float
     auto: dict = field(default_factory=dict)
+    diagnostics: dict = field(default_factory=dict)
 
 
 @dataclass
@@ -178,18 +180,18 @@ class PreparedRun:
         solver's noise is seeded by the batch's first slice."""
         return self.solve(solver, y, indices)[:2]
 
-    def solve(self, solver, y: torch.Tensor, indices: list[int]) -> tuple[torch.Tensor, torch.Tensor, dict]:
+    def solve(self, solver, y: torch.Tensor, indices: list[int]) -> tuple[torch.Tensor, torch.Tensor, dict, dict]:
         """:meth:`estimate_both` plus the parameters the solver chose from the measurements
-        (its ``extras["auto"]``, empty for fixed parameters)."""
+        (its ``extras["auto"]``, empty for fixed parameters) and its per-slice diagnostics."""
         seed = self.recipe.seed
         with _seeded(seed, indices[0], self.device):
             kwargs = {"seed": seed * _SEED_STRIDE + indices[0]} if getattr(solver, "stochastic", False) else {}
             if hasattr(solver, "reconstruct"):
                 result = solver.reconstruct(y, self.physics, **kwargs)
-                x, auto = result.x, result.extras.get("auto", {})
+                x, auto, diagnostics = result.x, result.extras.get("auto", {}), result.diagnostics()
             else:
-                x, auto = solver(y, self.physics, **kwargs), {}
-        return x, from_physics_domain(x, self.physics).cpu(), auto
+                x, auto, diagnostics = solver(y, self.physics, **kwargs), {}, {}
+        return x, from_physics_domain(x, self.physics).cpu(), auto, diagnostics
 
     def reconstruct_batch(self, solver, baseline, batch: list[int]) -> SliceBatch:
         """Measure slices ``batch`` and reconstruct them with the baseline and the solver (only
@@ -198,8 +200,8 @@ class PreparedRun:
         y = self.measure(x, batch)
         base = self.estimate_both(baseline, y, batch)[1]
         start = time.perf_counter()
-        x_phys, recon, auto = self.solve(solver, y, batch)
-        return SliceBatch(batch, x, y, base, x_phys, recon, time.perf_counter() - start, auto)
+        x_phys, recon, auto, diagnostics = self.solve(solver, y, batch)
+        return SliceBatch(batch, x, y, base, x_phys, recon, time.perf_counter() - start, auto, diagnostics)
 
     def record_header(self, full_volume: bool) -> dict[str, Any]:
         record: dict[str, Any] = {
@@ -372,6 +374,8 @@ def run_recipe(recipe: Recipe, progress: bool | None = None, audit: bool = False
         seconds += out.seconds
         if out.auto:  # parameters chosen from the measurements: value, rule, score curve, bound flag
             record.setdefault("auto", []).append({"slices": batch, **out.auto})
+        if out.diagnostics:  # e.g. Flash's severity, start step, NFE, data fit, fallback flags
+            record.setdefault("diagnostics", []).append({"slices": batch, **out.diagnostics})
         if auditor is not None:
             auditor.process(batch, out.x, out.y, out.x_phys)
             record["audit"] = auditor.record()

@@ -6,9 +6,10 @@ from .dpir import DPIR
 from .flash import FlashDiffusion, FlashReconstruction
 from .latent_map import LatentMAP
 from .latent_tv import LatentMAPTV
+from .pixel_flash import PixelFlash
 from .pnp_hvae import PnPHVAE, PnPHVAESampler
 from .tunable_ldm import TunableLDMSolver
 
 SOLVERS = {"baseline": MeasurementBaseline, "pseudo_inverse": PseudoInverse, "tv_pgd": TVPGD}
 
-__all__ = ["DEFAULT_TV_LAMBDA", "DPIR", "FlashDiffusion", "FlashReconstruction", "LatentMAP", "LatentMAPTV", "MeasurementBaseline", "PnPHVAE", "PnPHVAESampler", "PseudoInverse", "Reconstruction", "SOLVERS", "TVPGD", "TunableLDMSolver", "TunableReconstructor"]
+__all__ = ["DEFAULT_TV_LAMBDA", "DPIR", "FlashDiffusion", "FlashReconstruction", "LatentMAP", "LatentMAPTV", "MeasurementBaseline", "PixelFlash", "PnPHVAE", "PnPHVAESampler", "PseudoInverse", "Reconstruction", "SOLVERS", "TVPGD", "TunableLDMSolver", "TunableReconstructor"]

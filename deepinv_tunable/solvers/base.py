@@ -34,6 +34,12 @@ class Reconstruction:
     iterates: list[torch.Tensor] | None = None
     extras: dict[str, Any] = field(default_factory=dict)
 
+    def diagnostics(self) -> dict[str, list]:
+        """Per-example solver diagnostics as JSON-ready lists (``metrics.json`` and the report
+        show them); solvers with more to say override it. Default: the NFE when counted per
+        example."""
+        return {"nfe": self.nfe.tolist()} if isinstance(self.nfe, torch.Tensor) else {}
+
 
 class TunableReconstructor(dinv.models.Reconstructor):
     """A deepinv :class:`~deepinv.models.Reconstructor` whose :meth:`reconstruct` also reports

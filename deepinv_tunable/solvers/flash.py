@@ -10,7 +10,7 @@ from pathlib import Path
 import deepinv as dinv
 import torch
 
-from ..consistency import LDPS, LatentProblem
+from ..consistency import LDPS, LatentProblem, weighted_data_consistency
 from ..diffusion import add_noise, latent_reverse_step, reverse_steps, snr
 from ..latent import check_k, truncate
 from .base import Reconstruction, TunableReconstructor
@@ -34,6 +34,9 @@ class FlashReconstruction(Reconstruction):
         (before any fallback).
     :param torch.Tensor fallback: ``(B,)`` booleans: the sample explained the data worse than the
         measurement baseline, and ``x`` holds that baseline instead (:mod:`~deepinv_tunable.solvers.guard`).
+    :param torch.Tensor dc_weight: ``(B,)`` data weight :math:`\\gamma` of the final
+        data-consistency step (0: the sample already explained the data; NaN: step off or fallen back).
+    :param torch.Tensor chi2_final: ``(B,)`` reduced chi-square of the returned ``x``.
 
     With ``return_iterates=True``, ``iterates`` holds one ``(rows, z0_hat)`` pair per step: the
     indices of the samples that ran that step and their clean-latent estimates (diffusion units).
@@ -44,6 +47,15 @@ class FlashReconstruction(Reconstruction):
     out_of_range: torch.Tensor | None = None
     chi2: torch.Tensor | None = None
     fallback: torch.Tensor | None = None
+    dc_weight: torch.Tensor | None = None
+    chi2_final: torch.Tensor | None = None
+
+    def diagnostics(self) -> dict[str, list]:
+        """Per-sample severity, start step, NFE, data fit and fallback flags, JSON-ready."""
+        fields = {"sigma_hat": self.sigma_hat, "start_step": self.start_step, "nfe": self.nfe,
+                  "out_of_range": self.out_of_range, "chi2": self.chi2, "fallback": self.fallback,
+                  "dc_weight": self.dc_weight, "chi2_final": self.chi2_final}
+        return {k: v.tolist() for k, v in fields.items() if v is not None}
 
 
 class FlashDiffusion(TunableReconstructor):
@@ -86,6 +98,9 @@ class FlashDiffusion(TunableReconstructor):
     :param float max_chi2: estimate, then verify: a sample whose reduced chi-square exceeds both
         this and the measurement baseline's is replaced by the baseline, with a warning
         (:func:`~deepinv_tunable.solvers.guard.measurement_guard`). Default 2.
+    :param bool final_consistency: end with the residual-weighted data-consistency step
+        (:func:`~deepinv_tunable.consistency.weighted_data_consistency`) on the samples that passed
+        the guard, so that the returned image agrees with the measured components. Default True.
 
     :Examples:
 
@@ -105,7 +120,7 @@ class FlashDiffusion(TunableReconstructor):
 
     def __init__(self, vae, unet, severity_encoder, n_steps: int = 50, eta: float = 1.5, ddim_eta: float = 0.1,
                  noise_correction: float = 1.0, start: str | int = "snr", k: int | None = None,
-                 seed: int | None = None, max_chi2: float = DEFAULT_MAX_CHI2):
+                 seed: int | None = None, max_chi2: float = DEFAULT_MAX_CHI2, final_consistency: bool = True):
         super().__init__()
         shapes = {"VAE": tuple(vae.latent_shape), "severity encoder": tuple(severity_encoder.latent_shape),
                   "UNet": (unet.config["latent_channels"], unet.config["latent_size"], unet.config["latent_size"])}
@@ -128,6 +143,7 @@ class FlashDiffusion(TunableReconstructor):
             int(n_steps), float(ddim_eta), float(noise_correction), start, k)
         self.consistency = LDPS(eta)
         self.max_chi2 = float(max_chi2)
+        self.final_consistency = bool(final_consistency)
         self.generator = torch.Generator().manual_seed(seed) if seed is not None else None
 
     @staticmethod
@@ -233,7 +249,17 @@ class FlashDiffusion(TunableReconstructor):
                 iterates.append((rows.cpu(), z0))
         with torch.no_grad():
             x = problem.image(z)
+        # verify the prior's own estimate first: a final projection would hide its disagreement
         guard = measurement_guard(x, y, physics, self.max_chi2, who="FlashDiffusion")
+        x, dc_weight = guard.x, torch.full((b,), float("nan"))
+        if self.final_consistency and not bool(guard.fallback.all()):
+            kept = (~guard.fallback).nonzero().flatten().to(x.device)
+            dc = weighted_data_consistency(x[kept], y[kept], physics)
+            x = x.index_copy(0, kept, dc.x)
+            dc_weight[kept.cpu()] = dc.gamma
+        from ..audit import chi2  # the audit imports the solvers package: import here, not at the top
+
+        chi2_final = chi2(x, y, physics).cpu()
         nfe = (n_steps - index).cpu()
         if out_of_range.any():
             bad = out_of_range.nonzero().flatten().tolist()
@@ -242,7 +268,8 @@ class FlashDiffusion(TunableReconstructor):
                           f"{self.severity_encoder.config.get('sigma2_range')} (as variances) or beyond the schedule's "
                           "ends; out_of_range flags them", RuntimeWarning, stacklevel=3)
         return FlashReconstruction(
-            x=guard.x, wall_time=0.0, n_iter=int(nfe.max()), k=self.vae.latent_dim if k is None else k, nfe=nfe,
+            x=x, wall_time=0.0, n_iter=int(nfe.max()), k=self.vae.latent_dim if k is None else k, nfe=nfe,
             iterates=iterates, extras={"start_rule": start, "sigma2_diffusion_units": sigma2.cpu(), "latent": z},
             sigma_hat=sigma2_vae.sqrt().cpu(), start_step=torch.tensor([steps[i].t for i in index.tolist()]),
-            out_of_range=out_of_range.cpu(), chi2=guard.chi2, fallback=guard.fallback)
+            out_of_range=out_of_range.cpu(), chi2=guard.chi2, fallback=guard.fallback, dc_weight=dc_weight,
+            chi2_final=chi2_final)

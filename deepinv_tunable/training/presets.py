@@ -94,6 +94,24 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
                         "max_epochs": 20, "max_time_minutes": 2.0},
         },
     },
+    "drunet": {
+        "cpu-small": {
+            "module": {"drunet": {"nc": [32, 64, 128, 256], "nb": 2}, "sigma_range": [0.002, 1.0], "lr": 2e-4,
+                       "ema_decay": 0.999},
+            "data": {"input": "corpus", "batch_size": 8, "patch_size": 64, "samples_per_epoch": 512,
+                     "num_workers": 1},
+            "trainer": {"accelerator": "cpu", "devices": 1, "precision": "32-true",
+                        "max_epochs": 10000, "max_time_minutes": 20.0},
+        },
+        "gpu": {
+            "module": {"drunet": {"nc": [64, 128, 256, 512], "nb": 4}, "sigma_range": [0.002, 1.0], "lr": 1e-4,
+                       "ema_decay": 0.9995},
+            "data": {"input": "corpus", "batch_size": 32, "patch_size": 96, "samples_per_epoch": 16384,
+                     "num_workers": 8},
+            "trainer": {"accelerator": "gpu", "devices": 1, "precision": "bf16-mixed",
+                        "max_epochs": 60, "max_time_minutes": None},
+        },
+    },
     "severity_encoder": {
         "cpu-small": {
             "module": {"vae": "tunable_vae_mri128", "unet": "tunable_ldm_mri128", "lambda_sigma": 10.0,

@@ -29,6 +29,7 @@ from ..recipes.schema import RecipeError
 from .data import SliceDataConfig, SliceDataModule
 from .presets import PRESETS, merge
 from .dncnn import DnCNNModule
+from .drunet import ConditionalDenoiserModule
 from .flow import OrderedFlowModule
 from .hvae import HVAEModule
 from .ldm import TunableLDMModule
@@ -57,7 +58,7 @@ class TrainRecipe(BaseModel):
     model_config = ConfigDict(extra="forbid")
     name: str
     description: str = ""
-    model: Literal["tunable_vae", "tunable_ldm", "ordered_flow", "hvae", "severity_encoder", "dncnn"]
+    model: Literal["tunable_vae", "tunable_ldm", "ordered_flow", "hvae", "severity_encoder", "dncnn", "drunet"]
     preset: Literal["cpu-small", "gpu"] = "cpu-small"
     data: dict[str, Any] = {}
     module: dict[str, Any] = {}
@@ -73,7 +74,8 @@ class TrainResult:
 
 
 MODULES = {"tunable_vae": TunableVAEModule, "tunable_ldm": TunableLDMModule, "ordered_flow": OrderedFlowModule,
-           "hvae": HVAEModule, "severity_encoder": SeverityEncoderModule, "dncnn": DnCNNModule}
+           "hvae": HVAEModule, "severity_encoder": SeverityEncoderModule, "dncnn": DnCNNModule,
+           "drunet": ConditionalDenoiserModule}
 
 
 def load_train_recipe(path: str | Path, overrides: dict[str, Any] | None = None) -> TrainRecipe:

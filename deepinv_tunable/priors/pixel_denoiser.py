@@ -1,0 +1,70 @@
+r"""The shipped noise-conditional pixel denoiser as a deepinv :class:`~deepinv.models.Denoiser`,
+for deepinv's plug-and-play and diffusion samplers (``DPIR``, ``DiffPIR``, ``DPS``, ``DDRM``,
+``PosteriorDiffusion``) without change.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import deepinv as dinv
+import torch
+
+from ..nets.drunet import ConditionalDRUNet
+from .levels import NoiseRangeCheck, noise_levels
+
+
+
+class PixelDenoiser(NoiseRangeCheck, dinv.models.Denoiser):
+    r"""Noise-conditional denoiser :math:`D(x, \sigma)` from a :class:`~deepinv_tunable.nets.ConditionalDRUNet`.
+
+    Images with more channels than the network (deepinv's 2-channel complex MRI images with a
+    single-channel network) are denoised channel by channel at the same noise level. A level
+    outside the network's training range (``sigma_range``) is still denoised, with one warning.
+    Inputs of another dtype (deepinv's DPS runs in float64) are computed in the network's dtype
+    and returned in their own.
+
+    :param ~deepinv_tunable.nets.ConditionalDRUNet net: trained network.
+
+    No weights ship yet: ``recipes/train_drunet_corpus.yaml`` trains them (its ``gpu`` preset is
+    the intended one; on CPU the network is far from the DnCNN family after an hour, see
+    ``docs/flash_results.rst``), and ``from_pretrained`` loads the run's ``model/`` folder.
+
+    :Examples:
+
+        >>> from deepinv_tunable.nets import ConditionalDRUNet
+        >>> den = PixelDenoiser(ConditionalDRUNet(nc=(8, 8, 8, 8), nb=1, sigma_range=(0.002, 1.0)))
+        >>> den(torch.rand(2, 2, 16, 16), 0.05).shape  # complex MRI image: channel by channel
+        torch.Size([2, 2, 16, 16])
+
+    Reference: Zhang et al., "Plug-and-play image restoration with deep denoiser prior",
+    IEEE TPAMI 2021 (the architecture; the weights are trained on this package's corpus).
+    """
+
+    def __init__(self, net: ConditionalDRUNet):
+        super().__init__()
+        self.net = net.eval().requires_grad_(False)
+        self.sigma_range = net.sigma_range
+
+    @classmethod
+    def from_pretrained(cls, name: str | Path, device: torch.device | str = "cpu") -> "PixelDenoiser":
+        """A shipped network ``name`` or a folder written by ``save_pretrained`` (a training run's ``model/``)."""
+        from .. import pretrained
+
+        net = pretrained.load(name, device=device)
+        if not isinstance(net, ConditionalDRUNet):
+            raise ValueError(f"'{name}' holds a {type(net).__name__}, not a ConditionalDRUNet")
+        return cls(net)
+
+    def forward(self, x: torch.Tensor, sigma: float | torch.Tensor | None = None, **kwargs) -> torch.Tensor:
+        levels = noise_levels(sigma, x.shape[0], "PixelDenoiser")
+        self.check_noise_range(levels)
+        b, ch, h, w = x.shape
+        c = self.net.config["channels"]
+        if ch % c:
+            raise ValueError(f"images with {ch} channels cannot be split into the network's {c}-channel inputs")
+        per_image = levels.to(x.dtype).expand(b) if levels.numel() == 1 else levels.to(x.dtype)
+        sigma_rows = per_image.repeat_interleave(ch // c).to(x.device)
+        dtype = next(self.net.parameters()).dtype  # deepinv's samplers may run in float64
+        out = self.net(x.reshape(b * ch // c, c, h, w).to(dtype), sigma_rows.to(dtype))
+        return out.reshape(b, ch, h, w).to(x.dtype)

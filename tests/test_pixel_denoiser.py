@@ -1,0 +1,182 @@
+"""The noise-conditional pixel denoiser, its checkpoint and the noise-range warning of every
+shipped denoiser."""
+
+from __future__ import annotations
+
+import warnings
+
+import pytest
+import torch
+
+from deepinv_tunable.nets import HVAE, ConditionalDRUNet, DnCNN
+from deepinv_tunable.priors import DnCNNDenoiser, HVAEDenoiser, PixelDenoiser
+
+
+def tiny_net(sigma_range=(0.01, 0.5)) -> ConditionalDRUNet:
+    torch.manual_seed(0)
+    return ConditionalDRUNet(nc=(4, 4, 4, 4), nb=1, sigma_range=sigma_range)
+
+
+def range_warnings(record) -> list[str]:
+    return [str(w.message) for w in record if "outside the range" in str(w.message)]
+
+
+def test_round_trip_keeps_weights_and_range(tmp_path):
+    net = tiny_net()
+    net.save_pretrained(tmp_path)
+    back = ConditionalDRUNet.from_pretrained(tmp_path)
+    assert back.sigma_range == (0.01, 0.5)
+    x = torch.rand(1, 1, 16, 16)
+    assert torch.equal(net.eval()(x, 0.1), back(x, 0.1))
+
+
+def test_bad_construction_is_refused():
+    with pytest.raises(ValueError, match="0 < low < high"):
+        ConditionalDRUNet(nc=(4, 4, 4, 4), nb=1, sigma_range=(0.5, 0.1))
+    with pytest.raises(ValueError, match="4 feature counts"):
+        ConditionalDRUNet(nc=(4, 4), nb=1)
+
+
+def test_complex_images_are_denoised_channel_by_channel():
+    den = PixelDenoiser(tiny_net())
+    x = torch.rand(2, 2, 16, 16)
+    out = den(x, 0.1)
+    parts = torch.cat([den(x[:, i:i + 1], 0.1) for i in range(2)], dim=1)
+    torch.testing.assert_close(out, parts)
+
+
+def test_per_image_levels_match_separate_calls():
+    den = PixelDenoiser(tiny_net())
+    x = torch.rand(2, 2, 16, 16)
+    out = den(x, torch.tensor([0.05, 0.2]))
+    torch.testing.assert_close(out[0:1], den(x[0:1], 0.05))
+    torch.testing.assert_close(out[1:2], den(x[1:2], 0.2))
+
+
+def test_input_is_not_modified():
+    den = PixelDenoiser(tiny_net())
+    x = torch.rand(1, 1, 16, 16)
+    before = x.clone()
+    den(x, 0.1)
+    assert torch.equal(x, before)
+
+
+@pytest.mark.parametrize("make, inside, outside", [
+    (lambda: PixelDenoiser(tiny_net((0.01, 0.5))), 0.1, 3.0),
+    (lambda: PixelDenoiser(tiny_net((0.01, 0.5))), 0.1, 0.001),
+    (lambda: DnCNNDenoiser([DnCNN(depth=3, num_filters=4, trained_sigma=0.1)]), 0.1, 0.001),
+    (lambda: HVAEDenoiser(HVAE(width=8, groups_per_scale=(1, 1))), 0.03, 0.5),
+])
+def test_planted_out_of_range_sigma_warns_once_with_range_and_value(make, inside, outside):
+    den = make()
+    x = torch.rand(1, 1, 16, 16)
+    with warnings.catch_warnings(record=True) as record:
+        warnings.simplefilter("always")
+        den(x, inside)
+        assert range_warnings(record) == []
+        den(x, outside)
+        den(x, outside)
+    messages = range_warnings(record)
+    assert len(messages) == 1
+    low, high = den.sigma_range
+    assert f"{outside:.4g}" in messages[0] and f"[{low:g}, {high:g}]" in messages[0]
+
+
+def test_warning_fires_inside_a_deepinv_sampler():
+    import deepinv as dinv
+
+    from deepinv_tunable.physics import build_physics
+
+    physics = build_physics({"kind": "blur", "blur_sigma": 1.0, "noise_sigma": 0.05}, (16, 16))
+    y = physics(torch.rand(1, 1, 16, 16))
+    sampler = dinv.sampling.DiffPIR(PixelDenoiser(tiny_net((0.01, 0.5))), dinv.optim.data_fidelity.L2(),
+                                    sigma=0.05, max_iter=3)
+    with warnings.catch_warnings(record=True) as record:
+        warnings.simplefilter("always")
+        sampler(y, physics)
+    assert len(range_warnings(record)) == 1
+
+
+def test_training_draws_log_uniform_levels_and_learns(tmp_path):
+    import math
+
+    from deepinv_tunable.training.drunet import ConditionalDenoiserModule
+
+    torch.manual_seed(0)
+    module = ConditionalDenoiserModule(drunet={"nc": (16, 16, 16, 16), "nb": 1}, sigma_range=(0.01, 1.0), lr=3e-3)
+    levels = module._sigmas(20000, torch.device("cpu"))
+    assert 0.01 <= float(levels.min()) and float(levels.max()) <= 1.0
+    # log-uniform: the log-levels' mean is the middle of the log-range, their std its width / sqrt(12)
+    assert abs(float(levels.log().mean()) - math.log(0.1)) < 0.02
+    assert abs(float(levels.log().std()) - math.log(100) / math.sqrt(12)) < 0.02
+    x = torch.full((8, 1, 16, 16), 0.5)
+    noisy = x + 0.1 * torch.randn(x.shape, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        before = float((module.net(noisy, 0.1) - x).pow(2).mean())
+    opt = module.configure_optimizers()
+    for _ in range(150):
+        loss = module.training_step(x, 0)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    with torch.no_grad():
+        mse = float((module.net(noisy, 0.1) - x).pow(2).mean())
+    assert mse < 0.9 * 0.1 ** 2 and mse < 0.75 * before  # below the input noise power, and learning
+    module.export(tmp_path / "m", None)
+    assert ConditionalDRUNet.from_pretrained(tmp_path / "m").sigma_range == (0.01, 1.0)
+    with pytest.raises(ValueError, match="0 < low < high"):
+        ConditionalDenoiserModule(sigma_range=(0.0, 1.0))
+
+
+def test_preconditioning_is_the_identity_at_zero_noise_and_matches_edm():
+    net = tiny_net()
+    c_skip, c_out = net.coefficients(torch.tensor([0.0, 0.25, 1.0]))
+    torch.testing.assert_close(c_skip.flatten(), torch.tensor([1.0, 0.5, 0.0625 / 1.0625]))
+    torch.testing.assert_close(c_out.flatten(), torch.tensor([0.0, 0.0625 / 0.125 ** 0.5, 0.25 / 1.0625 ** 0.5]))
+    x = torch.rand(2, 1, 16, 16)
+    torch.testing.assert_close(net(x, 0.0), x)
+
+
+def test_float64_input_is_denoised_and_returned_in_float64():
+    den = PixelDenoiser(tiny_net())
+    x = torch.rand(1, 1, 16, 16)
+    out = den(x.double(), torch.tensor(0.1, dtype=torch.float64))
+    assert out.dtype == torch.float64
+    torch.testing.assert_close(out.float(), den(x, 0.1))
+
+
+def test_pixel_flash_with_start_noise_is_deepinvs_diffpir():
+    import deepinv as dinv
+
+    from deepinv_tunable.physics import build_physics, to_physics_domain
+    from deepinv_tunable.solvers import PixelFlash
+
+    den = PixelDenoiser(tiny_net((0.002, 1.0)))
+    for spec in ({"kind": "mri", "acceleration": 4, "noise_sigma": 0.01},
+                 {"kind": "blur", "blur_sigma": 1.0, "noise_sigma": 0.01}):
+        physics = build_physics(spec, (16, 16))
+        y = physics(to_physics_domain(torch.rand(2, 1, 16, 16, generator=torch.Generator().manual_seed(0)), physics))
+        reference = dinv.sampling.DiffPIR(den, dinv.optim.data_fidelity.L2(), sigma=0.01, max_iter=6)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            torch.manual_seed(3)
+            expected = reference(y, physics)
+            out = PixelFlash(den, max_iter=6, lambda_=7.0, zeta=0.1, start="noise", spacing="deepinv",
+                             final_consistency=False, max_chi2=1e9).reconstruct(
+                y, physics, seed=3)
+        torch.testing.assert_close(out.x, expected, atol=1e-4, rtol=1e-4)
+        assert out.nfe.tolist() == [5, 5]  # deepinv's last network call is unused: not made
+
+
+def test_pixel_flash_starts_later_for_milder_severity_and_counts_its_nfe():
+    from deepinv_tunable.solvers import PixelFlash
+
+    solver = PixelFlash(PixelDenoiser(tiny_net((0.002, 1.0))), max_iter=30)
+    diffpir = solver.schedule(0.01)
+    index, clamped = solver.start_indices(diffpir, torch.tensor([0.5, 0.05, 0.005, 1e-6]))
+    assert index.tolist() == sorted(index.tolist())  # milder -> later start -> fewer steps
+    assert index[0] < index[1] < index[2] and bool(clamped[3])
+    levels = diffpir.sigmas[diffpir.seq.long()] / 2
+    assert abs(float(levels[index[1]]) - 0.05) <= float((levels[:-1] - 0.05).abs().min()) + 1e-9
+    with pytest.raises(ValueError, match="start"):
+        PixelFlash(PixelDenoiser(tiny_net()), start="latent")
