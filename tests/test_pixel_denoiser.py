@@ -180,3 +180,25 @@ def test_pixel_flash_starts_later_for_milder_severity_and_counts_its_nfe():
     assert abs(float(levels[index[1]]) - 0.05) <= float((levels[:-1] - 0.05).abs().min()) + 1e-9
     with pytest.raises(ValueError, match="start"):
         PixelFlash(PixelDenoiser(tiny_net()), start="latent")
+
+
+def test_pixel_flash_reads_mri_severity_from_the_spectrum_and_counts_the_pilot_elsewhere():
+    from deepinv_tunable.physics import build_physics, mri_zero_filled_error, to_physics_domain
+    from deepinv_tunable.solvers import PixelFlash
+
+    solver = PixelFlash(PixelDenoiser(tiny_net((0.002, 1.0))), max_iter=8, severity_iter=3)
+    x = torch.rand(2, 1, 16, 16, generator=torch.Generator().manual_seed(0))
+    mri = build_physics({"kind": "mri", "acceleration": 4, "noise_sigma": 0.01}, (16, 16))
+    blur = build_physics({"kind": "blur", "blur_sigma": 1.0, "noise_sigma": 0.01}, (16, 16))
+    assert solver.severity_rule(mri) == "spectrum" and solver.severity_rule(blur) == "pilot"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        y = mri(to_physics_domain(x, mri))
+        out = solver.reconstruct(y, mri, seed=0)
+        torch.testing.assert_close(out.sigma_hat, mri_zero_filled_error(y, mri))
+        steps = len(solver.schedule(0.01).seq) - 1
+        assert (out.nfe == steps - out.start_step).all()  # no network call for the severity
+        out = solver.reconstruct(blur(x), blur, seed=0)
+        assert (out.nfe == steps - out.start_step + 3).all()  # the pilot's 3 calls are counted
+    with pytest.raises(ValueError, match="severity"):
+        PixelFlash(PixelDenoiser(tiny_net()), severity="oracle")
