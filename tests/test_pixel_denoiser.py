@@ -177,7 +177,8 @@ def test_pixel_flash_starts_later_for_milder_severity_and_counts_its_nfe():
     assert index.tolist() == sorted(index.tolist())  # milder -> later start -> fewer steps
     assert index[0] < index[1] < index[2] and bool(clamped[3])
     levels = diffpir.sigmas[diffpir.seq.long()] / 2
-    assert abs(float(levels[index[1]]) - 0.05) <= float((levels[:-1] - 0.05).abs().min()) + 1e-9
+    target = solver.noise_correction ** 0.5 * 0.05  # the start level is sqrt(c) sigma_hat
+    assert abs(float(levels[index[1]]) - target) <= float((levels[:-1] - target).abs().min()) + 1e-9
     with pytest.raises(ValueError, match="start"):
         PixelFlash(PixelDenoiser(tiny_net()), start="latent")
 
