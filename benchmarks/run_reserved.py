@@ -71,7 +71,8 @@ from deepinv_tunable.data.corpus import load_corpus  # noqa: E402
 from deepinv_tunable.data.slicing import select_slices  # noqa: E402
 from deepinv_tunable.physics import build_physics, to_physics_domain  # noqa: E402
 from deepinv_tunable.physics import noise_sigma  # noqa: E402
-from deepinv_tunable.priors import DnCNNDenoiser, PixelDenoiser  # noqa: E402
+from deepinv_tunable.priors import DnCNNDenoiser, load_pixel_denoiser  # noqa: E402
+from deepinv_tunable.priors.pixel_denoiser import CORPUS_DNCNN  # noqa: E402  (scico's DnCNNs fine-tuned on the corpus)
 from deepinv_tunable.solvers import DPIR, FlashDiffusion, MeasurementBaseline, PixelFlash, PnPHVAE  # noqa: E402
 from deepinv_tunable.tuning import grid_search  # noqa: E402
 
@@ -88,9 +89,7 @@ TASKS_OF = {"mr": ("mri4x", "mri8x", "deblur"), "ct": ("ct60",)}
 TAU_GRID = (0.5, 0.6, 0.7, 0.8, 0.9)
 DPIR_SIGMA_GRID = (0.007, 0.01, 0.015, 0.02)
 DPIR_ITER = 24
-#: scico's DnCNNs fine-tuned on the corpus (recipes/train_dncnn_corpus_*.yaml)
-CORPUS_DNCNN = ("dncnn_corpus_17L", "dncnn_corpus_17M", "dncnn_corpus_17H")
-#: the noise-conditional pixel denoiser of the DPIR / DiffPIR / DPS / DDRM / pixel-Flash rows (--pixel-denoiser)
+#: the pixel denoiser of the DPIR / DiffPIR / DPS / DDRM / pixel-Flash rows (--pixel-denoiser; load_pixel_denoiser)
 PIXEL_DENOISER = "dncnn-corpus"
 DIFFPIR_ITER = 50
 DIFFPIR_LAMBDA_GRID = (0.1, 0.3, 1.0)
@@ -212,13 +211,8 @@ def _forget_tuning_counts(notes: dict[str, Any]) -> None:
 
 
 def _pixel_denoiser(ctx: rb.BenchContext) -> dinv.models.Denoiser:
-    """The pixel denoiser of the diffusion rows; ``dncnn-corpus`` / ``dncnn-scico`` name the blind
-    DnCNN families, mapped to every noise level by scaling (:class:`~deepinv_tunable.priors.DnCNNDenoiser`)."""
-    if PIXEL_DENOISER == "dncnn-corpus":
-        return DnCNNDenoiser.from_pretrained(CORPUS_DNCNN, device=ctx.device)
-    if PIXEL_DENOISER == "dncnn-scico":
-        return DnCNNDenoiser.from_pretrained(device=ctx.device)
-    return PixelDenoiser.from_pretrained(PIXEL_DENOISER, device=ctx.device)
+    """The pixel denoiser of the diffusion rows (:func:`~deepinv_tunable.priors.load_pixel_denoiser`)."""
+    return load_pixel_denoiser(PIXEL_DENOISER, device=ctx.device)
 
 
 @rb.register_method("dpir pixel")

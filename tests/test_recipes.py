@@ -427,9 +427,10 @@ def test_sigkill_midway_then_resume_gives_identical_volumes(tmp_path):
 
 
 #: recipes of iterative solvers, smoke-tested with few iterations (parameter name per solver)
-SOLVER_RECIPES = sorted((REPO / "recipes").glob("pnp_hvae_*.yaml")) + sorted((REPO / "recipes").glob("flash_*.yaml")) + [
+SOLVER_RECIPES = sorted((REPO / "recipes").glob("pnp_hvae_*.yaml")) + sorted((REPO / "recipes").glob("*flash_*.yaml")) + [
     REPO / "recipes" / f"{n}.yaml" for n in ("demo_mri_brain", "ct_brain_60views", "deblur_subject", "tv_multicoil_mri4x")]
-ITERATIONS = {"pnp_hvae": ("max_iter", 2), "tv_pgd": ("n_iter", 3), "flash_diffusion": ("n_steps", 4)}
+ITERATIONS = {"pnp_hvae": ("max_iter", 2), "tv_pgd": ("n_iter", 3), "flash_diffusion": ("n_steps", 4),
+              "pixel_flash": ("max_iter", 4)}
 
 
 @pytest.mark.parametrize("path", SOLVER_RECIPES, ids=[p.stem for p in SOLVER_RECIPES])
@@ -445,7 +446,7 @@ def test_solver_recipes_run(tmp_path, path):
     metrics = json.loads(run_recipe(recipe, progress=False).metrics_path.read_text())
     assert metrics["complete"] and len(metrics["per_slice"]["solver"]["psnr"]) == 1
     assert 5 < metrics["mean"]["solver"]["psnr"] < 60
-    if recipe.solver.name == "flash_diffusion":  # severity, start, NFE and data fit reach the outputs
+    if recipe.solver.name in ("flash_diffusion", "pixel_flash"):  # severity, start, NFE, data fit reach the outputs
         diagnostics = metrics["diagnostics"][0]
         assert diagnostics["slices"] == metrics["slices"]
         assert {"sigma_hat", "start_step", "nfe", "chi2", "fallback", "dc_weight", "chi2_final"} <= set(diagnostics)

@@ -2,6 +2,6 @@
 
 from .dncnn_denoiser import DnCNNDenoiser
 from .hvae_denoiser import HVAEDenoiser, tau_for_sigma
-from .pixel_denoiser import PixelDenoiser
+from .pixel_denoiser import PixelDenoiser, load_pixel_denoiser
 
-__all__ = ["DnCNNDenoiser", "HVAEDenoiser", "PixelDenoiser", "tau_for_sigma"]
+__all__ = ["DnCNNDenoiser", "HVAEDenoiser", "PixelDenoiser", "load_pixel_denoiser", "tau_for_sigma"]

@@ -68,3 +68,21 @@ class PixelDenoiser(NoiseRangeCheck, dinv.models.Denoiser):
         dtype = next(self.net.parameters()).dtype  # deepinv's samplers may run in float64
         out = self.net(x.reshape(b * ch // c, c, h, w).to(dtype), sigma_rows.to(dtype))
         return out.reshape(b, ch, h, w).to(x.dtype)
+
+
+#: the corpus DnCNN family, mapped to every noise level by scaling
+CORPUS_DNCNN = ("dncnn_corpus_17L", "dncnn_corpus_17M", "dncnn_corpus_17H")
+
+
+def load_pixel_denoiser(name: str | Path = "dncnn-corpus", device: torch.device | str = "cpu") -> dinv.models.Denoiser:
+    """The pixel denoiser of the diffusion samplers by name: ``"dncnn-corpus"`` (default: the
+    corpus DnCNNs, :class:`~deepinv_tunable.priors.DnCNNDenoiser`), ``"dncnn-scico"`` (scico's
+    natural-image DnCNNs), or a :class:`PixelDenoiser` checkpoint (shipped name or
+    ``save_pretrained`` folder)."""
+    from .dncnn_denoiser import DnCNNDenoiser
+
+    if str(name) == "dncnn-corpus":
+        return DnCNNDenoiser.from_pretrained(CORPUS_DNCNN, device=device)
+    if str(name) == "dncnn-scico":
+        return DnCNNDenoiser.from_pretrained(device=device)
+    return PixelDenoiser.from_pretrained(name, device=device)

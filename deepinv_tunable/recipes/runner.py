@@ -78,7 +78,17 @@ def _solver(recipe: Recipe, override: dict[str, Any] | None = None):
         return _pnp_hvae(**params)
     if cfg.name == "flash_diffusion":
         return _flash_diffusion(**params)
+    if cfg.name == "pixel_flash":
+        return _pixel_flash(**params)
     return SOLVERS[cfg.name](**params)
+
+
+def _pixel_flash(denoiser: str, **solver_params):
+    """PixelFlash with a pixel denoiser by name, its noise seeded once for the run."""
+    from ..priors import load_pixel_denoiser
+    from ..solvers import PixelFlash
+
+    return PixelFlash(load_pixel_denoiser(denoiser), **solver_params)
 
 
 def _flash_diffusion(model: str, k, **solver_params):

@@ -194,8 +194,29 @@ class FlashDiffusionConfig(_TunedSolverConfig):
     params: FlashDiffusionParams = FlashDiffusionParams()
 
 
+class PixelFlashParams(_Strict):
+    """:class:`~deepinv_tunable.solvers.PixelFlash`: deepinv's DiffPIR started at each slice's
+    severity. ``denoiser``: ``"dncnn-corpus"``, ``"dncnn-scico"`` or a pixel-denoiser checkpoint
+    (:func:`~deepinv_tunable.priors.load_pixel_denoiser`); ``start``: ``"severity"`` or ``"noise"``."""
+
+    denoiser: str = "dncnn-corpus"
+    max_iter: int = Field(50, ge=2)
+    lambda_: float = Field(1.0, gt=0, description="DiffPIR's data weight")
+    zeta: float = Field(1.0, ge=0, le=1)
+    start: Literal["severity", "noise"] = "severity"
+    severity: Literal["auto", "spectrum", "pilot"] = "auto"
+    noise_correction: float = Field(16.0, gt=0)
+    seed: int = 0
+
+
+class PixelFlashConfig(_TunedSolverConfig):
+    TUNABLE: ClassVar[tuple[str, ...]] = ("lambda_", "noise_correction")
+    name: Literal["pixel_flash"]
+    params: PixelFlashParams = PixelFlashParams()
+
+
 SolverConfig = Annotated[PseudoInverseConfig | TVPGDConfig | LatentMAPConfig | LatentMAPTVConfig | TunableLDMConfig
-                         | PnPHVAEConfig | FlashDiffusionConfig, Field(discriminator="name")]
+                         | PnPHVAEConfig | FlashDiffusionConfig | PixelFlashConfig, Field(discriminator="name")]
 
 
 class PnPHVAESamplerParams(_Strict):
