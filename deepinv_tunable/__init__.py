@@ -36,7 +36,7 @@ _EXPORTS = {
     "sample_degradations": "severity", "degrade": "severity",
     "DPIR": "solvers", "select_parameter": "autotune", "ParameterChoice": "autotune",
     "estimate_noise_sigma": "physics", "DnCNN": "nets", "DnCNNDenoiser": "priors",
-    "ConditionalDRUNet": "nets", "PixelDenoiser": "priors", "PixelFlash": "solvers", "measurement_guard": "solvers.guard",
+    "ConditionalDRUNet": "nets", "PixelDenoiser": "priors", "PixelFlash": "solvers", "measurement_guard": "solvers.guard", "verify_and_correct": "solvers.guard",
     "build_corpus": "data.corpus", "load_corpus": "data.corpus",
 }
 _SUBMODULES = ("pretrained", "severity", "priors", "diagnostics", "uncertainty", "audit", "latent", "nets", "solvers", "selection", "autotune", "physics", "data", "training", "recipes")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 
 import torch
@@ -53,8 +54,6 @@ class NoiseRangeCheck:
         outside = levels[(levels < low) | (levels > high)]
         if outside.numel():
             self._range_warned = True
-            import warnings
-
             warnings.warn(f"{type(self).__name__}: asked for noise std {float(outside[0]):.4g}, outside the range "
                           f"[{low:g}, {high:g}] it was trained for (images in [0, 1]); its output there is an "
                           "extrapolation (warned once per denoiser)", RuntimeWarning, stacklevel=4)

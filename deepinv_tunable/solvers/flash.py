@@ -10,11 +10,11 @@ from pathlib import Path
 import deepinv as dinv
 import torch
 
-from ..consistency import LDPS, LatentProblem, weighted_data_consistency
+from ..consistency import LDPS, LatentProblem
 from ..diffusion import add_noise, latent_reverse_step, reverse_steps, snr
 from ..latent import check_k, truncate
 from .base import Reconstruction, TunableReconstructor
-from .guard import DEFAULT_MAX_CHI2, measurement_guard
+from .guard import DEFAULT_MAX_CHI2, verify_and_correct
 from .latent_map import measurement_estimate
 
 START_RULES = ("snr", "noise")
@@ -249,17 +249,7 @@ class FlashDiffusion(TunableReconstructor):
                 iterates.append((rows.cpu(), z0))
         with torch.no_grad():
             x = problem.image(z)
-        # verify the prior's own estimate first: a final projection would hide its disagreement
-        guard = measurement_guard(x, y, physics, self.max_chi2, who="FlashDiffusion")
-        x, dc_weight = guard.x, torch.full((b,), float("nan"))
-        if self.final_consistency and not bool(guard.fallback.all()):
-            kept = (~guard.fallback).nonzero().flatten().to(x.device)
-            dc = weighted_data_consistency(x[kept], y[kept], physics)
-            x = x.index_copy(0, kept, dc.x)
-            dc_weight[kept.cpu()] = dc.gamma
-        from ..audit import chi2  # the audit imports the solvers package: import here, not at the top
-
-        chi2_final = chi2(x, y, physics).cpu()
+        verified = verify_and_correct(x, y, physics, self.max_chi2, self.final_consistency, who="FlashDiffusion")
         nfe = (n_steps - index).cpu()
         if out_of_range.any():
             bad = out_of_range.nonzero().flatten().tolist()
@@ -268,8 +258,8 @@ class FlashDiffusion(TunableReconstructor):
                           f"{self.severity_encoder.config.get('sigma2_range')} (as variances) or beyond the schedule's "
                           "ends; out_of_range flags them", RuntimeWarning, stacklevel=3)
         return FlashReconstruction(
-            x=x, wall_time=0.0, n_iter=int(nfe.max()), k=self.vae.latent_dim if k is None else k, nfe=nfe,
+            x=verified.x, wall_time=0.0, n_iter=int(nfe.max()), k=self.vae.latent_dim if k is None else k, nfe=nfe,
             iterates=iterates, extras={"start_rule": start, "sigma2_diffusion_units": sigma2.cpu(), "latent": z},
             sigma_hat=sigma2_vae.sqrt().cpu(), start_step=torch.tensor([steps[i].t for i in index.tolist()]),
-            out_of_range=out_of_range.cpu(), chi2=guard.chi2, fallback=guard.fallback, dc_weight=dc_weight,
-            chi2_final=chi2_final)
+            out_of_range=out_of_range.cpu(), chi2=verified.chi2, fallback=verified.fallback,
+            dc_weight=verified.dc_weight, chi2_final=verified.chi2_final)

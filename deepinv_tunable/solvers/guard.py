@@ -24,6 +24,7 @@ from dataclasses import dataclass
 import deepinv as dinv
 import torch
 
+from ..consistency import weighted_data_consistency
 from .classical import MeasurementBaseline
 
 DEFAULT_MAX_CHI2 = 2.0
@@ -77,3 +78,45 @@ def measurement_guard(x: torch.Tensor, y: torch.Tensor, physics: dinv.physics.Ph
                       "for them (GuardResult.fallback / the reconstruction's fallback flags say which)",
                       RuntimeWarning, stacklevel=3)
     return GuardResult(out, chi, chi_base, fallback)
+
+
+@dataclass
+class VerifiedResult:
+    """Result of :func:`verify_and_correct`, all per sample ``(B,)`` on the CPU but ``x``:
+    ``chi2`` of the estimate, ``fallback`` flags, the final step's data weight ``dc_weight``
+    (NaN where the step did not run) and ``chi2_final`` of the returned ``x``."""
+
+    x: torch.Tensor
+    chi2: torch.Tensor
+    fallback: torch.Tensor
+    dc_weight: torch.Tensor
+    chi2_final: torch.Tensor
+
+
+def verify_and_correct(x: torch.Tensor, y: torch.Tensor, physics: dinv.physics.Physics,
+                       max_chi2: float = DEFAULT_MAX_CHI2, correct: bool = True, who: str = "solver") -> VerifiedResult:
+    r"""The end of every generative sampler of the package: verify the prior's own estimate with
+    :func:`measurement_guard` (first: a final projection would hide its disagreement), then, when
+    ``correct``, apply :func:`~deepinv_tunable.consistency.weighted_data_consistency` to the
+    samples that passed.
+
+    :Examples:
+
+        >>> from deepinv_tunable.physics import build_physics
+        >>> physics = build_physics({"kind": "blur", "blur_sigma": 2.0, "noise_sigma": 0.01}, (32, 32))
+        >>> x = torch.rand(2, 1, 32, 32); y = physics(x)
+        >>> import warnings; warnings.simplefilter("ignore")
+        >>> out = verify_and_correct(torch.stack([x[0], 1 - x[1]]), y, physics)
+        >>> out.fallback.tolist(), bool(torch.isnan(out.dc_weight[1]))
+        ([False, True], True)
+    """
+    from ..audit import chi2  # the audit imports the solvers package: import here, not at the top
+
+    guard = measurement_guard(x, y, physics, max_chi2, who=who)
+    out, dc_weight = guard.x, torch.full((x.shape[0],), float("nan"))
+    if correct and not bool(guard.fallback.all()):
+        kept = (~guard.fallback).nonzero().flatten().to(out.device)
+        dc = weighted_data_consistency(out[kept], y[kept], physics)
+        out = out.index_copy(0, kept, dc.x)
+        dc_weight[kept.cpu()] = dc.gamma
+    return VerifiedResult(out, guard.chi2, guard.fallback, dc_weight, chi2(out, y, physics).cpu())

@@ -10,12 +10,11 @@ import warnings
 import deepinv as dinv
 import torch
 
-from ..consistency import weighted_data_consistency
 from ..physics import mri_zero_filled_error, noise_sigma
 from .base import TunableReconstructor
 from .classical import MeasurementBaseline
 from .flash import FlashReconstruction
-from .guard import DEFAULT_MAX_CHI2, measurement_guard
+from .guard import DEFAULT_MAX_CHI2, verify_and_correct
 
 PIXEL_START_RULES = ("severity", "noise")
 SEVERITY_RULES = ("auto", "spectrum", "pilot")
@@ -213,13 +212,13 @@ class PixelFlash(TunableReconstructor):
         y = y.detach()
         b = y.shape[0]
         with torch.no_grad():
-            x_tilde = MeasurementBaseline(fbp=True)(y, physics).clamp(0, 1)
             if start == "noise":
                 sigma_hat = torch.full((b,), float("nan"))
                 index, clamped = torch.zeros(b, dtype=torch.long), torch.zeros(b, dtype=torch.bool)
                 x = self._run(diffpir, y, physics, None, None, 0, sigma, generator)
                 extra_nfe = 0
             else:
+                x_tilde = MeasurementBaseline(fbp=True)(y, physics).clamp(0, 1)
                 sigma_hat = self.estimate_severity(y, physics, x_tilde, sigma)
                 index, clamped = self.start_indices(diffpir, sigma_hat)
                 x = torch.empty_like(x_tilde)
@@ -227,15 +226,7 @@ class PixelFlash(TunableReconstructor):
                     rows = (index == i0).nonzero().flatten().to(y.device)
                     x[rows] = self._run(diffpir, y[rows], physics, x_tilde[rows], sigma_hat[rows], i0, sigma, generator)
                 extra_nfe = self.severity_iter if self.severity_rule(physics) == "pilot" else 0
-        guard = measurement_guard(x, y, physics, self.max_chi2, who="PixelFlash")
-        x, dc_weight = guard.x, torch.full((b,), float("nan"))
-        if self.final_consistency and not bool(guard.fallback.all()):
-            kept = (~guard.fallback).nonzero().flatten().to(x.device)
-            dc = weighted_data_consistency(x[kept], y[kept], physics)
-            x = x.index_copy(0, kept, dc.x)
-            dc_weight[kept.cpu()] = dc.gamma
-        from ..audit import chi2  # the audit imports the solvers package
-
+        verified = verify_and_correct(x, y, physics, self.max_chi2, self.final_consistency, who="PixelFlash")
         nfe = (len(diffpir.seq) - 1 - index).clamp_min(0) + extra_nfe
         out_of_range = clamped.clone()
         sigma_range = getattr(self.denoiser, "sigma_range", None)
@@ -243,6 +234,7 @@ class PixelFlash(TunableReconstructor):
             out_of_range |= (sigma_hat.cpu() < sigma_range[0]) | (sigma_hat.cpu() > sigma_range[1])
         start_level = (diffpir.sigmas[diffpir.seq.long()[index.to(diffpir.seq.device)]] / 2).cpu()
         return FlashReconstruction(
-            x=x, wall_time=0.0, n_iter=int(nfe.max()), nfe=nfe, extras={"start_rule": start, "start_level": start_level},
-            sigma_hat=sigma_hat.cpu(), start_step=index, out_of_range=out_of_range, chi2=guard.chi2,
-            fallback=guard.fallback, dc_weight=dc_weight, chi2_final=chi2(x, y, physics).cpu())
+            x=verified.x, wall_time=0.0, n_iter=int(nfe.max()), nfe=nfe,
+            extras={"start_rule": start, "start_level": start_level}, sigma_hat=sigma_hat.cpu(), start_step=index,
+            out_of_range=out_of_range, chi2=verified.chi2, fallback=verified.fallback, dc_weight=verified.dc_weight,
+            chi2_final=verified.chi2_final)
