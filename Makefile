@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-all docs bench clean install corpus
+.PHONY: demo test test-all lint format docs bench clean install corpus
 
 install: $(STAMP)
 
@@ -32,6 +32,15 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest
+
+# ruff: lint (pyflakes, pycodestyle, import order, pyupgrade, bugbear) and the formatter, as CI runs them
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+format: $(STAMP)
+	$(VENV)/bin/ruff check --fix .
+	$(VENV)/bin/ruff format .
 
 test-all: $(STAMP)
 	$(PY) -m pytest -m ""

@@ -49,13 +49,13 @@ import deepinv as dinv
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-import run_baselines as rb  # noqa: E402
+import run_baselines as rb
 
-from deepinv_tunable import pretrained  # noqa: E402
-from deepinv_tunable.atomic import write_json_atomic, write_text_atomic  # noqa: E402
-from deepinv_tunable.solvers import FlashDiffusion, LatentMAP, LatentMAPTV, PnPHVAE, PnPHVAESampler  # noqa: E402
-from deepinv_tunable.tuning import grid_search  # noqa: E402
-from deepinv_tunable.uncertainty import PosteriorSampler  # noqa: E402
+from deepinv_tunable import pretrained
+from deepinv_tunable.atomic import write_json_atomic, write_text_atomic
+from deepinv_tunable.solvers import FlashDiffusion, LatentMAP, LatentMAPTV, PnPHVAE, PnPHVAESampler
+from deepinv_tunable.tuning import grid_search
+from deepinv_tunable.uncertainty import PosteriorSampler
 
 ROOT = Path(__file__).resolve().parents[1]
 TASKS = ("mri4x", "mri8x", "deblur")
@@ -82,8 +82,9 @@ class Counted(dinv.models.Reconstructor):
 def _tuned_tau(ctx: rb.BenchContext, hvae) -> float:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
-        result = grid_search(lambda t: ctx.estimate(PnPHVAE(hvae, tau=t), ctx.y_cal).clamp(0, 1), ctx.x_cal,
-                             TAU_GRID, param="tau")
+        result = grid_search(
+            lambda t: ctx.estimate(PnPHVAE(hvae, tau=t), ctx.y_cal).clamp(0, 1), ctx.x_cal, TAU_GRID, param="tau"
+        )
     ctx.notes.update(tau=result.best, tuning_table={str(k): v for k, v in result.table.items()})
     return result.best
 
@@ -126,8 +127,8 @@ class PosteriorMean(dinv.models.Reconstructor):
     def forward(self, y, physics, **kwargs):
         outs = []
         for i in range(y.shape[0]):  # one slice at a time: a batch of n samples each
-            x0 = self.map(y[i:i + 1], physics)
-            outs.append(self.sampler.sample(y[i:i + 1], physics, x_init=x0).mean)
+            x0 = self.map(y[i : i + 1], physics)
+            outs.append(self.sampler.sample(y[i : i + 1], physics, x_init=x0).mean)
             self.notes["nfe_sum"] += self.n * 5
         return torch.cat(outs)
 
@@ -163,11 +164,22 @@ def _fmt(value: float | None, digits: int) -> str:
 
 def _cells(r: dict[str, Any]) -> list[str]:
     notes = r["notes"]
-    note = rb._notes_text(notes) or (f"(tau={notes['tau']:g})" if "tau" in notes else "") or (
-        "(lambda={:g}, beta={:g})".format(*notes["lambda_beta"]) if "lambda_beta" in notes else "")
-    return [f"{r['method']} {note}".strip(), r["task"], r["data"],
-            f"{r['psnr']['mean']:.2f} ± {r['psnr']['std']:.2f}", f"{r['ssim']['mean']:.3f} ± {r['ssim']['std']:.3f}",
-            f"{r['nmse']['mean']:.4f}", _fmt(r["seconds_per_slice"], 2), _nfe(r), _fmt(r.get("rss_increase_mib"), 0)]
+    note = (
+        rb._notes_text(notes)
+        or (f"(tau={notes['tau']:g})" if "tau" in notes else "")
+        or ("(lambda={:g}, beta={:g})".format(*notes["lambda_beta"]) if "lambda_beta" in notes else "")
+    )
+    return [
+        f"{r['method']} {note}".strip(),
+        r["task"],
+        r["data"],
+        f"{r['psnr']['mean']:.2f} ± {r['psnr']['std']:.2f}",
+        f"{r['ssim']['mean']:.3f} ± {r['ssim']['std']:.3f}",
+        f"{r['nmse']['mean']:.4f}",
+        _fmt(r["seconds_per_slice"], 2),
+        _nfe(r),
+        _fmt(r.get("rss_increase_mib"), 0),
+    ]
 
 
 HEADER = ["method", "task", "data", "PSNR (dB)", "SSIM", "NMSE", "s/slice", "NFE/slice", "memory (MiB)"]
@@ -189,13 +201,27 @@ def main() -> int:
     parser.add_argument("--data", nargs="+", choices=list(rb.PRIOR_EVAL_DATASETS), default=list(rb.PRIOR_EVAL_DATASETS))
     parser.add_argument("--methods", nargs="+", choices=list(rb.METHODS), default=list(rb.METHODS))
     parser.add_argument("--quick", action="store_true")
-    parser.add_argument("--merge", action="store_true",
-                        help="add these rows to the existing table (same slices) instead of replacing it")
+    parser.add_argument(
+        "--merge",
+        action="store_true",
+        help="add these rows to the existing table (same slices) instead of replacing it",
+    )
     parser.add_argument("--out", default=str(ROOT / "results" / "benchmarks" / "table.json"))
     cli = parser.parse_args()
-    args = argparse.Namespace(tasks=cli.tasks, data=cli.data, methods=cli.methods, device="cpu", out=cli.out,
-                              quick=cli.quick, n_iter=None, grid=None, batch_size=8, threads=2, seed=0,
-                              no_progress=False)
+    args = argparse.Namespace(
+        tasks=cli.tasks,
+        data=cli.data,
+        methods=cli.methods,
+        device="cpu",
+        out=cli.out,
+        quick=cli.quick,
+        n_iter=None,
+        grid=None,
+        batch_size=8,
+        threads=2,
+        seed=0,
+        no_progress=False,
+    )
     previous = json.loads(Path(cli.out).read_text()) if cli.merge else None
     record = rb.run(args, specs=rb.PRIOR_EVAL_DATASETS)
     if previous is not None:

@@ -32,14 +32,14 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-import run_baselines as rb  # noqa: E402
-from run_reserved import SUBJECTS, TASKS, TASKS_OF, load_subject  # noqa: E402
+import run_baselines as rb
+from run_reserved import SUBJECTS, TASKS, TASKS_OF, load_subject
 
-from deepinv_tunable import pretrained  # noqa: E402
-from deepinv_tunable.atomic import write_json_atomic, write_text_atomic  # noqa: E402
-from deepinv_tunable.metrics import image_metrics  # noqa: E402
-from deepinv_tunable.physics import build_physics, from_physics_domain, to_physics_domain  # noqa: E402
-from deepinv_tunable.solvers import TVPGD, PnPHVAE  # noqa: E402
+from deepinv_tunable import pretrained
+from deepinv_tunable.atomic import write_json_atomic, write_text_atomic
+from deepinv_tunable.metrics import image_metrics
+from deepinv_tunable.physics import build_physics, from_physics_domain, to_physics_domain
+from deepinv_tunable.solvers import TVPGD, PnPHVAE
 
 ROOT = Path(__file__).resolve().parents[1]
 TV_GRID = (0.001, 0.002, 0.004, 0.007, 0.01, 0.015, 0.02, 0.03, 0.05, 0.08)
@@ -49,10 +49,18 @@ TAU_GRID = (0.7, 0.8, 0.9, 0.95, 1.0)
 def _solvers(hvae):
     """name -> (build(value) for a fixed value, build_auto(rule), parameter name, oracle grid)."""
     return {
-        "tv": (lambda v: TVPGD(lambda_tv=v), lambda rule: TVPGD(lambda_tv="auto", tune_rule=rule), "lambda_tv",
-               TV_GRID),
-        "pnp_hvae": (lambda v: PnPHVAE(hvae, tau=v), lambda rule: PnPHVAE(hvae, tau="auto", tune_rule=rule), "tau",
-                     TAU_GRID),
+        "tv": (
+            lambda v: TVPGD(lambda_tv=v),
+            lambda rule: TVPGD(lambda_tv="auto", tune_rule=rule),
+            "lambda_tv",
+            TV_GRID,
+        ),
+        "pnp_hvae": (
+            lambda v: PnPHVAE(hvae, tau=v),
+            lambda rule: PnPHVAE(hvae, tau="auto", tune_rule=rule),
+            "tau",
+            TAU_GRID,
+        ),
     }
 
 
@@ -63,7 +71,7 @@ def _psnr(x_hat, physics, truth) -> float:
 def run(args) -> dict:
     torch.set_num_threads(args.threads)
     warnings.simplefilter("ignore", RuntimeWarning)
-    hvae = pretrained.load("hvae_mri64").eval() if "pnp_hvae" in args.solvers else None
+    hvae = pretrained.load(args.hvae).eval() if "pnp_hvae" in args.solvers else None
     solvers = _solvers(hvae)
     out_path = ROOT / args.out
     rows = []
@@ -83,15 +91,32 @@ def run(args) -> dict:
                     # the protocol of run_reserved.py: the grid value best on the reference slices' ground truth
                     cal = {v: _psnr(build(v)(y_cal, physics), physics, subject.calibration) for v in grid}
                     ref = max(cal, key=cal.get)
-                    rows.append({"subject": name, "task": task, "solver": solver, "rule": "reference GT",
-                                 "requested_rule": "reference GT", "param": param, "auto_value": ref,
-                                 "oracle_value": best, "auto_psnr": oracle[ref], "oracle_psnr": oracle[best],
-                                 "gap_db": oracle[ref] - oracle[best], "at_bound": ref in (min(grid), max(grid)),
-                                 "oracle_at_grid_edge": best in (min(grid), max(grid)), "n_solves": len(grid),
-                                 "tuning_cost_x": float("nan"), "oracle_table": {str(k): v for k, v in oracle.items()},
-                                 "curve": {"values": list(cal), "scores": list(cal.values())}})
-                    print(f"{name:20s} {task:7s} {solver:9s} reference GT {ref:.4g} {oracle[ref]:6.2f} dB | "
-                          f"oracle {best:.4g} {oracle[best]:6.2f} dB", flush=True)
+                    rows.append(
+                        {
+                            "subject": name,
+                            "task": task,
+                            "solver": solver,
+                            "rule": "reference GT",
+                            "requested_rule": "reference GT",
+                            "param": param,
+                            "auto_value": ref,
+                            "oracle_value": best,
+                            "auto_psnr": oracle[ref],
+                            "oracle_psnr": oracle[best],
+                            "gap_db": oracle[ref] - oracle[best],
+                            "at_bound": ref in (min(grid), max(grid)),
+                            "oracle_at_grid_edge": best in (min(grid), max(grid)),
+                            "n_solves": len(grid),
+                            "tuning_cost_x": float("nan"),
+                            "oracle_table": {str(k): v for k, v in oracle.items()},
+                            "curve": {"values": list(cal), "scores": list(cal.values())},
+                        }
+                    )
+                    print(
+                        f"{name:20s} {task:7s} {solver:9s} reference GT {ref:.4g} {oracle[ref]:6.2f} dB | "
+                        f"oracle {best:.4g} {oracle[best]:6.2f} dB",
+                        flush=True,
+                    )
                 for rule in args.rules:
                     start = time.perf_counter()
                     tuned = build_auto(rule).reconstruct(y_cal, physics)
@@ -99,29 +124,66 @@ def run(args) -> dict:
                     choice = tuned.extras["auto"][param]
                     psnr = _psnr(build(choice["value"])(y_eval, physics), physics, subject.evaluation)
                     cal_solve = one_solve * len(subject.calibration_idx) / len(subject.evaluation_idx)
-                    row = {"subject": name, "task": task, "solver": solver, "rule": choice["rule"],
-                           "requested_rule": rule, "param": param, "auto_value": choice["value"],
-                           "oracle_value": best, "auto_psnr": psnr, "oracle_psnr": oracle[best],
-                           "gap_db": psnr - oracle[best], "at_bound": choice["at_bound"],
-                           "oracle_at_grid_edge": best in (min(grid), max(grid)),
-                           "n_solves": choice["n_solves"], "tuning_cost_x": tune_seconds / max(cal_solve, 1e-9),
-                           "oracle_table": {str(k): v for k, v in oracle.items()}, "curve": choice["curve"]}
+                    row = {
+                        "subject": name,
+                        "task": task,
+                        "solver": solver,
+                        "rule": choice["rule"],
+                        "requested_rule": rule,
+                        "param": param,
+                        "auto_value": choice["value"],
+                        "oracle_value": best,
+                        "auto_psnr": psnr,
+                        "oracle_psnr": oracle[best],
+                        "gap_db": psnr - oracle[best],
+                        "at_bound": choice["at_bound"],
+                        "oracle_at_grid_edge": best in (min(grid), max(grid)),
+                        "n_solves": choice["n_solves"],
+                        "tuning_cost_x": tune_seconds / max(cal_solve, 1e-9),
+                        "oracle_table": {str(k): v for k, v in oracle.items()},
+                        "curve": choice["curve"],
+                    }
                     rows.append(row)
-                    print(f"{name:20s} {task:7s} {solver:9s} {rule:12s} auto {choice['value']:.4g} "
-                          f"{psnr:6.2f} dB | oracle {best:.4g} {oracle[best]:6.2f} dB | gap {row['gap_db']:+.2f} "
-                          f"| cost {row['tuning_cost_x']:.1f}x", flush=True)
+                    print(
+                        f"{name:20s} {task:7s} {solver:9s} {rule:12s} auto {choice['value']:.4g} "
+                        f"{psnr:6.2f} dB | oracle {best:.4g} {oracle[best]:6.2f} dB | gap {row['gap_db']:+.2f} "
+                        f"| cost {row['tuning_cost_x']:.1f}x",
+                        flush=True,
+                    )
                     write_json_atomic(out_path, {"rows": rows, "args": vars(args)})
     return {"rows": rows}
 
 
 def rst(rows) -> str:
-    header = ["subject", "task", "solver", "rule", "auto value", "auto PSNR", "oracle value", "oracle PSNR",
-              "gap (dB)", "at bound", "cost (x one solve)"]
-    body = [[r["subject"], r["task"], r["solver"],
-             r["rule"] + (" (default)" if r["requested_rule"] == "auto" else ""), f"{r['auto_value']:.4g}", f"{r['auto_psnr']:.2f}",
-             f"{r['oracle_value']:.4g}", f"{r['oracle_psnr']:.2f}", f"{r['gap_db']:+.2f}",
-             "yes" if r["at_bound"] else "no",
-             "-" if r["tuning_cost_x"] != r["tuning_cost_x"] else f"{r['tuning_cost_x']:.1f}"] for r in rows]
+    header = [
+        "subject",
+        "task",
+        "solver",
+        "rule",
+        "auto value",
+        "auto PSNR",
+        "oracle value",
+        "oracle PSNR",
+        "gap (dB)",
+        "at bound",
+        "cost (x one solve)",
+    ]
+    body = [
+        [
+            r["subject"],
+            r["task"],
+            r["solver"],
+            r["rule"] + (" (default)" if r["requested_rule"] == "auto" else ""),
+            f"{r['auto_value']:.4g}",
+            f"{r['auto_psnr']:.2f}",
+            f"{r['oracle_value']:.4g}",
+            f"{r['oracle_psnr']:.2f}",
+            f"{r['gap_db']:+.2f}",
+            "yes" if r["at_bound"] else "no",
+            "-" if r["tuning_cost_x"] != r["tuning_cost_x"] else f"{r['tuning_cost_x']:.1f}",
+        ]
+        for r in rows
+    ]
     return rb.rst_table(header, body)
 
 
@@ -131,22 +193,33 @@ def main() -> int:
     parser.add_argument("--tasks", nargs="+", default=list(TASKS))
     parser.add_argument("--solvers", nargs="+", default=["tv", "pnp_hvae"], choices=["tv", "pnp_hvae"])
     parser.add_argument("--rules", nargs="+", default=["auto"], choices=["auto", "discrepancy", "sure", "splitting"])
-    parser.add_argument("--reference-tuned", action="store_true",
-                        help="also the value best on the reference slices' ground truth (run_reserved.py's protocol)")
+    parser.add_argument(
+        "--reference-tuned",
+        action="store_true",
+        help="also the value best on the reference slices' ground truth (run_reserved.py's protocol)",
+    )
+    parser.add_argument(
+        "--hvae",
+        default="hvae_mri64",
+        help="shipped HVAE name or a save_pretrained folder (to measure a candidate release)",
+    )
     parser.add_argument("--n-cal", type=int, default=3)
     parser.add_argument("--n-eval", type=int, default=6)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--corpus", default=str(ROOT / "corpus"))
     parser.add_argument("--out", default="results/benchmarks/autotune.json")
     parser.add_argument("--rst", default=None, help="also write the table here (e.g. docs/autotune_table.rst)")
-    parser.add_argument("--combine", nargs="+", metavar="JSON",
-                        help="do not run: merge the rows of earlier runs (into --out and --rst)")
+    parser.add_argument(
+        "--combine", nargs="+", metavar="JSON", help="do not run: merge the rows of earlier runs (into --out and --rst)"
+    )
     args = parser.parse_args()
     if args.combine:
         import json
 
-        record = {"rows": [row for path in args.combine for row in json.loads(Path(path).read_text())["rows"]],
-                  "combined": args.combine}
+        record = {
+            "rows": [row for path in args.combine for row in json.loads(Path(path).read_text())["rows"]],
+            "combined": args.combine,
+        }
         write_json_atomic(ROOT / args.out, record)
     else:
         record = run(args)

@@ -32,7 +32,7 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 import deepinv as dinv
@@ -108,8 +108,15 @@ DATASETS: dict[str, DatasetSpec] = {
 #: same grid.
 PRIOR_EVAL_DATASETS: dict[str, DatasetSpec] = {
     "mni152": DATASETS["mni152"],
-    "itk_axial": DatasetSpec(label="itk subject (axial)", sample="itk_t1", plane="axial", spacing=1.8,
-                             size=(128, 128), calibration=SliceRange(40, 60, 4), evaluation=SliceRange(62, 92, 8)),
+    "itk_axial": DatasetSpec(
+        label="itk subject (axial)",
+        sample="itk_t1",
+        plane="axial",
+        spacing=1.8,
+        size=(128, 128),
+        calibration=SliceRange(40, 60, 4),
+        evaluation=SliceRange(62, 92, 8),
+    ),
 }
 #: Slice counts of a --quick run (calibration, evaluation).
 QUICK_COUNTS = (2, 2)
@@ -168,8 +175,14 @@ class TaskCase:
         return from_physics_domain(TVPGD(lambda_tv=lam)(y, self.physics), self.physics).real.clamp(0, 1)
 
 
-def task_cases(specs: dict[str, DatasetSpec], data_names: Sequence[str], tasks: dict[str, dict[str, Any]],
-               task_names: Sequence[str], tv_grid: Sequence[float], quick: bool):
+def task_cases(
+    specs: dict[str, DatasetSpec],
+    data_names: Sequence[str],
+    tasks: dict[str, dict[str, Any]],
+    task_names: Sequence[str],
+    tv_grid: Sequence[float],
+    quick: bool,
+):
     """Yield a :class:`TaskCase` per (dataset, task), TV tuned both ways, on 128x128 slices."""
     for data_name in data_names:
         data = load_dataset(specs[data_name], quick)
@@ -178,7 +191,9 @@ def task_cases(specs: dict[str, DatasetSpec], data_names: Sequence[str], tasks: 
             y_cal = physics(to_physics_domain(data.calibration, physics))
             y = physics(to_physics_domain(data.evaluation, physics))
             case = TaskCase(data_name, task, physics, data, y_cal, y, None, None)
-            case.tv_calibrated = grid_search(lambda lam: case.tv(lam, True), data.calibration, tv_grid, param="lambda_tv")
+            case.tv_calibrated = grid_search(
+                lambda lam: case.tv(lam, True), data.calibration, tv_grid, param="lambda_tv"
+            )
             case.tv_tuned_on_eval = grid_search(case.tv, data.evaluation, tv_grid, param="lambda_tv")
             yield case
 
@@ -251,7 +266,10 @@ def _tv_tuned(ctx: BenchContext) -> dinv.models.Reconstructor:
     start = time.perf_counter()
     result = grid_search(
         lambda lam: ctx.estimate(TVPGD(lambda_tv=lam, n_iter=ctx.n_iter), ctx.y_cal),
-        ctx.x_cal, ctx.tv_grid, param="lambda_tv", metric="psnr",
+        ctx.x_cal,
+        ctx.tv_grid,
+        param="lambda_tv",
+        metric="psnr",
     )
     ctx.notes.update(
         lambda_tv=result.best,
@@ -295,7 +313,7 @@ class PeakRSS:
     5 ms in a thread (Linux ``/proc``; ``None`` elsewhere): unlike ``ru_maxrss``, one row's own
     use, not the high-water mark of the whole run."""
 
-    def __enter__(self) -> "PeakRSS":
+    def __enter__(self) -> PeakRSS:
         self.increase_mib: float | None = None
         self._stop = False
         self._base = self._rss()
@@ -372,14 +390,20 @@ def run(args: argparse.Namespace, specs: dict[str, DatasetSpec] | None = None) -
     tv_grid = tuple(args.grid) if args.grid else (QUICK_TV_GRID if args.quick else TV_GRID)
 
     record: dict[str, Any] = {
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
         "command": sys.argv,
         "quick": args.quick,
         "device": str(device),
-        "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or platform.machine(),
+        "device_name": torch.cuda.get_device_name(device)
+        if device.type == "cuda"
+        else platform.processor() or platform.machine(),
         "torch_threads": torch.get_num_threads(),
-        "versions": {"deepinv_tunable": __version__, "deepinv": dinv.__version__, "torch": torch.__version__,
-                     "python": platform.python_version()},
+        "versions": {
+            "deepinv_tunable": __version__,
+            "deepinv": dinv.__version__,
+            "torch": torch.__version__,
+            "python": platform.python_version(),
+        },
         "n_iter": n_iter,
         "tv_grid": list(tv_grid),
         "default_tv_lambda": DEFAULT_TV_LAMBDA,
@@ -395,9 +419,14 @@ def run(args: argparse.Namespace, specs: dict[str, DatasetSpec] | None = None) -
         spec = specs[data_name]
         data = load_dataset(spec, args.quick)
         record["datasets"][data_name] = {
-            "label": spec.label, "sample": spec.sample, "plane": spec.plane, "spacing": spec.spacing,
-            "size": list(data.evaluation.shape[-2:]), "calibration_slices": data.calibration_idx,
-            "evaluation_slices": data.evaluation_idx, "percentiles": list(spec.percentiles),
+            "label": spec.label,
+            "sample": spec.sample,
+            "plane": spec.plane,
+            "spacing": spec.spacing,
+            "size": list(data.evaluation.shape[-2:]),
+            "calibration_slices": data.calibration_idx,
+            "evaluation_slices": data.evaluation_idx,
+            "percentiles": list(spec.percentiles),
         }
         img_size = tuple(data.evaluation.shape[-2:])
         for task in args.tasks:
@@ -406,16 +435,29 @@ def run(args: argparse.Namespace, specs: dict[str, DatasetSpec] | None = None) -
             y_cal = physics(to_physics_domain(data.calibration.to(device), physics))
             y_eval = physics(to_physics_domain(data.evaluation.to(device), physics))
             for method in args.methods:
-                ctx = BenchContext(task, TASKS[task], data_name, physics, device, data.calibration, y_cal, n_iter, tv_grid)
+                ctx = BenchContext(
+                    task, TASKS[task], data_name, physics, device, data.calibration, y_cal, n_iter, tv_grid
+                )
                 solver = METHODS[method](ctx)
                 result = evaluate(solver, ctx, data.evaluation, y_eval, args.batch_size)
-                row = {"method": method, "task": task, "data": spec.label, "dataset": data_name, **result, "notes": ctx.notes}
+                row = {
+                    "method": method,
+                    "task": task,
+                    "data": spec.label,
+                    "dataset": data_name,
+                    **result,
+                    "notes": ctx.notes,
+                }
                 record["rows"].append(row)
                 record["wall_seconds"] = time.perf_counter() - run_start
                 write_json_atomic(args.out, record)
                 if not args.no_progress:
-                    print(f"[{record['wall_seconds']:7.1f}s] {data_name} {task} {method}: "
-                          f"PSNR {row['psnr']['mean']:.2f} dB {_notes_text(ctx.notes)}", file=sys.stderr, flush=True)
+                    print(
+                        f"[{record['wall_seconds']:7.1f}s] {data_name} {task} {method}: "
+                        f"PSNR {row['psnr']['mean']:.2f} dB {_notes_text(ctx.notes)}",
+                        file=sys.stderr,
+                        flush=True,
+                    )
     record["wall_seconds"] = time.perf_counter() - run_start
     record["complete"] = True
     write_json_atomic(args.out, record)
@@ -444,16 +486,23 @@ def rst_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
 
 
 def markdown_table(record: dict[str, Any]) -> str:
-    mem = "peak memory (MiB, CUDA)" if record["device"].startswith("cuda") else "peak memory (MiB, process RSS high-water)"
+    mem = (
+        "peak memory (MiB, CUDA)"
+        if record["device"].startswith("cuda")
+        else "peak memory (MiB, process RSS high-water)"
+    )
     header = ["method", "task", "data", "PSNR (dB)", "SSIM", "seconds/slice", mem]
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join(["---"] * 3 + ["---:"] * 4) + "|"]
     for r in record["rows"]:
         method = f"{r['method']} {_notes_text(r['notes'])}".strip()
         cells = [
-            method, r["task"], r["data"],
+            method,
+            r["task"],
+            r["data"],
             f"{r['psnr']['mean']:.2f} ± {r['psnr']['std']:.2f}",
             f"{r['ssim']['mean']:.3f} ± {r['ssim']['std']:.3f}",
-            _fmt(r["seconds_per_slice"], 3), _fmt(r["peak_memory_mib"], 0),
+            _fmt(r["seconds_per_slice"], 3),
+            _fmt(r["peak_memory_mib"], 0),
         ]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
@@ -475,29 +524,59 @@ def tuning_gap_table(record: dict[str, Any]) -> str:
         )
     if not lines:
         return ""
-    head = ("| task | data | default lambda | PSNR default | tuned lambda | PSNR tuned | gain (dB) |\n"
-            "|---|---|---:|---:|---:|---:|---:|")
+    head = (
+        "| task | data | default lambda | PSNR default | tuned lambda | PSNR tuned | gain (dB) |\n"
+        "|---|---|---:|---:|---:|---:|---:|"
+    )
     return head + "\n" + "\n".join(lines)
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--tasks", nargs="+", choices=list(TASKS), default=list(TASKS), help="tasks to run (default: all)")
-    parser.add_argument("--data", nargs="+", choices=list(DATASETS), default=list(DATASETS),
-                        help="datasets: " + ", ".join(f"{k} = {v.label}" for k, v in DATASETS.items()))
-    parser.add_argument("--methods", nargs="+", choices=list(METHODS), default=list(METHODS),
-                        help="methods to run (default: all registered)")
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu",
-                        help="torch device (default: cuda if available, else cpu)")
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--tasks", nargs="+", choices=list(TASKS), default=list(TASKS), help="tasks to run (default: all)"
+    )
+    parser.add_argument(
+        "--data",
+        nargs="+",
+        choices=list(DATASETS),
+        default=list(DATASETS),
+        help="datasets: " + ", ".join(f"{k} = {v.label}" for k, v in DATASETS.items()),
+    )
+    parser.add_argument(
+        "--methods",
+        nargs="+",
+        choices=list(METHODS),
+        default=list(METHODS),
+        help="methods to run (default: all registered)",
+    )
+    parser.add_argument(
+        "--device",
+        default="cuda" if torch.cuda.is_available() else "cpu",
+        help="torch device (default: cuda if available, else cpu)",
+    )
     parser.add_argument("--out", default="results/benchmarks/baselines.json", help="JSON output file")
-    parser.add_argument("--quick", action="store_true",
-                        help=f"smoke run: {QUICK_COUNTS[0]} calibration / {QUICK_COUNTS[1]} evaluation slices, "
-                             f"{QUICK_N_ITER} iterations, TV grid {list(QUICK_TV_GRID)}")
-    parser.add_argument("--n-iter", type=int, default=None, help=f"solver iterations (default {N_ITER}, quick {QUICK_N_ITER})")
-    parser.add_argument("--grid", type=float, nargs="+", default=None, help="TV weights to tune over (default: log grid)")
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help=f"smoke run: {QUICK_COUNTS[0]} calibration / {QUICK_COUNTS[1]} evaluation slices, "
+        f"{QUICK_N_ITER} iterations, TV grid {list(QUICK_TV_GRID)}",
+    )
+    parser.add_argument(
+        "--n-iter", type=int, default=None, help=f"solver iterations (default {N_ITER}, quick {QUICK_N_ITER})"
+    )
+    parser.add_argument(
+        "--grid", type=float, nargs="+", default=None, help="TV weights to tune over (default: log grid)"
+    )
     parser.add_argument("--batch-size", type=int, default=8, help="evaluation slices per solver call (default 8)")
-    parser.add_argument("--threads", type=int, default=1,
-                        help="torch CPU threads (default 1: stable timings on shared machines; 0 = torch's default)")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch CPU threads (default 1: stable timings on shared machines; 0 = torch's default)",
+    )
     parser.add_argument("--seed", type=int, default=0, help="global torch seed (default 0)")
     parser.add_argument("--no-progress", action="store_true", help="no per-row progress lines on stderr")
     args = parser.parse_args(argv)
@@ -518,11 +597,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     if gap:
         print("\nTV weight: package default vs tuned on calibration slices (evaluation PSNR)\n")
         print(gap)
-    print(f"\n{len(record['rows'])} rows, device {record['device']} ({record['torch_threads']} thread(s)), "
-          f"{record['n_iter']} iterations; wall time {record['wall_seconds']:.0f} s; written to {args.out}")
+    print(
+        f"\n{len(record['rows'])} rows, device {record['device']} ({record['torch_threads']} thread(s)), "
+        f"{record['n_iter']} iterations; wall time {record['wall_seconds']:.0f} s; written to {args.out}"
+    )
     if not record["device"].startswith("cuda"):
-        print("peak memory: process-wide peak RSS (ru_maxrss) when the row finished; it never decreases, "
-              "so it bounds, rather than measures, a row's own use.")
+        print(
+            "peak memory: process-wide peak RSS (ru_maxrss) when the row finished; it never decreases, "
+            "so it bounds, rather than measures, a row's own use."
+        )
     return 0
 
 

@@ -35,15 +35,19 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from run_baselines import PRIOR_EVAL_DATASETS, load_dataset  # noqa: E402
+from run_baselines import PRIOR_EVAL_DATASETS, load_dataset
 
-from deepinv_tunable.atomic import save_figure, write_json_atomic  # noqa: E402
-from deepinv_tunable.metrics import image_metrics  # noqa: E402
-from deepinv_tunable.physics import batched_mri, from_physics_domain, to_physics_domain  # noqa: E402
-from deepinv_tunable.severity import plot_severity_audit, severity_audit  # noqa: E402
-from deepinv_tunable.solvers import TVPGD, FlashDiffusion, MeasurementBaseline  # noqa: E402
-from deepinv_tunable.solvers.latent_map import measurement_estimate  # noqa: E402
-from deepinv_tunable.tuning import grid_search  # noqa: E402
+from deepinv_tunable.atomic import save_figure, write_json_atomic
+from deepinv_tunable.metrics import image_metrics
+from deepinv_tunable.physics import (
+    batched_mri,
+    from_physics_domain,
+    measurement_estimate,
+    to_physics_domain,
+)
+from deepinv_tunable.severity import plot_severity_audit, severity_audit
+from deepinv_tunable.solvers import TVPGD, FlashDiffusion, MeasurementBaseline
+from deepinv_tunable.tuning import grid_search
 
 SWEEP = {"mri": [2, 3, 4, 6, 8, 10, 12], "blur": [0.0, 0.5, 1.0, 1.5, 2.0, 2.5, 3.0], "ct": [180, 120, 90, 60, 40, 20]}
 ACCELERATIONS = [2, 3, 4, 5, 6, 8, 10, 12]
@@ -58,12 +62,17 @@ def magnitude(x: torch.Tensor, physics) -> torch.Tensor:
 
 def scores(x_hat: torch.Tensor, x: torch.Tensor) -> dict[str, float]:
     m = image_metrics(x_hat, x)
-    return {"psnr": float(np.mean(m["psnr"])), "ssim": float(np.mean(m["ssim"])),
-            "psnr_per_slice": [float(v) for v in m["psnr"]]}
+    return {
+        "psnr": float(np.mean(m["psnr"])),
+        "ssim": float(np.mean(m["ssim"])),
+        "psnr_per_slice": [float(v) for v in m["psnr"]],
+    }
 
 
 def mixed_case(x: torch.Tensor, accelerations: list[float], seed: int = 0):
-    configs = [{"kind": "mri", "acceleration": a, "noise_sigma": NOISE, "seed": seed + i} for i, a in enumerate(accelerations)]
+    configs = [
+        {"kind": "mri", "acceleration": a, "noise_sigma": NOISE, "seed": seed + i} for i, a in enumerate(accelerations)
+    ]
     physics = batched_mri(configs, tuple(x.shape[-2:]))
     torch.manual_seed(seed)
     return physics, physics(to_physics_domain(x, physics))
@@ -75,11 +84,20 @@ def run_flash(solver: FlashDiffusion, y, physics, x, repeats: int, **kwargs) -> 
     for r in range(repeats):
         out = solver.reconstruct(y, physics, seed=r, **kwargs)
         s = scores(magnitude(out.x, physics), x)
-        psnrs.append(s["psnr"]); ssims.append(s["ssim"]); times.append(out.wall_time / len(x))
-    return {"psnr": float(np.mean(psnrs)), "psnr_sd_over_seeds": float(np.std(psnrs)), "ssim": float(np.mean(ssims)),
-            "nfe_mean": float(out.nfe.float().mean()), "nfe": out.nfe.tolist(), "seconds_per_slice": float(np.mean(times)),
-            "start_step": out.start_step.tolist(), "sigma_hat": out.sigma_hat.tolist(),
-            "out_of_range": out.out_of_range.tolist()}
+        psnrs.append(s["psnr"])
+        ssims.append(s["ssim"])
+        times.append(out.wall_time / len(x))
+    return {
+        "psnr": float(np.mean(psnrs)),
+        "psnr_sd_over_seeds": float(np.std(psnrs)),
+        "ssim": float(np.mean(ssims)),
+        "nfe_mean": float(out.nfe.float().mean()),
+        "nfe": out.nfe.tolist(),
+        "seconds_per_slice": float(np.mean(times)),
+        "start_step": out.start_step.tolist(),
+        "sigma_hat": out.sigma_hat.tolist(),
+        "out_of_range": out.out_of_range.tolist(),
+    }
 
 
 def main(argv=None) -> int:
@@ -94,21 +112,35 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     torch.manual_seed(0)
     solver = FlashDiffusion.from_pretrained("severity_encoder_mri128", n_steps=args.n_steps)
-    record: dict[str, Any] = {"n_steps": args.n_steps, "noise_sigma": NOISE, "audit": {}, "mixed": {},
-                              "out_of_range": {}, "complete": False,
-                              "sigma2_range": solver.severity_encoder.config["sigma2_range"]}
+    record: dict[str, Any] = {
+        "n_steps": args.n_steps,
+        "noise_sigma": NOISE,
+        "audit": {},
+        "mixed": {},
+        "out_of_range": {},
+        "complete": False,
+        "sigma2_range": solver.severity_encoder.config["sigma2_range"],
+    }
     fixed_n = [n for n in FIXED_N if n <= args.n_steps] if not args.quick else [5, 20]
     for data_name in args.data:
         data = load_dataset(PRIOR_EVAL_DATASETS[data_name], args.quick)
         x = data.evaluation
         # 1. severity audit
         audit = severity_audit(solver.severity_encoder, x, SWEEP, noise_sigma=NOISE, reference=solver.vae)
-        record["audit"][data_name] = {"spearman": audit.spearman, "truth_spearman": audit.truth_spearman,
-                                      "estimate_vs_truth": audit.estimate_vs_truth, "rows": audit.rows,
-                                      "easy": audit.easy[:5], "hard": audit.hard[:5]}
+        record["audit"][data_name] = {
+            "spearman": audit.spearman,
+            "truth_spearman": audit.truth_spearman,
+            "estimate_vs_truth": audit.estimate_vs_truth,
+            "rows": audit.rows,
+            "easy": audit.easy[:5],
+            "hard": audit.hard[:5],
+        }
         plot_severity_audit(audit, Path(args.figures) / f"severity_audit_{data_name}.png")
-        print(f"{data_name} severity audit: Spearman " + ", ".join(f"{k} {v:.3f}" for k, v in audit.spearman.items()),
-              file=sys.stderr, flush=True)
+        print(
+            f"{data_name} severity audit: Spearman " + ", ".join(f"{k} {v:.3f}" for k, v in audit.spearman.items()),
+            file=sys.stderr,
+            flush=True,
+        )
         write_json_atomic(args.out, record)
         if args.audit_only:
             continue
@@ -120,12 +152,21 @@ def main(argv=None) -> int:
         tv = grid_search(lambda lam: magnitude(TVPGD(lambda_tv=lam)(y, physics), physics), x, TV_GRID)
         rows["tv_tuned_on_eval"] = {"lambda": tv.best, "psnr": tv.table[tv.best]}
         rows["flash"] = run_flash(solver, y, physics, x, args.repeats)
-        print(f"{data_name} flash: {rows['flash']['psnr']:.2f} dB, NFE {rows['flash']['nfe_mean']:.1f}",
-              file=sys.stderr, flush=True)
+        print(
+            f"{data_name} flash: {rows['flash']['psnr']:.2f} dB, NFE {rows['flash']['nfe_mean']:.1f}",
+            file=sys.stderr,
+            flush=True,
+        )
         for c in (0.5, 1.5):
-            rows[f"flash_c{c}"] = run_flash(FlashDiffusion(solver.vae, solver.unet, solver.severity_encoder,
-                                                           n_steps=args.n_steps, noise_correction=c), y, physics, x,
-                                            args.repeats)
+            rows[f"flash_c{c}"] = run_flash(
+                FlashDiffusion(
+                    solver.vae, solver.unet, solver.severity_encoder, n_steps=args.n_steps, noise_correction=c
+                ),
+                y,
+                physics,
+                x,
+                args.repeats,
+            )
         K = solver.vae.latent_dim
         for k in (K // 4, K // 2):
             rows[f"flash_k{k}"] = run_flash(solver, y, physics, x, args.repeats, k=k)
@@ -149,8 +190,12 @@ def main(argv=None) -> int:
         odd = [1, 16, 24, 1, 16, 24, 1, 16][: len(x)]
         physics_odd, y_odd = mixed_case(x, odd, seed=100)
         out = solver.reconstruct(y_odd, physics_odd, seed=0)
-        record["out_of_range"][data_name] = {"accelerations": odd, "flagged": out.out_of_range.tolist(),
-                                             "sigma_hat": out.sigma_hat.tolist(), "nfe": out.nfe.tolist()}
+        record["out_of_range"][data_name] = {
+            "accelerations": odd,
+            "flagged": out.out_of_range.tolist(),
+            "sigma_hat": out.sigma_hat.tolist(),
+            "nfe": out.nfe.tolist(),
+        }
         write_json_atomic(args.out, record)
     record["complete"] = True
     write_json_atomic(args.out, record)
@@ -161,27 +206,45 @@ def main(argv=None) -> int:
 
 
 def markdown(record: dict[str, Any]) -> str:
-    lines = ["| data | kind | Spearman(sigma_hat^2, severity) | Spearman(true latent error, severity) "
-             "| Spearman(sigma_hat^2, true error) |", "|---|---|---:|---:|---:|"]
+    lines = [
+        "| data | kind | Spearman(sigma_hat^2, severity) | Spearman(true latent error, severity) "
+        "| Spearman(sigma_hat^2, true error) |",
+        "|---|---|---:|---:|---:|",
+    ]
     for data, a in record["audit"].items():
-        lines += [f"| {data} | {k} | {v:.3f} | {a['truth_spearman'][k]:.3f} | {a['estimate_vs_truth'][k]:.3f} |"
-                  for k, v in a["spearman"].items()]
+        lines += [
+            f"| {data} | {k} | {v:.3f} | {a['truth_spearman'][k]:.3f} | {a['estimate_vs_truth'][k]:.3f} |"
+            for k, v in a["spearman"].items()
+        ]
     for data, r in record["mixed"].items():
-        lines += ["", f"**{data}**, mixed accelerations {r['accelerations']}, noise {record['noise_sigma']}", "",
-                  "| method | PSNR | SSIM | mean NFE | s/slice |", "|---|---:|---:|---:|---:|",
-                  f"| zero-filled | {r['zero_filled']['psnr']:.2f} | {r['zero_filled']['ssim']:.3f} | 0 | |",
-                  f"| TV-PGD, lambda tuned on these slices ({r['tv_tuned_on_eval']['lambda']:g}) | "
-                  f"{r['tv_tuned_on_eval']['psnr']:.2f} | | | |",
-                  f"| encoder estimate decoded | {r['encoder_only']['psnr']:.2f} | {r['encoder_only']['ssim']:.3f} | 0 | |"]
-        named = [("Flash (SNR start, c=1)", r["flash"]), ("Flash, c=0.5", r["flash_c0.5"]), ("Flash, c=1.5", r["flash_c1.5"])]
+        lines += [
+            "",
+            f"**{data}**, mixed accelerations {r['accelerations']}, noise {record['noise_sigma']}",
+            "",
+            "| method | PSNR | SSIM | mean NFE | s/slice |",
+            "|---|---:|---:|---:|---:|",
+            f"| zero-filled | {r['zero_filled']['psnr']:.2f} | {r['zero_filled']['ssim']:.3f} | 0 | |",
+            f"| TV-PGD, lambda tuned on these slices ({r['tv_tuned_on_eval']['lambda']:g}) | "
+            f"{r['tv_tuned_on_eval']['psnr']:.2f} | | | |",
+            f"| encoder estimate decoded | {r['encoder_only']['psnr']:.2f} | {r['encoder_only']['ssim']:.3f} | 0 | |",
+        ]
+        named = [
+            ("Flash (SNR start, c=1)", r["flash"]),
+            ("Flash, c=0.5", r["flash_c0.5"]),
+            ("Flash, c=1.5", r["flash_c1.5"]),
+        ]
         named += [(f"Flash, k={key[7:]}", v) for key, v in r.items() if key.startswith("flash_k")]
         named += [(f"fixed start N={n}", v) for n, v in r["fixed"].items()]
         named += [("LDPS from noise", r["ldps_from_noise"])]
         for name, v in named:
-            lines.append(f"| {name} | {v['psnr']:.2f} | {v['ssim']:.3f} | {v['nfe_mean']:.1f} | {v['seconds_per_slice']:.2f} |")
+            lines.append(
+                f"| {name} | {v['psnr']:.2f} | {v['ssim']:.3f} | {v['nfe_mean']:.1f} | {v['seconds_per_slice']:.2f} |"
+            )
         acc = r["acceptance"]
-        lines.append(f"\nbest fixed N = {r['best_fixed_n']}; Flash NFE ratio {acc['nfe_ratio']:.2f}, "
-                     f"PSNR loss {acc['psnr_loss_db']:+.2f} dB")
+        lines.append(
+            f"\nbest fixed N = {r['best_fixed_n']}; Flash NFE ratio {acc['nfe_ratio']:.2f}, "
+            f"PSNR loss {acc['psnr_loss_db']:+.2f} dB"
+        )
     for data, o in record["out_of_range"].items():
         lines.append(f"\nout of range ({data}): accelerations {o['accelerations']} flagged {o['flagged']}")
     return "\n".join(lines)

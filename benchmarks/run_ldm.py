@@ -25,15 +25,15 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from run_baselines import DATASETS, SliceRange, load_dataset  # noqa: E402
+from run_baselines import DATASETS, SliceRange, load_dataset
 
-from deepinv_tunable import pretrained  # noqa: E402
-from deepinv_tunable.atomic import write_json_atomic  # noqa: E402
-from deepinv_tunable.consistency import LDPS, PSLD, AdamDC, DDSLocalMAP  # noqa: E402
-from deepinv_tunable.metrics import image_metrics  # noqa: E402
-from deepinv_tunable.physics import build_physics, from_physics_domain, to_physics_domain  # noqa: E402
-from deepinv_tunable.solvers import TVPGD, MeasurementBaseline, TunableLDMSolver  # noqa: E402
-from deepinv_tunable.tuning import grid_search  # noqa: E402
+from deepinv_tunable import pretrained
+from deepinv_tunable.atomic import write_json_atomic
+from deepinv_tunable.consistency import LDPS, PSLD, AdamDC, DDSLocalMAP
+from deepinv_tunable.metrics import image_metrics
+from deepinv_tunable.physics import build_physics, from_physics_domain, to_physics_domain
+from deepinv_tunable.solvers import TVPGD, MeasurementBaseline, TunableLDMSolver
+from deepinv_tunable.tuning import grid_search
 
 TASKS = {
     "mri4x": {"kind": "mri", "acceleration": 4, "noise_sigma": 0.01},
@@ -55,7 +55,9 @@ def main(argv=None) -> int:
     parser.add_argument("--slices", type=int, default=4)
     parser.add_argument("--ks", type=int, nargs="+", default=[512, 2048])
     parser.add_argument("--vae", default="tunable_vae_mri128", help="shipped name or save_pretrained folder")
-    parser.add_argument("--unet", default="results/train_tunable_ldm/model", help="shipped name or save_pretrained folder")
+    parser.add_argument(
+        "--unet", default="results/train_tunable_ldm/model", help="shipped name or save_pretrained folder"
+    )
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--out", default="results/benchmarks/ldm.json")
     args = parser.parse_args(argv)
@@ -63,7 +65,9 @@ def main(argv=None) -> int:
     steps = 5 if args.quick else args.steps
     base = DATASETS["mni152"]
     n = 2 if args.quick else args.slices
-    spec = replace(base, calibration=SliceRange(60, 100, 1), evaluation=SliceRange(base.evaluation.start, base.evaluation.stop, n))
+    spec = replace(
+        base, calibration=SliceRange(60, 100, 1), evaluation=SliceRange(base.evaluation.start, base.evaluation.stop, n)
+    )
     data = load_dataset(spec, quick=False)
     x = data.evaluation
     record: dict[str, Any] = {"slices": data.evaluation_idx, "steps": steps, "rows": [], "complete": False}
@@ -77,22 +81,41 @@ def main(argv=None) -> int:
         physics = build_physics(TASKS[task], (128, 128))
         y = physics(to_physics_domain(x, physics))
         add({"task": task, "method": "baseline", **metrics(MeasurementBaseline()(y, physics), x, physics)})
-        tv = grid_search(lambda lam: from_physics_domain(TVPGD(lambda_tv=lam)(y, physics), physics).clamp(0, 1),
-                         x, TV_GRID, param="lambda_tv")
-        add({"task": task, "method": f"tv_pgd (lambda {tv.best:g}, tuned on these slices)",
-             **metrics(TVPGD(lambda_tv=tv.best)(y, physics), x, physics)})
+        tv = grid_search(
+            lambda lam: from_physics_domain(TVPGD(lambda_tv=lam)(y, physics), physics).clamp(0, 1),
+            x,
+            TV_GRID,
+            param="lambda_tv",
+        )
+        add(
+            {
+                "task": task,
+                "method": f"tv_pgd (lambda {tv.best:g}, tuned on these slices)",
+                **metrics(TVPGD(lambda_tv=tv.best)(y, physics), x, physics),
+            }
+        )
         for name, cls in CONSISTENCY.items():
             solver = TunableLDMSolver(vae, unet, n_steps=steps, eta=0.1, consistency=cls())
             for k in args.ks:
                 out = solver.reconstruct(y, physics, k=k, seed=0)
-                add({"task": task, "method": f"tunable_ldm + {name}", "k": k, "nfe": out.nfe,
-                     "seconds_per_slice": out.wall_time / len(x), **metrics(out.x, x, physics)})
+                add(
+                    {
+                        "task": task,
+                        "method": f"tunable_ldm + {name}",
+                        "k": k,
+                        "nfe": out.nfe,
+                        "seconds_per_slice": out.wall_time / len(x),
+                        **metrics(out.x, x, physics),
+                    }
+                )
     record["complete"] = True
     write_json_atomic(args.out, record)
     print("| task | method | k | PSNR | SSIM | NFE | s/slice |\n|---|---|---:|---:|---:|---:|---:|")
     for r in record["rows"]:
-        print(f"| {r['task']} | {r['method']} | {r.get('k', '')} | {r['psnr']:.2f} | {r['ssim']:.3f} | "
-              f"{r.get('nfe', '')} | {r.get('seconds_per_slice', float('nan')):.1f} |")
+        print(
+            f"| {r['task']} | {r['method']} | {r.get('k', '')} | {r['psnr']:.2f} | {r['ssim']:.3f} | "
+            f"{r.get('nfe', '')} | {r.get('seconds_per_slice', float('nan')):.1f} |"
+        )
     return 0
 
 

@@ -35,16 +35,16 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).parent))
-from run_baselines import PRIOR_EVAL_DATASETS, load_dataset, task_cases  # noqa: E402
-from run_baselines import TASKS as BASELINE_TASKS  # noqa: E402
+from run_baselines import PRIOR_EVAL_DATASETS, load_dataset, task_cases
+from run_baselines import TASKS as BASELINE_TASKS
 
-from deepinv_tunable import pretrained  # noqa: E402
-from deepinv_tunable.atomic import save_figure, write_json_atomic  # noqa: E402
-from deepinv_tunable.diagnostics import lipschitz_ratios  # noqa: E402
-from deepinv_tunable.metrics import image_metrics  # noqa: E402
-from deepinv_tunable.physics import build_physics, from_physics_domain, to_physics_domain  # noqa: E402
-from deepinv_tunable.solvers import MeasurementBaseline, PnPHVAE  # noqa: E402
-from deepinv_tunable.tuning import grid_search  # noqa: E402
+from deepinv_tunable import pretrained
+from deepinv_tunable.atomic import save_figure, write_json_atomic
+from deepinv_tunable.diagnostics import lipschitz_ratios
+from deepinv_tunable.metrics import image_metrics
+from deepinv_tunable.physics import build_physics, from_physics_domain, to_physics_domain
+from deepinv_tunable.solvers import MeasurementBaseline, PnPHVAE
+from deepinv_tunable.tuning import grid_search
 
 EVAL_DATASETS = PRIOR_EVAL_DATASETS
 TASKS = {name: BASELINE_TASKS[name] for name in ("mri4x", "mri8x", "deblur", "inpaint50")}
@@ -74,17 +74,27 @@ def quality_rows(hvae, args):
             return PnPHVAE(hvae, tau=tau, max_iter=args.max_iter).reconstruct(y_, physics)
 
         default = pnp(None)
-        row["pnp_default_tau"] = {"tau": default.extras["tau"], "iterations": default.n_iter,
-                                  "seconds_per_slice": default.wall_time / len(x_eval),
-                                  **mean_metrics(image(default.x, physics), x_eval)}
+        row["pnp_default_tau"] = {
+            "tau": default.extras["tau"],
+            "iterations": default.n_iter,
+            "seconds_per_slice": default.wall_time / len(x_eval),
+            **mean_metrics(image(default.x, physics), x_eval),
+        }
         tau_cal = grid_search(lambda t: image(pnp(t, y_cal).x, physics), x_cal, args.tau_grid, param="tau")
         tuned = pnp(tau_cal.best)
-        row["pnp_calibrated_tau"] = {"tau": tau_cal.best, "iterations": tuned.n_iter,
-                                     **mean_metrics(image(tuned.x, physics), x_eval)}
-        print(f"{data_name} {task}: baseline {row['baseline']['psnr']:.2f} | TV eval-tuned "
-              f"{row['tv_tuned_on_eval']['psnr']:.2f} (lambda {same.best:g}) | PnP-HVAE default tau "
-              f"{row['pnp_default_tau']['psnr']:.2f} (tau {default.extras['tau']:.2f}), cal. tau "
-              f"{row['pnp_calibrated_tau']['psnr']:.2f} (tau {tau_cal.best:g})", file=sys.stderr, flush=True)
+        row["pnp_calibrated_tau"] = {
+            "tau": tau_cal.best,
+            "iterations": tuned.n_iter,
+            **mean_metrics(image(tuned.x, physics), x_eval),
+        }
+        print(
+            f"{data_name} {task}: baseline {row['baseline']['psnr']:.2f} | TV eval-tuned "
+            f"{row['tv_tuned_on_eval']['psnr']:.2f} (lambda {same.best:g}) | PnP-HVAE default tau "
+            f"{row['pnp_default_tau']['psnr']:.2f} (tau {default.extras['tau']:.2f}), cal. tau "
+            f"{row['pnp_calibrated_tau']['psnr']:.2f} (tau {tau_cal.best:g})",
+            file=sys.stderr,
+            flush=True,
+        )
         yield row
 
 
@@ -96,8 +106,12 @@ def convergence_and_speed(hvae, x: torch.Tensor, quick: bool, tau: float | None)
     physics = build_physics(TASKS["mri4x"], tuple(x.shape[-2:]))
     y = physics(to_physics_domain(x, physics))
     rec = PnPHVAE(hvae, tau=tau, max_iter=100, tol=1e-4).reconstruct(y, physics)
-    out["mri4x_convergence"] = {"iterations": rec.n_iter, "converged": rec.extras["converged"],
-                                "final_residual": rec.extras["residuals"][-1], "residuals": rec.extras["residuals"]}
+    out["mri4x_convergence"] = {
+        "iterations": rec.n_iter,
+        "converged": rec.extras["converged"],
+        "final_residual": rec.extras["residuals"][-1],
+        "residuals": rec.extras["residuals"],
+    }
     for size in (128, 256):
         xs = F.interpolate(x[:1], size=(size, size), mode="bilinear", align_corners=False)
         ph = build_physics(TASKS["mri4x"], (size, size))
@@ -113,8 +127,12 @@ def convergence_and_speed(hvae, x: torch.Tensor, quick: bool, tau: float | None)
     dps = dinv.sampling.DPS(drunet, num_steps=steps, dtype=torch.float32)
     start = time.perf_counter()
     dps(y[:1], physics)
-    out["dps"] = {"steps": steps, "seconds": time.perf_counter() - start,
-                  "denoiser_parameters": sum(p.numel() for p in drunet.parameters()), "hvae_parameters": n_hvae}
+    out["dps"] = {
+        "steps": steps,
+        "seconds": time.perf_counter() - start,
+        "denoiser_parameters": sum(p.numel() for p in drunet.parameters()),
+        "hvae_parameters": n_hvae,
+    }
     out["speedup_vs_dps"] = out["dps"]["seconds"] / out["seconds_per_slice_128"]
     return out
 
@@ -131,28 +149,40 @@ def lipschitz_table(hvae, x: torch.Tensor, quick: bool) -> dict[str, dict[str, l
 
 
 def markdown(record: dict[str, Any]) -> str:
-    lines = ["| data | task | baseline | TV (lambda tuned on eval) | TV (cal. lambda) | PnP-HVAE default tau "
-             "| PnP-HVAE cal. tau | iters | s/slice |", "|---|---|" + "---:|" * 7]
+    lines = [
+        "| data | task | baseline | TV (lambda tuned on eval) | TV (cal. lambda) | PnP-HVAE default tau "
+        "| PnP-HVAE cal. tau | iters | s/slice |",
+        "|---|---|" + "---:|" * 7,
+    ]
     for r in record["rows"]:
         d, c = r["pnp_default_tau"], r["pnp_calibrated_tau"]
         lines.append(
             f"| {r['data']} | {r['task']} | {r['baseline']['psnr']:.2f} | {r['tv_tuned_on_eval']['psnr']:.2f} "
             f"({r['tv_tuned_on_eval']['lambda']:g}) | {r['tv_calibrated']['psnr']:.2f} ({r['tv_calibrated']['lambda']:g}) "
             f"| {d['psnr']:.2f} (tau {d['tau']:.2f}) | {c['psnr']:.2f} (tau {c['tau']:g}) | {d['iterations']} "
-            f"| {d['seconds_per_slice']:.2f} |")
+            f"| {d['seconds_per_slice']:.2f} |"
+        )
     s = record.get("speed")
     if s:
-        lines.append(f"\n4x MRI, tau {s['tau'] or 'default'}: {s['mri4x_convergence']['iterations']} iterations to a relative residual "
-                     f"{s['mri4x_convergence']['final_residual']:.1e}; {s['seconds_per_slice_128']:.2f} s per 128x128 "
-                     f"slice, {s['seconds_per_slice_256']:.2f} s per 256x256 slice; DPS ({s['dps']['steps']} steps, "
-                     f"DRUNet {s['dps']['denoiser_parameters']} parameters vs HVAE {s['dps']['hvae_parameters']}): "
-                     f"{s['dps']['seconds']:.1f} s, {s['speedup_vs_dps']:.0f}x slower than PnP-HVAE")
+        lines.append(
+            f"\n4x MRI, tau {s['tau'] or 'default'}: {s['mri4x_convergence']['iterations']} iterations to a relative residual "
+            f"{s['mri4x_convergence']['final_residual']:.1e}; {s['seconds_per_slice_128']:.2f} s per 128x128 "
+            f"slice, {s['seconds_per_slice_256']:.2f} s per 256x256 slice; DPS ({s['dps']['steps']} steps, "
+            f"DRUNet {s['dps']['denoiser_parameters']} parameters vs HVAE {s['dps']['hvae_parameters']}): "
+            f"{s['dps']['seconds']:.1f} s, {s['speedup_vs_dps']:.0f}x slower than PnP-HVAE"
+        )
     lip = record.get("lipschitz")
     if lip:
-        lines.append("\n| noise sigma | " + " | ".join(f"tau {t}: max (median)" for t in next(iter(lip.values())))
-                     + " |\n|---|" + "---:|" * len(next(iter(lip.values()))))
+        lines.append(
+            "\n| noise sigma | "
+            + " | ".join(f"tau {t}: max (median)" for t in next(iter(lip.values())))
+            + " |\n|---|"
+            + "---:|" * len(next(iter(lip.values())))
+        )
         for sigma, per_tau in lip.items():
-            lines.append(f"| {sigma} | " + " | ".join(f"{max(v):.3f} ({np.median(v):.3f})" for v in per_tau.values()) + " |")
+            lines.append(
+                f"| {sigma} | " + " | ".join(f"{max(v):.3f} ({np.median(v):.3f})" for v in per_tau.values()) + " |"
+            )
     return "\n".join(lines)
 
 
@@ -188,11 +218,15 @@ def main(argv=None) -> int:
     parser.add_argument("--max-iter", type=int, default=100)
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--skip-speed", action="store_true")
-    parser.add_argument("--speed-only", action="store_true",
-                        help="keep the quality rows of --out, redo the Lipschitz and speed parts")
-    parser.add_argument("--speed-tau", default="calibrated",
-                        help="tau of the speed/convergence run: a number, 'default', or 'calibrated' "
-                             "(the tau calibrated for mni152 4x MRI in this run)")
+    parser.add_argument(
+        "--speed-only", action="store_true", help="keep the quality rows of --out, redo the Lipschitz and speed parts"
+    )
+    parser.add_argument(
+        "--speed-tau",
+        default="calibrated",
+        help="tau of the speed/convergence run: a number, 'default', or 'calibrated' "
+        "(the tau calibrated for mni152 4x MRI in this run)",
+    )
     parser.add_argument("--out", default="results/benchmarks/pnp_hvae.json")
     parser.add_argument("--figure", default="docs/figures/hvae_diagnostics.png")
     args = parser.parse_args(argv)

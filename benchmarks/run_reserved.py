@@ -62,19 +62,22 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-import run_baselines as rb  # noqa: E402
-import run as _table  # noqa: E402,F401  (registers the learned-prior methods of the earlier table: latent_map_tv, ...)
+import run as _table  # noqa: F401  (registers the learned-prior methods of the earlier table: latent_map_tv, ...)
+import run_baselines as rb
 
-from deepinv_tunable import pretrained  # noqa: E402
-from deepinv_tunable.atomic import write_json_atomic, write_text_atomic  # noqa: E402
-from deepinv_tunable.data.corpus import load_corpus  # noqa: E402
-from deepinv_tunable.data.slicing import select_slices  # noqa: E402
-from deepinv_tunable.physics import build_physics, to_physics_domain  # noqa: E402
-from deepinv_tunable.physics import noise_sigma  # noqa: E402
-from deepinv_tunable.priors import DnCNNDenoiser, load_pixel_denoiser  # noqa: E402
-from deepinv_tunable.priors.pixel_denoiser import CORPUS_DNCNN  # noqa: E402  (scico's DnCNNs fine-tuned on the corpus)
-from deepinv_tunable.solvers import DPIR, FlashDiffusion, MeasurementBaseline, PixelFlash, PnPHVAE  # noqa: E402
-from deepinv_tunable.tuning import grid_search  # noqa: E402
+from deepinv_tunable import pretrained
+from deepinv_tunable.atomic import write_json_atomic, write_text_atomic
+from deepinv_tunable.data.corpus import load_corpus
+from deepinv_tunable.data.slicing import select_slices
+from deepinv_tunable.physics import (
+    build_physics,
+    noise_sigma,
+    to_physics_domain,
+)
+from deepinv_tunable.priors import DnCNNDenoiser, load_pixel_denoiser
+from deepinv_tunable.priors.pixel_denoiser import CORPUS_DNCNN
+from deepinv_tunable.solvers import DPIR, FlashDiffusion, MeasurementBaseline, PixelFlash, PnPHVAE
+from deepinv_tunable.tuning import grid_search
 
 ROOT = Path(__file__).resolve().parents[1]
 SIZE = 128
@@ -95,9 +98,22 @@ DIFFPIR_ITER = 50
 DIFFPIR_LAMBDA_GRID = (0.1, 0.3, 1.0)
 DPS_STEPS = 100
 DDRM_STEPS = 100
-DEFAULT_METHODS = ("baseline", "tv_pgd tuned", "tv_pgd oracle", "dpir dncnn", "dpir dncnn corpus", "pnp_hvae",
-                   "pnp_hvae template", "latent_map_tv", "flash", "dpir pixel", "diffpir pixel",
-                   "pixel_flash", "pixel_flash fixed", "ddrm pixel")
+DEFAULT_METHODS = (
+    "baseline",
+    "tv_pgd tuned",
+    "tv_pgd oracle",
+    "dpir dncnn",
+    "dpir dncnn corpus",
+    "pnp_hvae",
+    "pnp_hvae template",
+    "latent_map_tv",
+    "flash",
+    "dpir pixel",
+    "diffpir pixel",
+    "pixel_flash",
+    "pixel_flash fixed",
+    "ddrm pixel",
+)
 
 
 def fit_square(image: torch.Tensor, size: int = SIZE) -> torch.Tensor:
@@ -106,10 +122,11 @@ def fit_square(image: torch.Tensor, size: int = SIZE) -> torch.Tensor:
     side = max(h, w, size)
     out = torch.zeros(side, side)
     top, left = (side - h) // 2, (side - w) // 2
-    out[top:top + h, left:left + w] = image
+    out[top : top + h, left : left + w] = image
     if side > size:
-        out = torch.nn.functional.interpolate(out[None, None], size=(size, size), mode="bilinear",
-                                              antialias=True, align_corners=False)[0, 0]
+        out = torch.nn.functional.interpolate(
+            out[None, None], size=(size, size), mode="bilinear", antialias=True, align_corners=False
+        )[0, 0]
     return out.clamp(0, 1)
 
 
@@ -147,8 +164,13 @@ def _tuned(ctx: rb.BenchContext, build, grid, param: str):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
         result = grid_search(lambda v: ctx.estimate(build(v), ctx.y_cal).real.clamp(0, 1), ctx.x_cal, grid, param=param)
-    ctx.notes.update({param: result.best, f"{param}_at_grid_edge": result.best in (min(grid), max(grid)),
-                      "tuning_table": {str(k): v for k, v in result.table.items()}})
+    ctx.notes.update(
+        {
+            param: result.best,
+            f"{param}_at_grid_edge": result.best in (min(grid), max(grid)),
+            "tuning_table": {str(k): v for k, v in result.table.items()},
+        }
+    )
     return build(result.best)
 
 
@@ -240,9 +262,13 @@ class CountedSampler(dinv.models.Reconstructor):
 def _diffpir(ctx: rb.BenchContext) -> dinv.models.Reconstructor:
     """deepinv's DiffPIR as shipped by deepinv, lambda picked on the reference slices."""
     denoiser, sigma = _pixel_denoiser(ctx), noise_sigma(ctx.physics)
-    build = lambda lam: CountedSampler(dinv.sampling.DiffPIR(  # noqa: E731
-        denoiser, dinv.optim.data_fidelity.L2(), sigma=sigma, max_iter=DIFFPIR_ITER, lambda_=lam,
-        device=ctx.device), DIFFPIR_ITER, ctx.notes)
+
+    def build(lam):
+        sampler = dinv.sampling.DiffPIR(
+            denoiser, dinv.optim.data_fidelity.L2(), sigma=sigma, max_iter=DIFFPIR_ITER, lambda_=lam, device=ctx.device
+        )
+        return CountedSampler(sampler, DIFFPIR_ITER, ctx.notes)
+
     solver = _tuned(ctx, build, DIFFPIR_LAMBDA_GRID, "lambda_")
     _forget_tuning_counts(ctx.notes)
     return solver
@@ -250,8 +276,12 @@ def _diffpir(ctx: rb.BenchContext) -> dinv.models.Reconstructor:
 
 def _pixel_flash(ctx: rb.BenchContext, start: str) -> dinv.models.Reconstructor:
     denoiser = _pixel_denoiser(ctx)
-    build = lambda lam: FlashWithDiagnostics(ctx.notes, PixelFlash(  # noqa: E731
-        denoiser, max_iter=DIFFPIR_ITER, lambda_=lam, start=start, seed=0))
+
+    def build(lam):
+        return FlashWithDiagnostics(
+            ctx.notes, PixelFlash(denoiser, max_iter=DIFFPIR_ITER, lambda_=lam, start=start, seed=0)
+        )
+
     solver = _tuned(ctx, build, DIFFPIR_LAMBDA_GRID, "lambda_")
     _forget_tuning_counts(ctx.notes)
     return solver
@@ -283,8 +313,12 @@ def _ddrm(ctx: rb.BenchContext) -> dinv.models.Reconstructor:
 def _dps(ctx: rb.BenchContext) -> dinv.models.Reconstructor:
     """deepinv's DPS (DDPM solver, 'norm' guidance, weight 1), ``DPS_STEPS`` steps: each step
     back-propagates through the denoiser, so it is run on few slices (see the docs)."""
-    sampler = dinv.sampling.DPS(_pixel_denoiser(ctx), num_steps=DPS_STEPS, device=ctx.device,
-                                rng=torch.Generator(device=ctx.device).manual_seed(0))
+    sampler = dinv.sampling.DPS(
+        _pixel_denoiser(ctx),
+        num_steps=DPS_STEPS,
+        device=ctx.device,
+        rng=torch.Generator(device=ctx.device).manual_seed(0),
+    )
     return CountedSampler(sampler, DPS_STEPS, ctx.notes)
 
 
@@ -303,16 +337,30 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     PIXEL_DENOISER = args.pixel_denoiser
     DPIR_SIGMA_GRID = tuple(args.dpir_grid) if args.dpir_grid else DPIR_SIGMA_GRID
     TAU_GRID = tuple(args.tau_grid) if args.tau_grid else TAU_GRID
-    record: dict[str, Any] = {"command": sys.argv, "quick": args.quick, "threads": args.threads, "tasks": TASKS,
-                              "grids": {"tv": list(tv_grid), "dpir_sigma": list(DPIR_SIGMA_GRID), "tau": list(TAU_GRID),
-                                        "diffpir_lambda": list(DIFFPIR_LAMBDA_GRID)},
-                              "pixel_denoiser": str(PIXEL_DENOISER),
-                              "subjects": {}, "rows": [], "complete": False}
+    record: dict[str, Any] = {
+        "command": sys.argv,
+        "quick": args.quick,
+        "threads": args.threads,
+        "tasks": TASKS,
+        "grids": {
+            "tv": list(tv_grid),
+            "dpir_sigma": list(DPIR_SIGMA_GRID),
+            "tau": list(TAU_GRID),
+            "diffpir_lambda": list(DIFFPIR_LAMBDA_GRID),
+        },
+        "pixel_denoiser": str(PIXEL_DENOISER),
+        "subjects": {},
+        "rows": [],
+        "complete": False,
+    }
     start = time.perf_counter()
     for name in args.subjects:
         subject = load_subject(name, n_cal, n_eval, args.corpus)
-        record["subjects"][name] = {"modality": subject.modality, "reference_slices": subject.calibration_idx,
-                                    "evaluation_slices": subject.evaluation_idx}
+        record["subjects"][name] = {
+            "modality": subject.modality,
+            "reference_slices": subject.calibration_idx,
+            "evaluation_slices": subject.evaluation_idx,
+        }
         for task in [t for t in TASKS_OF[subject.modality] if t in args.tasks]:
             physics = build_physics(TASKS[task], (SIZE, SIZE), device=device)
             gen = torch.Generator(device=device).manual_seed(args.seed)
@@ -321,13 +369,15 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             for method in args.methods:
                 notes: dict[str, Any] = {}
                 if method == "tv_pgd oracle":  # tuned on the evaluation slices' ground truth
-                    ctx = rb.BenchContext(task, TASKS[task], name, physics, device, subject.evaluation, y, rb.N_ITER,
-                                          tv_grid, notes)
+                    ctx = rb.BenchContext(
+                        task, TASKS[task], name, physics, device, subject.evaluation, y, rb.N_ITER, tv_grid, notes
+                    )
                     solver = rb.METHODS["tv_pgd tuned"](ctx)
                     notes["oracle"] = True
                 else:
-                    ctx = rb.BenchContext(task, TASKS[task], name, physics, device, subject.calibration, y_cal,
-                                          rb.N_ITER, tv_grid, notes)
+                    ctx = rb.BenchContext(
+                        task, TASKS[task], name, physics, device, subject.calibration, y_cal, rb.N_ITER, tv_grid, notes
+                    )
                     try:
                         solver = rb.METHODS[method](ctx)
                     except SkipMethod as why:
@@ -341,8 +391,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 record["rows"].append(row)
                 record["wall_seconds"] = time.perf_counter() - start
                 write_json_atomic(args.out, record)
-                print(f"[{record['wall_seconds']:7.0f}s] {name} {task} {method}: PSNR {row['psnr']['mean']:.2f} "
-                      f"(fg {row['psnr_fg']['mean']:.2f}) {_note(notes)}", file=sys.stderr, flush=True)
+                print(
+                    f"[{record['wall_seconds']:7.0f}s] {name} {task} {method}: PSNR {row['psnr']['mean']:.2f} "
+                    f"(fg {row['psnr_fg']['mean']:.2f}) {_note(notes)}",
+                    file=sys.stderr,
+                    flush=True,
+                )
     record["complete"] = True
     write_json_atomic(args.out, record)
     return record
@@ -370,9 +424,15 @@ HEADER = ["subject", "task", "method", "PSNR (dB)", "PSNR fg (dB)", "SSIM", "s/s
 
 def _cells(r: dict[str, Any]) -> list[str]:
     label = r["method"] + (" [oracle]" if r["notes"].get("oracle") else "")
-    return [r["data"], r["task"], f"{label} {_note(r['notes'], r['method'] not in UNGUARDED)}".strip(),
-            f"{r['psnr']['mean']:.2f} ± {r['psnr']['std']:.2f}", f"{r['psnr_fg']['mean']:.2f}",
-            f"{r['ssim']['mean']:.3f}", f"{r['seconds_per_slice']:.2f}"]
+    return [
+        r["data"],
+        r["task"],
+        f"{label} {_note(r['notes'], r['method'] not in UNGUARDED)}".strip(),
+        f"{r['psnr']['mean']:.2f} ± {r['psnr']['std']:.2f}",
+        f"{r['psnr_fg']['mean']:.2f}",
+        f"{r['ssim']['mean']:.3f}",
+        f"{r['seconds_per_slice']:.2f}",
+    ]
 
 
 def markdown(record: dict[str, Any]) -> str:
@@ -413,8 +473,11 @@ def main() -> int:
     parser.add_argument("--tv-grid", type=float, nargs="+", help=f"TV weights (default {rb.TV_GRID})")
     parser.add_argument("--dpir-grid", type=float, nargs="+", help=f"DPIR final sigmas (default {DPIR_SIGMA_GRID})")
     parser.add_argument("--tau-grid", type=float, nargs="+", help=f"PnP-HVAE temperatures (default {TAU_GRID})")
-    parser.add_argument("--pixel-denoiser", default=PIXEL_DENOISER,
-                        help="shipped name or save_pretrained folder of the pixel denoiser (default %(default)s)")
+    parser.add_argument(
+        "--pixel-denoiser",
+        default=PIXEL_DENOISER,
+        help="shipped name or save_pretrained folder of the pixel denoiser (default %(default)s)",
+    )
     parser.add_argument("--corpus", default=str(ROOT / "corpus"))
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=1)
@@ -422,8 +485,13 @@ def main() -> int:
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--out", default=str(ROOT / "results" / "benchmarks" / "reserved.json"))
     parser.add_argument("--rst", default=None, help="also write the table as reST here (e.g. docs/reserved_table.rst)")
-    parser.add_argument("--combine", nargs="+", default=None, metavar="JSON",
-                        help="do not run: merge the rows of these result files into --out and print the table")
+    parser.add_argument(
+        "--combine",
+        nargs="+",
+        default=None,
+        metavar="JSON",
+        help="do not run: merge the rows of these result files into --out and print the table",
+    )
     args = parser.parse_args()
     if args.combine:
         record = combine(args.combine)

@@ -24,22 +24,34 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from run_baselines import PRIOR_EVAL_DATASETS, TASKS, DatasetSpec, SliceRange, load_dataset  # noqa: E402
+from run_baselines import PRIOR_EVAL_DATASETS, TASKS, DatasetSpec, SliceRange, load_dataset
 
-from deepinv_tunable.atomic import write_json_atomic  # noqa: E402
-from deepinv_tunable.metrics import image_metrics  # noqa: E402
-from deepinv_tunable.physics import build_physics, from_physics_domain, to_physics_domain  # noqa: E402
-from deepinv_tunable.solvers import TVPGD  # noqa: E402
-from deepinv_tunable.tuning import grid_search  # noqa: E402
+from deepinv_tunable.atomic import write_json_atomic
+from deepinv_tunable.metrics import image_metrics
+from deepinv_tunable.physics import build_physics, from_physics_domain, to_physics_domain
+from deepinv_tunable.solvers import TVPGD
+from deepinv_tunable.tuning import grid_search
 
 OUT = Path(__file__).resolve().parents[1] / "results" / "benchmarks" / "slab_tv.json"
 GRID = (0.005, 0.01, 0.02, 0.05)
 #: consecutive slices (count = stop - start): one calibration slab, one evaluation slab
 SLABS: dict[str, DatasetSpec] = {
-    "mni152": DatasetSpec(label="mni152 held-out", sample="mni152_t1", plane="axial", spacing=1.8, size=(128, 128),
-                          calibration=SliceRange(84, 100, 16), evaluation=SliceRange(104, 120, 16)),
-    "itk_axial": DatasetSpec(**{**PRIOR_EVAL_DATASETS["itk_axial"].__dict__, "calibration": SliceRange(40, 56, 16),
-                                "evaluation": SliceRange(62, 78, 16)}),
+    "mni152": DatasetSpec(
+        label="mni152 held-out",
+        sample="mni152_t1",
+        plane="axial",
+        spacing=1.8,
+        size=(128, 128),
+        calibration=SliceRange(84, 100, 16),
+        evaluation=SliceRange(104, 120, 16),
+    ),
+    "itk_axial": DatasetSpec(
+        **{
+            **PRIOR_EVAL_DATASETS["itk_axial"].__dict__,
+            "calibration": SliceRange(40, 56, 16),
+            "evaluation": SliceRange(62, 78, 16),
+        }
+    ),
 }
 
 
@@ -55,19 +67,27 @@ def main() -> None:
         y_ev = physics(to_physics_domain(data.evaluation, physics))
         row = {}
         for method, through in (("per_slice", False), ("through_slices", True)):
+
             def estimate(lam: float, y: torch.Tensor, through: bool = through) -> torch.Tensor:
                 x = TVPGD(lambda_tv=lam, through_slices=through)(y, physics)  # the whole slab in one batch
                 return from_physics_domain(x, physics).clamp(0, 1)
 
             tuned = grid_search(lambda lam: estimate(lam, y_cal), data.calibration, GRID, param="lambda_tv")
             psnr = image_metrics(estimate(tuned.best, y_ev), data.evaluation)["psnr"]
-            row[method] = {"lambda_tv": tuned.best, "psnr": float(np.mean(psnr)), "per_slice": psnr,
-                           "tuning": {str(k): v for k, v in tuned.table.items()}}
+            row[method] = {
+                "lambda_tv": tuned.best,
+                "psnr": float(np.mean(psnr)),
+                "per_slice": psnr,
+                "tuning": {str(k): v for k, v in tuned.table.items()},
+            }
         record["rows"][name] = row
         write_json_atomic(OUT, record)
         a, b = row["per_slice"], row["through_slices"]
-        print(f"| {spec.label} | {a['psnr']:.2f} (lambda {a['lambda_tv']:g}) | {b['psnr']:.2f} "
-              f"(lambda {b['lambda_tv']:g}) | {b['psnr'] - a['psnr']:+.2f} |", flush=True)
+        print(
+            f"| {spec.label} | {a['psnr']:.2f} (lambda {a['lambda_tv']:g}) | {b['psnr']:.2f} "
+            f"(lambda {b['lambda_tv']:g}) | {b['psnr'] - a['psnr']:+.2f} |",
+            flush=True,
+        )
 
 
 if __name__ == "__main__":

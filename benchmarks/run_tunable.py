@@ -38,15 +38,15 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from run_baselines import PRIOR_EVAL_DATASETS, SliceRange, task_cases  # noqa: E402
+from run_baselines import PRIOR_EVAL_DATASETS, SliceRange, task_cases
 
-from deepinv_tunable import pretrained  # noqa: E402
-from deepinv_tunable.atomic import save_figure, write_json_atomic  # noqa: E402
-from deepinv_tunable.metrics import image_metrics  # noqa: E402
-from deepinv_tunable.physics import from_physics_domain  # noqa: E402
-from deepinv_tunable.selection import select_k  # noqa: E402
-from deepinv_tunable.solvers import LatentMAP, LatentMAPTV, MeasurementBaseline  # noqa: E402
-from deepinv_tunable.solvers.latent_tv import DEFAULT_TUNING_GRID  # noqa: E402
+from deepinv_tunable import pretrained
+from deepinv_tunable.atomic import save_figure, write_json_atomic
+from deepinv_tunable.metrics import image_metrics
+from deepinv_tunable.physics import from_physics_domain
+from deepinv_tunable.selection import select_k
+from deepinv_tunable.solvers import LatentMAP, LatentMAPTV, MeasurementBaseline
+from deepinv_tunable.solvers.latent_tv import DEFAULT_TUNING_GRID
 
 EVAL_DATASETS = PRIOR_EVAL_DATASETS
 TASKS = {
@@ -88,13 +88,21 @@ def main(argv=None) -> int:
     parser.add_argument("--model", default="tunable_vae_mri128")
     parser.add_argument("--data", nargs="+", default=list(EVAL_DATASETS), choices=list(EVAL_DATASETS))
     parser.add_argument("--tasks", nargs="+", default=list(TASKS), choices=list(TASKS))
-    parser.add_argument("--ks", type=int, nargs="+", default=None, help="latent sizes (default: K/32, K/8, K/4, K/2, K)")
+    parser.add_argument(
+        "--ks", type=int, nargs="+", default=None, help="latent sizes (default: K/32, K/8, K/4, K/2, K)"
+    )
     parser.add_argument("--n-steps", type=int, default=150)
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--no-latent", action="store_true", help="baselines only (e.g. to re-tune TV)")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch default)")
-    parser.add_argument("--calibration", type=int, nargs=3, metavar=("START", "STOP", "COUNT"), default=None,
-                        help="calibration slices of every selected dataset (default: the dataset's own)")
+    parser.add_argument(
+        "--calibration",
+        type=int,
+        nargs=3,
+        metavar=("START", "STOP", "COUNT"),
+        default=None,
+        help="calibration slices of every selected dataset (default: the dataset's own)",
+    )
     parser.add_argument("--out", default="results/benchmarks/tunable.json")
     parser.add_argument("--figure", default="docs/figures/psnr_vs_k.png")
     args = parser.parse_args(argv)
@@ -105,16 +113,32 @@ def main(argv=None) -> int:
     ks = args.ks or [round(f * vae.latent_dim) for f in K_FRACTIONS]
     ks = ks if not args.quick else ks[:: max(1, len(ks) // 3)]
     n_steps = 20 if args.quick else args.n_steps
-    record: dict[str, Any] = {"model": args.model, "latent_dim": vae.latent_dim, "ks": ks, "n_steps": n_steps,
-                              "rows": [], "truncation": truncation_overhead(vae), "complete": False}
-    specs = EVAL_DATASETS if args.calibration is None else {
-        name: dataclasses.replace(spec, calibration=SliceRange(*args.calibration)) for name, spec in EVAL_DATASETS.items()}
+    record: dict[str, Any] = {
+        "model": args.model,
+        "latent_dim": vae.latent_dim,
+        "ks": ks,
+        "n_steps": n_steps,
+        "rows": [],
+        "truncation": truncation_overhead(vae),
+        "complete": False,
+    }
+    specs = (
+        EVAL_DATASETS
+        if args.calibration is None
+        else {
+            name: dataclasses.replace(spec, calibration=SliceRange(*args.calibration))
+            for name, spec in EVAL_DATASETS.items()
+        }
+    )
     for case in task_cases(specs, args.data, TASKS, args.tasks, TV_GRID, args.quick):
         data_name, task, physics, y, x_eval = case.data, case.task, case.physics, case.y, case.slices.evaluation
         row: dict[str, Any] = {"data": data_name, "task": task, "slices": case.slices.evaluation_idx}
         row["baseline_psnr"] = float(np.mean(psnr(MeasurementBaseline()(y, physics), x_eval, physics)))
         cal, same = case.tv_calibrated, case.tv_tuned_on_eval
-        row["tv_calibrated"] = {"lambda": cal.best, "psnr": float(np.mean(image_metrics(case.tv(cal.best), x_eval)["psnr"]))}
+        row["tv_calibrated"] = {
+            "lambda": cal.best,
+            "psnr": float(np.mean(image_metrics(case.tv(cal.best), x_eval)["psnr"])),
+        }
         row["tv_tuned_on_eval"] = {"lambda": same.best, "psnr": same.table[same.best]}
 
         if args.no_latent:
@@ -129,29 +153,40 @@ def main(argv=None) -> int:
         row["seconds_per_slice"] = {str(k): s for k, s in seconds.items()}
         oracle_per_slice = np.max(np.array([per_k[k] for k in ks]), axis=0)
         best_k = max(ks, key=lambda k: np.mean(per_k[k]))
-        row["oracle_k"] = {"k": best_k, "psnr": float(np.mean(per_k[best_k])),
-                           "per_slice_oracle_psnr": float(np.mean(oracle_per_slice))}
+        row["oracle_k"] = {
+            "k": best_k,
+            "psnr": float(np.mean(per_k[best_k])),
+            "per_slice_oracle_psnr": float(np.mean(oracle_per_slice)),
+        }
         row["full_k_psnr"] = float(np.mean(per_k[max(ks)]))
         for rule in ("splitting", "discrepancy"):
             gen = torch.Generator().manual_seed(0)
             sel = select_k(solver, y, physics, ks, rule=rule, generator=gen, fits=fits)
-            row[f"auto_{rule}"] = {"k": sel.k.tolist(),
-                                   "psnr": float(np.mean(psnr(sel.reconstruction.x, x_eval, physics)))}
+            row[f"auto_{rule}"] = {
+                "k": sel.k.tolist(),
+                "psnr": float(np.mean(psnr(sel.reconstruction.x, x_eval, physics))),
+            }
         row["latent_map_tv"] = latent_map_tv(solver, case, n_grid=4 if args.quick else len(HYBRID_GRID))
         record["rows"].append(row)
         write_json_atomic(args.out, record)
-        print(f"{data_name} {task}: " + ", ".join(f"k={k}: {row['psnr_vs_k'][str(k)]:.2f}" for k in ks)
-              + f" | TV(cal) {row['tv_calibrated']['psnr']:.2f} TV(eval-tuned) {row['tv_tuned_on_eval']['psnr']:.2f}"
-              + f" | auto split {row['auto_splitting']['psnr']:.2f} discr {row['auto_discrepancy']['psnr']:.2f}"
-              + f" | LatentMAP+TV {row['latent_map_tv']['psnr']:.2f} {row['latent_map_tv']['params']}",
-              file=sys.stderr, flush=True)
+        print(
+            f"{data_name} {task}: "
+            + ", ".join(f"k={k}: {row['psnr_vs_k'][str(k)]:.2f}" for k in ks)
+            + f" | TV(cal) {row['tv_calibrated']['psnr']:.2f} TV(eval-tuned) {row['tv_tuned_on_eval']['psnr']:.2f}"
+            + f" | auto split {row['auto_splitting']['psnr']:.2f} discr {row['auto_discrepancy']['psnr']:.2f}"
+            + f" | LatentMAP+TV {row['latent_map_tv']['psnr']:.2f} {row['latent_map_tv']['params']}",
+            file=sys.stderr,
+            flush=True,
+        )
     record["complete"] = True
     write_json_atomic(args.out, record)
     if args.no_latent:
         for r in record["rows"]:
-            print(f"| {r['data']} | {r['task']} | baseline {r['baseline_psnr']:.2f} | TV cal. {r['tv_calibrated']['psnr']:.2f} "
-                  f"({r['tv_calibrated']['lambda']:g}) | TV eval-tuned {r['tv_tuned_on_eval']['psnr']:.2f} "
-                  f"({r['tv_tuned_on_eval']['lambda']:g}) |")
+            print(
+                f"| {r['data']} | {r['task']} | baseline {r['baseline_psnr']:.2f} | TV cal. {r['tv_calibrated']['psnr']:.2f} "
+                f"({r['tv_calibrated']['lambda']:g}) | TV eval-tuned {r['tv_tuned_on_eval']['psnr']:.2f} "
+                f"({r['tv_tuned_on_eval']['lambda']:g}) |"
+            )
         return 0
     print(markdown(record))
     if args.figure:
@@ -165,16 +200,20 @@ def latent_map_tv(solver: LatentMAP, case, n_grid: int) -> dict[str, Any]:
     hybrid = LatentMAPTV(solver)
     grid = hybrid.tune(case.y_cal, case.physics, case.slices.calibration, HYBRID_GRID[:n_grid])
     fit = hybrid.reconstruct(case.y, case.physics)
-    return {"params": {"lambda_tv": grid.best[0], "beta": grid.best[1]},
-            "psnr": float(np.mean(psnr(fit.x, case.slices.evaluation, case.physics))),
-            "calibration_table": {f"{k[0]:g},{k[1]:g}": v for k, v in grid.table.items()},
-            "seconds_per_slice": fit.wall_time / len(case.slices.evaluation)}
+    return {
+        "params": {"lambda_tv": grid.best[0], "beta": grid.best[1]},
+        "psnr": float(np.mean(psnr(fit.x, case.slices.evaluation, case.physics))),
+        "calibration_table": {f"{k[0]:g},{k[1]:g}": v for k, v in grid.table.items()},
+        "seconds_per_slice": fit.wall_time / len(case.slices.evaluation),
+    }
 
 
 def markdown(record: dict[str, Any]) -> str:
-    lines = ["| data | task | baseline | TV (cal. lambda) | TV (lambda tuned on eval) | LatentMAP k=K | oracle k (PSNR) "
-             "| auto k, splitting | auto k, discrepancy | LatentMAP+TV (lambda, beta) | s/slice (k=K) |",
-             "|---|---|" + "---:|" * 9]
+    lines = [
+        "| data | task | baseline | TV (cal. lambda) | TV (lambda tuned on eval) | LatentMAP k=K | oracle k (PSNR) "
+        "| auto k, splitting | auto k, discrepancy | LatentMAP+TV (lambda, beta) | s/slice (k=K) |",
+        "|---|---|" + "---:|" * 9,
+    ]
     for r in record["rows"]:
         K, p = str(max(record["ks"])), r["latent_map_tv"]["params"]
         lines.append(
@@ -182,10 +221,13 @@ def markdown(record: dict[str, Any]) -> str:
             f"({r['tv_calibrated']['lambda']:g}) | {r['tv_tuned_on_eval']['psnr']:.2f} ({r['tv_tuned_on_eval']['lambda']:g}) "
             f"| {r['full_k_psnr']:.2f} | {r['oracle_k']['k']} ({r['oracle_k']['psnr']:.2f}) "
             f"| {r['auto_splitting']['psnr']:.2f} | {r['auto_discrepancy']['psnr']:.2f} "
-            f"| {r['latent_map_tv']['psnr']:.2f} ({p['lambda_tv']:g}, {p['beta']:g}) | {r['seconds_per_slice'][K]:.2f} |")
+            f"| {r['latent_map_tv']['psnr']:.2f} ({p['lambda_tv']:g}, {p['beta']:g}) | {r['seconds_per_slice'][K]:.2f} |"
+        )
     t = record["truncation"]
-    lines.append(f"\ntruncation: decode {t['no mask']*1e3:.1f} ms without the mask, {t['k=K']*1e3:.1f} ms with it "
-                 f"(k=K, {t['overhead_percent']:+.1f}%), {t['k=K/4']*1e3:.1f} ms at k=K/4 (median of interleaved rounds)")
+    lines.append(
+        f"\ntruncation: decode {t['no mask'] * 1e3:.1f} ms without the mask, {t['k=K'] * 1e3:.1f} ms with it "
+        f"(k=K, {t['overhead_percent']:+.1f}%), {t['k=K/4'] * 1e3:.1f} ms at k=K/4 (median of interleaved rounds)"
+    )
     return "\n".join(lines)
 
 

@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import signal
 import subprocess
 import sys
@@ -45,10 +44,21 @@ def recipe(out: Path, batch_size: int, n_iter: int) -> dict:
     return {
         "name": "volume_mri4x_tv",
         "description": "whole MNI volume at 1 mm, 256x256 axial slices, 4x MRI, TV-PGD",
-        "data": {"input": "sample:mni152_t1", "plane": "axial", "spacing": 1.0, "size": [256, 256],
-                 "batch_size": batch_size},
-        "physics": {"kind": "mri", "acceleration": 4, "center_fraction": 0.08, "mask": "gaussian",
-                    "noise_sigma": 0.01, "seed": 0},
+        "data": {
+            "input": "sample:mni152_t1",
+            "plane": "axial",
+            "spacing": 1.0,
+            "size": [256, 256],
+            "batch_size": batch_size,
+        },
+        "physics": {
+            "kind": "mri",
+            "acceleration": 4,
+            "center_fraction": 0.08,
+            "mask": "gaussian",
+            "noise_sigma": 0.01,
+            "seed": 0,
+        },
         "solver": {"name": "tv_pgd", "params": {"lambda_tv": 0.02, "n_iter": n_iter}},
         "output": {"dir": str(out), "figures": 2},
     }
@@ -56,8 +66,13 @@ def recipe(out: Path, batch_size: int, n_iter: int) -> dict:
 
 def launch(path: Path, *extra: str) -> subprocess.Popen:
     env = {**os.environ, "OMP_NUM_THREADS": "2"}
-    return subprocess.Popen([str(CLI), "run", str(path), "--full-volume", "--quiet", *extra], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        [str(CLI), "run", str(path), "--full-volume", "--quiet", *extra],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 def peak_rss_mb(path: Path, *extra: str) -> dict:
@@ -70,8 +85,9 @@ def peak_rss_mb(path: Path, *extra: str) -> dict:
         "env={**os.environ, 'OMP_NUM_THREADS': '2'}, capture_output=True).returncode\n"
         "print(rc, time.perf_counter() - start, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024)\n"
     )
-    rc, seconds, rss = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                                      check=True).stdout.split()
+    rc, seconds, rss = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout.split()
     if rc != "0":
         raise RuntimeError(f"run of {path} failed with exit code {rc}")
     return {"seconds": float(seconds), "peak_rss_mb": float(rss)}
@@ -117,14 +133,18 @@ def main() -> None:
         identical[vol] = bool(np.array_equal(a, b))
     shape = nib.load(str(tmp / "batched_16" / "reconstruction.nii.gz")).shape
     rows["killed_then_resumed"]["identical_to_uninterrupted"] = identical
-    record = {"volume_shape": list(shape), "tv_iterations": args.n_iter, "rows": rows,
-              "batched_speedup": rows["per_slice"]["seconds"] / rows["batched_16"]["seconds"],
-              "cpu_threads": 2}
+    record = {
+        "volume_shape": list(shape),
+        "tv_iterations": args.n_iter,
+        "rows": rows,
+        "batched_speedup": rows["per_slice"]["seconds"] / rows["batched_16"]["seconds"],
+        "cpu_threads": 2,
+    }
     OUT.parent.mkdir(parents=True, exist_ok=True)
     from deepinv_tunable.atomic import write_json_atomic
 
     write_json_atomic(OUT, record)
-    print(f"| run | seconds | peak RSS (MB) |\n|---|---:|---:|")
+    print("| run | seconds | peak RSS (MB) |\n|---|---:|---:|")
     for name in ("batched_16", "per_slice"):
         print(f"| {name} | {rows[name]['seconds']:.1f} | {rows[name]['peak_rss_mb']:.0f} |")
     print(json.dumps(record, indent=1))

@@ -38,9 +38,7 @@ def atomic_write(path: str | os.PathLike, write: Callable[[Path], None]) -> Path
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(
-        prefix=f".{path.name.split('.')[0]}.", suffix=_suffixes(path), dir=path.parent
-    )
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name.split('.')[0]}.", suffix=_suffixes(path), dir=path.parent)
     os.close(fd)
     tmp = Path(tmp_name)
     # mkstemp creates the file private (0600); outputs get the usual umask-derived mode.

@@ -36,8 +36,6 @@ support fraction is for.
 from __future__ import annotations
 
 import math
-import warnings
-from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -45,7 +43,7 @@ import deepinv as dinv
 import torch
 
 from .checks import check_finite, check_image_batch
-from .physics import noise_sigma, operator_norm_sq, physics_device as _default_device
+from .physics import noise_sigma, operator_norm_sq, residual_sq
 
 __all__ = [
     "AuditReport",
@@ -139,7 +137,9 @@ def _count(y: torch.Tensor, physics: dinv.physics.Physics) -> torch.Tensor:
     try:
         image = physics.A_adjoint(y)  # only for the image shape and dtype
     except RuntimeError as err:
-        raise ValueError(f"y of shape {tuple(y.shape)} does not fit the physics ({type(physics).__name__}): {err}") from err
+        raise ValueError(
+            f"y of shape {tuple(y.shape)} does not fit the physics ({type(physics).__name__}): {err}"
+        ) from err
     gen = torch.Generator(device=y.device).manual_seed(_PROBE_SEED)
     probe = torch.randn(image.shape, generator=gen, device=y.device, dtype=image.dtype)
     a_probe = _measure(probe, physics)
@@ -152,16 +152,6 @@ def _count(y: torch.Tensor, physics: dinv.physics.Physics) -> torch.Tensor:
     # the physics does not mask still carries sigma^2 per entry)
     measured = (a_probe != 0) | (y != 0)
     return measured.flatten(1).sum(1).to(y.real.dtype if (y.is_floating_point() or y.is_complex()) else torch.float32)
-
-
-def _residual_sq(x: torch.Tensor, y: torch.Tensor, physics: dinv.physics.Physics) -> torch.Tensor:
-    ax = _measure(x, physics)
-    if ax.shape != y.shape:
-        raise ValueError(
-            f"A(x) has shape {tuple(ax.shape)} but y has shape {tuple(y.shape)}; "
-            "expected x in the physics' image domain (e.g. 2 channels for MRI) at the measured size"
-        )
-    return _energy(ax - y)
 
 
 # -- public functions ----------------------------------------------------------------------
@@ -241,7 +231,7 @@ def chi2(x: torch.Tensor, y: torch.Tensor, physics: dinv.physics.Physics, sigma:
     check_image_batch(x, "x")
     _check_measurements(y)
     sigma = _resolve_sigma(sigma, physics)
-    residual = _residual_sq(x, y, physics)  # first: it names a shape mismatch between x and y
+    residual = residual_sq(x, y, physics)  # first: it names a shape mismatch between x and y
     with torch.no_grad():
         m = _count(y, physics)
     if bool((m == 0).any()):
@@ -534,7 +524,9 @@ def hallucination_audit(
     if samples is not None:
         if not isinstance(samples, torch.Tensor) or samples.ndim != 5 or samples.shape[1:] != x_hat.shape:
             shape = tuple(samples.shape) if isinstance(samples, torch.Tensor) else type(samples).__name__
-            raise ValueError(f"samples must have shape (N, *x_hat.shape) = (N, {', '.join(map(str, x_hat.shape))}), got {shape}")
+            raise ValueError(
+                f"samples must have shape (N, *x_hat.shape) = (N, {', '.join(map(str, x_hat.shape))}), got {shape}"
+            )
         if samples.shape[0] < 2:
             raise ValueError(f"samples must hold N >= 2 samples to measure disagreement, got N={samples.shape[0]}")
         check_finite(samples, "samples")
@@ -552,7 +544,7 @@ def hallucination_audit(
     scale = m * sigma**2
     x_null = null_space_component(x_hat, physics)
     report = AuditReport(
-        chi2=_residual_sq(x_hat, y, physics) / scale,
+        chi2=residual_sq(x_hat, y, physics) / scale,
         null_energy=_energy_map(x_null),
         null_fraction=_ratio(_energy(x_null), _energy(x_hat)),
         threshold=threshold,
@@ -564,7 +556,7 @@ def hallucination_audit(
         # one sample at a time: physics with per-example parameters (MRI masks of shape
         # (B, ...)) only accept batches of B images
         for sample in samples:
-            sample_chi2.append(_residual_sq(sample, y, physics) / scale)
+            sample_chi2.append(residual_sq(sample, y, physics) / scale)
             deviation = sample - mean
             null_part = null_space_component(deviation, physics)
             dev_sq = dev_sq + _energy_map(deviation)

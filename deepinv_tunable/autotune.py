@@ -109,14 +109,27 @@ class ParameterChoice:
     def as_dict(self) -> dict:
         """JSON-ready record (``metrics.json``, reports)."""
         values, scores = self.curve()
-        return {"name": self.name, "value": self.value, "rule": self.rule, "bounds": list(self.bounds),
-                "at_bound": self.at_bound, "sigma": self.sigma, "sigma_estimated": self.sigma_estimated,
-                "n_solves": self.n_solves, "seconds": self.seconds, "curve": {"values": values, "scores": scores}}
+        return {
+            "name": self.name,
+            "value": self.value,
+            "rule": self.rule,
+            "bounds": list(self.bounds),
+            "at_bound": self.at_bound,
+            "sigma": self.sigma,
+            "sigma_estimated": self.sigma_estimated,
+            "n_solves": self.n_solves,
+            "seconds": self.seconds,
+            "curve": {"values": values, "scores": scores},
+        }
 
 
 # ------------------------------------------------------------------------------------- splitting
-def holdout_mask(y: torch.Tensor, holdout_fraction: float = HOLDOUT_FRACTION,
-                 generator: torch.Generator | None = None, protect_factor: float | None = None) -> torch.Tensor:
+def holdout_mask(
+    y: torch.Tensor,
+    holdout_fraction: float = HOLDOUT_FRACTION,
+    generator: torch.Generator | None = None,
+    protect_factor: float | None = None,
+) -> torch.Tensor:
     r"""Boolean mask shaped like ``y``: ``False`` on a random hold-out set of its non-zero entries.
 
     Exactly ``round(holdout_fraction * n)`` of the :math:`n` candidate entries are held out, drawn
@@ -160,7 +173,9 @@ def holdout_mask(y: torch.Tensor, holdout_fraction: float = HOLDOUT_FRACTION,
 def sampled_lines(physics) -> torch.Tensor | None:
     """Indices of the sampled k-space lines (last axis) of a Cartesian MRI ``physics`` whose mask
     is the same for every example and constant along the read-out axis; ``None`` otherwise."""
-    mask = getattr(physics, "mask", None) if isinstance(physics, (dinv.physics.MRI, dinv.physics.MultiCoilMRI)) else None
+    mask = (
+        getattr(physics, "mask", None) if isinstance(physics, (dinv.physics.MRI, dinv.physics.MultiCoilMRI)) else None
+    )
     if not isinstance(mask, torch.Tensor) or mask.dim() < 2:
         return None
     plane = mask.reshape(-1, *mask.shape[-2:])
@@ -172,8 +187,13 @@ def sampled_lines(physics) -> torch.Tensor | None:
     return (columns > 0).nonzero().flatten()
 
 
-def line_holdout_mask(y: torch.Tensor, lines: torch.Tensor, holdout_fraction: float = LINE_HOLDOUT_FRACTION,
-                      generator: torch.Generator | None = None, centre: int = 2) -> torch.Tensor:
+def line_holdout_mask(
+    y: torch.Tensor,
+    lines: torch.Tensor,
+    holdout_fraction: float = LINE_HOLDOUT_FRACTION,
+    generator: torch.Generator | None = None,
+    centre: int = 2,
+) -> torch.Tensor:
     r"""Boolean mask shaped like ``y`` (k-space ``(..., H, W)``): ``False`` on whole sampled lines
     (last axis), a random ``holdout_fraction`` of ``lines`` outside the ``centre`` lines nearest
     to DC. Cartesian MRI misses whole lines, so a score on held-out lines measures what the
@@ -188,8 +208,10 @@ def line_holdout_mask(y: torch.Tensor, lines: torch.Tensor, holdout_fraction: fl
     candidates = lines[(lines - width // 2).abs() > centre]
     n_hold = round(float(holdout_fraction) * len(lines))
     if not 0 < holdout_fraction < 1 or not 1 <= n_hold <= len(candidates):
-        raise ValueError(f"holdout_fraction={holdout_fraction} of {len(lines)} sampled lines holds out {n_hold}; "
-                         f"it must hold out between 1 and the {len(candidates)} lines away from the centre")
+        raise ValueError(
+            f"holdout_fraction={holdout_fraction} of {len(lines)} sampled lines holds out {n_hold}; "
+            f"it must hold out between 1 and the {len(candidates)} lines away from the centre"
+        )
     held = candidates[torch.randperm(len(candidates), generator=generator)[:n_hold]]
     keep = torch.ones(y.shape, dtype=torch.bool, device=y.device)
     keep[..., held.to(y.device)] = False
@@ -209,7 +231,8 @@ def masked_physics(physics, keep_mask: torch.Tensor):
 
     if isinstance(physics, dinv.physics.LinearPhysics):
         return dinv.physics.LinearPhysics(
-            A=forward, A_adjoint=lambda v, **kw: physics_domain_adjoint(physics.A_adjoint(keep * v), physics),
+            A=forward,
+            A_adjoint=lambda v, **kw: physics_domain_adjoint(physics.A_adjoint(keep * v), physics),
             noise_model=physics.noise_model,
         )
     return dinv.physics.Physics(A=forward, noise_model=physics.noise_model)
@@ -245,8 +268,18 @@ def resolve_sigma(y: torch.Tensor, physics, sigma: float | None = None) -> tuple
 class _Scorer:
     """Scores one candidate value under a rule (lower is better); counts solver calls."""
 
-    def __init__(self, rule: str, solve: Solve, y: torch.Tensor, physics, sigma: float, tau: float,
-                 holdout_fraction: float, seed: int, warm_start: bool):
+    def __init__(
+        self,
+        rule: str,
+        solve: Solve,
+        y: torch.Tensor,
+        physics,
+        sigma: float,
+        tau: float,
+        holdout_fraction: float,
+        seed: int,
+        warm_start: bool,
+    ):
         self.rule, self.solve, self.y, self.physics, self.sigma, self.tau = rule, solve, y, physics, sigma, tau
         self.warm_start = warm_start
         self.n_solves = 0
@@ -254,13 +287,17 @@ class _Scorer:
         if rule == "splitting":
             generator = torch.Generator().manual_seed(seed)
             lines = sampled_lines(physics)
-            self.keep = (line_holdout_mask(y, lines, generator=generator) if lines is not None
-                         else holdout_mask(y, holdout_fraction, generator, protect_factor=PROTECT_FACTOR))
+            self.keep = (
+                line_holdout_mask(y, lines, generator=generator)
+                if lines is not None
+                else holdout_mask(y, holdout_fraction, generator, protect_factor=PROTECT_FACTOR)
+            )
             self.fit_physics = masked_physics(physics, self.keep)
             self.fit_y = y * self.keep
         elif rule == "sure":
-            self.sure = dinv.loss.SureGaussianLoss(sigma=sigma, tau=0.1 * sigma,
-                                                   rng=torch.Generator(device=y.device).manual_seed(seed))
+            self.sure = dinv.loss.SureGaussianLoss(
+                sigma=sigma, tau=0.1 * sigma, rng=torch.Generator(device=y.device).manual_seed(seed)
+            )
         self.m = int((y != 0).sum())
 
     def _nearest(self, value: float) -> torch.Tensor | None:
@@ -281,7 +318,7 @@ class _Scorer:
         self.n_solves += 1
         self.estimates[value] = x
         if self.rule == "discrepancy":
-            ratio = float(residual_sq(x, self.y, self.physics).sum()) / (self.tau * self.m * self.sigma ** 2)
+            ratio = float(residual_sq(x, self.y, self.physics).sum()) / (self.tau * self.m * self.sigma**2)
             return abs(math.log(max(ratio, 1e-12)))
         self.n_solves += 1
         with torch.no_grad():
@@ -293,8 +330,9 @@ class _Scorer:
 _GOLDEN = (math.sqrt(5) - 1) / 2
 
 
-def _search(score: Callable[[float], float], low: float, high: float, n_coarse: int, n_refine: int,
-            log: bool) -> tuple[list[float], list[float], bool]:
+def _search(
+    score: Callable[[float], float], low: float, high: float, n_coarse: int, n_refine: int, log: bool
+) -> tuple[list[float], list[float], bool]:
     """Coarse grid over ``[low, high]`` then golden-section steps inside the best grid cell pair.
     Returns ``(tried, scores, at_bound)``."""
     fwd = (lambda v: math.log(v)) if log else (lambda v: v)
@@ -332,11 +370,25 @@ def _search(score: Callable[[float], float], low: float, high: float, n_coarse: 
     return tried, scores, at_bound
 
 
-def select_parameter(solve: Solve, y: torch.Tensor, physics, bounds: tuple[float, float], *, name: str = "param",
-                     rule: str = "auto", sigma: float | None = None, tau: float = DISCREPANCY_TAU,
-                     holdout_fraction: float = HOLDOUT_FRACTION, n_coarse: int = 5, n_refine: int = 3,
-                     log: bool = True, seed: int = 0, warm_start: bool = False, data_scaled: bool = False,
-                     warn: bool = True) -> ParameterChoice:
+def select_parameter(
+    solve: Solve,
+    y: torch.Tensor,
+    physics,
+    bounds: tuple[float, float],
+    *,
+    name: str = "param",
+    rule: str = "auto",
+    sigma: float | None = None,
+    tau: float = DISCREPANCY_TAU,
+    holdout_fraction: float = HOLDOUT_FRACTION,
+    n_coarse: int = 5,
+    n_refine: int = 3,
+    log: bool = True,
+    seed: int = 0,
+    warm_start: bool = False,
+    data_scaled: bool = False,
+    warn: bool = True,
+) -> ParameterChoice:
     r"""Choose one scalar parameter of a solver from the measurements alone.
 
     Minimises the rule's score :math:`S(p)` (see the module docstring) over ``bounds``: ``n_coarse``
@@ -400,15 +452,29 @@ def select_parameter(solve: Solve, y: torch.Tensor, physics, bounds: tuple[float
     best = min(range(len(tried)), key=lambda i: (scores[i], tried[i]))
     value = tried[best]
     if data_scaled and rule == "splitting":
-        informative = (y != 0)
+        informative = y != 0
         value *= float((scorer.keep & informative).sum()) / float(informative.sum())
-    choice = ParameterChoice(name=name, value=value, rule=rule, tried=tried, scores=scores,
-                             bounds=(low, high), at_bound=at_bound, sigma=sigma_value, sigma_estimated=estimated,
-                             n_solves=scorer.n_solves, seconds=time.perf_counter() - start,
-                             estimate=None if rule == "splitting" else scorer.estimates.get(value))
+    choice = ParameterChoice(
+        name=name,
+        value=value,
+        rule=rule,
+        tried=tried,
+        scores=scores,
+        bounds=(low, high),
+        at_bound=at_bound,
+        sigma=sigma_value,
+        sigma_estimated=estimated,
+        n_solves=scorer.n_solves,
+        seconds=time.perf_counter() - start,
+        estimate=None if rule == "splitting" else scorer.estimates.get(value),
+    )
     if warn and at_bound:
-        warnings.warn(f"{name} = {choice.value:.4g} chosen by the {rule} rule sits at a bound of the search "
-                      f"interval {choice.bounds}: the best value may lie outside it", RuntimeWarning, stacklevel=2)
+        warnings.warn(
+            f"{name} = {choice.value:.4g} chosen by the {rule} rule sits at a bound of the search "
+            f"interval {choice.bounds}: the best value may lie outside it",
+            RuntimeWarning,
+            stacklevel=2,
+        )
     return choice
 
 
@@ -421,6 +487,18 @@ def auto_requested(value) -> bool:
     return False
 
 
-__all__ = ["DISCREPANCY_TAU", "HOLDOUT_FRACTION", "LINE_HOLDOUT_FRACTION", "line_holdout_mask", "sampled_lines", "ParameterChoice", "RULES", "auto_requested", "default_rule",
-           "holdout_mask", "masked_physics", "resolve_sigma", "select_parameter"]
-
+__all__ = [
+    "DISCREPANCY_TAU",
+    "HOLDOUT_FRACTION",
+    "LINE_HOLDOUT_FRACTION",
+    "line_holdout_mask",
+    "sampled_lines",
+    "ParameterChoice",
+    "RULES",
+    "auto_requested",
+    "default_rule",
+    "holdout_mask",
+    "masked_physics",
+    "resolve_sigma",
+    "select_parameter",
+]

@@ -51,21 +51,33 @@ def _run(args: argparse.Namespace) -> int:
         recipe = load_recipe(args.recipe, overrides)
         if not args.quiet:
             model = getattr(getattr(recipe.solver, "params", None), "model", None)
-            print(f"{recipe.name}: input {recipe.input_path()}, device {recipe.device} (float32), solver "
-                  f"{recipe.solver.name}{f' with {model}' if model else ''}, output {recipe.output.dir}",
-                  file=sys.stderr)
+            print(
+                f"{recipe.name}: input {recipe.input_path()}, device {recipe.device} (float32), solver "
+                f"{recipe.solver.name}{f' with {model}' if model else ''}, output {recipe.output.dir}",
+                file=sys.stderr,
+            )
         distributed = not audit and ((args.devices or 1) > 1 or (args.num_nodes or 1) > 1)
         if distributed:
             from .recipes.distributed import predict_recipe
 
-            result = predict_recipe(recipe, accelerator=args.accelerator or "auto", devices=args.devices or 1,
-                                    num_nodes=args.num_nodes or 1, strategy=args.strategy or "ddp",
-                                    full_volume=args.full_volume)
+            result = predict_recipe(
+                recipe,
+                accelerator=args.accelerator or "auto",
+                devices=args.devices or 1,
+                num_nodes=args.num_nodes or 1,
+                strategy=args.strategy or "ddp",
+                full_volume=args.full_volume,
+            )
             if result is None:  # not rank 0: rank 0 reports
                 return 0
         else:
-            result = run_recipe(recipe, progress=False if args.quiet else None, audit=audit,
-                                resume=getattr(args, "resume", False), full_volume=args.full_volume)
+            result = run_recipe(
+                recipe,
+                progress=False if args.quiet else None,
+                audit=audit,
+                resume=getattr(args, "resume", False),
+                full_volume=args.full_volume,
+            )
     except (RecipeError, FileNotFoundError, ValueError, TypeError, ValidationError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
@@ -74,13 +86,17 @@ def _run(args: argparse.Namespace) -> int:
     if audit:
         record = json.loads(result.metrics_path.read_text())["audit"]
         mean = record["mean"]
-        print(f"audit     chi2 {mean['chi2']:.3f}  null fraction {mean['null_fraction']:.3f}  "
-              f"null share of sample disagreement {mean['null_disagreement_fraction']:.3f}")
+        print(
+            f"audit     chi2 {mean['chi2']:.3f}  null fraction {mean['null_fraction']:.3f}  "
+            f"null share of sample disagreement {mean['null_disagreement_fraction']:.3f}"
+        )
         cov = record.get("coverage_head")
         if cov:
             cal = "n/a" if cov["calibrated"] is None else f"{100 * cov['calibrated']:.1f}%"
-            print(f"coverage  {100 * cov['nominal']:.0f}% intervals, head pixels: uncalibrated "
-                  f"{100 * cov['uncalibrated']:.1f}%, calibrated {cal}")
+            print(
+                f"coverage  {100 * cov['nominal']:.0f}% intervals, head pixels: uncalibrated "
+                f"{100 * cov['uncalibrated']:.1f}%, calibrated {cal}"
+            )
         print(f"audit: {result.out_dir / 'audit.json'}")
     print(f"metrics: {result.metrics_path}")
     if result.report_path is not None:
@@ -97,9 +113,18 @@ def _train(args: argparse.Namespace) -> int:
         overrides["output"] = args.out
     if args.preset is not None:
         overrides["preset"] = args.preset
-    trainer = {key: value for key, value in (("accelerator", args.accelerator), ("devices", args.devices),
-               ("num_nodes", args.num_nodes), ("strategy", args.strategy), ("max_steps", args.max_steps),
-               ("max_epochs", args.max_epochs)) if value is not None}
+    trainer = {
+        key: value
+        for key, value in (
+            ("accelerator", args.accelerator),
+            ("devices", args.devices),
+            ("num_nodes", args.num_nodes),
+            ("strategy", args.strategy),
+            ("max_steps", args.max_steps),
+            ("max_epochs", args.max_epochs),
+        )
+        if value is not None
+    }
     if trainer:
         overrides["trainer"] = trainer
     try:
@@ -122,20 +147,32 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="run a recipe (YAML) end to end")
-    au = sub.add_parser("audit", help="run a recipe, then sample the posterior, calibrate intervals and audit "
-                                      "each slice (std, interval width and null-space volumes, audit.json)")
+    au = sub.add_parser(
+        "audit",
+        help="run a recipe, then sample the posterior, calibrate intervals and audit "
+        "each slice (std, interval width and null-space volumes, audit.json)",
+    )
     for p in (run, au):
         p.add_argument("recipe", help="recipe file, e.g. recipes/demo_mri_brain.yaml")
         p.add_argument("--input", help="volume to use instead of the recipe's data.input (NIfTI or sample:NAME)")
         p.add_argument("--out", help="output folder instead of the recipe's output.dir")
         p.add_argument("--device", choices=["cpu", "cuda"], help="device instead of the recipe's")
         p.add_argument("--quiet", action="store_true", help="no progress bar")
-        p.add_argument("--full-volume", action="store_true",
-                       help="process every slice of the volume (overrides the recipe's data.slices subset)")
-    run.add_argument("--resume", action="store_true",
-                     help="continue an interrupted run in --out: finished slices are kept, not recomputed")
-    run.add_argument("--devices", type=int, help="processes/GPUs per node: > 1 shards the slices over them "
-                                                 "with Lightning's Trainer.predict (DDP)")
+        p.add_argument(
+            "--full-volume",
+            action="store_true",
+            help="process every slice of the volume (overrides the recipe's data.slices subset)",
+        )
+    run.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue an interrupted run in --out: finished slices are kept, not recomputed",
+    )
+    run.add_argument(
+        "--devices",
+        type=int,
+        help="processes/GPUs per node: > 1 shards the slices over them with Lightning's Trainer.predict (DDP)",
+    )
     run.add_argument("--num-nodes", type=int, help="nodes (with torchrun or SLURM)")
     run.add_argument("--strategy", help="Lightning strategy for --devices > 1 (default ddp)")
     run.add_argument("--accelerator", help="Lightning accelerator for --devices > 1: cpu, gpu, auto")
@@ -152,8 +189,11 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--max-epochs", type=int, help="stop after this many epochs")
     tr.add_argument("--no-resume", action="store_true", help="start afresh even if OUT/checkpoints/last.ckpt exists")
     tr.add_argument("--quiet", action="store_true", help="no progress bar")
-    tr.add_argument("--export-only", action="store_true",
-                    help="do not train: export the model of OUT/checkpoints/last.ckpt (or --checkpoint) with its card")
+    tr.add_argument(
+        "--export-only",
+        action="store_true",
+        help="do not train: export the model of OUT/checkpoints/last.ckpt (or --checkpoint) with its card",
+    )
     tr.add_argument("--checkpoint", help="with --export-only: the Lightning checkpoint to export")
     sub.add_parser("info", help="versions, device and bundled data")
     return parser

@@ -61,7 +61,7 @@ class LatentProblem:
         full = x.new_zeros((self.y.shape[0], *x.shape[1:])).index_copy(0, self.rows, x)
         return (self.physics.A(full)[self.rows] - self.y[self.rows]).abs().pow(2).flatten(1).sum(1)
 
-    def subset(self, rows: torch.Tensor) -> "LatentProblem":
+    def subset(self, rows: torch.Tensor) -> LatentProblem:
         """The same problem restricted to the examples ``rows`` (indices into ``y``'s batch): latents
         passed to it hold only those rows. Steps that use ``y`` outside :meth:`residual` (PSLD's
         gluing, DDS's prox) need the whole batch and refuse a subset."""
@@ -80,15 +80,18 @@ class DataConsistency:
     def correct_z0(self, z0: torch.Tensor, step: ReverseStep, problem: LatentProblem) -> torch.Tensor:
         return z0
 
-    def correct_prev(self, z_prev: torch.Tensor, z_t: torch.Tensor, z0: torch.Tensor, step: ReverseStep,
-                     problem: LatentProblem) -> torch.Tensor:
+    def correct_prev(
+        self, z_prev: torch.Tensor, z_t: torch.Tensor, z0: torch.Tensor, step: ReverseStep, problem: LatentProblem
+    ) -> torch.Tensor:
         return z_prev
 
 
 def _require_whole_batch(problem: LatentProblem, step: str) -> None:
     if problem.rows is not None:
-        raise ValueError(f"{step} uses y beyond the data residual and needs the whole batch; "
-                         "it cannot run on a subset of examples (LatentProblem.subset)")
+        raise ValueError(
+            f"{step} uses y beyond the data residual and needs the whole batch; "
+            "it cannot run on a subset of examples (LatentProblem.subset)"
+        )
 
 
 def _per_example(v: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
@@ -105,7 +108,9 @@ class AdamDC(DataConsistency):
     :param float min_std: floor of :math:`s_t` (the last step has :math:`s_t = 0`). Default ``1e-2``.
     """
 
-    def __init__(self, n_iter: int = 3, lr: float = 1e-2, lambda_f: float = 1.0, trust: float = 1.0, min_std: float = 1e-2):
+    def __init__(
+        self, n_iter: int = 3, lr: float = 1e-2, lambda_f: float = 1.0, trust: float = 1.0, min_std: float = 1e-2
+    ):
         self.n_iter, self.lr, self.lambda_f, self.trust, self.min_std = n_iter, lr, lambda_f, trust, min_std
 
     @torch.enable_grad()
@@ -119,7 +124,10 @@ class AdamDC(DataConsistency):
         m = problem.y[0].numel()
         for _ in range(self.n_iter):
             opt.zero_grad()
-            loss = self.lambda_f * problem.residual(z) / m + 0.5 * truncate(z - z0, problem.k).flatten(1).pow(2).sum(1) / s**2
+            loss = (
+                self.lambda_f * problem.residual(z) / m
+                + 0.5 * truncate(z - z0, problem.k).flatten(1).pow(2).sum(1) / s**2
+            )
             loss.sum().backward()
             opt.step()
         with torch.no_grad():
@@ -203,9 +211,14 @@ class DDSLocalMAP(DataConsistency):
             return truncate(problem.encode(from_physics_domain(x, problem.physics).real), problem.k)
 
 
-def gaussian_posterior_sample(physics: dinv.physics.LinearPhysics, y: torch.Tensor, prior_mean: torch.Tensor,
-                              prior_std: float, sigma: float,
-                              generator: torch.Generator | None = None) -> torch.Tensor:
+def gaussian_posterior_sample(
+    physics: dinv.physics.LinearPhysics,
+    y: torch.Tensor,
+    prior_mean: torch.Tensor,
+    prior_std: float,
+    sigma: float,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
     r"""One exact draw from the Gaussian posterior of a linear inverse problem,
 
     .. math::
@@ -246,7 +259,7 @@ def gaussian_posterior_sample(physics: dinv.physics.LinearPhysics, y: torch.Tens
         raise ValueError(f"prior_std and sigma must be > 0, got prior_std={prior_std}, sigma={sigma}")
     noise_x = torch.randn(prior_mean.shape, generator=generator, device=prior_mean.device, dtype=prior_mean.dtype)
     noise_y = torch.randn(y.shape, generator=generator, device=y.device, dtype=y.dtype)
-    return physics.prox_l2(prior_mean + prior_std * noise_x, y + sigma * noise_y, prior_std ** 2 / sigma ** 2)
+    return physics.prox_l2(prior_mean + prior_std * noise_x, y + sigma * noise_y, prior_std**2 / sigma**2)
 
 
 @dataclass
@@ -259,8 +272,14 @@ class WeightedConsistency:
     chi2_before: torch.Tensor
 
 
-def weighted_data_consistency(x: torch.Tensor, y: torch.Tensor, physics: dinv.physics.LinearPhysics,
-                              sigma: float | None = None, n_probes: int = 4, seed: int = 0) -> WeightedConsistency:
+def weighted_data_consistency(
+    x: torch.Tensor,
+    y: torch.Tensor,
+    physics: dinv.physics.LinearPhysics,
+    sigma: float | None = None,
+    n_probes: int = 4,
+    seed: int = 0,
+) -> WeightedConsistency:
     r"""Final data-consistency step of a generative sampler, weighted by how far its estimate is
     from the data: the MAP image of a Gaussian prior centred on the estimate :math:`\hat x`,
 
@@ -317,5 +336,5 @@ def weighted_data_consistency(x: torch.Tensor, y: torch.Tensor, physics: dinv.ph
         gamma = excess / frobenius_sq / sigma**2
         out = x.clone()
         for i in (gamma > 0).nonzero().flatten().tolist():  # prox_l2 takes one weight per call
-            out[i:i + 1] = physics.prox_l2(x[i:i + 1], y[i:i + 1], float(gamma[i]))
+            out[i : i + 1] = physics.prox_l2(x[i : i + 1], y[i : i + 1], float(gamma[i]))
     return WeightedConsistency(out, gamma.cpu(), chi_before.cpu())

@@ -23,8 +23,14 @@ from .nets.hvae import HVAE
 
 
 @torch.no_grad()
-def lipschitz_ratios(hvae: HVAE, images: torch.Tensor, tau: float | Sequence[float], sigma: float,
-                     n_pairs: int = 64, generator: torch.Generator | None = None) -> torch.Tensor:
+def lipschitz_ratios(
+    hvae: HVAE,
+    images: torch.Tensor,
+    tau: float | Sequence[float],
+    sigma: float,
+    n_pairs: int = 64,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
     r"""Ratios :math:`\|H(u) - H(v)\| / \|u - v\|` for ``n_pairs`` random pairs.
 
     :param ~deepinv_tunable.nets.HVAE hvae: the hierarchical VAE.

@@ -86,8 +86,13 @@ def tweedie_z0(z_t: torch.Tensor, eps: torch.Tensor, alpha_bar: float) -> torch.
     return (z_t - (1 - alpha_bar) ** 0.5 * eps) / alpha_bar**0.5
 
 
-def ddim_update(z0: torch.Tensor, eps: torch.Tensor, step: ReverseStep,
-                generator: torch.Generator | None = None, noise: torch.Tensor | None = None) -> torch.Tensor:
+def ddim_update(
+    z0: torch.Tensor,
+    eps: torch.Tensor,
+    step: ReverseStep,
+    generator: torch.Generator | None = None,
+    noise: torch.Tensor | None = None,
+) -> torch.Tensor:
     """DDIM move to ``step.t_prev`` from a clean estimate ``z0`` and noise estimate ``eps``; the
     fresh noise :math:`\\xi` is ``noise`` when given, else drawn from ``generator``."""
     s = step.noise_std
@@ -105,9 +110,16 @@ def snr(alpha_bar: float | torch.Tensor) -> float | torch.Tensor:
     return alpha_bar / (1 - alpha_bar)
 
 
-def latent_reverse_step(unet, z: torch.Tensor, step: ReverseStep, consistency, problem, k=None,
-                        generator: torch.Generator | None = None, noise: torch.Tensor | None = None
-                        ) -> tuple[torch.Tensor, torch.Tensor]:
+def latent_reverse_step(
+    unet,
+    z: torch.Tensor,
+    step: ReverseStep,
+    consistency,
+    problem,
+    k=None,
+    generator: torch.Generator | None = None,
+    noise: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
     r"""One reverse step ``t -> t_prev`` of a latent sampler with a data-consistency step.
 
     .. code-block:: text

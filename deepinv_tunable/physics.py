@@ -99,7 +99,16 @@ PhysicsConfig = Annotated[
     Field(discriminator="kind"),
 ]
 _ADAPTER = TypeAdapter(PhysicsConfig)
-PHYSICS_KINDS = ("mri", "multicoil_mri", "ct", "blur", "inpainting", "compressed_sensing", "phase_retrieval", "denoising")
+PHYSICS_KINDS = (
+    "mri",
+    "multicoil_mri",
+    "ct",
+    "blur",
+    "inpainting",
+    "compressed_sensing",
+    "phase_retrieval",
+    "denoising",
+)
 
 
 def parse_physics_config(config: dict | BaseModel) -> BaseModel:
@@ -145,8 +154,11 @@ def mri_mask(config: MRIConfig, img_size: tuple[int, int], device: torch.device 
     """Cartesian column mask ``(H, W)`` from deepinv's generators, reproducible from ``config.seed``."""
     rng = torch.Generator(device=device).manual_seed(config.seed)
     generator = _MASK_GENERATORS[config.mask](
-        img_size=img_size, acceleration=config.acceleration, center_fraction=config.center_fraction,
-        rng=rng, device=device,
+        img_size=img_size,
+        acceleration=config.acceleration,
+        center_fraction=config.center_fraction,
+        rng=rng,
+        device=device,
     )
     return generator.step(batch_size=1, seed=config.seed)["mask"][0, 0]
 
@@ -180,8 +192,10 @@ def build_physics(
     rng = torch.Generator(device=device).manual_seed(cfg.seed)
     if isinstance(cfg, MultiCoilMRIConfig):
         physics = dinv.physics.MultiCoilMRI(
-            mask=mri_mask(cfg, (h, w), device), coil_maps=smooth_coil_maps(cfg.n_coils, (h, w)).to(device),
-            img_size=(h, w), device=device,
+            mask=mri_mask(cfg, (h, w), device),
+            coil_maps=smooth_coil_maps(cfg.n_coils, (h, w)).to(device),
+            img_size=(h, w),
+            device=device,
         )
     elif isinstance(cfg, MRIConfig):
         physics = dinv.physics.MRI(mask=mri_mask(cfg, (h, w), device), img_size=(h, w), device=device)
@@ -216,11 +230,14 @@ def build_physics(
 
 def _noise_model(cfg: BaseModel, device: torch.device | str) -> dinv.physics.GaussianNoise:
     """The config's Gaussian measurement noise, its generator seeded by ``seed + 1``."""
-    return dinv.physics.GaussianNoise(sigma=cfg.noise_sigma, rng=torch.Generator(device=device).manual_seed(cfg.seed + 1))
+    return dinv.physics.GaussianNoise(
+        sigma=cfg.noise_sigma, rng=torch.Generator(device=device).manual_seed(cfg.seed + 1)
+    )
 
 
-def batched_mri(configs: list[dict | BaseModel], img_size: tuple[int, int], device: torch.device | str = "cpu"
-                ) -> dinv.physics.MRI:
+def batched_mri(
+    configs: list[dict | BaseModel], img_size: tuple[int, int], device: torch.device | str = "cpu"
+) -> dinv.physics.MRI:
     r"""One single-coil deepinv MRI operator whose mask differs per example: example :math:`i` is
     acquired with ``configs[i]`` (e.g. a batch of mixed accelerations). All configs must be
     single-coil MRI with the same ``noise_sigma``.
@@ -288,24 +305,70 @@ def from_physics_domain(x: torch.Tensor, physics: dinv.physics.Physics) -> torch
     return x
 
 
-def residual_sq(x: torch.Tensor, y: torch.Tensor, physics: dinv.physics.Physics,
-                where: torch.Tensor | None = None) -> torch.Tensor:
+def residual_sq(
+    x: torch.Tensor,
+    y: torch.Tensor,
+    physics: dinv.physics.Physics,
+    where: torch.Tensor | None = None,
+    differentiable: bool = False,
+) -> torch.Tensor:
     r"""Per-example squared data residual :math:`\|(A x - y)_W\|^2`, ``(B,)``: how well an estimate
     explains the measurements. ``x`` may be a real single-channel image (embedded by
     :func:`to_physics_domain`) or already in the physics' domain; ``where`` restricts the sum to
-    some entries (a boolean mask shaped like ``y``, e.g. held-out ones).
+    some entries (a boolean mask shaped like ``y``, e.g. held-out ones). With
+    ``differentiable=True`` gradients flow to ``x`` (for objectives); by default none are tracked.
 
     >>> physics = build_physics({"kind": "denoising"}, (2, 2))
     >>> residual_sq(torch.zeros(1, 1, 2, 2), torch.ones(1, 1, 2, 2), physics)
     tensor([4.])
     """
-    with torch.no_grad():
-        r = physics.A(to_physics_domain(x, physics)) - y
-        if r.shape != y.shape:
-            raise ValueError(f"physics.A(x) has shape {tuple(r.shape)}, expected y's shape {tuple(y.shape)}")
+    with torch.set_grad_enabled(differentiable and torch.is_grad_enabled()):
+        ax = physics.A(to_physics_domain(x, physics))
+        if not isinstance(ax, torch.Tensor):  # e.g. a deepinv TensorList from stacked physics
+            raise TypeError(
+                f"expected a physics whose measurements are one tensor, got {type(ax).__name__} "
+                f"from {type(physics).__name__}.A"
+            )
+        if ax.shape != y.shape:
+            raise ValueError(
+                f"A(x) has shape {tuple(ax.shape)} but y has shape {tuple(y.shape)}; expected x as a real "
+                "single-channel image or in the physics' image domain (e.g. 2 channels for MRI) at the measured size"
+            )
+        r = ax - y
         if where is not None:
             r = r * where
         return r.abs().pow(2).flatten(1).sum(1)
+
+
+def _shows_the_image(physics: dinv.physics.Physics) -> bool:
+    r"""Whether ``y`` is itself an image estimate (blur, denoising), where :math:`A^\dagger` would
+    be an unregularised inverse filter that amplifies the noise without bound."""
+    return isinstance(physics, (dinv.physics.BlurFFT, dinv.physics.Blur, dinv.physics.Denoising))
+
+
+def measurement_baseline(y: torch.Tensor, physics: dinv.physics.Physics, fbp: bool = False) -> torch.Tensor:
+    r"""The estimate a reader gets from the measurements alone, in the physics' image domain:
+    :math:`A^\dagger y` (zero-filled MRI, least-squares pseudo-inverse for CT, zero-filled
+    inpainting), or :math:`y` itself for blur and denoising. ``fbp=True`` gives the filtered
+    back-projection for CT (about 50x faster than least squares, noisier). ``y`` is not modified.
+
+    >>> physics = build_physics({"kind": "denoising"}, (2, 2))
+    >>> y = torch.ones(1, 1, 2, 2)
+    >>> torch.equal(measurement_baseline(y, physics), y)
+    True
+    """
+    with torch.no_grad():
+        if _shows_the_image(physics):
+            return y.clone()
+        if fbp and isinstance(physics, dinv.physics.Tomography):
+            return physics.A_dagger(y, fbp=True)
+        return physics.A_dagger(y)
+
+
+def measurement_estimate(y: torch.Tensor, physics: dinv.physics.Physics, fbp: bool = False) -> torch.Tensor:
+    """:func:`measurement_baseline` as a real single-channel image clipped to [0, 1] (the
+    magnitude for MRI): the measurement-only start of the package's solvers and estimators."""
+    return from_physics_domain(measurement_baseline(y, physics, fbp=fbp), physics).real.clamp(0, 1)
 
 
 #: seed of the power method's start (:func:`operator_norm_sq`): deterministic norms
@@ -396,7 +459,6 @@ def operator_norm_sq(
     return power(max_iter, rel_tol * rough)
 
 
-
 # ------------------------------------------------------------------------------ noise facts
 #: MAD-to-std factor of a Gaussian: :math:`\sigma = \mathrm{median}|n| / 0.6745`.
 _MAD_TO_STD = 0.6744897501960817
@@ -430,8 +492,10 @@ def _mad_std_away_from_edges(band: torch.Tensor, steps: torch.Tensor, valid: tor
     for i in range(band.shape[0]):
         values = band[i][valid[i]]
         if values.numel() < 16:
-            raise ValueError(f"cannot estimate the noise of example {i}: fewer than 16 fully observed "
-                             "neighbourhoods; pass sigma=... (the measurement noise std)")
+            raise ValueError(
+                f"cannot estimate the noise of example {i}: fewer than 16 fully observed "
+                "neighbourhoods; pass sigma=... (the measurement noise std)"
+            )
         first = _mad_std(values)
         flat = valid[i] & (steps[i] <= 4 * math.sqrt(2) * first)
         out.append(_mad_std(band[i][flat]) if int(flat.sum()) >= 16 else first)
@@ -457,8 +521,10 @@ def _hermitian_noise(y: torch.Tensor) -> torch.Tensor:
     for b in range(yc.shape[0]):
         d = (yc[b] - mirror[b])[pairs[b]]
         if d.numel() < 16:
-            raise ValueError(f"cannot estimate the noise of MRI example {b}: only {d.numel()} k-space samples have "
-                             "a sampled mirror partner; pass sigma=... (the measurement noise std)")
+            raise ValueError(
+                f"cannot estimate the noise of MRI example {b}: only {d.numel()} k-space samples have "
+                "a sampled mirror partner; pass sigma=... (the measurement noise std)"
+            )
         out.append(_mad_std(torch.cat([d.real, d.imag])) / math.sqrt(2))
     return torch.stack(out).float()
 
@@ -491,8 +557,9 @@ def _image_noise(y: torch.Tensor) -> torch.Tensor:
     valid = (observed == 9).flatten(1)
     dh, dv = (y[..., :, 1:] - y[..., :, :-1]).abs(), (y[..., 1:, :] - y[..., :-1, :]).abs()
     # the largest first difference inside each 3x3 stencil
-    steps = torch.maximum(dh.unfold(-1, 2, 1).amax(-1).unfold(-2, 3, 1).amax(-1),
-                          dv.unfold(-2, 2, 1).amax(-1).unfold(-1, 3, 1).amax(-1))
+    steps = torch.maximum(
+        dh.unfold(-1, 2, 1).amax(-1).unfold(-2, 3, 1).amax(-1), dv.unfold(-2, 2, 1).amax(-1).unfold(-1, 3, 1).amax(-1)
+    )
     return _mad_std_away_from_edges(band, steps.flatten(1), valid)
 
 
@@ -525,11 +592,12 @@ def estimate_noise_sigma(y: torch.Tensor, physics: dinv.physics.Physics) -> torc
     Biometrika 1994.
     """
     if not isinstance(y, torch.Tensor) or torch.is_complex(y) or y.dim() < 2:
-        raise ValueError(f"y must be a real tensor (B, ...), got {type(y).__name__} "
-                         f"{tuple(getattr(y, 'shape', ()))}")
+        raise ValueError(f"y must be a real tensor (B, ...), got {type(y).__name__} {tuple(getattr(y, 'shape', ()))}")
     if isinstance(physics, dinv.physics.MultiCoilMRI):
-        raise ValueError("cannot estimate the noise of multi-coil MRI (coil images are complex); "
-                         "pass sigma=... (the measurement noise std)")
+        raise ValueError(
+            "cannot estimate the noise of multi-coil MRI (coil images are complex); "
+            "pass sigma=... (the measurement noise std)"
+        )
     with torch.no_grad():
         if isinstance(physics, dinv.physics.MRI):
             if y.dim() != 4 or y.shape[1] != 2:
@@ -540,8 +608,10 @@ def estimate_noise_sigma(y: torch.Tensor, physics: dinv.physics.Physics) -> torc
             return _difference_noise(y, dim=-2, order=3)
         if y.dim() == 4 and min(y.shape[-2:]) >= 4:
             return _image_noise(y)
-        raise ValueError(f"cannot estimate the noise of {type(physics).__name__} measurements of shape "
-                         f"{tuple(y.shape)}; pass sigma=... (the measurement noise std)")
+        raise ValueError(
+            f"cannot estimate the noise of {type(physics).__name__} measurements of shape "
+            f"{tuple(y.shape)}; pass sigma=... (the measurement noise std)"
+        )
 
 
 def mri_zero_filled_error(y: torch.Tensor, physics: dinv.physics.Physics, sigma: float | None = None) -> torch.Tensor:

@@ -11,11 +11,11 @@ from typing import Any
 import matplotlib
 
 matplotlib.use("Agg")  # file output only; never needs a display
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
+import torch
 
-from .atomic import atomic_write, write_text_atomic  # noqa: E402
+from .atomic import atomic_write, write_text_atomic
 
 
 def shown_slices(indices: Sequence[int], n_figures: int) -> list[int]:
@@ -74,8 +74,10 @@ def _audit_section(audit: dict[str, Any] | None) -> str:
     cov_html = ""
     if cov:
         cal = "n/a (no calibration)" if cov["calibrated"] is None else f"{100 * cov['calibrated']:.1f}%"
-        cov_html = (f"<p>Coverage of the {100 * cov['nominal']:.0f}% intervals over head pixels of the evaluated "
-                    f"slices: uncalibrated {100 * cov['uncalibrated']:.1f}%, calibrated {cal}.</p>")
+        cov_html = (
+            f"<p>Coverage of the {100 * cov['nominal']:.0f}% intervals over head pixels of the evaluated "
+            f"slices: uncalibrated {100 * cov['uncalibrated']:.1f}%, calibrated {cal}.</p>"
+        )
     return (
         f"<h2>Uncertainty and hallucination audit</h2><p>{audit['samples']} posterior samples per slice "
         f"({html.escape(audit['sampler'])}); intervals: {html.escape(audit['intervals'])}. "
@@ -97,8 +99,14 @@ def write_auto_figure(path: Path, auto: Sequence[dict[str, Any]]) -> Path:
             if name not in entry:
                 continue
             choice = entry[name]
-            ax.plot(choice["curve"]["values"], choice["curve"]["scores"], "o-", ms=3, lw=1,
-                    label=f"slices {entry['slices'][0]}-{entry['slices'][-1]}")
+            ax.plot(
+                choice["curve"]["values"],
+                choice["curve"]["scores"],
+                "o-",
+                ms=3,
+                lw=1,
+                label=f"slices {entry['slices'][0]}-{entry['slices'][-1]}",
+            )
             ax.axvline(choice["value"], color="k", lw=0.6, ls="--")
         ax.set_xscale("log" if min(choice["curve"]["values"]) > 0 else "linear")
         ax.set_xlabel(name)
@@ -121,13 +129,17 @@ def _auto_section(auto: Sequence[dict[str, Any]] | None) -> str:
             if name == "slices":
                 continue
             flag = "<b>at a search bound</b>" if choice["at_bound"] else "inside"
-            rows.append(f"<tr><td>{entry['slices'][0]}-{entry['slices'][-1]}</td><td>{html.escape(name)}</td>"
-                        f"<td>{choice['value']:.4g}</td><td>{html.escape(choice['rule'])}</td><td>{flag}</td>"
-                        f"<td>{choice['sigma']:.4g}{' (estimated)' if choice['sigma_estimated'] else ''}</td></tr>")
-    return ("<h2>Parameters chosen from the measurements</h2><p>No ground truth involved; score curves in "
-            "<code>figures/auto_parameters.png</code>. A choice at a search bound may lie outside it.</p>"
-            "<table><tr><th>slices</th><th>parameter</th><th>value</th><th>rule</th><th>bounds</th>"
-            f"<th>noise std</th></tr>{''.join(rows)}</table>")
+            rows.append(
+                f"<tr><td>{entry['slices'][0]}-{entry['slices'][-1]}</td><td>{html.escape(name)}</td>"
+                f"<td>{choice['value']:.4g}</td><td>{html.escape(choice['rule'])}</td><td>{flag}</td>"
+                f"<td>{choice['sigma']:.4g}{' (estimated)' if choice['sigma_estimated'] else ''}</td></tr>"
+            )
+    return (
+        "<h2>Parameters chosen from the measurements</h2><p>No ground truth involved; score curves in "
+        "<code>figures/auto_parameters.png</code>. A choice at a search bound may lie outside it.</p>"
+        "<table><tr><th>slices</th><th>parameter</th><th>value</th><th>rule</th><th>bounds</th>"
+        f"<th>noise std</th></tr>{''.join(rows)}</table>"
+    )
 
 
 #: diagnostics that flag a slice not to be trusted silently
@@ -145,14 +157,17 @@ def _diagnostics_section(diagnostics: Sequence[dict[str, Any]] | None) -> str:
         for i, index in enumerate(entry["slices"]):
             values = [entry[k][i] if k in entry and i < len(entry[k]) else None for k in names]
             alarm = any(entry.get(k, [False] * (i + 1))[i] for k in _ALARMS if k in entry)
-            cells = "".join(f"<td>{v:.4g}</td>" if isinstance(v, float) else f"<td>{html.escape(str(v))}</td>"
-                            for v in values)
+            cells = "".join(
+                f"<td>{v:.4g}</td>" if isinstance(v, float) else f"<td>{html.escape(str(v))}</td>" for v in values
+            )
             row = f"<td>{index}</td>{cells}"
-            rows.append(f"<tr style=\"font-weight:bold\">{row}</tr>" if alarm else f"<tr>{row}</tr>")
+            rows.append(f'<tr style="font-weight:bold">{row}</tr>' if alarm else f"<tr>{row}</tr>")
     header = "".join(f"<th>{html.escape(n)}</th>" for n in names)
-    return ("<h2>Solver diagnostics</h2><p>Per slice; rows in bold fell back to the measurement baseline or lie "
-            "outside the model's trained range.</p>"
-            f"<table><tr><th>slice</th>{header}</tr>{''.join(rows)}</table>")
+    return (
+        "<h2>Solver diagnostics</h2><p>Per slice; rows in bold fell back to the measurement baseline or lie "
+        "outside the model's trained range.</p>"
+        f"<table><tr><th>slice</th>{header}</tr>{''.join(rows)}</table>"
+    )
 
 
 def write_report(path: Path, record: dict[str, Any], figures: Sequence[Path]) -> Path:
@@ -171,21 +186,21 @@ def write_report(path: Path, record: dict[str, Any], figures: Sequence[Path]) ->
         f'<figure><img src="{html.escape(str(p.relative_to(path.parent)))}" width="900"></figure>' for p in figures
     )
     body = f"""<!DOCTYPE html>
-<html><head><meta charset="utf-8"><title>{html.escape(recipe['name'])}</title>
+<html><head><meta charset="utf-8"><title>{html.escape(recipe["name"])}</title>
 <style>body{{font-family:sans-serif;max-width:960px;margin:2em auto}}table{{border-collapse:collapse}}
 td,th{{border:1px solid #bbb;padding:3px 8px;text-align:right}}pre{{background:#f4f4f4;padding:1em}}</style>
 </head><body>
-<h1>{html.escape(recipe['name'])}</h1><p>{html.escape(recipe.get('description', ''))}</p>
-<p>Input: <code>{html.escape(record['input'])}</code>; {len(record['slices'])} slices;
-solver time {record['solver_seconds_per_slice']:.3f} s/slice.</p>
-<h2>Mean metrics (images scaled by the input's robust intensity range)</h2>{_table(record['mean'])}
+<h1>{html.escape(recipe["name"])}</h1><p>{html.escape(recipe.get("description", ""))}</p>
+<p>Input: <code>{html.escape(record["input"])}</code>; {len(record["slices"])} slices;
+solver time {record["solver_seconds_per_slice"]:.3f} s/slice.</p>
+<h2>Mean metrics (images scaled by the input's robust intensity range)</h2>{_table(record["mean"])}
 {tuning_html}
 {_auto_section(record.get("auto"))}
 {_diagnostics_section(record.get("diagnostics"))}
 {_audit_section(record.get("audit"))}
 <h2>Figures</h2>{figs}
 <h2>Recipe</h2><pre>{html.escape(json.dumps(recipe, indent=2))}</pre>
-<p>deepinv_tunable {html.escape(record['versions']['deepinv_tunable'])}, torch {html.escape(record['versions']['torch'])}</p>
+<p>deepinv_tunable {html.escape(record["versions"]["deepinv_tunable"])}, torch {html.escape(record["versions"]["torch"])}</p>
 </body></html>
 """
     return write_text_atomic(path, body)

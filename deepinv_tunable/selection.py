@@ -19,14 +19,12 @@ import operator
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 
-import deepinv as dinv
 import numpy as np
 import torch
 
-from .autotune import holdout_mask, masked_physics  # noqa: F401 (the one hold-out mechanism, re-exported)
-from .physics import residual_sq
+from .autotune import holdout_mask, masked_physics
+from .physics import measurement_estimate, residual_sq
 from .solvers.base import TunableReconstructor
-from .solvers.latent_map import measurement_estimate
 
 
 def _nonnegative(value: float, name: str) -> float:
@@ -382,9 +380,18 @@ class KSelection:
     reconstruction: object
 
 
-def select_k(solver, y: torch.Tensor, physics, ks: Sequence[int], rule: str = "splitting",
-             holdout_fraction: float = 0.1, tau: float = 1.0, generator: torch.Generator | None = None,
-             x_init: torch.Tensor | None = None, fits: Mapping[int, object] | None = None) -> KSelection:
+def select_k(
+    solver,
+    y: torch.Tensor,
+    physics,
+    ks: Sequence[int],
+    rule: str = "splitting",
+    holdout_fraction: float = 0.1,
+    tau: float = 1.0,
+    generator: torch.Generator | None = None,
+    x_init: torch.Tensor | None = None,
+    fits: Mapping[int, object] | None = None,
+) -> KSelection:
     r"""Choose ``k`` per example from the measurements alone, then reconstruct with it.
 
     ``solver`` is a tunable reconstructor whose ``reconstruct(y, physics, k=...)`` accepts a
@@ -418,9 +425,9 @@ def select_k(solver, y: torch.Tensor, physics, ks: Sequence[int], rule: str = "s
         sigma = fits[ks[0]].extras["sigma"]
         m = (y != 0).flatten(1).sum(1).cpu()
         scores = {k: fit.extras["residual_sq"].detach().cpu() for k, fit in fits.items()}
-        chosen = torch.tensor([
-            discrepancy_k({k: float(scores[k][b]) for k in ks}, int(m[b]), sigma, tau) for b in range(batch)
-        ])
+        chosen = torch.tensor(
+            [discrepancy_k({k: float(scores[k][b]) for k in ks}, int(m[b]), sigma, tau) for b in range(batch)]
+        )
         x = torch.stack([fits[int(chosen[b])].x[b] for b in range(batch)])
         residual = torch.stack([scores[int(chosen[b])][b] for b in range(batch)])
         # a new result: the fits may belong to the caller

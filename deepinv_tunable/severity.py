@@ -28,8 +28,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from scipy.stats import spearmanr
 
-from .physics import build_physics, to_physics_domain
-from .solvers.latent_map import measurement_estimate
+from .physics import build_physics, measurement_estimate, to_physics_domain
 
 Kind = Literal["mri", "ct", "blur"]
 #: +1 where a larger level is a worse degradation (acceleration, blur std); -1 for CT views.
@@ -48,13 +47,15 @@ class SeverityRanges(BaseModel):
     noise_sigma: tuple[float, float] = (0.0, 0.03)
 
     @model_validator(mode="after")
-    def _ordered(self) -> "SeverityRanges":
+    def _ordered(self) -> SeverityRanges:
         for name in ("mri_acceleration", "ct_views", "blur_sigma", "noise_sigma"):
             low, high = getattr(self, name)
             if not 0 <= low <= high:
                 raise ValueError(f"{name} must be (low, high) with 0 <= low <= high, got {(low, high)}")
         if self.mri_acceleration[0] < 1 or self.ct_views[0] < 1:
-            raise ValueError(f"MRI acceleration must be >= 1 and CT views >= 1, got {self.mri_acceleration}, {self.ct_views}")
+            raise ValueError(
+                f"MRI acceleration must be >= 1 and CT views >= 1, got {self.mri_acceleration}, {self.ct_views}"
+            )
         return self
 
     def level_range(self, kind: str) -> tuple[float, float]:
@@ -76,8 +77,10 @@ class Degradation:
             raise ValueError(f"unknown degradation kind '{self.kind}'; expected one of {list(SEVERITY_DIRECTION)}")
         least = {"mri": 1.0, "ct": 1.0, "blur": 0.0}[self.kind]
         if not self.level >= least or self.noise_sigma < 0:
-            raise ValueError(f"{self.kind} level ({_LEVEL_NAME[self.kind]}) must be >= {least} and noise_sigma >= 0, "
-                             f"got level={self.level}, noise_sigma={self.noise_sigma}")
+            raise ValueError(
+                f"{self.kind} level ({_LEVEL_NAME[self.kind]}) must be >= {least} and noise_sigma >= 0, "
+                f"got level={self.level}, noise_sigma={self.noise_sigma}"
+            )
 
     def physics_config(self) -> dict:
         """The :func:`~deepinv_tunable.physics.build_physics` config of this degradation."""
@@ -87,7 +90,9 @@ class Degradation:
         if self.kind == "ct":
             return {"kind": "ct", "n_views": int(self.level), **base}
         # blur; a blur std this small is a delta kernel: plain denoising
-        return {"kind": "blur", "blur_sigma": self.level, **base} if self.level >= 0.1 else {"kind": "denoising", **base}
+        return (
+            {"kind": "blur", "blur_sigma": self.level, **base} if self.level >= 0.1 else {"kind": "denoising", **base}
+        )
 
 
 def sample_degradations(n: int, ranges: SeverityRanges, generator: torch.Generator | None = None) -> list[Degradation]:
@@ -163,8 +168,15 @@ class SeverityAudit:
     hard: list[dict] = field(default_factory=list)
 
 
-def severity_audit(encoder, images: torch.Tensor, sweep: dict[str, Sequence[float]], noise_sigma: float = 0.01,
-                   reference=None, threshold: float = math.log(2.0), seed: int = 0) -> SeverityAudit:
+def severity_audit(
+    encoder,
+    images: torch.Tensor,
+    sweep: dict[str, Sequence[float]],
+    noise_sigma: float = 0.01,
+    reference=None,
+    threshold: float = math.log(2.0),
+    seed: int = 0,
+) -> SeverityAudit:
     r"""Score a severity encoder over a sweep of degradation levels on the same images.
 
     Every image is degraded at every level of every kind in ``sweep`` (e.g.
@@ -191,13 +203,22 @@ def severity_audit(encoder, images: torch.Tensor, sweep: dict[str, Sequence[floa
         z_true = reference.encode_mean(images) if reference is not None else None
         for kind, levels in sweep.items():
             for j, level in enumerate(levels):
-                degs = [Degradation(kind, float(level), noise_sigma, seed=seed + 1000 * j + i) for i in range(len(images))]
+                degs = [
+                    Degradation(kind, float(level), noise_sigma, seed=seed + 1000 * j + i) for i in range(len(images))
+                ]
                 z_hat, sigma2 = encoder(degrade(images, degs))
                 err = (z_hat - z_true).pow(2).flatten(1).mean(1) if z_true is not None else None
                 for i in range(len(images)):
-                    rows.append({"kind": kind, _LEVEL_NAME[kind]: float(level), "level": float(level), "image": i,
-                                 "sigma2": float(sigma2[i]),
-                                 "true_error": None if err is None else float(err[i])})
+                    rows.append(
+                        {
+                            "kind": kind,
+                            _LEVEL_NAME[kind]: float(level),
+                            "level": float(level),
+                            "image": i,
+                            "sigma2": float(sigma2[i]),
+                            "true_error": None if err is None else float(err[i]),
+                        }
+                    )
     spearman, truth_spearman, estimate_vs_truth = {}, {}, {}
     easy, hard = [], []
     for kind in sweep:
@@ -217,8 +238,14 @@ def severity_audit(encoder, images: torch.Tensor, sweep: dict[str, Sequence[floa
                     easy.append(r)
                 elif r["residual"] > threshold:
                     hard.append(r)
-    return SeverityAudit(spearman=spearman, rows=rows, truth_spearman=truth_spearman, estimate_vs_truth=estimate_vs_truth,
-                         easy=sorted(easy, key=lambda r: r["residual"]), hard=sorted(hard, key=lambda r: -r["residual"]))
+    return SeverityAudit(
+        spearman=spearman,
+        rows=rows,
+        truth_spearman=truth_spearman,
+        estimate_vs_truth=estimate_vs_truth,
+        easy=sorted(easy, key=lambda r: r["residual"]),
+        hard=sorted(hard, key=lambda r: -r["residual"]),
+    )
 
 
 def _spearman(a, b) -> float:
@@ -241,10 +268,20 @@ def plot_severity_audit(audit: SeverityAudit, path) -> None:
         mine = [r for r in audit.rows if r["kind"] == kind]
         ax.scatter([r["level"] for r in mine], [r["sigma2"] for r in mine], s=10, alpha=0.7, label="estimated")
         if mine and mine[0]["true_error"] is not None:
-            ax.scatter([r["level"] for r in mine], [r["true_error"] for r in mine], s=10, marker="x", alpha=0.6,
-                       label="true latent error")
-        ax.set(yscale="log", xlabel=_LEVEL_NAME[kind], ylabel=r"$\hat\sigma^2$",
-               title=f"{kind}: Spearman {audit.spearman[kind]:.2f}")
+            ax.scatter(
+                [r["level"] for r in mine],
+                [r["true_error"] for r in mine],
+                s=10,
+                marker="x",
+                alpha=0.6,
+                label="true latent error",
+            )
+        ax.set(
+            yscale="log",
+            xlabel=_LEVEL_NAME[kind],
+            ylabel=r"$\hat\sigma^2$",
+            title=f"{kind}: Spearman {audit.spearman[kind]:.2f}",
+        )
         ax.legend(fontsize=7)
     fig.tight_layout()
     save_figure(fig, path)

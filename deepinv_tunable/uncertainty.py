@@ -108,8 +108,9 @@ class PosteriorSummary:
         """Summary of samples stacked along dimension 0, e.g. the magnitudes of kept MRI samples."""
         if samples.shape[0] < 2:
             raise ValueError(f"a summary needs at least 2 samples, got {samples.shape[0]}")
-        return cls(mean=samples.mean(0), std=samples.std(0), n_samples=samples.shape[0], seconds=seconds,
-                   samples=samples)
+        return cls(
+            mean=samples.mean(0), std=samples.std(0), n_samples=samples.shape[0], seconds=seconds, samples=samples
+        )
 
     def interval(self, alpha: float = 0.1, method: str = "gaussian") -> tuple[torch.Tensor, torch.Tensor]:
         r"""Central :math:`1-\alpha` credible interval, before any calibration.
@@ -211,9 +212,16 @@ class PosteriorSampler:
         [0.1, 1.0]
     """
 
-    def __init__(self, reconstructor: Callable, n_samples: int = 16, batch_size: int = 8, seed: int = 0,
-                 keep_samples: bool = False, transform: Callable[[torch.Tensor], torch.Tensor] | None = None,
-                 progress: bool | None = None):
+    def __init__(
+        self,
+        reconstructor: Callable,
+        n_samples: int = 16,
+        batch_size: int = 8,
+        seed: int = 0,
+        keep_samples: bool = False,
+        transform: Callable[[torch.Tensor], torch.Tensor] | None = None,
+        progress: bool | None = None,
+    ):
         if n_samples < 2:
             raise ValueError(f"n_samples must be >= 2 (a std needs two samples), got {n_samples}")
         if batch_size < 1:
@@ -244,13 +252,21 @@ class PosteriorSampler:
         start = time.perf_counter()
         moments, kept = RunningMoments(), []
         n_batch = y.shape[0]
-        bar = tqdm(total=self.n_samples, desc="posterior samples", unit="sample",
-                   disable=None if self.progress is None else not self.progress)
+        bar = tqdm(
+            total=self.n_samples,
+            desc="posterior samples",
+            unit="sample",
+            disable=None if self.progress is None else not self.progress,
+        )
         drawn, j = 0, 0
         while drawn < self.n_samples:
             b = min(self.batch_size, self.n_samples - drawn)
-            out = self._draw(_repeat(y, b), physics, self.seed + j,
-                             {k: _repeat(v, b) if _per_image(v, n_batch) else v for k, v in kwargs.items()})
+            out = self._draw(
+                _repeat(y, b),
+                physics,
+                self.seed + j,
+                {k: _repeat(v, b) if _per_image(v, n_batch) else v for k, v in kwargs.items()},
+            )
             if self.is_chain:
                 mean, var = out
                 count = _chain_length(self.reconstructor)
@@ -270,9 +286,13 @@ class PosteriorSampler:
         dtype = y.dtype if y.is_floating_point() else torch.float32
         # chains: population variance within chains plus spread of chain means
         var = moments.var(unbiased=not self.is_chain)
-        return PosteriorSummary(mean=moments.mean.to(dtype), std=var.clamp_min(0).sqrt().to(dtype),
-                                n_samples=self.n_samples, seconds=time.perf_counter() - start,
-                                samples=torch.cat(kept) if kept else None)
+        return PosteriorSummary(
+            mean=moments.mean.to(dtype),
+            std=var.clamp_min(0).sqrt().to(dtype),
+            n_samples=self.n_samples,
+            seconds=time.perf_counter() - start,
+            samples=torch.cat(kept) if kept else None,
+        )
 
 
 @dataclass
@@ -292,12 +312,14 @@ def _roi_mask(roi: torch.Tensor | None, like: torch.Tensor) -> torch.Tensor:
     try:
         return torch.broadcast_to(roi.to(like.device) > 0.5, like.shape)
     except RuntimeError:
-        raise ValueError(f"roi of shape {tuple(roi.shape)} does not broadcast to the images' "
-                         f"shape {tuple(like.shape)}") from None
+        raise ValueError(
+            f"roi of shape {tuple(roi.shape)} does not broadcast to the images' shape {tuple(like.shape)}"
+        ) from None
 
 
-def coverage(lower: torch.Tensor, upper: torch.Tensor, truth: torch.Tensor,
-             roi: torch.Tensor | None = None) -> Coverage:
+def coverage(
+    lower: torch.Tensor, upper: torch.Tensor, truth: torch.Tensor, roi: torch.Tensor | None = None
+) -> Coverage:
     """Fraction of ``truth`` pixels within ``[lower, upper]`` (inside ``roi``, a mask
     broadcastable to the images; default everywhere) and the mean width ``upper - lower``.
 
@@ -306,16 +328,22 @@ def coverage(lower: torch.Tensor, upper: torch.Tensor, truth: torch.Tensor,
     (0.75, 1.0)
     """
     if not (lower.shape == upper.shape == truth.shape):
-        raise ValueError(f"lower {tuple(lower.shape)}, upper {tuple(upper.shape)} and truth "
-                         f"{tuple(truth.shape)} must have the same shape")
+        raise ValueError(
+            f"lower {tuple(lower.shape)}, upper {tuple(upper.shape)} and truth "
+            f"{tuple(truth.shape)} must have the same shape"
+        )
     mask = _roi_mask(roi, truth)
     inside = ((truth >= lower) & (truth <= upper) & mask).flatten(1).sum(1).double()
     counts = mask.flatten(1).sum(1).double()
     if bool((counts == 0).any()):
         raise ValueError("the roi is empty for at least one image")
     width = (upper - lower)[mask]
-    return Coverage(coverage=float(inside.sum() / counts.sum()), mean_width=float(width.mean()),
-                    per_image=(inside / counts).tolist(), n_pixels=int(counts.sum()))
+    return Coverage(
+        coverage=float(inside.sum() / counts.sum()),
+        mean_width=float(width.mean()),
+        per_image=(inside / counts).tolist(),
+        n_pixels=int(counts.sum()),
+    )
 
 
 def _moments(item) -> tuple[torch.Tensor, torch.Tensor]:
@@ -360,19 +388,24 @@ class ConformalCalibrator:
         """Conformity scores :math:`|x - \\bar x| / \\max(\\hat\\sigma, \\epsilon)` of the pixels in ``roi``."""
         mean, std = _moments(summary)
         if mean.shape != truth.shape or std.shape != truth.shape:
-            raise ValueError(f"mean {tuple(mean.shape)}, std {tuple(std.shape)} and truth {tuple(truth.shape)} "
-                             "must have the same shape")
+            raise ValueError(
+                f"mean {tuple(mean.shape)}, std {tuple(std.shape)} and truth {tuple(truth.shape)} "
+                "must have the same shape"
+            )
         return ((truth - mean).abs() / std.clamp_min(self.std_floor))[_roi_mask(roi, truth)]
 
-    def fit(self, summaries: Iterable, truths: Iterable[torch.Tensor],
-            rois: Iterable[torch.Tensor | None] | None = None) -> ConformalCalibrator:
+    def fit(
+        self, summaries: Iterable, truths: Iterable[torch.Tensor], rois: Iterable[torch.Tensor | None] | None = None
+    ) -> ConformalCalibrator:
         """Calibrate on pairs of (:class:`PosteriorSummary` or ``(mean, std)``, ground truth), one
         per batch of calibration images, optionally with a region of interest each."""
         summaries, truths = list(summaries), list(truths)
         rois = list(rois) if rois is not None else [None] * len(summaries)
         if not (len(summaries) == len(truths) == len(rois)) or not summaries:
-            raise ValueError(f"need as many summaries ({len(summaries)}), ground truths ({len(truths)}) "
-                             f"and rois ({len(rois)}), at least one")
+            raise ValueError(
+                f"need as many summaries ({len(summaries)}), ground truths ({len(truths)}) "
+                f"and rois ({len(rois)}), at least one"
+            )
         scores = torch.cat([self.scores(s, t, r).flatten() for s, t, r in zip(summaries, truths, rois)])
         n = scores.numel()
         level = math.ceil((n + 1) * (1 - self.alpha)) / n
@@ -398,9 +431,14 @@ class ConformalCalibrator:
         return mean - h, mean + h
 
     def to_dict(self) -> dict:
-        return {"method": "split-conformal, score |x - mean| / max(std, std_floor)", "alpha": self.alpha,
-                "nominal_coverage": 1 - self.alpha, "q": self._fitted(), "std_floor": self.std_floor,
-                "n_calibration_pixels": self.n_calibration}
+        return {
+            "method": "split-conformal, score |x - mean| / max(std, std_floor)",
+            "alpha": self.alpha,
+            "nominal_coverage": 1 - self.alpha,
+            "q": self._fitted(),
+            "std_floor": self.std_floor,
+            "n_calibration_pixels": self.n_calibration,
+        }
 
     def save(self, path: str | Path) -> Path:
         """Write the calibration as JSON (atomically)."""

@@ -7,7 +7,7 @@ import sys
 # The package is normally installed (editable); this makes a plain checkout work too.
 sys.path.insert(0, os.path.abspath(".."))
 
-import deepinv_tunable  # noqa: E402
+import deepinv_tunable
 
 project = "deepinv_tunable"
 author = "deepinv_tunable developers"

@@ -46,32 +46,44 @@ def main() -> int:
     parser.add_argument("--out", required=True, help="folder for the runs (one sub-folder per recipe)")
     parser.add_argument("--only", nargs="+", choices=sorted({k for k, _, _ in PLAN}), default=None)
     parser.add_argument("--scale", type=float, default=1.0, help="multiply every time budget by this")
-    parser.add_argument("--smoke", action="store_true",
-                        help="CPU check of the whole chain: cpu-small preset, 2 steps per model")
+    parser.add_argument(
+        "--smoke", action="store_true", help="CPU check of the whole chain: cpu-small preset, 2 steps per model"
+    )
     args = parser.parse_args()
     out = Path(args.out)
     made: dict[str, Path] = {}
     for key, name, minutes in PLAN:
         if args.only and key not in args.only:
             continue
-        overrides = {"preset": "gpu", "output": str(out / Path(name).stem),
-                     "trainer": {"max_time_minutes": minutes * args.scale}}
+        overrides = {
+            "preset": "gpu",
+            "output": str(out / Path(name).stem),
+            "trainer": {"max_time_minutes": minutes * args.scale},
+        }
         if args.smoke:
-            overrides = {"output": overrides["output"], "trainer": {"max_steps": 2, "max_time_minutes": None},
-                         "data": {"samples_per_epoch": 8, "batch_size": 4, "val_slices": 2, "num_workers": 0}}
+            overrides = {
+                "output": overrides["output"],
+                "trainer": {"max_steps": 2, "max_time_minutes": None},
+                "data": {"samples_per_epoch": 8, "batch_size": 4, "val_slices": 2, "num_workers": 0},
+            }
         if key == "hvae" and not args.smoke:  # the CPU recipe's width would override the gpu preset's
             overrides["module"] = dict(PRESETS["hvae"]["gpu"]["module"])
         # the latent models build on the VAE (and UNet) trained in this run, when there is one
         if key == "ldm" and "train_tunable_vae_corpus" in made:
             overrides["module"] = {"vae": str(made["train_tunable_vae_corpus"])}
         if key == "severity" and {"train_tunable_vae_corpus", "train_tunable_ldm_corpus"} <= set(made):
-            overrides["module"] = {"vae": str(made["train_tunable_vae_corpus"]),
-                                   "unet": str(made["train_tunable_ldm_corpus"])}
+            overrides["module"] = {
+                "vae": str(made["train_tunable_vae_corpus"]),
+                "unet": str(made["train_tunable_ldm_corpus"]),
+            }
         start = time.perf_counter()
         result = train(load_train_recipe(RECIPES / name, overrides), progress=False)
         made[Path(name).stem] = result.model_dir
-        print(f"{name}: {time.perf_counter() - start:.0f} s -> {result.model_dir} "
-              f"{ {k: round(v, 3) for k, v in result.metrics.items() if k.startswith('val/')} }", flush=True)
+        print(
+            f"{name}: {time.perf_counter() - start:.0f} s -> {result.model_dir} "
+            f"{ {k: round(v, 3) for k, v in result.metrics.items() if k.startswith('val/')} }",
+            flush=True,
+        )
     return 0
 
 

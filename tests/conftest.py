@@ -1,7 +1,7 @@
 import os
 
-import numpy as np
 import nibabel as nib
+import numpy as np
 import pytest
 import torch
 

@@ -25,8 +25,9 @@ from deepinv_tunable.physics import build_physics
 # -- helpers -------------------------------------------------------------------------------
 def gaussian_blob(size: int, center: tuple[int, int], width: float, channels: int = 1) -> torch.Tensor:
     """A Gaussian bump of std ``width`` px in channel 0 of a (1, channels, size, size) image."""
-    yy, xx = torch.meshgrid(torch.arange(size, dtype=torch.float32), torch.arange(size, dtype=torch.float32),
-                            indexing="ij")
+    yy, xx = torch.meshgrid(
+        torch.arange(size, dtype=torch.float32), torch.arange(size, dtype=torch.float32), indexing="ij"
+    )
     out = torch.zeros(1, channels, size, size)
     out[0, 0] = torch.exp(-((yy - center[0]) ** 2 + (xx - center[1]) ** 2) / (2 * width**2))
     return out
@@ -34,7 +35,7 @@ def gaussian_blob(size: int, center: tuple[int, int], width: float, channels: in
 
 def box(size: int, center: tuple[int, int], half: int) -> torch.Tensor:
     roi = torch.zeros(1, 1, size, size)
-    roi[..., center[0] - half:center[0] + half + 1, center[1] - half:center[1] + half + 1] = 1
+    roi[..., center[0] - half : center[0] + half + 1, center[1] - half : center[1] + half + 1] = 1
     return roi
 
 
@@ -43,7 +44,7 @@ def phantom(size: int, channels: int = 1) -> torch.Tensor:
     g = torch.Generator().manual_seed(3)
     x = torch.zeros(1, channels, size, size)
     x[0, 0] = 0.2 + 0.05 * torch.rand(size, size, generator=g)
-    x[0, 0, size // 4:3 * size // 4, size // 4:3 * size // 4] += 0.4
+    x[0, 0, size // 4 : 3 * size // 4, size // 4 : 3 * size // 4] += 0.4
     return x
 
 
@@ -125,8 +126,9 @@ def test_mri_null_space_split_is_exact_and_orthogonal(mri64):
     # the measured part has no null-space content
     assert null_space_component(x_range, mri64).norm() / x_range.norm() < 1e-5
     # orthogonal split: energies add up
-    torch.testing.assert_close(x.pow(2).sum((1, 2, 3)), x_range.pow(2).sum((1, 2, 3)) + x_null.pow(2).sum((1, 2, 3)),
-                               rtol=1e-5, atol=0)
+    torch.testing.assert_close(
+        x.pow(2).sum((1, 2, 3)), x_range.pow(2).sum((1, 2, 3)) + x_null.pow(2).sum((1, 2, 3)), rtol=1e-5, atol=0
+    )
     # for 4x MRI, about 3/4 of white noise's energy is unsampled
     assert 0.7 < (x_null.pow(2).sum() / x.pow(2).sum()).item() < 0.8
     energy = null_space_energy(x, mri64)
@@ -179,7 +181,9 @@ def test_mri_support_fraction_of_planted_lesions(mri64, mri_lesions):
     assert support_fraction(unsampled, mri64, roi=roi).item() < 0.2
     assert support_fraction(sampled, mri64, roi=roi).item() > 0.8
     # a precomputed norm gives the same answer
-    torch.testing.assert_close(support_fraction(sampled, mri64, roi, norm_sq=1.0), support_fraction(sampled, mri64, roi))
+    torch.testing.assert_close(
+        support_fraction(sampled, mri64, roi, norm_sq=1.0), support_fraction(sampled, mri64, roi)
+    )
 
 
 @pytest.mark.parametrize("kind, expect_flag", [("unsampled", True), ("sampled", False)])
@@ -297,7 +301,9 @@ def test_bad_shapes_are_refused(mri64):
         hallucination_audit(x, y, mri64, samples=randn(3, 2, 2, 32, 32))
     with pytest.raises(ValueError, match="N >= 2 samples to measure disagreement, got N=1"):
         hallucination_audit(x, y, mri64, samples=x[None])
-    with pytest.raises(ValueError, match=r"reference must have the shape of x_hat \(2, 2, 64, 64\), got \(1, 2, 64, 64\)"):
+    with pytest.raises(
+        ValueError, match=r"reference must have the shape of x_hat \(2, 2, 64, 64\), got \(1, 2, 64, 64\)"
+    ):
         hallucination_audit(x, y, mri64, reference=x[:1], roi=torch.ones(64, 64))
     with pytest.raises(ValueError, match=r"roi of shape \(32, 32\) does not broadcast"):
         hallucination_audit(x, y, mri64, roi=torch.ones(32, 32))

@@ -30,8 +30,15 @@ def _phantom(size: int = 128) -> torch.Tensor:
 
 
 # ------------------------------------------------------------------------------ noise estimation
-@pytest.mark.parametrize("kind", [{"kind": "mri", "acceleration": 4}, {"kind": "blur", "blur_sigma": 2.0},
-                                  {"kind": "ct", "n_views": 60}, {"kind": "denoising"}])
+@pytest.mark.parametrize(
+    "kind",
+    [
+        {"kind": "mri", "acceleration": 4},
+        {"kind": "blur", "blur_sigma": 2.0},
+        {"kind": "ct", "n_views": 60},
+        {"kind": "denoising"},
+    ],
+)
 @pytest.mark.parametrize("sigma", [0.005, 0.02, 0.1])
 def test_estimate_noise_sigma_recovers_planted_sigma_within_10_percent(kind, sigma):
     physics = build_physics({**kind, "noise_sigma": sigma, "seed": 3}, (128, 128))
@@ -48,7 +55,9 @@ def test_estimate_noise_sigma_recovers_planted_sigma_within_10_percent(kind, sig
 def test_estimate_noise_sigma_is_per_example_and_does_not_modify_y():
     physics = build_physics({"kind": "denoising"}, (64, 64))
     x = _phantom(64).repeat(2, 1, 1, 1)
-    y = x + torch.tensor([0.01, 0.05])[:, None, None, None] * torch.randn(2, 1, 64, 64, generator=torch.Generator().manual_seed(0))
+    y = x + torch.tensor([0.01, 0.05])[:, None, None, None] * torch.randn(
+        2, 1, 64, 64, generator=torch.Generator().manual_seed(0)
+    )
     before = y.clone()
     est = estimate_noise_sigma(y, physics)
     assert torch.equal(y, before)
@@ -68,14 +77,16 @@ def test_estimate_noise_sigma_refuses_what_it_cannot_estimate():
 # ---------------------------------------------------------------------- planted linear-Gaussian
 def _tikhonov(lam: float, y: torch.Tensor, physics, x_init=None) -> torch.Tensor:
     r""":math:`\arg\min_x \|Ax - y\|^2 + \lambda \|\nabla x\|^2` by conjugate gradient (a linear estimator)."""
+
     def grad_sq(x):
         dx = torch.roll(x, -1, -1) - x
         dy = torch.roll(x, -1, -2) - x
         return (torch.roll(dx, 1, -1) - dx) + (torch.roll(dy, 1, -2) - dy)
 
     b = physics.A_adjoint(y)
-    return dinv.optim.utils.conjugate_gradient(lambda x: physics.A_adjoint(physics.A(x)) + lam * grad_sq(x), b,
-                                               max_iter=200, tol=1e-7)
+    return dinv.optim.utils.conjugate_gradient(
+        lambda x: physics.A_adjoint(physics.A(x)) + lam * grad_sq(x), b, max_iter=200, tol=1e-7
+    )
 
 
 def _stationary_signal(size: int, seed: int) -> torch.Tensor:
@@ -92,11 +103,22 @@ def test_rules_land_near_the_mse_optimum_of_a_planted_linear_gaussian_problem(ru
     x = _stationary_signal(48, seed=1)
     physics = build_physics({"kind": "denoising", "noise_sigma": 0.05, "seed": 2}, (48, 48))
     y = physics(x)
-    grid = [10 ** e for e in torch.linspace(-1.5, 1.5, 25).tolist()]
+    grid = [10**e for e in torch.linspace(-1.5, 1.5, 25).tolist()]
     mse = {lam: float((_tikhonov(lam, y, physics) - x).pow(2).mean()) for lam in grid}
     oracle = min(mse.values())
-    choice = select_parameter(_tikhonov, y, physics, (grid[0], grid[-1]), name="lambda", rule=rule, tau=1.0,
-                              n_coarse=7, n_refine=6, holdout_fraction=0.2, seed=0)
+    choice = select_parameter(
+        _tikhonov,
+        y,
+        physics,
+        (grid[0], grid[-1]),
+        name="lambda",
+        rule=rule,
+        tau=1.0,
+        n_coarse=7,
+        n_refine=6,
+        holdout_fraction=0.2,
+        seed=0,
+    )
     achieved = float((_tikhonov(choice.value, y, physics) - x).pow(2).mean())
     assert achieved <= tolerance * oracle, (rule, choice.value, achieved / oracle)
 
@@ -136,9 +158,16 @@ def test_sigma_is_estimated_when_the_physics_does_not_state_it():
     assert choice.sigma_estimated and choice.sigma == pytest.approx(0.05, rel=0.1)
 
 
-@pytest.mark.parametrize("kwargs,match", [({"bounds": (1.0, 0.5)}, "low < high"), ({"bounds": (0.0, 1.0)}, "0 < low"),
-                                          ({"rule": "gcv"}, "rule must be"), ({"bounds": "x"}, "bounds must be"),
-                                          ({"tau": 0.0}, "tau must be positive")])
+@pytest.mark.parametrize(
+    "kwargs,match",
+    [
+        ({"bounds": (1.0, 0.5)}, "low < high"),
+        ({"bounds": (0.0, 1.0)}, "0 < low"),
+        ({"rule": "gcv"}, "rule must be"),
+        ({"bounds": "x"}, "bounds must be"),
+        ({"tau": 0.0}, "tau must be positive"),
+    ],
+)
 def test_select_parameter_rejects_bad_input(kwargs, match):
     physics = build_physics({"kind": "denoising", "noise_sigma": 0.1}, (8, 8))
     args = {"bounds": (0.1, 1.0), **kwargs}
@@ -204,8 +233,11 @@ def test_tv_auto_splitting_rescales_by_the_kept_fraction():
     out = TVPGD(lambda_tv="auto", n_iter=10).reconstruct(y, physics)
     record = out.extras["auto"]["lambda_tv"]
     assert record["rule"] == "splitting"
-    assert record["value"] < min(record["curve"]["values"][i] for i in range(len(record["curve"]["values"]))
-                                 if record["curve"]["scores"][i] == min(record["curve"]["scores"]))
+    assert record["value"] < min(
+        record["curve"]["values"][i]
+        for i in range(len(record["curve"]["values"]))
+        if record["curve"]["scores"][i] == min(record["curve"]["scores"])
+    )
 
 
 def test_pnp_hvae_tau_auto_runs_within_bounds_and_records_the_choice():
@@ -213,7 +245,9 @@ def test_pnp_hvae_tau_auto_runs_within_bounds_and_records_the_choice():
     y = physics(torch.rand(1, 1, 16, 16, generator=torch.Generator().manual_seed(0)))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
-        out = PnPHVAE(HVAE(width=8, groups_per_scale=(1, 1)), tau="auto", max_iter=3, tune_iter=2).reconstruct(y, physics)
+        out = PnPHVAE(HVAE(width=8, groups_per_scale=(1, 1)), tau="auto", max_iter=3, tune_iter=2).reconstruct(
+            y, physics
+        )
     record = out.extras["auto"]["tau"]
     assert 0.4 <= out.extras["tau"] <= 1.0 and out.extras["tau"] == record["value"]
     assert record["n_solves"] == 4 + 3 and record["rule"] == "splitting"
@@ -246,7 +280,9 @@ def test_latent_map_tv_chooses_lambda_then_beta_from_the_measurements():
     y = physics(to_physics_domain(_phantom(32), physics))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
-        out = LatentMAPTV(LatentMAP(vae, n_steps=2), lambda_tv="auto", beta="auto", n_iter=5).reconstruct(y, physics, k=16)
+        out = LatentMAPTV(LatentMAP(vae, n_steps=2), lambda_tv="auto", beta="auto", n_iter=5).reconstruct(
+            y, physics, k=16
+        )
     assert set(out.extras["auto"]) == {"lambda_tv", "beta"}
     assert 0.0 <= out.extras["beta"] <= 1.0 and out.extras["beta"] == out.extras["auto"]["beta"]["value"]
     assert out.x.shape == (1, 2, 32, 32)

@@ -9,7 +9,14 @@ import zipfile
 import pytest
 
 from deepinv_tunable.data.corpus import (
-    SOURCES, CorpusError, Package, build_corpus, load_corpus, read_member, sha256_bytes)
+    SOURCES,
+    CorpusError,
+    Package,
+    build_corpus,
+    load_corpus,
+    read_member,
+    sha256_bytes,
+)
 from deepinv_tunable.training.data import SliceDataModule
 
 BUNDLED = tuple(s for s in SOURCES if s.package == "bundled")
@@ -28,7 +35,9 @@ def two_subject_corpus(tmp_path_factory):
     """The template as two training subjects (axial slices, and a copy in the coronal plane)."""
     root = tmp_path_factory.mktemp("corpus2")
     coronal = dataclasses.replace(BUNDLED[0], subject="mni_coronal", planes=("coronal",))
-    build_corpus(root, sources=(dataclasses.replace(BUNDLED[0], planes=("axial",)), coronal, BUNDLED[1]), progress=False)
+    build_corpus(
+        root, sources=(dataclasses.replace(BUNDLED[0], planes=("axial",)), coronal, BUNDLED[1]), progress=False
+    )
     return root
 
 
@@ -100,22 +109,51 @@ def test_tampered_corpus_file_is_refused(tiny_corpus, tmp_path):
 
 
 def test_corpus_data_module_draws_patches_of_training_subjects_only(tiny_corpus, two_subject_corpus):
-    dm = SliceDataModule({"input": "corpus", "corpus_root": str(two_subject_corpus), "patch_size": 32,
-                          "batch_size": 4, "samples_per_epoch": 8, "num_workers": 0, "val_subjects": ["mni_coronal"],
-                          "val_slices": 3, "size": [128, 128]})
+    dm = SliceDataModule(
+        {
+            "input": "corpus",
+            "corpus_root": str(two_subject_corpus),
+            "patch_size": 32,
+            "batch_size": 4,
+            "samples_per_epoch": 8,
+            "num_workers": 0,
+            "val_subjects": ["mni_coronal"],
+            "val_slices": 3,
+            "size": [128, 128],
+        }
+    )
     dm.setup()
     assert dm.val_slices.shape == (3, 1, 128, 128)
     assert len(dm.train_slices) == 131 and abs(sum(dm.weights) - 1) < 1e-9  # axial slices of the template
     batch = next(iter(dm.train_dataloader()))
     assert batch.shape == (4, 1, 32, 32) and 0 <= float(batch.min()) and float(batch.max()) <= 1
 
-    dm = SliceDataModule({"input": "corpus", "corpus_root": str(tiny_corpus), "patch_size": 32, "batch_size": 4,
-                          "samples_per_epoch": 8, "num_workers": 0, "val_subjects": [], "val_slices": 2,
-                          "modality_weights": {"mr": 1.0}})
+    dm = SliceDataModule(
+        {
+            "input": "corpus",
+            "corpus_root": str(tiny_corpus),
+            "patch_size": 32,
+            "batch_size": 4,
+            "samples_per_epoch": 8,
+            "num_workers": 0,
+            "val_subjects": [],
+            "val_slices": 2,
+            "modality_weights": {"mr": 1.0},
+        }
+    )
     with pytest.raises(ValueError, match="validation"):
         dm.setup()
-    dm = SliceDataModule({"input": "corpus", "corpus_root": str(tiny_corpus), "patch_size": 32, "batch_size": 4,
-                          "samples_per_epoch": 8, "num_workers": 0, "val_subjects": ["itk_t1"]})
+    dm = SliceDataModule(
+        {
+            "input": "corpus",
+            "corpus_root": str(tiny_corpus),
+            "patch_size": 32,
+            "batch_size": 4,
+            "samples_per_epoch": 8,
+            "num_workers": 0,
+            "val_subjects": ["itk_t1"],
+        }
+    )
     with pytest.raises(ValueError, match="itk_t1"):  # a reserved subject cannot be used, even for validation
         dm.setup()
 

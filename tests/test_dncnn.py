@@ -36,12 +36,16 @@ def test_flax_layout_conversion_known_answer():
     """HWIO -> OIHW without flip, and blocks in numerical order (10 after 9, not after 1)."""
     depth = 12
     rng = np.random.default_rng(0)
-    params = {"conv_start": {"kernel": rng.standard_normal((3, 3, 1, 4)).astype(np.float32)},
-              "conv_end": {"kernel": rng.standard_normal((3, 3, 4, 1)).astype(np.float32)}}
+    params = {
+        "conv_start": {"kernel": rng.standard_normal((3, 3, 1, 4)).astype(np.float32)},
+        "conv_end": {"kernel": rng.standard_normal((3, 3, 4, 1)).astype(np.float32)},
+    }
     stats = {}
     for i in range(depth - 2):
-        params[f"ConvBNBlock_{i}"] = {"Conv_0": {"kernel": np.full((3, 3, 4, 4), i, np.float32)},
-                                      "BatchNorm_0": {"scale": np.full(4, i, np.float32), "bias": np.zeros(4, np.float32)}}
+        params[f"ConvBNBlock_{i}"] = {
+            "Conv_0": {"kernel": np.full((3, 3, 4, 4), i, np.float32)},
+            "BatchNorm_0": {"scale": np.full(4, i, np.float32), "bias": np.zeros(4, np.float32)},
+        }
         stats[f"ConvBNBlock_{i}"] = {"BatchNorm_0": {"mean": np.zeros(4, np.float32), "var": np.ones(4, np.float32)}}
     state = flax_to_state_dict({"params": params, "batch_stats": stats}, depth=depth)
     net = DnCNN(depth=depth, num_filters=4)
@@ -104,7 +108,7 @@ def test_dncnn_module_learns_and_keeps_its_noise_level(tmp_path):
         loss.backward()
         opt.step()
         losses.append(float(loss))
-    assert np.mean(losses[-10:]) < 0.3 * 0.1 ** 2  # well below the input noise power
+    assert np.mean(losses[-10:]) < 0.3 * 0.1**2  # well below the input noise power
     module.export(tmp_path / "m", None)
     assert DnCNN.from_pretrained(tmp_path / "m").trained_sigma == 0.1
     with pytest.raises(ValueError, match="trained_sigma"):
@@ -125,4 +129,4 @@ def test_fine_tuning_keeps_the_pretrained_denoiser_working():
     noisy = module._noisy(x, seed=0)
     with torch.no_grad():
         trained_mode = torch.nn.functional.mse_loss(module.net(noisy), x)
-    assert float(trained_mode) < 0.2 * 0.06 ** 2
+    assert float(trained_mode) < 0.2 * 0.06**2

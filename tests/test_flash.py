@@ -9,7 +9,7 @@ from deepinv_tunable import pretrained
 from deepinv_tunable.diffusion import reverse_steps, snr
 from deepinv_tunable.nets import LatentUNet, SeverityEncoder, TunableVAE
 from deepinv_tunable.physics import build_physics
-from deepinv_tunable.severity import (Degradation, SeverityRanges, degrade, sample_degradations, severity_audit)
+from deepinv_tunable.severity import Degradation, SeverityRanges, degrade, sample_degradations, severity_audit
 from deepinv_tunable.solvers import FlashDiffusion
 
 N_STEPS = 10
@@ -105,8 +105,8 @@ def test_batched_equals_one_sample_at_a_time(tiny):
     physics, y = inpainting()
     batched = FlashDiffusion(vae, unet, FixedSeverity(vae, sigma2), **kwargs).reconstruct(y, physics)
     for i in range(3):
-        single = FlashDiffusion(vae, unet, FixedSeverity(vae, sigma2[i:i + 1]), **kwargs)
-        alone = single.reconstruct(y[i:i + 1], physics)
+        single = FlashDiffusion(vae, unet, FixedSeverity(vae, sigma2[i : i + 1]), **kwargs)
+        alone = single.reconstruct(y[i : i + 1], physics)
         assert torch.allclose(batched.x[i], alone.x[0], atol=1e-4), i  # batch-size rounding only
         assert int(batched.nfe[i]) == int(alone.nfe[0])
 
@@ -127,8 +127,9 @@ def test_batched_masks_equal_one_slice_at_a_time(tiny):
     kwargs = {"n_steps": N_STEPS, "ddim_eta": 0.0, "noise_correction": 0.0}
     batched = FlashDiffusion(vae, unet, FixedSeverity(vae, sigma2), **kwargs).reconstruct(y, physics)
     for i in range(3):
-        alone = FlashDiffusion(vae, unet, FixedSeverity(vae, sigma2[i:i + 1]), **kwargs).reconstruct(
-            y[i:i + 1], batched_mri(configs[i:i + 1], (16, 16)))
+        alone = FlashDiffusion(vae, unet, FixedSeverity(vae, sigma2[i : i + 1]), **kwargs).reconstruct(
+            y[i : i + 1], batched_mri(configs[i : i + 1], (16, 16))
+        )
         assert torch.allclose(batched.x[i], alone.x[0], atol=1e-4), i
 
 
@@ -146,7 +147,7 @@ def test_start_latents_follow_the_forward_marginal(tiny):
     z = solver.start_latents(z_hat, sigma2, index, matched, steps, noise)
     a = [steps[i].alpha_bar for i in index.tolist()]
     # matched: sqrt(a) (sqrt(1 - c s2) z_hat + sqrt(c s2) eps) with c s2 = 0.1
-    assert torch.allclose(z[0], a[0] ** 0.5 * (0.9 ** 0.5 * 0.7 + 0.1 ** 0.5 * noise[0]), atol=1e-6)
+    assert torch.allclose(z[0], a[0] ** 0.5 * (0.9**0.5 * 0.7 + 0.1**0.5 * noise[0]), atol=1e-6)
     for i in (1, 2, 3):  # the forward marginal: mean sqrt(a) z_hat, std sqrt(1 - a)
         assert abs(float(z[i].mean()) - a[i] ** 0.5 * 0.7) < 0.03, i
         assert abs(float(z[i].std()) - (1 - a[i]) ** 0.5) < 0.03 * (1 - a[i]) ** 0.5 + 1e-3, i
@@ -321,8 +322,11 @@ def test_severity_objective_known_answers(tmp_path):
 
     vae = TunableVAE(image_size=(32, 32), block_out_channels=(8, 8), latent_channels=2)
     vae.save_pretrained(tmp_path / "vae")
-    module = SeverityEncoderModule(vae=str(tmp_path / "vae"), lambda_im=1.0,
-                                   degradations={"kinds": ["mri"], "mri_acceleration": (1, 1), "noise_sigma": (0, 0)})
+    module = SeverityEncoderModule(
+        vae=str(tmp_path / "vae"),
+        lambda_im=1.0,
+        degradations={"kinds": ["mri"], "mri_acceleration": (1, 1), "noise_sigma": (0, 0)},
+    )
     x = torch.rand(4, 1, 32, 32, generator=torch.Generator().manual_seed(0))
     terms = module.loss_terms(x)
     _, sigma2 = module.encoder(x)
@@ -353,11 +357,20 @@ def test_severity_encoder_trains_from_a_recipe_and_round_trips(tmp_path):
     vae = TunableVAE(image_size=(32, 32), block_out_channels=(8, 8), latent_channels=2)
     vae.save_pretrained(tmp_path / "vae")
     recipe = {
-        "name": "tiny_severity", "model": "severity_encoder", "preset": "cpu-small",
-        "data": {"input": "sample:itk_t1", "spacing": 8.0, "size": [32, 32], "holdout": [60, 70],
-                 "batch_size": 4, "samples_per_epoch": 8, "num_workers": 0, "val_slices": 2},
-        "module": {"vae": str(tmp_path / "vae"), "unet": None, "lr": 1e-3,
-                   "degradations": {"kinds": ["mri", "blur"]}},
+        "name": "tiny_severity",
+        "model": "severity_encoder",
+        "preset": "cpu-small",
+        "data": {
+            "input": "sample:itk_t1",
+            "spacing": 8.0,
+            "size": [32, 32],
+            "holdout": [60, 70],
+            "batch_size": 4,
+            "samples_per_epoch": 8,
+            "num_workers": 0,
+            "val_slices": 2,
+        },
+        "module": {"vae": str(tmp_path / "vae"), "unet": None, "lr": 1e-3, "degradations": {"kinds": ["mri", "blur"]}},
         "trainer": {"max_epochs": 2, "max_time_minutes": None, "log_every_n_steps": 1},
         "output": str(tmp_path / "run"),
     }

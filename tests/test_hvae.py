@@ -35,7 +35,7 @@ def images(n: int = 4, size: int = 16, seed: int = 0) -> torch.Tensor:
 def test_tempered_mode_matches_product_of_gaussians():
     mq, lq, mp, lp = torch.tensor([2.0]), torch.tensor([0.5]).log(), torch.tensor([-1.0]), torch.tensor([2.0]).log()
     tau = 0.5  # lambda = 3
-    lam = 1 / tau ** 2 - 1
+    lam = 1 / tau**2 - 1
     expected = (2.0 / 0.25 + lam * -1.0 / 4.0) / (1 / 0.25 + lam / 4.0)
     assert tempered_mode(mq, lq, mp, lp, tau).item() == pytest.approx(expected)
     assert tempered_mode(mq, lq, mp, lp, 1.0).item() == pytest.approx(2.0)
@@ -45,7 +45,9 @@ def test_tempered_mode_matches_product_of_gaussians():
 def test_gaussian_kl_matches_torch_distributions():
     g = torch.Generator().manual_seed(1)
     mq, lq, mp, lp = (torch.randn(50, generator=g) for _ in range(4))
-    ref = torch.distributions.kl_divergence(torch.distributions.Normal(mq, lq.exp()), torch.distributions.Normal(mp, lp.exp()))
+    ref = torch.distributions.kl_divergence(
+        torch.distributions.Normal(mq, lq.exp()), torch.distributions.Normal(mp, lp.exp())
+    )
     torch.testing.assert_close(gaussian_kl_diag(mq, lq, mp, lp), ref)
 
 
@@ -96,7 +98,7 @@ def test_elbo_terms(hvae):
     assert len(terms.kl_per_group) == 3 and all(bool((kl >= 0).all()) for kl in terms.kl_per_group)
     torch.testing.assert_close(terms.elbo, terms.log_likelihood - terms.kl)
     # the Gaussian log-likelihood is bounded by its normalising constant
-    bound = -0.5 * x[0].numel() * torch.log(torch.tensor(2 * torch.pi * 0.05 ** 2))
+    bound = -0.5 * x[0].numel() * torch.log(torch.tensor(2 * torch.pi * 0.05**2))
     assert bool((terms.log_likelihood <= bound).all())
 
 
@@ -114,8 +116,9 @@ def test_save_and_load_round_trip(hvae, tmp_path):
 # -- training ------------------------------------------------------------------------------
 def test_training_lowers_the_loss_and_the_skip_guard_drops_bad_updates():
     torch.manual_seed(0)
-    module = HVAEModule(hvae={"width": 8, "z_channels": 2, "groups_per_scale": [1, 1], "gamma": 0.1}, lr=3e-3,
-                        skip_warmup=0)
+    module = HVAEModule(
+        hvae={"width": 8, "z_channels": 2, "groups_per_scale": [1, 1], "gamma": 0.1}, lr=3e-3, skip_warmup=0
+    )
     x = torch.zeros(8, 1, 16, 16)
     x[:, :, 4:12, 4:12] = torch.linspace(0.2, 1.0, 8).view(8, 1, 1, 1)
     opt = module.configure_optimizers()
@@ -152,7 +155,7 @@ def test_pnp_hvae_fixed_point_with_a_zero_prior_is_the_wiener_shrinkage():
     physics = build_physics({"kind": "inpainting", "keep_fraction": 0.6, "noise_sigma": 0.02}, (16, 16))
     y = physics(images(1))
     out = PnPHVAE(ZeroPrior(width=4, groups_per_scale=(1,), gamma=0.04), tau=None, tol=1e-6).reconstruct(y, physics)
-    expected = 0.04 ** 2 / (0.04 ** 2 + 0.02 ** 2) * y * physics.mask
+    expected = 0.04**2 / (0.04**2 + 0.02**2) * y * physics.mask
     torch.testing.assert_close(out.x, expected)
     assert out.n_iter == 2 and out.extras["residuals"][-1] == 0.0 and out.extras["converged"]
     assert out.extras["tau"] == pytest.approx(tau_for_sigma(0.02))
@@ -173,7 +176,7 @@ def test_pnp_hvae_refuses_nonlinear_physics_and_bad_parameters(hvae):
         PnPHVAE(hvae, tau=1.2)
     with pytest.raises(ValueError, match="gamma must be positive"):
         PnPHVAE(hvae, gamma=0.0)
-    physics = dinv.physics.Physics(A=lambda x: x ** 2)
+    physics = dinv.physics.Physics(A=lambda x: x**2)
     with pytest.raises(TypeError, match="linear physics"):
         PnPHVAE(hvae)(torch.rand(1, 1, 16, 16), physics)
 
@@ -201,8 +204,14 @@ def test_deepinv_hqs_runs_unchanged_with_the_hvae_denoiser(hvae):
     physics = build_physics({"kind": "inpainting", "keep_fraction": 0.7, "noise_sigma": 0.01}, (16, 16))
     y = physics(images(1))
     denoiser = HVAEDenoiser(hvae)
-    solver = dinv.optim.HQS(data_fidelity=dinv.optim.L2(), prior=dinv.optim.PnP(denoiser), stepsize=1.0,
-                            sigma_denoiser=0.03, max_iter=3, early_stop=False)
+    solver = dinv.optim.HQS(
+        data_fidelity=dinv.optim.L2(),
+        prior=dinv.optim.PnP(denoiser),
+        stepsize=1.0,
+        sigma_denoiser=0.03,
+        max_iter=3,
+        early_stop=False,
+    )
     out = solver(y, physics)
     # the same iteration by hand: x <- D(prox_f(x)), started at A^T y
     x = physics.A_adjoint(y)

@@ -89,7 +89,9 @@ def test_corrupt_gzip_is_refused(small_nifti, tmp_path):
 def test_wrong_extension_and_missing_file(tmp_path):
     other = tmp_path / "brain.mha"
     other.write_bytes(b"x")
-    with pytest.raises(ValueError, match=r"unsupported volume file 'brain.mha': expected a NIfTI file ending in .nii or .nii.gz"):
+    with pytest.raises(
+        ValueError, match=r"unsupported volume file 'brain.mha': expected a NIfTI file ending in .nii or .nii.gz"
+    ):
         load_volume(other)
     with pytest.raises(FileNotFoundError, match=r"volume file not found: .*missing.nii.gz"):
         load_volume(tmp_path / "missing.nii.gz")
@@ -118,22 +120,22 @@ def test_atomic_write_leaves_nothing_on_failure(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["result.json"]  # no temp file left
 
 
-def test_dicom_series_matches_known_geometry(tmp_path):
-    pydicom = pytest.importorskip("pydicom")
+def _write_dicom_series(folder, positions_mm, order=None):
+    """One single-frame series, slice k filled with 10 (k + 1), at z = positions_mm[k]."""
     from pydicom.dataset import FileDataset, FileMetaDataset
     from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
     series_uid = generate_uid()
-    frames = [np.full((6, 5), 10 * (k + 1), dtype=np.uint16) for k in range(3)]
-    for k in (2, 0, 1):  # files written out of order on purpose
+    frames = [np.full((6, 5), 10 * (k + 1), dtype=np.uint16) for k in range(len(positions_mm))]
+    for k in order or range(len(positions_mm)):
         meta = FileMetaDataset()
         meta.TransferSyntaxUID = ExplicitVRLittleEndian
         meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.4"
         meta.MediaStorageSOPInstanceUID = generate_uid()
-        ds = FileDataset(str(tmp_path / f"s{k}.dcm"), {}, file_meta=meta, preamble=b"\0" * 128)
+        ds = FileDataset(str(folder / f"s{k}.dcm"), {}, file_meta=meta, preamble=b"\0" * 128)
         ds.SeriesInstanceUID = series_uid
         ds.ImageOrientationPatient = [1, 0, 0, 0, 1, 0]
-        ds.ImagePositionPatient = [0, 0, 2.5 * k]
+        ds.ImagePositionPatient = [0, 0, positions_mm[k]]
         ds.PixelSpacing = [0.5, 0.75]
         ds.Rows, ds.Columns = 6, 5
         ds.BitsAllocated, ds.BitsStored, ds.HighBit = 16, 16, 15
@@ -141,7 +143,21 @@ def test_dicom_series_matches_known_geometry(tmp_path):
         ds.PhotometricInterpretation = "MONOCHROME2"
         ds.RescaleSlope, ds.RescaleIntercept = 2, -1
         ds.PixelData = frames[k].tobytes()
-        ds.save_as(str(tmp_path / f"s{k}.dcm"), enforce_file_format=True)
+        ds.save_as(str(folder / f"s{k}.dcm"), enforce_file_format=True)
+
+
+def test_dicom_series_with_a_missing_slice_is_refused(tmp_path):
+    pytest.importorskip("pydicom")
+    _write_dicom_series(tmp_path, [0.0, 2.5, 7.5, 10.0])  # the slice at 5.0 mm is missing
+    before = sorted(p.name for p in tmp_path.iterdir())
+    with pytest.raises(ValueError, match=r"not evenly spaced: slices 1 and 2 .* 5.000 mm apart.* 2.500 mm"):
+        load_volume(tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == before  # nothing written beside the input
+
+
+def test_dicom_series_matches_known_geometry(tmp_path):
+    pytest.importorskip("pydicom")
+    _write_dicom_series(tmp_path, [0.0, 2.5, 5.0], order=(2, 0, 1))  # files written out of order on purpose
     vol = load_volume(tmp_path)
     assert vol.shape == (5, 6, 3)
     assert [float(vol.data[0, 0, k]) for k in range(3)] == [19.0, 39.0, 59.0]

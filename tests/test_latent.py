@@ -27,8 +27,15 @@ def test_truncate_keeps_the_first_k_coordinates_and_leaves_the_input_alone():
     assert truncate(z, None) is z and torch.equal(truncate(z, 100), z)
 
 
-@pytest.mark.parametrize("k, message", [(0, r"k = 0 is outside \[1, 12\]"), (13, r"k = 13 is outside \[1, 12\]"),
-                                        (torch.tensor([3, 40]), r"k = 40 is outside"), (2.5, r"must be an integer")])
+@pytest.mark.parametrize(
+    "k, message",
+    [
+        (0, r"k = 0 is outside \[1, 12\]"),
+        (13, r"k = 13 is outside \[1, 12\]"),
+        (torch.tensor([3, 40]), r"k = 40 is outside"),
+        (2.5, r"must be an integer"),
+    ],
+)
 def test_bad_k_is_a_clear_error(k, message):
     with pytest.raises(ValueError, match=message):
         truncation_mask((3, 2, 2), k)
@@ -62,8 +69,15 @@ def test_tiny_p_over_a_large_latent_is_stable_and_uniform_is_uniform():
     assert float((freq - 1 / 8).abs().max()) < 0.006
 
 
-@pytest.mark.parametrize("kwargs, message", [({"K": 0}, "K must be >= 1"), ({"K": 5, "k_min": 6}, r"k_min must be in \[1, K=5\]"),
-                                             ({"K": 5, "p": 0.0}, r"p must be in \(0, 1\]"), ({"K": 5, "kind": "poisson"}, "kind must be")])
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"K": 0}, "K must be >= 1"),
+        ({"K": 5, "k_min": 6}, r"k_min must be in \[1, K=5\]"),
+        ({"K": 5, "p": 0.0}, r"p must be in \(0, 1\]"),
+        ({"K": 5, "kind": "poisson"}, "kind must be"),
+    ],
+)
 def test_bad_distributions(kwargs, message):
     with pytest.raises(ValueError, match=message):
         KDistribution(**kwargs)

@@ -60,7 +60,9 @@ def test_per_example_k_and_bad_inputs():
         LatentMAP(gen, k=0)
     vae = TunableVAE(image_size=(32, 32), block_out_channels=(8, 8), latent_channels=2)
     mri = build_physics({"kind": "mri", "acceleration": 4, "noise_sigma": 0.01}, (64, 64))
-    with pytest.raises(ValueError, match=r"from A\^dagger y\) has shape \(1, 1, 64, 64\); this VAE expects \(B, 1, 32, 32\)"):
+    with pytest.raises(
+        ValueError, match=r"from A\^dagger y\) has shape \(1, 1, 64, 64\); this VAE expects \(B, 1, 32, 32\)"
+    ):
         LatentMAP(vae, n_steps=1)(mri(torch.rand(1, 2, 64, 64)), mri)
     with pytest.raises(ValueError, match=r"no Gaussian noise level; pass sigma"):
         LatentMAP(gen, n_steps=1)(y, dinv.physics.Denoising(noise_model=dinv.physics.GaussianNoise(sigma=0.0)))

@@ -91,7 +91,9 @@ def test_per_call_overrides_give_the_closed_composition():
     expected = 0.3 * g + TVPGD(lambda_tv=0.02, n_iter=15)(y - 0.3 * physics.A(g), physics)
     assert torch.allclose(out.x, expected, atol=1e-6)
     assert out.extras["beta"] == 0.3 and out.extras["lambda_tv"] == 0.02
-    assert torch.allclose(hybrid(y, physics, beta=0.0, lambda_tv=0.02), TVPGD(lambda_tv=0.02, n_iter=15)(y, physics), atol=1e-6)
+    assert torch.allclose(
+        hybrid(y, physics, beta=0.0, lambda_tv=0.02), TVPGD(lambda_tv=0.02, n_iter=15)(y, physics), atol=1e-6
+    )
     with pytest.raises(ValueError, match="beta must be in \\[0, 1\\], got 1.5"):
         hybrid(y, physics, beta=1.5)
 
@@ -116,9 +118,15 @@ def test_bad_arguments():
 def test_recipe_schema_builds_the_hybrid():
     from deepinv_tunable.recipes.runner import _solver
 
-    raw = {"name": "t", "data": {"input": "sample:mni152_t1", "size": [128, 128]},
-           "physics": {"kind": "mri", "acceleration": 4},
-           "solver": {"name": "latent_map_tv", "params": {"model": "tunable_vae_f4_mri128", "lambda_tv": 0.01, "beta": 0.5}}}
+    raw = {
+        "name": "t",
+        "data": {"input": "sample:mni152_t1", "size": [128, 128]},
+        "physics": {"kind": "mri", "acceleration": 4},
+        "solver": {
+            "name": "latent_map_tv",
+            "params": {"model": "tunable_vae_f4_mri128", "lambda_tv": 0.01, "beta": 0.5},
+        },
+    }
     recipe = parse_recipe(raw)
     solver = _solver(recipe)
     assert isinstance(solver, LatentMAPTV) and solver.beta == 0.5 and solver.deviation.lambda_tv == 0.01

@@ -42,7 +42,9 @@ def test_deterministic_ddim_with_the_true_noise_lands_on_the_forward_marginal():
     for step in reverse_steps(sched, 5, eta=0.0):
         z_t = add_noise(z0, eps, step.alpha_bar)
         torch.testing.assert_close(tweedie_z0(z_t, eps, step.alpha_bar), z0, atol=1e-4, rtol=0)
-        torch.testing.assert_close(ddim_update(z0, eps, step), add_noise(z0, eps, step.alpha_bar_prev), atol=1e-5, rtol=0)
+        torch.testing.assert_close(
+            ddim_update(z0, eps, step), add_noise(z0, eps, step.alpha_bar_prev), atol=1e-5, rtol=0
+        )
 
 
 def test_dds_local_map_is_the_closed_form_for_inpainting():

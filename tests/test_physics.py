@@ -151,7 +151,9 @@ def test_zero_filled_error_is_predicted_from_the_sampled_spectrum():
     radius = (k[:, None] ** 2 + k[None, :] ** 2).sqrt().clamp_min(1.0 / n)
     spectrum = torch.complex(torch.randn(4, n, n, generator=gen), torch.randn(4, n, n, generator=gen)) / radius**1.5
     images = torch.fft.ifft2(spectrum).real
-    images = (images - images.amin((1, 2), keepdim=True)) / (images.amax((1, 2), keepdim=True) - images.amin((1, 2), keepdim=True))
+    images = (images - images.amin((1, 2), keepdim=True)) / (
+        images.amax((1, 2), keepdim=True) - images.amin((1, 2), keepdim=True)
+    )
     x = torch.zeros(4, 2, n, n)
     x[:, 0] = images
     estimates = []

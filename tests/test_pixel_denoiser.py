@@ -41,7 +41,7 @@ def test_complex_images_are_denoised_channel_by_channel():
     den = PixelDenoiser(tiny_net())
     x = torch.rand(2, 2, 16, 16)
     out = den(x, 0.1)
-    parts = torch.cat([den(x[:, i:i + 1], 0.1) for i in range(2)], dim=1)
+    parts = torch.cat([den(x[:, i : i + 1], 0.1) for i in range(2)], dim=1)
     torch.testing.assert_close(out, parts)
 
 
@@ -61,12 +61,15 @@ def test_input_is_not_modified():
     assert torch.equal(x, before)
 
 
-@pytest.mark.parametrize("make, inside, outside", [
-    (lambda: PixelDenoiser(tiny_net((0.01, 0.5))), 0.1, 3.0),
-    (lambda: PixelDenoiser(tiny_net((0.01, 0.5))), 0.1, 0.001),
-    (lambda: DnCNNDenoiser([DnCNN(depth=3, num_filters=4, trained_sigma=0.1)]), 0.1, 0.001),
-    (lambda: HVAEDenoiser(HVAE(width=8, groups_per_scale=(1, 1))), 0.03, 0.5),
-])
+@pytest.mark.parametrize(
+    "make, inside, outside",
+    [
+        (lambda: PixelDenoiser(tiny_net((0.01, 0.5))), 0.1, 3.0),
+        (lambda: PixelDenoiser(tiny_net((0.01, 0.5))), 0.1, 0.001),
+        (lambda: DnCNNDenoiser([DnCNN(depth=3, num_filters=4, trained_sigma=0.1)]), 0.1, 0.001),
+        (lambda: HVAEDenoiser(HVAE(width=8, groups_per_scale=(1, 1))), 0.03, 0.5),
+    ],
+)
 def test_planted_out_of_range_sigma_warns_once_with_range_and_value(make, inside, outside):
     den = make()
     x = torch.rand(1, 1, 16, 16)
@@ -89,8 +92,9 @@ def test_warning_fires_inside_a_deepinv_sampler():
 
     physics = build_physics({"kind": "blur", "blur_sigma": 1.0, "noise_sigma": 0.05}, (16, 16))
     y = physics(torch.rand(1, 1, 16, 16))
-    sampler = dinv.sampling.DiffPIR(PixelDenoiser(tiny_net((0.01, 0.5))), dinv.optim.data_fidelity.L2(),
-                                    sigma=0.05, max_iter=3)
+    sampler = dinv.sampling.DiffPIR(
+        PixelDenoiser(tiny_net((0.01, 0.5))), dinv.optim.data_fidelity.L2(), sigma=0.05, max_iter=3
+    )
     with warnings.catch_warnings(record=True) as record:
         warnings.simplefilter("always")
         sampler(y, physics)
@@ -121,7 +125,7 @@ def test_training_draws_log_uniform_levels_and_learns(tmp_path):
         opt.step()
     with torch.no_grad():
         mse = float((module.net(noisy, 0.1) - x).pow(2).mean())
-    assert mse < 0.9 * 0.1 ** 2 and mse < 0.75 * before  # below the input noise power, and learning
+    assert mse < 0.9 * 0.1**2 and mse < 0.75 * before  # below the input noise power, and learning
     module.export(tmp_path / "m", None)
     assert ConditionalDRUNet.from_pretrained(tmp_path / "m").sigma_range == (0.01, 1.0)
     with pytest.raises(ValueError, match="0 < low < high"):
@@ -132,7 +136,7 @@ def test_preconditioning_is_the_identity_at_zero_noise_and_matches_edm():
     net = tiny_net()
     c_skip, c_out = net.coefficients(torch.tensor([0.0, 0.25, 1.0]))
     torch.testing.assert_close(c_skip.flatten(), torch.tensor([1.0, 0.5, 0.0625 / 1.0625]))
-    torch.testing.assert_close(c_out.flatten(), torch.tensor([0.0, 0.0625 / 0.125 ** 0.5, 0.25 / 1.0625 ** 0.5]))
+    torch.testing.assert_close(c_out.flatten(), torch.tensor([0.0, 0.0625 / 0.125**0.5, 0.25 / 1.0625**0.5]))
     x = torch.rand(2, 1, 16, 16)
     torch.testing.assert_close(net(x, 0.0), x)
 
@@ -152,8 +156,10 @@ def test_pixel_flash_with_start_noise_is_deepinvs_diffpir():
     from deepinv_tunable.solvers import PixelFlash
 
     den = PixelDenoiser(tiny_net((0.002, 1.0)))
-    for spec in ({"kind": "mri", "acceleration": 4, "noise_sigma": 0.01},
-                 {"kind": "blur", "blur_sigma": 1.0, "noise_sigma": 0.01}):
+    for spec in (
+        {"kind": "mri", "acceleration": 4, "noise_sigma": 0.01},
+        {"kind": "blur", "blur_sigma": 1.0, "noise_sigma": 0.01},
+    ):
         physics = build_physics(spec, (16, 16))
         y = physics(to_physics_domain(torch.rand(2, 1, 16, 16, generator=torch.Generator().manual_seed(0)), physics))
         reference = dinv.sampling.DiffPIR(den, dinv.optim.data_fidelity.L2(), sigma=0.01, max_iter=6)
@@ -161,9 +167,16 @@ def test_pixel_flash_with_start_noise_is_deepinvs_diffpir():
             warnings.simplefilter("ignore")
             torch.manual_seed(3)
             expected = reference(y, physics)
-            out = PixelFlash(den, max_iter=6, lambda_=7.0, zeta=0.1, start="noise", spacing="deepinv",
-                             final_consistency=False, max_chi2=1e9).reconstruct(
-                y, physics, seed=3)
+            out = PixelFlash(
+                den,
+                max_iter=6,
+                lambda_=7.0,
+                zeta=0.1,
+                start="noise",
+                spacing="deepinv",
+                final_consistency=False,
+                max_chi2=1e9,
+            ).reconstruct(y, physics, seed=3)
         torch.testing.assert_close(out.x, expected, atol=1e-4, rtol=1e-4)
         assert out.nfe.tolist() == [5, 5]  # deepinv's last network call is unused: not made
 
@@ -177,7 +190,7 @@ def test_pixel_flash_starts_later_for_milder_severity_and_counts_its_nfe():
     assert index.tolist() == sorted(index.tolist())  # milder -> later start -> fewer steps
     assert index[0] < index[1] < index[2] and bool(clamped[3])
     levels = diffpir.sigmas[diffpir.seq.long()] / 2
-    target = solver.noise_correction ** 0.5 * 0.05  # the start level is sqrt(c) sigma_hat
+    target = solver.noise_correction**0.5 * 0.05  # the start level is sqrt(c) sigma_hat
     assert abs(float(levels[index[1]]) - target) <= float((levels[:-1] - target).abs().min()) + 1e-9
     with pytest.raises(ValueError, match="start"):
         PixelFlash(PixelDenoiser(tiny_net()), start="latent")

@@ -17,8 +17,12 @@ def tiny_recipe(out_dir, **changes):
     recipe = {
         "name": "tiny",
         "data": {
-            "input": "sample:itk_t1", "plane": "coronal", "spacing": 4.0, "size": [64, 64],
-            "slices": {"start": 20, "stop": 40, "count": 3}, "batch_size": 2,
+            "input": "sample:itk_t1",
+            "plane": "coronal",
+            "spacing": 4.0,
+            "size": [64, 64],
+            "slices": {"start": 20, "stop": 40, "count": 3},
+            "batch_size": 2,
         },
         "physics": {"kind": "mri", "acceleration": 4, "noise_sigma": 0.01},
         "solver": {"name": "tv_pgd", "params": {"lambda_tv": 0.01, "n_iter": 30}},
@@ -79,7 +83,11 @@ def test_auto_parameter_reaches_metrics_report_and_figure(tmp_path):
 
 def test_tuning_picks_from_grid_on_disjoint_slices(tmp_path):
     recipe = tiny_recipe(tmp_path / "out")
-    recipe["solver"]["tune"] = {"param": "lambda_tv", "grid": [0.0001, 0.01], "slices": {"start": 5, "stop": 15, "count": 2}}
+    recipe["solver"]["tune"] = {
+        "param": "lambda_tv",
+        "grid": [0.0001, 0.01],
+        "slices": {"start": 5, "stop": 15, "count": 2},
+    }
     result = run_recipe(parse_recipe(recipe), progress=False)
     tuning = json.loads(result.metrics_path.read_text())["tuning"]
     assert tuning["best"] == 0.01 and tuning["calibration_slices"] == [5, 10]
@@ -97,8 +105,10 @@ def test_tuning_picks_from_grid_on_disjoint_slices(tmp_path):
         ({"physics.kind": "xray"}, r"physics: Input tag 'xray' found using 'kind' does not match"),
         ({"solver.name": "magic"}, r"solver: Input tag 'magic' found using 'name' does not match"),
         ({"data.plane": "oblique"}, r"data.plane: Input should be 'axial', 'coronal' or 'sagittal'"),
-        ({"solver.tune": {"param": "bogus", "grid": [1.0], "slices": {"count": 1}}},
-         r"solver.tv_pgd: Value error, tune.param 'bogus' is not a tunable tv_pgd parameter; expected one of \['lambda_tv'"),
+        (
+            {"solver.tune": {"param": "bogus", "grid": [1.0], "slices": {"count": 1}}},
+            r"solver.tv_pgd: Value error, tune.param 'bogus' is not a tunable tv_pgd parameter; expected one of \['lambda_tv'",
+        ),
     ],
 )
 def test_schema_errors_name_the_key(tmp_path, changes, message):
@@ -125,9 +135,16 @@ def test_missing_section_and_yaml_errors(tmp_path):
     [
         ({"data.input": "/no/such/brain.nii.gz"}, FileNotFoundError, r"volume file not found: '/no/such/brain.nii.gz'"),
         ({"data.input": "sample:nope"}, ValueError, r"unknown sample volume 'nope'"),
-        ({"physics": {"kind": "ct", "n_views": 30}, "data.size": [64, 48]}, RecipeError,
-         r"CT \(deepinv Tomography\) needs square images, got 64x48"),
-        ({"data.slices": {"start": 50, "stop": 80}}, RecipeError, r"data.slices: slice range \[50, 80\) is empty or outside \[0, 62\)"),
+        (
+            {"physics": {"kind": "ct", "n_views": 30}, "data.size": [64, 48]},
+            RecipeError,
+            r"CT \(deepinv Tomography\) needs square images, got 64x48",
+        ),
+        (
+            {"data.slices": {"start": 50, "stop": 80}},
+            RecipeError,
+            r"data.slices: slice range \[50, 80\) is empty or outside \[0, 62\)",
+        ),
     ],
 )
 def test_bad_inputs_leave_no_output(tmp_path, changes, error, message):
@@ -181,7 +198,9 @@ def test_cli_info_and_help(capsys):
 
 @pytest.mark.slow
 def test_demo_recipe_tv_beats_zero_filled_by_3db(tmp_path):
-    result = run_recipe(load_recipe(REPO / "recipes" / "demo_mri_brain.yaml", {"output.dir": str(tmp_path)}), progress=False)
+    result = run_recipe(
+        load_recipe(REPO / "recipes" / "demo_mri_brain.yaml", {"output.dir": str(tmp_path)}), progress=False
+    )
     gain = result.summary["solver"]["psnr"] - result.summary["baseline"]["psnr"]
     assert gain >= 3.0, f"TV gains only {gain:.2f} dB over zero-filled"
 
@@ -192,8 +211,15 @@ LATENT_RECIPES = sorted((REPO / "recipes").glob("latent_map_*.yaml"))
 @pytest.mark.parametrize("path", LATENT_RECIPES, ids=[p.stem for p in LATENT_RECIPES])
 def test_latent_map_recipes_run(tmp_path, path):
     """Each latent-prior recipe runs end to end (1 slice, 2 Adam steps, 2 candidate k)."""
-    recipe = load_recipe(path, {"output.dir": str(tmp_path), "data.slices": {"start": 110, "stop": 130, "count": 1},
-                                "output.figures": 1, "output.volumes": False})
+    recipe = load_recipe(
+        path,
+        {
+            "output.dir": str(tmp_path),
+            "data.slices": {"start": 110, "stop": 130, "count": 1},
+            "output.figures": 1,
+            "output.volumes": False,
+        },
+    )
     recipe.solver.params.n_steps = 2
     if hasattr(recipe.solver.params, "k_grid"):  # latent_map_tv has a fixed k
         recipe.solver.params.k_grid = [64, 2048]
@@ -214,7 +240,7 @@ def test_public_api_is_importable_from_the_top_level():
     for name in dt.__all__:
         assert getattr(dt, name) is not None, name
     with pytest.raises(AttributeError, match="has no attribute 'nope'"):
-        dt.nope
+        _ = dt.nope
 
 
 @pytest.mark.parametrize("consistency", ["adam_dc", "ldps"])
@@ -222,9 +248,15 @@ def test_tunable_ldm_recipe_runs_with_a_trained_unet_folder(tmp_path, consistenc
     from deepinv_tunable.nets import LatentUNet
 
     LatentUNet(latent_channels=8, latent_size=16, block_out_channels=(8, 16)).save_pretrained(tmp_path / "unet")
-    recipe = load_recipe(REPO / "recipes" / "tunable_ldm_mri4x.yaml", {
-        "output.dir": str(tmp_path / "out"), "data.slices": {"start": 110, "stop": 130, "count": 1},
-        "output.figures": 0, "output.volumes": False})
+    recipe = load_recipe(
+        REPO / "recipes" / "tunable_ldm_mri4x.yaml",
+        {
+            "output.dir": str(tmp_path / "out"),
+            "data.slices": {"start": 110, "stop": 130, "count": 1},
+            "output.figures": 0,
+            "output.volumes": False,
+        },
+    )
     recipe.solver.params.unet = str(tmp_path / "unet")
     recipe.solver.params.n_steps = 2
     recipe.solver.params.consistency = consistency
@@ -290,8 +322,11 @@ def test_audit_refuses_overlapping_calibration_and_deterministic_solver_sampling
     with pytest.raises(RecipeError, match="'tv_pgd' is deterministic"):
         parse_recipe(tiny_recipe(tmp_path / "b", **{"audit": {"sampler": "solver"}}))
     with pytest.raises(RecipeError, match="either calibration"):
-        parse_recipe(tiny_recipe(tmp_path / "c", **{"audit": {"calibration": {"start": 0, "stop": 5},
-                                                              "calibration_file": "x.json"}}))
+        parse_recipe(
+            tiny_recipe(
+                tmp_path / "c", **{"audit": {"calibration": {"start": 0, "stop": 5}, "calibration_file": "x.json"}}
+            )
+        )
 
 
 def test_resume_after_a_crash_keeps_finished_slices_and_matches_an_uninterrupted_run(tmp_path, monkeypatch):
@@ -319,7 +354,9 @@ def test_resume_after_a_crash_keeps_finished_slices_and_matches_an_uninterrupted
 
     solved = []
     real_batched = runner.batched
-    monkeypatch.setattr(runner, "batched", lambda idx, size: [b for b in real_batched(idx, size) if not solved.append(b)])
+    monkeypatch.setattr(
+        runner, "batched", lambda idx, size: [b for b in real_batched(idx, size) if not solved.append(b)]
+    )
     run_recipe(parse_recipe(crashed), progress=False, resume=True)
     whole = json.loads((tmp_path / "whole" / "metrics.json").read_text())
     assert solved == [whole["slices"][2:]]  # only the unfinished slice is computed again
@@ -333,8 +370,11 @@ def test_resume_after_a_crash_keeps_finished_slices_and_matches_an_uninterrupted
     # resuming a finished run does nothing; resuming with another recipe is refused
     assert run_recipe(parse_recipe(crashed), progress=False, resume=True).summary == resumed["mean"]
     with pytest.raises(RecipeError, match="different recipe"):
-        run_recipe(parse_recipe(tiny_recipe(tmp_path / "crashed", **{"solver.params.lambda_tv": 0.02})),
-                   progress=False, resume=True)
+        run_recipe(
+            parse_recipe(tiny_recipe(tmp_path / "crashed", **{"solver.params.lambda_tv": 0.02})),
+            progress=False,
+            resume=True,
+        )
 
 
 def test_cli_full_volume_processes_every_slice(tmp_path, capsys):
@@ -357,9 +397,14 @@ def test_two_process_ddp_predict_covers_every_slice_exactly_once(tmp_path):
     changes = {"data.slices": {"start": 20, "stop": 40, "count": 5}, "output.figures": 0}  # 5: an uneven split
     path = write_recipe(tmp_path, tiny_recipe(tmp_path / "ddp", **changes))
     cli = Path(sys.executable).with_name("deepinv-tunable")
-    proc = subprocess.run([str(cli), "run", str(path), "--devices", "2", "--strategy", "ddp", "--accelerator", "cpu",
-                           "--quiet"], capture_output=True, text=True, timeout=300, cwd=tmp_path,
-                          env={**os.environ, "OMP_NUM_THREADS": "1"})
+    proc = subprocess.run(
+        [str(cli), "run", str(path), "--devices", "2", "--strategy", "ddp", "--accelerator", "cpu", "--quiet"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=tmp_path,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     metrics = json.loads((tmp_path / "ddp" / "metrics.json").read_text())
     owner = {int(k): r for k, r in metrics["distributed"]["rank_of_slice"].items()}
@@ -399,8 +444,7 @@ def test_sigkill_midway_then_resume_gives_identical_volumes(tmp_path):
     import sys
     import time
 
-    changes = {"data.slices": {"start": 10, "stop": 50, "count": 8}, "solver.params.n_iter": 400,
-               "output.figures": 0}
+    changes = {"data.slices": {"start": 10, "stop": 50, "count": 8}, "solver.params.n_iter": 400, "output.figures": 0}
     exe, env = str(Path(sys.executable).with_name("deepinv-tunable")), {**os.environ, "OMP_NUM_THREADS": "1"}
     # the uninterrupted run in the same conditions (a process, same thread count)
     (tmp_path / "w").mkdir()
@@ -422,15 +466,27 @@ def test_sigkill_midway_then_resume_gives_identical_volumes(tmp_path):
     whole = json.loads((tmp_path / "whole" / "metrics.json").read_text())
     assert resumed["complete"] and resumed["per_slice"] == whole["per_slice"]
     for name in ("reconstruction", "baseline"):
-        np.testing.assert_array_equal(np.asarray(nib.load(str(tmp_path / "whole" / f"{name}.nii.gz")).dataobj),
-                                      np.asarray(nib.load(str(tmp_path / "killed" / f"{name}.nii.gz")).dataobj))
+        np.testing.assert_array_equal(
+            np.asarray(nib.load(str(tmp_path / "whole" / f"{name}.nii.gz")).dataobj),
+            np.asarray(nib.load(str(tmp_path / "killed" / f"{name}.nii.gz")).dataobj),
+        )
 
 
 #: recipes of iterative solvers, smoke-tested with few iterations (parameter name per solver)
-SOLVER_RECIPES = sorted((REPO / "recipes").glob("pnp_hvae_*.yaml")) + sorted((REPO / "recipes").glob("*flash_*.yaml")) + [
-    REPO / "recipes" / f"{n}.yaml" for n in ("demo_mri_brain", "ct_brain_60views", "deblur_subject", "tv_multicoil_mri4x")]
-ITERATIONS = {"pnp_hvae": ("max_iter", 2), "tv_pgd": ("n_iter", 3), "flash_diffusion": ("n_steps", 4),
-              "pixel_flash": ("max_iter", 4)}
+SOLVER_RECIPES = (
+    sorted((REPO / "recipes").glob("pnp_hvae_*.yaml"))
+    + sorted((REPO / "recipes").glob("*flash_*.yaml"))
+    + [
+        REPO / "recipes" / f"{n}.yaml"
+        for n in ("demo_mri_brain", "ct_brain_60views", "deblur_subject", "tv_multicoil_mri4x")
+    ]
+)
+ITERATIONS = {
+    "pnp_hvae": ("max_iter", 2),
+    "tv_pgd": ("n_iter", 3),
+    "flash_diffusion": ("n_steps", 4),
+    "pixel_flash": ("max_iter", 4),
+}
 
 
 @pytest.mark.parametrize("path", SOLVER_RECIPES, ids=[p.stem for p in SOLVER_RECIPES])
@@ -451,3 +507,20 @@ def test_solver_recipes_run(tmp_path, path):
         assert diagnostics["slices"] == metrics["slices"]
         assert {"sigma_hat", "start_step", "nfe", "chi2", "fallback", "dc_weight", "chi2_final"} <= set(diagnostics)
         assert "Solver diagnostics" in (tmp_path / "report.html").read_text()
+
+
+def test_registry_and_schema_name_the_same_solvers():
+    import typing
+
+    from deepinv_tunable.recipes.registry import SOLVERS, stochastic_solvers
+    from deepinv_tunable.recipes.schema import SolverConfig
+
+    union = typing.get_args(SolverConfig)[0]
+    recipe_names = {typing.get_args(cfg.model_fields["name"].annotation)[0] for cfg in typing.get_args(union)}
+    # "baseline" is the runner's own reference row, not a recipe choice
+    assert recipe_names == set(SOLVERS) - {"baseline"}
+    assert stochastic_solvers() == ("flash_diffusion", "pixel_flash", "tunable_ldm")
+    with pytest.raises(ValueError, match=r"unknown solver 'nope': expected one of \['baseline'"):
+        from deepinv_tunable.recipes.registry import build_solver
+
+        build_solver("nope")

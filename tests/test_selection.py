@@ -258,7 +258,9 @@ def test_measurement_splitting_rejects_bad_inputs():
     for bad in (0.0, 1.0, -0.2):
         with pytest.raises(ValueError, match=f"holdout_fraction must lie in \\(0, 1\\), got {bad}"):
             measurement_splitting_k(fit, [1], y, physics, holdout_fraction=bad)
-    with pytest.raises(ValueError, match="of the 10 non-zero entries of y holds out 0; at least one entry must be held out"):
+    with pytest.raises(
+        ValueError, match="of the 10 non-zero entries of y holds out 0; at least one entry must be held out"
+    ):
         measurement_splitting_k(fit, [1], y, physics, holdout_fraction=0.01)
     zero_filled = torch.zeros(2, 5)
     zero_filled[0, :2] = 1.0  # only 2 informative entries: 10% of them holds out none
@@ -272,8 +274,11 @@ def test_measurement_splitting_rejects_bad_inputs():
         measurement_splitting_k(fit, [1, 1], y, physics)
 
 
-@pytest.mark.parametrize("cfg", [{"kind": "mri", "acceleration": 4}, {"kind": "ct", "n_views": 10},
-                                 {"kind": "blur"}], ids=lambda c: c["kind"])
+@pytest.mark.parametrize(
+    "cfg",
+    [{"kind": "mri", "acceleration": 4}, {"kind": "ct", "n_views": 10}, {"kind": "blur"}],
+    ids=lambda c: c["kind"],
+)
 def test_masked_physics_is_adjoint_on_real_images(cfg):
     from deepinv_tunable.physics import build_physics, to_physics_domain
     from deepinv_tunable.selection import holdout_mask, masked_physics

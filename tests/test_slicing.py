@@ -1,3 +1,4 @@
+import nibabel as nib
 import numpy as np
 import pytest
 import torch
@@ -12,11 +13,12 @@ from deepinv_tunable.data import (
     volume_to_slices,
 )
 from deepinv_tunable.data.phantoms import random_ellipses_2d, random_ellipsoids_3d, shepp_logan_2d
-import nibabel as nib
 
 
 def _volume(data, affine):
-    return Volume(data=torch.as_tensor(data, dtype=torch.float32), affine=np.asarray(affine, float), header=nib.Nifti1Header())
+    return Volume(
+        data=torch.as_tensor(data, dtype=torch.float32), affine=np.asarray(affine, float), header=nib.Nifti1Header()
+    )
 
 
 @pytest.mark.parametrize("plane", ["axial", "coronal", "sagittal"])

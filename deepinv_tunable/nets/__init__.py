@@ -9,4 +9,14 @@ from .ordered_flow import OrderedFlow
 from .severity import SeverityEncoder
 from .tunable_vae import TunableVAE
 
-__all__ = ["CheckpointError", "ConditionalDRUNet", "DnCNN", "HVAE", "LatentUNet", "OrderedFlow", "PretrainedMixin", "SeverityEncoder", "TunableVAE"]
+__all__ = [
+    "CheckpointError",
+    "ConditionalDRUNet",
+    "DnCNN",
+    "HVAE",
+    "LatentUNet",
+    "OrderedFlow",
+    "PretrainedMixin",
+    "SeverityEncoder",
+    "TunableVAE",
+]

@@ -51,7 +51,9 @@ class PretrainedMixin:
         directory = Path(directory)
         for name in (CONFIG_NAME, WEIGHTS_NAME):
             if not (directory / name).is_file():
-                raise FileNotFoundError(f"checkpoint '{directory}' has no {name}; expected a folder written by save_pretrained")
+                raise FileNotFoundError(
+                    f"checkpoint '{directory}' has no {name}; expected a folder written by save_pretrained"
+                )
         try:
             config = json.loads((directory / CONFIG_NAME).read_text(encoding="utf-8"))
         except json.JSONDecodeError as err:
@@ -70,9 +72,12 @@ class PretrainedMixin:
         wrong = [k for k in expected if k in state and state[k].shape != expected[k].shape]
         if missing or unexpected or wrong:
             details = "; ".join(
-                f"{what}: {names[:3]}" for what, names in
-                (("missing", missing), ("unexpected", unexpected),
-                 ("shape mismatch", [f"{k} {tuple(state[k].shape)} vs {tuple(expected[k].shape)}" for k in wrong]))
+                f"{what}: {names[:3]}"
+                for what, names in (
+                    ("missing", missing),
+                    ("unexpected", unexpected),
+                    ("shape mismatch", [f"{k} {tuple(state[k].shape)} vs {tuple(expected[k].shape)}" for k in wrong]),
+                )
                 if names
             )
             raise CheckpointError(f"checkpoint '{directory}': weights do not match its config ({details})")

@@ -51,8 +51,14 @@ class ConditionalDRUNet(PretrainedMixin, nn.Module):
         torch.Size([2, 1, 16, 16])
     """
 
-    def __init__(self, channels: int = 1, nc: Sequence[int] = (32, 64, 128, 256), nb: int = 2,
-                 sigma_range: Sequence[float] | None = None, sigma_data: float = 0.25):
+    def __init__(
+        self,
+        channels: int = 1,
+        nc: Sequence[int] = (32, 64, 128, 256),
+        nb: int = 2,
+        sigma_range: Sequence[float] | None = None,
+        sigma_data: float = 0.25,
+    ):
         super().__init__()
         if len(nc) != 4:
             raise ValueError(f"nc needs 4 feature counts (one per scale), got {list(nc)}")
@@ -60,19 +66,22 @@ class ConditionalDRUNet(PretrainedMixin, nn.Module):
             raise ValueError(f"sigma_range must be (low, high) with 0 < low < high, got {sigma_range}")
         if not sigma_data > 0:
             raise ValueError(f"sigma_data must be positive, got {sigma_data}")
-        self.config = {"channels": channels, "nc": list(nc), "nb": nb,
-                       "sigma_range": None if sigma_range is None else [float(s) for s in sigma_range],
-                       "sigma_data": float(sigma_data)}
+        self.config = {
+            "channels": channels,
+            "nc": list(nc),
+            "nb": nb,
+            "sigma_range": None if sigma_range is None else [float(s) for s in sigma_range],
+            "sigma_data": float(sigma_data),
+        }
         self.sigma_data = float(sigma_data)
         self.sigma_range = None if sigma_range is None else (float(sigma_range[0]), float(sigma_range[1]))
-        self.net = dinv.models.DRUNet(in_channels=channels, out_channels=channels, nc=list(nc), nb=nb,
-                                      pretrained=None)
+        self.net = dinv.models.DRUNet(in_channels=channels, out_channels=channels, nc=list(nc), nb=nb, pretrained=None)
 
     def coefficients(self, sigma: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         r""":math:`(c_\mathrm{skip}, c_\mathrm{out})` for noise stds ``sigma``, shaped ``(B, 1, 1, 1)``."""
         s = sigma.reshape(-1, 1, 1, 1)
-        sd2 = self.sigma_data ** 2
-        return sd2 / (s ** 2 + sd2), s * self.sigma_data / (s ** 2 + sd2).sqrt()
+        sd2 = self.sigma_data**2
+        return sd2 / (s**2 + sd2), s * self.sigma_data / (s**2 + sd2).sqrt()
 
     def body(self, x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
         r"""The DRUNet :math:`F` alone (its training target is scaled by :math:`1/c_\mathrm{out}`)."""

@@ -48,8 +48,9 @@ class _Block(nn.Module):
     def __init__(self, c_in: int, c_mid: int, c_out: int, residual: bool = True, zero_out: bool = False):
         super().__init__()
         self.residual = residual and c_in == c_out
-        self.convs = nn.ModuleList([_conv(c_in, c_mid, 1), _conv(c_mid, c_mid, 3), _conv(c_mid, c_mid, 3),
-                                    _conv(c_mid, c_out, 1)])
+        self.convs = nn.ModuleList(
+            [_conv(c_in, c_mid, 1), _conv(c_mid, c_mid, 3), _conv(c_mid, c_mid, 3), _conv(c_mid, c_out, 1)]
+        )
         if zero_out:
             nn.init.zeros_(self.convs[-1].weight)
             nn.init.zeros_(self.convs[-1].bias)
@@ -62,7 +63,7 @@ class _Block(nn.Module):
 
 
 def _split_gaussian(t: torch.Tensor, z_channels: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    mean, raw_logstd, rest = t[:, :z_channels], t[:, z_channels:2 * z_channels], t[:, 2 * z_channels:]
+    mean, raw_logstd, rest = t[:, :z_channels], t[:, z_channels : 2 * z_channels], t[:, 2 * z_channels :]
     return mean, _LOGSTD_BOUND * torch.tanh(raw_logstd / _LOGSTD_BOUND), rest
 
 
@@ -77,8 +78,9 @@ def gaussian_kl_diag(mq: torch.Tensor, lq: torch.Tensor, mp: torch.Tensor, lp: t
     return lp - lq + 0.5 * ((2 * lq).exp() + (mq - mp).pow(2)) / (2 * lp).exp() - 0.5
 
 
-def tempered_gaussian(mq: torch.Tensor, lq: torch.Tensor, mp: torch.Tensor, lp: torch.Tensor,
-                      tau: float) -> tuple[torch.Tensor, torch.Tensor]:
+def tempered_gaussian(
+    mq: torch.Tensor, lq: torch.Tensor, mp: torch.Tensor, lp: torch.Tensor, tau: float
+) -> tuple[torch.Tensor, torch.Tensor]:
     r"""Mean and std of the tempered distribution of one group, :math:`q \cdot p^{\lambda}` with
     :math:`\lambda = 1/\tau^2 - 1` (ALGORITHMS 3.2): a Gaussian of precision
     :math:`1/s_q^2 + \lambda/s_p^2`; ``l`` are log standard deviations.
@@ -87,7 +89,7 @@ def tempered_gaussian(mq: torch.Tensor, lq: torch.Tensor, mp: torch.Tensor, lp: 
     >>> [t.item() for t in tempered_gaussian(m, zero, -m, zero, 1 / 2 ** 0.5)]
     [0.0, 0.7071067690849304]
     """
-    lam = 1.0 / tau ** 2 - 1.0
+    lam = 1.0 / tau**2 - 1.0
     wq, wp = (-2 * lq).exp(), lam * (-2 * lp).exp()
     return (wq * mq + wp * mp) / (wq + wp), (wq + wp).rsqrt()
 
@@ -114,8 +116,9 @@ class _TopDownGroup(nn.Module):
         self.z_proj = _conv(z_channels, width, 1)
         self.res = _Block(width, mid, width)
 
-    def forward(self, h: torch.Tensor, act: torch.Tensor | None, mode: str, tau: float,
-                generator: torch.Generator | None) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
+    def forward(
+        self, h: torch.Tensor, act: torch.Tensor | None, mode: str, tau: float, generator: torch.Generator | None
+    ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
         mp, lp, features = _split_gaussian(self.prior(h), self.z_channels)
         kl = None
         if mode == "prior":
@@ -172,26 +175,42 @@ class HVAE(PretrainedMixin, nn.Module):
         (torch.Size([2, 1, 16, 16]), 2, 2)
     """
 
-    def __init__(self, in_channels: int = 1, width: int = 32, mid_channels: int | None = None, z_channels: int = 4,
-                 groups_per_scale: Sequence[int] = (2, 2, 1, 1), blocks_per_scale: int = 1, gamma: float = 0.03,
-                 image_size: Sequence[int] = (64, 64)):
+    def __init__(
+        self,
+        in_channels: int = 1,
+        width: int = 32,
+        mid_channels: int | None = None,
+        z_channels: int = 4,
+        groups_per_scale: Sequence[int] = (2, 2, 1, 1),
+        blocks_per_scale: int = 1,
+        gamma: float = 0.03,
+        image_size: Sequence[int] = (64, 64),
+    ):
         super().__init__()
         if not groups_per_scale or min(groups_per_scale) < 1:
-            raise ValueError(f"groups_per_scale must be a non-empty list of positive counts, got {list(groups_per_scale)}")
+            raise ValueError(
+                f"groups_per_scale must be a non-empty list of positive counts, got {list(groups_per_scale)}"
+            )
         if gamma <= 0:
             raise ValueError(f"gamma must be positive, got {gamma}")
         mid = mid_channels or max(1, width // 2)
-        self.config = {"in_channels": in_channels, "width": width, "mid_channels": mid, "z_channels": z_channels,
-                       "groups_per_scale": list(groups_per_scale), "blocks_per_scale": blocks_per_scale,
-                       "gamma": gamma, "image_size": list(image_size)}
+        self.config = {
+            "in_channels": in_channels,
+            "width": width,
+            "mid_channels": mid,
+            "z_channels": z_channels,
+            "groups_per_scale": list(groups_per_scale),
+            "blocks_per_scale": blocks_per_scale,
+            "gamma": gamma,
+            "image_size": list(image_size),
+        }
         self.gamma = gamma
         self.groups_per_scale = list(groups_per_scale)
         self.stride = 2 ** (len(groups_per_scale) - 1)
         self.n_groups = sum(groups_per_scale)
         self.in_conv = _conv(in_channels, width, 3)
         self.bottom_up = nn.ModuleList(  # fine to coarse
-            nn.Sequential(*[_Block(width, mid, width) for _ in range(blocks_per_scale)])
-            for _ in groups_per_scale
+            nn.Sequential(*[_Block(width, mid, width) for _ in range(blocks_per_scale)]) for _ in groups_per_scale
         )
         self.groups = nn.ModuleList(_TopDownGroup(width, mid, z_channels) for _ in range(self.n_groups))
         self.out_conv = _conv(width, in_channels, 3)
@@ -214,8 +233,10 @@ class HVAE(PretrainedMixin, nn.Module):
         ph, pw = -h % self.stride, -w % self.stride
         if ph or pw:
             if not pad:
-                raise ValueError(f"image size {h}x{w} is not a multiple of the HVAE stride {self.stride}; "
-                                 "pass pad=True to pad and crop back")
+                raise ValueError(
+                    f"image size {h}x{w} is not a multiple of the HVAE stride {self.stride}; "
+                    "pass pad=True to pad and crop back"
+                )
             x = F.pad(x, (0, pw, 0, ph), mode="replicate")
         return x, (h, w)
 
@@ -229,9 +250,16 @@ class HVAE(PretrainedMixin, nn.Module):
             acts.append(h)
         return acts[::-1]  # coarse to fine
 
-    def _top_down(self, acts: list[torch.Tensor] | None, top_shape: tuple[int, ...], mode: str, taus: list[float],
-                  generator: torch.Generator | None, device, dtype
-                  ) -> tuple[torch.Tensor, list[torch.Tensor], list[torch.Tensor]]:
+    def _top_down(
+        self,
+        acts: list[torch.Tensor] | None,
+        top_shape: tuple[int, ...],
+        mode: str,
+        taus: list[float],
+        generator: torch.Generator | None,
+        device,
+        dtype,
+    ) -> tuple[torch.Tensor, list[torch.Tensor], list[torch.Tensor]]:
         h = torch.zeros(top_shape, device=device, dtype=dtype)
         kls, zs, g = [], [], 0
         for s, n in enumerate(self.groups_per_scale):
@@ -252,15 +280,24 @@ class HVAE(PretrainedMixin, nn.Module):
         multiple of the stride)."""
         x, _ = self._check(x, pad=False)
         acts = self._bottom_up(x)
-        mean, kls, _ = self._top_down(acts, acts[0].shape, "sample", [1.0] * self.n_groups, generator, x.device, x.dtype)
+        mean, kls, _ = self._top_down(
+            acts, acts[0].shape, "sample", [1.0] * self.n_groups, generator, x.device, x.dtype
+        )
         d = x[0].numel()
-        log_lik = -0.5 * (x - mean).pow(2).flatten(1).sum(1) / self.gamma ** 2 \
-            - 0.5 * d * math.log(2 * math.pi * self.gamma ** 2)
+        log_lik = -0.5 * (x - mean).pow(2).flatten(1).sum(1) / self.gamma**2 - 0.5 * d * math.log(
+            2 * math.pi * self.gamma**2
+        )
         per_group = [kl.flatten(1).sum(1) for kl in kls]
         return ELBO(log_likelihood=log_lik, kl=torch.stack(per_group).sum(0), kl_per_group=per_group)
 
-    def reconstruct(self, x: torch.Tensor, tau: float | Sequence[float] = 1.0, pad: bool = True,
-                    sample: bool = False, generator: torch.Generator | None = None) -> torch.Tensor:
+    def reconstruct(
+        self,
+        x: torch.Tensor,
+        tau: float | Sequence[float] = 1.0,
+        pad: bool = True,
+        sample: bool = False,
+        generator: torch.Generator | None = None,
+    ) -> torch.Tensor:
         r""":math:`\mathrm{HVAE}(x, \tau) = \mu_\theta(E_\tau(x))`.
 
         :param torch.Tensor x: images ``(B, C, H, W)``.
@@ -279,15 +316,18 @@ class HVAE(PretrainedMixin, nn.Module):
         mean, _, _ = self._top_down(acts, acts[0].shape, mode, taus, generator, xp.device, xp.dtype)
         return mean[..., :h, :w]
 
-    def encode_tempered(self, x: torch.Tensor, tau: float | Sequence[float] = 1.0, pad: bool = True) -> list[torch.Tensor]:
+    def encode_tempered(
+        self, x: torch.Tensor, tau: float | Sequence[float] = 1.0, pad: bool = True
+    ) -> list[torch.Tensor]:
         """The latents :math:`E_\\tau(x) = (z_0, \\dots, z_{L-1})` of tempered encoding."""
         taus = self.temperatures(tau)
         xp, _ = self._check(x, pad)
         acts = self._bottom_up(xp)
         return self._top_down(acts, acts[0].shape, "tempered", taus, None, xp.device, xp.dtype)[2]
 
-    def sample(self, shape: Sequence[int], tau: float | Sequence[float] = 1.0,
-               generator: torch.Generator | None = None) -> torch.Tensor:
+    def sample(
+        self, shape: Sequence[int], tau: float | Sequence[float] = 1.0, generator: torch.Generator | None = None
+    ) -> torch.Tensor:
         """Decoder means of latents drawn from the tempered prior (std scaled by ``tau``);
         ``shape`` is ``(B, C, H, W)`` with H and W multiples of the stride."""
         taus = self.temperatures(tau)

@@ -29,19 +29,35 @@ class LatentUNet(torch.nn.Module, PretrainedMixin):
         torch.Size([3, 2, 8, 8])
     """
 
-    def __init__(self, latent_channels: int = 8, latent_size: int = 16, block_out_channels: Sequence[int] = (64, 128),
-                 layers_per_block: int = 1, norm_num_groups: int = 8, num_train_timesteps: int = 1000,
-                 beta_schedule: str = "scaled_linear"):
+    def __init__(
+        self,
+        latent_channels: int = 8,
+        latent_size: int = 16,
+        block_out_channels: Sequence[int] = (64, 128),
+        layers_per_block: int = 1,
+        norm_num_groups: int = 8,
+        num_train_timesteps: int = 1000,
+        beta_schedule: str = "scaled_linear",
+    ):
         super().__init__()
-        self.config = {"latent_channels": int(latent_channels), "latent_size": int(latent_size),
-                       "block_out_channels": [int(c) for c in block_out_channels],
-                       "layers_per_block": int(layers_per_block), "norm_num_groups": int(norm_num_groups),
-                       "num_train_timesteps": int(num_train_timesteps), "beta_schedule": beta_schedule}
+        self.config = {
+            "latent_channels": int(latent_channels),
+            "latent_size": int(latent_size),
+            "block_out_channels": [int(c) for c in block_out_channels],
+            "layers_per_block": int(layers_per_block),
+            "norm_num_groups": int(norm_num_groups),
+            "num_train_timesteps": int(num_train_timesteps),
+            "beta_schedule": beta_schedule,
+        }
         levels = len(block_out_channels)
         self.unet = UNet2DModel(
-            sample_size=latent_size, in_channels=latent_channels, out_channels=latent_channels,
-            block_out_channels=tuple(block_out_channels), layers_per_block=layers_per_block,
-            down_block_types=("DownBlock2D",) * levels, up_block_types=("UpBlock2D",) * levels,
+            sample_size=latent_size,
+            in_channels=latent_channels,
+            out_channels=latent_channels,
+            block_out_channels=tuple(block_out_channels),
+            layers_per_block=layers_per_block,
+            down_block_types=("DownBlock2D",) * levels,
+            up_block_types=("UpBlock2D",) * levels,
             norm_num_groups=norm_num_groups,
         )
 
@@ -50,7 +66,10 @@ class LatentUNet(torch.nn.Module, PretrainedMixin):
         return self.unet(z_t, t.expand(z_t.shape[0]) if t.ndim == 0 else t).sample
 
     def _schedule(self) -> dict:
-        return {"num_train_timesteps": self.config["num_train_timesteps"], "beta_schedule": self.config["beta_schedule"]}
+        return {
+            "num_train_timesteps": self.config["num_train_timesteps"],
+            "beta_schedule": self.config["beta_schedule"],
+        }
 
     def training_scheduler(self) -> DDPMScheduler:
         """The forward process used for training."""

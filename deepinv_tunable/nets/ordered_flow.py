@@ -39,7 +39,10 @@ class AffineCoupling(nn.Module):
         self.half = channels // 2
         n_in, n_out = (channels - self.half, self.half) if flip else (self.half, channels - self.half)
         self.net = nn.Sequential(
-            nn.Conv2d(n_in, hidden, 3, padding=1), nn.SiLU(), nn.Conv2d(hidden, hidden, 1), nn.SiLU(),
+            nn.Conv2d(n_in, hidden, 3, padding=1),
+            nn.SiLU(),
+            nn.Conv2d(hidden, hidden, 1),
+            nn.SiLU(),
             nn.Conv2d(hidden, 2 * n_out, 3, padding=1),
         )
         nn.init.zeros_(self.net[-1].weight)  # starts as the identity map
@@ -91,10 +94,16 @@ class OrderedFlow(nn.Module, PretrainedMixin):
         True
     """
 
-    def __init__(self, image_size: Sequence[int] = (128, 128), levels: int = 3, couplings_per_level: int = 4, hidden: int = 32):
+    def __init__(
+        self, image_size: Sequence[int] = (128, 128), levels: int = 3, couplings_per_level: int = 4, hidden: int = 32
+    ):
         super().__init__()
-        self.config = {"image_size": [int(s) for s in image_size], "levels": int(levels),
-                       "couplings_per_level": int(couplings_per_level), "hidden": int(hidden)}
+        self.config = {
+            "image_size": [int(s) for s in image_size],
+            "levels": int(levels),
+            "couplings_per_level": int(couplings_per_level),
+            "hidden": int(hidden),
+        }
         h, w = self.config["image_size"]
         if h % 2**levels or w % 2**levels:
             raise ValueError(f"image_size {tuple(image_size)} must be a multiple of 2^levels = {2**levels}")
@@ -118,8 +127,10 @@ class OrderedFlow(nn.Module, PretrainedMixin):
 
     def check_images(self, x: torch.Tensor, name: str = "x") -> None:
         if x.ndim != 4 or x.shape[1] != 1 or tuple(x.shape[-2:]) != self.image_size:
-            raise ValueError(f"{name} has shape {tuple(x.shape)}; this flow expects (B, 1, {self.image_size[0]}, "
-                             f"{self.image_size[1]}) images")
+            raise ValueError(
+                f"{name} has shape {tuple(x.shape)}; this flow expects (B, 1, {self.image_size[0]}, "
+                f"{self.image_size[1]}) images"
+            )
 
     def inverse(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """:math:`z = f^{-1}(x)` and :math:`\\log|\\det \\partial f^{-1}/\\partial x|` per example."""

@@ -50,8 +50,9 @@ class SeverityEncoder(torch.nn.Module, PretrainedMixin):
         True
     """
 
-    def __init__(self, vae: dict, source: str | None = None, sigma2_range: Sequence[float] | None = None,
-                 unet: str | None = None):
+    def __init__(
+        self, vae: dict, source: str | None = None, sigma2_range: Sequence[float] | None = None, unet: str | None = None
+    ):
         super().__init__()
         if sigma2_range is not None:
             sigma2_range = [float(v) for v in sigma2_range]
@@ -67,7 +68,7 @@ class SeverityEncoder(torch.nn.Module, PretrainedMixin):
         self.head = torch.nn.Conv2d(c, c, kernel_size=1)
 
     @classmethod
-    def from_vae(cls, vae: TunableVAE, source: str | None = None) -> "SeverityEncoder":
+    def from_vae(cls, vae: TunableVAE, source: str | None = None) -> SeverityEncoder:
         """A severity encoder whose encoder starts as ``vae``'s (the head is freshly initialised)."""
         encoder = cls(vae.config, source=source)
         encoder.encoder.load_state_dict(vae.autoencoder.encoder.state_dict())
@@ -77,8 +78,10 @@ class SeverityEncoder(torch.nn.Module, PretrainedMixin):
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         r"""``(z_hat, sigma2_hat)``: latents ``(B, C, h, w)`` and per-example variances ``(B,)``."""
         if x.ndim != 4 or x.shape[1] != 1 or tuple(x.shape[-2:]) != self.image_size:
-            raise ValueError(f"degraded image has shape {tuple(x.shape)}; this severity encoder expects "
-                             f"(B, 1, {self.image_size[0]}, {self.image_size[1]}) images")
+            raise ValueError(
+                f"degraded image has shape {tuple(x.shape)}; this severity encoder expects "
+                f"(B, 1, {self.image_size[0]}, {self.image_size[1]}) images"
+            )
         z_hat = self.quant_conv(self.encoder(x)).chunk(2, dim=1)[0]
         return z_hat, self.head(z_hat).pow(2).flatten(1).mean(1)
 

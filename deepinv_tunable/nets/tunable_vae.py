@@ -65,7 +65,9 @@ class TunableVAE(torch.nn.Module, PretrainedMixin):
         self.factor = 2 ** (len(block_out_channels) - 1)
         h, w = self.config["image_size"]
         if h % self.factor or w % self.factor:
-            raise ValueError(f"image_size {tuple(image_size)} must be a multiple of the downsampling factor {self.factor}")
+            raise ValueError(
+                f"image_size {tuple(image_size)} must be a multiple of the downsampling factor {self.factor}"
+            )
         levels = len(block_out_channels)
         self.autoencoder = AutoencoderKL(
             in_channels=1,

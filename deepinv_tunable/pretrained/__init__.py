@@ -19,7 +19,9 @@ from ..nets.checkpoint import CONFIG_NAME
 
 _DIR = Path(__file__).parent
 #: checkpoint ``class`` -> model class; each has ``from_pretrained``.
-MODEL_CLASSES = {cls.__name__: cls for cls in (ConditionalDRUNet, DnCNN, TunableVAE, LatentUNet, OrderedFlow, HVAE, SeverityEncoder)}
+MODEL_CLASSES = {
+    cls.__name__: cls for cls in (ConditionalDRUNet, DnCNN, TunableVAE, LatentUNet, OrderedFlow, HVAE, SeverityEncoder)
+}
 
 
 def available() -> list[str]:
@@ -42,8 +44,10 @@ def load(name: str | Path, device: torch.device | str = "cpu") -> torch.nn.Modul
     if str(name) in available():
         folder = path(str(name))
     elif not (folder / CONFIG_NAME).is_file():
-        raise ValueError(f"unknown pretrained model '{name}': available are {available()}, "
-                         "or give the path of a folder written by save_pretrained")
+        raise ValueError(
+            f"unknown pretrained model '{name}': available are {available()}, "
+            "or give the path of a folder written by save_pretrained"
+        )
     cls_name = json.loads((folder / CONFIG_NAME).read_text(encoding="utf-8")).get("class")
     if cls_name not in MODEL_CLASSES:
         raise ValueError(f"model '{name}' has class '{cls_name}', which this version cannot load")

@@ -16,9 +16,9 @@ def write_reference(path, letters="LMH"):
     """Run scico's own ``DnCNNNet`` on a fixed input and store input and outputs (safetensors,
     numpy only), for the conversion test. Needs ``scico``, ``jax`` and ``flax``; no torch."""
     import jax.numpy as jnp
+    import scico
     from safetensors.numpy import save_file
     from scico.flax import DnCNNNet, load_variables
-    import scico
 
     rng = np.random.default_rng(0)
     yy, xx = np.mgrid[0:40, 0:40] / 40.0
@@ -31,7 +31,6 @@ def write_reference(path, letters="LMH"):
         y = model.apply(variables, jnp.asarray(out["input"])[None, :, :, None], train=False, mutable=False)
         out[f"output_{letter}"] = np.asarray(y)[0, :, :, 0].astype(np.float32)
     save_file(out, str(path))
-
 
 
 if __name__ == "__main__":

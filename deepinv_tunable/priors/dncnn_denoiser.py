@@ -67,7 +67,7 @@ class DnCNNDenoiser(NoiseRangeCheck, dinv.models.Denoiser):
         self.sigma_range = (self.sigmas[0] / MAX_SCALE, self.sigmas[-1] / MIN_SCALE)
 
     @classmethod
-    def from_pretrained(cls, names: Sequence[str] = SCICO_MODELS, device: torch.device | str = "cpu") -> "DnCNNDenoiser":
+    def from_pretrained(cls, names: Sequence[str] = SCICO_MODELS, device: torch.device | str = "cpu") -> DnCNNDenoiser:
         """The shipped networks ``names`` (default: scico's L, M and H models)."""
         from .. import pretrained
 

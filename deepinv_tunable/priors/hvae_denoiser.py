@@ -58,8 +58,13 @@ class HVAEDenoiser(NoiseRangeCheck, dinv.models.Denoiser):
         torch.Size([1, 1, 16, 16])
     """
 
-    def __init__(self, hvae: HVAE, tau_map: Callable[[float], float] = tau_for_sigma, pad: bool = True,
-                 sigma_range: tuple[float, float] = HVAE_SIGMA_RANGE):
+    def __init__(
+        self,
+        hvae: HVAE,
+        tau_map: Callable[[float], float] = tau_for_sigma,
+        pad: bool = True,
+        sigma_range: tuple[float, float] = HVAE_SIGMA_RANGE,
+    ):
         super().__init__()
         self.sigma_range = (float(sigma_range[0]), float(sigma_range[1]))
         self.hvae = hvae

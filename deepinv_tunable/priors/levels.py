@@ -24,12 +24,13 @@ def noise_levels(sigma: float | torch.Tensor | None, batch: int, who: str) -> to
     return levels
 
 
-def by_noise_level(x: torch.Tensor, levels: torch.Tensor,
-                   denoise: Callable[[torch.Tensor, float], torch.Tensor]) -> torch.Tensor:
+def by_noise_level(
+    x: torch.Tensor, levels: torch.Tensor, denoise: Callable[[torch.Tensor, float], torch.Tensor]
+) -> torch.Tensor:
     """``denoise(x, level)`` on the whole batch when all levels agree, image by image otherwise."""
     if levels.numel() == 1 or bool((levels == levels[0]).all()):
         return denoise(x, float(levels[0]))
-    return torch.cat([denoise(x[i:i + 1], float(s)) for i, s in enumerate(levels)])
+    return torch.cat([denoise(x[i : i + 1], float(s)) for i, s in enumerate(levels)])
 
 
 class NoiseRangeCheck:
@@ -54,6 +55,10 @@ class NoiseRangeCheck:
         outside = levels[(levels < low) | (levels > high)]
         if outside.numel():
             self._range_warned = True
-            warnings.warn(f"{type(self).__name__}: asked for noise std {float(outside[0]):.4g}, outside the range "
-                          f"[{low:g}, {high:g}] it was trained for (images in [0, 1]); its output there is an "
-                          "extrapolation (warned once per denoiser)", RuntimeWarning, stacklevel=4)
+            warnings.warn(
+                f"{type(self).__name__}: asked for noise std {float(outside[0]):.4g}, outside the range "
+                f"[{low:g}, {high:g}] it was trained for (images in [0, 1]); its output there is an "
+                "extrapolation (warned once per denoiser)",
+                RuntimeWarning,
+                stacklevel=4,
+            )

@@ -14,7 +14,6 @@ from ..nets.drunet import ConditionalDRUNet
 from .levels import NoiseRangeCheck, noise_levels
 
 
-
 class PixelDenoiser(NoiseRangeCheck, dinv.models.Denoiser):
     r"""Noise-conditional denoiser :math:`D(x, \sigma)` from a :class:`~deepinv_tunable.nets.ConditionalDRUNet`.
 
@@ -47,7 +46,7 @@ class PixelDenoiser(NoiseRangeCheck, dinv.models.Denoiser):
         self.sigma_range = net.sigma_range
 
     @classmethod
-    def from_pretrained(cls, name: str | Path, device: torch.device | str = "cpu") -> "PixelDenoiser":
+    def from_pretrained(cls, name: str | Path, device: torch.device | str = "cpu") -> PixelDenoiser:
         """A shipped network ``name`` or a folder written by ``save_pretrained`` (a training run's ``model/``)."""
         from .. import pretrained
 

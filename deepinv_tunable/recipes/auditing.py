@@ -24,6 +24,7 @@ from ..physics import from_physics_domain
 from ..uncertainty import ConformalCalibrator, PosteriorSampler, PosteriorSummary, central_z, coverage
 from .schema import AuditConfig, RecipeError
 
+
 def _image(x: torch.Tensor, physics) -> torch.Tensor:
     """The displayed image of a physics-domain tensor (MRI: magnitude)."""
     return from_physics_domain(x, physics).real
@@ -43,8 +44,10 @@ class RecipeAudit:
         self.config, self.physics = config, physics
         if config.sampler == "solver":
             if not getattr(solver, "stochastic", False):
-                raise RecipeError(f"audit.sampler 'solver': {type(solver).__name__} is deterministic; use "
-                                  "audit.sampler: pnp_hvae_sampler")
+                raise RecipeError(
+                    f"audit.sampler 'solver': {type(solver).__name__} is deterministic; use "
+                    "audit.sampler: pnp_hvae_sampler"
+                )
             reconstructor, self.warm_start = solver, False
         else:
             from ..pretrained import load
@@ -52,8 +55,14 @@ class RecipeAudit:
 
             p = config.sampler_params
             reconstructor, self.warm_start = PnPHVAESampler(load(p.model), tau=p.tau, n_iter=p.n_iter), True
-        self.sampler = PosteriorSampler(reconstructor, n_samples=config.samples, batch_size=config.batch_size,
-                                        seed=config.seed, keep_samples=True, progress=False)
+        self.sampler = PosteriorSampler(
+            reconstructor,
+            n_samples=config.samples,
+            batch_size=config.batch_size,
+            seed=config.seed,
+            keep_samples=True,
+            progress=False,
+        )
         self.calibrator: ConformalCalibrator | None = None
         if config.calibration_file is not None:
             try:
@@ -81,10 +90,11 @@ class RecipeAudit:
 
     def calibrate(self, indices: list[int], x_true: torch.Tensor, y: torch.Tensor, x_phys: torch.Tensor) -> None:
         """Fit the split-conformal calibration on slices with ground truth (head pixels)."""
-        summaries = [self._summary(self._samples(y[i:i + 1], x_phys[i:i + 1])) for i in range(len(indices))]
-        truths = [x_true[i:i + 1].cpu() for i in range(len(indices))]
+        summaries = [self._summary(self._samples(y[i : i + 1], x_phys[i : i + 1])) for i in range(len(indices))]
+        truths = [x_true[i : i + 1].cpu() for i in range(len(indices))]
         self.calibrator = ConformalCalibrator(alpha=self.config.alpha).fit(
-            summaries, truths, [self._head(t) for t in truths])
+            summaries, truths, [self._head(t) for t in truths]
+        )
         self.calibration_record = {**self.calibrator.to_dict(), "calibration_slices": indices}
 
     # -- evaluation -------------------------------------------------------------------------
@@ -92,19 +102,22 @@ class RecipeAudit:
         """Sample and audit a batch of evaluated slices (``x_true`` for coverage, may be None)."""
         z = central_z(self.config.alpha)
         for i, k in enumerate(indices):
-            samples = self._samples(y[i:i + 1], x_phys[i:i + 1])
+            samples = self._samples(y[i : i + 1], x_phys[i : i + 1])
             summary = self._summary(samples)
-            report = hallucination_audit(x_phys[i:i + 1], y[i:i + 1], self.physics, samples=samples)
+            report = hallucination_audit(x_phys[i : i + 1], y[i : i + 1], self.physics, samples=samples)
             half = self.calibrator.half_width(summary.std) if self.calibrator else z * summary.std
             self.maps["std"][k] = summary.std[0].cpu()
             self.maps["interval_width"][k] = 2 * half[0].cpu()
             self.maps["null_space"][k] = report.null_energy[0].sqrt().cpu()  # |x_null|, summed over channels
-            row = {"chi2": float(report.chi2[0]), "sample_chi2_mean": float(report.sample_chi2.mean()),
-                   "null_fraction": float(report.null_fraction[0]),
-                   "null_disagreement_fraction": float(report.null_disagreement_fraction[0]),
-                   "mean_std": float(summary.std.mean())}
+            row = {
+                "chi2": float(report.chi2[0]),
+                "sample_chi2_mean": float(report.sample_chi2.mean()),
+                "null_fraction": float(report.null_fraction[0]),
+                "null_disagreement_fraction": float(report.null_disagreement_fraction[0]),
+                "mean_std": float(summary.std.mean()),
+            }
             if x_true is not None:
-                self._score(row, summary, x_true[i:i + 1].cpu())
+                self._score(row, summary, x_true[i : i + 1].cpu())
             for key, value in row.items():
                 self.per_slice.setdefault(key, []).append(value)
             self.per_slice.setdefault("slices", []).append(int(k))
@@ -124,22 +137,32 @@ class RecipeAudit:
     def record(self) -> dict[str, Any]:
         """JSON summary: per-slice numbers, means, coverage and the calibration used."""
         out: dict[str, Any] = {
-            "samples": self.config.samples, "sampler": self.config.sampler,
+            "samples": self.config.samples,
+            "sampler": self.config.sampler,
             "sampler_params": self.config.sampler_params.model_dump() if self.config.sampler != "solver" else None,
-            "alpha": self.config.alpha, "per_slice": self.per_slice,
+            "alpha": self.config.alpha,
+            "per_slice": self.per_slice,
             "mean": {k: float(np.mean(v)) for k, v in self.per_slice.items() if k != "slices"},
             "calibration": self.calibration_record or (self.calibrator.to_dict() if self.calibrator else None),
             "intervals": "calibrated (split conformal)" if self.calibrator else "uncalibrated Gaussian (mean +- z std)",
         }
         if self._scored:
-            out["coverage_head"] = {"nominal": 1 - self.config.alpha,
-                                    "uncalibrated": self._inside["uncalibrated"] / self._scored,
-                                    "calibrated": (self._inside["calibrated"] / self._scored
-                                                   if self.calibrator is not None else None)}
+            out["coverage_head"] = {
+                "nominal": 1 - self.config.alpha,
+                "uncalibrated": self._inside["uncalibrated"] / self._scored,
+                "calibrated": (self._inside["calibrated"] / self._scored if self.calibrator is not None else None),
+            }
         return out
 
-    def write(self, out_dir: Path, scale: float, save_map, figure_slices: list[int], reference: torch.Tensor,
-              reconstruction: torch.Tensor) -> tuple[dict[str, Any], list[Path]]:
+    def write(
+        self,
+        out_dir: Path,
+        scale: float,
+        save_map,
+        figure_slices: list[int],
+        reference: torch.Tensor,
+        reconstruction: torch.Tensor,
+    ) -> tuple[dict[str, Any], list[Path]]:
         """Write ``std``, ``interval_width`` and ``null_space`` volumes (input units, via
         ``save_map(name, stack)``), ``audit.json``, ``calibration.json`` and audit figures."""
         for name, stack in self.maps.items():
@@ -148,19 +171,26 @@ class RecipeAudit:
         write_json_atomic(out_dir / "audit.json", record)
         if self.calibration_record is not None:
             self.calibrator.save(out_dir / "calibration.json")
-        figures = [self._figure(out_dir / "figures" / f"audit_slice_{k:04d}.png", k, reference, reconstruction)
-                   for k in figure_slices]
+        figures = [
+            self._figure(out_dir / "figures" / f"audit_slice_{k:04d}.png", k, reference, reconstruction)
+            for k in figure_slices
+        ]
         return record, figures
 
     def _figure(self, path: Path, k: int, reference: torch.Tensor, reconstruction: torch.Tensor) -> Path:
         import matplotlib.pyplot as plt
 
-        panels = [(reference[k, 0], "reference", "gray"), (reconstruction[k, 0], "reconstruction", "gray"),
-                  (self.maps["std"][k, 0], "posterior std", "magma"),
-                  (self.maps["interval_width"][k, 0],
-                   f"{100 * (1 - self.config.alpha):.0f}% interval width" + (" (calibrated)" if self.calibrator else ""),
-                   "magma"),
-                  (self.maps["null_space"][k, 0], "null-space content |x_null|", "magma")]
+        panels = [
+            (reference[k, 0], "reference", "gray"),
+            (reconstruction[k, 0], "reconstruction", "gray"),
+            (self.maps["std"][k, 0], "posterior std", "magma"),
+            (
+                self.maps["interval_width"][k, 0],
+                f"{100 * (1 - self.config.alpha):.0f}% interval width" + (" (calibrated)" if self.calibrator else ""),
+                "magma",
+            ),
+            (self.maps["null_space"][k, 0], "null-space content |x_null|", "magma"),
+        ]
         fig, axes = plt.subplots(1, len(panels), figsize=(3.0 * len(panels), 3.2))
         for ax, (img, title, cmap) in zip(axes, panels):
             arr = img.numpy()

@@ -25,7 +25,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from ..atomic import atomic_write, write_json_atomic
 from ..metrics import image_metrics
 from ..report import write_report
-from ..solvers import SOLVERS
+from .registry import build_solver
 from .runner import RunResult, _build_solver, _metrics_record, prepare_run
 from .schema import Recipe
 
@@ -68,17 +68,22 @@ class RecipePredictor(L.LightningModule):
     def setup(self, stage: str) -> None:
         # every rank tunes identically (deterministic noise), then builds its own solver
         self.solver = _build_solver(self.run.recipe, self.run.tune(self.record))
-        self.baseline = SOLVERS["baseline"]()
+        self.baseline = build_solver("baseline")
 
     def predict_dataloader(self) -> DataLoader:
         sampler = _RankShard(len(self.run.eval_idx), self.trainer.global_rank, self.trainer.world_size)
-        return DataLoader(_Slices(self.run.eval_idx), batch_size=self.run.recipe.data.batch_size, sampler=sampler,
-                          collate_fn=list)
+        return DataLoader(
+            _Slices(self.run.eval_idx), batch_size=self.run.recipe.data.batch_size, sampler=sampler, collate_fn=list
+        )
 
     def predict_step(self, batch: list[int], batch_idx: int = 0) -> dict[str, Any]:
         out = self.run.reconstruct_batch(self.solver, self.baseline, batch)
-        return {"indices": batch, "reconstruction": out.reconstruction, "baseline": out.baseline,
-                "seconds": out.seconds}
+        return {
+            "indices": batch,
+            "reconstruction": out.reconstruction,
+            "baseline": out.baseline,
+            "seconds": out.seconds,
+        }
 
 
 class _SliceWriter(BasePredictionWriter):
@@ -97,12 +102,14 @@ class _SliceWriter(BasePredictionWriter):
             atomic_write(self.folder / f"slice_{k:05d}.npy", lambda p, a=pair: np.save(p, a))
             self.written.append(int(k))
         self.seconds += prediction["seconds"]
-        write_json_atomic(self.folder / f"rank_{trainer.global_rank}.json",
-                          {"slices": self.written, "solver_seconds": self.seconds})
+        write_json_atomic(
+            self.folder / f"rank_{trainer.global_rank}.json", {"slices": self.written, "solver_seconds": self.seconds}
+        )
 
 
-def gather_slices(folder: Path, indices: list[int], world_size: int
-                  ) -> tuple[dict[int, np.ndarray], dict[int, int], float]:
+def gather_slices(
+    folder: Path, indices: list[int], world_size: int
+) -> tuple[dict[int, np.ndarray], dict[int, int], float]:
     """Read the predicted slices, checking that each of ``indices`` was written exactly once
     (by one rank) and nothing else was; return ``{slice: array}``, ``{slice: rank}`` and the
     solver seconds summed over ranks."""
@@ -123,8 +130,14 @@ def gather_slices(folder: Path, indices: list[int], world_size: int
     return {k: np.load(folder / f"slice_{k:05d}.npy") for k in indices}, owner, seconds
 
 
-def predict_recipe(recipe: Recipe, accelerator: str = "cpu", devices: int = 2, num_nodes: int = 1,
-                   strategy: str = "ddp", full_volume: bool = False) -> RunResult | None:
+def predict_recipe(
+    recipe: Recipe,
+    accelerator: str = "cpu",
+    devices: int = 2,
+    num_nodes: int = 1,
+    strategy: str = "ddp",
+    full_volume: bool = False,
+) -> RunResult | None:
     r"""Reconstruct ``recipe``'s evaluation slices with ``Trainer.predict`` on ``devices`` x
     ``num_nodes`` processes; rank 0 writes the outputs of :func:`~deepinv_tunable.recipes.run_recipe`
     (volumes, ``metrics.json``, which also records which rank did each slice, figures and
@@ -140,9 +153,18 @@ def predict_recipe(recipe: Recipe, accelerator: str = "cpu", devices: int = 2, n
     folder = out_dir / PREDICT_DIR
     module = RecipePredictor(recipe, full_volume=full_volume)
     writer = _SliceWriter(folder)
-    trainer = L.Trainer(accelerator=accelerator, devices=devices, num_nodes=num_nodes, strategy=strategy,
-                        use_distributed_sampler=False, logger=False, enable_checkpointing=False,
-                        enable_progress_bar=False, enable_model_summary=False, callbacks=[writer])
+    trainer = L.Trainer(
+        accelerator=accelerator,
+        devices=devices,
+        num_nodes=num_nodes,
+        strategy=strategy,
+        use_distributed_sampler=False,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=[writer],
+    )
     if trainer.global_rank == 0:
         out_dir.mkdir(parents=True, exist_ok=True)
         folder.mkdir(exist_ok=True)
@@ -159,11 +181,19 @@ def predict_recipe(recipe: Recipe, accelerator: str = "cpu", devices: int = 2, n
     for k, pair in images.items():
         recon[k, 0], base[k, 0] = torch.from_numpy(pair[0]), torch.from_numpy(pair[-1])
     idx = run.eval_idx
-    per_slice = {key: image_metrics(stack[idx], run.slices[idx]) for key, stack in (("baseline", base), ("solver", recon))}
-    record = {**module.record, **_metrics_record(idx, per_slice, seconds),
-              "distributed": {"world_size": trainer.world_size, "strategy": strategy,
-                              "rank_of_slice": {str(k): owner[k] for k in idx}},
-              "complete": True}
+    per_slice = {
+        key: image_metrics(stack[idx], run.slices[idx]) for key, stack in (("baseline", base), ("solver", recon))
+    }
+    record = {
+        **module.record,
+        **_metrics_record(idx, per_slice, seconds),
+        "distributed": {
+            "world_size": trainer.world_size,
+            "strategy": strategy,
+            "rank_of_slice": {str(k): owner[k] for k in idx},
+        },
+        "complete": True,
+    }
     figures = run.write_outputs(out_dir, recon, base)
     metrics_path = write_json_atomic(out_dir / "metrics.json", record)
     report = write_report(out_dir / "report.html", record, figures) if recipe.output.report else None

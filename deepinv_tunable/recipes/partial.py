@@ -51,8 +51,9 @@ class PartialStacks:
                     raise FileNotFoundError(f"cannot resume: '{path}' is missing (the earlier run wrote no slices?)")
                 array = np.load(path, mmap_mode="r+")
                 if array.shape != tuple(shape) or array.dtype != np.float32:
-                    raise ValueError(f"cannot resume: '{path}' holds {array.dtype} {array.shape}, "
-                                     f"expected float32 {tuple(shape)}")
+                    raise ValueError(
+                        f"cannot resume: '{path}' holds {array.dtype} {array.shape}, expected float32 {tuple(shape)}"
+                    )
             else:
                 array = np.lib.format.open_memmap(path, mode="w+", dtype=np.float32, shape=tuple(shape))
             self.arrays[name] = array

@@ -35,10 +35,10 @@ from ..data import (
 from ..metrics import image_metrics
 from ..physics import build_physics, from_physics_domain, to_physics_domain
 from ..report import shown_slices, write_auto_figure, write_figures, write_report
-from ..solvers import SOLVERS
 from ..tuning import grid_search
 from .auditing import RecipeAudit
 from .partial import PartialStacks
+from .registry import build_solver
 from .schema import AuditConfig, Recipe, RecipeError, SliceRange
 
 
@@ -68,72 +68,7 @@ def _solver(recipe: Recipe, override: dict[str, Any] | None = None):
     cfg = recipe.solver
     params = cfg.model_dump(exclude={"name", "tune"}).get("params", {})
     params.update(override or {})
-    if cfg.name == "latent_map":
-        return _latent_map(**params)
-    if cfg.name == "latent_map_tv":
-        return _latent_map_tv(**params)
-    if cfg.name == "tunable_ldm":
-        return _tunable_ldm(**params)
-    if cfg.name == "pnp_hvae":
-        return _pnp_hvae(**params)
-    if cfg.name == "flash_diffusion":
-        return _flash_diffusion(**params)
-    if cfg.name == "pixel_flash":
-        return _pixel_flash(**params)
-    return SOLVERS[cfg.name](**params)
-
-
-def _pixel_flash(denoiser: str, **solver_params):
-    """PixelFlash with a pixel denoiser by name, its noise seeded once for the run."""
-    from ..priors import load_pixel_denoiser
-    from ..solvers import PixelFlash
-
-    return PixelFlash(load_pixel_denoiser(denoiser), **solver_params)
-
-
-def _flash_diffusion(model: str, k, **solver_params):
-    """FlashDiffusion from a severity-encoder checkpoint, its noise seeded once for the run."""
-    from ..solvers import FlashDiffusion
-
-    return FlashDiffusion.from_pretrained(model, k=None if k == "full" else int(k), **solver_params)
-
-
-def _tunable_ldm(vae: str, unet: str, k, consistency: str, seed: int, **solver_params):
-    """TunableLDMSolver on shipped networks, its noise seeded once for the run."""
-    from ..consistency import LDPS, PSLD, AdamDC, DDSLocalMAP
-    from ..pretrained import load
-    from ..solvers import TunableLDMSolver
-
-    steps = {"adam_dc": AdamDC, "ldps": LDPS, "psld": PSLD, "dds": DDSLocalMAP}
-    return TunableLDMSolver(load(vae), load(unet), k=None if k == "full" else int(k),
-                            consistency=steps[consistency](), seed=seed, **solver_params)
-
-
-def _pnp_hvae(model: str, tau, **solver_params):
-    """PnPHVAE on a shipped hierarchical VAE."""
-    from ..pretrained import load
-    from ..solvers import PnPHVAE
-
-    return PnPHVAE(load(model), tau={"noise": None, "auto": "auto"}.get(tau, tau), **solver_params)
-
-
-def _latent_map(model: str, k, k_grid=None, k_rule: str = "splitting", **solver_params):
-    """LatentMAP on a shipped prior; ``k="auto"`` wraps it in :class:`~deepinv_tunable.selection.AutoK`."""
-    from ..pretrained import load
-    from ..selection import AutoK
-    from ..solvers import LatentMAP
-
-    prior = load(model)
-    if k == "auto":
-        return AutoK(LatentMAP(prior, **solver_params), [int(v) for v in k_grid], rule=k_rule)
-    return LatentMAP(prior, k=None if k == "full" else int(k), **solver_params)
-
-
-def _latent_map_tv(lambda_tv: float, beta: float, tv_iter: int, **latent_map_params):
-    """LatentMAP (fixed ``k``) followed by the TV-regularised deviation of :class:`~deepinv_tunable.solvers.LatentMAPTV`."""
-    from ..solvers import LatentMAPTV
-
-    return LatentMAPTV(_latent_map(**latent_map_params), lambda_tv=lambda_tv, beta=beta, n_iter=tv_iter)
+    return build_solver(cfg.name, params)
 
 
 def _mean(values: list[float]) -> float:
@@ -182,7 +117,7 @@ class PreparedRun:
             with _seeded(seed, k, self.device):
                 if getattr(noise, "rng", None) is not None:  # the factory gives the noise its own stream
                     noise.rng_manual_seed(seed * _SEED_STRIDE + k)
-                ys.append(self.physics(to_physics_domain(x[i:i + 1].to(self.device), self.physics)))
+                ys.append(self.physics(to_physics_domain(x[i : i + 1].to(self.device), self.physics)))
         return torch.cat(ys)
 
     def estimate_both(self, solver, y: torch.Tensor, indices: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -217,8 +152,11 @@ class PreparedRun:
         record: dict[str, Any] = {
             "recipe": self.recipe.model_dump(mode="json"),
             "input": str(self.recipe.input_path()),
-            "versions": {"deepinv_tunable": __version__, "torch": torch.__version__,
-                         "python": platform.python_version()},
+            "versions": {
+                "deepinv_tunable": __version__,
+                "torch": torch.__version__,
+                "python": platform.python_version(),
+            },
             "intensity_scaling": {"low": self.scaling.low, "high": self.scaling.high},
             "complete": False,
             "full_volume": full_volume,
@@ -241,8 +179,15 @@ class PreparedRun:
                 save_volume(slices_to_volume(data, d.plane), out_dir / f"{name}.nii.gz", like=self.prepared)
         if not recipe.output.figures:
             return []
-        return write_figures(out_dir / "figures", self.slices, base, recon, self.eval_idx, recipe.output.figures,
-                             labels=("reference", "baseline (measurements only)", recipe.solver.name))
+        return write_figures(
+            out_dir / "figures",
+            self.slices,
+            base,
+            recon,
+            self.eval_idx,
+            recipe.output.figures,
+            labels=("reference", "baseline (measurements only)", recipe.solver.name),
+        )
 
     def tune(self, record: dict[str, Any]) -> dict[str, Any]:
         """Grid-search the recipe's ``solver.tune`` parameter on its calibration slices; record
@@ -254,11 +199,17 @@ class PreparedRun:
         y_cal = self.measure(x_cal, self.tune_idx)
         result = grid_search(
             lambda v: self.estimate_both(_build_solver(self.recipe, {tune_cfg.param: v}), y_cal, self.tune_idx)[1],
-            x_cal, tune_cfg.grid, param=tune_cfg.param, metric=tune_cfg.metric,
+            x_cal,
+            tune_cfg.grid,
+            param=tune_cfg.param,
+            metric=tune_cfg.metric,
         )
         record["tuning"] = {
-            "param": result.param, "best": result.best, "metric": result.metric,
-            "calibration_slices": self.tune_idx, "table": {str(k): v for k, v in result.table.items()},
+            "param": result.param,
+            "best": result.best,
+            "metric": result.metric,
+            "calibration_slices": self.tune_idx,
+            "table": {str(k): v for k, v in result.table.items()},
         }
         return {tune_cfg.param: result.best}
 
@@ -272,9 +223,7 @@ def prepare_run(recipe: Recipe, full_volume: bool = False, audit: bool = False) 
     volume = load_volume(recipe.input_path())
     d = recipe.data
     if d.normalize.lower >= d.normalize.upper:
-        raise RecipeError(
-            f"data.normalize: lower ({d.normalize.lower}) must be below upper ({d.normalize.upper})"
-        )
+        raise RecipeError(f"data.normalize: lower ({d.normalize.lower}) must be below upper ({d.normalize.upper})")
     prepared = prepare_volume(volume, d.plane, spacing=d.spacing, size=d.size)
     scaling = percentile_scaling(prepared.data, d.normalize.lower, d.normalize.upper)
     slices = scaling.apply(volume_to_slices(prepared.data, d.plane))
@@ -290,8 +239,10 @@ def prepare_run(recipe: Recipe, full_volume: bool = False, audit: bool = False) 
         audit_cal_idx = _indices(len(slices), audit_cfg.calibration, "audit.calibration")
         overlap = sorted(set(audit_cal_idx) & set(eval_idx))
         if overlap:
-            raise RecipeError(f"audit.calibration overlaps the evaluation slices at {overlap}: intervals "
-                              "calibrated on the slices they are scored on are not calibrated; choose a disjoint range")
+            raise RecipeError(
+                f"audit.calibration overlaps the evaluation slices at {overlap}: intervals "
+                "calibrated on the slices they are scored on are not calibrated; choose a disjoint range"
+            )
     tune_cfg = getattr(recipe.solver, "tune", None)
     tune_idx: list[int] = []
     if tune_cfg is not None:
@@ -305,8 +256,9 @@ def prepare_run(recipe: Recipe, full_volume: bool = False, audit: bool = False) 
     return PreparedRun(recipe, device, prepared, scaling, slices, physics, eval_idx, tune_idx, audit_cal_idx)
 
 
-def run_recipe(recipe: Recipe, progress: bool | None = None, audit: bool = False, resume: bool = False,
-               full_volume: bool = False) -> RunResult:
+def run_recipe(
+    recipe: Recipe, progress: bool | None = None, audit: bool = False, resume: bool = False, full_volume: bool = False
+) -> RunResult:
     r"""Run ``recipe`` end to end and write its outputs to ``recipe.output.dir``.
 
     Outputs: ``reconstruction.nii.gz``, ``baseline.nii.gz`` (see
@@ -347,8 +299,12 @@ def run_recipe(recipe: Recipe, progress: bool | None = None, audit: bool = False
     previous = _resumable(metrics_path, recipe, audit, full_volume) if resume else None
     if previous is not None and previous.get("complete"):
         report = out_dir / "report.html"
-        return RunResult(out_dir=out_dir, metrics_path=metrics_path, report_path=report if report.is_file() else None,
-                         summary=previous["mean"])
+        return RunResult(
+            out_dir=out_dir,
+            metrics_path=metrics_path,
+            report_path=report if report.is_file() else None,
+            summary=previous["mean"],
+        )
     out_dir.mkdir(parents=True, exist_ok=True)
     measure, estimate_both = run.measure, run.estimate_both
 
@@ -359,7 +315,7 @@ def run_recipe(recipe: Recipe, progress: bool | None = None, audit: bool = False
     else:
         solver_overrides = run.tune(record)
     solver = _build_solver(recipe, solver_overrides)
-    baseline = SOLVERS["baseline"]()
+    baseline = build_solver("baseline")
     auditor = None
     if audit_cfg is not None:
         auditor = RecipeAudit(audit_cfg, solver, physics, len(slices), img_size)
@@ -371,14 +327,20 @@ def run_recipe(recipe: Recipe, progress: bool | None = None, audit: bool = False
 
     per_slice: dict[str, dict[str, list[float]]] = {"baseline": {}, "solver": {}}
     seconds, done = 0.0, 0
-    stacks = PartialStacks(out_dir, ("reconstruction", "baseline"), tuple(slices.shape[:1] + slices.shape[2:]),
-                           resume=previous is not None)
+    stacks = PartialStacks(
+        out_dir, ("reconstruction", "baseline"), tuple(slices.shape[:1] + slices.shape[2:]), resume=previous is not None
+    )
     if previous is not None:
         per_slice, seconds = previous["per_slice"], previous["solver_seconds_per_slice"] * len(previous["slices"])
         done = len(previous["slices"])
     # tqdm's disable=None turns the bar off when not attached to a terminal.
-    bar = tqdm(total=len(eval_idx), initial=done, desc=f"{recipe.name}: slices", unit="slice",
-               disable=None if progress is None else not progress)
+    bar = tqdm(
+        total=len(eval_idx),
+        initial=done,
+        desc=f"{recipe.name}: slices",
+        unit="slice",
+        disable=None if progress is None else not progress,
+    )
     for batch in batched(eval_idx[done:], d.batch_size):
         out = run.reconstruct_batch(solver, baseline, batch)
         seconds += out.seconds
@@ -404,12 +366,14 @@ def run_recipe(recipe: Recipe, progress: bool | None = None, audit: bool = False
     if record.get("auto") and recipe.output.figures:
         figure_paths.append(write_auto_figure(out_dir / "figures" / "auto_parameters.png", record["auto"]))
     if auditor is not None:
+
         def save_map(name: str, stack: torch.Tensor) -> None:
             save_volume(slices_to_volume(stack, d.plane), out_dir / f"{name}.nii.gz", like=prepared)
 
         shown = shown_slices(eval_idx, recipe.output.figures)
-        record["audit"], audit_figures = auditor.write(out_dir, scaling.high - scaling.low, save_map, shown,
-                                                       slices, recon)
+        record["audit"], audit_figures = auditor.write(
+            out_dir, scaling.high - scaling.low, save_map, shown, slices, recon
+        )
         figure_paths += audit_figures
     record["complete"] = True
     write_json_atomic(metrics_path, record)
@@ -433,14 +397,18 @@ def _seeded(seed: int, index: int, device: torch.device):
 def _resumable(metrics_path: Path, recipe: Recipe, audit: bool, full_volume: bool) -> dict[str, Any] | None:
     """The record of an interrupted run of ``recipe`` to continue, or None to start afresh."""
     if audit:
-        raise RecipeError("--resume is not supported with audit (posterior samples are not kept on disk); "
-                          "re-run the audit from scratch")
+        raise RecipeError(
+            "--resume is not supported with audit (posterior samples are not kept on disk); "
+            "re-run the audit from scratch"
+        )
     if not metrics_path.is_file():
         return None
     previous = json.loads(metrics_path.read_text())
     if previous.get("recipe") != recipe.model_dump(mode="json") or previous.get("full_volume", False) != full_volume:
-        raise RecipeError(f"cannot resume: {metrics_path} was written by a different recipe (or other "
-                          "overrides); use another --out or drop --resume")
+        raise RecipeError(
+            f"cannot resume: {metrics_path} was written by a different recipe (or other "
+            "overrides); use another --out or drop --resume"
+        )
     if "slices" not in previous:
         return None  # stopped before its first batch: nothing to keep
     return previous

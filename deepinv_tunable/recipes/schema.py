@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from ..data.sample import resolve_input
 from ..physics import PhysicsConfig
 from ..solvers.classical import DEFAULT_TV_LAMBDA
+from .registry import stochastic_solvers
 
 
 class RecipeError(ValueError):
@@ -56,7 +57,9 @@ class PseudoInverseConfig(_Strict):
 
 class TVPGDParams(_Strict):
     lambda_tv: Annotated[float, Field(ge=0)] | Literal["auto"] = Field(
-        "auto", description=f"TV weight, or 'auto' (from the measurements); {DEFAULT_TV_LAMBDA} suits 4x MRI at 1% noise")
+        "auto",
+        description=f"TV weight, or 'auto' (from the measurements); {DEFAULT_TV_LAMBDA} suits 4x MRI at 1% noise",
+    )
     n_iter: int = Field(100, ge=1)
     tv_inner_iter: int = Field(20, ge=1)
     through_slices: bool = Field(False, description="2.5D: TV across consecutive slices of a batch too")
@@ -215,8 +218,17 @@ class PixelFlashConfig(_TunedSolverConfig):
     params: PixelFlashParams = PixelFlashParams()
 
 
-SolverConfig = Annotated[PseudoInverseConfig | TVPGDConfig | LatentMAPConfig | LatentMAPTVConfig | TunableLDMConfig
-                         | PnPHVAEConfig | FlashDiffusionConfig | PixelFlashConfig, Field(discriminator="name")]
+SolverConfig = Annotated[
+    PseudoInverseConfig
+    | TVPGDConfig
+    | LatentMAPConfig
+    | LatentMAPTVConfig
+    | TunableLDMConfig
+    | PnPHVAEConfig
+    | FlashDiffusionConfig
+    | PixelFlashConfig,
+    Field(discriminator="name"),
+]
 
 
 class PnPHVAESamplerParams(_Strict):
@@ -270,14 +282,13 @@ class Recipe(_Strict):
     seed: int = Field(0, description="seeds the simulated measurement noise (per slice) and stochastic solvers")
     device: Literal["cpu", "cuda"] = "cpu"
 
-    #: solvers whose repeated calls draw posterior samples (``audit.sampler: solver``)
-    STOCHASTIC_SOLVERS: ClassVar[tuple[str, ...]] = ("tunable_ldm", "flash_diffusion")
-
     @model_validator(mode="after")
     def _audit_sampler_is_stochastic(self):
-        if self.audit is not None and self.audit.sampler == "solver" and self.solver.name not in self.STOCHASTIC_SOLVERS:
-            raise ValueError(f"audit.sampler 'solver' needs a stochastic solver ({', '.join(self.STOCHASTIC_SOLVERS)}); "
-                             f"'{self.solver.name}' is deterministic: use audit.sampler: pnp_hvae_sampler")
+        if self.audit is not None and self.audit.sampler == "solver" and self.solver.name not in stochastic_solvers():
+            raise ValueError(
+                f"audit.sampler 'solver' needs a stochastic solver ({', '.join(stochastic_solvers())}); "
+                f"'{self.solver.name}' is deterministic: use audit.sampler: pnp_hvae_sampler"
+            )
         return self
 
     def input_path(self) -> Path:

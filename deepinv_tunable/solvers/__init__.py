@@ -10,6 +10,20 @@ from .pixel_flash import PixelFlash
 from .pnp_hvae import PnPHVAE, PnPHVAESampler
 from .tunable_ldm import TunableLDMSolver
 
-SOLVERS = {"baseline": MeasurementBaseline, "pseudo_inverse": PseudoInverse, "tv_pgd": TVPGD}
-
-__all__ = ["DEFAULT_TV_LAMBDA", "DPIR", "FlashDiffusion", "FlashReconstruction", "LatentMAP", "LatentMAPTV", "MeasurementBaseline", "PixelFlash", "PnPHVAE", "PnPHVAESampler", "PseudoInverse", "Reconstruction", "SOLVERS", "TVPGD", "TunableLDMSolver", "TunableReconstructor"]
+__all__ = [
+    "DEFAULT_TV_LAMBDA",
+    "DPIR",
+    "FlashDiffusion",
+    "FlashReconstruction",
+    "LatentMAP",
+    "LatentMAPTV",
+    "MeasurementBaseline",
+    "PixelFlash",
+    "PnPHVAE",
+    "PnPHVAESampler",
+    "PseudoInverse",
+    "Reconstruction",
+    "TVPGD",
+    "TunableLDMSolver",
+    "TunableReconstructor",
+]

@@ -63,6 +63,6 @@ class TunableReconstructor(dinv.models.Reconstructor):
         x, n_iter, extras = out
         return Reconstruction(x=x, wall_time=time.perf_counter() - start, n_iter=n_iter, extras=extras)
 
-    def _solve(self, y, physics, **kwargs) -> "tuple[torch.Tensor, int | None, dict] | Reconstruction":
+    def _solve(self, y, physics, **kwargs) -> tuple[torch.Tensor, int | None, dict] | Reconstruction:
         """Return ``(x, n_iter, extras)`` or a :class:`Reconstruction` (its ``wall_time`` is set here)."""
         raise NotImplementedError

@@ -6,7 +6,7 @@ import deepinv as dinv
 import torch
 
 from ..autotune import auto_requested, select_parameter
-from ..physics import operator_norm_sq
+from ..physics import measurement_baseline, operator_norm_sq
 from .base import TunableReconstructor
 
 #: TV weight in deepinv's PGD scaling (data term :math:`\tfrac12\|Ax-y\|^2`) for images in
@@ -61,12 +61,7 @@ class MeasurementBaseline(TunableReconstructor):
         self.fbp = bool(fbp)
 
     def _solve(self, y, physics, **kwargs):
-        if isinstance(physics, (dinv.physics.BlurFFT, dinv.physics.Blur, dinv.physics.Denoising)):
-            return y.clone(), None, {}
-        with torch.no_grad():
-            if self.fbp and isinstance(physics, dinv.physics.Tomography):
-                return physics.A_dagger(y, fbp=True), None, {}
-            return physics.A_dagger(y), None, {}
+        return measurement_baseline(y, physics, fbp=self.fbp), None, {}
 
 
 class SliceStackTVPrior(dinv.optim.TVPrior):
@@ -119,9 +114,17 @@ class TVPGD(TunableReconstructor):
         True
     """
 
-    def __init__(self, lambda_tv: float | str = "auto", n_iter: int = 100, tv_inner_iter: int = 20,
-                 through_slices: bool = False, tune_rule: str = "auto", tune_bounds: tuple[float, float] = (3e-4, 0.3),
-                 tune_iter: int | None = None, seed: int = 0):
+    def __init__(
+        self,
+        lambda_tv: float | str = "auto",
+        n_iter: int = 100,
+        tv_inner_iter: int = 20,
+        through_slices: bool = False,
+        tune_rule: str = "auto",
+        tune_bounds: tuple[float, float] = (3e-4, 0.3),
+        tune_iter: int | None = None,
+        seed: int = 0,
+    ):
         super().__init__()
         if not auto_requested(lambda_tv) and lambda_tv < 0:
             raise ValueError(f"lambda_tv must be >= 0, got {lambda_tv} (or 'auto')")
@@ -140,8 +143,7 @@ class TVPGD(TunableReconstructor):
     def step_size(physics: dinv.physics.Physics, x: torch.Tensor) -> float:
         """:math:`1 / \\|A\\|^2` (:func:`~deepinv_tunable.physics.operator_norm_sq`, deterministic;
         50 power iterations at most, as deepinv's own default)."""
-        norm_sq = operator_norm_sq(physics, tuple(x.shape), max_iter=50, rel_tol=1e-3, device=x.device,
-                                   dtype=x.dtype)
+        norm_sq = operator_norm_sq(physics, tuple(x.shape), max_iter=50, rel_tol=1e-3, device=x.device, dtype=x.dtype)
         return 1.0 / max(norm_sq, 1e-12)
 
     def _pgd(self, y, physics, lam: float, n_iter: int, x_init: torch.Tensor | None = None) -> torch.Tensor:
@@ -164,9 +166,16 @@ class TVPGD(TunableReconstructor):
         lam = self.lambda_tv if lambda_tv is None else lambda_tv
         extras = {}
         if auto_requested(lam):
-            choice = select_parameter(lambda v, y_, ph_, x0: self._pgd(y_, ph_, v, self.tune_iter, x0), y, physics,
-                                      self.tune_bounds, name="lambda_tv", rule=self.tune_rule, seed=self.seed,
-                                      data_scaled=True)
+            choice = select_parameter(
+                lambda v, y_, ph_, x0: self._pgd(y_, ph_, v, self.tune_iter, x0),
+                y,
+                physics,
+                self.tune_bounds,
+                name="lambda_tv",
+                rule=self.tune_rule,
+                seed=self.seed,
+                data_scaled=True,
+            )
             lam = choice.value
             extras["auto"] = {"lambda_tv": choice.as_dict()}
             if choice.estimate is not None and x_init is None and self.tune_iter == self.n_iter:

@@ -70,8 +70,15 @@ class DPIR(TunableReconstructor):
     restoration with deep denoiser prior", IEEE TPAMI 2021.
     """
 
-    def __init__(self, denoiser: dinv.models.Denoiser, sigma: float | str = "auto", max_iter: int = 8,
-                 tune_rule: str = "auto", tune_bounds: tuple[float, float] = (0.5, 3.0), seed: int = 0):
+    def __init__(
+        self,
+        denoiser: dinv.models.Denoiser,
+        sigma: float | str = "auto",
+        max_iter: int = 8,
+        tune_rule: str = "auto",
+        tune_bounds: tuple[float, float] = (0.5, 3.0),
+        seed: int = 0,
+    ):
         super().__init__()
         dpir_schedule(0.01 if auto_requested(sigma) else sigma, max_iter)  # validates
         self.denoiser = denoiser
@@ -83,9 +90,13 @@ class DPIR(TunableReconstructor):
         levels, steps = dpir_schedule(sigma, max_iter)
         prior = dinv.optim.PnP(denoiser=self.denoiser)
         solver = dinv.optim.BaseOptim(
-            create_iterator("HQS", prior=prior, cost_fn=None, g_first=False), max_iter=max_iter,
-            data_fidelity=dinv.optim.L2(), prior=prior, early_stop=False,
-            params_algo={"stepsize": steps.tolist(), "g_param": levels.tolist()})
+            create_iterator("HQS", prior=prior, cost_fn=None, g_first=False),
+            max_iter=max_iter,
+            data_fidelity=dinv.optim.L2(),
+            prior=prior,
+            early_stop=False,
+            params_algo={"stepsize": steps.tolist(), "g_param": levels.tolist()},
+        )
         with torch.no_grad():
             return solver(y, physics)
 
@@ -96,8 +107,16 @@ class DPIR(TunableReconstructor):
         if auto_requested(sigma):
             noise, estimated = resolve_sigma(y, physics)
             low, high = (float(b) * noise for b in self.tune_bounds)
-            choice = select_parameter(lambda s, y_, ph_, x0: self._hqs(y_, ph_, s, max_iter), y, physics, (low, high),
-                                      name="sigma", rule=self.tune_rule, sigma=noise, seed=self.seed)
+            choice = select_parameter(
+                lambda s, y_, ph_, x0: self._hqs(y_, ph_, s, max_iter),
+                y,
+                physics,
+                (low, high),
+                name="sigma",
+                rule=self.tune_rule,
+                sigma=noise,
+                seed=self.seed,
+            )
             choice.sigma_estimated = estimated  # resolved here once, for the bounds and the search
             sigma = choice.value
             extras["auto"] = {"sigma": choice.as_dict()}

@@ -13,9 +13,9 @@ import torch
 from ..consistency import LDPS, LatentProblem
 from ..diffusion import add_noise, latent_reverse_step, reverse_steps, snr
 from ..latent import check_k, truncate
+from ..physics import measurement_estimate
 from .base import Reconstruction, TunableReconstructor
 from .guard import DEFAULT_MAX_CHI2, verify_and_correct
-from .latent_map import measurement_estimate
 
 START_RULES = ("snr", "noise")
 
@@ -52,9 +52,16 @@ class FlashReconstruction(Reconstruction):
 
     def diagnostics(self) -> dict[str, list]:
         """Per-sample severity, start step, NFE, data fit and fallback flags, JSON-ready."""
-        fields = {"sigma_hat": self.sigma_hat, "start_step": self.start_step, "nfe": self.nfe,
-                  "out_of_range": self.out_of_range, "chi2": self.chi2, "fallback": self.fallback,
-                  "dc_weight": self.dc_weight, "chi2_final": self.chi2_final}
+        fields = {
+            "sigma_hat": self.sigma_hat,
+            "start_step": self.start_step,
+            "nfe": self.nfe,
+            "out_of_range": self.out_of_range,
+            "chi2": self.chi2,
+            "fallback": self.fallback,
+            "dc_weight": self.dc_weight,
+            "chi2_final": self.chi2_final,
+        }
         return {k: v.tolist() for k, v in fields.items() if v is not None}
 
 
@@ -118,12 +125,27 @@ class FlashDiffusion(TunableReconstructor):
 
     stochastic = True
 
-    def __init__(self, vae, unet, severity_encoder, n_steps: int = 50, eta: float = 1.5, ddim_eta: float = 0.1,
-                 noise_correction: float = 1.0, start: str | int = "snr", k: int | None = None,
-                 seed: int | None = None, max_chi2: float = DEFAULT_MAX_CHI2, final_consistency: bool = True):
+    def __init__(
+        self,
+        vae,
+        unet,
+        severity_encoder,
+        n_steps: int = 50,
+        eta: float = 1.5,
+        ddim_eta: float = 0.1,
+        noise_correction: float = 1.0,
+        start: str | int = "snr",
+        k: int | None = None,
+        seed: int | None = None,
+        max_chi2: float = DEFAULT_MAX_CHI2,
+        final_consistency: bool = True,
+    ):
         super().__init__()
-        shapes = {"VAE": tuple(vae.latent_shape), "severity encoder": tuple(severity_encoder.latent_shape),
-                  "UNet": (unet.config["latent_channels"], unet.config["latent_size"], unet.config["latent_size"])}
+        shapes = {
+            "VAE": tuple(vae.latent_shape),
+            "severity encoder": tuple(severity_encoder.latent_shape),
+            "UNet": (unet.config["latent_channels"], unet.config["latent_size"], unet.config["latent_size"]),
+        }
         if len(set(shapes.values())) != 1:
             raise ValueError(f"the VAE, UNet and severity encoder must share one latent shape, got {shapes}")
         if n_steps < 1:
@@ -140,7 +162,12 @@ class FlashDiffusion(TunableReconstructor):
         self.severity_encoder = severity_encoder.eval().requires_grad_(False)
         self.scheduler = unet.sampling_scheduler()
         self.n_steps, self.ddim_eta, self.noise_correction, self.start, self.k = (
-            int(n_steps), float(ddim_eta), float(noise_correction), start, k)
+            int(n_steps),
+            float(ddim_eta),
+            float(noise_correction),
+            start,
+            k,
+        )
         self.consistency = LDPS(eta)
         self.max_chi2 = float(max_chi2)
         self.final_consistency = bool(final_consistency)
@@ -149,11 +176,14 @@ class FlashDiffusion(TunableReconstructor):
     @staticmethod
     def _check_start(start, n_steps: int) -> None:
         if isinstance(start, bool) or not (start in START_RULES or (isinstance(start, int) and 1 <= start <= n_steps)):
-            raise ValueError(f"start must be one of {START_RULES} or a number of steps in [1, {n_steps}], got {start!r}")
+            raise ValueError(
+                f"start must be one of {START_RULES} or a number of steps in [1, {n_steps}], got {start!r}"
+            )
 
     @classmethod
-    def from_pretrained(cls, name: str | Path = "severity_encoder_mri128", device: torch.device | str = "cpu",
-                        **kwargs) -> "FlashDiffusion":
+    def from_pretrained(
+        cls, name: str | Path = "severity_encoder_mri128", device: torch.device | str = "cpu", **kwargs
+    ) -> FlashDiffusion:
         """Build the solver from a severity-encoder checkpoint (a shipped name, which contains
         ``severity``, or a folder written by ``save_pretrained``, e.g. a training run's ``model/``),
         loading the VAE and UNet its config records. ``kwargs`` go to the constructor."""
@@ -162,12 +192,16 @@ class FlashDiffusion(TunableReconstructor):
 
         encoder = pretrained.load(name, device=device)
         if not isinstance(encoder, SeverityEncoder):
-            raise ValueError(f"'{name}' holds a {type(encoder).__name__}, not a SeverityEncoder; give a severity "
-                             f"encoder checkpoint (shipped: {[n for n in pretrained.available() if 'severity' in n]}) "
-                             "or a folder a severity-encoder training run wrote")
+            raise ValueError(
+                f"'{name}' holds a {type(encoder).__name__}, not a SeverityEncoder; give a severity "
+                f"encoder checkpoint (shipped: {[n for n in pretrained.available() if 'severity' in n]}) "
+                "or a folder a severity-encoder training run wrote"
+            )
         if not encoder.config.get("source") or not encoder.config.get("unet"):
-            raise ValueError(f"severity encoder '{name}' does not record its VAE ('source') and UNet ('unet'); "
-                             "build FlashDiffusion(vae, unet, encoder) yourself")
+            raise ValueError(
+                f"severity encoder '{name}' does not record its VAE ('source') and UNet ('unet'); "
+                "build FlashDiffusion(vae, unet, encoder) yourself"
+            )
         vae = pretrained.load(encoder.config["source"], device=device)
         unet = pretrained.load(encoder.config["unet"], device=device)
         return cls(vae, unet, encoder, **kwargs)
@@ -182,8 +216,15 @@ class FlashDiffusion(TunableReconstructor):
         clamped = (target < step_snr.min()) | (target > step_snr.max())
         return index, clamped
 
-    def start_latents(self, z_hat: torch.Tensor, sigma2: torch.Tensor, index: torch.Tensor, matched: torch.Tensor,
-                      steps, noise: torch.Tensor) -> torch.Tensor:
+    def start_latents(
+        self,
+        z_hat: torch.Tensor,
+        sigma2: torch.Tensor,
+        index: torch.Tensor,
+        matched: torch.Tensor,
+        steps,
+        noise: torch.Tensor,
+    ) -> torch.Tensor:
         r"""The latent each sample starts from, at step ``steps[index[i]]`` (diffusion units).
 
         Where the step's SNR matches :math:`1/\sigma^2` (``matched``), ALGORITHMS 2.2:
@@ -195,14 +236,24 @@ class FlashDiffusion(TunableReconstructor):
         shape = (-1, 1, 1, 1)
         alpha_bar = torch.tensor([steps[i].alpha_bar for i in index.tolist()], dtype=z_hat.dtype).to(z_hat.device)
         var = (self.noise_correction * sigma2.to(z_hat)).clamp(max=1.0)
-        corrected = alpha_bar.sqrt().reshape(shape) * ((1 - var).sqrt().reshape(shape) * z_hat
-                                                       + var.sqrt().reshape(shape) * noise)
+        corrected = alpha_bar.sqrt().reshape(shape) * (
+            (1 - var).sqrt().reshape(shape) * z_hat + var.sqrt().reshape(shape) * noise
+        )
         diffused = add_noise(z_hat, noise, alpha_bar)
         return torch.where(matched.to(z_hat.device).reshape(shape), corrected, diffused)
 
-    def _solve(self, y, physics: dinv.physics.Physics, k=None, start=None, n_steps: int | None = None,
-               seed: int | None = None, generator: torch.Generator | None = None, return_iterates: bool = False,
-               **kwargs):
+    def _solve(
+        self,
+        y,
+        physics: dinv.physics.Physics,
+        k=None,
+        start=None,
+        n_steps: int | None = None,
+        seed: int | None = None,
+        generator: torch.Generator | None = None,
+        return_iterates: bool = False,
+        **kwargs,
+    ):
         k = self.k if k is None else k
         if k is not None:
             check_k(k, self.vae.latent_dim)
@@ -242,8 +293,9 @@ class FlashDiffusion(TunableReconstructor):
             # every step draws noise for the whole batch, so a sample's noise does not depend on
             # which of its batch-mates have started
             step_noise = torch.randn(z.shape, generator=generator, dtype=z.dtype).to(z.device)
-            z_rows, z0 = latent_reverse_step(self.unet, z[rows], step, self.consistency, sub, sub.k,
-                                             noise=step_noise[rows])
+            z_rows, z0 = latent_reverse_step(
+                self.unet, z[rows], step, self.consistency, sub, sub.k, noise=step_noise[rows]
+            )
             z = z.index_copy(0, rows, z_rows)
             if return_iterates:
                 iterates.append((rows.cpu(), z0))
@@ -253,13 +305,27 @@ class FlashDiffusion(TunableReconstructor):
         nfe = (n_steps - index).cpu()
         if out_of_range.any():
             bad = out_of_range.nonzero().flatten().tolist()
-            warnings.warn(f"FlashDiffusion: samples {bad} of the batch have an estimated severity (sigma_hat "
-                          f"{[round(float(v), 4) for v in sigma2_vae.sqrt()[bad]]}) outside the encoder's trained range "
-                          f"{self.severity_encoder.config.get('sigma2_range')} (as variances) or beyond the schedule's "
-                          "ends; out_of_range flags them", RuntimeWarning, stacklevel=3)
+            warnings.warn(
+                f"FlashDiffusion: samples {bad} of the batch have an estimated severity (sigma_hat "
+                f"{[round(float(v), 4) for v in sigma2_vae.sqrt()[bad]]}) outside the encoder's trained range "
+                f"{self.severity_encoder.config.get('sigma2_range')} (as variances) or beyond the schedule's "
+                "ends; out_of_range flags them",
+                RuntimeWarning,
+                stacklevel=3,
+            )
         return FlashReconstruction(
-            x=verified.x, wall_time=0.0, n_iter=int(nfe.max()), k=self.vae.latent_dim if k is None else k, nfe=nfe,
-            iterates=iterates, extras={"start_rule": start, "sigma2_diffusion_units": sigma2.cpu(), "latent": z},
-            sigma_hat=sigma2_vae.sqrt().cpu(), start_step=torch.tensor([steps[i].t for i in index.tolist()]),
-            out_of_range=out_of_range.cpu(), chi2=verified.chi2, fallback=verified.fallback,
-            dc_weight=verified.dc_weight, chi2_final=verified.chi2_final)
+            x=verified.x,
+            wall_time=0.0,
+            n_iter=int(nfe.max()),
+            k=self.vae.latent_dim if k is None else k,
+            nfe=nfe,
+            iterates=iterates,
+            extras={"start_rule": start, "sigma2_diffusion_units": sigma2.cpu(), "latent": z},
+            sigma_hat=sigma2_vae.sqrt().cpu(),
+            start_step=torch.tensor([steps[i].t for i in index.tolist()]),
+            out_of_range=out_of_range.cpu(),
+            chi2=verified.chi2,
+            fallback=verified.fallback,
+            dc_weight=verified.dc_weight,
+            chi2_final=verified.chi2_final,
+        )

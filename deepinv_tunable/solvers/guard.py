@@ -41,8 +41,13 @@ class GuardResult:
     fallback: torch.Tensor
 
 
-def measurement_guard(x: torch.Tensor, y: torch.Tensor, physics: dinv.physics.Physics,
-                      max_chi2: float = DEFAULT_MAX_CHI2, who: str = "solver") -> GuardResult:
+def measurement_guard(
+    x: torch.Tensor,
+    y: torch.Tensor,
+    physics: dinv.physics.Physics,
+    max_chi2: float = DEFAULT_MAX_CHI2,
+    who: str = "solver",
+) -> GuardResult:
     r"""Replace the samples of ``x`` that explain ``y`` worse than the measurement baseline.
 
     :param torch.Tensor x: estimates in the physics' image domain, ``(B, C, H, W)``.
@@ -72,11 +77,14 @@ def measurement_guard(x: torch.Tensor, y: torch.Tensor, physics: dinv.physics.Ph
         out = torch.where(fallback.to(x.device).reshape(-1, *[1] * (x.dim() - 1)), base.to(x.dtype), x)
     if fallback.any():
         bad = fallback.nonzero().flatten().tolist()
-        warnings.warn(f"{who}: samples {bad} explain the measurements worse than the measurement baseline "
-                      f"(chi2 {[round(float(chi[i]), 2) for i in bad]} against baseline "
-                      f"{[round(float(chi_base[i]), 2) for i in bad]}, floor {max_chi2:g}); returning the baseline "
-                      "for them (GuardResult.fallback / the reconstruction's fallback flags say which)",
-                      RuntimeWarning, stacklevel=3)
+        warnings.warn(
+            f"{who}: samples {bad} explain the measurements worse than the measurement baseline "
+            f"(chi2 {[round(float(chi[i]), 2) for i in bad]} against baseline "
+            f"{[round(float(chi_base[i]), 2) for i in bad]}, floor {max_chi2:g}); returning the baseline "
+            "for them (GuardResult.fallback / the reconstruction's fallback flags say which)",
+            RuntimeWarning,
+            stacklevel=3,
+        )
     return GuardResult(out, chi, chi_base, fallback)
 
 
@@ -93,8 +101,14 @@ class VerifiedResult:
     chi2_final: torch.Tensor
 
 
-def verify_and_correct(x: torch.Tensor, y: torch.Tensor, physics: dinv.physics.Physics,
-                       max_chi2: float = DEFAULT_MAX_CHI2, correct: bool = True, who: str = "solver") -> VerifiedResult:
+def verify_and_correct(
+    x: torch.Tensor,
+    y: torch.Tensor,
+    physics: dinv.physics.Physics,
+    max_chi2: float = DEFAULT_MAX_CHI2,
+    correct: bool = True,
+    who: str = "solver",
+) -> VerifiedResult:
     r"""The end of every generative sampler of the package: verify the prior's own estimate with
     :func:`measurement_guard` (first: a final projection would hide its disagreement), then, when
     ``correct``, apply :func:`~deepinv_tunable.consistency.weighted_data_consistency` to the

@@ -6,17 +6,8 @@ import deepinv as dinv
 import torch
 
 from ..latent import check_k, truncate
-from ..physics import from_physics_domain, noise_sigma, to_physics_domain  # noqa: F401 (re-exported)
+from ..physics import measurement_estimate, noise_sigma, residual_sq, to_physics_domain
 from .base import Reconstruction, TunableReconstructor
-from .classical import MeasurementBaseline
-
-
-def measurement_estimate(y: torch.Tensor, physics: dinv.physics.Physics, fbp: bool = False) -> torch.Tensor:
-    """A single-channel image estimate from the measurements alone, clipped to [0, 1]: the
-    :class:`MeasurementBaseline` (zero-filled MRI magnitude, CT pseudo-inverse or FBP with
-    ``fbp=True``, the blurred image, ...)."""
-    with torch.no_grad():
-        return from_physics_domain(MeasurementBaseline(fbp=fbp)(y, physics), physics).real.clamp(0, 1)
 
 
 class LatentMAP(TunableReconstructor):
@@ -59,8 +50,17 @@ class LatentMAP(TunableReconstructor):
         (torch.Size([1, 2, 32, 32]), 64, 5)
     """
 
-    def __init__(self, model, k: int | None = None, gamma: float = 1.0, n_steps: int = 150, lr: float = 0.05,
-                 restarts: int = 1, init: str = "encoder", sigma: float | None = None):
+    def __init__(
+        self,
+        model,
+        k: int | None = None,
+        gamma: float = 1.0,
+        n_steps: int = 150,
+        lr: float = 0.05,
+        restarts: int = 1,
+        init: str = "encoder",
+        sigma: float | None = None,
+    ):
         super().__init__()
         if init not in ("encoder", "zero"):
             raise ValueError(f"init must be 'encoder' or 'zero', got '{init}'")
@@ -77,13 +77,21 @@ class LatentMAP(TunableReconstructor):
 
     def _objective(self, z, k, y, physics, sigma):
         x = self.model.decode(z, k)
-        residual = (physics.A(to_physics_domain(x, physics)) - y).flatten(1).pow(2).sum(1)
+        residual = residual_sq(x, y, physics, differentiable=True)
         prior = truncate(z, k).flatten(1).pow(2).sum(1)
         return residual / (2 * sigma**2) + 0.5 * self.gamma * prior, residual, x
 
     @torch.enable_grad()  # the latent is optimised by gradient, also when called under no_grad
-    def _solve(self, y, physics, k: int | torch.Tensor | None = None, return_iterates: bool = False,
-               generator: torch.Generator | None = None, x_init: torch.Tensor | None = None, **kwargs):
+    def _solve(
+        self,
+        y,
+        physics,
+        k: int | torch.Tensor | None = None,
+        return_iterates: bool = False,
+        generator: torch.Generator | None = None,
+        x_init: torch.Tensor | None = None,
+        **kwargs,
+    ):
         """``x_init``: a single-channel image to encode instead of the measurement-only estimate."""
         k = self.k if k is None else k
         if k is not None:
@@ -94,8 +102,11 @@ class LatentMAP(TunableReconstructor):
         self.model.check_images(x_tilde, name="the physics' image (from A^dagger y)")
         linear = isinstance(physics, dinv.physics.LinearPhysics)
         with torch.no_grad():
-            z_start = self.model.encode_mean(x_tilde) if self.init == "encoder" and linear else torch.zeros(
-                x_tilde.shape[0], *self.model.latent_shape, device=y.device)
+            z_start = (
+                self.model.encode_mean(x_tilde)
+                if self.init == "encoder" and linear
+                else torch.zeros(x_tilde.shape[0], *self.model.latent_shape, device=y.device)
+            )
         best_obj = torch.full((y.shape[0],), float("inf"), device=y.device)
         best_z = z_start.clone()
         iterates = [] if return_iterates else None
@@ -119,7 +130,11 @@ class LatentMAP(TunableReconstructor):
             objective, residual, x = self._objective(best_z, k, y, physics, sigma)
         k_used = self.model.latent_dim if k is None else k
         return Reconstruction(
-            x=to_physics_domain(x, physics), wall_time=0.0, n_iter=self.n_steps * self.restarts, k=k_used,
-            nfe=self.restarts * (self.n_steps + 1) + 1, iterates=iterates,
+            x=to_physics_domain(x, physics),
+            wall_time=0.0,
+            n_iter=self.n_steps * self.restarts,
+            k=k_used,
+            nfe=self.restarts * (self.n_steps + 1) + 1,
+            iterates=iterates,
             extras={"objective": objective, "residual_sq": residual, "sigma": sigma},
         )

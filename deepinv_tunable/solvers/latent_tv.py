@@ -12,10 +12,10 @@ from .base import Reconstruction, TunableReconstructor
 from .classical import TVPGD
 from .latent_map import LatentMAP
 
-
 #: default ``(lambda_tv, beta)`` grid of :meth:`LatentMAPTV.tune`; ``beta = 0`` is plain TV.
-DEFAULT_TUNING_GRID = tuple((lam, beta) for lam in (0.001, 0.002, 0.005, 0.01, 0.02, 0.05)
-                            for beta in (0.0, 0.5, 0.8, 1.0))
+DEFAULT_TUNING_GRID = tuple(
+    (lam, beta) for lam in (0.001, 0.002, 0.005, 0.01, 0.02, 0.05) for beta in (0.0, 0.5, 0.8, 1.0)
+)
 
 
 class LatentMAPTV(TunableReconstructor):
@@ -58,8 +58,15 @@ class LatentMAPTV(TunableReconstructor):
         (torch.Size([1, 2, 32, 32]), 64, ['auto', 'beta', 'lambda_tv', 'prior_image'])
     """
 
-    def __init__(self, latent_map: LatentMAP, lambda_tv: float | str = "auto", beta: float | str = 1.0,
-                 n_iter: int = 100, tune_rule: str = "auto", seed: int = 0):
+    def __init__(
+        self,
+        latent_map: LatentMAP,
+        lambda_tv: float | str = "auto",
+        beta: float | str = 1.0,
+        n_iter: int = 100,
+        tune_rule: str = "auto",
+        seed: int = 0,
+    ):
         super().__init__()
         if not isinstance(latent_map, LatentMAP):
             raise TypeError(f"latent_map must be a LatentMAP solver, got {type(latent_map).__name__}")
@@ -71,8 +78,15 @@ class LatentMAPTV(TunableReconstructor):
         self.beta = beta if auto_requested(beta) else float(beta)
         self.tune_rule, self.seed = tune_rule, int(seed)
 
-    def _solve(self, y, physics, k: int | torch.Tensor | None = None, lambda_tv: float | None = None,
-               beta: float | None = None, **kwargs) -> Reconstruction:
+    def _solve(
+        self,
+        y,
+        physics,
+        k: int | torch.Tensor | None = None,
+        lambda_tv: float | None = None,
+        beta: float | None = None,
+        **kwargs,
+    ) -> Reconstruction:
         if not isinstance(physics, dinv.physics.LinearPhysics):
             raise TypeError(f"LatentMAPTV needs a linear physics, got {type(physics).__name__}")
         beta = self.beta if beta is None else beta
@@ -82,18 +96,30 @@ class LatentMAPTV(TunableReconstructor):
         auto = {}
         with torch.no_grad():
             gx = generated.x
-            first = self.deviation.reconstruct(y - physics.A(gx if auto_requested(beta) else float(beta) * gx),
-                                               physics, lambda_tv=lambda_tv)
+            first = self.deviation.reconstruct(
+                y - physics.A(gx if auto_requested(beta) else float(beta) * gx), physics, lambda_tv=lambda_tv
+            )
             auto.update(first.extras.get("auto", {}))
             lam = first.extras["lambda_tv"]
             if auto_requested(beta):
+
                 def solve(b, y_, ph_, x0):
                     # under splitting ph_ observes real images: the generator's image is real too
                     prior = b * (gx if ph_ is physics else gx[:, :1])
                     return prior + self.deviation(y_ - ph_.A(prior), ph_, lambda_tv=lam)
 
-                choice = select_parameter(solve, y, physics, (0.0, 1.0), name="beta", rule=self.tune_rule, log=False,
-                                          n_coarse=5, n_refine=3, seed=self.seed)
+                choice = select_parameter(
+                    solve,
+                    y,
+                    physics,
+                    (0.0, 1.0),
+                    name="beta",
+                    rule=self.tune_rule,
+                    log=False,
+                    n_coarse=5,
+                    n_refine=3,
+                    seed=self.seed,
+                )
                 beta = choice.value
                 auto["beta"] = choice.as_dict()
                 deviation = self.deviation.reconstruct(y - beta * physics.A(gx), physics, lambda_tv=lam)
@@ -104,12 +130,23 @@ class LatentMAPTV(TunableReconstructor):
         if auto:
             extras["auto"] = auto
         return Reconstruction(
-            x=prior_image + deviation.x, wall_time=0.0, n_iter=(generated.n_iter or 0) + deviation.n_iter,
-            k=generated.k, nfe=generated.nfe, iterates=generated.iterates, extras=extras,
+            x=prior_image + deviation.x,
+            wall_time=0.0,
+            n_iter=(generated.n_iter or 0) + deviation.n_iter,
+            k=generated.k,
+            nfe=generated.nfe,
+            iterates=generated.iterates,
+            extras=extras,
         )
 
-    def tune(self, y: torch.Tensor, physics: dinv.physics.LinearPhysics, x_true: torch.Tensor,
-             grid=DEFAULT_TUNING_GRID, k: int | torch.Tensor | None = None) -> GridSearchResult:
+    def tune(
+        self,
+        y: torch.Tensor,
+        physics: dinv.physics.LinearPhysics,
+        x_true: torch.Tensor,
+        grid=DEFAULT_TUNING_GRID,
+        k: int | torch.Tensor | None = None,
+    ) -> GridSearchResult:
         """Pick ``(lambda_tv, beta)`` by a grid on calibration measurements ``y`` of the
         single-channel images ``x_true`` (PSNR), and keep the best in the solver. The latent MAP
         runs once; only the deviation is re-solved at each grid point."""

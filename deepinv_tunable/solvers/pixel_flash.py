@@ -92,10 +92,21 @@ class PixelFlash(TunableReconstructor):
 
     stochastic = True
 
-    def __init__(self, denoiser: dinv.models.Denoiser, max_iter: int = 50, lambda_: float = 1.0, zeta: float = 1.0,
-                 start: str = "severity", severity: str = "auto", severity_iter: int = 4,
-                 noise_correction: float = 16.0, seed: int | None = None, max_chi2: float = DEFAULT_MAX_CHI2,
-                 final_consistency: bool = True, spacing: str = "log"):
+    def __init__(
+        self,
+        denoiser: dinv.models.Denoiser,
+        max_iter: int = 50,
+        lambda_: float = 1.0,
+        zeta: float = 1.0,
+        start: str = "severity",
+        severity: str = "auto",
+        severity_iter: int = 4,
+        noise_correction: float = 16.0,
+        seed: int | None = None,
+        max_chi2: float = DEFAULT_MAX_CHI2,
+        final_consistency: bool = True,
+        spacing: str = "log",
+    ):
         super().__init__()
         if max_iter < 2:
             raise ValueError(f"max_iter must be >= 2 (DiffPIR's schedule), got {max_iter}")
@@ -105,8 +116,10 @@ class PixelFlash(TunableReconstructor):
             raise ValueError(f"severity must be one of {SEVERITY_RULES}, got {severity!r}")
         self.severity = severity
         if severity_iter < 2 or not noise_correction > 0:
-            raise ValueError(f"severity_iter must be >= 2 (DPIR's pilot) and noise_correction positive, got "
-                             f"{severity_iter}, {noise_correction}")
+            raise ValueError(
+                f"severity_iter must be >= 2 (DPIR's pilot) and noise_correction positive, got "
+                f"{severity_iter}, {noise_correction}"
+            )
         if spacing not in ("log", "deepinv"):
             raise ValueError(f"spacing must be 'log' or 'deepinv', got {spacing!r}")
         self.spacing = spacing
@@ -124,8 +137,14 @@ class PixelFlash(TunableReconstructor):
         coefficients and data-fidelity prox are the ones used here. With ``spacing="log"`` the
         ``max_iter`` visited levels are spaced evenly in log-noise between the same ends instead
         of deepinv's square-root spacing of the timesteps (which puts 2 of 50 steps below 0.05)."""
-        diffpir = dinv.sampling.DiffPIR(self.denoiser, dinv.optim.data_fidelity.L2(), sigma=sigma,
-                                        max_iter=self.max_iter, zeta=self.zeta, lambda_=self.lambda_)
+        diffpir = dinv.sampling.DiffPIR(
+            self.denoiser,
+            dinv.optim.data_fidelity.L2(),
+            sigma=sigma,
+            max_iter=self.max_iter,
+            zeta=self.zeta,
+            lambda_=self.lambda_,
+        )
         if self.spacing == "log":
             ends = diffpir.sigmas[diffpir.seq.long()[[0, -1]]].double()
             wanted = torch.logspace(float(ends[0].log10()), float(ends[1].log10()), self.max_iter, dtype=torch.float64)
@@ -141,8 +160,9 @@ class PixelFlash(TunableReconstructor):
         return "spectrum" if single_coil else "pilot"
 
     @torch.no_grad()
-    def estimate_severity(self, y: torch.Tensor, physics: dinv.physics.Physics, x_tilde: torch.Tensor,
-                          sigma: float) -> torch.Tensor:
+    def estimate_severity(
+        self, y: torch.Tensor, physics: dinv.physics.Physics, x_tilde: torch.Tensor, sigma: float
+    ) -> torch.Tensor:
         r"""Per-image severity :math:`\hat\sigma` of the measurement-only estimate ``x_tilde``,
         ``(B,)``: the predicted zero-filled error (``"spectrum"``) or the RMS distance to the
         pilot :math:`x_p` (``"pilot"``)."""
@@ -156,18 +176,29 @@ class PixelFlash(TunableReconstructor):
             pilot = DPIR(self.denoiser, sigma=max(sigma, 0.01), max_iter=self.severity_iter)(y, physics)
         return (x_tilde - pilot).pow(2).flatten(1).mean(1).sqrt()
 
-    def start_indices(self, diffpir: dinv.sampling.DiffPIR, sigma_hat: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def start_indices(
+        self, diffpir: dinv.sampling.DiffPIR, sigma_hat: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         r"""Per image, the schedule index whose noise level (images in [0, 1]) is nearest to
         :math:`\sqrt{c}\,\hat\sigma`, and whether that match was clamped to an end."""
         levels = (diffpir.sigmas[diffpir.seq.long()] / 2).double().cpu()
-        target = (self.noise_correction ** 0.5 * sigma_hat).double().cpu()
+        target = (self.noise_correction**0.5 * sigma_hat).double().cpu()
         # the last index has no step left (DiffPIR returns the sample at that level): at most the one before
         index = (levels[None, :-1] - target[:, None]).abs().argmin(1)
         clamped = (target > levels.max()) | (target < levels.min())
         return index, clamped
 
-    def _run(self, diffpir, y, physics, x_start: torch.Tensor | None, sigma_hat: torch.Tensor | None, i0: int,
-             sigma: float, generator: torch.Generator) -> torch.Tensor:
+    def _run(
+        self,
+        diffpir,
+        y,
+        physics,
+        x_start: torch.Tensor | None,
+        sigma_hat: torch.Tensor | None,
+        i0: int,
+        sigma: float,
+        generator: torch.Generator,
+    ) -> torch.Tensor:
         """DiffPIR's loop from schedule index ``i0`` (``x_start``: the measurement-only estimate in
         [0, 1] with severities ``sigma_hat``, or ``None`` for deepinv's own start from pure noise)."""
         sqrt_recip, _ = diffpir.get_alpha_prod()
@@ -195,9 +226,11 @@ class PixelFlash(TunableReconstructor):
             x0 = diffpir.data_fidelity.prox(x0 / 2 + 0.5, y, physics, gamma=1.0 / (2 * diffpir.rhos[t])) * 2 - 1
             t_next = diffpir.find_nearest(diffpir.reduced_alpha_cumprod, sigmas[seq[i + 1]])
             eps = (x - diffpir.sqrt_alphas_cumprod[t] * x0) / diffpir.sqrt_1m_alphas_cumprod[t]
-            x = (diffpir.sqrt_alphas_cumprod[t_next] * x0
-                 + diffpir.sqrt_1m_alphas_cumprod[t_next] * (1 - diffpir.zeta) ** 0.5 * eps
-                 + diffpir.sqrt_1m_alphas_cumprod[t_next] * diffpir.zeta ** 0.5 * randn(x))
+            x = (
+                diffpir.sqrt_alphas_cumprod[t_next] * x0
+                + diffpir.sqrt_1m_alphas_cumprod[t_next] * (1 - diffpir.zeta) ** 0.5 * eps
+                + diffpir.sqrt_1m_alphas_cumprod[t_next] * diffpir.zeta**0.5 * randn(x)
+            )
         return x / 2 + 0.5
 
     def _solve(self, y, physics: dinv.physics.Physics, seed: int | None = None, start: str | None = None, **kwargs):
@@ -205,8 +238,11 @@ class PixelFlash(TunableReconstructor):
         if start not in PIXEL_START_RULES:
             raise ValueError(f"start must be one of {PIXEL_START_RULES}, got {start!r}")
         seed = self.seed if seed is None else seed
-        generator = torch.Generator().manual_seed(int(seed)) if seed is not None else torch.Generator().manual_seed(
-            int(torch.randint(0, 2**31 - 1, (1,))))
+        generator = (
+            torch.Generator().manual_seed(int(seed))
+            if seed is not None
+            else torch.Generator().manual_seed(int(torch.randint(0, 2**31 - 1, (1,))))
+        )
         sigma = noise_sigma(physics)
         diffpir = self.schedule(sigma)
         y = y.detach()
@@ -234,7 +270,16 @@ class PixelFlash(TunableReconstructor):
             out_of_range |= (sigma_hat.cpu() < sigma_range[0]) | (sigma_hat.cpu() > sigma_range[1])
         start_level = (diffpir.sigmas[diffpir.seq.long()[index.to(diffpir.seq.device)]] / 2).cpu()
         return FlashReconstruction(
-            x=verified.x, wall_time=0.0, n_iter=int(nfe.max()), nfe=nfe,
-            extras={"start_rule": start, "start_level": start_level}, sigma_hat=sigma_hat.cpu(), start_step=index,
-            out_of_range=out_of_range, chi2=verified.chi2, fallback=verified.fallback, dc_weight=verified.dc_weight,
-            chi2_final=verified.chi2_final)
+            x=verified.x,
+            wall_time=0.0,
+            n_iter=int(nfe.max()),
+            nfe=nfe,
+            extras={"start_rule": start, "start_level": start_level},
+            sigma_hat=sigma_hat.cpu(),
+            start_step=index,
+            out_of_range=out_of_range,
+            chi2=verified.chi2,
+            fallback=verified.fallback,
+            dc_weight=verified.dc_weight,
+            chi2_final=verified.chi2_final,
+        )

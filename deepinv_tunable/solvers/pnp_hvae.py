@@ -22,11 +22,10 @@ import torch
 from ..autotune import auto_requested, select_parameter
 from ..consistency import gaussian_posterior_sample
 from ..nets.hvae import HVAE
-from ..physics import physics_domain_adjoint, to_physics_domain
+from ..physics import noise_sigma, physics_domain_adjoint, to_physics_domain
 from ..priors import tau_for_sigma
 from .base import Reconstruction, TunableReconstructor
 from .classical import MeasurementBaseline
-from ..physics import noise_sigma
 
 #: noise floor used when the physics is noiseless (the prox weight is gamma^2 / sigma^2).
 MIN_SIGMA = 1e-3
@@ -63,10 +62,20 @@ class PnPHVAE(TunableReconstructor):
         (torch.Size([1, 1, 16, 16]), 5, 5)
     """
 
-    def __init__(self, hvae: HVAE, tau: float | list[float] | str | None = "auto", gamma: float | None = None,
-                 sigma: float | None = None, max_iter: int = 100, tol: float = 1e-4, pad: bool = True,
-                 tune_rule: str = "auto", tune_bounds: tuple[float, float] = (0.4, 1.0), tune_iter: int = 20,
-                 seed: int = 0):
+    def __init__(
+        self,
+        hvae: HVAE,
+        tau: float | list[float] | str | None = "auto",
+        gamma: float | None = None,
+        sigma: float | None = None,
+        max_iter: int = 100,
+        tol: float = 1e-4,
+        pad: bool = True,
+        tune_rule: str = "auto",
+        tune_bounds: tuple[float, float] = (0.4, 1.0),
+        tune_iter: int = 20,
+        seed: int = 0,
+    ):
         super().__init__()
         if max_iter < 1:
             raise ValueError(f"max_iter must be >= 1, got {max_iter}")
@@ -90,14 +99,30 @@ class PnPHVAE(TunableReconstructor):
         """The solver's own noise stream (None: torch's global RNG); deterministic solvers have none."""
         return None
 
-    def _step(self, x: torch.Tensor, y: torch.Tensor, physics, tau, gamma: float, sigma: float,
-              generator: torch.Generator | None) -> torch.Tensor:
+    def _step(
+        self,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        physics,
+        tau,
+        gamma: float,
+        sigma: float,
+        generator: torch.Generator | None,
+    ) -> torch.Tensor:
         """One iteration: the prox of the data term at the tempered HVAE reconstruction."""
-        return physics.prox_l2(self.denoise(x, physics, tau), y, gamma ** 2 / sigma ** 2)
+        return physics.prox_l2(self.denoise(x, physics, tau), y, gamma**2 / sigma**2)
 
     @torch.no_grad()
-    def _solve(self, y, physics, x_init: torch.Tensor | None = None, return_iterates: bool = False,
-               seed: int | None = None, generator: torch.Generator | None = None, **kwargs):
+    def _solve(
+        self,
+        y,
+        physics,
+        x_init: torch.Tensor | None = None,
+        return_iterates: bool = False,
+        seed: int | None = None,
+        generator: torch.Generator | None = None,
+        **kwargs,
+    ):
         if not isinstance(physics, dinv.physics.LinearPhysics):
             raise TypeError(f"{type(self).__name__} needs a linear physics (its prox_l2), got {type(physics).__name__}")
         sigma = max(self.sigma if self.sigma is not None else noise_sigma(physics, default=MIN_SIGMA), MIN_SIGMA)
@@ -108,27 +133,52 @@ class PnPHVAE(TunableReconstructor):
         generator = generator if generator is not None else self._own_generator(y.device)
         extras = {}
         if auto_requested(tau):
-            choice = select_parameter(lambda t, y_, ph_, x0: self._iterate(y_, ph_, t, gamma, sigma, generator, x0,
-                                                                              self.tune_iter, False)[0],
-                                      y, physics, self.tune_bounds, name="tau", rule=self.tune_rule, log=False,
-                                      n_coarse=4, n_refine=3, seed=self.seed)
+            choice = select_parameter(
+                lambda t, y_, ph_, x0: self._iterate(y_, ph_, t, gamma, sigma, generator, x0, self.tune_iter, False)[0],
+                y,
+                physics,
+                self.tune_bounds,
+                name="tau",
+                rule=self.tune_rule,
+                log=False,
+                n_coarse=4,
+                n_refine=3,
+                seed=self.seed,
+            )
             tau = choice.value
             extras["auto"] = {"tau": choice.as_dict()}
-        x, residuals, iterates = self._iterate(y, physics, tau, gamma, sigma, generator, x_init, self.max_iter,
-                                               return_iterates)
+        x, residuals, iterates = self._iterate(
+            y, physics, tau, gamma, sigma, generator, x_init, self.max_iter, return_iterates
+        )
         n = len(residuals)
         converged = residuals[-1] < self.tol
         if not converged and not self.stochastic:
             # not a fixed point: the tempered HVAE is not contractive enough on these inputs
-            warnings.warn(f"PnP-HVAE stopped after {n} iterations at relative change {residuals[-1]:.1e} "
-                          f"(tol {self.tol:g}) with tau {tau}; a lower tau (or tau='auto') usually converges",
-                          RuntimeWarning, stacklevel=3)
-        return Reconstruction(x=x, wall_time=0.0, n_iter=n, nfe=n, iterates=iterates,
-                              extras={"residuals": residuals, "tau": tau, "gamma": gamma, "sigma": sigma,
-                                      "converged": converged, **extras})
+            warnings.warn(
+                f"PnP-HVAE stopped after {n} iterations at relative change {residuals[-1]:.1e} "
+                f"(tol {self.tol:g}) with tau {tau}; a lower tau (or tau='auto') usually converges",
+                RuntimeWarning,
+                stacklevel=3,
+            )
+        return Reconstruction(
+            x=x,
+            wall_time=0.0,
+            n_iter=n,
+            nfe=n,
+            iterates=iterates,
+            extras={
+                "residuals": residuals,
+                "tau": tau,
+                "gamma": gamma,
+                "sigma": sigma,
+                "converged": converged,
+                **extras,
+            },
+        )
 
-    def _iterate(self, y, physics, tau, gamma: float, sigma: float, generator, x_init, max_iter: int,
-                 return_iterates: bool):
+    def _iterate(
+        self, y, physics, tau, gamma: float, sigma: float, generator, x_init, max_iter: int, return_iterates: bool
+    ):
         """Run the iteration from ``x_init`` (default: the measurement baseline) for at most ``max_iter`` steps."""
         x = MeasurementBaseline()(y, physics) if x_init is None else to_physics_domain(x_init, physics)
         residuals: list[float] = []
@@ -192,8 +242,16 @@ class PnPHVAESampler(PnPHVAE):
 
     stochastic = True
 
-    def __init__(self, hvae: HVAE, tau: float | list[float] | None = None, gamma: float | None = None,
-                 sigma: float | None = None, n_iter: int = 30, pad: bool = True, seed: int | None = None):
+    def __init__(
+        self,
+        hvae: HVAE,
+        tau: float | list[float] | None = None,
+        gamma: float | None = None,
+        sigma: float | None = None,
+        n_iter: int = 30,
+        pad: bool = True,
+        seed: int | None = None,
+    ):
         super().__init__(hvae, tau=tau, gamma=gamma, sigma=sigma, max_iter=n_iter, tol=0.0, pad=pad)
         self.seed = seed
         self.generator: torch.Generator | None = None
@@ -206,6 +264,7 @@ class PnPHVAESampler(PnPHVAE):
 
     def _step(self, x, y, physics, tau, gamma, sigma, generator):
         real = physics_domain_adjoint(x, physics)
-        mean = to_physics_domain(self.hvae.reconstruct(real, tau, pad=self.pad, sample=True, generator=generator),
-                                 physics)
+        mean = to_physics_domain(
+            self.hvae.reconstruct(real, tau, pad=self.pad, sample=True, generator=generator), physics
+        )
         return gaussian_posterior_sample(physics, y, mean, gamma, sigma, generator)

@@ -56,8 +56,16 @@ class TunableLDMSolver(TunableReconstructor):
 
     stochastic = True
 
-    def __init__(self, vae, unet, k: int | None = None, n_steps: int = 50, eta: float = 0.1,
-                 consistency: DataConsistency | None = None, seed: int | None = None):
+    def __init__(
+        self,
+        vae,
+        unet,
+        k: int | None = None,
+        n_steps: int = 50,
+        eta: float = 0.1,
+        consistency: DataConsistency | None = None,
+        seed: int | None = None,
+    ):
         super().__init__()
         if not eta > 0:
             raise ValueError(f"eta must be > 0 (eta = 0 makes Algorithm 2 unstable), got {eta}")
@@ -74,8 +82,17 @@ class TunableLDMSolver(TunableReconstructor):
         # one generator for the solver's lifetime: successive calls draw fresh, reproducible noise
         self.generator = torch.Generator().manual_seed(seed) if seed is not None else None
 
-    def _solve(self, y, physics: dinv.physics.Physics, k=None, n_steps: int | None = None, seed: int | None = None,
-               generator: torch.Generator | None = None, return_iterates: bool = False, **kwargs):
+    def _solve(
+        self,
+        y,
+        physics: dinv.physics.Physics,
+        k=None,
+        n_steps: int | None = None,
+        seed: int | None = None,
+        generator: torch.Generator | None = None,
+        return_iterates: bool = False,
+        **kwargs,
+    ):
         k = self.k if k is None else k
         if k is not None:
             check_k(k, self.vae.latent_dim)
@@ -95,5 +112,12 @@ class TunableLDMSolver(TunableReconstructor):
         with torch.no_grad():
             x = problem.image(z)
             residual = problem.residual(z)
-        return Reconstruction(x=x, wall_time=0.0, n_iter=len(steps), k=self.vae.latent_dim if k is None else k,
-                              nfe=len(steps), iterates=iterates, extras={"residual_sq": residual, "latent": z})
+        return Reconstruction(
+            x=x,
+            wall_time=0.0,
+            n_iter=len(steps),
+            k=self.vae.latent_dim if k is None else k,
+            nfe=len(steps),
+            iterates=iterates,
+            extras={"residual_sq": residual, "latent": z},
+        )

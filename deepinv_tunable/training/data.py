@@ -33,15 +33,18 @@ class SliceDataConfig(BaseModel):
     num_workers: int = Field(0, ge=0)
     samples_per_epoch: int = Field(512, ge=1)
     val_slices: int = Field(8, ge=1, description="held-out slices used for validation")
-    patch_size: int | None = Field(None, ge=8, description="train on random square patches of this size "
-                                   "(validation keeps whole slices)")
+    patch_size: int | None = Field(
+        None, ge=8, description="train on random square patches of this size (validation keeps whole slices)"
+    )
     corpus_root: str = Field("corpus", description="folder of `make corpus` (used when input is 'corpus')")
     modality_weights: dict[str, float] = Field(
         {"mr": 0.5, "natural": 0.35, "ct": 0.15},
         description="corpus only: share of each modality in a batch; within a modality every subject is "
-                    "drawn equally often, whatever its number of slices")
+        "drawn equally often, whatever its number of slices",
+    )
     val_subjects: tuple[str, ...] = Field(
-        ("nibabel_example4d",), description="corpus only: training-split subjects kept out of training for validation")
+        ("nibabel_example4d",), description="corpus only: training-split subjects kept out of training for validation"
+    )
 
 
 CORPUS_INPUT = "corpus"
@@ -58,12 +61,19 @@ def load_corpus_images(cfg: SliceDataConfig) -> tuple[list[torch.Tensor], torch.
     corpus = load_corpus(cfg.corpus_root, split="train")
     unknown = set(cfg.val_subjects) - set(corpus.subjects)
     if unknown:
-        raise ValueError(f"val_subjects {sorted(unknown)} are not training-split subjects of the corpus "
-                         f"(available: {corpus.subjects})")
+        raise ValueError(
+            f"val_subjects {sorted(unknown)} are not training-split subjects of the corpus "
+            f"(available: {corpus.subjects})"
+        )
     # images a little smaller than the patch (a 111x111 brain slice for 128x128 patches) are
     # zero-padded, as the whole head then sits in the field of view; much smaller ones are skipped
-    items = [c for c in corpus.images if c.subject not in cfg.val_subjects
-             and min(c.image.shape) >= cfg.patch_size // 2 and c.modality in cfg.modality_weights]
+    items = [
+        c
+        for c in corpus.images
+        if c.subject not in cfg.val_subjects
+        and min(c.image.shape) >= cfg.patch_size // 2
+        and c.modality in cfg.modality_weights
+    ]
     if not items:
         raise ValueError(f"no corpus image is at least {cfg.patch_size // 2} pixels on each side")
     # equal mass per subject within a modality, modality_weights across modalities
@@ -76,8 +86,10 @@ def load_corpus_images(cfg: SliceDataConfig) -> tuple[list[torch.Tensor], torch.
     weights = [present[c.modality] / total / len(subjects_of[c.modality]) / per_subject[c.subject] for c in items]
     val = [c.image for c in corpus.images if c.subject in cfg.val_subjects]
     if not val:
-        raise ValueError("no validation images: data.val_subjects must name at least one training-split subject "
-                         f"of the corpus to keep out of training (available: {corpus.subjects})")
+        raise ValueError(
+            "no validation images: data.val_subjects must name at least one training-split subject "
+            f"of the corpus to keep out of training (available: {corpus.subjects})"
+        )
     step = max(1, len(val) // cfg.val_slices)
     h, w = cfg.size
     val_t = torch.stack([_crop_or_pad(v, h, w) for v in val[::step][: cfg.val_slices]]).unsqueeze(1)
@@ -89,9 +101,11 @@ def load_corpus_images(cfg: SliceDataConfig) -> tuple[list[torch.Tensor], torch.
 def _crop_or_pad(x: torch.Tensor, h: int, w: int) -> torch.Tensor:
     """Centred crop / zero pad of a 2D image to ``(h, w)``."""
     dh, dw = h - x.shape[-2], w - x.shape[-1]
-    x = torch.nn.functional.pad(x, (max(dw, 0) // 2, max(dw, 0) - max(dw, 0) // 2, max(dh, 0) // 2, max(dh, 0) - max(dh, 0) // 2))
+    x = torch.nn.functional.pad(
+        x, (max(dw, 0) // 2, max(dw, 0) - max(dw, 0) // 2, max(dh, 0) // 2, max(dh, 0) - max(dh, 0) // 2)
+    )
     top, left = (x.shape[-2] - h) // 2, (x.shape[-1] - w) // 2
-    return x[..., top:top + h, left:left + w]
+    return x[..., top : top + h, left : left + w]
 
 
 def load_slices(cfg: SliceDataConfig) -> tuple[torch.Tensor, torch.Tensor, list[int], list[int]]:
@@ -110,8 +124,10 @@ def load_slices(cfg: SliceDataConfig) -> tuple[torch.Tensor, torch.Tensor, list[
     train_idx = [i for i in keep if not start <= i < stop]
     held_idx = [i for i in keep if start <= i < stop]
     if not train_idx or not held_idx:
-        raise ValueError(f"no slices left for training ({len(train_idx)}) or validation ({len(held_idx)}); "
-                         "lower min_foreground or move the holdout slab")
+        raise ValueError(
+            f"no slices left for training ({len(train_idx)}) or validation ({len(held_idx)}); "
+            "lower min_foreground or move the holdout slab"
+        )
     step = max(1, len(held_idx) // cfg.val_slices)
     held_idx = held_idx[::step][: cfg.val_slices]
     return slices[train_idx], slices[held_idx], train_idx, held_idx
@@ -121,21 +137,29 @@ def default_augmentation() -> tio.Compose:
     """Geometry and contrast changes that make a prior learned from a template fit individual
     subjects: small rotations and scalings, elastic deformation, left-right flips, a smooth bias
     field and a gamma change of contrast."""
-    return tio.Compose([
-        tio.RandomAffine(scales=(0.9, 1.1), degrees=(0, 0, 8), translation=(4, 4, 0), p=0.8),
-        tio.RandomElasticDeformation(num_control_points=7, max_displacement=(6, 6, 0), p=0.3),
-        tio.RandomFlip(axes=(0,), p=0.5),
-        tio.RandomBiasField(coefficients=0.3, p=0.5),
-        tio.RandomGamma(log_gamma=0.3, p=0.5),
-    ])
+    return tio.Compose(
+        [
+            tio.RandomAffine(scales=(0.9, 1.1), degrees=(0, 0, 8), translation=(4, 4, 0), p=0.8),
+            tio.RandomElasticDeformation(num_control_points=7, max_displacement=(6, 6, 0), p=0.3),
+            tio.RandomFlip(axes=(0,), p=0.5),
+            tio.RandomBiasField(coefficients=0.3, p=0.5),
+            tio.RandomGamma(log_gamma=0.3, p=0.5),
+        ]
+    )
 
 
 class AugmentedSlices(Dataset):
     """``samples_per_epoch`` random slices of ``slices``, each freshly augmented."""
 
-    def __init__(self, slices: torch.Tensor | Sequence[torch.Tensor], samples_per_epoch: int,
-                 transform: tio.Transform | None, patch_size: int | None = None, min_foreground: float = 0.05,
-                 weights: Sequence[float] | None = None):
+    def __init__(
+        self,
+        slices: torch.Tensor | Sequence[torch.Tensor],
+        samples_per_epoch: int,
+        transform: tio.Transform | None,
+        patch_size: int | None = None,
+        min_foreground: float = 0.05,
+        weights: Sequence[float] | None = None,
+    ):
         self.slices = slices
         self.samples_per_epoch = samples_per_epoch
         # with weights, each item is a weighted draw (the corpus mixes subjects of very different sizes)
@@ -170,7 +194,7 @@ class AugmentedSlices(Dataset):
         for _ in range(8):
             i = int(torch.randint(0, x.shape[-2] - p + 1, ()))
             j = int(torch.randint(0, x.shape[-1] - p + 1, ()))
-            patch = x[..., i:i + p, j:j + p]
+            patch = x[..., i : i + p, j : j + p]
             if float(patch.mean()) >= self.min_foreground:
                 break
         return patch
@@ -203,10 +227,22 @@ class SliceDataModule(L.LightningDataModule):
 
     def train_dataloader(self) -> DataLoader:
         transform = default_augmentation() if self.cfg.augment else None
-        data = AugmentedSlices(self.train_slices, self.cfg.samples_per_epoch, transform, self.cfg.patch_size,
-                               self.cfg.min_foreground, self.weights)
-        return DataLoader(data, batch_size=self.cfg.batch_size, shuffle=True, drop_last=True,
-                          num_workers=self.cfg.num_workers, persistent_workers=self.cfg.num_workers > 0)
+        data = AugmentedSlices(
+            self.train_slices,
+            self.cfg.samples_per_epoch,
+            transform,
+            self.cfg.patch_size,
+            self.cfg.min_foreground,
+            self.weights,
+        )
+        return DataLoader(
+            data,
+            batch_size=self.cfg.batch_size,
+            shuffle=True,
+            drop_last=True,
+            num_workers=self.cfg.num_workers,
+            persistent_workers=self.cfg.num_workers > 0,
+        )
 
     def val_dataloader(self) -> DataLoader:
         return DataLoader(self.val_slices, batch_size=self.cfg.batch_size)

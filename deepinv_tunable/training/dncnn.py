@@ -27,8 +27,9 @@ class DnCNNModule(L.LightningModule):
         that fine-tuning starts from a broken denoiser.
     """
 
-    def __init__(self, dncnn: dict | None = None, init: str | None = None, lr: float = 1e-4,
-                 freeze_batchnorm: bool | None = None):
+    def __init__(
+        self, dncnn: dict | None = None, init: str | None = None, lr: float = 1e-4, freeze_batchnorm: bool | None = None
+    ):
         super().__init__()
         self.save_hyperparameters()
         config = dict(dncnn or {})
@@ -37,8 +38,10 @@ class DnCNNModule(L.LightningModule):
 
             self.net = pretrained.load(init)
             if config.get("trained_sigma") not in (None, self.net.trained_sigma):
-                raise ValueError(f"trained_sigma {config['trained_sigma']} differs from the initial weights' "
-                                 f"{self.net.trained_sigma} ('{init}')")
+                raise ValueError(
+                    f"trained_sigma {config['trained_sigma']} differs from the initial weights' "
+                    f"{self.net.trained_sigma} ('{init}')"
+                )
         else:
             if not config.get("trained_sigma"):
                 raise ValueError("dncnn.trained_sigma (the training noise std) is required")
@@ -47,7 +50,7 @@ class DnCNNModule(L.LightningModule):
         self.sigma = float(self.net.trained_sigma)
         self.train()
 
-    def train(self, mode: bool = True) -> "DnCNNModule":
+    def train(self, mode: bool = True) -> DnCNNModule:
         super().train(mode)
         if mode and self.freeze_batchnorm:
             for m in self.net.modules():

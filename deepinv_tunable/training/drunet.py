@@ -42,8 +42,14 @@ class ConditionalDenoiserModule(L.LightningModule):
         Default 0.999.
     """
 
-    def __init__(self, drunet: dict | None = None, sigma_range: Sequence[float] = (0.002, 1.0),
-                 sigma_data: float = 0.25, lr: float = 2e-4, ema_decay: float = 0.999):
+    def __init__(
+        self,
+        drunet: dict | None = None,
+        sigma_range: Sequence[float] = (0.002, 1.0),
+        sigma_data: float = 0.25,
+        lr: float = 2e-4,
+        ema_decay: float = 0.999,
+    ):
         super().__init__()
         self.save_hyperparameters()
         low, high = (float(s) for s in sigma_range)

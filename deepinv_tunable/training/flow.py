@@ -30,8 +30,15 @@ class OrderedFlowModule(L.LightningModule):
     :param float k_p: geometric parameter. Default ``1e-3``.
     """
 
-    def __init__(self, flow: dict | None = None, rec_weight: float = 10.0, lr: float = 1e-3, k_min: int = 1,
-                 k_kind: str = "geometric", k_p: float = 1e-3):
+    def __init__(
+        self,
+        flow: dict | None = None,
+        rec_weight: float = 10.0,
+        lr: float = 1e-3,
+        k_min: int = 1,
+        k_kind: str = "geometric",
+        k_p: float = 1e-3,
+    ):
         super().__init__()
         self.save_hyperparameters()
         self.flow = OrderedFlow(**(flow or {}))

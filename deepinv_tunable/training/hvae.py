@@ -42,8 +42,17 @@ class HVAEModule(L.LightningModule):
     :param float val_sigma: noise std of that validation denoising. Default 0.03.
     """
 
-    def __init__(self, hvae: dict | None = None, lr: float = 2e-3, ema_decay: float = 0.998, grad_clip: float = 100.0,
-                 skip_factor: float = 10.0, skip_warmup: int = 50, val_taus: Sequence[float] = (1.0, 0.8, 0.6), val_sigma: float = 0.03):
+    def __init__(
+        self,
+        hvae: dict | None = None,
+        lr: float = 2e-3,
+        ema_decay: float = 0.998,
+        grad_clip: float = 100.0,
+        skip_factor: float = 10.0,
+        skip_warmup: int = 50,
+        val_taus: Sequence[float] = (1.0, 0.8, 0.6),
+        val_sigma: float = 0.03,
+    ):
         super().__init__()
         self.save_hyperparameters()
         self.hvae = HVAE(**(hvae or {}))
@@ -56,7 +65,7 @@ class HVAEModule(L.LightningModule):
         terms = self.hvae.elbo(x)
         d = x[0].numel()
         # ||x - mu||^2 / (2 gamma^2): the log-likelihood without its normalising constant
-        distortion = -terms.log_likelihood - 0.5 * d * math.log(2 * math.pi * self.hvae.gamma ** 2)
+        distortion = -terms.log_likelihood - 0.5 * d * math.log(2 * math.pi * self.hvae.gamma**2)
         rate = terms.kl
         logs = {"distortion": distortion.mean() / d, "rate": rate.mean() / d}
         logs.update({f"rate_group{i}": kl.mean() / d for i, kl in enumerate(terms.kl_per_group)})
@@ -88,8 +97,12 @@ class HVAEModule(L.LightningModule):
         loss, _ = self.loss(x)
         self.log("val/loss", loss, batch_size=x.shape[0], sync_dist=True)
         psnr = METRICS["psnr"]
-        self.log("val/psnr_autoencode", psnr(self.hvae.reconstruct(x, 1.0).clamp(0, 1), x).mean(),
-                 batch_size=x.shape[0], sync_dist=True)
+        self.log(
+            "val/psnr_autoencode",
+            psnr(self.hvae.reconstruct(x, 1.0).clamp(0, 1), x).mean(),
+            batch_size=x.shape[0],
+            sync_dist=True,
+        )
         gen = torch.Generator(device=x.device).manual_seed(batch_idx)
         noisy = x + self.hparams.val_sigma * torch.randn(x.shape, generator=gen, device=x.device)
         for tau in self.hparams.val_taus:

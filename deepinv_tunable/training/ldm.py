@@ -20,9 +20,9 @@ from pathlib import Path
 import lightning as L
 import torch
 
+from .. import pretrained
 from ..diffusion import add_noise
 from ..latent import KDistribution, truncate
-from .. import pretrained
 from ..nets import LatentUNet
 
 
@@ -39,8 +39,16 @@ class TunableLDMModule(L.LightningModule):
     :param float k_p: geometric parameter. Default ``2e-3``.
     """
 
-    def __init__(self, vae: str = "tunable_vae_mri128", unet: dict | None = None, a: float = 0.5, lr: float = 2e-4,
-                 k_min: int = 1, k_kind: str = "geometric", k_p: float = 2e-3):
+    def __init__(
+        self,
+        vae: str = "tunable_vae_mri128",
+        unet: dict | None = None,
+        a: float = 0.5,
+        lr: float = 2e-4,
+        k_min: int = 1,
+        k_kind: str = "geometric",
+        k_p: float = 2e-3,
+    ):
         super().__init__()
         if not 0 <= a <= 1:
             raise ValueError(f"a must be in [0, 1], got {a}")
@@ -70,7 +78,9 @@ class TunableLDMModule(L.LightningModule):
         full, trunc = self.loss_terms(self.latents(x))
         a = self.hparams.a
         loss = (1 - a) * full + a * trunc
-        self.log_dict({"train/eps_full": full, "train/eps_trunc": trunc}, on_step=True, on_epoch=True, batch_size=x.shape[0])
+        self.log_dict(
+            {"train/eps_full": full, "train/eps_trunc": trunc}, on_step=True, on_epoch=True, batch_size=x.shape[0]
+        )
         self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=True, batch_size=x.shape[0])
         return loss
 

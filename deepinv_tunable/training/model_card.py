@@ -56,15 +56,27 @@ def describe_data(data_cfg) -> str:
 
         manifest = Path(data_cfg.corpus_root) / CORPUS_VERSION / "manifest.json"
         digest = sha256_bytes(manifest.read_bytes())[:16] if manifest.is_file() else "unknown"
-        return (f"the `make corpus` training split ({CORPUS_VERSION}, manifest sha256 {digest}...), modality "
-                f"weights {dict(data_cfg.modality_weights)}, equal weight per subject within a modality; "
-                f"subjects {list(data_cfg.val_subjects)} kept out for validation; reserved subjects never read")
-    return (f"`{data_cfg.input}`, {data_cfg.plane} slices, spacing {data_cfg.spacing} mm, size "
-            f"{data_cfg.size[0]}x{data_cfg.size[1]}; slices [{data_cfg.holdout[0]}, {data_cfg.holdout[1]}) held out")
+        return (
+            f"the `make corpus` training split ({CORPUS_VERSION}, manifest sha256 {digest}...), modality "
+            f"weights {dict(data_cfg.modality_weights)}, equal weight per subject within a modality; "
+            f"subjects {list(data_cfg.val_subjects)} kept out for validation; reserved subjects never read"
+        )
+    return (
+        f"`{data_cfg.input}`, {data_cfg.plane} slices, spacing {data_cfg.spacing} mm, size "
+        f"{data_cfg.size[0]}x{data_cfg.size[1]}; slices [{data_cfg.holdout[0]}, {data_cfg.holdout[1]}) held out"
+    )
 
 
-def write_model_card(model_dir: Path, recipe, module_kwargs: dict[str, Any], data_cfg, trainer_cfg,
-                     metrics_csv: Path | Sequence[Path], metrics: dict[str, float], steps: int) -> Path:
+def write_model_card(
+    model_dir: Path,
+    recipe,
+    module_kwargs: dict[str, Any],
+    data_cfg,
+    trainer_cfg,
+    metrics_csv: Path | Sequence[Path],
+    metrics: dict[str, float],
+    steps: int,
+) -> Path:
     """``README.md`` with the data, preset, steps, held-out metrics and how to reproduce."""
     rows = read_metrics_csv(metrics_csv)
     figure = plot_loss_curve(rows, model_dir / "loss_curve.png")
@@ -78,8 +90,11 @@ def write_model_card(model_dir: Path, recipe, module_kwargs: dict[str, Any], dat
         f"- model: `{recipe.model}`, preset `{recipe.preset}`, {steps} optimiser steps",
         f"- data: {describe_data(data_cfg)}"
         f"; augmentation: {'torchio (affine, elastic, flip, bias field, gamma)' if data_cfg.augment else 'none'}"
-        + (f"; trained on random {data_cfg.patch_size}x{data_cfg.patch_size} patches, validated on whole slices"
-           if data_cfg.patch_size else ""),
+        + (
+            f"; trained on random {data_cfg.patch_size}x{data_cfg.patch_size} patches, validated on whole slices"
+            if data_cfg.patch_size
+            else ""
+        ),
         f"- module: `{json.dumps(module_kwargs, sort_keys=True)}`",
         f"- trainer: `{trainer_cfg.model_dump_json()}`",
         "",
@@ -95,13 +110,19 @@ def write_model_card(model_dir: Path, recipe, module_kwargs: dict[str, Any], dat
         f"`deepinv-tunable train recipes/{recipe.name}.yaml` (the recipe this checkpoint came from).",
         "",
         "## Limits",
-        *(["Trained on a few real subjects (brain MR of several contrasts, one chest CT) and natural-image",
-           "texture (see `data_cards/corpus.md`): far fewer subjects than a clinical model needs. The",
-           "corpus' reserved subjects were never seen; validate on your own data before any use beyond research."]
-          if data_cfg.input == "corpus" else
-          ["Trained on a single population-average template (see `data_cards/mni152_t1.md`); the",
-           "augmentation widens, but does not replace, real inter-subject variability. Validate on",
-           "your own data before any use beyond research."]),
+        *(
+            [
+                "Trained on a few real subjects (brain MR of several contrasts, one chest CT) and natural-image",
+                "texture (see `data_cards/corpus.md`): far fewer subjects than a clinical model needs. The",
+                "corpus' reserved subjects were never seen; validate on your own data before any use beyond research.",
+            ]
+            if data_cfg.input == "corpus"
+            else [
+                "Trained on a single population-average template (see `data_cards/mni152_t1.md`); the",
+                "augmentation widens, but does not replace, real inter-subject variability. Validate on",
+                "your own data before any use beyond research.",
+            ]
+        ),
         "",
     ]
     return write_text_atomic(model_dir / "README.md", "\n".join(lines))

@@ -27,13 +27,13 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from ..recipes.schema import RecipeError
 from .data import SliceDataConfig, SliceDataModule
-from .presets import PRESETS, merge
 from .dncnn import DnCNNModule
 from .drunet import ConditionalDenoiserModule
 from .flow import OrderedFlowModule
 from .hvae import HVAEModule
 from .ldm import TunableLDMModule
 from .model_card import write_model_card
+from .presets import PRESETS, merge
 from .severity import SeverityEncoderModule
 from .vae import TunableVAEModule
 
@@ -73,9 +73,15 @@ class TrainResult:
     metrics: dict[str, float]
 
 
-MODULES = {"tunable_vae": TunableVAEModule, "tunable_ldm": TunableLDMModule, "ordered_flow": OrderedFlowModule,
-           "hvae": HVAEModule, "severity_encoder": SeverityEncoderModule, "dncnn": DnCNNModule,
-           "drunet": ConditionalDenoiserModule}
+MODULES = {
+    "tunable_vae": TunableVAEModule,
+    "tunable_ldm": TunableLDMModule,
+    "ordered_flow": OrderedFlowModule,
+    "hvae": HVAEModule,
+    "severity_encoder": SeverityEncoderModule,
+    "dncnn": DnCNNModule,
+    "drunet": ConditionalDenoiserModule,
+}
 
 
 def load_train_recipe(path: str | Path, overrides: dict[str, Any] | None = None) -> TrainRecipe:
@@ -107,8 +113,9 @@ def resolve(recipe: TrainRecipe) -> tuple[dict, SliceDataConfig, TrainerConfig]:
     return module_kwargs, data, trainer
 
 
-def train(recipe: TrainRecipe, resume: bool = True, progress: bool = True,
-          callbacks: list[L.Callback] | None = None) -> TrainResult:
+def train(
+    recipe: TrainRecipe, resume: bool = True, progress: bool = True, callbacks: list[L.Callback] | None = None
+) -> TrainResult:
     """Train ``recipe``'s model and export it with ``save_pretrained`` and a model card.
 
     :param TrainRecipe recipe: validated training recipe (:func:`load_train_recipe`).
@@ -121,32 +128,45 @@ def train(recipe: TrainRecipe, resume: bool = True, progress: bool = True,
     L.seed_everything(tcfg.seed, workers=True, verbose=False)
     module = MODULES[recipe.model](**module_kwargs)
     datamodule = SliceDataModule(data_cfg)
-    checkpoint = L.pytorch.callbacks.ModelCheckpoint(dirpath=out / "checkpoints", save_last=True, save_top_k=1,
-                                                     every_n_epochs=1, save_on_train_epoch_end=True)
+    checkpoint = L.pytorch.callbacks.ModelCheckpoint(
+        dirpath=out / "checkpoints", save_last=True, save_top_k=1, every_n_epochs=1, save_on_train_epoch_end=True
+    )
     last = out / "checkpoints" / "last.ckpt"
     resuming = resume and last.is_file()
     # a resumed run logs to a new version folder: Lightning's CSV logger empties the folder it
     # writes to, and the model card's loss curve needs the earlier runs' rows too
-    earlier = sorted(int(p.name.split("_")[1]) for p in (out / "logs").glob("version_*") if p.name.split("_")[1].isdigit())
+    earlier = sorted(
+        int(p.name.split("_")[1]) for p in (out / "logs").glob("version_*") if p.name.split("_")[1].isdigit()
+    )
     if not resuming:  # a fresh run replaces an earlier run's checkpoints, and so its logs
         for v in earlier:
             shutil.rmtree(out / "logs" / f"version_{v}", ignore_errors=True)
     version = earlier[-1] + 1 if resuming and earlier else 0
     logger = L.pytorch.loggers.CSVLogger(str(out), name="logs", version=version)
     trainer = L.Trainer(
-        accelerator=tcfg.accelerator, devices=tcfg.devices, num_nodes=tcfg.num_nodes, strategy=tcfg.strategy,
-        precision=tcfg.precision, max_epochs=tcfg.max_epochs, max_steps=tcfg.max_steps,
+        accelerator=tcfg.accelerator,
+        devices=tcfg.devices,
+        num_nodes=tcfg.num_nodes,
+        strategy=tcfg.strategy,
+        precision=tcfg.precision,
+        max_epochs=tcfg.max_epochs,
+        max_steps=tcfg.max_steps,
         max_time=timedelta(minutes=tcfg.max_time_minutes) if tcfg.max_time_minutes else None,
-        log_every_n_steps=tcfg.log_every_n_steps, callbacks=[checkpoint, *(callbacks or [])], logger=logger,
-        enable_progress_bar=progress, enable_model_summary=False, deterministic=False,
+        log_every_n_steps=tcfg.log_every_n_steps,
+        callbacks=[checkpoint, *(callbacks or [])],
+        logger=logger,
+        enable_progress_bar=progress,
+        enable_model_summary=False,
+        deterministic=False,
     )
     trainer.fit(module, datamodule=datamodule, ckpt_path=str(last) if resuming else None)
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
     model_dir = out / "model"
     if trainer.is_global_zero:
         module.export(model_dir, datamodule)
-        write_model_card(model_dir, recipe, module_kwargs, data_cfg, tcfg, _logs(out, version), metrics,
-                         int(trainer.global_step))
+        write_model_card(
+            model_dir, recipe, module_kwargs, data_cfg, tcfg, _logs(out, version), metrics, int(trainer.global_step)
+        )
     return TrainResult(out_dir=out, model_dir=model_dir, metrics=metrics)
 
 
@@ -175,7 +195,9 @@ def export_checkpoint(recipe: TrainRecipe, checkpoint: str | Path | None = None)
     datamodule = SliceDataModule(data_cfg)
     model_dir = out / "model"
     module.export(model_dir, datamodule)
-    versions = sorted(int(p.name.split("_")[1]) for p in (out / "logs").glob("version_*") if p.name.split("_")[1].isdigit())
+    versions = sorted(
+        int(p.name.split("_")[1]) for p in (out / "logs").glob("version_*") if p.name.split("_")[1].isdigit()
+    )
     logs = _logs(out, versions[-1]) if versions else []
     step = int(state["global_step"])
     metrics: dict[str, float] = {}

@@ -40,8 +40,15 @@ class SeverityEncoderModule(L.LightningModule):
         :meth:`~deepinv_tunable.solvers.FlashDiffusion.from_pretrained` can find it. Default ``None``.
     """
 
-    def __init__(self, vae: str = "tunable_vae_mri128", degradations: dict | None = None, lambda_sigma: float = 10.0,
-                 lambda_im: float = 0.0, lr: float = 1e-4, unet: str | None = None):
+    def __init__(
+        self,
+        vae: str = "tunable_vae_mri128",
+        degradations: dict | None = None,
+        lambda_sigma: float = 10.0,
+        lambda_im: float = 0.0,
+        lr: float = 1e-4,
+        unet: str | None = None,
+    ):
         super().__init__()
         if lambda_sigma < 0 or lambda_im < 0:
             raise ValueError(f"lambda_sigma and lambda_im must be >= 0, got {lambda_sigma}, {lambda_im}")
@@ -59,8 +66,11 @@ class SeverityEncoderModule(L.LightningModule):
         z_hat, sigma2 = self.encoder(x_tilde)
         err = z_hat - z0
         target = err.detach().flatten(1).var(1)
-        terms = {"latent": err.pow(2).mean(), "sigma": (target - sigma2).pow(2).mean(),
-                 "sigma_rel": ((sigma2 - target).abs() / target.clamp_min(1e-12)).mean()}
+        terms = {
+            "latent": err.pow(2).mean(),
+            "sigma": (target - sigma2).pow(2).mean(),
+            "sigma_rel": ((sigma2 - target).abs() / target.clamp_min(1e-12)).mean(),
+        }
         terms["image"] = (self.vae.decode(z_hat) - x).pow(2).mean() if self.hparams.lambda_im > 0 else err.new_zeros(())
         return terms
 

@@ -21,7 +21,7 @@ import deepinv as dinv
 import matplotlib.pyplot as plt
 import torch
 
-from deepinv_tunable import HVAEDenoiser, PnPHVAE, TVPGD, pretrained
+from deepinv_tunable import TVPGD, HVAEDenoiser, PnPHVAE, pretrained
 from deepinv_tunable.data import load_volume, percentile_scaling, prepare_volume, sample_path, volume_to_slices
 from deepinv_tunable.metrics import image_metrics
 from deepinv_tunable.physics import build_physics, from_physics_domain, to_physics_domain
@@ -58,8 +58,13 @@ estimates = {
 # %%
 # The same network as a deepinv ``Denoiser``, inside deepinv's own half-quadratic splitting.
 # ``HVAEDenoiser`` maps deepinv's noise level ``sigma`` to a temperature.
-hqs = dinv.optim.HQS(data_fidelity=dinv.optim.L2(), prior=dinv.optim.PnP(HVAEDenoiser(hvae)),
-                     stepsize=1.0, sigma_denoiser=0.03, max_iter=20)
+hqs = dinv.optim.HQS(
+    data_fidelity=dinv.optim.L2(),
+    prior=dinv.optim.PnP(HVAEDenoiser(hvae)),
+    stepsize=1.0,
+    sigma_denoiser=0.03,
+    max_iter=20,
+)
 estimates["HQS + HVAEDenoiser"] = show(hqs(y, physics))
 
 for name, est in estimates.items():

@@ -10,8 +10,16 @@ that the prior could have invented.
 import matplotlib.pyplot as plt
 import torch
 
-from deepinv_tunable import (ConformalCalibrator, PnPHVAE, PnPHVAESampler, PosteriorSampler, PosteriorSummary,
-                             coverage, hallucination_audit, pretrained)
+from deepinv_tunable import (
+    ConformalCalibrator,
+    PnPHVAE,
+    PnPHVAESampler,
+    PosteriorSampler,
+    PosteriorSummary,
+    coverage,
+    hallucination_audit,
+    pretrained,
+)
 from deepinv_tunable.audit import null_space_component
 from deepinv_tunable.data import load_volume, percentile_scaling, prepare_volume, sample_path, volume_to_slices
 from deepinv_tunable.physics import build_physics, magnitude, to_physics_domain
@@ -28,9 +36,10 @@ def sample(x):
     """MAP, then 8 posterior samples (as magnitude images), per slice."""
     y = physics(to_physics_domain(x, physics))
     x_map = PnPHVAE(hvae, tau=0.7)(y, physics)
-    sampler = PosteriorSampler(PnPHVAESampler(hvae, tau=0.9, n_iter=5), n_samples=8, batch_size=8,
-                               keep_samples=True)
-    draws = torch.cat([sampler.sample(y[i:i + 1], physics, x_init=x_map[i:i + 1]).samples for i in range(len(y))], 1)
+    sampler = PosteriorSampler(PnPHVAESampler(hvae, tau=0.9, n_iter=5), n_samples=8, batch_size=8, keep_samples=True)
+    draws = torch.cat(
+        [sampler.sample(y[i : i + 1], physics, x_init=x_map[i : i + 1]).samples for i in range(len(y))], 1
+    )
     return y, x_map, draws, PosteriorSummary.from_samples(torch.stack([magnitude(d) for d in draws]))
 
 
@@ -41,16 +50,20 @@ calibrator = ConformalCalibrator(alpha=0.1).fit([cal_summary], [x_cal], [x_cal >
 y, x_map, draws, post = sample(x_test)
 head = x_test > 0.05
 print(f"scale factor q = {calibrator.q:.2f} (1.645 would mean the sampler was calibrated)")
-print(f"coverage of 90% intervals on the test slice: uncalibrated "
-      f"{coverage(*post.interval(0.1), x_test, roi=head).coverage:.1%}, calibrated "
-      f"{coverage(*calibrator.apply(post), x_test, roi=head).coverage:.1%}")
+print(
+    f"coverage of 90% intervals on the test slice: uncalibrated "
+    f"{coverage(*post.interval(0.1), x_test, roi=head).coverage:.1%}, calibrated "
+    f"{coverage(*calibrator.apply(post), x_test, roi=head).coverage:.1%}"
+)
 
 # %%
 # Audit: the samples agree with the data (chi2 about 1), and their disagreement lies almost
 # entirely in unsampled k-space.
 report = hallucination_audit(x_map, y, physics, samples=draws)
-print(f"chi2 of the samples {report.sample_chi2.mean():.2f}; "
-      f"null-space share of their disagreement {report.null_disagreement_fraction.item():.0%}")
+print(
+    f"chi2 of the samples {report.sample_chi2.mean():.2f}; "
+    f"null-space share of their disagreement {report.null_disagreement_fraction.item():.0%}"
+)
 
 # %%
 # Plant two lesions into the reconstruction. One is made only of unsampled k-space, so the
@@ -68,9 +81,12 @@ for name, lesion in (("unsampled k-space", invisible), ("sampled k-space", blob 
 
 # %%
 fig, axes = plt.subplots(1, 4, figsize=(13, 3.4))
-panels = [(x_test, "ground truth", "gray", 1.0), (magnitude(x_map), "PnP-HVAE", "gray", 1.0),
-          (post.std, "posterior std", "magma", None), (2 * calibrator.half_width(post.std), "calibrated 90% width",
-                                                        "magma", None)]
+panels = [
+    (x_test, "ground truth", "gray", 1.0),
+    (magnitude(x_map), "PnP-HVAE", "gray", 1.0),
+    (post.std, "posterior std", "magma", None),
+    (2 * calibrator.half_width(post.std), "calibrated 90% width", "magma", None),
+]
 for ax, (img, title, cmap, vmax) in zip(axes, panels):
     ax.imshow(img[0, 0], cmap=cmap, vmin=0, vmax=vmax)
     ax.set_title(title)

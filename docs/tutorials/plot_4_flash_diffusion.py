@@ -27,8 +27,10 @@ torch.manual_seed(0)
 volume = prepare_volume(load_volume(sample_path("mni152_t1")), "axial", spacing=1.8, size=(128, 128))
 x = percentile_scaling(volume.data, 0.5, 99.5).apply(volume_to_slices(volume.data, "axial"))[[105, 115, 125, 135]]
 accelerations = [2, 4, 8, 12]
-physics = batched_mri([{"kind": "mri", "acceleration": a, "noise_sigma": 0.01, "seed": i}
-                       for i, a in enumerate(accelerations)], (128, 128))
+physics = batched_mri(
+    [{"kind": "mri", "acceleration": a, "noise_sigma": 0.01, "seed": i} for i, a in enumerate(accelerations)],
+    (128, 128),
+)
 y = physics(to_physics_domain(x, physics))
 
 # %%
@@ -45,15 +47,18 @@ def psnr(estimate):
 
 
 for i, a in enumerate(accelerations):
-    print(f"{a:>2}x  sigma_hat {float(out.sigma_hat[i]):.3f}  start t={int(out.start_step[i]):>3}  "
-          f"NFE {int(out.nfe[i]):>2}  PSNR {psnr(out.x)[i]:.2f} dB   (fixed start: NFE 20, {psnr(fixed.x)[i]:.2f} dB)")
+    print(
+        f"{a:>2}x  sigma_hat {float(out.sigma_hat[i]):.3f}  start t={int(out.start_step[i]):>3}  "
+        f"NFE {int(out.nfe[i]):>2}  PSNR {psnr(out.x)[i]:.2f} dB   (fixed start: NFE 20, {psnr(fixed.x)[i]:.2f} dB)"
+    )
 print("flagged as outside the trained severity range:", out.out_of_range.tolist())
 
 # %%
 # The severity audit: the encoder's estimate against the acceleration and the blur width,
 # with the true latent error for comparison (Spearman correlation in the titles).
-audit = severity_audit(flash.severity_encoder, x, {"mri": [2, 4, 8, 12], "blur": [0.5, 1.5, 3.0]},
-                       noise_sigma=0.01, reference=flash.vae)
+audit = severity_audit(
+    flash.severity_encoder, x, {"mri": [2, 4, 8, 12], "blur": [0.5, 1.5, 3.0]}, noise_sigma=0.01, reference=flash.vae
+)
 print("Spearman:", {k: round(v, 3) for k, v in audit.spearman.items()})
 figure_path = Path(tempfile.mkdtemp()) / "severity_audit.png"
 plot_severity_audit(audit, figure_path)
