@@ -118,6 +118,6 @@ def test_sampler_handles_nonlinear_physics_and_rejects_bad_settings():
     with pytest.raises(ValueError, match=r"k = 600 is outside \[1, 128\]"):
         TunableLDMSolver(vae, unet)(y, physics, k=600)
     other = LatentUNet(latent_channels=4, latent_size=8, block_out_channels=(8, 16))
-    with pytest.raises(ValueError, match=r"the UNet works on latents \(4, 8, 8\) but the VAE's are \(2, 8, 8\)"):
+    with pytest.raises(ValueError, match=r"share one latent shape, got {'VAE': \(2, 8, 8\), 'UNet': \(4, 8, 8\)}"):
         TunableLDMSolver(vae, other)
     assert isinstance(physics, dinv.physics.Physics)

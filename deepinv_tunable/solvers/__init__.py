@@ -4,6 +4,7 @@ from .base import Reconstruction, TunableReconstructor
 from .classical import DEFAULT_TV_LAMBDA, TVPGD, MeasurementBaseline, PseudoInverse
 from .dpir import DPIR
 from .flash import FlashDiffusion, FlashReconstruction
+from .latent_diffusion import LatentDiffusionSolver
 from .latent_map import LatentMAP
 from .latent_tv import LatentMAPTV
 from .pixel_flash import PixelFlash
@@ -15,6 +16,7 @@ __all__ = [
     "DPIR",
     "FlashDiffusion",
     "FlashReconstruction",
+    "LatentDiffusionSolver",
     "LatentMAP",
     "LatentMAPTV",
     "MeasurementBaseline",

@@ -41,6 +41,43 @@ class Reconstruction:
         return {"nfe": self.nfe.tolist()} if isinstance(self.nfe, torch.Tensor) else {}
 
 
+class NoiseStream:
+    r"""The noise of a stochastic solver, one mechanism for all of them: the solver's own
+    generator, seeded once, so successive calls draw fresh but reproducible noise; a call's
+    ``seed=`` (a fresh generator) or ``generator=`` overrides it; without any seed, ``None``
+    (torch's global RNG). The generator is made on first use on the device asked for (a CPU
+    generator cannot feed CUDA noise).
+
+    :param int seed: the stream's seed, or ``None``.
+
+    >>> stream = NoiseStream(seed=0)
+    >>> a, b = (torch.randn(2, generator=stream.generator()) for _ in range(2))
+    >>> bool((a != b).all()), torch.equal(a, torch.randn(2, generator=torch.Generator().manual_seed(0)))
+    (True, True)
+    >>> NoiseStream().generator() is None
+    True
+    """
+
+    def __init__(self, seed: int | None = None):
+        self.seed = None if seed is None else int(seed)
+        self._generator: torch.Generator | None = None
+
+    def generator(
+        self, device: torch.device | str = "cpu", seed: int | None = None, generator: torch.Generator | None = None
+    ) -> torch.Generator | None:
+        """The generator of one call (see the class)."""
+        if generator is not None:
+            return generator
+        device = torch.device(device)
+        if seed is not None:
+            return torch.Generator(device=device).manual_seed(int(seed))
+        if self.seed is None:
+            return None
+        if self._generator is None or self._generator.device.type != device.type:
+            self._generator = torch.Generator(device=device).manual_seed(self.seed)
+        return self._generator
+
+
 class TunableReconstructor(dinv.models.Reconstructor):
     """A deepinv :class:`~deepinv.models.Reconstructor` whose :meth:`reconstruct` also reports
     timing and solver details. Subclasses implement :meth:`_solve`."""

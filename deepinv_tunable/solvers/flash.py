@@ -11,11 +11,12 @@ import deepinv as dinv
 import torch
 
 from ..consistency import LDPS, LatentProblem
-from ..diffusion import add_noise, latent_reverse_step, reverse_steps, snr
-from ..latent import check_k, truncate
+from ..diffusion import add_noise, snr
+from ..latent import truncate
 from ..physics import measurement_estimate
-from .base import Reconstruction, TunableReconstructor
+from .base import Reconstruction
 from .guard import DEFAULT_MAX_CHI2, verify_and_correct
+from .latent_diffusion import LatentDiffusionSolver
 
 START_RULES = ("snr", "noise")
 
@@ -65,7 +66,7 @@ class FlashReconstruction(Reconstruction):
         return {k: v.tolist() for k, v in fields.items() if v is not None}
 
 
-class FlashDiffusion(TunableReconstructor):
+class FlashDiffusion(LatentDiffusionSolver):
     r"""Latent diffusion posterior sampling that starts where each sample's degradation is matched.
 
     .. code-block:: text
@@ -123,8 +124,6 @@ class FlashDiffusion(TunableReconstructor):
         (torch.Size([3, 1, 16, 16]), torch.Size([3]), True)
     """
 
-    stochastic = True
-
     def __init__(
         self,
         vae,
@@ -140,38 +139,23 @@ class FlashDiffusion(TunableReconstructor):
         max_chi2: float = DEFAULT_MAX_CHI2,
         final_consistency: bool = True,
     ):
-        super().__init__()
-        shapes = {
-            "VAE": tuple(vae.latent_shape),
-            "severity encoder": tuple(severity_encoder.latent_shape),
-            "UNet": (unet.config["latent_channels"], unet.config["latent_size"], unet.config["latent_size"]),
-        }
-        if len(set(shapes.values())) != 1:
-            raise ValueError(f"the VAE, UNet and severity encoder must share one latent shape, got {shapes}")
-        if n_steps < 1:
-            raise ValueError(f"n_steps must be >= 1, got {n_steps}")
         if eta < 0 or noise_correction < 0:
             raise ValueError(f"eta (LDPS step) and noise_correction must be >= 0, got {eta}, {noise_correction}")
-        if not 0 <= ddim_eta <= 1:
-            raise ValueError(f"ddim_eta (DDIM stochasticity) must be in [0, 1], got {ddim_eta}")
-        self._check_start(start, n_steps)
-        if k is not None:
-            check_k(k, vae.latent_dim)
-        self.vae = vae.eval().requires_grad_(False)
-        self.unet = unet.eval().requires_grad_(False)
-        self.severity_encoder = severity_encoder.eval().requires_grad_(False)
-        self.scheduler = unet.sampling_scheduler()
-        self.n_steps, self.ddim_eta, self.noise_correction, self.start, self.k = (
-            int(n_steps),
-            float(ddim_eta),
-            float(noise_correction),
-            start,
-            k,
+        super().__init__(
+            vae,
+            unet,
+            LDPS(eta),
+            k=k,
+            n_steps=n_steps,
+            ddim_eta=ddim_eta,
+            seed=seed,
+            other_latent_shapes={"severity encoder": tuple(severity_encoder.latent_shape)},
         )
-        self.consistency = LDPS(eta)
+        self._check_start(start, self.n_steps)
+        self.severity_encoder = severity_encoder.eval().requires_grad_(False)
+        self.noise_correction, self.start = float(noise_correction), start
         self.max_chi2 = float(max_chi2)
         self.final_consistency = bool(final_consistency)
-        self.generator = torch.Generator().manual_seed(seed) if seed is not None else None
 
     @staticmethod
     def _check_start(start, n_steps: int) -> None:
@@ -254,17 +238,14 @@ class FlashDiffusion(TunableReconstructor):
         return_iterates: bool = False,
         **kwargs,
     ):
-        k = self.k if k is None else k
-        if k is not None:
-            check_k(k, self.vae.latent_dim)
+        k = self.call_k(k)
         n_steps = int(n_steps or self.n_steps)
         start = self.start if start is None else start
         self._check_start(start, n_steps)
-        if generator is None:
-            generator = torch.Generator().manual_seed(int(seed)) if seed is not None else self.generator
+        generator = self.noise.generator("cpu", seed, generator)  # CPU noise, moved to the latent's device
         y = y.detach()
-        b, c = y.shape[0], float(self.vae.config["scaling_factor"])
-        steps = reverse_steps(self.scheduler, n_steps, self.ddim_eta)
+        b, c = y.shape[0], self.scale
+        steps = self.steps(n_steps)
         with torch.no_grad():
             z_hat, sigma2_vae = self.severity_encoder(measurement_estimate(y, physics, fbp=True))
         sigma2 = c**2 * sigma2_vae
@@ -283,22 +264,7 @@ class FlashDiffusion(TunableReconstructor):
             z = self.start_latents(c * z_hat, sigma2, index, matched, steps, noise)
         z = truncate(z, k)
         problem = LatentProblem(self.vae, physics, y, k, scale=c)
-        index = index.to(y.device)
-        iterates = [] if return_iterates else None
-        for j, step in enumerate(steps):
-            rows = (index <= j).nonzero().flatten()
-            if rows.numel() == 0:
-                continue
-            sub = problem if rows.numel() == b else problem.subset(rows)
-            # every step draws noise for the whole batch, so a sample's noise does not depend on
-            # which of its batch-mates have started
-            step_noise = torch.randn(z.shape, generator=generator, dtype=z.dtype).to(z.device)
-            z_rows, z0 = latent_reverse_step(
-                self.unet, z[rows], step, self.consistency, sub, sub.k, noise=step_noise[rows]
-            )
-            z = z.index_copy(0, rows, z_rows)
-            if return_iterates:
-                iterates.append((rows.cpu(), z0))
+        z, iterates = self.reverse(z, steps, problem, generator, index, return_iterates)
         with torch.no_grad():
             x = problem.image(z)
         verified = verify_and_correct(x, y, physics, self.max_chi2, self.final_consistency, who="FlashDiffusion")

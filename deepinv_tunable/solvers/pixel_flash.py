@@ -11,7 +11,7 @@ import deepinv as dinv
 import torch
 
 from ..physics import mri_zero_filled_error, noise_sigma
-from .base import TunableReconstructor
+from .base import NoiseStream, TunableReconstructor
 from .classical import MeasurementBaseline
 from .flash import FlashReconstruction
 from .guard import DEFAULT_MAX_CHI2, verify_and_correct
@@ -130,7 +130,7 @@ class PixelFlash(TunableReconstructor):
         self.severity_iter = int(severity_iter)
         self.noise_correction, self.max_chi2 = float(noise_correction), float(max_chi2)
         self.final_consistency = bool(final_consistency)
-        self.seed = seed
+        self.noise = NoiseStream(seed)
 
     def schedule(self, sigma: float) -> dinv.sampling.DiffPIR:
         """deepinv's DiffPIR for noise std ``sigma``: its schedule (``sigmas``, ``seq``, ``rhos``),
@@ -237,12 +237,7 @@ class PixelFlash(TunableReconstructor):
         start = self.start if start is None else start
         if start not in PIXEL_START_RULES:
             raise ValueError(f"start must be one of {PIXEL_START_RULES}, got {start!r}")
-        seed = self.seed if seed is None else seed
-        generator = (
-            torch.Generator().manual_seed(int(seed))
-            if seed is not None
-            else torch.Generator().manual_seed(int(torch.randint(0, 2**31 - 1, (1,))))
-        )
+        generator = self.noise.generator("cpu", seed)  # CPU noise in the image's layout, moved to its device
         sigma = noise_sigma(physics)
         diffpir = self.schedule(sigma)
         y = y.detach()

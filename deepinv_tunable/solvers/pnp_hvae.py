@@ -24,7 +24,7 @@ from ..consistency import gaussian_posterior_sample
 from ..nets.hvae import HVAE
 from ..physics import noise_sigma, physics_domain_adjoint, to_physics_domain
 from ..priors import tau_for_sigma
-from .base import Reconstruction, TunableReconstructor
+from .base import NoiseStream, Reconstruction, TunableReconstructor
 from .classical import MeasurementBaseline
 
 #: noise floor used when the physics is noiseless (the prox weight is gamma^2 / sigma^2).
@@ -95,9 +95,8 @@ class PnPHVAE(TunableReconstructor):
         real = physics_domain_adjoint(x, physics)
         return to_physics_domain(self.hvae.reconstruct(real, tau, pad=self.pad), physics)
 
-    def _own_generator(self, device: torch.device) -> torch.Generator | None:
-        """The solver's own noise stream (None: torch's global RNG); deterministic solvers have none."""
-        return None
+    #: the solver's own noise (deterministic: none; a call's ``seed=`` still gives one)
+    noise = NoiseStream()
 
     def _step(
         self,
@@ -128,9 +127,7 @@ class PnPHVAE(TunableReconstructor):
         sigma = max(self.sigma if self.sigma is not None else noise_sigma(physics, default=MIN_SIGMA), MIN_SIGMA)
         tau = self.tau if self.tau is not None else tau_for_sigma(sigma)
         gamma = self.gamma if self.gamma is not None else self.hvae.gamma
-        if generator is None and seed is not None:
-            generator = torch.Generator(device=y.device).manual_seed(int(seed))
-        generator = generator if generator is not None else self._own_generator(y.device)
+        generator = self.noise.generator(y.device, seed, generator)
         extras = {}
         if auto_requested(tau):
             choice = select_parameter(
@@ -253,14 +250,7 @@ class PnPHVAESampler(PnPHVAE):
         seed: int | None = None,
     ):
         super().__init__(hvae, tau=tau, gamma=gamma, sigma=sigma, max_iter=n_iter, tol=0.0, pad=pad)
-        self.seed = seed
-        self.generator: torch.Generator | None = None
-
-    def _own_generator(self, device: torch.device) -> torch.Generator | None:
-        # created on first use, on the device of the data (a CPU generator cannot feed CUDA noise)
-        if self.seed is not None and (self.generator is None or self.generator.device != device):
-            self.generator = torch.Generator(device=device).manual_seed(self.seed)
-        return self.generator
+        self.noise = NoiseStream(seed)
 
     def _step(self, x, y, physics, tau, gamma, sigma, generator):
         real = physics_domain_adjoint(x, physics)

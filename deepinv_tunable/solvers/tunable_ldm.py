@@ -6,12 +6,12 @@ import deepinv as dinv
 import torch
 
 from ..consistency import AdamDC, DataConsistency, LatentProblem
-from ..diffusion import latent_reverse_step, reverse_steps
-from ..latent import check_k, truncate
-from .base import Reconstruction, TunableReconstructor
+from ..latent import truncate
+from .base import Reconstruction
+from .latent_diffusion import LatentDiffusionSolver
 
 
-class TunableLDMSolver(TunableReconstructor):
+class TunableLDMSolver(LatentDiffusionSolver):
     r"""Posterior sampling with a latent diffusion prior whose latent size :math:`k` is a call argument.
 
     .. code-block:: text
@@ -54,8 +54,6 @@ class TunableLDMSolver(TunableReconstructor):
         (torch.Size([2, 1, 16, 16]), 64, 4)
     """
 
-    stochastic = True
-
     def __init__(
         self,
         vae,
@@ -66,21 +64,15 @@ class TunableLDMSolver(TunableReconstructor):
         consistency: DataConsistency | None = None,
         seed: int | None = None,
     ):
-        super().__init__()
         if not eta > 0:
             raise ValueError(f"eta must be > 0 (eta = 0 makes Algorithm 2 unstable), got {eta}")
-        unet_shape = (unet.config["latent_channels"], unet.config["latent_size"], unet.config["latent_size"])
-        if unet_shape != tuple(vae.latent_shape):
-            raise ValueError(f"the UNet works on latents {unet_shape} but the VAE's are {tuple(vae.latent_shape)}")
-        if k is not None:
-            check_k(k, vae.latent_dim)
-        self.vae = vae.eval().requires_grad_(False)
-        self.unet = unet.eval().requires_grad_(False)
-        self.scheduler = unet.sampling_scheduler()
-        self.k, self.n_steps, self.eta = k, int(n_steps), float(eta)
-        self.consistency = consistency if consistency is not None else AdamDC()
-        # one generator for the solver's lifetime: successive calls draw fresh, reproducible noise
-        self.generator = torch.Generator().manual_seed(seed) if seed is not None else None
+        consistency = consistency if consistency is not None else AdamDC()
+        super().__init__(vae, unet, consistency, k=k, n_steps=n_steps, ddim_eta=eta, seed=seed)
+
+    @property
+    def eta(self) -> float:
+        """DDIM stochasticity (the base's ``ddim_eta``)."""
+        return self.ddim_eta
 
     def _solve(
         self,
@@ -93,23 +85,16 @@ class TunableLDMSolver(TunableReconstructor):
         return_iterates: bool = False,
         **kwargs,
     ):
-        k = self.k if k is None else k
-        if k is not None:
-            check_k(k, self.vae.latent_dim)
-        if generator is None:
-            generator = torch.Generator().manual_seed(int(seed)) if seed is not None else self.generator
+        k = self.call_k(k)
+        generator = self.noise.generator("cpu", seed, generator)  # CPU noise, moved to the latent's device
         y = y.detach()
-        problem = LatentProblem(self.vae, physics, y, k, scale=float(self.vae.config["scaling_factor"]))
+        problem = LatentProblem(self.vae, physics, y, k, scale=self.scale)
         shape = (y.shape[0], *self.vae.latent_shape)
         z = truncate(torch.randn(shape, generator=generator).to(y.device), k)
-        steps = reverse_steps(self.scheduler, n_steps or self.n_steps, self.eta)
-        iterates = [] if return_iterates else None
-        for step in steps:
-            z, z0_dc = latent_reverse_step(self.unet, z, step, self.consistency, problem, k, generator)
-            if return_iterates:
-                with torch.no_grad():
-                    iterates.append(problem.image(z0_dc))
+        steps = self.steps(n_steps)
+        z, trace = self.reverse(z, steps, problem, generator, return_iterates=return_iterates)
         with torch.no_grad():
+            iterates = [problem.image(z0) for _, z0 in trace] if return_iterates else None
             x = problem.image(z)
             residual = problem.residual(z)
         return Reconstruction(
