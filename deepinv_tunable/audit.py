@@ -10,7 +10,7 @@ For a linear operator :math:`A` the split is exact:
            + \underbrace{(I - A^\dagger A)\hat x}_{\text{null space: invented by the prior}},
 
 and the two parts are orthogonal. This module turns the split into maps and numbers
-(ALGORITHMS 4):
+:footcite:p:`generative_priors_notes`:
 
 * :func:`chi2`: data consistency :math:`\|A\hat x - y\|^2 / (m\sigma^2)` (about 1 when the
   reconstruction explains the data down to the noise);

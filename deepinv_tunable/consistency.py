@@ -6,10 +6,10 @@ reverse step, :meth:`DataConsistency.correct_z0` on Tweedie's clean estimate
 below overrides one of the two:
 
 * :class:`AdamDC`: a few Adam steps on :math:`\lambda_f \overline{(A(D(T_k z)) - y)^2} +
-  \tfrac12 \|T_k(z - \hat z_0)\|^2 / s_t^2` (ALGORITHMS 1.5), the move kept only if the data
+  \tfrac12 \|T_k(z - \hat z_0)\|^2 / s_t^2` (:footcite:t:`tunable_complexity`, Algorithm 2), the move kept only if the data
   error drops, within a trust radius :math:`\propto s_t`;
 * :class:`LDPS`: :math:`z_{t'} \leftarrow z_{t'} - \eta_t \nabla_{z_t} \|A(D(\hat z_0(z_t))) - y\|^2`,
-  :math:`\eta_t = \eta / \|A(D(\hat z_0)) - y\|` (ALGORITHMS 2.3);
+  :math:`\eta_t = \eta / \|A(D(\hat z_0)) - y\|` (:footcite:t:`fabian2023adapt`, LDPS);
 * :class:`PSLD`: LDPS plus the gluing term
   :math:`\|\hat z_0 - E(A^\top y + (I - A^\top A) D(\hat z_0))\|^2` (linear physics only);
 * :class:`DDSLocalMAP`: :math:`x^\star = \arg\min_x \|Ax - y\|^2 + \gamma \|x - D(\hat z_0)\|^2`

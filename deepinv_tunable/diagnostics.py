@@ -1,5 +1,5 @@
 r"""Diagnostics of generative priors: the empirical Lipschitz ratio of the tempered HVAE
-reconstruction (ALGORITHMS 3.5; paper Fig. 1).
+reconstruction (:footcite:t:`prost2023pnphvae`, Fig. 1).
 
 PnP-HVAE converges to a unique fixed point when :math:`x \mapsto \mathrm{HVAE}(x, \tau)` is a
 contraction (paper Corollary 1). The ratios

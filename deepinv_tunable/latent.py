@@ -1,4 +1,4 @@
-r"""Latent truncation :math:`T_k` and nested-dropout sampling of :math:`k` (ALGORITHMS 1.1).
+r"""Latent truncation :math:`T_k` and nested-dropout sampling of :math:`k` (nested dropout :footcite:p:`rippel2014nested`, as the tunable-complexity priors use it :footcite:p:`tunable_complexity`).
 
 A latent :math:`z` of shape ``(C, H, W)`` has :math:`K = CHW` coordinates, flattened in
 **channel-major** order: coordinate :math:`i = c\,HW + h\,W + w`. :math:`T_k` keeps the first

@@ -1,4 +1,4 @@
-r"""Degradations over a range of severities, and the severity audit (Flash-Diffusion, ALGORITHMS 2).
+r"""Degradations over a range of severities, and the severity audit (Flash-Diffusion :footcite:p:`fabian2023adapt`).
 
 One place draws degraded inputs for the severity encoder, in training and in evaluation:
 

@@ -1,4 +1,4 @@
-r"""Posterior sampling, streaming moments, split-conformal calibration and coverage (ALGORITHMS 4).
+r"""Posterior sampling, streaming moments, split-conformal calibration and coverage :footcite:p:`generative_priors_notes`.
 
 :class:`PosteriorSampler` wraps any stochastic reconstructor — the package's samplers
 (:class:`~deepinv_tunable.solvers.PnPHVAESampler`,
@@ -355,7 +355,7 @@ def _moments(item) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 class ConformalCalibrator:
-    r"""Split-conformal scaling of posterior std into calibrated intervals (ALGORITHMS 4).
+    r"""Split-conformal scaling of posterior std into calibrated intervals.
 
     :meth:`fit` computes :math:`\hat q`, the :math:`\lceil (n+1)(1-\alpha)\rceil/n` empirical
     quantile of :math:`|x - \bar x| / \max(\hat\sigma, \epsilon)` over the calibration pixels;

@@ -20,7 +20,11 @@ extensions = [
     "sphinx.ext.mathjax",
     "sphinx.ext.viewcode",
     "sphinx_gallery.gen_gallery",
+    "sphinxcontrib.bibtex",
 ]
+
+# the papers, cited with :footcite: from docstrings and pages (one bibliography file)
+bibtex_bibfiles = ["refs.bib"]
 
 sphinx_gallery_conf = {
     "examples_dirs": "tutorials",  # scripts, executed at build time

@@ -1,5 +1,5 @@
 r"""Fully convolutional hierarchical VAE (VDVAE blocks with a spatial top latent, as in
-PatchVDVAE) with tempered hierarchical encoding (ALGORITHMS 3.1-3.2).
+PatchVDVAE) with tempered hierarchical encoding (:footcite:t:`prost2023pnphvae`, Algorithm 1; VDVAE blocks :footcite:p:`child2021vdvae`).
 
 Latent groups :math:`z_0, \dots, z_{L-1}` run coarse to fine. Each group has a diagonal
 Gaussian prior :math:`p(z_l | z_{<l}) = \mathcal{N}(\mu_{p,l}, s_{p,l}^2)` and posterior
@@ -82,7 +82,7 @@ def tempered_gaussian(
     mq: torch.Tensor, lq: torch.Tensor, mp: torch.Tensor, lp: torch.Tensor, tau: float
 ) -> tuple[torch.Tensor, torch.Tensor]:
     r"""Mean and std of the tempered distribution of one group, :math:`q \cdot p^{\lambda}` with
-    :math:`\lambda = 1/\tau^2 - 1` (ALGORITHMS 3.2): a Gaussian of precision
+    :math:`\lambda = 1/\tau^2 - 1` (:footcite:t:`prost2023pnphvae`, Algorithm 1): a Gaussian of precision
     :math:`1/s_q^2 + \lambda/s_p^2`; ``l`` are log standard deviations.
 
     >>> m = torch.tensor([1.0]); zero = torch.zeros(1)
@@ -96,7 +96,7 @@ def tempered_gaussian(
 
 def tempered_mode(mq: torch.Tensor, lq: torch.Tensor, mp: torch.Tensor, lp: torch.Tensor, tau: float) -> torch.Tensor:
     r"""The tempered encoding of one group: the mode of :math:`q \cdot p^{\lambda}`,
-    :math:`\lambda = 1/\tau^2 - 1` (ALGORITHMS 3.2); ``l`` are log standard deviations.
+    :math:`\lambda = 1/\tau^2 - 1` (:footcite:t:`prost2023pnphvae`, Algorithm 1); ``l`` are log standard deviations.
 
     >>> m = torch.tensor([1.0]); zero = torch.zeros(1)
     >>> tempered_mode(m, zero, -m, zero, 1.0).item(), tempered_mode(m, zero, -m, zero, 1 / 2 ** 0.5).item()

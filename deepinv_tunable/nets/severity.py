@@ -1,4 +1,4 @@
-r"""Severity encoder (Flash-Diffusion, ALGORITHMS 2.1): from a degraded image, the clean latent
+r"""Severity encoder (Flash-Diffusion :footcite:p:`fabian2023adapt`): from a degraded image, the clean latent
 and how wrong that estimate is.
 
 .. math::

@@ -1,5 +1,5 @@
 r"""The HVAE reconstruction :math:`\mathrm{HVAE}(x, \tau(\sigma))` as a deepinv denoiser
-(ALGORITHMS 3.4), so deepinv's PnP solvers (HQS, ADMM, PGD, DRS) run with it unchanged."""
+(:footcite:t:`prost2023pnphvae`), so deepinv's PnP solvers (HQS, ADMM, PGD, DRS) run with it unchanged."""
 
 from __future__ import annotations
 

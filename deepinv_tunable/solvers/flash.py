@@ -1,4 +1,4 @@
-r"""Severity-adaptive latent diffusion (Flash-Diffusion, ALGORITHMS 2): each sample starts the
+r"""Severity-adaptive latent diffusion (Flash-Diffusion, :footcite:t:`fabian2023adapt`): each sample starts the
 reverse process at the step its own degradation calls for."""
 
 from __future__ import annotations
@@ -72,11 +72,11 @@ class FlashDiffusion(LatentDiffusionSolver):
     .. code-block:: text
 
         x~               = measurement-only estimate of y (zero-filled MRI, CT FBP, blurred image)
-        z^, sigma^2      = severity_encoder(x~)                           # ALGORITHMS 2.1
+        z^, sigma^2      = severity_encoder(x~)                           # severity encoder
         i_start          = argmin_i | abar_i / (1 - abar_i) - 1 / sigma^2 |   over the DDIM sub-schedule
         z'               = sqrt(1 - c sigma^2) z^ + sqrt(c sigma^2) eps        # noise correction
         z_{i_start}      = sqrt(abar_{i_start}) z'
-        for i = i_start ... last:  latent_reverse_step with LDPS guidance      # ALGORITHMS 2.3
+        for i = i_start ... last:  latent_reverse_step with LDPS guidance      # LDPS
         return D(z_0)
 
     Latents and :math:`\sigma^2` are in diffusion units: the VAE's latents times its
@@ -211,7 +211,7 @@ class FlashDiffusion(LatentDiffusionSolver):
     ) -> torch.Tensor:
         r"""The latent each sample starts from, at step ``steps[index[i]]`` (diffusion units).
 
-        Where the step's SNR matches :math:`1/\sigma^2` (``matched``), ALGORITHMS 2.2:
+        Where the step's SNR matches :math:`1/\sigma^2` (``matched``), the paper's SNR-matched start :footcite:p:`fabian2023adapt`:
         :math:`\sqrt{\bar\alpha}\,(\sqrt{1 - c\sigma^2}\,\hat z + \sqrt{c\sigma^2}\,\epsilon)`,
         :math:`c\sigma^2` clamped to 1. Elsewhere (a fixed start, or a severity beyond the schedule's
         ends) the estimate is diffused to the step's marginal, CCDF-style:

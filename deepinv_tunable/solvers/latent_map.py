@@ -1,4 +1,4 @@
-r"""Latent-MAP inversion with a tunable generator (ALGORITHMS 1.3; CSGM with truncation)."""
+r"""Latent-MAP inversion with a tunable generator (CSGM :footcite:p:`bora2017csgm` with truncation; :footcite:t:`tunable_complexity`, App. B)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-r"""PnP-HVAE (ALGORITHMS 3.3, paper Algorithm 2): alternate the tempered HVAE reconstruction
+r"""PnP-HVAE (:footcite:t:`prost2023pnphvae`, Algorithm 2, eq. 19): alternate the tempered HVAE reconstruction
 with the data term's proximal operator,
 
 .. math::

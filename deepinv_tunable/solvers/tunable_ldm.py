@@ -1,4 +1,4 @@
-r"""Inversion with a tunable latent diffusion prior (ALGORITHMS 1.5, paper Algorithm 2)."""
+r"""Inversion with a tunable latent diffusion prior (:footcite:t:`tunable_complexity`, Algorithm 2)."""
 
 from __future__ import annotations
 

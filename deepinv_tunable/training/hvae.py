@@ -1,4 +1,4 @@
-r"""Lightning module of the hierarchical VAE (ALGORITHMS 3.1): ELBO, Adamax, EMA weights and a
+r"""Lightning module of the hierarchical VAE (:footcite:t:`prost2023pnphvae`): ELBO, Adamax, EMA weights and a
 gradient-skip guard, as the PnP-HVAE paper recommends for VDVAE-type models.
 
 The minimised loss is the negative ELBO per pixel without its constant,

@@ -1,4 +1,4 @@
-r"""Lightning module of the tunable latent diffusion prior (ALGORITHMS 1.4, paper eq. 7).
+r"""Lightning module of the tunable latent diffusion prior (:footcite:t:`tunable_complexity`, eq. 7).
 
 On latents :math:`z_0 = c\,E(x)` of a frozen tunable VAE (:math:`c` its scaling factor), with
 :math:`t \sim \mathcal{U}\{0, \dots, T-1\}`, :math:`\epsilon \sim \mathcal{N}(0, I)`,
@@ -10,7 +10,7 @@ On latents :math:`z_0 = c\,E(x)` of a frozen tunable VAE (:math:`c` its scaling 
                 + a\, \frac{1}{k}\|T_k(\epsilon - \epsilon_\theta(T_k z_t, t))\|^2 ,
 
 the truncated term averaged over the :math:`k` kept coordinates (the :math:`/(k/K)`
-normalisation of ALGORITHMS 1.4 on a per-coordinate scale).
+normalisation of eq. 7 on a per-coordinate scale).
 """
 
 from __future__ import annotations

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
-#: severities the severity encoder is trained over, in both presets (ALGORITHMS 2.1)
+#: severities the severity encoder is trained over, in both presets (Flash-Diffusion's severity encoder)
 SEVERITY_RANGES = {
     "kinds": ["mri", "ct", "blur"],
     "mri_acceleration": [2, 12],

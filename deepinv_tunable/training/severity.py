@@ -1,4 +1,4 @@
-r"""Lightning module of the Flash-Diffusion severity encoder (ALGORITHMS 2.1).
+r"""Lightning module of the Flash-Diffusion severity encoder (:footcite:t:`fabian2023adapt`).
 
 Per example a degradation is drawn over the configured severity range
 (:func:`~deepinv_tunable.severity.sample_degradations`), the encoder sees the measurement-only

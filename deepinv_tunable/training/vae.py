@@ -1,4 +1,4 @@
-r"""Lightning module of the tunable VAE (ALGORITHMS 1.2, paper eq. 6).
+r"""Lightning module of the tunable VAE (:footcite:t:`tunable_complexity`, eq. 6).
 
 Per batch, with :math:`z \sim q(z|x)` (reparameterised) and one :math:`k \sim P(k)` per example,
 
