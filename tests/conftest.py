@@ -8,9 +8,13 @@ import torch
 os.environ.setdefault("MPLBACKEND", "Agg")
 
 
-@pytest.fixture
-def device():
-    return torch.device("cpu")
+#: the devices core tests run on: the CPU always, CUDA when this machine has it
+DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+
+
+@pytest.fixture(params=DEVICES)
+def device(request):
+    return torch.device(request.param)
 
 
 @pytest.fixture
