@@ -92,12 +92,12 @@ def _tuned_tau(ctx: rb.BenchContext, hvae) -> float:
 @rb.register_method("latent_map")
 def _latent_map(ctx: rb.BenchContext) -> dinv.models.Reconstructor:
     ctx.notes["k"] = "full"
-    return Counted(LatentMAP(pretrained.load("tunable_vae_mri128"), n_steps=100), ctx.notes)
+    return Counted(LatentMAP(pretrained.load("tunable_vae_mri128"), max_iter=100), ctx.notes)
 
 
 @rb.register_method("latent_map_tv")
 def _latent_map_tv(ctx: rb.BenchContext) -> dinv.models.Reconstructor:
-    solver = LatentMAPTV(LatentMAP(pretrained.load("tunable_vae_f4_mri128"), n_steps=100))
+    solver = LatentMAPTV(LatentMAP(pretrained.load("tunable_vae_f4_mri128"), max_iter=100))
     result = solver.tune(ctx.y_cal, ctx.physics, ctx.x_cal)
     ctx.notes.update(k="full", lambda_beta=list(result.best))
     return Counted(solver, ctx.notes)
@@ -121,7 +121,7 @@ class PosteriorMean(dinv.models.Reconstructor):
     def __init__(self, hvae, tau: float, notes: dict[str, Any], n: int = 8):
         super().__init__()
         self.map = Counted(PnPHVAE(hvae, tau=tau), notes)
-        self.sampler = PosteriorSampler(PnPHVAESampler(hvae, tau=0.9, n_iter=5), n_samples=n, batch_size=n)
+        self.sampler = PosteriorSampler(PnPHVAESampler(hvae, tau=0.9, max_iter=5), n_samples=n, batch_size=n)
         self.notes, self.n = notes, n
 
     def forward(self, y, physics, **kwargs):

@@ -258,14 +258,14 @@ def _pseudo_inverse(ctx: BenchContext) -> dinv.models.Reconstructor:
 @register_method("tv_pgd default")
 def _tv_default(ctx: BenchContext) -> dinv.models.Reconstructor:
     ctx.notes["lambda_tv"] = DEFAULT_TV_LAMBDA
-    return TVPGD(lambda_tv=DEFAULT_TV_LAMBDA, n_iter=ctx.n_iter)
+    return TVPGD(lambda_tv=DEFAULT_TV_LAMBDA, max_iter=ctx.n_iter)
 
 
 @register_method("tv_pgd tuned")
 def _tv_tuned(ctx: BenchContext) -> dinv.models.Reconstructor:
     start = time.perf_counter()
     result = grid_search(
-        lambda lam: ctx.estimate(TVPGD(lambda_tv=lam, n_iter=ctx.n_iter), ctx.y_cal),
+        lambda lam: ctx.estimate(TVPGD(lambda_tv=lam, max_iter=ctx.n_iter), ctx.y_cal),
         ctx.x_cal,
         ctx.tv_grid,
         param="lambda_tv",
@@ -278,7 +278,7 @@ def _tv_tuned(ctx: BenchContext) -> dinv.models.Reconstructor:
         tuning_table={str(k): v for k, v in result.table.items()},
         tuning_seconds=time.perf_counter() - start,
     )
-    return TVPGD(lambda_tv=result.best, n_iter=ctx.n_iter)
+    return TVPGD(lambda_tv=result.best, max_iter=ctx.n_iter)
 
 
 # ------------------------------------------------------------------------------------- running

@@ -145,7 +145,7 @@ def main(argv=None) -> int:
             record["rows"].append(row)
             write_json_atomic(args.out, record)
             continue
-        solver = LatentMAP(vae, n_steps=n_steps)
+        solver = LatentMAP(vae, max_iter=n_steps)
         fits = {k: solver.reconstruct(y, physics, k=k) for k in ks}
         per_k = {k: psnr(fit.x, x_eval, physics) for k, fit in fits.items()}
         seconds = {k: fit.wall_time / len(x_eval) for k, fit in fits.items()}

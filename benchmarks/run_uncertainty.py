@@ -88,7 +88,7 @@ def map_estimate(hvae, physics, y: torch.Tensor, tau: float) -> torch.Tensor:
 def draw(hvae, physics, y: torch.Tensor, x_map: torch.Tensor, args) -> tuple[torch.Tensor, float]:
     """``N`` samples ``(N, B, 2, H, W)`` per slice, warm-started at the MAP; and seconds."""
     sampler = PosteriorSampler(
-        PnPHVAESampler(hvae, tau=args.sampler_tau, n_iter=args.n_iter),
+        PnPHVAESampler(hvae, tau=args.sampler_tau, max_iter=args.n_iter),
         n_samples=args.n_samples,
         batch_size=args.n_samples,
         seed=0,
@@ -222,7 +222,7 @@ from deepinv_tunable.uncertainty import PosteriorSampler
 torch.set_num_threads(2)
 physics = build_physics({TASKS["mri4x"]!r}, (128, 128))
 y = physics(to_physics_domain(torch.rand(1, 1, 128, 128), physics))
-sampler = PosteriorSampler(PnPHVAESampler(pretrained.load('hvae_mri64'), tau=0.9, n_iter=2), n_samples={n_samples},
+sampler = PosteriorSampler(PnPHVAESampler(pretrained.load('hvae_mri64'), tau=0.9, max_iter=2), n_samples={n_samples},
                            batch_size={batch})
 with PeakRSS() as rss:
     sampler.sample(y, physics)

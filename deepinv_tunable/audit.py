@@ -43,7 +43,8 @@ import deepinv as dinv
 import torch
 
 from .checks import check_finite, check_image_batch
-from .physics import noise_sigma, operator_norm_sq, residual_sq
+from .data_fit import _check_measurements, _count, _resolve_sigma, chi2, measure, measured_count
+from .physics import operator_norm_sq, residual_sq
 
 __all__ = [
     "AuditReport",
@@ -55,10 +56,6 @@ __all__ = [
     "operator_norm_sq",
     "support_fraction",
 ]
-
-# seed of the probe image (measured_count; the power method's is physics._POWER_SEED): the
-# audit's numbers must not depend on, nor disturb, the caller's random state
-_PROBE_SEED = 0
 
 
 # -- helpers -------------------------------------------------------------------------------
@@ -77,37 +74,12 @@ def _ratio(num: torch.Tensor, den: torch.Tensor) -> torch.Tensor:
     return torch.where(den > 0, num / den.clamp_min(torch.finfo(den.dtype).tiny), torch.zeros_like(num))
 
 
-def _measure(x: torch.Tensor, physics: dinv.physics.Physics) -> torch.Tensor:
-    out = physics.A(x)
-    if not isinstance(out, torch.Tensor):  # e.g. a deepinv TensorList from stacked physics
-        raise TypeError(
-            f"the audit needs a physics whose measurements are one tensor, got {type(out).__name__} "
-            f"from {type(physics).__name__}.A"
-        )
-    return out
-
-
 def _check_linear(physics: dinv.physics.Physics) -> None:
     if not isinstance(physics, dinv.physics.LinearPhysics):
         raise TypeError(
             f"the null space is defined for linear operators only; got {type(physics).__name__}, "
             "expected a deepinv.physics.LinearPhysics"
         )
-
-
-def _check_measurements(y: torch.Tensor) -> None:
-    if not isinstance(y, torch.Tensor):
-        raise TypeError(f"y must be a torch.Tensor of measurements, got {type(y).__name__}")
-    check_finite(y, "measurements y")
-
-
-def _resolve_sigma(sigma: float | None, physics: dinv.physics.Physics) -> float:
-    if sigma is None:
-        return noise_sigma(physics)
-    value = float(sigma)
-    if not math.isfinite(value) or value <= 0:
-        raise ValueError(f"sigma must be a positive, finite noise std, got sigma={sigma}")
-    return value
 
 
 def _check_roi(roi: torch.Tensor, shape: torch.Size, name: str = "roi") -> torch.Tensor:
@@ -133,112 +105,7 @@ def _check_roi(roi: torch.Tensor, shape: torch.Size, name: str = "roi") -> torch
     return roi
 
 
-def _count(y: torch.Tensor, physics: dinv.physics.Physics) -> torch.Tensor:
-    try:
-        image = physics.A_adjoint(y)  # only for the image shape and dtype
-    except RuntimeError as err:
-        raise ValueError(
-            f"y of shape {tuple(y.shape)} does not fit the physics ({type(physics).__name__}): {err}"
-        ) from err
-    gen = torch.Generator(device=y.device).manual_seed(_PROBE_SEED)
-    probe = torch.randn(image.shape, generator=gen, device=y.device, dtype=image.dtype)
-    a_probe = _measure(probe, physics)
-    if a_probe.shape != y.shape:
-        raise ValueError(
-            f"the physics maps images of shape {tuple(image.shape)} to measurements of shape "
-            f"{tuple(a_probe.shape)}, but y has shape {tuple(y.shape)}"
-        )
-    # an entry is measured if the operator reaches it, or if y holds data there (noise that
-    # the physics does not mask still carries sigma^2 per entry)
-    measured = (a_probe != 0) | (y != 0)
-    return measured.flatten(1).sum(1).to(y.real.dtype if (y.is_floating_point() or y.is_complex()) else torch.float32)
-
-
 # -- public functions ----------------------------------------------------------------------
-@torch.no_grad()
-def measured_count(y: torch.Tensor, physics: dinv.physics.Physics) -> torch.Tensor:
-    r"""Number :math:`m` of measured (real or complex) entries of ``y`` per example.
-
-    An entry counts if the operator reaches it, :math:`(A z)_j \neq 0` for a random image
-    :math:`z` (fixed seed, so the count is deterministic), **or** if :math:`y_j \neq 0`. The
-    first rule finds the sampled k-space of MRI and the kept pixels of inpainting (deepinv masks
-    their noise, so unmeasured entries of ``y`` are exactly 0); the second keeps the count right
-    for physics whose noise is not masked (then every entry carries noise of variance
-    :math:`\sigma^2` and belongs in the chi2). Blur and CT measure every entry.
-
-    A 2-channel MRI measurement counts its real and imaginary parts separately, as deepinv's
-    Gaussian noise adds :math:`\sigma^2` to each: 4x Cartesian MRI of a :math:`64 \times 64`
-    image has :math:`m = 2 \cdot 64^2 / 4`.
-
-    :param torch.Tensor y: measurements ``(B, ...)``.
-    :param deepinv.physics.Physics physics: the forward model that produced ``y``; the image
-        shape is taken from ``physics.A_adjoint(y)``.
-    :raises ValueError: ``y`` is not finite or does not have the shape ``physics.A`` produces.
-    :return: float tensor ``(B,)``.
-
-    :Examples:
-
-        >>> import torch
-        >>> from deepinv_tunable.physics import build_physics
-        >>> physics = build_physics({"kind": "mri", "acceleration": 4, "noise_sigma": 0.05}, (64, 64))
-        >>> y = physics(torch.rand(1, 2, 64, 64))
-        >>> measured_count(y, physics)
-        tensor([2048.])
-    """
-    _check_measurements(y)
-    return _count(y, physics)
-
-
-def chi2(x: torch.Tensor, y: torch.Tensor, physics: dinv.physics.Physics, sigma: float | None = None) -> torch.Tensor:
-    r"""Reduced chi-square of an image against the measurements:
-
-    .. math::
-
-        \chi^2(x) = \frac{\|A x - y\|_2^2}{m\,\sigma^2},
-
-    with :math:`m` the number of measured entries (:func:`measured_count`). For the true image
-    :math:`\mathbb E[\chi^2] = 1`, with spread :math:`\sqrt{2/m}`.
-
-    * :math:`\chi^2 \approx 1`: the image explains the data down to the noise (consistent).
-    * :math:`\chi^2 \gg 1`: the image contradicts the measurements (it is not what was scanned).
-    * :math:`\chi^2 \ll 1`: the image reproduces the noise too (overfitting; e.g. the
-      pseudo-inverse of MRI has :math:`\chi^2 = 0`).
-
-    Consistency is necessary, not sufficient: structure in the null space of :math:`A` leaves
-    :math:`\chi^2` unchanged (see :func:`support_fraction`).
-
-    :param torch.Tensor x: images ``(B, C, H, W)`` in the physics' image domain.
-    :param torch.Tensor y: measurements ``(B, ...)``.
-    :param deepinv.physics.Physics physics: the forward model.
-    :param float sigma: noise std :math:`\sigma`. Default ``None``: the std of the physics'
-        Gaussian noise model.
-    :raises ValueError: ``sigma`` not positive, or the physics has no noise level and no
-        ``sigma`` is given; shapes that do not match the physics; non-finite inputs.
-    :return: tensor ``(B,)``.
-
-    :Examples:
-
-        >>> import torch
-        >>> from deepinv_tunable.physics import build_physics
-        >>> physics = build_physics({"kind": "mri", "acceleration": 4, "noise_sigma": 0.05}, (64, 64))
-        >>> x = torch.rand(1, 2, 64, 64)
-        >>> y = physics(x)
-        >>> round(chi2(x, y, physics).item(), 1)
-        1.0
-        >>> chi2(physics.A_dagger(y), y, physics).item() < 1e-6  # fits the noise exactly
-        True
-    """
-    check_image_batch(x, "x")
-    _check_measurements(y)
-    sigma = _resolve_sigma(sigma, physics)
-    residual = residual_sq(x, y, physics)  # first: it names a shape mismatch between x and y
-    with torch.no_grad():
-        m = _count(y, physics)
-    if bool((m == 0).any()):
-        raise ValueError(f"y has no measured entries for example(s) {torch.nonzero(m == 0).flatten().tolist()}")
-    return residual / (m * sigma**2)
-
-
 def null_space_component(x: torch.Tensor, physics: dinv.physics.LinearPhysics) -> torch.Tensor:
     r"""Part of ``x`` the measurements cannot see: :math:`x_\text{null} = x - A^\dagger A x`.
 
@@ -272,7 +139,7 @@ def null_space_component(x: torch.Tensor, physics: dinv.physics.LinearPhysics) -
     """
     check_image_batch(x, "x")
     _check_linear(physics)
-    return x - physics.A_dagger(_measure(x, physics))
+    return x - physics.A_dagger(measure(x, physics))
 
 
 def null_space_energy(x: torch.Tensor, physics: dinv.physics.LinearPhysics) -> torch.Tensor:
@@ -352,7 +219,7 @@ def support_fraction(
         norm_sq = operator_norm_sq(physics, s.shape, device=s.device, dtype=s.dtype)
     elif not (math.isfinite(float(norm_sq)) and float(norm_sq) > 0):
         raise ValueError(f"norm_sq must be a positive, finite ||A||^2, got norm_sq={norm_sq}")
-    return (_energy(_measure(s, physics)) / (float(norm_sq) * energy)).clamp(max=1.0)
+    return (_energy(measure(s, physics)) / (float(norm_sq) * energy)).clamp(max=1.0)
 
 
 # -- the audit -----------------------------------------------------------------------------

@@ -3,6 +3,8 @@ offending value and says what was expected."""
 
 from __future__ import annotations
 
+import warnings
+
 import torch
 
 
@@ -29,3 +31,20 @@ def check_image_batch(x: torch.Tensor, name: str = "x") -> None:
     if x.ndim != 4:
         raise ValueError(f"{name} must have shape (B, C, H, W), got shape {tuple(x.shape)}")
     check_finite(x, name)
+
+
+def renamed_keyword(owner: str, old_name: str, old_value, new_name: str, new_value):
+    """The value of a keyword renamed to deepinv's name (e.g. ``n_iter`` -> ``max_iter``): the
+    old name still works for now, with a :class:`FutureWarning` naming the new one.
+
+    >>> renamed_keyword("TVPGD", "n_iter", None, "max_iter", 100)
+    100
+    """
+    if old_value is None:
+        return new_value
+    warnings.warn(
+        f"{owner}: '{old_name}' is renamed '{new_name}' (deepinv's name); '{old_name}' will be removed",
+        FutureWarning,
+        stacklevel=3,
+    )
+    return old_value

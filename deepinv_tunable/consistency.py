@@ -23,6 +23,7 @@ from dataclasses import dataclass
 import deepinv as dinv
 import torch
 
+from .data_fit import measured_count
 from .diffusion import ReverseStep
 from .latent import truncate
 from .physics import from_physics_domain, to_physics_domain
@@ -317,7 +318,6 @@ def weighted_data_consistency(
         >>> bool(out.chi2_before > 100), bool(torch.isclose(out.gamma, out.chi2_before - 1, rtol=0.05))
         (True, True)
     """
-    from .audit import measured_count
     from .physics import noise_sigma, residual_sq
 
     sigma = noise_sigma(physics) if sigma is None else float(sigma)

@@ -214,7 +214,7 @@ def test_tv_auto_is_deterministic_records_its_choice_and_leaves_y_alone():
     x = _phantom(32)
     y = physics(x)
     before = y.clone()
-    solver = TVPGD(lambda_tv="auto", n_iter=20, tune_bounds=(1e-3, 0.3))
+    solver = TVPGD(lambda_tv="auto", max_iter=20, tune_bounds=(1e-3, 0.3))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
         a, b = solver.reconstruct(y, physics), solver.reconstruct(y, physics)
@@ -230,7 +230,7 @@ def test_tv_auto_is_deterministic_records_its_choice_and_leaves_y_alone():
 def test_tv_auto_splitting_rescales_by_the_kept_fraction():
     physics = build_physics({"kind": "mri", "acceleration": 4, "noise_sigma": 0.02, "seed": 0}, (32, 32))
     y = physics(to_physics_domain(_phantom(32), physics))
-    out = TVPGD(lambda_tv="auto", n_iter=10).reconstruct(y, physics)
+    out = TVPGD(lambda_tv="auto", max_iter=10).reconstruct(y, physics)
     record = out.extras["auto"]["lambda_tv"]
     assert record["rule"] == "splitting"
     assert record["value"] < min(
@@ -280,7 +280,7 @@ def test_latent_map_tv_chooses_lambda_then_beta_from_the_measurements():
     y = physics(to_physics_domain(_phantom(32), physics))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
-        out = LatentMAPTV(LatentMAP(vae, n_steps=2), lambda_tv="auto", beta="auto", n_iter=5).reconstruct(
+        out = LatentMAPTV(LatentMAP(vae, max_iter=2), lambda_tv="auto", beta="auto", max_iter=5).reconstruct(
             y, physics, k=16
         )
     assert set(out.extras["auto"]) == {"lambda_tv", "beta"}
@@ -293,6 +293,6 @@ def test_tv_auto_returns_the_matching_candidate_instead_of_solving_again():
     y = physics(_phantom(32))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
-        auto = TVPGD(lambda_tv="auto", n_iter=15).reconstruct(y, physics)
-        fixed = TVPGD(lambda_tv=auto.extras["lambda_tv"], n_iter=15).reconstruct(y, physics)
+        auto = TVPGD(lambda_tv="auto", max_iter=15).reconstruct(y, physics)
+        fixed = TVPGD(lambda_tv=auto.extras["lambda_tv"], max_iter=15).reconstruct(y, physics)
     torch.testing.assert_close(auto.x, fixed.x, atol=1e-6, rtol=0)

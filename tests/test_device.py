@@ -57,7 +57,7 @@ def test_tv_gains_3db_over_zero_filled_on_device(device):
     x = _truth(device)
     y = physics(to_physics_domain(x, physics))
     zero_filled = image_metrics(measurement_estimate(y, physics).cpu(), x.cpu())["psnr"][0]
-    out = TVPGD(lambda_tv=0.01, n_iter=200)(y, physics)  # 21.8 against 16.6 dB on the CPU
+    out = TVPGD(lambda_tv=0.01, max_iter=200)(y, physics)  # 21.8 against 16.6 dB on the CPU
     assert out.device.type == device.type
     tv = image_metrics(from_physics_domain(out, physics).clamp(0, 1).cpu(), x.cpu())["psnr"][0]
     assert tv > zero_filled + 3.0

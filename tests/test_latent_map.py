@@ -40,7 +40,7 @@ def test_latent_map_matches_the_closed_form_ridge_solution():
     # argmin ||G_k z - y||^2 / (2 sigma^2) + gamma/2 ||z||^2
     z_star = torch.linalg.solve(Gk.T @ Gk / sigma**2 + gamma * torch.eye(k), Gk.T @ y.flatten(1).T / sigma**2).T
     x_star = (z_star @ Gk.T).reshape(3, 1, 8, 8)
-    result = LatentMAP(gen, gamma=gamma, n_steps=600, lr=0.02).reconstruct(y, physics, k=k)
+    result = LatentMAP(gen, gamma=gamma, max_iter=600, lr=0.02).reconstruct(y, physics, k=k)
     assert result.k == k and result.nfe == 602
     torch.testing.assert_close(result.x, x_star, atol=2e-3, rtol=0)
     # the returned objective is the one of the closed form (its minimum)
@@ -51,7 +51,7 @@ def test_per_example_k_and_bad_inputs():
     gen = LinearGenerator()
     physics = build_physics({"kind": "denoising", "noise_sigma": 0.1}, (8, 8))
     y = physics(torch.rand(2, 1, 8, 8))
-    solver = LatentMAP(gen, n_steps=5)
+    solver = LatentMAP(gen, max_iter=5)
     x_pair = solver(y, physics, k=torch.tensor([2, 8]))
     assert torch.allclose(x_pair[0], solver(y[:1], physics, k=2)[0], atol=1e-5)
     with pytest.raises(ValueError, match=r"k = 9 is outside \[1, 8\]"):
@@ -63,9 +63,9 @@ def test_per_example_k_and_bad_inputs():
     with pytest.raises(
         ValueError, match=r"from A\^dagger y\) has shape \(1, 1, 64, 64\); this VAE expects \(B, 1, 32, 32\)"
     ):
-        LatentMAP(vae, n_steps=1)(mri(torch.rand(1, 2, 64, 64)), mri)
+        LatentMAP(vae, max_iter=1)(mri(torch.rand(1, 2, 64, 64)), mri)
     with pytest.raises(ValueError, match=r"no Gaussian noise level; pass sigma"):
-        LatentMAP(gen, n_steps=1)(y, dinv.physics.Denoising(noise_model=dinv.physics.GaussianNoise(sigma=0.0)))
+        LatentMAP(gen, max_iter=1)(y, dinv.physics.Denoising(noise_model=dinv.physics.GaussianNoise(sigma=0.0)))
 
 
 @pytest.mark.parametrize("rule, tau", [("splitting", None), ("discrepancy", 1.2)])
@@ -77,7 +77,7 @@ def test_ground_truth_free_k_finds_a_planted_latent_size(rule, tau):
     z = torch.zeros(6, 32)
     z[:, :4] = 3 * torch.randn(6, 4, generator=torch.Generator().manual_seed(4))
     y = physics(gen.decode(z.reshape(6, 2, 4, 4)))
-    solver = LatentMAP(gen, gamma=0.0, n_steps=300, lr=0.05)
+    solver = LatentMAP(gen, gamma=0.0, max_iter=300, lr=0.05)
     extra = {"tau": tau} if tau else {"holdout_fraction": 0.5, "generator": torch.Generator().manual_seed(0)}
     sel = select_k(solver, y, physics, [2, 4, 32], rule=rule, **extra)
     assert sel.k.tolist() == [4] * 6, sel.scores
@@ -89,7 +89,7 @@ def test_latent_map_runs_under_no_grad():
     still optimised by gradient there."""
     physics = build_physics({"kind": "inpainting", "keep_fraction": 0.5, "noise_sigma": 0.01}, (16, 16))
     y = physics(torch.rand(1, 1, 16, 16))
-    solver = LatentMAP(TunableVAE(image_size=(16, 16), block_out_channels=(8, 8), latent_channels=2), n_steps=3)
+    solver = LatentMAP(TunableVAE(image_size=(16, 16), block_out_channels=(8, 8), latent_channels=2), max_iter=3)
     with torch.no_grad():
         out = solver.reconstruct(y, physics, return_iterates=True)
     assert out.x.shape == (1, 1, 16, 16) and not torch.equal(out.iterates[0], out.iterates[-1])

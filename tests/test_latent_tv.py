@@ -11,7 +11,7 @@ from deepinv_tunable.solvers import TVPGD, LatentMAP, LatentMAPTV, Reconstructio
 
 def _tiny_latent_map(size: int = 32) -> LatentMAP:
     torch.manual_seed(0)
-    return LatentMAP(TunableVAE(image_size=(size, size), block_out_channels=(8, 8), latent_channels=2), n_steps=2)
+    return LatentMAP(TunableVAE(image_size=(size, size), block_out_channels=(8, 8), latent_channels=2), max_iter=2)
 
 
 class _Oracle(LatentMAP):
@@ -29,8 +29,8 @@ def test_beta_zero_is_plain_tv():
     physics = build_physics({"kind": "inpainting", "keep_fraction": 0.6, "noise_sigma": 0.02, "seed": 1}, (32, 32))
     torch.manual_seed(1)
     y = physics(torch.rand(2, 1, 32, 32))
-    hybrid = LatentMAPTV(_tiny_latent_map(), lambda_tv=0.03, beta=0.0, n_iter=20)
-    assert torch.allclose(hybrid(y, physics), TVPGD(lambda_tv=0.03, n_iter=20)(y, physics), atol=1e-6)
+    hybrid = LatentMAPTV(_tiny_latent_map(), lambda_tv=0.03, beta=0.0, max_iter=20)
+    assert torch.allclose(hybrid(y, physics), TVPGD(lambda_tv=0.03, max_iter=20)(y, physics), atol=1e-6)
 
 
 def test_no_deviation_when_the_generator_explains_the_data():
@@ -39,7 +39,7 @@ def test_no_deviation_when_the_generator_explains_the_data():
     torch.manual_seed(2)
     image = torch.rand(1, 1, 32, 32)
     physics = build_physics({"kind": "inpainting", "keep_fraction": 0.5, "seed": 2}, (32, 32))
-    out = LatentMAPTV(_Oracle(image), lambda_tv=0.05, n_iter=30).reconstruct(physics(image), physics)
+    out = LatentMAPTV(_Oracle(image), lambda_tv=0.05, max_iter=30).reconstruct(physics(image), physics)
     assert torch.equal(out.x, image)
     assert out.extras["beta"] == 1.0 and out.extras["lambda_tv"] == 0.05
 
@@ -57,8 +57,8 @@ def test_planted_sparse_deviation_is_recovered():
     torch.manual_seed(3)
     y = physics(truth)
     generator_image = texture[None, None].clone()
-    hybrid = LatentMAPTV(_Oracle(generator_image), lambda_tv=0.05, n_iter=100)(y, physics)
-    tv = TVPGD(lambda_tv=0.05, n_iter=100)(y, physics)
+    hybrid = LatentMAPTV(_Oracle(generator_image), lambda_tv=0.05, max_iter=100)(y, physics)
+    tv = TVPGD(lambda_tv=0.05, max_iter=100)(y, physics)
 
     def mse(x):
         return float((x - truth).pow(2).mean())
@@ -73,7 +73,7 @@ def test_input_is_not_modified_and_k_is_passed_through():
     torch.manual_seed(4)
     y = physics(torch.rand(1, 2, 32, 32))
     before = y.clone()
-    out = LatentMAPTV(_tiny_latent_map(), n_iter=3).reconstruct(y, physics, k=100)
+    out = LatentMAPTV(_tiny_latent_map(), max_iter=3).reconstruct(y, physics, k=100)
     assert torch.equal(y, before)
     assert out.k == 100 and out.x.shape == (1, 2, 32, 32)
     assert out.n_iter == 2 + 3
@@ -86,13 +86,13 @@ def test_per_call_overrides_give_the_closed_composition():
     g = torch.rand(1, 1, 32, 32)
     physics = build_physics({"kind": "inpainting", "keep_fraction": 0.7, "noise_sigma": 0.02, "seed": 5}, (32, 32))
     y = physics(torch.rand(1, 1, 32, 32))
-    hybrid = LatentMAPTV(_Oracle(g), lambda_tv=0.5, beta=1.0, n_iter=15)
+    hybrid = LatentMAPTV(_Oracle(g), lambda_tv=0.5, beta=1.0, max_iter=15)
     out = hybrid.reconstruct(y, physics, beta=0.3, lambda_tv=0.02)
-    expected = 0.3 * g + TVPGD(lambda_tv=0.02, n_iter=15)(y - 0.3 * physics.A(g), physics)
+    expected = 0.3 * g + TVPGD(lambda_tv=0.02, max_iter=15)(y - 0.3 * physics.A(g), physics)
     assert torch.allclose(out.x, expected, atol=1e-6)
     assert out.extras["beta"] == 0.3 and out.extras["lambda_tv"] == 0.02
     assert torch.allclose(
-        hybrid(y, physics, beta=0.0, lambda_tv=0.02), TVPGD(lambda_tv=0.02, n_iter=15)(y, physics), atol=1e-6
+        hybrid(y, physics, beta=0.0, lambda_tv=0.02), TVPGD(lambda_tv=0.02, max_iter=15)(y, physics), atol=1e-6
     )
     with pytest.raises(ValueError, match="beta must be in \\[0, 1\\], got 1.5"):
         hybrid(y, physics, beta=1.5)

@@ -57,7 +57,7 @@ def test_flow_checkpoint_round_trip_and_latent_map(tmp_path):
     assert torch.equal(flow.encode_mean(x), again.encode_mean(x))
     physics = build_physics({"kind": "inpainting", "keep_fraction": 0.7, "noise_sigma": 0.05}, (4, 4))
     y = physics(x)
-    result = LatentMAP(again, n_steps=20, gamma=0.1).reconstruct(y, physics, k=8)
+    result = LatentMAP(again, max_iter=20, gamma=0.1).reconstruct(y, physics, k=8)
     assert result.x.shape == (2, 1, 4, 4) and torch.isfinite(result.x).all()
     start = again.decode(again.encode_mean(physics.A_dagger(y).clamp(0, 1)), 8)
     assert bool((result.extras["residual_sq"] < ((physics.A(start) - y) ** 2).flatten(1).sum(1)).all())

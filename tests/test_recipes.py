@@ -25,7 +25,7 @@ def tiny_recipe(out_dir, **changes):
             "batch_size": 2,
         },
         "physics": {"kind": "mri", "acceleration": 4, "noise_sigma": 0.01},
-        "solver": {"name": "tv_pgd", "params": {"lambda_tv": 0.01, "n_iter": 30}},
+        "solver": {"name": "tv_pgd", "params": {"lambda_tv": 0.01, "max_iter": 30}},
         "output": {"dir": str(out_dir), "figures": 2},
     }
     for dotted, value in changes.items():
@@ -71,7 +71,7 @@ def test_run_writes_every_output_with_the_input_geometry(tmp_path):
 
 def test_auto_parameter_reaches_metrics_report_and_figure(tmp_path):
     out = tmp_path / "out"
-    recipe = tiny_recipe(out, **{"solver.params": {"lambda_tv": "auto", "n_iter": 10}})
+    recipe = tiny_recipe(out, **{"solver.params": {"lambda_tv": "auto", "max_iter": 10}})
     result = run_recipe(parse_recipe(recipe), progress=False)
     metrics = json.loads(result.metrics_path.read_text())
     assert [entry["slices"] for entry in metrics["auto"]] == [metrics["slices"][:2], metrics["slices"][2:]]
@@ -220,7 +220,7 @@ def test_latent_map_recipes_run(tmp_path, path):
             "output.volumes": False,
         },
     )
-    recipe.solver.params.n_steps = 2
+    recipe.solver.params.max_iter = 2
     if hasattr(recipe.solver.params, "k_grid"):  # latent_map_tv has a fixed k
         recipe.solver.params.k_grid = [64, 2048]
     if recipe.solver.tune is not None:
@@ -278,7 +278,7 @@ def test_audit_writes_maps_calibration_and_report(tmp_path):
     recipe.solver.params.max_iter = 3
     recipe.solver.tune.grid, recipe.solver.tune.slices.count = [0.7], 1
     recipe.audit.samples = recipe.audit.batch_size = 3
-    recipe.audit.sampler_params.n_iter = 1
+    recipe.audit.sampler_params.max_iter = 1
     recipe.audit.calibration.count = 2
     result = run_recipe(recipe, progress=False, audit=True)
     audit = json.loads((tmp_path / "audit.json").read_text())
@@ -444,7 +444,7 @@ def test_sigkill_midway_then_resume_gives_identical_volumes(tmp_path):
     import sys
     import time
 
-    changes = {"data.slices": {"start": 10, "stop": 50, "count": 8}, "solver.params.n_iter": 400, "output.figures": 0}
+    changes = {"data.slices": {"start": 10, "stop": 50, "count": 8}, "solver.params.max_iter": 400, "output.figures": 0}
     exe, env = str(Path(sys.executable).with_name("deepinv-tunable")), {**os.environ, "OMP_NUM_THREADS": "1"}
     # the uninterrupted run in the same conditions (a process, same thread count)
     (tmp_path / "w").mkdir()
@@ -483,7 +483,7 @@ SOLVER_RECIPES = (
 )
 ITERATIONS = {
     "pnp_hvae": ("max_iter", 2),
-    "tv_pgd": ("n_iter", 3),
+    "tv_pgd": ("max_iter", 3),
     "flash_diffusion": ("n_steps", 4),
     "pixel_flash": ("max_iter", 4),
 }
@@ -524,3 +524,16 @@ def test_registry_and_schema_name_the_same_solvers():
         from deepinv_tunable.recipes.registry import build_solver
 
         build_solver("nope")
+
+
+def test_former_recipe_keys_still_work_with_a_warning(tmp_path):
+    recipe = tiny_recipe(tmp_path / "out")
+    recipe["solver"]["params"] = {"lambda_tv": 0.01, "n_iter": 7}
+    before = json.dumps(recipe, sort_keys=True)
+    with pytest.warns(FutureWarning, match="recipe key 'n_iter' is renamed 'max_iter'"):
+        parsed = parse_recipe(recipe)
+    assert parsed.solver.params.max_iter == 7
+    assert json.dumps(recipe, sort_keys=True) == before  # the caller's mapping is not modified
+    recipe["solver"]["params"]["max_iter"] = 9
+    with pytest.raises(RecipeError, match="give 'max_iter' only: 'n_iter' is its former name"):
+        parse_recipe(recipe)

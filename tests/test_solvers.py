@@ -27,7 +27,7 @@ def test_tv_beats_zero_filled_by_3db_on_4x_mri_phantoms():
     x = _phantoms(2)
     y = physics(to_physics_domain(x, physics))
     zf = image_metrics(from_physics_domain(PseudoInverse()(y, physics), physics), x)["psnr"]
-    result = TVPGD(lambda_tv=0.01, n_iter=60).reconstruct(y, physics)
+    result = TVPGD(lambda_tv=0.01, max_iter=60).reconstruct(y, physics)
     tv = image_metrics(from_physics_domain(result.x, physics), x)["psnr"]
     assert result.n_iter == 60 and result.extras["lambda_tv"] == 0.01
     assert min(t - z for t, z in zip(tv, zf)) > 3.0
@@ -37,24 +37,26 @@ def test_tv_denoises_piecewise_constant_image():
     physics = build_physics({"kind": "denoising", "noise_sigma": 0.1, "seed": 2}, (64, 64))
     x = shepp_logan_2d(64)[None, None]
     y = physics(x)
-    x_hat = TVPGD(lambda_tv=0.08, n_iter=40)(y, physics)
+    x_hat = TVPGD(lambda_tv=0.08, max_iter=40)(y, physics)
     assert image_metrics(x_hat, x)["psnr"][0] > image_metrics(y, x)["psnr"][0] + 6
 
 
 def test_tv_rejects_bad_parameters_and_inputs():
     with pytest.raises(ValueError, match="lambda_tv must be >= 0, got -1"):
         TVPGD(lambda_tv=-1)
-    with pytest.raises(ValueError, match="n_iter must be >= 1, got 0"):
-        TVPGD(n_iter=0)
+    with pytest.raises(ValueError, match="max_iter must be >= 1, got 0"):
+        TVPGD(max_iter=0)
+    with pytest.warns(FutureWarning, match="TVPGD: 'n_iter' is renamed 'max_iter'"):
+        assert TVPGD(n_iter=7).max_iter == 7  # the former name still works, for now
     pr = build_physics({"kind": "phase_retrieval"}, (8, 8))
     with pytest.raises(TypeError, match="TVPGD needs a linear physics, got RandomPhaseRetrieval"):
-        TVPGD(n_iter=1)(pr(to_physics_domain(torch.rand(1, 1, 8, 8), pr)), pr)
+        TVPGD(max_iter=1)(pr(to_physics_domain(torch.rand(1, 1, 8, 8), pr)), pr)
     physics = build_physics({"kind": "denoising"}, (8, 8))
     y = torch.rand(1, 1, 8, 8)
     y[0, 0, 0, 0] = float("nan")
     before = y.clone()
     with pytest.raises(ValueError, match="measurements y contains 1 NaN"):
-        TVPGD(n_iter=1)(y, physics)
+        TVPGD(max_iter=1)(y, physics)
     assert torch.equal(torch.isnan(before), torch.isnan(y))  # input untouched
 
 
@@ -87,9 +89,9 @@ def test_tv_through_slices_averages_noise_over_a_stack_of_identical_slices():
     x = shepp_logan_2d(32).reshape(1, 1, 32, 32).repeat(6, 1, 1, 1)
     torch.manual_seed(0)
     y = physics(x)
-    per_slice = TVPGD(lambda_tv=0.05, n_iter=40)(y, physics)
-    through = TVPGD(lambda_tv=0.05, n_iter=40, through_slices=True)(y, physics)
+    per_slice = TVPGD(lambda_tv=0.05, max_iter=40)(y, physics)
+    through = TVPGD(lambda_tv=0.05, max_iter=40, through_slices=True)(y, physics)
     gain = sum(image_metrics(through, x)["psnr"]) / 6 - sum(image_metrics(per_slice, x)["psnr"]) / 6
     assert gain > 1.0, gain
-    one = TVPGD(lambda_tv=0.05, n_iter=40, through_slices=True)(y[:1], physics)
+    one = TVPGD(lambda_tv=0.05, max_iter=40, through_slices=True)(y[:1], physics)
     torch.testing.assert_close(one, per_slice[:1], atol=2e-3, rtol=0)

@@ -195,7 +195,7 @@ def test_pnp_hvae_sampler_with_a_zero_decoder_samples_the_closed_form_posterior(
     gamma, sigma = 0.1, 0.05
     physics = build_physics({"kind": "inpainting", "keep_fraction": 0.5, "noise_sigma": sigma, "seed": 0}, (16, 16))
     y = physics(torch.full((1, 1, 16, 16), 0.5))
-    sampler = PnPHVAESampler(ZeroDecoder(width=4, groups_per_scale=(1,), gamma=gamma), n_iter=2)
+    sampler = PnPHVAESampler(ZeroDecoder(width=4, groups_per_scale=(1,), gamma=gamma), max_iter=2)
     summary = PosteriorSampler(sampler, n_samples=400, batch_size=200).sample(y, physics)
     observed = physics.mask.bool().expand(1, 1, 16, 16)
     post_var = 1 / (1 / gamma**2 + 1 / sigma**2)
@@ -209,7 +209,7 @@ def test_pnp_hvae_sampler_draws_differ_by_seed_and_repeat_with_it():
     hvae = HVAE(width=8, groups_per_scale=(1, 1))
     physics = build_physics({"kind": "mri", "acceleration": 4, "noise_sigma": 0.01, "seed": 0}, (16, 16))
     y = physics(torch.cat([torch.rand(1, 1, 16, 16), torch.zeros(1, 1, 16, 16)], 1))
-    sampler = PnPHVAESampler(hvae, tau=0.8, n_iter=3)
+    sampler = PnPHVAESampler(hvae, tau=0.8, max_iter=3)
     a, b = sampler(y, physics, seed=0), sampler(y, physics, seed=1)
     assert a.shape == (1, 2, 16, 16) and not torch.equal(a, b)
     assert torch.equal(a, sampler(y, physics, seed=0))

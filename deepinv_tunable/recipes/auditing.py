@@ -54,7 +54,7 @@ class RecipeAudit:
             from ..solvers import PnPHVAESampler
 
             p = config.sampler_params
-            reconstructor, self.warm_start = PnPHVAESampler(load(p.model), tau=p.tau, n_iter=p.n_iter), True
+            reconstructor, self.warm_start = PnPHVAESampler(load(p.model), tau=p.tau, max_iter=p.max_iter), True
         self.sampler = PosteriorSampler(
             reconstructor,
             n_samples=config.samples,

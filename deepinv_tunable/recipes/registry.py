@@ -80,9 +80,9 @@ def _latent_map(model: str, k, k_grid=None, k_rule: str = "splitting", **solver_
     return LatentMAP(prior, k=_k(k), **solver_params)
 
 
-def _latent_map_tv(lambda_tv: float, beta: float, tv_iter: int, **latent_map_params) -> LatentMAPTV:
+def _latent_map_tv(lambda_tv: float, beta: float, tv_max_iter: int, **latent_map_params) -> LatentMAPTV:
     """LatentMAP (fixed ``k``) followed by the TV-regularised deviation of :class:`~deepinv_tunable.solvers.LatentMAPTV`."""
-    return LatentMAPTV(_latent_map(**latent_map_params), lambda_tv=lambda_tv, beta=beta, n_iter=tv_iter)
+    return LatentMAPTV(_latent_map(**latent_map_params), lambda_tv=lambda_tv, beta=beta, max_iter=tv_max_iter)
 
 
 @dataclass(frozen=True)

@@ -8,6 +8,7 @@ naming the key, the value and what was expected.
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal
 
@@ -26,6 +27,27 @@ class RecipeError(ValueError):
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
+
+    #: former key -> current key (deepinv's names); a former key still works, with a FutureWarning
+    RENAMED: ClassVar[dict[str, str]] = {}
+
+    @model_validator(mode="before")
+    @classmethod
+    def _renamed_keys(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        data = dict(data)  # the caller's mapping is never modified
+        for old, new in cls.RENAMED.items():
+            if old in data:
+                if new in data:
+                    raise ValueError(f"give '{new}' only: '{old}' is its former name")
+                warnings.warn(
+                    f"recipe key '{old}' is renamed '{new}' (deepinv's name); '{old}' will be removed",
+                    FutureWarning,
+                    stacklevel=2,
+                )
+                data[new] = data.pop(old)
+        return data
 
 
 class SliceRange(_Strict):
@@ -60,7 +82,8 @@ class TVPGDParams(_Strict):
         "auto",
         description=f"TV weight, or 'auto' (from the measurements); {DEFAULT_TV_LAMBDA} suits 4x MRI at 1% noise",
     )
-    n_iter: int = Field(100, ge=1)
+    RENAMED: ClassVar[dict[str, str]] = {"n_iter": "max_iter"}
+    max_iter: int = Field(100, ge=1, description="PGD iterations")
     tv_inner_iter: int = Field(20, ge=1)
     through_slices: bool = Field(False, description="2.5D: TV across consecutive slices of a batch too")
 
@@ -99,8 +122,9 @@ class TVPGDConfig(_TunedSolverConfig):
 
 class _LatentMAPCommon(_Strict):
     model: str = "tunable_vae_mri128"
+    RENAMED: ClassVar[dict[str, str]] = {"n_steps": "max_iter"}
     gamma: float = Field(1.0, ge=0)
-    n_steps: int = Field(150, ge=1)
+    max_iter: int = Field(150, ge=1, description="Adam steps on the latent")
     lr: float = Field(0.05, gt=0)
     restarts: int = Field(1, ge=1)
 
@@ -124,12 +148,14 @@ class LatentMAPConfig(_TunedSolverConfig):
 class LatentMAPTVParams(_LatentMAPCommon):
     """LatentMAP at a fixed ``k`` plus a TV-regularised deviation from its image
     (:class:`~deepinv_tunable.solvers.LatentMAPTV`): ``lambda_tv`` the TV weight of the deviation,
-    ``beta`` the weight of the generator's image (0: plain TV), ``tv_iter`` the PGD iterations."""
+    ``beta`` the weight of the generator's image (0: plain TV), ``tv_max_iter`` the PGD iterations."""
+
+    RENAMED: ClassVar[dict[str, str]] = {"n_steps": "max_iter", "tv_iter": "tv_max_iter"}
 
     k: int | Literal["full"] = "full"
     lambda_tv: Annotated[float, Field(ge=0)] | Literal["auto"] = "auto"
     beta: Annotated[float, Field(ge=0, le=1)] | Literal["auto"] = 1.0
-    tv_iter: int = Field(100, ge=1)
+    tv_max_iter: int = Field(100, ge=1)
 
 
 class LatentMAPTVConfig(_TunedSolverConfig):
@@ -236,7 +262,8 @@ class PnPHVAESamplerParams(_Strict):
 
     model: str = "hvae_mri64"
     tau: float = Field(0.9, gt=0, le=1)
-    n_iter: int = Field(5, ge=1, description="Gibbs steps per sample after the warm start")
+    RENAMED: ClassVar[dict[str, str]] = {"n_iter": "max_iter"}
+    max_iter: int = Field(5, ge=1, description="Gibbs steps per sample after the warm start")
 
 
 class AuditConfig(_Strict):

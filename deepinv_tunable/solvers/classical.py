@@ -6,6 +6,7 @@ import deepinv as dinv
 import torch
 
 from ..autotune import auto_requested, select_parameter
+from ..checks import renamed_keyword
 from ..physics import measurement_baseline, operator_norm_sq
 from .base import TunableReconstructor
 
@@ -97,7 +98,7 @@ class TVPGD(TunableReconstructor):
         alone by :func:`~deepinv_tunable.autotune.select_parameter` (``tune_rule``, over
         ``tune_bounds``; one value for the batch, about 8 solves), recorded in ``extras["auto"]``.
         Default ``"auto"``. (:data:`DEFAULT_TV_LAMBDA` is a fixed value for 4x MRI at 1 % noise.)
-    :param int n_iter: PGD iterations. Default 100.
+    :param int max_iter: PGD iterations. Default 100 (``n_iter``: its former name, deprecated).
     :param int tv_inner_iter: iterations of the (warm-started) TV prox per PGD step. Default 20.
     :param bool through_slices: also penalise differences between consecutive slices of the batch
         (:class:`SliceStackTVPrior`, 2.5D); the batch must then be consecutive slices. Default False.
@@ -109,7 +110,7 @@ class TVPGD(TunableReconstructor):
         >>> physics = build_physics({"kind": "denoising", "noise_sigma": 0.1}, (32, 32))
         >>> x = torch.zeros(1, 1, 32, 32); x[..., 8:24, 8:24] = 1
         >>> y = physics(x)
-        >>> x_hat = TVPGD(lambda_tv=0.1, n_iter=30)(y, physics)
+        >>> x_hat = TVPGD(lambda_tv=0.1, max_iter=30)(y, physics)
         >>> bool((x_hat - x).pow(2).mean() < (y - x).pow(2).mean() / 4)
         True
     """
@@ -117,24 +118,26 @@ class TVPGD(TunableReconstructor):
     def __init__(
         self,
         lambda_tv: float | str = "auto",
-        n_iter: int = 100,
+        max_iter: int = 100,
         tv_inner_iter: int = 20,
         through_slices: bool = False,
         tune_rule: str = "auto",
         tune_bounds: tuple[float, float] = (3e-4, 0.3),
         tune_iter: int | None = None,
         seed: int = 0,
+        n_iter: int | None = None,
     ):
         super().__init__()
+        max_iter = renamed_keyword("TVPGD", "n_iter", n_iter, "max_iter", max_iter)
         if not auto_requested(lambda_tv) and lambda_tv < 0:
             raise ValueError(f"lambda_tv must be >= 0, got {lambda_tv} (or 'auto')")
-        if n_iter < 1:
-            raise ValueError(f"n_iter must be >= 1, got {n_iter}")
+        if max_iter < 1:
+            raise ValueError(f"max_iter must be >= 1, got {max_iter}")
         self.lambda_tv = lambda_tv if auto_requested(lambda_tv) else float(lambda_tv)
-        self.n_iter = int(n_iter)
+        self.max_iter = int(max_iter)
         # candidates run as many iterations as the final solve, from the same start, so that their
         # scores describe the estimate the caller gets
-        self.tune_iter = self.n_iter if tune_iter is None else int(tune_iter)
+        self.tune_iter = self.max_iter if tune_iter is None else int(tune_iter)
         self.tune_rule, self.tune_bounds, self.seed = tune_rule, tune_bounds, int(seed)
         self.tv_inner_iter = int(tv_inner_iter)
         self.through_slices = bool(through_slices)
@@ -178,9 +181,9 @@ class TVPGD(TunableReconstructor):
             )
             lam = choice.value
             extras["auto"] = {"lambda_tv": choice.as_dict()}
-            if choice.estimate is not None and x_init is None and self.tune_iter == self.n_iter:
+            if choice.estimate is not None and x_init is None and self.tune_iter == self.max_iter:
                 # the candidate already is this solve (same problem, start and iterations)
-                return choice.estimate, self.n_iter, {"lambda_tv": float(lam), **extras}
+                return choice.estimate, self.max_iter, {"lambda_tv": float(lam), **extras}
         lam = float(lam)
-        x = self._pgd(y, physics, lam, self.n_iter, x_init)
-        return x, self.n_iter, {"lambda_tv": lam, **extras}
+        x = self._pgd(y, physics, lam, self.max_iter, x_init)
+        return x, self.max_iter, {"lambda_tv": lam, **extras}

@@ -5,6 +5,7 @@ from __future__ import annotations
 import deepinv as dinv
 import torch
 
+from ..checks import renamed_keyword
 from ..latent import check_k, truncate
 from ..physics import measurement_estimate, noise_sigma, residual_sq, to_physics_domain
 from .base import Reconstruction, TunableReconstructor
@@ -31,7 +32,7 @@ class LatentMAP(TunableReconstructor):
     :param model: the tunable generator (kept frozen; not trained by the solver).
     :param int k: default latent size (``None``: the full :math:`K`); overridable per call.
     :param float gamma: prior weight :math:`\gamma`. Default 1 (the MAP of a unit Gaussian latent).
-    :param int n_steps: Adam steps per run. Default 150.
+    :param int max_iter: Adam steps per run. Default 150 (``n_steps``: its former name, deprecated).
     :param float lr: Adam step size. Default 0.05.
     :param int restarts: runs per example. Default 1.
     :param str init: ``"encoder"`` (default) or ``"zero"``.
@@ -45,7 +46,7 @@ class LatentMAP(TunableReconstructor):
         >>> vae = TunableVAE(image_size=(32, 32), block_out_channels=(8, 8), latent_channels=2)
         >>> physics = build_physics({"kind": "mri", "acceleration": 4, "noise_sigma": 0.05}, (32, 32))
         >>> y = physics(torch.rand(1, 2, 32, 32))
-        >>> result = LatentMAP(vae, n_steps=3).reconstruct(y, physics, k=64)
+        >>> result = LatentMAP(vae, max_iter=3).reconstruct(y, physics, k=64)
         >>> result.x.shape, result.k, result.nfe
         (torch.Size([1, 2, 32, 32]), 64, 5)
     """
@@ -55,16 +56,18 @@ class LatentMAP(TunableReconstructor):
         model,
         k: int | None = None,
         gamma: float = 1.0,
-        n_steps: int = 150,
+        max_iter: int = 150,
         lr: float = 0.05,
         restarts: int = 1,
         init: str = "encoder",
         sigma: float | None = None,
+        n_steps: int | None = None,
     ):
         super().__init__()
         if init not in ("encoder", "zero"):
             raise ValueError(f"init must be 'encoder' or 'zero', got '{init}'")
-        for name, value, low in (("n_steps", n_steps, 1), ("restarts", restarts, 1)):
+        max_iter = renamed_keyword("LatentMAP", "n_steps", n_steps, "max_iter", max_iter)
+        for name, value, low in (("max_iter", max_iter, 1), ("restarts", restarts, 1)):
             if value < low:
                 raise ValueError(f"{name} must be >= {low}, got {value}")
         if gamma < 0 or lr <= 0:
@@ -72,7 +75,7 @@ class LatentMAP(TunableReconstructor):
         if k is not None:
             check_k(k, model.latent_dim)
         self.model = model.eval().requires_grad_(False)
-        self.k, self.gamma, self.n_steps, self.lr = k, float(gamma), int(n_steps), float(lr)
+        self.k, self.gamma, self.max_iter, self.lr = k, float(gamma), int(max_iter), float(lr)
         self.restarts, self.init, self.sigma = int(restarts), init, sigma
 
     def _objective(self, z, k, y, physics, sigma):
@@ -114,7 +117,7 @@ class LatentMAP(TunableReconstructor):
             noise = torch.randn(z_start.shape, generator=generator).to(z_start) if run else 0.0
             z = (z_start + 0.5 * noise).detach().requires_grad_(True)
             optimizer = torch.optim.Adam([z], lr=self.lr)
-            for _ in range(self.n_steps):
+            for _ in range(self.max_iter):
                 optimizer.zero_grad()
                 objective, _, x = self._objective(z, k, y, physics, sigma)
                 objective.sum().backward()
@@ -132,9 +135,9 @@ class LatentMAP(TunableReconstructor):
         return Reconstruction(
             x=to_physics_domain(x, physics),
             wall_time=0.0,
-            n_iter=self.n_steps * self.restarts,
+            n_iter=self.max_iter * self.restarts,
             k=k_used,
-            nfe=self.restarts * (self.n_steps + 1) + 1,
+            nfe=self.restarts * (self.max_iter + 1) + 1,
             iterates=iterates,
             extras={"objective": objective, "residual_sq": residual, "sigma": sigma},
         )

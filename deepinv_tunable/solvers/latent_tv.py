@@ -6,6 +6,7 @@ import deepinv as dinv
 import torch
 
 from ..autotune import auto_requested, select_parameter
+from ..checks import renamed_keyword
 from ..physics import from_physics_domain
 from ..tuning import GridSearchResult, grid_search
 from .base import Reconstruction, TunableReconstructor
@@ -42,7 +43,7 @@ class LatentMAPTV(TunableReconstructor):
         :math:`\lambda`, chosen over ``[0, 1]`` by :func:`~deepinv_tunable.autotune.select_parameter`
         (the latent MAP runs once; only the deviation is re-solved). Choices go to ``extras["auto"]``.
         Default 1.
-    :param int n_iter: PGD iterations for the deviation. Default 100.
+    :param int max_iter: PGD iterations for the deviation. Default 100 (``n_iter``: its former name, deprecated).
 
     :Examples:
 
@@ -52,7 +53,7 @@ class LatentMAPTV(TunableReconstructor):
         >>> vae = TunableVAE(image_size=(32, 32), block_out_channels=(8, 8), latent_channels=2)
         >>> physics = build_physics({"kind": "mri", "acceleration": 4, "noise_sigma": 0.01}, (32, 32))
         >>> y = physics(torch.rand(1, 2, 32, 32))
-        >>> solver = LatentMAPTV(LatentMAP(vae, n_steps=3), n_iter=5)
+        >>> solver = LatentMAPTV(LatentMAP(vae, max_iter=3), max_iter=5)
         >>> result = solver.reconstruct(y, physics, k=64)
         >>> result.x.shape, result.k, sorted(result.extras)
         (torch.Size([1, 2, 32, 32]), 64, ['auto', 'beta', 'lambda_tv', 'prior_image'])
@@ -63,9 +64,10 @@ class LatentMAPTV(TunableReconstructor):
         latent_map: LatentMAP,
         lambda_tv: float | str = "auto",
         beta: float | str = 1.0,
-        n_iter: int = 100,
+        max_iter: int = 100,
         tune_rule: str = "auto",
         seed: int = 0,
+        n_iter: int | None = None,
     ):
         super().__init__()
         if not isinstance(latent_map, LatentMAP):
@@ -73,8 +75,9 @@ class LatentMAPTV(TunableReconstructor):
         if not auto_requested(beta) and not 0.0 <= beta <= 1.0:
             raise ValueError(f"beta must be in [0, 1], got {beta} (or 'auto')")
         self.latent_map = latent_map
-        # validates lambda_tv and n_iter
-        self.deviation = TVPGD(lambda_tv=lambda_tv, n_iter=n_iter, tune_rule=tune_rule, seed=seed)
+        # validates lambda_tv and max_iter
+        max_iter = renamed_keyword("LatentMAPTV", "n_iter", n_iter, "max_iter", max_iter)
+        self.deviation = TVPGD(lambda_tv=lambda_tv, max_iter=max_iter, tune_rule=tune_rule, seed=seed)
         self.beta = beta if auto_requested(beta) else float(beta)
         self.tune_rule, self.seed = tune_rule, int(seed)
 

@@ -20,6 +20,7 @@ import deepinv as dinv
 import torch
 
 from ..autotune import auto_requested, select_parameter
+from ..checks import renamed_keyword
 from ..consistency import gaussian_posterior_sample
 from ..nets.hvae import HVAE
 from ..physics import noise_sigma, physics_domain_adjoint, to_physics_domain
@@ -208,7 +209,7 @@ class PnPHVAESampler(PnPHVAE):
     (:func:`~deepinv_tunable.nets.hvae.tempered_gaussian`), the :math:`x`-step is an exact
     Gaussian draw (:func:`~deepinv_tunable.consistency.gaussian_posterior_sample`, the physics'
     ``prox_l2`` on perturbed inputs). The chain starts at the measurement baseline (or
-    ``x_init``) and one call returns its state after ``n_iter`` steps, one posterior sample per
+    ``x_init``) and one call returns its state after ``max_iter`` steps, one posterior sample per
     batch element; independent samples come from repeated calls or a repeated batch (see
     :class:`~deepinv_tunable.uncertainty.PosteriorSampler`). The encoder is an amortised
     approximation of :math:`p(z|x)` and :math:`\tau < 1` sharpens it, so the spread is only
@@ -219,7 +220,7 @@ class PnPHVAESampler(PnPHVAE):
     :param tau: temperature in (0, 1]. Default: :func:`~deepinv_tunable.priors.tau_for_sigma`.
     :param float gamma: decoder std. Default: the HVAE's own.
     :param float sigma: measurement noise std. Default: the physics' noise model.
-    :param int n_iter: Gibbs steps per sample (burn-in included). Default 30.
+    :param int max_iter: Gibbs steps per sample (burn-in included). Default 30 (``n_iter``: its former name, deprecated).
     :param bool pad: pad sizes that are not a multiple of the stride. Default True.
     :param int seed: seeds the sampler's own generator (successive calls continue its stream);
         a call's ``seed=`` or ``generator=`` overrides it. Default ``None`` (torch's global RNG).
@@ -230,7 +231,7 @@ class PnPHVAESampler(PnPHVAE):
         >>> from deepinv_tunable.nets import HVAE
         >>> from deepinv_tunable.physics import build_physics
         >>> physics = build_physics({"kind": "inpainting", "keep_fraction": 0.7, "noise_sigma": 0.01}, (16, 16))
-        >>> sampler = PnPHVAESampler(HVAE(width=8, groups_per_scale=(1, 1)), n_iter=3)
+        >>> sampler = PnPHVAESampler(HVAE(width=8, groups_per_scale=(1, 1)), max_iter=3)
         >>> y = physics(torch.rand(1, 1, 16, 16))
         >>> a, b = sampler(y, physics, seed=1), sampler(y, physics, seed=2)
         >>> bool((a - b).abs().max() > 0), torch.equal(a, sampler(y, physics, seed=1))
@@ -245,11 +246,13 @@ class PnPHVAESampler(PnPHVAE):
         tau: float | list[float] | None = None,
         gamma: float | None = None,
         sigma: float | None = None,
-        n_iter: int = 30,
+        max_iter: int = 30,
         pad: bool = True,
         seed: int | None = None,
+        n_iter: int | None = None,
     ):
-        super().__init__(hvae, tau=tau, gamma=gamma, sigma=sigma, max_iter=n_iter, tol=0.0, pad=pad)
+        max_iter = renamed_keyword("PnPHVAESampler", "n_iter", n_iter, "max_iter", max_iter)
+        super().__init__(hvae, tau=tau, gamma=gamma, sigma=sigma, max_iter=max_iter, tol=0.0, pad=pad)
         self.noise = NoiseStream(seed)
 
     def _step(self, x, y, physics, tau, gamma, sigma, generator):

@@ -36,7 +36,7 @@ def sample(x):
     """MAP, then 8 posterior samples (as magnitude images), per slice."""
     y = physics(to_physics_domain(x, physics))
     x_map = PnPHVAE(hvae, tau=0.7)(y, physics)
-    sampler = PosteriorSampler(PnPHVAESampler(hvae, tau=0.9, n_iter=5), n_samples=8, batch_size=8, keep_samples=True)
+    sampler = PosteriorSampler(PnPHVAESampler(hvae, tau=0.9, max_iter=5), n_samples=8, batch_size=8, keep_samples=True)
     draws = torch.cat(
         [sampler.sample(y[i : i + 1], physics, x_init=x_map[i : i + 1]).samples for i in range(len(y))], 1
     )

@@ -24,7 +24,7 @@ physics = build_physics({"kind": "mri", "acceleration": 8, "noise_sigma": 0.01, 
 y = physics(to_physics_domain(x, physics))
 
 vae = pretrained.load("tunable_vae_mri128")
-solver = LatentMAP(vae, n_steps=60)
+solver = LatentMAP(vae, max_iter=60)
 ks = [64, 256, 1024, vae.latent_dim]
 psnr = {}
 for k in ks:
