@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 r"""The benchmark table: every method x task on the same held-out slices, in one run.
 
-Methods are the classical baselines of ``run_baselines.py`` (pseudo-inverse, TV-PGD with the
+Methods are the classical baselines of ``common.py`` (pseudo-inverse, TV-PGD with the
 package default and grid-tuned on calibration slices) and the shipped learned priors, registered
 here in the same method registry:
 
@@ -49,7 +49,7 @@ import deepinv as dinv
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-import run_baselines as rb
+import common
 
 from deepinv_tunable import pretrained
 from deepinv_tunable.atomic import write_json_atomic, write_text_atomic
@@ -79,7 +79,7 @@ class Counted(dinv.models.Reconstructor):
         return out.x
 
 
-def _tuned_tau(ctx: rb.BenchContext, hvae) -> float:
+def _tuned_tau(ctx: common.BenchContext, hvae) -> float:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
         result = grid_search(
@@ -89,28 +89,28 @@ def _tuned_tau(ctx: rb.BenchContext, hvae) -> float:
     return result.best
 
 
-@rb.register_method("latent_map")
-def _latent_map(ctx: rb.BenchContext) -> dinv.models.Reconstructor:
+@common.register_method("latent_map")
+def _latent_map(ctx: common.BenchContext) -> dinv.models.Reconstructor:
     ctx.notes["k"] = "full"
     return Counted(LatentMAP(pretrained.load("tunable_vae_mri128"), max_iter=100), ctx.notes)
 
 
-@rb.register_method("latent_map_tv")
-def _latent_map_tv(ctx: rb.BenchContext) -> dinv.models.Reconstructor:
+@common.register_method("latent_map_tv")
+def _latent_map_tv(ctx: common.BenchContext) -> dinv.models.Reconstructor:
     solver = LatentMAPTV(LatentMAP(pretrained.load("tunable_vae_f4_mri128"), max_iter=100))
     result = solver.tune(ctx.y_cal, ctx.physics, ctx.x_cal)
     ctx.notes.update(k="full", lambda_beta=list(result.best))
     return Counted(solver, ctx.notes)
 
 
-@rb.register_method("flash_diffusion")
-def _flash(ctx: rb.BenchContext) -> dinv.models.Reconstructor:
+@common.register_method("flash_diffusion")
+def _flash(ctx: common.BenchContext) -> dinv.models.Reconstructor:
     ctx.notes["start"] = "snr"
     return Counted(FlashDiffusion.from_pretrained("severity_encoder_mri128", seed=0), ctx.notes)
 
 
-@rb.register_method("pnp_hvae tuned")
-def _pnp_hvae(ctx: rb.BenchContext) -> dinv.models.Reconstructor:
+@common.register_method("pnp_hvae tuned")
+def _pnp_hvae(ctx: common.BenchContext) -> dinv.models.Reconstructor:
     hvae = pretrained.load("hvae_mri64")
     return Counted(PnPHVAE(hvae, tau=_tuned_tau(ctx, hvae)), ctx.notes)
 
@@ -133,8 +133,8 @@ class PosteriorMean(dinv.models.Reconstructor):
         return torch.cat(outs)
 
 
-@rb.register_method("pnp_hvae posterior mean")
-def _pnp_hvae_mean(ctx: rb.BenchContext) -> dinv.models.Reconstructor:
+@common.register_method("pnp_hvae posterior mean")
+def _pnp_hvae_mean(ctx: common.BenchContext) -> dinv.models.Reconstructor:
     hvae = pretrained.load("hvae_mri64")
     return PosteriorMean(hvae, _tuned_tau(ctx, hvae), ctx.notes)
 
@@ -165,7 +165,7 @@ def _fmt(value: float | None, digits: int) -> str:
 def _cells(r: dict[str, Any]) -> list[str]:
     notes = r["notes"]
     note = (
-        rb._notes_text(notes)
+        common._notes_text(notes)
         or (f"(tau={notes['tau']:g})" if "tau" in notes else "")
         or ("(lambda={:g}, beta={:g})".format(*notes["lambda_beta"]) if "lambda_beta" in notes else "")
     )
@@ -192,14 +192,16 @@ def markdown(record: dict[str, Any]) -> str:
 
 
 def rst(record: dict[str, Any]) -> str:
-    return rb.rst_table(HEADER, [_cells(r) for r in record["rows"]])
+    return common.rst_table(HEADER, [_cells(r) for r in record["rows"]])
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--tasks", nargs="+", choices=list(rb.TASKS), default=list(TASKS))
-    parser.add_argument("--data", nargs="+", choices=list(rb.PRIOR_EVAL_DATASETS), default=list(rb.PRIOR_EVAL_DATASETS))
-    parser.add_argument("--methods", nargs="+", choices=list(rb.METHODS), default=list(rb.METHODS))
+    parser.add_argument("--tasks", nargs="+", choices=list(common.TASKS), default=list(TASKS))
+    parser.add_argument(
+        "--data", nargs="+", choices=list(common.PRIOR_EVAL_DATASETS), default=list(common.PRIOR_EVAL_DATASETS)
+    )
+    parser.add_argument("--methods", nargs="+", choices=list(common.METHODS), default=list(common.METHODS))
     parser.add_argument("--quick", action="store_true")
     parser.add_argument(
         "--merge",
@@ -223,7 +225,7 @@ def main() -> int:
         no_progress=False,
     )
     previous = json.loads(Path(cli.out).read_text()) if cli.merge else None
-    record = rb.run(args, specs=rb.PRIOR_EVAL_DATASETS)
+    record = common.run(args, specs=common.PRIOR_EVAL_DATASETS)
     if previous is not None:
         record = merged(record, previous)
         write_json_atomic(cli.out, record)

@@ -32,7 +32,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-import run_baselines as rb
+import common
 from run_reserved import SUBJECTS, TASKS, TASKS_OF, load_subject
 
 from deepinv_tunable import pretrained
@@ -184,7 +184,7 @@ def rst(rows) -> str:
         ]
         for r in rows
     ]
-    return rb.rst_table(header, body)
+    return common.rst_table(header, body)
 
 
 def main() -> int:

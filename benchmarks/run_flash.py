@@ -35,7 +35,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from run_baselines import PRIOR_EVAL_DATASETS, load_dataset
+from common import PRIOR_EVAL_DATASETS, load_dataset
 
 from deepinv_tunable.atomic import save_figure, write_json_atomic
 from deepinv_tunable.metrics import image_metrics

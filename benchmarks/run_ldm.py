@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from run_baselines import DATASETS, SliceRange, load_dataset
+from common import DATASETS, SliceRange, load_dataset
 
 from deepinv_tunable import pretrained
 from deepinv_tunable.atomic import write_json_atomic

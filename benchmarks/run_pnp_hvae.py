@@ -35,8 +35,8 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).parent))
-from run_baselines import PRIOR_EVAL_DATASETS, load_dataset, task_cases
-from run_baselines import TASKS as BASELINE_TASKS
+from common import PRIOR_EVAL_DATASETS, load_dataset, task_cases
+from common import TASKS as BASELINE_TASKS
 
 from deepinv_tunable import pretrained
 from deepinv_tunable.atomic import save_figure, write_json_atomic

@@ -12,7 +12,7 @@ Tasks (noise std 0.01 on images in [0, 1]): ``mri4x`` / ``mri8x`` (single-coil C
 Gaussian mask) and ``deblur`` (Gaussian, std 2 px) on the MR subjects; ``ct60`` (60 parallel-beam
 views) on the CT subject.
 
-Methods (registry of ``run_baselines.py``, extended here):
+Methods (registry of ``common.py``, extended here):
 
 * ``baseline``: zero-filled MRI / least-squares CT / the observed blurred image;
 * ``tv_pgd tuned``: deepinv TV-PGD, lambda picked on the reference slices; ``tv_pgd oracle``: lambda
@@ -62,8 +62,8 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
+import common
 import run as _table  # noqa: F401  (registers the learned-prior methods of the earlier table: latent_map_tv, ...)
-import run_baselines as rb
 
 from deepinv_tunable import pretrained
 from deepinv_tunable.atomic import write_json_atomic, write_text_atomic
@@ -155,12 +155,12 @@ def load_subject(name: str, n_cal: int, n_eval: int, root: str) -> Subject:
 
 
 # ------------------------------------------------------------------------------------- methods
-@rb.register_method("baseline")
-def _baseline(ctx: rb.BenchContext) -> dinv.models.Reconstructor:
+@common.register_method("baseline")
+def _baseline(ctx: common.BenchContext) -> dinv.models.Reconstructor:
     return MeasurementBaseline()
 
 
-def _tuned(ctx: rb.BenchContext, build, grid, param: str):
+def _tuned(ctx: common.BenchContext, build, grid, param: str):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
         result = grid_search(lambda v: ctx.estimate(build(v), ctx.y_cal).real.clamp(0, 1), ctx.x_cal, grid, param=param)
@@ -174,30 +174,30 @@ def _tuned(ctx: rb.BenchContext, build, grid, param: str):
     return build(result.best)
 
 
-@rb.register_method("dpir dncnn")
-def _dpir(ctx: rb.BenchContext) -> dinv.models.Reconstructor:
+@common.register_method("dpir dncnn")
+def _dpir(ctx: common.BenchContext) -> dinv.models.Reconstructor:
     denoiser = DnCNNDenoiser.from_pretrained(device=ctx.device)
     return _tuned(ctx, lambda s: DPIR(denoiser, sigma=s, max_iter=DPIR_ITER), DPIR_SIGMA_GRID, "sigma")
 
 
-@rb.register_method("dpir dncnn corpus")
-def _dpir_corpus(ctx: rb.BenchContext) -> dinv.models.Reconstructor:
+@common.register_method("dpir dncnn corpus")
+def _dpir_corpus(ctx: common.BenchContext) -> dinv.models.Reconstructor:
     denoiser = DnCNNDenoiser.from_pretrained(CORPUS_DNCNN, device=ctx.device)
     return _tuned(ctx, lambda s: DPIR(denoiser, sigma=s, max_iter=DPIR_ITER), DPIR_SIGMA_GRID, "sigma")
 
 
-def _pnp(ctx: rb.BenchContext, name: str) -> dinv.models.Reconstructor:
+def _pnp(ctx: common.BenchContext, name: str) -> dinv.models.Reconstructor:
     hvae = pretrained.load(name, device=ctx.device)
     return _tuned(ctx, lambda t: PnPHVAE(hvae, tau=t), TAU_GRID, "tau")
 
 
-@rb.register_method("pnp_hvae")
-def _pnp_hvae(ctx: rb.BenchContext) -> dinv.models.Reconstructor:
+@common.register_method("pnp_hvae")
+def _pnp_hvae(ctx: common.BenchContext) -> dinv.models.Reconstructor:
     return _pnp(ctx, "hvae_mri64")
 
 
-@rb.register_method("pnp_hvae template")
-def _pnp_hvae_template(ctx: rb.BenchContext) -> dinv.models.Reconstructor:
+@common.register_method("pnp_hvae template")
+def _pnp_hvae_template(ctx: common.BenchContext) -> dinv.models.Reconstructor:
     return _pnp(ctx, "hvae_mni152_mri64")
 
 
@@ -218,8 +218,8 @@ class FlashWithDiagnostics(dinv.models.Reconstructor):
         return out.x
 
 
-@rb.register_method("flash")
-def _flash(ctx: rb.BenchContext) -> dinv.models.Reconstructor:
+@common.register_method("flash")
+def _flash(ctx: common.BenchContext) -> dinv.models.Reconstructor:
     return FlashWithDiagnostics(ctx.notes)
 
 
@@ -232,13 +232,13 @@ def _forget_tuning_counts(notes: dict[str, Any]) -> None:
         notes.pop(key, None)
 
 
-def _pixel_denoiser(ctx: rb.BenchContext) -> dinv.models.Denoiser:
+def _pixel_denoiser(ctx: common.BenchContext) -> dinv.models.Denoiser:
     """The pixel denoiser of the diffusion rows (:func:`~deepinv_tunable.priors.load_pixel_denoiser`)."""
     return load_pixel_denoiser(PIXEL_DENOISER, device=ctx.device)
 
 
-@rb.register_method("dpir pixel")
-def _dpir_drunet(ctx: rb.BenchContext) -> dinv.models.Reconstructor:
+@common.register_method("dpir pixel")
+def _dpir_drunet(ctx: common.BenchContext) -> dinv.models.Reconstructor:
     denoiser = _pixel_denoiser(ctx)
     return _tuned(ctx, lambda s: DPIR(denoiser, sigma=s, max_iter=DPIR_ITER), DPIR_SIGMA_GRID, "sigma")
 
@@ -258,8 +258,8 @@ class CountedSampler(dinv.models.Reconstructor):
         return out.to(y.dtype)
 
 
-@rb.register_method("diffpir pixel")
-def _diffpir(ctx: rb.BenchContext) -> dinv.models.Reconstructor:
+@common.register_method("diffpir pixel")
+def _diffpir(ctx: common.BenchContext) -> dinv.models.Reconstructor:
     """deepinv's DiffPIR as shipped by deepinv, lambda picked on the reference slices."""
     denoiser, sigma = _pixel_denoiser(ctx), noise_sigma(ctx.physics)
 
@@ -274,7 +274,7 @@ def _diffpir(ctx: rb.BenchContext) -> dinv.models.Reconstructor:
     return solver
 
 
-def _pixel_flash(ctx: rb.BenchContext, start: str) -> dinv.models.Reconstructor:
+def _pixel_flash(ctx: common.BenchContext, start: str) -> dinv.models.Reconstructor:
     denoiser = _pixel_denoiser(ctx)
 
     def build(lam):
@@ -287,20 +287,20 @@ def _pixel_flash(ctx: rb.BenchContext, start: str) -> dinv.models.Reconstructor:
     return solver
 
 
-@rb.register_method("pixel_flash")
-def _pixel_flash_adaptive(ctx: rb.BenchContext) -> dinv.models.Reconstructor:
+@common.register_method("pixel_flash")
+def _pixel_flash_adaptive(ctx: common.BenchContext) -> dinv.models.Reconstructor:
     """:class:`~deepinv_tunable.solvers.PixelFlash`: DiffPIR started at each slice's severity."""
     return _pixel_flash(ctx, "severity")
 
 
-@rb.register_method("pixel_flash fixed")
-def _pixel_flash_fixed(ctx: rb.BenchContext) -> dinv.models.Reconstructor:
+@common.register_method("pixel_flash fixed")
+def _pixel_flash_fixed(ctx: common.BenchContext) -> dinv.models.Reconstructor:
     """The same sampler over the whole schedule (its fixed-NFE reference)."""
     return _pixel_flash(ctx, "noise")
 
 
-@rb.register_method("ddrm pixel")
-def _ddrm(ctx: rb.BenchContext) -> dinv.models.Reconstructor:
+@common.register_method("ddrm pixel")
+def _ddrm(ctx: common.BenchContext) -> dinv.models.Reconstructor:
     """deepinv's DDRM (decomposable physics only: MRI and FFT blur), deepinv's example schedule
     (noise levels evenly from 1 to 0)."""
     if not isinstance(ctx.physics, dinv.physics.DecomposablePhysics):
@@ -309,8 +309,8 @@ def _ddrm(ctx: rb.BenchContext) -> dinv.models.Reconstructor:
     return CountedSampler(sampler, DDRM_STEPS, ctx.notes)
 
 
-@rb.register_method("dps pixel")
-def _dps(ctx: rb.BenchContext) -> dinv.models.Reconstructor:
+@common.register_method("dps pixel")
+def _dps(ctx: common.BenchContext) -> dinv.models.Reconstructor:
     """deepinv's DPS (DDPM solver, 'norm' guidance, weight 1), ``DPS_STEPS`` steps: each step
     back-propagates through the denoiser, so it is run on few slices (see the docs)."""
     sampler = dinv.sampling.DPS(
@@ -332,7 +332,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     torch.manual_seed(args.seed)
     device = torch.device(args.device)
     n_cal, n_eval = (2, 2) if args.quick else (args.n_cal, args.n_eval)
-    tv_grid = tuple(args.tv_grid) if args.tv_grid else (rb.QUICK_TV_GRID if args.quick else rb.TV_GRID)
+    tv_grid = tuple(args.tv_grid) if args.tv_grid else (common.QUICK_TV_GRID if args.quick else common.TV_GRID)
     global DPIR_SIGMA_GRID, TAU_GRID, PIXEL_DENOISER  # the method builders read the module's settings
     PIXEL_DENOISER = args.pixel_denoiser
     DPIR_SIGMA_GRID = tuple(args.dpir_grid) if args.dpir_grid else DPIR_SIGMA_GRID
@@ -369,23 +369,32 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             for method in args.methods:
                 notes: dict[str, Any] = {}
                 if method == "tv_pgd oracle":  # tuned on the evaluation slices' ground truth
-                    ctx = rb.BenchContext(
-                        task, TASKS[task], name, physics, device, subject.evaluation, y, rb.N_ITER, tv_grid, notes
+                    ctx = common.BenchContext(
+                        task, TASKS[task], name, physics, device, subject.evaluation, y, common.N_ITER, tv_grid, notes
                     )
-                    solver = rb.METHODS["tv_pgd tuned"](ctx)
+                    solver = common.METHODS["tv_pgd tuned"](ctx)
                     notes["oracle"] = True
                 else:
-                    ctx = rb.BenchContext(
-                        task, TASKS[task], name, physics, device, subject.calibration, y_cal, rb.N_ITER, tv_grid, notes
+                    ctx = common.BenchContext(
+                        task,
+                        TASKS[task],
+                        name,
+                        physics,
+                        device,
+                        subject.calibration,
+                        y_cal,
+                        common.N_ITER,
+                        tv_grid,
+                        notes,
                     )
                     try:
-                        solver = rb.METHODS[method](ctx)
+                        solver = common.METHODS[method](ctx)
                     except SkipMethod as why:
                         print(f"{name} {task} {method}: skipped ({why})", file=sys.stderr, flush=True)
                         continue
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore", RuntimeWarning)
-                    result = rb.evaluate(solver, ctx, subject.evaluation, y, args.batch_size)
+                    result = common.evaluate(solver, ctx, subject.evaluation, y, args.batch_size)
                 result["psnr_fg"] = _summary(result["per_slice"]["psnr_fg"])
                 row = {"method": method, "task": task, "data": name, "dataset": name, **result, "notes": notes}
                 record["rows"].append(row)
@@ -441,7 +450,7 @@ def markdown(record: dict[str, Any]) -> str:
 
 
 def rst(record: dict[str, Any]) -> str:
-    return rb.rst_table(HEADER, [_cells(r) for r in record["rows"]])
+    return common.rst_table(HEADER, [_cells(r) for r in record["rows"]])
 
 
 def combine(paths: list[str]) -> dict[str, Any]:
@@ -466,11 +475,13 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--subjects", nargs="+", choices=list(SUBJECTS), default=list(SUBJECTS))
     parser.add_argument("--tasks", nargs="+", choices=list(TASKS), default=list(TASKS))
-    parser.add_argument("--methods", nargs="+", choices=[*rb.METHODS, "tv_pgd oracle"], default=list(DEFAULT_METHODS))
+    parser.add_argument(
+        "--methods", nargs="+", choices=[*common.METHODS, "tv_pgd oracle"], default=list(DEFAULT_METHODS)
+    )
     parser.add_argument("--n-cal", type=int, default=3, help="reference slices per subject (default 3)")
     parser.add_argument("--n-eval", type=int, default=6, help="evaluation slices per subject (default 6)")
     parser.add_argument("--quick", action="store_true")
-    parser.add_argument("--tv-grid", type=float, nargs="+", help=f"TV weights (default {rb.TV_GRID})")
+    parser.add_argument("--tv-grid", type=float, nargs="+", help=f"TV weights (default {common.TV_GRID})")
     parser.add_argument("--dpir-grid", type=float, nargs="+", help=f"DPIR final sigmas (default {DPIR_SIGMA_GRID})")
     parser.add_argument("--tau-grid", type=float, nargs="+", help=f"PnP-HVAE temperatures (default {TAU_GRID})")
     parser.add_argument(

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from run_baselines import PRIOR_EVAL_DATASETS, TASKS, DatasetSpec, SliceRange, load_dataset
+from common import PRIOR_EVAL_DATASETS, TASKS, DatasetSpec, SliceRange, load_dataset
 
 from deepinv_tunable.atomic import write_json_atomic
 from deepinv_tunable.metrics import image_metrics

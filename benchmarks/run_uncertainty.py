@@ -44,7 +44,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from run_baselines import PRIOR_EVAL_DATASETS, TASKS, DatasetSpec, SliceRange, load_dataset
+from common import PRIOR_EVAL_DATASETS, TASKS, DatasetSpec, SliceRange, load_dataset
 
 from deepinv_tunable import pretrained
 from deepinv_tunable.atomic import atomic_write, write_json_atomic
@@ -214,7 +214,7 @@ def memory_probe(n_samples: int, batch: int) -> float:
     code = f"""
 import sys, torch
 sys.path.insert(0, {str(Path(__file__).parent)!r})
-from run_baselines import PeakRSS
+from common import PeakRSS
 from deepinv_tunable import pretrained
 from deepinv_tunable.physics import build_physics, to_physics_domain
 from deepinv_tunable.solvers import PnPHVAESampler
