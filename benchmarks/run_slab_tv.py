@@ -18,13 +18,14 @@ Usage::
 from __future__ import annotations
 
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import PRIOR_EVAL_DATASETS, TASKS, DatasetSpec, SliceRange, load_dataset
+from common import DATASETS, PRIOR_EVAL_DATASETS, TASKS, DatasetSpec, SliceRange, load_dataset
 
 from deepinv_tunable.atomic import write_json_atomic
 from deepinv_tunable.metrics import image_metrics
@@ -36,15 +37,7 @@ OUT = Path(__file__).resolve().parents[1] / "results" / "benchmarks" / "slab_tv.
 GRID = (0.005, 0.01, 0.02, 0.05)
 #: consecutive slices (count = stop - start): one calibration slab, one evaluation slab
 SLABS: dict[str, DatasetSpec] = {
-    "mni152": DatasetSpec(
-        label="mni152 held-out",
-        sample="mni152_t1",
-        plane="axial",
-        spacing=1.8,
-        size=(128, 128),
-        calibration=SliceRange(84, 100, 16),
-        evaluation=SliceRange(104, 120, 16),
-    ),
+    "mni152": replace(DATASETS["mni152"], calibration=SliceRange(84, 100, 16), evaluation=SliceRange(104, 120, 16)),
     "itk_axial": DatasetSpec(
         **{
             **PRIOR_EVAL_DATASETS["itk_axial"].__dict__,

@@ -37,6 +37,7 @@ import json
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +45,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
+from common import DATASETS as BASELINE_DATASETS
 from common import PRIOR_EVAL_DATASETS, TASKS, DatasetSpec, SliceRange, load_dataset
 
 from deepinv_tunable import pretrained
@@ -62,15 +64,7 @@ FIGURE = ROOT / "docs" / "figures" / "uncertainty_audit.png"
 #: exchangeable (the guarantee of split conformal needs it): slices of the template's held-out
 #: slab (100-139, never seen in training), and axial slices of the other subject.
 DATASETS: dict[str, DatasetSpec] = {
-    "mni152": DatasetSpec(
-        label="mni152 held-out slab",
-        sample="mni152_t1",
-        plane="axial",
-        spacing=1.8,
-        size=(128, 128),
-        calibration=SliceRange(102, 140, 7),
-        evaluation=SliceRange(100, 140, 8),
-    ),
+    "mni152": replace(BASELINE_DATASETS["mni152"], label="mni152 held-out slab", calibration=SliceRange(102, 140, 7)),
     "itk_axial": DatasetSpec(**{**PRIOR_EVAL_DATASETS["itk_axial"].__dict__, "calibration": SliceRange(36, 92, 8)}),
 }
 TAU_GRID = (0.6, 0.7, 0.8)

@@ -43,7 +43,7 @@ import deepinv as dinv
 import torch
 
 from .checks import check_finite, check_image_batch
-from .data_fit import _check_measurements, _count, _resolve_sigma, chi2, measure, measured_count
+from .data_fit import check_measurements, chi2, measure, measured_count, resolve_sigma
 from .physics import operator_norm_sq, residual_sq
 
 __all__ = [
@@ -380,7 +380,7 @@ def hallucination_audit(
         (True, 1.0)
     """
     check_image_batch(x_hat, "x_hat")
-    _check_measurements(y)
+    check_measurements(y)
     _check_linear(physics)
     threshold = float(threshold)
     if not 0.0 <= threshold <= 1.0:
@@ -403,9 +403,9 @@ def hallucination_audit(
             raise ValueError(f"reference must have the shape of x_hat {tuple(x_hat.shape)}, got {shape}")
         check_finite(reference, "reference")
     roi_t = None if roi is None else _check_roi(roi, x_hat.shape)
-    sigma = _resolve_sigma(sigma, physics)
+    sigma = resolve_sigma(sigma, physics)
 
-    m = _count(y, physics)
+    m = measured_count(y, physics)
     if bool((m == 0).any()):
         raise ValueError(f"y has no measured entries for example(s) {torch.nonzero(m == 0).flatten().tolist()}")
     scale = m * sigma**2

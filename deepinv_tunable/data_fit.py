@@ -29,13 +29,15 @@ def measure(x: torch.Tensor, physics: dinv.physics.Physics) -> torch.Tensor:
     return out
 
 
-def _check_measurements(y: torch.Tensor) -> None:
+def check_measurements(y: torch.Tensor) -> None:
+    """Refuse measurements that are not a finite tensor."""
     if not isinstance(y, torch.Tensor):
         raise TypeError(f"y must be a torch.Tensor of measurements, got {type(y).__name__}")
     check_finite(y, "measurements y")
 
 
-def _resolve_sigma(sigma: float | None, physics: dinv.physics.Physics) -> float:
+def resolve_sigma(sigma: float | None, physics: dinv.physics.Physics) -> float:
+    """``sigma`` checked positive and finite, or the physics\' own noise std when ``None``."""
     if sigma is None:
         return noise_sigma(physics)
     value = float(sigma)
@@ -95,7 +97,7 @@ def measured_count(y: torch.Tensor, physics: dinv.physics.Physics) -> torch.Tens
         >>> measured_count(y, physics)
         tensor([2048.])
     """
-    _check_measurements(y)
+    check_measurements(y)
     return _count(y, physics)
 
 
@@ -139,8 +141,8 @@ def chi2(x: torch.Tensor, y: torch.Tensor, physics: dinv.physics.Physics, sigma:
         True
     """
     check_image_batch(x, "x")
-    _check_measurements(y)
-    sigma = _resolve_sigma(sigma, physics)
+    check_measurements(y)
+    sigma = resolve_sigma(sigma, physics)
     residual = residual_sq(x, y, physics)  # first: it names a shape mismatch between x and y
     with torch.no_grad():
         m = _count(y, physics)
