@@ -121,7 +121,7 @@ def run(args) -> dict:
                     start = time.perf_counter()
                     tuned = build_auto(rule).reconstruct(y_cal, physics)
                     tune_seconds = time.perf_counter() - start
-                    choice = tuned.extras["auto"][param]
+                    choice = tuned.diagnostics().choices[param]
                     psnr = _psnr(build(choice["value"])(y_eval, physics), physics, subject.evaluation)
                     cal_solve = one_solve * len(subject.calibration_idx) / len(subject.evaluation_idx)
                     row = {

@@ -75,7 +75,7 @@ def quality_rows(hvae, args):
 
         default = pnp(None)
         row["pnp_default_tau"] = {
-            "tau": default.extras["tau"],
+            "tau": default.parameters["tau"],
             "iterations": default.n_iter,
             "seconds_per_slice": default.wall_time / len(x_eval),
             **mean_metrics(image(default.x, physics), x_eval),
@@ -90,7 +90,7 @@ def quality_rows(hvae, args):
         print(
             f"{data_name} {task}: baseline {row['baseline']['psnr']:.2f} | TV eval-tuned "
             f"{row['tv_tuned_on_eval']['psnr']:.2f} (lambda {same.best:g}) | PnP-HVAE default tau "
-            f"{row['pnp_default_tau']['psnr']:.2f} (tau {default.extras['tau']:.2f}), cal. tau "
+            f"{row['pnp_default_tau']['psnr']:.2f} (tau {default.parameters['tau']:.2f}), cal. tau "
             f"{row['pnp_calibrated_tau']['psnr']:.2f} (tau {tau_cal.best:g})",
             file=sys.stderr,
             flush=True,
@@ -108,7 +108,7 @@ def convergence_and_speed(hvae, x: torch.Tensor, quick: bool, tau: float | None)
     rec = PnPHVAE(hvae, tau=tau, max_iter=100, tol=1e-4).reconstruct(y, physics)
     out["mri4x_convergence"] = {
         "iterations": rec.n_iter,
-        "converged": rec.extras["converged"],
+        "converged": rec.converged,
         "final_residual": rec.extras["residuals"][-1],
         "residuals": rec.extras["residuals"],
     }

@@ -46,6 +46,7 @@ _EXPORTS = {
     "PseudoInverse": "solvers",
     "MeasurementBaseline": "solvers",
     "Reconstruction": "solvers",
+    "SolverDiagnostics": "solvers",
     "AutoK": "selection",
     "select_k": "selection",
     "sweep_k": "selection",

@@ -42,7 +42,7 @@ from typing import Any
 import deepinv as dinv
 import torch
 
-from .checks import check_finite, check_image_batch
+from .checks import check_finite, check_image_batch, check_roi, require_linear
 from .data_fit import check_measurements, chi2, measure, measured_count, resolve_sigma
 from .physics import operator_norm_sq, residual_sq
 
@@ -72,37 +72,6 @@ def _energy_map(x: torch.Tensor) -> torch.Tensor:
 def _ratio(num: torch.Tensor, den: torch.Tensor) -> torch.Tensor:
     """``num / den`` with 0 where ``den == 0`` (no energy at all: nothing to attribute)."""
     return torch.where(den > 0, num / den.clamp_min(torch.finfo(den.dtype).tiny), torch.zeros_like(num))
-
-
-def _check_linear(physics: dinv.physics.Physics) -> None:
-    if not isinstance(physics, dinv.physics.LinearPhysics):
-        raise TypeError(
-            f"the null space is defined for linear operators only; got {type(physics).__name__}, "
-            "expected a deepinv.physics.LinearPhysics"
-        )
-
-
-def _check_roi(roi: torch.Tensor, shape: torch.Size, name: str = "roi") -> torch.Tensor:
-    """Validate a region-of-interest mask/weight against images of ``shape``; return it as float."""
-    if not isinstance(roi, torch.Tensor):
-        raise TypeError(f"{name} must be a torch.Tensor mask or weight map, got {type(roi).__name__}")
-    try:
-        broadcast = torch.broadcast_shapes(roi.shape, shape)
-    except RuntimeError:
-        broadcast = None
-    if broadcast != tuple(shape):
-        raise ValueError(
-            f"{name} of shape {tuple(roi.shape)} does not broadcast to the images' shape {tuple(shape)}; "
-            "expected e.g. (H, W), (1, 1, H, W) or (B, 1, H, W)"
-        )
-    roi = roi.float() if roi.dtype == torch.bool else roi
-    if torch.is_complex(roi):
-        raise ValueError(f"{name} must be real with values in [0, 1], got dtype {roi.dtype}")
-    check_finite(roi, name)
-    low, high = float(roi.min()), float(roi.max())
-    if low < 0 or high > 1:
-        raise ValueError(f"{name} values must lie in [0, 1], got values in [{low:g}, {high:g}]")
-    return roi
 
 
 # -- public functions ----------------------------------------------------------------------
@@ -138,7 +107,7 @@ def null_space_component(x: torch.Tensor, physics: dinv.physics.LinearPhysics) -
         True
     """
     check_image_batch(x, "x")
-    _check_linear(physics)
+    require_linear(physics, "the null space")
     return x - physics.A_dagger(measure(x, physics))
 
 
@@ -205,8 +174,8 @@ def support_fraction(
         True
     """
     check_image_batch(structure, "structure")
-    _check_linear(physics)
-    s = structure if roi is None else _check_roi(roi, structure.shape) * structure
+    require_linear(physics, "the null space")
+    s = structure if roi is None else check_roi(roi, structure.shape) * structure
     energy = _energy(s)
     if bool((energy == 0).any()):
         bad = torch.nonzero(energy == 0).flatten().tolist()
@@ -381,7 +350,7 @@ def hallucination_audit(
     """
     check_image_batch(x_hat, "x_hat")
     check_measurements(y)
-    _check_linear(physics)
+    require_linear(physics, "the null space")
     threshold = float(threshold)
     if not 0.0 <= threshold <= 1.0:
         raise ValueError(f"threshold must lie in [0, 1], got threshold={threshold}")
@@ -402,7 +371,7 @@ def hallucination_audit(
             shape = tuple(reference.shape) if isinstance(reference, torch.Tensor) else type(reference).__name__
             raise ValueError(f"reference must have the shape of x_hat {tuple(x_hat.shape)}, got {shape}")
         check_finite(reference, "reference")
-    roi_t = None if roi is None else _check_roi(roi, x_hat.shape)
+    roi_t = None if roi is None else check_roi(roi, x_hat.shape)
     sigma = resolve_sigma(sigma, physics)
 
     m = measured_count(y, physics)

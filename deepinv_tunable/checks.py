@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import warnings
 
+import deepinv as dinv
 import torch
 
 
@@ -48,3 +49,36 @@ def renamed_keyword(owner: str, old_name: str, old_value, new_name: str, new_val
         stacklevel=3,
     )
     return old_value
+
+
+def require_linear(physics, who: str) -> None:
+    """Raise ``TypeError`` unless ``physics`` is a deepinv
+    :class:`~deepinv.physics.LinearPhysics` (``who`` names what needs it in the message)."""
+    if not isinstance(physics, dinv.physics.LinearPhysics):
+        raise TypeError(
+            f"{who} needs a linear physics, got {type(physics).__name__}; expected a deepinv.physics.LinearPhysics"
+        )
+
+
+def check_roi(roi: torch.Tensor, shape: torch.Size, name: str = "roi") -> torch.Tensor:
+    """Validate a region-of-interest mask or weight map against images of ``shape`` (it must
+    broadcast to it, be real, finite and within [0, 1]); return it as a float tensor."""
+    if not isinstance(roi, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor mask or weight map, got {type(roi).__name__}")
+    try:
+        broadcast = torch.broadcast_shapes(roi.shape, shape)
+    except RuntimeError:
+        broadcast = None
+    if broadcast != tuple(shape):
+        raise ValueError(
+            f"{name} of shape {tuple(roi.shape)} does not broadcast to the images' shape {tuple(shape)}; "
+            "expected e.g. (H, W), (1, 1, H, W) or (B, 1, H, W)"
+        )
+    roi = roi.float() if roi.dtype == torch.bool else roi
+    if torch.is_complex(roi):
+        raise ValueError(f"{name} must be real with values in [0, 1], got dtype {roi.dtype}")
+    check_finite(roi, name)
+    low, high = float(roi.min()), float(roi.max())
+    if low < 0 or high > 1:
+        raise ValueError(f"{name} values must lie in [0, 1], got values in [{low:g}, {high:g}]")
+    return roi

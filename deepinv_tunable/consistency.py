@@ -23,6 +23,7 @@ from dataclasses import dataclass
 import deepinv as dinv
 import torch
 
+from .checks import require_linear
 from .data_fit import measured_count
 from .diffusion import ReverseStep
 from .latent import truncate
@@ -177,8 +178,7 @@ class PSLD(LDPS):
 
     def correct_prev(self, z_prev, z_t, z0, step, problem):
         _require_whole_batch(problem, "PSLD")
-        if not isinstance(problem.physics, dinv.physics.LinearPhysics):
-            raise TypeError(f"PSLD's gluing term needs a linear physics, got {type(problem.physics).__name__}")
+        require_linear(problem.physics, "PSLD's gluing term")
         physics, x0 = problem.physics, problem.image(z0)
         glued = physics.A_adjoint(problem.y) + x0 - physics.A_adjoint(physics.A(x0))
         target = problem.encode(from_physics_domain(glued, physics).real)

@@ -149,3 +149,48 @@ def chi2(x: torch.Tensor, y: torch.Tensor, physics: dinv.physics.Physics, sigma:
     if bool((m == 0).any()):
         raise ValueError(f"y has no measured entries for example(s) {torch.nonzero(m == 0).flatten().tolist()}")
     return residual / (m * sigma**2)
+
+
+#: Below this reduced chi-square a reconstruction reproduces more than half of the noise energy
+#: of the measured entries: it fits the noise rather than explaining the data (zero-filled MRI
+#: has 0). A regularised estimate keeps :math:`\chi^2 \approx 1 - \mathrm{df}/m` (``df`` its
+#: effective degrees of freedom), so well-resolved high-SNR data legitimately sit somewhat
+#: below 1, but not at a few tenths.
+CHI2_OVERFIT = 0.5
+#: Above this the residual holds more than twice the noise energy: the reconstruction leaves
+#: measured signal unexplained (over-regularised, or not what was scanned). It is also the floor
+#: of the generative samplers' fallback (:func:`~deepinv_tunable.solvers.guard.measurement_guard`).
+CHI2_UNDERFIT = 2.0
+#: Labels of :func:`fit_labels`.
+FIT_LABELS = ("fits the noise", "consistent", "leaves signal in the residual")
+
+
+def fit_labels(chi2_values: torch.Tensor | list[float]) -> list[str]:
+    r"""Name the data-fit band of each reduced chi-square: ``"fits the noise"`` below
+    :data:`CHI2_OVERFIT` (0.5), ``"consistent"`` up to :data:`CHI2_UNDERFIT` (2),
+    ``"leaves signal in the residual"`` above. NaN (no noise level known) gives ``"unknown"``.
+
+    :Examples:
+
+        >>> fit_labels([0.09, 1.0, 7.5])
+        ['fits the noise', 'consistent', 'leaves signal in the residual']
+    """
+    values = chi2_values.tolist() if isinstance(chi2_values, torch.Tensor) else list(chi2_values)
+    labels = []
+    for v in values:
+        v = float(v)
+        if math.isnan(v):
+            labels.append("unknown")
+        else:
+            labels.append(FIT_LABELS[0] if v < CHI2_OVERFIT else FIT_LABELS[1] if v <= CHI2_UNDERFIT else FIT_LABELS[2])
+    return labels
+
+
+def try_chi2(x: torch.Tensor, y: torch.Tensor, physics: dinv.physics.Physics) -> torch.Tensor | None:
+    """:func:`chi2` of ``x`` on the CPU, or ``None`` where it is not defined: the physics states no
+    Gaussian noise level, or its measurements are not one real or complex tensor."""
+    try:
+        with torch.no_grad():
+            return chi2(x, y, physics).detach().cpu()
+    except (ValueError, TypeError):
+        return None

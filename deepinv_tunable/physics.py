@@ -37,6 +37,8 @@ import deepinv as dinv
 import torch
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
+from .checks import require_linear
+
 
 class _Base(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -426,8 +428,7 @@ def operator_norm_sq(
         >>> round(operator_norm_sq(physics, (1, 32, 32)), 2)  # the DC gain of a normalised blur
         1.0
     """
-    if not isinstance(physics, dinv.physics.LinearPhysics):
-        raise TypeError(f"the operator norm needs a linear physics, got {type(physics).__name__}")
+    require_linear(physics, "the operator norm")
     shape = tuple(int(s) for s in image_shape)
     if len(shape) not in (3, 4) or min(shape) < 1:
         raise ValueError(f"image_shape must be (C, H, W) or (B, C, H, W) with positive sizes, got {tuple(image_shape)}")
@@ -464,6 +465,52 @@ def operator_norm_sq(
 _MAD_TO_STD = 0.6744897501960817
 
 
+#: noise models the package's solvers handle: their data terms are Gaussian log-likelihoods
+_GAUSSIAN_NOISE_MODELS = ("GaussianNoise", "ZeroNoise")
+#: :func:`check_unit_range` refuses measurements whose back-projection has an RMS above this
+#: (an image in [0, 1] gives at most 1; [0, 255] data give about 100)
+UNIT_RANGE_RMS_LIMIT = 2.0
+
+
+def check_gaussian_noise(physics: dinv.physics.Physics, who: str) -> None:
+    """Refuse a physics whose noise model is not Gaussian with one level for the batch (Poisson,
+    Gamma, uniform, random-level Gaussian...): the solvers' data terms assume it, and would be
+    silently wrong.
+
+    >>> check_gaussian_noise(build_physics({"kind": "blur", "noise_sigma": 0.01}, (8, 8)), "TVPGD")
+    """
+    noise = getattr(physics, "noise_model", None)
+    if noise is not None and type(noise).__name__ not in _GAUSSIAN_NOISE_MODELS:
+        raise ValueError(
+            f"{who} assumes Gaussian measurement noise (deepinv GaussianNoise or ZeroNoise); the physics has "
+            f"{type(noise).__name__}. Give it a Gaussian noise model of the same std, or use a solver made for it"
+        )
+    noise_sigma(physics, default=0.0)  # refuses per-image levels
+
+
+def check_unit_range(y: torch.Tensor, physics: dinv.physics.Physics, who: str) -> None:
+    r"""Refuse measurements of images far outside [0, 1], the range every shipped network was
+    trained on (e.g. [0, 255] data): the RMS of :math:`A^\top y / \|A\|^2` is at most the
+    image's RMS (plus a noise term), so above :data:`UNIT_RANGE_RMS_LIMIT` the image cannot lie in
+    [0, 1]. Linear physics only (others are not checked); costs 10 power iterations.
+    """
+    if not isinstance(physics, dinv.physics.LinearPhysics) or not isinstance(y, torch.Tensor):
+        return
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # a rough norm is enough here: no "not converged" noise
+        back = physics.A_adjoint(y)
+        norm_sq = operator_norm_sq(
+            physics, tuple(back.shape), max_iter=10, rel_tol=1e-2, device=back.device, dtype=back.dtype
+        )
+        rms = float(back.abs().pow(2).flatten(1).mean(1).sqrt().max()) / max(norm_sq, 1e-12)
+    if rms > UNIT_RANGE_RMS_LIMIT:
+        raise ValueError(
+            f"{who} expects images in [0, 1] (deepinv's convention, and the range its prior was trained on); "
+            f"these measurements back-project to an RMS of {rms:.3g} (at most 1 in range). "
+            "Rescale the data (e.g. divide by 255, or by the volume's robust maximum) and the noise level with it"
+        )
+
+
 def noise_sigma(physics: dinv.physics.Physics, default: float | None = None) -> float:
     """Std of the physics' Gaussian noise model (``default`` when it has none or it is 0).
 
@@ -471,6 +518,13 @@ def noise_sigma(physics: dinv.physics.Physics, default: float | None = None) -> 
     0.02
     """
     sigma = getattr(getattr(physics, "noise_model", None), "sigma", None)
+    if sigma is not None:
+        values = torch.as_tensor(sigma).flatten()
+        if values.numel() > 1 and not bool((values == values[0]).all()):
+            raise ValueError(
+                f"per-image noise levels are not supported: the physics' noise sigma holds {values.numel()} "
+                f"different values ({values[:4].tolist()}...); reconstruct each image with its own physics"
+            )
     value = float(torch.as_tensor(sigma).flatten()[0]) if sigma is not None else 0.0
     if value > 0:
         return value

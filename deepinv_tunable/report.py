@@ -81,7 +81,7 @@ def _audit_section(audit: dict[str, Any] | None) -> str:
     return (
         f"<h2>Uncertainty and hallucination audit</h2><p>{audit['samples']} posterior samples per slice "
         f"({html.escape(audit['sampler'])}); intervals: {html.escape(audit['intervals'])}. "
-        "chi2 about 1: the reconstruction explains the data down to the noise; null_fraction: share of the "
+        "chi2 about 1 (0.5 to 2): the reconstruction explains the data down to the noise, below 0.5 it reproduces the noise; null_fraction: share of the "
         "image's energy the measurements cannot see (supplied by the prior); null_disagreement_fraction: share "
         "of the samples' disagreement in that null space. Maps: <code>std.nii.gz</code>, "
         "<code>interval_width.nii.gz</code>, <code>null_space.nii.gz</code>.</p>"
@@ -142,31 +142,59 @@ def _auto_section(auto: Sequence[dict[str, Any]] | None) -> str:
     )
 
 
-#: diagnostics that flag a slice not to be trusted silently
+#: per-example diagnostics that flag a slice not to be trusted silently
 _ALARMS = ("fallback", "out_of_range")
 
 
-def _diagnostics_section(diagnostics: Sequence[dict[str, Any]] | None) -> str:
-    """HTML table of the solver's per-slice diagnostics; slices that fell back to the baseline or
-    lie outside the model's range are in bold."""
+def _per_slice(value: Any, i: int) -> Any:
+    """Example ``i``'s entry of a per-example list, or the batch's single value."""
+    return value[i] if isinstance(value, list) and i < len(value) else value
+
+
+def _cell(value: Any) -> str:
+    if isinstance(value, float):
+        return f"<td>{value:.4g}</td>"
+    return f"<td>{html.escape('' if value is None else str(value))}</td>"
+
+
+def _diagnostics_section(diagnostics: Sequence[dict[str, Any]] | None, doubts: Sequence[str] | None = None) -> str:
+    """HTML table of the solver's diagnostics per slice (:class:`~deepinv_tunable.solvers.SolverDiagnostics`
+    records of ``metrics.json``) and the list of doubts; slices that fell back to the baseline,
+    lie outside the model's range or fit the data badly are in bold."""
     if not diagnostics:
         return ""
-    names = [k for k in diagnostics[0] if k != "slices"]
+    params = sorted({n for e in diagnostics for n in e.get("parameters", {})})
+    extra = sorted({n for e in diagnostics for n in e.get("per_example", {})})
+    header = ["slice", "chi2", "data fit", "iterations", "converged", "NFE", *params, *extra]
     rows = []
     for entry in diagnostics:
+        per_example = entry.get("per_example", {})
         for i, index in enumerate(entry["slices"]):
-            values = [entry[k][i] if k in entry and i < len(entry[k]) else None for k in names]
-            alarm = any(entry.get(k, [False] * (i + 1))[i] for k in _ALARMS if k in entry)
-            cells = "".join(
-                f"<td>{v:.4g}</td>" if isinstance(v, float) else f"<td>{html.escape(str(v))}</td>" for v in values
-            )
-            row = f"<td>{index}</td>{cells}"
+            fit = _per_slice(entry.get("fit"), i)
+            values = [
+                index,
+                _per_slice(entry.get("chi2"), i),
+                fit,
+                entry.get("iterations"),
+                entry.get("converged"),
+                _per_slice(entry.get("nfe"), i),
+                *(_per_slice(entry.get("parameters", {}).get(n), i) for n in params),
+                *(_per_slice(per_example.get(n), i) for n in extra),
+            ]
+            alarm = any(bool(_per_slice(per_example.get(k), i)) for k in _ALARMS) or fit not in (None, "consistent")
+            row = "".join(_cell(v) for v in values)
             rows.append(f'<tr style="font-weight:bold">{row}</tr>' if alarm else f"<tr>{row}</tr>")
-    header = "".join(f"<th>{html.escape(n)}</th>" for n in names)
+    doubt_html = ""
+    if doubts:
+        items = "".join(f"<li>{html.escape(d)}</li>" for d in doubts)
+        doubt_html = f"<p><b>Reasons to doubt this run</b> (also in <code>metrics.json</code>):</p><ul>{items}</ul>"
+    head = "".join(f"<th>{html.escape(n)}</th>" for n in header)
     return (
-        "<h2>Solver diagnostics</h2><p>Per slice; rows in bold fell back to the measurement baseline or lie "
-        "outside the model's trained range.</p>"
-        f"<table><tr><th>slice</th>{header}</tr>{''.join(rows)}</table>"
+        "<h2>Solver diagnostics</h2><p>Per slice. chi2 is the reduced chi-square "
+        "||A x - y||^2 / (m sigma^2) of the reconstruction: about 1 (0.5 to 2) explains the data down to the "
+        "noise; below 0.5 it reproduces the noise; above 2 it leaves measured signal unexplained. Rows in "
+        "bold are outside that band, fell back to the measurement baseline or lie outside the model's trained "
+        f"range.</p>{doubt_html}<table><tr>{head}</tr>{''.join(rows)}</table>"
     )
 
 
@@ -196,7 +224,7 @@ solver time {record["solver_seconds_per_slice"]:.3f} s/slice.</p>
 <h2>Mean metrics (images scaled by the input's robust intensity range)</h2>{_table(record["mean"])}
 {tuning_html}
 {_auto_section(record.get("auto"))}
-{_diagnostics_section(record.get("diagnostics"))}
+{_diagnostics_section(record.get("diagnostics"), record.get("doubts"))}
 {_audit_section(record.get("audit"))}
 <h2>Figures</h2>{figs}
 <h2>Recipe</h2><pre>{html.escape(json.dumps(recipe, indent=2))}</pre>

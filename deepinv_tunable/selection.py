@@ -422,7 +422,7 @@ def select_k(
     scores: dict[int, torch.Tensor] = {}
     if rule == "discrepancy":
         fits = {k: (fits or {}).get(k) or solver.reconstruct(y, physics, k=k) for k in ks}
-        sigma = fits[ks[0]].extras["sigma"]
+        sigma = fits[ks[0]].parameters["sigma"]
         m = (y != 0).flatten(1).sum(1).cpu()
         scores = {k: fit.extras["residual_sq"].detach().cpu() for k, fit in fits.items()}
         chosen = torch.tensor(
@@ -431,7 +431,7 @@ def select_k(
         x = torch.stack([fits[int(chosen[b])].x[b] for b in range(batch)])
         residual = torch.stack([scores[int(chosen[b])][b] for b in range(batch)])
         # a new result: the fits may belong to the caller
-        result = replace(fits[ks[0]], x=x, k=chosen, extras={"residual_sq": residual, "sigma": sigma})
+        result = replace(fits[ks[0]], x=x, k=chosen, chi2=None, extras={"residual_sq": residual})
         return KSelection(k=chosen, scores=scores, rule=rule, reconstruction=result)
     keep = holdout_mask(y, holdout_fraction, generator)
     split = masked_physics(physics, keep)

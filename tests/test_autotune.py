@@ -219,9 +219,9 @@ def test_tv_auto_is_deterministic_records_its_choice_and_leaves_y_alone():
         warnings.simplefilter("ignore", RuntimeWarning)
         a, b = solver.reconstruct(y, physics), solver.reconstruct(y, physics)
     assert torch.equal(y, before) and torch.equal(a.x, b.x)
-    record = a.extras["auto"]["lambda_tv"]
-    assert record["value"] == b.extras["auto"]["lambda_tv"]["value"]
-    assert record["rule"] == "discrepancy" and a.extras["lambda_tv"] == record["value"]
+    record = a.diagnostics().choices["lambda_tv"]
+    assert record["value"] == b.choices["lambda_tv"].value
+    assert record["rule"] == "discrepancy" and a.parameters["lambda_tv"] == record["value"]
     assert 1e-3 <= record["value"] <= 0.3
     # better than the observation it started from
     assert float((a.x - x).pow(2).mean()) < float((y - x).pow(2).mean())
@@ -231,7 +231,7 @@ def test_tv_auto_splitting_rescales_by_the_kept_fraction():
     physics = build_physics({"kind": "mri", "acceleration": 4, "noise_sigma": 0.02, "seed": 0}, (32, 32))
     y = physics(to_physics_domain(_phantom(32), physics))
     out = TVPGD(lambda_tv="auto", max_iter=10).reconstruct(y, physics)
-    record = out.extras["auto"]["lambda_tv"]
+    record = out.diagnostics().choices["lambda_tv"]
     assert record["rule"] == "splitting"
     assert record["value"] < min(
         record["curve"]["values"][i]
@@ -248,8 +248,8 @@ def test_pnp_hvae_tau_auto_runs_within_bounds_and_records_the_choice():
         out = PnPHVAE(HVAE(width=8, groups_per_scale=(1, 1)), tau="auto", max_iter=3, tune_iter=2).reconstruct(
             y, physics
         )
-    record = out.extras["auto"]["tau"]
-    assert 0.4 <= out.extras["tau"] <= 1.0 and out.extras["tau"] == record["value"]
+    record = out.diagnostics().choices["tau"]
+    assert 0.4 <= out.parameters["tau"] <= 1.0 and out.parameters["tau"] == record["value"]
     assert record["n_solves"] == 4 + 3 and record["rule"] == "splitting"
     with pytest.raises(ValueError, match="'auto'"):
         PnPHVAE(HVAE(width=8, groups_per_scale=(1, 1)), tau="best")
@@ -265,8 +265,8 @@ def test_dpir_sigma_auto_stays_within_its_noise_relative_bounds():
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
         out = DPIR(DnCNNDenoiser.from_pretrained(), sigma="auto", max_iter=4).reconstruct(y, physics)
-    record = out.extras["auto"]["sigma"]
-    assert 0.025 - 1e-9 <= out.extras["sigma"] == record["value"] <= 0.15 + 1e-9
+    record = out.diagnostics().choices["sigma"]
+    assert 0.025 - 1e-9 <= out.parameters["sigma"] == record["value"] <= 0.15 + 1e-9
     assert record["rule"] == "discrepancy" and record["n_solves"] == 8
     assert float((out.x - x).pow(2).mean()) < float((y - x).pow(2).mean())
 
@@ -283,8 +283,8 @@ def test_latent_map_tv_chooses_lambda_then_beta_from_the_measurements():
         out = LatentMAPTV(LatentMAP(vae, max_iter=2), lambda_tv="auto", beta="auto", max_iter=5).reconstruct(
             y, physics, k=16
         )
-    assert set(out.extras["auto"]) == {"lambda_tv", "beta"}
-    assert 0.0 <= out.extras["beta"] <= 1.0 and out.extras["beta"] == out.extras["auto"]["beta"]["value"]
+    assert set(out.choices) == {"lambda_tv", "beta"}
+    assert 0.0 <= out.parameters["beta"] <= 1.0 and out.parameters["beta"] == out.choices["beta"].value
     assert out.x.shape == (1, 2, 32, 32)
 
 
@@ -294,5 +294,5 @@ def test_tv_auto_returns_the_matching_candidate_instead_of_solving_again():
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
         auto = TVPGD(lambda_tv="auto", max_iter=15).reconstruct(y, physics)
-        fixed = TVPGD(lambda_tv=auto.extras["lambda_tv"], max_iter=15).reconstruct(y, physics)
+        fixed = TVPGD(lambda_tv=auto.parameters["lambda_tv"], max_iter=15).reconstruct(y, physics)
     torch.testing.assert_close(auto.x, fixed.x, atol=1e-6, rtol=0)

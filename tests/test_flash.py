@@ -424,12 +424,15 @@ def test_badly_misestimated_severity_still_explains_the_data_as_well_as_the_base
         out = solver.reconstruct(y, physics, seed=0)
     base = MeasurementBaseline()(y, physics)
     floor = torch.clamp(chi2(base, y, physics), min=DEFAULT_MAX_CHI2)
-    assert bool((out.chi2_final <= floor + 1e-4).all())
+    assert bool((out.chi2 <= floor + 1e-4).all())
     for i in range(3):  # fallen back: exactly the baseline; kept: corrected towards the data
         if out.fallback[i]:
             assert torch.equal(out.x[i], base[i]) and torch.isnan(out.dc_weight[i])
         else:
-            assert out.chi2_final[i] <= out.chi2[i] + 1e-6
+            assert out.chi2[i] <= out.chi2_estimate[i] + 1e-6
     diagnostics = out.diagnostics()
-    assert set(diagnostics) >= {"sigma_hat", "start_step", "nfe", "chi2", "fallback", "dc_weight", "chi2_final"}
-    assert all(len(v) == 3 for v in diagnostics.values())
+    assert set(diagnostics.per_example) >= {"sigma_hat", "start_step", "chi2_estimate", "fallback", "dc_weight"}
+    assert all(len(v) == 3 for v in [*diagnostics.per_example.values(), diagnostics.nfe, diagnostics.chi2])
+    assert diagnostics.chi2 == out.chi2.tolist() and len(diagnostics.fit) == 3
+    doubts = diagnostics.doubts("flash")
+    assert any("measurement baseline" in d for d in doubts) == bool(out.fallback.any())

@@ -157,8 +157,8 @@ def test_pnp_hvae_fixed_point_with_a_zero_prior_is_the_wiener_shrinkage():
     out = PnPHVAE(ZeroPrior(width=4, groups_per_scale=(1,), gamma=0.04), tau=None, tol=1e-6).reconstruct(y, physics)
     expected = 0.04**2 / (0.04**2 + 0.02**2) * y * physics.mask
     torch.testing.assert_close(out.x, expected)
-    assert out.n_iter == 2 and out.extras["residuals"][-1] == 0.0 and out.extras["converged"]
-    assert out.extras["tau"] == pytest.approx(tau_for_sigma(0.02))
+    assert out.n_iter == 2 and out.extras["residuals"][-1] == 0.0 and out.converged
+    assert out.parameters["tau"] == pytest.approx(tau_for_sigma(0.02))
 
 
 def test_pnp_hvae_on_mri_returns_complex_images_and_reports_history(hvae):
@@ -271,7 +271,7 @@ def test_shipped_pnp_hvae_converges_on_4x_mri_and_beats_zero_filling(shipped):
     # tau = 0.8: the temperature calibrated on 4x MRI (benchmarks/run_pnp_hvae.py); at the
     # paper's default for 1% noise (0.95) the map is not contractive enough to settle in 100
     out = PnPHVAE(hvae, tau=0.8, max_iter=100, tol=1e-4).reconstruct(y, physics)
-    assert out.extras["converged"] and out.n_iter < 100
+    assert out.converged and out.n_iter < 100
     from deepinv_tunable.metrics import image_metrics
     from deepinv_tunable.physics import from_physics_domain
 

@@ -41,7 +41,7 @@ def test_no_deviation_when_the_generator_explains_the_data():
     physics = build_physics({"kind": "inpainting", "keep_fraction": 0.5, "seed": 2}, (32, 32))
     out = LatentMAPTV(_Oracle(image), lambda_tv=0.05, max_iter=30).reconstruct(physics(image), physics)
     assert torch.equal(out.x, image)
-    assert out.extras["beta"] == 1.0 and out.extras["lambda_tv"] == 0.05
+    assert out.parameters["beta"] == 1.0 and out.parameters["lambda_tv"] == 0.05
 
 
 def test_planted_sparse_deviation_is_recovered():
@@ -90,7 +90,7 @@ def test_per_call_overrides_give_the_closed_composition():
     out = hybrid.reconstruct(y, physics, beta=0.3, lambda_tv=0.02)
     expected = 0.3 * g + TVPGD(lambda_tv=0.02, max_iter=15)(y - 0.3 * physics.A(g), physics)
     assert torch.allclose(out.x, expected, atol=1e-6)
-    assert out.extras["beta"] == 0.3 and out.extras["lambda_tv"] == 0.02
+    assert out.parameters["beta"] == 0.3 and out.parameters["lambda_tv"] == 0.02
     assert torch.allclose(
         hybrid(y, physics, beta=0.0, lambda_tv=0.02), TVPGD(lambda_tv=0.02, max_iter=15)(y, physics), atol=1e-6
     )

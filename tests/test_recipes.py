@@ -505,7 +505,8 @@ def test_solver_recipes_run(tmp_path, path):
     if recipe.solver.name in ("flash_diffusion", "pixel_flash"):  # severity, start, NFE, data fit reach the outputs
         diagnostics = metrics["diagnostics"][0]
         assert diagnostics["slices"] == metrics["slices"]
-        assert {"sigma_hat", "start_step", "nfe", "chi2", "fallback", "dc_weight", "chi2_final"} <= set(diagnostics)
+        assert {"sigma_hat", "start_step", "chi2_estimate", "fallback", "dc_weight"} <= set(diagnostics["per_example"])
+        assert {"nfe", "chi2", "fit", "iterations"} <= set(diagnostics)
         assert "Solver diagnostics" in (tmp_path / "report.html").read_text()
 
 

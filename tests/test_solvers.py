@@ -29,7 +29,7 @@ def test_tv_beats_zero_filled_by_3db_on_4x_mri_phantoms():
     zf = image_metrics(from_physics_domain(PseudoInverse()(y, physics), physics), x)["psnr"]
     result = TVPGD(lambda_tv=0.01, max_iter=60).reconstruct(y, physics)
     tv = image_metrics(from_physics_domain(result.x, physics), x)["psnr"]
-    assert result.n_iter == 60 and result.extras["lambda_tv"] == 0.01
+    assert result.n_iter == 60 and result.parameters["lambda_tv"] == 0.01
     assert min(t - z for t, z in zip(tv, zf)) > 3.0
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import platform
 import time
+import warnings
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,6 +36,7 @@ from ..data import (
 from ..metrics import image_metrics
 from ..physics import build_physics, from_physics_domain, to_physics_domain
 from ..report import shown_slices, write_auto_figure, write_figures, write_report
+from ..solvers.base import SolverDiagnostics
 from ..tuning import grid_search
 from .auditing import RecipeAudit
 from .partial import PartialStacks
@@ -79,8 +81,8 @@ def _mean(values: list[float]) -> float:
 class SliceBatch:
     """One reconstructed batch: slice indices, ground truth, measurements, baseline image,
     solver estimate in the physics' domain and as an image, the solver's seconds, the
-    parameters it chose from the measurements (``extras["auto"]``) and its per-slice diagnostics
-    (:meth:`~deepinv_tunable.solvers.Reconstruction.diagnostics`)."""
+    parameters it chose from the measurements (``choices`` records) and its
+    :class:`~deepinv_tunable.solvers.SolverDiagnostics` (``None`` for a plain deepinv model)."""
 
     indices: list[int]
     x: torch.Tensor
@@ -90,7 +92,7 @@ class SliceBatch:
     reconstruction: torch.Tensor
     seconds: float
     auto: dict = field(default_factory=dict)
-    diagnostics: dict = field(default_factory=dict)
+    diagnostics: SolverDiagnostics | None = None
 
 
 @dataclass
@@ -125,17 +127,20 @@ class PreparedRun:
         solver's noise is seeded by the batch's first slice."""
         return self.solve(solver, y, indices)[:2]
 
-    def solve(self, solver, y: torch.Tensor, indices: list[int]) -> tuple[torch.Tensor, torch.Tensor, dict, dict]:
+    def solve(
+        self, solver, y: torch.Tensor, indices: list[int]
+    ) -> tuple[torch.Tensor, torch.Tensor, dict, SolverDiagnostics | None]:
         """:meth:`estimate_both` plus the parameters the solver chose from the measurements
-        (its ``extras["auto"]``, empty for fixed parameters) and its per-slice diagnostics."""
+        (their records, empty for fixed parameters) and its diagnostics."""
         seed = self.recipe.seed
         with _seeded(seed, indices[0], self.device):
             kwargs = {"seed": seed * _SEED_STRIDE + indices[0]} if getattr(solver, "stochastic", False) else {}
             if hasattr(solver, "reconstruct"):
                 result = solver.reconstruct(y, self.physics, **kwargs)
-                x, auto, diagnostics = result.x, result.extras.get("auto", {}), result.diagnostics()
+                x, diagnostics = result.x, result.diagnostics()
+                auto = diagnostics.choices
             else:
-                x, auto, diagnostics = solver(y, self.physics, **kwargs), {}, {}
+                x, auto, diagnostics = solver(y, self.physics, **kwargs), {}, None
         return x, from_physics_domain(x, self.physics).cpu(), auto, diagnostics
 
     def reconstruct_batch(self, solver, baseline, batch: list[int]) -> SliceBatch:
@@ -309,6 +314,9 @@ def run_recipe(
     measure, estimate_both = run.measure, run.estimate_both
 
     record = run.record_header(full_volume)
+    for key in ("auto", "diagnostics", "doubts"):  # the finished batches' records are kept on resume
+        if previous is not None and key in previous:
+            record[key] = previous[key]
     if previous is not None and "tuning" in previous:
         record["tuning"] = previous["tuning"]  # tuned once; a resumed run reuses the choice
         solver_overrides = {previous["tuning"]["param"]: previous["tuning"]["best"]}
@@ -346,8 +354,12 @@ def run_recipe(
         seconds += out.seconds
         if out.auto:  # parameters chosen from the measurements: value, rule, score curve, bound flag
             record.setdefault("auto", []).append({"slices": batch, **out.auto})
-        if out.diagnostics:  # e.g. Flash's severity, start step, NFE, data fit, fallback flags
-            record.setdefault("diagnostics", []).append({"slices": batch, **out.diagnostics})
+        if out.diagnostics is not None:  # iterations, convergence, data fit, NFE, Flash's severity...
+            fields = {k: v for k, v in out.diagnostics.as_dict().items() if k != "choices"}  # those are "auto"
+            record.setdefault("diagnostics", []).append({"slices": batch, **fields})
+            for doubt in out.diagnostics.doubts(recipe.solver.name, batch):
+                record.setdefault("doubts", []).append(doubt)
+                warnings.warn(doubt, RuntimeWarning, stacklevel=2)
         if auditor is not None:
             auditor.process(batch, out.x, out.y, out.x_phys)
             record["audit"] = auditor.record()

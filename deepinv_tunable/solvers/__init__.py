@@ -1,6 +1,6 @@
 """deepinv ``Reconstructor`` subclasses: classical baselines, DPIR, generative-prior solvers and samplers."""
 
-from .base import Reconstruction, TunableReconstructor
+from .base import Reconstruction, SolverDiagnostics, TunableReconstructor
 from .classical import DEFAULT_TV_LAMBDA, TVPGD, MeasurementBaseline, PseudoInverse
 from .dpir import DPIR
 from .flash import FlashDiffusion, FlashReconstruction
@@ -25,6 +25,7 @@ __all__ = [
     "PnPHVAESampler",
     "PseudoInverse",
     "Reconstruction",
+    "SolverDiagnostics",
     "TVPGD",
     "TunableLDMSolver",
     "TunableReconstructor",

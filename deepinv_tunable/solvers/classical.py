@@ -6,9 +6,9 @@ import deepinv as dinv
 import torch
 
 from ..autotune import auto_requested, select_parameter
-from ..checks import renamed_keyword
+from ..checks import renamed_keyword, require_linear
 from ..physics import measurement_baseline, operator_norm_sq
-from .base import TunableReconstructor
+from .base import Reconstruction, TunableReconstructor
 
 #: TV weight in deepinv's PGD scaling (data term :math:`\tfrac12\|Ax-y\|^2`) for images in
 #: [0, 1]. At 4x MRI with 1% noise, a grid search on calibration slices picked 0.02 on both
@@ -30,6 +30,8 @@ class PseudoInverse(TunableReconstructor):
         >>> torch.allclose(PseudoInverse()(physics(x), physics), x)
         True
     """
+
+    gaussian_noise = False  # no data term: any noise
 
     def _solve(self, y, physics, **kwargs):
         with torch.no_grad():
@@ -56,6 +58,8 @@ class MeasurementBaseline(TunableReconstructor):
         >>> torch.equal(MeasurementBaseline()(y, physics), y)
         True
     """
+
+    gaussian_noise = False  # no data term: any noise
 
     def __init__(self, fbp: bool = False):
         super().__init__()
@@ -96,7 +100,7 @@ class TVPGD(TunableReconstructor):
 
     :param lambda_tv: TV weight :math:`\lambda`, or ``"auto"``: chosen per call from the measurements
         alone by :func:`~deepinv_tunable.autotune.select_parameter` (``tune_rule``, over
-        ``tune_bounds``; one value for the batch, about 8 solves), recorded in ``extras["auto"]``.
+        ``tune_bounds``; one value for the batch, about 8 solves), recorded in the result's ``choices``.
         Default ``"auto"``. (:data:`DEFAULT_TV_LAMBDA` is a fixed value for 4x MRI at 1 % noise.)
     :param int max_iter: PGD iterations. Default 100 (``n_iter``: its former name, deprecated).
     :param int tv_inner_iter: iterations of the (warm-started) TV prox per PGD step. Default 20.
@@ -164,10 +168,9 @@ class TVPGD(TunableReconstructor):
             return solver(y, physics)
 
     def _solve(self, y, physics, lambda_tv: float | str | None = None, x_init: torch.Tensor | None = None, **kwargs):
-        if not isinstance(physics, dinv.physics.LinearPhysics):
-            raise TypeError(f"TVPGD needs a linear physics, got {type(physics).__name__}")
+        require_linear(physics, "TVPGD")
         lam = self.lambda_tv if lambda_tv is None else lambda_tv
-        extras = {}
+        choices = {}
         if auto_requested(lam):
             choice = select_parameter(
                 lambda v, y_, ph_, x0: self._pgd(y_, ph_, v, self.tune_iter, x0),
@@ -180,10 +183,10 @@ class TVPGD(TunableReconstructor):
                 data_scaled=True,
             )
             lam = choice.value
-            extras["auto"] = {"lambda_tv": choice.as_dict()}
-            if choice.estimate is not None and x_init is None and self.tune_iter == self.max_iter:
-                # the candidate already is this solve (same problem, start and iterations)
-                return choice.estimate, self.max_iter, {"lambda_tv": float(lam), **extras}
+            choices["lambda_tv"] = choice
         lam = float(lam)
-        x = self._pgd(y, physics, lam, self.max_iter, x_init)
-        return x, self.max_iter, {"lambda_tv": lam, **extras}
+        if choices and choice.estimate is not None and x_init is None and self.tune_iter == self.max_iter:
+            x = choice.estimate  # the candidate already is this solve (same problem, start and iterations)
+        else:
+            x = self._pgd(y, physics, lam, self.max_iter, x_init)
+        return Reconstruction(x, 0.0, n_iter=self.max_iter, parameters={"lambda_tv": lam}, choices=choices)

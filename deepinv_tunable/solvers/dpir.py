@@ -22,7 +22,7 @@ import torch
 from deepinv.optim.optimizers import create_iterator
 
 from ..autotune import auto_requested, resolve_sigma, select_parameter
-from .base import TunableReconstructor
+from .base import Reconstruction, TunableReconstructor
 
 DPIR_SIGMA_START = 49.0 / 255.0
 
@@ -52,7 +52,7 @@ class DPIR(TunableReconstructor):
         larger value regularises more), or ``"auto"``: chosen per call from the measurements alone
         by :func:`~deepinv_tunable.autotune.select_parameter` between ``tune_bounds`` times the
         noise std (the physics', else estimated from ``y``; 8 solves), recorded in
-        ``extras["auto"]``. Default ``"auto"``.
+        the result's ``choices``. Default ``"auto"``.
     :param int max_iter: HQS iterations. Default 8 (deepinv's DPIR).
 
     :Examples:
@@ -69,6 +69,8 @@ class DPIR(TunableReconstructor):
     Reference: K. Zhang, Y. Li, W. Zuo, L. Zhang, L. Van Gool and R. Timofte, "Plug-and-play image
     restoration with deep denoiser prior", IEEE TPAMI 2021.
     """
+
+    unit_range = True
 
     def __init__(
         self,
@@ -103,7 +105,7 @@ class DPIR(TunableReconstructor):
     def _solve(self, y, physics, sigma: float | str | None = None, max_iter: int | None = None, **kwargs):
         sigma = self.sigma if sigma is None else sigma
         max_iter = self.max_iter if max_iter is None else int(max_iter)
-        extras = {}
+        choices = {}
         if auto_requested(sigma):
             noise, estimated = resolve_sigma(y, physics)
             low, high = (float(b) * noise for b in self.tune_bounds)
@@ -119,8 +121,10 @@ class DPIR(TunableReconstructor):
             )
             choice.sigma_estimated = estimated  # resolved here once, for the bounds and the search
             sigma = choice.value
-            extras["auto"] = {"sigma": choice.as_dict()}
-            if choice.estimate is not None:  # the candidate already is this solve
-                return choice.estimate, max_iter, {"sigma": float(sigma), **extras}
+            choices["sigma"] = choice
         sigma = float(sigma)
-        return self._hqs(y, physics, sigma, max_iter), max_iter, {"sigma": sigma, **extras}
+        if choices and choice.estimate is not None:
+            x = choice.estimate  # the candidate already is this solve
+        else:
+            x = self._hqs(y, physics, sigma, max_iter)
+        return Reconstruction(x, 0.0, n_iter=max_iter, parameters={"sigma": sigma}, choices=choices)

@@ -31,13 +31,13 @@ class FlashReconstruction(Reconstruction):
     :param torch.Tensor out_of_range: ``(B,)`` booleans: the severity lies outside the range the
         encoder was trained on, or its matched SNR lies beyond the schedule's ends (the start step
         was clamped). Such samples are reconstructed but should not be trusted silently.
-    :param torch.Tensor chi2: ``(B,)`` reduced chi-square of each sample against the measurements
-        (before any fallback).
+    :param torch.Tensor chi2_estimate: ``(B,)`` reduced chi-square of each sample's own estimate
+        against the measurements (before any fallback or final data-consistency step; the
+        returned ``x``'s is :attr:`Reconstruction.chi2`).
     :param torch.Tensor fallback: ``(B,)`` booleans: the sample explained the data worse than the
         measurement baseline, and ``x`` holds that baseline instead (:mod:`~deepinv_tunable.solvers.guard`).
     :param torch.Tensor dc_weight: ``(B,)`` data weight :math:`\\gamma` of the final
         data-consistency step (0: the sample already explained the data; NaN: step off or fallen back).
-    :param torch.Tensor chi2_final: ``(B,)`` reduced chi-square of the returned ``x``.
 
     With ``return_iterates=True``, ``iterates`` holds one ``(rows, z0_hat)`` pair per step: the
     indices of the samples that ran that step and their clean-latent estimates (diffusion units).
@@ -46,24 +46,20 @@ class FlashReconstruction(Reconstruction):
     sigma_hat: torch.Tensor | None = None
     start_step: torch.Tensor | None = None
     out_of_range: torch.Tensor | None = None
-    chi2: torch.Tensor | None = None
+    chi2_estimate: torch.Tensor | None = None
     fallback: torch.Tensor | None = None
     dc_weight: torch.Tensor | None = None
-    chi2_final: torch.Tensor | None = None
 
-    def diagnostics(self) -> dict[str, list]:
-        """Per-sample severity, start step, NFE, data fit and fallback flags, JSON-ready."""
-        fields = {
+    def per_example(self) -> dict[str, torch.Tensor]:
+        """Per-sample severity, start step, data fit of the estimate and fallback flags."""
+        return {
             "sigma_hat": self.sigma_hat,
             "start_step": self.start_step,
-            "nfe": self.nfe,
             "out_of_range": self.out_of_range,
-            "chi2": self.chi2,
+            "chi2_estimate": self.chi2_estimate,
             "fallback": self.fallback,
             "dc_weight": self.dc_weight,
-            "chi2_final": self.chi2_final,
         }
-        return {k: v.tolist() for k, v in fields.items() if v is not None}
 
 
 class FlashDiffusion(LatentDiffusionSolver):
@@ -290,8 +286,8 @@ class FlashDiffusion(LatentDiffusionSolver):
             sigma_hat=sigma2_vae.sqrt().cpu(),
             start_step=torch.tensor([steps[i].t for i in index.tolist()]),
             out_of_range=out_of_range.cpu(),
-            chi2=verified.chi2,
+            chi2_estimate=verified.chi2,
             fallback=verified.fallback,
             dc_weight=verified.dc_weight,
-            chi2_final=verified.chi2_final,
+            chi2=verified.chi2_final,
         )

@@ -25,10 +25,10 @@ import deepinv as dinv
 import torch
 
 from ..consistency import weighted_data_consistency
-from ..data_fit import chi2
+from ..data_fit import CHI2_UNDERFIT, chi2
 from .classical import MeasurementBaseline
 
-DEFAULT_MAX_CHI2 = 2.0
+DEFAULT_MAX_CHI2 = CHI2_UNDERFIT
 
 
 @dataclass

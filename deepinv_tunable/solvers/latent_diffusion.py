@@ -41,6 +41,8 @@ class LatentDiffusionSolver(TunableReconstructor):
     :param dict other_latent_shapes: further networks that must share the latent shape, by name.
     """
 
+    unit_range = True
+
     stochastic = True
 
     def __init__(

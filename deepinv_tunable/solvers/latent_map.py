@@ -51,6 +51,8 @@ class LatentMAP(TunableReconstructor):
         (torch.Size([1, 2, 32, 32]), 64, 5)
     """
 
+    unit_range = True
+
     def __init__(
         self,
         model,
@@ -139,5 +141,6 @@ class LatentMAP(TunableReconstructor):
             k=k_used,
             nfe=self.restarts * (self.max_iter + 1) + 1,
             iterates=iterates,
-            extras={"objective": objective, "residual_sq": residual, "sigma": sigma},
+            parameters={"sigma": sigma},
+            extras={"objective": objective, "residual_sq": residual},
         )

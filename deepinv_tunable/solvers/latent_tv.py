@@ -6,7 +6,7 @@ import deepinv as dinv
 import torch
 
 from ..autotune import auto_requested, select_parameter
-from ..checks import renamed_keyword
+from ..checks import renamed_keyword, require_linear
 from ..physics import from_physics_domain
 from ..tuning import GridSearchResult, grid_search
 from .base import Reconstruction, TunableReconstructor
@@ -41,7 +41,7 @@ class LatentMAPTV(TunableReconstructor):
         ``"auto"`` (chosen from the residual measurements by :class:`TVPGD`'s own rule). Default ``"auto"``.
     :param beta: weight :math:`\beta \in [0, 1]` of the generator's image, or ``"auto"``: after
         :math:`\lambda`, chosen over ``[0, 1]`` by :func:`~deepinv_tunable.autotune.select_parameter`
-        (the latent MAP runs once; only the deviation is re-solved). Choices go to ``extras["auto"]``.
+        (the latent MAP runs once; only the deviation is re-solved). Choices go to the result's ``choices``.
         Default 1.
     :param int max_iter: PGD iterations for the deviation. Default 100 (``n_iter``: its former name, deprecated).
 
@@ -55,8 +55,8 @@ class LatentMAPTV(TunableReconstructor):
         >>> y = physics(torch.rand(1, 2, 32, 32))
         >>> solver = LatentMAPTV(LatentMAP(vae, max_iter=3), max_iter=5)
         >>> result = solver.reconstruct(y, physics, k=64)
-        >>> result.x.shape, result.k, sorted(result.extras)
-        (torch.Size([1, 2, 32, 32]), 64, ['auto', 'beta', 'lambda_tv', 'prior_image'])
+        >>> result.x.shape, result.k, sorted(result.parameters), sorted(result.choices)
+        (torch.Size([1, 2, 32, 32]), 64, ['beta', 'lambda_tv'], ['lambda_tv'])
     """
 
     def __init__(
@@ -90,20 +90,19 @@ class LatentMAPTV(TunableReconstructor):
         beta: float | None = None,
         **kwargs,
     ) -> Reconstruction:
-        if not isinstance(physics, dinv.physics.LinearPhysics):
-            raise TypeError(f"LatentMAPTV needs a linear physics, got {type(physics).__name__}")
+        require_linear(physics, "LatentMAPTV")
         beta = self.beta if beta is None else beta
         if not auto_requested(beta) and not 0.0 <= float(beta) <= 1.0:
             raise ValueError(f"beta must be in [0, 1], got {beta}")
         generated = self.latent_map.reconstruct(y, physics, k=k, **kwargs)
-        auto = {}
+        choices = {}
         with torch.no_grad():
             gx = generated.x
             first = self.deviation.reconstruct(
                 y - physics.A(gx if auto_requested(beta) else float(beta) * gx), physics, lambda_tv=lambda_tv
             )
-            auto.update(first.extras.get("auto", {}))
-            lam = first.extras["lambda_tv"]
+            choices.update(first.choices)
+            lam = first.parameters["lambda_tv"]
             if auto_requested(beta):
 
                 def solve(b, y_, ph_, x0):
@@ -124,14 +123,11 @@ class LatentMAPTV(TunableReconstructor):
                     seed=self.seed,
                 )
                 beta = choice.value
-                auto["beta"] = choice.as_dict()
+                choices["beta"] = choice
                 deviation = self.deviation.reconstruct(y - beta * physics.A(gx), physics, lambda_tv=lam)
             else:
                 beta, deviation = float(beta), first
             prior_image = beta * gx
-        extras = {"prior_image": gx, "lambda_tv": lam, "beta": beta}
-        if auto:
-            extras["auto"] = auto
         return Reconstruction(
             x=prior_image + deviation.x,
             wall_time=0.0,
@@ -139,7 +135,9 @@ class LatentMAPTV(TunableReconstructor):
             k=generated.k,
             nfe=generated.nfe,
             iterates=generated.iterates,
-            extras=extras,
+            parameters={"lambda_tv": float(lam), "beta": float(beta)},
+            choices=choices,
+            extras={"prior_image": gx},
         )
 
     def tune(

@@ -90,6 +90,8 @@ class PixelFlash(TunableReconstructor):
         (True, torch.Size([1, 1, 32, 32]))
     """
 
+    unit_range = True
+
     stochastic = True
 
     def __init__(
@@ -273,8 +275,8 @@ class PixelFlash(TunableReconstructor):
             sigma_hat=sigma_hat.cpu(),
             start_step=index,
             out_of_range=out_of_range,
-            chi2=verified.chi2,
+            chi2_estimate=verified.chi2,
             fallback=verified.fallback,
             dc_weight=verified.dc_weight,
-            chi2_final=verified.chi2_final,
+            chi2=verified.chi2_final,
         )

@@ -20,7 +20,7 @@ import deepinv as dinv
 import torch
 
 from ..autotune import auto_requested, select_parameter
-from ..checks import renamed_keyword
+from ..checks import renamed_keyword, require_linear
 from ..consistency import gaussian_posterior_sample
 from ..nets.hvae import HVAE
 from ..physics import noise_sigma, physics_domain_adjoint, to_physics_domain
@@ -62,6 +62,8 @@ class PnPHVAE(TunableReconstructor):
         >>> out.x.shape, out.n_iter, len(out.extras["residuals"])
         (torch.Size([1, 1, 16, 16]), 5, 5)
     """
+
+    unit_range = True
 
     def __init__(
         self,
@@ -123,13 +125,12 @@ class PnPHVAE(TunableReconstructor):
         generator: torch.Generator | None = None,
         **kwargs,
     ):
-        if not isinstance(physics, dinv.physics.LinearPhysics):
-            raise TypeError(f"{type(self).__name__} needs a linear physics (its prox_l2), got {type(physics).__name__}")
+        require_linear(physics, f"{type(self).__name__} (its data step is the physics' prox_l2)")
         sigma = max(self.sigma if self.sigma is not None else noise_sigma(physics, default=MIN_SIGMA), MIN_SIGMA)
         tau = self.tau if self.tau is not None else tau_for_sigma(sigma)
         gamma = self.gamma if self.gamma is not None else self.hvae.gamma
         generator = self.noise.generator(y.device, seed, generator)
-        extras = {}
+        choices = {}
         if auto_requested(tau):
             choice = select_parameter(
                 lambda t, y_, ph_, x0: self._iterate(y_, ph_, t, gamma, sigma, generator, x0, self.tune_iter, False)[0],
@@ -144,7 +145,7 @@ class PnPHVAE(TunableReconstructor):
                 seed=self.seed,
             )
             tau = choice.value
-            extras["auto"] = {"tau": choice.as_dict()}
+            choices["tau"] = choice
         x, residuals, iterates = self._iterate(
             y, physics, tau, gamma, sigma, generator, x_init, self.max_iter, return_iterates
         )
@@ -164,14 +165,10 @@ class PnPHVAE(TunableReconstructor):
             n_iter=n,
             nfe=n,
             iterates=iterates,
-            extras={
-                "residuals": residuals,
-                "tau": tau,
-                "gamma": gamma,
-                "sigma": sigma,
-                "converged": converged,
-                **extras,
-            },
+            converged=None if self.stochastic else converged,
+            parameters={"tau": float(tau), "gamma": float(gamma), "sigma": float(sigma)},
+            choices=choices,
+            extras={"residuals": residuals},
         )
 
     def _iterate(
