@@ -34,6 +34,40 @@ def _info() -> int:
     return 0
 
 
+#: exit codes of the command line
+EXIT_BAD_INPUT, EXIT_IO, EXIT_INTERRUPTED = 2, 3, 130
+
+
+def _interrupted_message(args: argparse.Namespace, audit: bool) -> str:
+    """What an interrupted run kept, and the command that continues it."""
+    from pathlib import Path
+
+    from .recipes import load_recipe
+
+    try:
+        out = Path(args.out) if args.out else Path(load_recipe(args.recipe).output.dir)
+    except Exception:  # the recipe itself may be what was being read
+        return "interrupted before the run started; nothing was written"
+    metrics = out / "metrics.json"
+    done = 0
+    if metrics.is_file():
+        try:
+            done = len(json.loads(metrics.read_text()).get("slices", []))
+        except (OSError, ValueError):
+            done = 0
+    if audit:
+        return (
+            f"interrupted: {done} slices were finished in {out}; an audit cannot be resumed "
+            f"(posterior samples are not kept): run it again"
+        )
+    command = " ".join(["deepinv-tunable", "run", args.recipe, "--out", str(out), "--resume"])
+    if args.input is not None:
+        command += f" --input {args.input}"
+    return (
+        f"interrupted: {done} slices finished and kept in {out} (metrics.json, .partial/); continue with:\n  {command}"
+    )
+
+
 def _run(args: argparse.Namespace) -> int:
     from .recipes import RecipeError, load_recipe, run_recipe
 
@@ -80,7 +114,13 @@ def _run(args: argparse.Namespace) -> int:
             )
     except (RecipeError, FileNotFoundError, ValueError, TypeError, ValidationError) as err:
         print(f"error: {err}", file=sys.stderr)
-        return 2
+        return EXIT_BAD_INPUT
+    except OSError as err:  # permission, disk full, ... while writing the outputs
+        print(f"error: cannot write the outputs: {err}", file=sys.stderr)
+        return EXIT_IO
+    except KeyboardInterrupt:
+        print(_interrupted_message(args, audit), file=sys.stderr)
+        return EXIT_INTERRUPTED
     for method, values in result.summary.items():
         print(f"{method:9s} PSNR {values['psnr']:6.2f} dB  SSIM {values['ssim']:.4f}  NMSE {values['nmse']:.5f}")
     if audit:
@@ -135,7 +175,17 @@ def _train(args: argparse.Namespace) -> int:
             result = train(recipe, resume=not args.no_resume, progress=not args.quiet)
     except (RecipeError, FileNotFoundError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
-        return 2
+        return EXIT_BAD_INPUT
+    except OSError as err:
+        print(f"error: cannot write the outputs: {err}", file=sys.stderr)
+        return EXIT_IO
+    except KeyboardInterrupt:
+        print(
+            f"interrupted: the last checkpoint is kept; continue with: deepinv-tunable train {args.recipe}"
+            + (f" --out {args.out}" if args.out else ""),
+            file=sys.stderr,
+        )
+        return EXIT_INTERRUPTED
     print(f"model: {result.model_dir} (model card: {result.model_dir / 'README.md'})")
     return 0
 
@@ -144,6 +194,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="deepinv-tunable",
         description="Reconstruct medical volumes with deepinv physics and tunable generative priors.",
+        epilog=f"exit codes: 0 done, {EXIT_BAD_INPUT} bad recipe, data or paths (nothing written), "
+        f"{EXIT_IO} the outputs could not be written, {EXIT_INTERRUPTED} interrupted (Ctrl-C; a run says how to resume)",
     )
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="run a recipe (YAML) end to end")

@@ -70,7 +70,7 @@ def test_doubts_name_each_reason():
     assert len(doubts) == 3
     assert "did not converge in 50 iterations" in doubts[0]
     assert "edge of its search interval" in doubts[1]
-    assert "examples [1] leaves signal in the residual" in doubts[2]
+    assert "examples [1]: leaves signal in the residual" in doubts[2]
     record = json.loads(json.dumps(diag.as_dict()))  # JSON-ready
     assert record["choices"]["lambda_tv"]["value"] == 0.1 and record["at_bound"] == ["lambda_tv"]
     clean = Reconstruction(x=result.x, wall_time=0.0, converged=True, choices={"lambda_tv": _choice(False)})

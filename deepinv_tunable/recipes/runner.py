@@ -9,6 +9,7 @@ what it finished.
 from __future__ import annotations
 
 import json
+import os
 import platform
 import time
 import warnings
@@ -219,12 +220,30 @@ class PreparedRun:
         return {tune_cfg.param: result.best}
 
 
+def check_output_dir(out_dir: Path) -> None:
+    """Refuse an output folder that cannot be one before anything runs: an existing file, or a
+    place the user may not write to (the folder itself, or its nearest existing parent)."""
+    if out_dir.exists() and not out_dir.is_dir():
+        raise RecipeError(f"output.dir: {out_dir} is a file; expected a folder (created if missing)")
+    existing = out_dir
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise RecipeError(f"output.dir: {existing} (on the way to {out_dir}) is a file, not a folder")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise RecipeError(
+            f"output.dir: cannot write to {existing} (permission denied); choose another --out"
+            + ("" if existing == out_dir else f" (needed to create {out_dir})")
+        )
+
+
 def prepare_run(recipe: Recipe, full_volume: bool = False, audit: bool = False) -> PreparedRun:
     """Load and prepare the recipe's volume, build its physics and check its slice ranges
     (see :func:`run_recipe` for ``full_volume`` and ``audit``); raises :class:`RecipeError`."""
     device = torch.device(recipe.device)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise RecipeError("device: 'cuda' requested but no CUDA device is available (use --device cpu)")
+    check_output_dir(Path(recipe.output.dir))
     volume = load_volume(recipe.input_path())
     d = recipe.data
     if d.normalize.lower >= d.normalize.upper:

@@ -322,10 +322,14 @@ class Recipe(_Strict):
         return resolve_input(self.data.input)
 
 
-def _format_errors(err: ValidationError, source: str) -> str:
+def format_errors(err: ValidationError, source: str, section: str = "") -> str:
+    """One line per problem of a pydantic validation error: the dotted key (below ``section``
+    when the model validated one section), what is wrong and the value given (run and training
+    recipes alike)."""
     lines = []
     for e in err.errors():
-        key = ".".join(str(p) for p in e["loc"]) or "<top level>"
+        key = ".".join([section, *(str(p) for p in e["loc"])] if section else [str(p) for p in e["loc"]])
+        key = key or "<top level>"
         msg = e["msg"]
         if e["type"] == "extra_forbidden":
             msg = "unknown key (check the spelling; see docs/recipes.rst for the valid keys)"
@@ -342,7 +346,7 @@ def parse_recipe(raw: dict[str, Any], source: str = "<dict>") -> Recipe:
     try:
         return Recipe.model_validate(raw)
     except ValidationError as err:
-        raise RecipeError(_format_errors(err, source)) from None
+        raise RecipeError(format_errors(err, source)) from None
 
 
 def load_recipe(path: str | Path, overrides: dict[str, Any] | None = None) -> Recipe:

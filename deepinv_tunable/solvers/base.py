@@ -79,7 +79,7 @@ class SolverDiagnostics:
             ):
                 bad = which([f == label for f in self.fit])
                 if bad:
-                    out.append(f"{who}: examples {bad} {label} ({meaning})")
+                    out.append(f"{who}, examples {bad}: {label} ({meaning})")
         for key, meaning in (
             ("fallback", "explained the data worse than the measurement baseline and were replaced by it"),
             ("out_of_range", "had a severity outside the trained range"),

@@ -25,7 +25,7 @@ import lightning as L
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from ..recipes.schema import RecipeError
+from ..recipes.schema import RecipeError, format_errors
 from .data import SliceDataConfig, SliceDataModule
 from .dncnn import DnCNNModule
 from .drunet import ConditionalDenoiserModule
@@ -94,18 +94,22 @@ def load_train_recipe(path: str | Path, overrides: dict[str, Any] | None = None)
     try:
         return TrainRecipe.model_validate(raw)
     except ValidationError as err:
-        raise RecipeError(f"invalid training recipe '{path}':\n{err}") from None
+        raise RecipeError(format_errors(err, f"'{path}' (training recipe)")) from None
 
 
 def resolve(recipe: TrainRecipe) -> tuple[dict, SliceDataConfig, TrainerConfig]:
     """The preset merged with the recipe's overrides, validated."""
     preset = PRESETS[recipe.model][recipe.preset]
     module_kwargs = merge(preset["module"], recipe.module)
+    source = f"'{recipe.name}' (training recipe with its preset)"
     try:
         data = SliceDataConfig(**merge(preset["data"], recipe.data))
+    except ValidationError as err:
+        raise RecipeError(format_errors(err, source, "data")) from None
+    try:
         trainer = TrainerConfig(**merge(preset["trainer"], recipe.trainer))
     except ValidationError as err:
-        raise RecipeError(f"invalid training recipe '{recipe.name}':\n{err}") from None
+        raise RecipeError(format_errors(err, source, "trainer")) from None
     net_key = {"tunable_vae": "vae", "ordered_flow": "flow", "hvae": "hvae"}.get(recipe.model)
     if net_key is not None:  # the network is built for (and records) the training images' size
         size = [data.patch_size] * 2 if data.patch_size else list(data.size)
