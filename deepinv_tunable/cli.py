@@ -1,5 +1,5 @@
 """Command-line entry point: ``deepinv-tunable run RECIPE``, ``deepinv-tunable audit RECIPE``,
-``deepinv-tunable train RECIPE`` and ``deepinv-tunable info``."""
+``deepinv-tunable train RECIPE``, ``deepinv-tunable series FOLDER`` and ``deepinv-tunable info``."""
 
 from __future__ import annotations
 
@@ -78,6 +78,14 @@ def _run(args: argparse.Namespace) -> int:
         overrides["output.dir"] = args.out
     if args.device is not None:
         overrides["device"] = args.device
+    if args.axis is not None:
+        overrides["data.plane"] = args.axis
+    if args.slices is not None:
+        overrides["data.slices"] = args.slices
+    if args.volume_index is not None:
+        overrides["data.volume_index"] = args.volume_index
+    if args.series is not None:
+        overrides["data.series"] = args.series
     audit = args.command == "audit"
     if audit and args.samples is not None:
         overrides["audit.samples"] = args.samples
@@ -142,6 +150,36 @@ def _run(args: argparse.Namespace) -> int:
     if result.report_path is not None:
         print(f"report: {result.report_path}")
     return 0
+
+
+def _series(args: argparse.Namespace) -> int:
+    from .data.dicom import list_dicom_series
+
+    try:
+        series = list_dicom_series(args.folder)
+    except FileNotFoundError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    if not series:
+        print(f"error: no readable DICOM series in '{args.folder}'", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    for s in series:
+        print(s)
+    return 0
+
+
+def slice_range(text: str) -> dict[str, int]:
+    """``START:STOP`` or ``START:STOP:COUNT`` (``--slices``) as the recipe's ``data.slices``."""
+    parts = text.split(":")
+    try:
+        if len(parts) not in (2, 3):
+            raise ValueError
+        values = [int(p) for p in parts]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected START:STOP or START:STOP:COUNT with integers (e.g. 60:140:8), got '{text}'"
+        ) from None
+    return dict(zip(("start", "stop", "count"), values))
 
 
 def _train(args: argparse.Namespace) -> int:
@@ -209,6 +247,19 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--input", help="volume to use instead of the recipe's data.input (NIfTI or sample:NAME)")
         p.add_argument("--out", help="output folder instead of the recipe's output.dir")
         p.add_argument("--device", choices=["cpu", "cuda"], help="device instead of the recipe's")
+        p.add_argument(
+            "--axis", choices=["axial", "coronal", "sagittal"], help="slicing plane instead of the recipe's data.plane"
+        )
+        p.add_argument(
+            "--slices",
+            type=slice_range,
+            metavar="START:STOP[:COUNT]",
+            help="slices to reconstruct instead of the recipe's data.slices (COUNT evenly spaced in [START, STOP))",
+        )
+        p.add_argument("--volume-index", type=int, help="volume of a 4D NIfTI input (0-based)")
+        p.add_argument(
+            "--series", help="SeriesInstanceUID of the DICOM series to read (deepinv-tunable series FOLDER lists them)"
+        )
         p.add_argument("--quiet", action="store_true", help="no progress bar")
         p.add_argument(
             "--full-volume",
@@ -248,6 +299,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     tr.add_argument("--checkpoint", help="with --export-only: the Lightning checkpoint to export")
     sub.add_parser("info", help="versions, device and bundled data")
+    se = sub.add_parser("series", help="list the DICOM series of a folder (UID, files, modality, description)")
+    se.add_argument("folder", help="folder of DICOM files")
     return parser
 
 
@@ -257,6 +310,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _info()
     if args.command == "train":
         return _train(args)
+    if args.command == "series":
+        return _series(args)
     return _run(args)  # run or audit
 
 

@@ -102,3 +102,29 @@ def test_usage_errors_exit_2(argv, capsys):
     with pytest.raises(SystemExit) as exc:
         main(argv)
     assert exc.value.code == 2
+
+
+def test_slices_axis_and_volume_index_reach_the_recipe(tmp_path, capsys):
+    import nibabel as nib
+    import numpy as np
+
+    from deepinv_tunable.cli import build_parser, slice_range
+    from deepinv_tunable.data import load_volume, sample_path
+
+    assert slice_range("10:40:3") == {"start": 10, "stop": 40, "count": 3}
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["run", "r.yaml", "--slices", "10-40"])
+    assert "expected START:STOP or START:STOP:COUNT" in capsys.readouterr().err
+    # a 4D file made of the bundled subject twice; the run picks volume 1 and 2 axial slices
+    vol = load_volume(sample_path("itk_t1"))
+    four_d = tmp_path / "two.nii.gz"
+    nib.save(nib.Nifti1Image(np.stack([vol.data.numpy()] * 2, -1), vol.affine), str(four_d))
+    out = tmp_path / "out"
+    path = write_recipe(tmp_path, tiny_recipe(out))
+    argv = ["run", str(path), "--input", str(four_d), "--quiet", "--axis", "axial", "--slices", "20:40:2"]
+    assert main(argv) == EXIT_BAD_INPUT
+    assert "--volume-index" in _err_line(capsys)
+    assert main([*argv, "--volume-index", "1"]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["recipe"]["data"]["plane"] == "axial" and metrics["recipe"]["data"]["volume_index"] == 1
+    assert len(metrics["slices"]) == 2 and all(20 <= i < 40 for i in metrics["slices"])

@@ -120,20 +120,22 @@ def test_atomic_write_leaves_nothing_on_failure(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["result.json"]  # no temp file left
 
 
-def _write_dicom_series(folder, positions_mm, order=None):
-    """One single-frame series, slice k filled with 10 (k + 1), at z = positions_mm[k]."""
+def _write_dicom_series(folder, positions_mm, order=None, prefix="s", description="T1", offset=0):
+    """One single-frame series, slice k filled with 10 (k + 1) + offset, at z = positions_mm[k];
+    returns its SeriesInstanceUID."""
     from pydicom.dataset import FileDataset, FileMetaDataset
     from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
     series_uid = generate_uid()
-    frames = [np.full((6, 5), 10 * (k + 1), dtype=np.uint16) for k in range(len(positions_mm))]
+    frames = [np.full((6, 5), 10 * (k + 1) + offset, dtype=np.uint16) for k in range(len(positions_mm))]
     for k in order or range(len(positions_mm)):
         meta = FileMetaDataset()
         meta.TransferSyntaxUID = ExplicitVRLittleEndian
         meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.4"
         meta.MediaStorageSOPInstanceUID = generate_uid()
-        ds = FileDataset(str(folder / f"s{k}.dcm"), {}, file_meta=meta, preamble=b"\0" * 128)
+        ds = FileDataset(str(folder / f"{prefix}{k}.dcm"), {}, file_meta=meta, preamble=b"\0" * 128)
         ds.SeriesInstanceUID = series_uid
+        ds.SeriesDescription, ds.Modality = description, "MR"
         ds.ImageOrientationPatient = [1, 0, 0, 0, 1, 0]
         ds.ImagePositionPatient = [0, 0, positions_mm[k]]
         ds.PixelSpacing = [0.5, 0.75]
@@ -143,7 +145,8 @@ def _write_dicom_series(folder, positions_mm, order=None):
         ds.PhotometricInterpretation = "MONOCHROME2"
         ds.RescaleSlope, ds.RescaleIntercept = 2, -1
         ds.PixelData = frames[k].tobytes()
-        ds.save_as(str(folder / f"s{k}.dcm"), enforce_file_format=True)
+        ds.save_as(str(folder / f"{prefix}{k}.dcm"), enforce_file_format=True)
+    return series_uid
 
 
 def test_dicom_series_with_a_missing_slice_is_refused(tmp_path):
@@ -163,3 +166,40 @@ def test_dicom_series_matches_known_geometry(tmp_path):
     assert [float(vol.data[0, 0, k]) for k in range(3)] == [19.0, 39.0, 59.0]
     # LPS -> RAS flips x and y; columns step 0.75 mm, rows 0.5 mm, slices 2.5 mm.
     np.testing.assert_allclose(np.diag(vol.affine), [-0.75, -0.5, 2.5, 1.0])
+
+
+def test_dicom_folder_with_two_series_lists_them_and_reads_the_chosen_one(tmp_path, capsys):
+    pytest.importorskip("pydicom")
+    from deepinv_tunable.cli import main
+    from deepinv_tunable.data.dicom import list_dicom_series
+
+    t1 = _write_dicom_series(tmp_path, [0.0, 2.5, 5.0], prefix="a", description="T1")
+    t2 = _write_dicom_series(tmp_path, [0.0, 2.5, 5.0, 7.5], prefix="b", description="T2", offset=1)
+    (tmp_path / "notes.txt").write_text("not DICOM")
+    listed = {s.uid: s for s in list_dicom_series(tmp_path)}
+    assert set(listed) == {t1, t2} and listed[t2].n_files == 4 and listed[t2].description == "T2"
+    with pytest.raises(ValueError, match=r"holds 2 DICOM series: .*T1.*T2|holds 2 DICOM series: .*T2.*T1"):
+        load_volume(tmp_path)
+    vol = load_volume(tmp_path, series=t2)
+    assert vol.shape == (5, 6, 4) and float(vol.data[0, 0, 0]) == 2 * 11 - 1
+    with pytest.raises(ValueError, match=r"series '1\.2\.3' is not in"):
+        load_volume(tmp_path, series="1.2.3")
+    assert main(["series", str(tmp_path)]) == 0
+    printed = capsys.readouterr().out
+    assert t1 in printed and "(4 files, MR: T2)" in printed
+
+
+def test_4d_nifti_needs_and_honours_a_volume_index(tmp_path):
+    data = np.stack([np.full((4, 5, 3), v, dtype=np.float32) for v in (1.0, 2.0, 3.0)], axis=-1)
+    affine = np.diag([2.0, 2.0, 3.0, 1.0])
+    path = tmp_path / "series4d.nii.gz"
+    nib.save(nib.Nifti1Image(data, affine), str(path))
+    with pytest.raises(ValueError, match=r"4D with 3 volumes .* --volume-index 0\.\.2"):
+        load_volume(path)
+    with pytest.raises(ValueError, match=r"volume_index 3 is out of range .* 0\.\.2"):
+        load_volume(path, volume_index=3)
+    vol = load_volume(path, volume_index=1)
+    assert vol.shape == (4, 5, 3) and float(vol.data.unique()) == 2.0
+    np.testing.assert_array_equal(vol.affine, affine)  # the affine is kept
+    with pytest.raises(ValueError, match=r"is 3D, not 4D"):
+        load_volume(sample_path("itk_t1"), volume_index=0)

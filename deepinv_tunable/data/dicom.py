@@ -1,8 +1,10 @@
-"""DICOM series reading (optional: needs ``pip install deepinv_tunable[dicom]``). The voxels and
-their affine only: :func:`~deepinv_tunable.data.load_volume` wraps them in a ``Volume``."""
+"""DICOM series reading through SimpleITK (GDCM): the series of a folder, listed and chosen by
+SeriesInstanceUID, checked for gaps, as voxels and their affine only:
+:func:`~deepinv_tunable.data.load_volume` wraps them in a ``Volume``."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -12,67 +14,115 @@ from ..checks import check_finite
 
 #: relative tolerance on the spacing between consecutive slices before a series counts as gapped
 SLICE_SPACING_RTOL = 0.01
+#: DICOM tags read from each file's header (SimpleITK's "gggg|eeee" keys)
+_TAGS = {
+    "position": "0020|0032",
+    "orientation": "0020|0037",
+    "description": "0008|103e",
+    "modality": "0008|0060",
+}
 
 
-def read_dicom_series(folder: str | Path) -> tuple[torch.Tensor, np.ndarray]:
-    r"""Read one single-frame DICOM series from ``folder``: its voxels ``(X, Y, Z)`` (``float32``)
-    and the ``4 x 4`` voxel-to-world affine (RAS+, millimetres).
+@dataclass(frozen=True)
+class DicomSeries:
+    """One series of a DICOM folder: its ``uid`` (SeriesInstanceUID), ``n_files``, and the
+    ``description`` (SeriesDescription) and ``modality`` of its first file."""
 
-    Slices are ordered by their position along the slice normal; the affine is built from
-    ``ImageOrientationPatient``, ``ImagePositionPatient`` and ``PixelSpacing`` and converted
-    from DICOM's LPS to NIfTI's RAS world convention. ``RescaleSlope``/``Intercept`` are applied.
+    uid: str
+    n_files: int
+    description: str
+    modality: str
 
-    :param str folder: folder holding the ``.dcm`` files of exactly one series.
-    :raises ImportError: if pydicom is not installed.
-    :raises ValueError: if the folder holds no readable DICOM slices, several series, or slices
-        that are not evenly spaced along the normal (a missing or duplicated slice would silently
-        misplace every slice after it).
+    def __str__(self) -> str:
+        return f"{self.uid} ({self.n_files} files, {self.modality or '?'}: {self.description or 'no description'})"
+
+
+def _sitk():
+    import SimpleITK as sitk  # a dependency of torchio; imported late, the CLI starts faster
+
+    return sitk
+
+
+def _header(path: str):
+    sitk = _sitk()
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(path)
+    reader.ReadImageInformation()
+    return reader
+
+
+def _tag(reader, name: str) -> str:
+    key = _TAGS[name]
+    return reader.GetMetaData(key).strip() if reader.HasMetaDataKey(key) else ""
+
+
+def list_dicom_series(folder: str | Path) -> list[DicomSeries]:
+    """The DICOM series in ``folder`` (not its sub-folders), in SimpleITK's order.
+
+    :raises FileNotFoundError: if ``folder`` is not a folder.
     """
-    try:
-        import pydicom
-    except ImportError as err:  # pragma: no cover - depends on the environment
-        raise ImportError("reading DICOM needs pydicom: pip install 'deepinv_tunable[dicom]'") from err
     folder = Path(folder)
-    datasets = []
-    for f in sorted(folder.iterdir()):
-        if f.is_file():
-            try:
-                datasets.append(pydicom.dcmread(str(f)))
-            except Exception:  # not a DICOM file: skip it, the folder may hold other files
-                continue
-    datasets = [d for d in datasets if "PixelData" in d and "ImagePositionPatient" in d]
-    if not datasets:
-        raise ValueError(f"no readable DICOM slices with pixel data and positions in '{folder}'")
-    series = {str(d.get("SeriesInstanceUID", "")) for d in datasets}
-    if len(series) > 1:
-        raise ValueError(f"'{folder}' holds {len(series)} DICOM series; expected exactly one")
-    orientation = np.array(datasets[0].ImageOrientationPatient, dtype=float)
-    row_dir, col_dir = orientation[:3], orientation[3:]
-    normal = np.cross(row_dir, col_dir)
-    datasets.sort(key=lambda d: float(np.dot(normal, np.array(d.ImagePositionPatient, dtype=float))))
-    positions = np.array([d.ImagePositionPatient for d in datasets], dtype=float)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"DICOM folder not found: '{folder}'")
+    sitk = _sitk()
+    out = []
+    for uid in sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(folder)):
+        files = sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(folder), uid)
+        first = _header(files[0])
+        out.append(DicomSeries(uid, len(files), _tag(first, "description"), _tag(first, "modality")))
+    return out
+
+
+def read_dicom_series(folder: str | Path, series_uid: str | None = None) -> tuple[torch.Tensor, np.ndarray]:
+    r"""Read one single-frame DICOM series from ``folder``: its voxels ``(X, Y, Z)`` (``float32``,
+    ``RescaleSlope``/``Intercept`` applied) and the ``4 x 4`` voxel-to-world affine (RAS+,
+    millimetres, converted from DICOM's LPS).
+
+    Slices are ordered by their position along the slice normal and must be evenly spaced (a
+    missing or duplicated slice would silently misplace every slice after it).
+
+    :param str folder: folder holding the ``.dcm`` files (other files are ignored).
+    :param str series_uid: the SeriesInstanceUID to read; needed when the folder holds several
+        series (:func:`list_dicom_series` lists them).
+    :raises ValueError: no readable series, several series and no ``series_uid``, an unknown
+        ``series_uid``, or uneven slice spacing; the message lists the series to choose from.
+    """
+    folder = Path(folder)
+    series = list_dicom_series(folder)
+    if not series:
+        raise ValueError(f"no readable DICOM series in '{folder}'")
+    listing = "; ".join(str(s) for s in series)
+    if series_uid is None:
+        if len(series) > 1:
+            raise ValueError(
+                f"'{folder}' holds {len(series)} DICOM series: {listing}. Choose one with --series UID "
+                "(recipe key data.series)"
+            )
+        series_uid = series[0].uid
+    elif series_uid not in {s.uid for s in series}:
+        raise ValueError(f"series '{series_uid}' is not in '{folder}', which holds: {listing}")
+    sitk = _sitk()
+    files = list(sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(folder), series_uid))
+    headers = [_header(f) for f in files]
+    orientation = np.array([float(v) for v in _tag(headers[0], "orientation").split("\\")])
+    normal = np.cross(orientation[:3], orientation[3:])
+    positions = np.array([[float(v) for v in _tag(h, "position").split("\\")] for h in headers])
+    order = np.argsort(positions @ normal, kind="stable")
+    files, positions = [files[i] for i in order], positions[order]
     _check_even_spacing(positions @ normal, folder)
-    row_spacing, col_spacing = (float(v) for v in datasets[0].PixelSpacing)
-    slice_step = (
-        (positions[-1] - positions[0]) / (len(datasets) - 1)
-        if len(datasets) > 1
-        else normal * float(datasets[0].get("SliceThickness", 1.0))
-    )
-    # Array axis 0 runs along columns of the DICOM frame (x, along row_dir), axis 1 along rows.
+    reader = sitk.ImageSeriesReader()
+    reader.SetFileNames(files)
+    reader.SetOutputPixelType(sitk.sitkFloat32)
+    image = reader.Execute()
+    # SimpleITK arrays are (Z, Y, X); the package's volumes are (X, Y, Z)
+    data = torch.from_numpy(np.ascontiguousarray(sitk.GetArrayFromImage(image).transpose(2, 1, 0)))
     affine_lps = np.eye(4)
-    affine_lps[:3, 0] = row_dir * col_spacing
-    affine_lps[:3, 1] = col_dir * row_spacing
-    affine_lps[:3, 2] = slice_step
-    affine_lps[:3, 3] = positions[0]
-    affine = np.diag([-1.0, -1.0, 1.0, 1.0]) @ affine_lps
-    frames = []
-    for d in datasets:
-        frame = d.pixel_array.astype(np.float32)
-        frame = frame * float(d.get("RescaleSlope", 1.0)) + float(d.get("RescaleIntercept", 0.0))
-        frames.append(frame.T)  # (rows, cols) -> (x, y)
-    data = torch.from_numpy(np.stack(frames, axis=-1))
+    affine_lps[:3, :3] = np.array(image.GetDirection()).reshape(3, 3) * np.array(image.GetSpacing())
+    affine_lps[:3, 3] = image.GetOrigin()
+    if len(files) > 1:  # the slice step from the positions themselves, whatever the header's thickness
+        affine_lps[:3, 2] = (positions[-1] - positions[0]) / (len(files) - 1)
     check_finite(data, f"DICOM series '{folder}'")
-    return data, affine
+    return data, np.diag([-1.0, -1.0, 1.0, 1.0]) @ affine_lps
 
 
 def _check_even_spacing(depths: np.ndarray, folder: Path) -> None:

@@ -63,16 +63,22 @@ def _nifti_suffix(path: Path) -> str | None:
     return next((s for s in sorted(NIFTI_SUFFIXES, key=len, reverse=True) if name.endswith(s)), None)
 
 
-def load_volume(path: str | Path) -> Volume:
+def load_volume(path: str | Path, volume_index: int | None = None, series: str | None = None) -> Volume:
     r"""Read a 3D volume from a NIfTI file (``.nii``, ``.nii.gz``) or a DICOM series folder.
 
-    A 4D file whose last axis has length 1 is accepted as 3D. Intensities are returned as
-    ``float32`` with the header's scaling applied.
+    A 4D file (e.g. fMRI, diffusion, multi-echo) gives its volume ``volume_index``; one whose
+    last axis has length 1 is accepted as 3D. Intensities are returned as ``float32`` with the
+    header's scaling applied; the affine is the file's.
 
-    :param str path: NIfTI file, or a folder holding one DICOM series (needs the ``dicom`` extra).
+    :param str path: NIfTI file, or a folder of DICOM files (read with SimpleITK, see
+        :func:`~deepinv_tunable.data.dicom.read_dicom_series`).
+    :param int volume_index: which volume of a 4D file (0-based); required when it has several.
+    :param str series: SeriesInstanceUID of the DICOM series to read; required when the folder
+        holds several (the error lists them).
     :raises FileNotFoundError: if ``path`` does not exist.
     :raises ValueError: for an unsupported extension, an unreadable or corrupt file, a volume
-        that is not 3D, or NaN/infinite voxels; the message names the file and the problem.
+        that is not 3D (or 4D with ``volume_index``), an index out of range, an ambiguous or
+        gapped DICOM series, or NaN/infinite voxels; the message names the file and the problem.
     :return: the :class:`Volume`.
 
     :Examples:
@@ -86,7 +92,9 @@ def load_volume(path: str | Path) -> Volume:
     if not path.exists():
         raise FileNotFoundError(f"volume file not found: '{path}'")
     if path.is_dir():
-        data, affine = read_dicom_series(path)
+        if volume_index is not None:
+            raise ValueError(f"volume_index applies to 4D NIfTI files; '{path}' is a DICOM folder (use series)")
+        data, affine = read_dicom_series(path, series)
         header = nib.Nifti1Header()
         header.set_data_dtype(np.float32)
         return Volume(data=data, affine=affine, header=header, source=path)
@@ -95,10 +103,32 @@ def load_volume(path: str | Path) -> Volume:
             f"unsupported volume file '{path.name}': expected a NIfTI file ending in "
             f"{' or '.join(NIFTI_SUFFIXES)}, or a folder holding a DICOM series"
         )
+    if series is not None:
+        raise ValueError(f"series applies to DICOM folders; '{path}' is a NIfTI file")
+    unreadable = (OSError, EOFError, zlib.error, gzip.BadGzipFile, nib.filebasedimages.ImageFileError, ValueError)
     try:
         image = nib.load(str(path))
-        array = np.asarray(image.get_fdata(dtype=np.float32))
-    except (OSError, EOFError, zlib.error, gzip.BadGzipFile, nib.filebasedimages.ImageFileError, ValueError) as err:
+    except unreadable as err:
+        raise ValueError(f"could not read NIfTI file '{path}': {err} (is the file complete and uncorrupted?)") from err
+    shape = image.shape
+    pick = len(shape) == 4 and (shape[-1] > 1 or volume_index is not None)
+    if pick:
+        n = shape[-1]
+        if volume_index is None:
+            raise ValueError(
+                f"'{path.name}' is 4D with {n} volumes (shape {shape}); choose one with --volume-index "
+                f"0..{n - 1} (recipe key data.volume_index)"
+            )
+        if not 0 <= volume_index < n:
+            raise ValueError(f"volume_index {volume_index} is out of range for '{path.name}' ({n} volumes: 0..{n - 1})")
+    elif volume_index is not None:
+        raise ValueError(f"volume_index {volume_index} given, but '{path.name}' is {len(shape)}D, not 4D")
+    try:
+        if pick:  # only that volume is read
+            array = np.asarray(image.dataobj[..., volume_index], dtype=np.float32)
+        else:
+            array = np.asarray(image.get_fdata(dtype=np.float32))
+    except unreadable as err:
         raise ValueError(f"could not read NIfTI file '{path}': {err} (is the file complete and uncorrupted?)") from err
     if array.ndim == 4 and array.shape[-1] == 1:
         array = array[..., 0]
@@ -107,6 +137,7 @@ def load_volume(path: str | Path) -> Volume:
     data = torch.from_numpy(np.ascontiguousarray(array))
     check_finite(data, f"volume '{path.name}'")
     header = image.header.copy()
+    header.set_data_shape(array.shape)  # the outputs are 3D, whatever the input was
     return Volume(data=data, affine=image.affine.copy(), header=header, source=path)
 
 

@@ -244,7 +244,7 @@ def prepare_run(recipe: Recipe, full_volume: bool = False, audit: bool = False) 
     if device.type == "cuda" and not torch.cuda.is_available():
         raise RecipeError("device: 'cuda' requested but no CUDA device is available (use --device cpu)")
     check_output_dir(Path(recipe.output.dir))
-    volume = load_volume(recipe.input_path())
+    volume = load_volume(recipe.input_path(), recipe.data.volume_index, recipe.data.series)
     d = recipe.data
     if d.normalize.lower >= d.normalize.upper:
         raise RecipeError(f"data.normalize: lower ({d.normalize.lower}) must be below upper ({d.normalize.upper})")

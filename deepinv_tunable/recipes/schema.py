@@ -65,6 +65,8 @@ class NormalizeConfig(_Strict):
 
 class DataConfig(_Strict):
     input: str = Field(description="NIfTI file, DICOM folder, or 'sample:NAME' for bundled data")
+    volume_index: int | None = Field(None, ge=0, description="volume of a 4D NIfTI file (0-based)")
+    series: str | None = Field(None, min_length=1, description="SeriesInstanceUID of a DICOM folder's series")
     plane: Literal["axial", "coronal", "sagittal"] = "axial"
     spacing: float | None = Field(None, gt=0, description="in-plane spacing (mm) after resampling")
     size: tuple[int, int] | None = Field(None, description="in-plane (H, W) after centred crop/pad")
