@@ -130,7 +130,8 @@ def _run(args: argparse.Namespace) -> int:
         print(_interrupted_message(args, audit), file=sys.stderr)
         return EXIT_INTERRUPTED
     for method, values in result.summary.items():
-        print(f"{method:9s} PSNR {values['psnr']:6.2f} dB  SSIM {values['ssim']:.4f}  NMSE {values['nmse']:.5f}")
+        fg = f" (object {values['psnr_fg']:6.2f})" if "psnr_fg" in values else ""
+        print(f"{method:12s} PSNR {values['psnr']:6.2f} dB{fg}  SSIM {values['ssim']:.4f}  NMSE {values['nmse']:.5f}")
     if audit:
         record = json.loads(result.metrics_path.read_text())["audit"]
         mean = record["mean"]

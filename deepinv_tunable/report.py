@@ -58,10 +58,14 @@ def write_figures(
 
 def _table(mean: dict[str, dict[str, float]]) -> str:
     rows = "".join(
-        f"<tr><td>{html.escape(k)}</td><td>{v['psnr']:.2f}</td><td>{v['ssim']:.4f}</td><td>{v['nmse']:.5f}</td></tr>"
+        f"<tr><td>{html.escape(k)}</td><td>{v['psnr']:.2f}</td><td>{v.get('psnr_fg', float('nan')):.2f}</td>"
+        f"<td>{v['ssim']:.4f}</td><td>{v['nmse']:.5f}</td></tr>"
         for k, v in mean.items()
     )
-    return f"<table><tr><th>method</th><th>PSNR (dB)</th><th>SSIM</th><th>NMSE</th></tr>{rows}</table>"
+    return (
+        "<table><tr><th>method</th><th>PSNR (dB)</th><th>PSNR in the object (dB)</th><th>SSIM</th><th>NMSE</th></tr>"
+        f"{rows}</table>"
+    )
 
 
 def _audit_section(audit: dict[str, Any] | None) -> str:

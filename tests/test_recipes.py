@@ -177,7 +177,7 @@ def test_cli_end_to_end_and_overrides(tmp_path, capsys):
     out = tmp_path / "cli_out"
     assert main(["run", str(path), "--out", str(out), "--quiet"]) == 0
     printed = capsys.readouterr().out
-    assert f"report: {out / 'report.html'}" in printed and "solver    PSNR" in printed
+    assert f"report: {out / 'report.html'}" in printed and "solver       PSNR" in printed
     assert not (tmp_path / "ignored").exists()
     # An override with a bad input: exit code 2, one clear message, nothing written.
     bad_out = tmp_path / "bad_out"

@@ -94,6 +94,7 @@ class SliceBatch:
     seconds: float
     auto: dict = field(default_factory=dict)
     diagnostics: SolverDiagnostics | None = None
+    comparisons: dict[str, torch.Tensor] = field(default_factory=dict)
 
 
 @dataclass
@@ -144,15 +145,28 @@ class PreparedRun:
                 x, auto, diagnostics = solver(y, self.physics, **kwargs), {}, None
         return x, from_physics_domain(x, self.physics).cpu(), auto, diagnostics
 
-    def reconstruct_batch(self, solver, baseline, batch: list[int]) -> SliceBatch:
-        """Measure slices ``batch`` and reconstruct them with the baseline and the solver (only
-        the solver is timed): one batch of a run, single-process or distributed."""
+    def reconstruct_batch(self, solver, baseline, batch: list[int], compare: dict | None = None) -> SliceBatch:
+        """Measure slices ``batch`` and reconstruct them with the baseline, the solver (only it is
+        timed) and the ``compare`` solvers (name -> solver): one batch of a run, single-process
+        or distributed."""
         x = self.slices[batch]
         y = self.measure(x, batch)
         base = self.estimate_both(baseline, y, batch)[1]
         start = time.perf_counter()
         x_phys, recon, auto, diagnostics = self.solve(solver, y, batch)
-        return SliceBatch(batch, x, y, base, x_phys, recon, time.perf_counter() - start, auto, diagnostics)
+        seconds = time.perf_counter() - start
+        others = {name: self.estimate_both(other, y, batch)[1] for name, other in (compare or {}).items()}
+        return SliceBatch(batch, x, y, base, x_phys, recon, seconds, auto, diagnostics, others)
+
+    def comparison_solvers(self) -> dict[str, Any]:
+        """The recipe's ``output.compare`` solvers by their label (the solver name, numbered when
+        it repeats), on the run's device."""
+        out: dict[str, Any] = {}
+        for cfg in self.recipe.output.compare:
+            label = cfg.name if cfg.name not in out else f"{cfg.name}_{len(out)}"
+            params = cfg.model_dump(exclude={"name", "tune"}).get("params", {})
+            out[label] = build_solver(cfg.name, params).to(self.device)
+        return out
 
     def record_header(self, full_volume: bool) -> dict[str, Any]:
         record: dict[str, Any] = {
@@ -368,8 +382,9 @@ def run_recipe(
         unit="slice",
         disable=None if progress is None else not progress,
     )
+    compare = run.comparison_solvers()
     for batch in batched(eval_idx[done:], d.batch_size):
-        out = run.reconstruct_batch(solver, baseline, batch)
+        out = run.reconstruct_batch(solver, baseline, batch, compare)
         seconds += out.seconds
         if out.auto:  # parameters chosen from the measurements: value, rule, score curve, bound flag
             record.setdefault("auto", []).append({"slices": batch, **out.auto})
@@ -382,9 +397,9 @@ def run_recipe(
         if auditor is not None:
             auditor.process(batch, out.x, out.y, out.x_phys)
             record["audit"] = auditor.record()
-        for key, est in (("baseline", out.baseline), ("solver", out.reconstruction)):
+        for key, est in (("baseline", out.baseline), ("solver", out.reconstruction), *out.comparisons.items()):
             for name, values in image_metrics(est, out.x).items():
-                per_slice[key].setdefault(name, []).extend(values)
+                per_slice.setdefault(key, {}).setdefault(name, []).extend(values)
         # on disk before metrics.json calls these slices finished
         stacks.write(batch, {"reconstruction": out.reconstruction, "baseline": out.baseline})
         record.update(_metrics_record(eval_idx[: len(per_slice["solver"]["psnr"])], per_slice, seconds))

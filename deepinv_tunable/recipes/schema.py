@@ -298,6 +298,11 @@ class OutputConfig(_Strict):
     figures: int = Field(4, ge=0, description="number of slices shown in PNG figures")
     volumes: bool = True
     report: bool = True
+    compare: list[SolverConfig] = Field(
+        [],
+        description="further solvers run on the same measurements, for the metrics table (e.g. "
+        "[{name: tv_pgd}]: TV with lambda chosen from the measurements)",
+    )
 
 
 class Recipe(_Strict):
