@@ -19,7 +19,7 @@ import platform
 import sys
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -96,12 +96,10 @@ DATASETS: dict[str, DatasetSpec] = {
 #: same grid.
 PRIOR_EVAL_DATASETS: dict[str, DatasetSpec] = {
     "mni152": DATASETS["mni152"],
-    "itk_axial": DatasetSpec(
+    "itk_axial": replace(  # the template's grid, another subject
+        DATASETS["mni152"],
         label="itk subject (axial)",
         sample="itk_t1",
-        plane="axial",
-        spacing=1.8,
-        size=(128, 128),
         calibration=SliceRange(40, 60, 4),
         evaluation=SliceRange(62, 92, 8),
     ),

@@ -36,6 +36,23 @@ def _info() -> int:
 
 #: exit codes of the command line
 EXIT_BAD_INPUT, EXIT_IO, EXIT_INTERRUPTED = 2, 3, 130
+#: ``run``/``audit`` option (argparse attribute) -> (recipe key it overrides, its flag)
+_RUN_OVERRIDES = {
+    "input": ("data.input", "--input"),
+    "out": ("output.dir", "--out"),
+    "device": ("device", "--device"),
+    "axis": ("data.plane", "--axis"),
+    "slices": ("data.slices", "--slices"),
+    "volume_index": ("data.volume_index", "--volume-index"),
+    "series": ("data.series", "--series"),
+}
+
+
+def _flag_text(value) -> str:
+    """An override value as typed on the command line (``--slices`` back to START:STOP[:COUNT])."""
+    if isinstance(value, dict):
+        return ":".join(str(value[k]) for k in ("start", "stop", "count") if k in value)
+    return str(value)
 
 
 def _interrupted_message(args: argparse.Namespace, audit: bool) -> str:
@@ -60,9 +77,13 @@ def _interrupted_message(args: argparse.Namespace, audit: bool) -> str:
             f"interrupted: {done} slices were finished in {out}; an audit cannot be resumed "
             f"(posterior samples are not kept): run it again"
         )
-    command = " ".join(["deepinv-tunable", "run", args.recipe, "--out", str(out), "--resume"])
-    if args.input is not None:
-        command += f" --input {args.input}"
+    # the same overrides again: a resumed run must be the same recipe
+    words = ["deepinv-tunable", "run", args.recipe, "--out", str(out)]
+    for attr, (_, flag) in _RUN_OVERRIDES.items():
+        value = getattr(args, attr)
+        if value is not None and attr != "out":
+            words += [flag, _flag_text(value)]
+    command = " ".join([*words, "--resume"])
     return (
         f"interrupted: {done} slices finished and kept in {out} (metrics.json, .partial/); continue with:\n  {command}"
     )
@@ -71,21 +92,9 @@ def _interrupted_message(args: argparse.Namespace, audit: bool) -> str:
 def _run(args: argparse.Namespace) -> int:
     from .recipes import RecipeError, load_recipe, run_recipe
 
-    overrides = {}
-    if args.input is not None:
-        overrides["data.input"] = args.input
-    if args.out is not None:
-        overrides["output.dir"] = args.out
-    if args.device is not None:
-        overrides["device"] = args.device
-    if args.axis is not None:
-        overrides["data.plane"] = args.axis
-    if args.slices is not None:
-        overrides["data.slices"] = args.slices
-    if args.volume_index is not None:
-        overrides["data.volume_index"] = args.volume_index
-    if args.series is not None:
-        overrides["data.series"] = args.series
+    overrides = {
+        key: getattr(args, attr) for attr, (key, _) in _RUN_OVERRIDES.items() if getattr(args, attr) is not None
+    }
     audit = args.command == "audit"
     if audit and args.samples is not None:
         overrides["audit.samples"] = args.samples

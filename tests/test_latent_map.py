@@ -73,9 +73,10 @@ def test_ground_truth_free_k_finds_a_planted_latent_size(rule, tau):
     """Signals use only the first 4 of 32 latent coordinates; both rules must pick k = 4 from
     {2, 4, 32}: k = 2 misses signal, k = 32 fits noise."""
     gen = LinearGenerator(seed=3, latent_shape=(2, 4, 4), n=16)
-    physics = build_physics({"kind": "denoising", "noise_sigma": 0.05, "seed": 2}, (16, 16))
+    # Signal and noise scaled together so the images stay in [0, 1], which LatentMAP requires.
+    physics = build_physics({"kind": "denoising", "noise_sigma": 0.005, "seed": 2}, (16, 16))
     z = torch.zeros(6, 32)
-    z[:, :4] = 3 * torch.randn(6, 4, generator=torch.Generator().manual_seed(4))
+    z[:, :4] = 0.3 * torch.randn(6, 4, generator=torch.Generator().manual_seed(4))
     y = physics(gen.decode(z.reshape(6, 2, 4, 4)))
     solver = LatentMAP(gen, gamma=0.0, max_iter=300, lr=0.05)
     extra = {"tau": tau} if tau else {"holdout_fraction": 0.5, "generator": torch.Generator().manual_seed(0)}

@@ -81,9 +81,9 @@ def _mean(values: list[float]) -> float:
 @dataclass
 class SliceBatch:
     """One reconstructed batch: slice indices, ground truth, measurements, baseline image,
-    solver estimate in the physics' domain and as an image, the solver's seconds, the
-    parameters it chose from the measurements (``choices`` records) and its
-    :class:`~deepinv_tunable.solvers.SolverDiagnostics` (``None`` for a plain deepinv model)."""
+    solver estimate in the physics' domain and as an image, the solver's seconds, its
+    :class:`~deepinv_tunable.solvers.SolverDiagnostics` (``None`` for a plain deepinv model; its
+    ``choices`` are the parameters chosen from the measurements) and the comparison images."""
 
     indices: list[int]
     x: torch.Tensor
@@ -92,7 +92,6 @@ class SliceBatch:
     x_phys: torch.Tensor
     reconstruction: torch.Tensor
     seconds: float
-    auto: dict = field(default_factory=dict)
     diagnostics: SolverDiagnostics | None = None
     comparisons: dict[str, torch.Tensor] = field(default_factory=dict)
 
@@ -131,19 +130,17 @@ class PreparedRun:
 
     def solve(
         self, solver, y: torch.Tensor, indices: list[int]
-    ) -> tuple[torch.Tensor, torch.Tensor, dict, SolverDiagnostics | None]:
-        """:meth:`estimate_both` plus the parameters the solver chose from the measurements
-        (their records, empty for fixed parameters) and its diagnostics."""
+    ) -> tuple[torch.Tensor, torch.Tensor, SolverDiagnostics | None]:
+        """:meth:`estimate_both` plus the solver's diagnostics (``None`` for a plain deepinv model)."""
         seed = self.recipe.seed
         with _seeded(seed, indices[0], self.device):
             kwargs = {"seed": seed * _SEED_STRIDE + indices[0]} if getattr(solver, "stochastic", False) else {}
             if hasattr(solver, "reconstruct"):
                 result = solver.reconstruct(y, self.physics, **kwargs)
                 x, diagnostics = result.x, result.diagnostics()
-                auto = diagnostics.choices
             else:
-                x, auto, diagnostics = solver(y, self.physics, **kwargs), {}, None
-        return x, from_physics_domain(x, self.physics).cpu(), auto, diagnostics
+                x, diagnostics = solver(y, self.physics, **kwargs), None
+        return x, from_physics_domain(x, self.physics).cpu(), diagnostics
 
     def reconstruct_batch(self, solver, baseline, batch: list[int], compare: dict | None = None) -> SliceBatch:
         """Measure slices ``batch`` and reconstruct them with the baseline, the solver (only it is
@@ -153,10 +150,10 @@ class PreparedRun:
         y = self.measure(x, batch)
         base = self.estimate_both(baseline, y, batch)[1]
         start = time.perf_counter()
-        x_phys, recon, auto, diagnostics = self.solve(solver, y, batch)
+        x_phys, recon, diagnostics = self.solve(solver, y, batch)
         seconds = time.perf_counter() - start
         others = {name: self.estimate_both(other, y, batch)[1] for name, other in (compare or {}).items()}
-        return SliceBatch(batch, x, y, base, x_phys, recon, seconds, auto, diagnostics, others)
+        return SliceBatch(batch, x, y, base, x_phys, recon, seconds, diagnostics, others)
 
     def comparison_solvers(self) -> dict[str, Any]:
         """The recipe's ``output.compare`` solvers by their label (the solver name, numbered when
@@ -386,8 +383,8 @@ def run_recipe(
     for batch in batched(eval_idx[done:], d.batch_size):
         out = run.reconstruct_batch(solver, baseline, batch, compare)
         seconds += out.seconds
-        if out.auto:  # parameters chosen from the measurements: value, rule, score curve, bound flag
-            record.setdefault("auto", []).append({"slices": batch, **out.auto})
+        if out.diagnostics is not None and out.diagnostics.choices:  # value, rule, score curve, bound flag
+            record.setdefault("auto", []).append({"slices": batch, **out.diagnostics.choices})
         if out.diagnostics is not None:  # iterations, convergence, data fit, NFE, Flash's severity...
             fields = {k: v for k, v in out.diagnostics.as_dict().items() if k != "choices"}  # those are "auto"
             record.setdefault("diagnostics", []).append({"slices": batch, **fields})
