@@ -3,8 +3,15 @@ PYTHON ?= python3.11
 VENV ?= .venv
 PY := $(VENV)/bin/python
 # The torch/torchvision pair that installs on our CPU machines; override on other platforms,
-# e.g. `make test TORCH_SPEC="torch torchvision"`.
+# e.g. `make test TORCH_SPEC="torch torchvision"`. `CPU_ONLY=1` takes torch's CPU-only wheels
+# (no CUDA libraries: a venv of about 2 GB instead of 6.3 GB; docs/install.rst).
+ifdef CPU_ONLY
+TORCH_SPEC ?= torch torchvision
+TORCH_INDEX ?= https://download.pytorch.org/whl/cpu
+else
 TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
+TORCH_INDEX ?=
+endif
 STAMP := $(VENV)/.installed
 
 .PHONY: demo test test-all lint format docs bench clean install corpus
@@ -15,7 +22,7 @@ $(STAMP): pyproject.toml
 	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "error: $(PYTHON) not found; set PYTHON=/path/to/python3.11"; exit 1; }
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet $(TORCH_SPEC)
+	$(PY) -m pip install --quiet $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX),) $(TORCH_SPEC)
 	$(PY) -m pip install --quiet -e ".[dev,docs]"
 	touch $(STAMP)
 
@@ -28,7 +35,7 @@ corpus: $(STAMP)
 	$(PY) -m deepinv_tunable.data.corpus build --root $(CORPUS)
 
 demo: $(STAMP)
-	$(VENV)/bin/deepinv-tunable run recipes/demo_mri_brain.yaml --out results/demo
+	$(VENV)/bin/deepinv-tunable audit recipes/demo_learned_prior.yaml --out results/demo
 
 test: $(STAMP)
 	$(PY) -m pytest

@@ -140,7 +140,11 @@ def _run(args: argparse.Namespace) -> int:
         return EXIT_INTERRUPTED
     for method, values in result.summary.items():
         fg = f" (object {values['psnr_fg']:6.2f})" if "psnr_fg" in values else ""
-        print(f"{method:12s} PSNR {values['psnr']:6.2f} dB{fg}  SSIM {values['ssim']:.4f}  NMSE {values['nmse']:.5f}")
+        fg_ssim = f" (object {values['ssim_fg']:.4f})" if "ssim_fg" in values else ""
+        print(
+            f"{method:12s} PSNR {values['psnr']:6.2f} dB{fg}  SSIM {values['ssim']:.4f}{fg_ssim}  "
+            f"NMSE {values['nmse']:.5f}"
+        )
     if audit:
         record = json.loads(result.metrics_path.read_text())["audit"]
         mean = record["mean"]

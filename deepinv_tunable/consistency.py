@@ -318,7 +318,7 @@ def weighted_data_consistency(
         >>> bool(out.chi2_before > 100), bool(torch.isclose(out.gamma, out.chi2_before - 1, rtol=0.05))
         (True, True)
     """
-    from .physics import noise_sigma, residual_sq
+    from .physics import noise_sigma, physics_rows, residual_sq
 
     sigma = noise_sigma(physics) if sigma is None else float(sigma)
     if not sigma > 0:
@@ -328,7 +328,16 @@ def weighted_data_consistency(
     with torch.no_grad():
         gen = torch.Generator(device="cpu").manual_seed(seed)
         probes = torch.randn((n_probes, *x.shape[1:]), generator=gen).to(x)
-        frobenius_sq = float(physics.A(probes).abs().pow(2).sum()) / n_probes
+        b = x.shape[0]
+        # one operator per example (e.g. batched_mri's masks) or one shared by the batch
+        operators = [physics_rows(physics, torch.tensor([i], device=x.device), b, x[i : i + 1]) for i in range(b)]
+        if any(op is None for op in operators):
+            raise ValueError(
+                "weighted_data_consistency needs an operator shared by the batch or one MRI mask per "
+                f"example (batched_mri), got a {type(physics).__name__} it cannot cut into examples"
+            )
+        frobenius = {id(op): float(op.A(probes).abs().pow(2).sum()) / n_probes for op in operators}
+        frobenius_sq = torch.tensor([frobenius[id(op)] for op in operators], device=x.device)
         m = measured_count(y, physics).to(x.device)
         residual = residual_sq(x, y, physics)
         chi_before = residual / (m * sigma**2)  # the audit's chi2, from the one residual
@@ -336,5 +345,5 @@ def weighted_data_consistency(
         gamma = excess / frobenius_sq / sigma**2
         out = x.clone()
         for i in (gamma > 0).nonzero().flatten().tolist():  # prox_l2 takes one weight per call
-            out[i : i + 1] = physics.prox_l2(x[i : i + 1], y[i : i + 1], float(gamma[i]))
+            out[i : i + 1] = operators[i].prox_l2(x[i : i + 1], y[i : i + 1], float(gamma[i]))
     return WeightedConsistency(out, gamma.cpu(), chi_before.cpu())

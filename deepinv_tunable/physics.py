@@ -261,6 +261,36 @@ def batched_mri(
     return physics
 
 
+def physics_rows(
+    physics: dinv.physics.Physics, rows: torch.Tensor, batch: int, probe: torch.Tensor
+) -> dinv.physics.Physics | None:
+    """``physics`` restricted to the examples ``rows`` of a batch of ``batch``, or ``None`` when it
+    holds per-example operators it cannot be cut into (the caller then runs the whole batch).
+
+    A single-coil MRI with one mask per example (:func:`batched_mri`) is rebuilt on those masks;
+    any other operator is kept when it maps ``probe`` (``len(rows)`` images) to ``len(rows)``
+    measurements, i.e. when it is shared by the whole batch.
+
+    >>> physics = batched_mri([{"kind": "mri", "acceleration": a} for a in (2, 8)], (32, 32))
+    >>> sub = physics_rows(physics, torch.tensor([1]), 2, torch.zeros(1, 2, 32, 32))
+    >>> sub.mask.shape, round(float(sub.mask.mean()), 2)
+    (torch.Size([1, 2, 32, 32]), 0.12)
+    """
+    if len(rows) == batch:
+        return physics
+    mask = getattr(physics, "mask", None)
+    if type(physics) is dinv.physics.MRI and isinstance(mask, torch.Tensor) and mask.shape[0] == batch > 1:
+        sub = dinv.physics.MRI(mask=mask[rows], img_size=physics.img_size, device=mask.device)
+        sub.noise_model = physics.noise_model
+        return sub
+    try:
+        with torch.no_grad():
+            shared = physics.A(probe).shape[0] == len(rows)
+    except (RuntimeError, AssertionError, ValueError):  # deepinv refuses mismatched batches in several ways
+        shared = False
+    return physics if shared else None
+
+
 def is_complex_mri(physics: dinv.physics.Physics) -> bool:
     """Whether ``physics`` expects deepinv's 2-channel complex images (MRI operators)."""
     return isinstance(physics, (dinv.physics.MRI, dinv.physics.MultiCoilMRI))

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import html
 import json
 from collections.abc import Sequence
 from pathlib import Path
@@ -56,43 +55,6 @@ def write_figures(
     return paths
 
 
-def _table(mean: dict[str, dict[str, float]]) -> str:
-    rows = "".join(
-        f"<tr><td>{html.escape(k)}</td><td>{v['psnr']:.2f}</td><td>{v.get('psnr_fg', float('nan')):.2f}</td>"
-        f"<td>{v['ssim']:.4f}</td><td>{v['nmse']:.5f}</td></tr>"
-        for k, v in mean.items()
-    )
-    return (
-        "<table><tr><th>method</th><th>PSNR (dB)</th><th>PSNR in the object (dB)</th><th>SSIM</th><th>NMSE</th></tr>"
-        f"{rows}</table>"
-    )
-
-
-def _audit_section(audit: dict[str, Any] | None) -> str:
-    """HTML for the audit record of :class:`~deepinv_tunable.recipes.auditing.RecipeAudit`."""
-    if not audit:
-        return ""
-    mean = audit["mean"]
-    rows = "".join(f"<tr><td>{html.escape(k)}</td><td>{v:.4g}</td></tr>" for k, v in mean.items())
-    cov = audit.get("coverage_head")
-    cov_html = ""
-    if cov:
-        cal = "n/a (no calibration)" if cov["calibrated"] is None else f"{100 * cov['calibrated']:.1f}%"
-        cov_html = (
-            f"<p>Coverage of the {100 * cov['nominal']:.0f}% intervals over head pixels of the evaluated "
-            f"slices: uncalibrated {100 * cov['uncalibrated']:.1f}%, calibrated {cal}.</p>"
-        )
-    return (
-        f"<h2>Uncertainty and hallucination audit</h2><p>{audit['samples']} posterior samples per slice "
-        f"({html.escape(audit['sampler'])}); intervals: {html.escape(audit['intervals'])}. "
-        "chi2 about 1 (0.5 to 2): the reconstruction explains the data down to the noise, below 0.5 it reproduces the noise; null_fraction: share of the "
-        "image's energy the measurements cannot see (supplied by the prior); null_disagreement_fraction: share "
-        "of the samples' disagreement in that null space. Maps: <code>std.nii.gz</code>, "
-        "<code>interval_width.nii.gz</code>, <code>null_space.nii.gz</code>.</p>"
-        f"{cov_html}<table><tr><th>mean over slices</th><th>value</th></tr>{rows}</table>"
-    )
-
-
 def write_auto_figure(path: Path, auto: Sequence[dict[str, Any]]) -> Path:
     """Plot the score curve of every parameter chosen from the measurements (one line per batch
     of slices, the choice marked): ``auto`` is ``metrics.json``'s ``"auto"`` list."""
@@ -123,27 +85,14 @@ def write_auto_figure(path: Path, auto: Sequence[dict[str, Any]]) -> Path:
     return path
 
 
-def _auto_section(auto: Sequence[dict[str, Any]] | None) -> str:
-    """HTML table of the parameters chosen from the measurements, bound choices flagged."""
-    if not auto:
-        return ""
-    rows = []
-    for entry in auto:
-        for name, choice in entry.items():
-            if name == "slices":
-                continue
-            flag = "<b>at a search bound</b>" if choice["at_bound"] else "inside"
-            rows.append(
-                f"<tr><td>{entry['slices'][0]}-{entry['slices'][-1]}</td><td>{html.escape(name)}</td>"
-                f"<td>{choice['value']:.4g}</td><td>{html.escape(choice['rule'])}</td><td>{flag}</td>"
-                f"<td>{choice['sigma']:.4g}{' (estimated)' if choice['sigma_estimated'] else ''}</td></tr>"
-            )
-    return (
-        "<h2>Parameters chosen from the measurements</h2><p>No ground truth involved; score curves in "
-        "<code>figures/auto_parameters.png</code>. A choice at a search bound may lie outside it.</p>"
-        "<table><tr><th>slices</th><th>parameter</th><th>value</th><th>rule</th><th>bounds</th>"
-        f"<th>noise std</th></tr>{''.join(rows)}</table>"
-    )
+def _auto_rows(auto: Sequence[dict[str, Any]] | None) -> list[dict[str, Any]]:
+    """One row per parameter chosen from the measurements and batch of slices."""
+    return [
+        {"slices": f"{entry['slices'][0]}-{entry['slices'][-1]}", "name": name, **choice}
+        for entry in auto or ()
+        for name, choice in entry.items()
+        if name != "slices"
+    ]
 
 
 #: per-example diagnostics that flag a slice not to be trusted silently
@@ -157,19 +106,18 @@ def _per_slice(value: Any, i: int) -> Any:
 
 def _cell(value: Any) -> str:
     if isinstance(value, float):
-        return f"<td>{value:.4g}</td>"
-    return f"<td>{html.escape('' if value is None else str(value))}</td>"
+        return f"{value:.4g}"
+    return "" if value is None else str(value)
 
 
-def _diagnostics_section(diagnostics: Sequence[dict[str, Any]] | None, doubts: Sequence[str] | None = None) -> str:
-    """HTML table of the solver's diagnostics per slice (:class:`~deepinv_tunable.solvers.SolverDiagnostics`
-    records of ``metrics.json``) and the list of doubts; slices that fell back to the baseline,
-    lie outside the model's range or fit the data badly are in bold."""
+def _diagnostics_table(diagnostics: Sequence[dict[str, Any]] | None) -> dict[str, Any] | None:
+    """The solver's diagnostics per slice (:class:`~deepinv_tunable.solvers.SolverDiagnostics`
+    records of ``metrics.json``) as a header and rows; a row is an alarm when its slice fell back
+    to the baseline, lies outside the model's range or fits the data outside the chi2 band."""
     if not diagnostics:
-        return ""
+        return None
     params = sorted({n for e in diagnostics for n in e.get("parameters", {})})
     extra = sorted({n for e in diagnostics for n in e.get("per_example", {})})
-    header = ["slice", "chi2", "data fit", "iterations", "converged", "NFE", *params, *extra]
     rows = []
     for entry in diagnostics:
         per_example = entry.get("per_example", {})
@@ -186,53 +134,64 @@ def _diagnostics_section(diagnostics: Sequence[dict[str, Any]] | None, doubts: S
                 *(_per_slice(per_example.get(n), i) for n in extra),
             ]
             alarm = any(bool(_per_slice(per_example.get(k), i)) for k in _ALARMS) or fit not in (None, "consistent")
-            row = "".join(_cell(v) for v in values)
-            rows.append(f'<tr style="font-weight:bold">{row}</tr>' if alarm else f"<tr>{row}</tr>")
-    doubt_html = ""
-    if doubts:
-        items = "".join(f"<li>{html.escape(d)}</li>" for d in doubts)
-        doubt_html = f"<p><b>Reasons to doubt this run</b> (also in <code>metrics.json</code>):</p><ul>{items}</ul>"
-    head = "".join(f"<th>{html.escape(n)}</th>" for n in header)
-    return (
-        "<h2>Solver diagnostics</h2><p>Per slice. chi2 is the reduced chi-square "
-        "||A x - y||^2 / (m sigma^2) of the reconstruction: about 1 (0.5 to 2) explains the data down to the "
-        "noise; below 0.5 it reproduces the noise; above 2 it leaves measured signal unexplained. Rows in "
-        "bold are outside that band, fell back to the measurement baseline or lie outside the model's trained "
-        f"range.</p>{doubt_html}<table><tr>{head}</tr>{''.join(rows)}</table>"
+            rows.append({"cells": [_cell(v) for v in values], "alarm": alarm})
+    header = ["slice", "chi2", "data fit", "iterations", "converged", "NFE", *params, *extra]
+    return {"header": header, "rows": rows}
+
+
+def _audit_context(audit: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The audit record of :class:`~deepinv_tunable.recipes.auditing.RecipeAudit` for the template."""
+    if not audit:
+        return None
+    return {
+        "samples": audit["samples"],
+        "sampler": audit["sampler"],
+        "intervals": audit["intervals"],
+        "coverage": audit.get("coverage_head"),
+        "rows": list(audit["mean"].items()),
+    }
+
+
+def _template():
+    """The report template (``templates/report.html.j2``), HTML-escaped by default."""
+    import jinja2
+
+    env = jinja2.Environment(
+        loader=jinja2.PackageLoader("deepinv_tunable", "templates"),
+        autoescape=True,
+        undefined=jinja2.StrictUndefined,  # a missing field is an error, not an empty cell
+        keep_trailing_newline=True,
     )
+    return env.get_template("report.html.j2")
 
 
 def write_report(path: Path, record: dict[str, Any], figures: Sequence[Path]) -> Path:
-    """Write a self-contained HTML summary (figures linked relatively) next to the metrics."""
+    """Write a self-contained HTML summary (figures linked relatively) next to the metrics,
+    from the template ``deepinv_tunable/templates/report.html.j2``."""
     recipe = record["recipe"]
     tuning = record.get("tuning")
-    tuning_html = ""
-    if tuning:
-        rows = "".join(f"<tr><td>{k}</td><td>{v:.2f}</td></tr>" for k, v in tuning["table"].items())
-        tuning_html = (
-            f"<h2>Tuning</h2><p>{html.escape(tuning['param'])} chosen by {tuning['metric']} on calibration "
-            f"slices {tuning['calibration_slices']} (disjoint from the evaluation slices): "
-            f"<b>{tuning['best']}</b></p><table><tr><th>value</th><th>mean {tuning['metric']}</th></tr>{rows}</table>"
-        )
-    figs = "".join(
-        f'<figure><img src="{html.escape(str(p.relative_to(path.parent)))}" width="900"></figure>' for p in figures
-    )
-    body = f"""<!DOCTYPE html>
-<html><head><meta charset="utf-8"><title>{html.escape(recipe["name"])}</title>
-<style>body{{font-family:sans-serif;max-width:960px;margin:2em auto}}table{{border-collapse:collapse}}
-td,th{{border:1px solid #bbb;padding:3px 8px;text-align:right}}pre{{background:#f4f4f4;padding:1em}}</style>
-</head><body>
-<h1>{html.escape(recipe["name"])}</h1><p>{html.escape(recipe.get("description", ""))}</p>
-<p>Input: <code>{html.escape(record["input"])}</code>; {len(record["slices"])} slices;
-solver time {record["solver_seconds_per_slice"]:.3f} s/slice.</p>
-<h2>Mean metrics (images scaled by the input's robust intensity range)</h2>{_table(record["mean"])}
-{tuning_html}
-{_auto_section(record.get("auto"))}
-{_diagnostics_section(record.get("diagnostics"), record.get("doubts"))}
-{_audit_section(record.get("audit"))}
-<h2>Figures</h2>{figs}
-<h2>Recipe</h2><pre>{html.escape(json.dumps(recipe, indent=2))}</pre>
-<p>deepinv_tunable {html.escape(record["versions"]["deepinv_tunable"])}, torch {html.escape(record["versions"]["torch"])}</p>
-</body></html>
-"""
-    return write_text_atomic(path, body)
+    context = {
+        "title": recipe["name"],
+        "description": recipe.get("description", ""),
+        "input": record["input"],
+        "n_slices": len(record["slices"]),
+        "seconds_per_slice": record["solver_seconds_per_slice"],
+        "metrics": [
+            {
+                "method": k,
+                "psnr_fg": float("nan"),
+                "ssim_fg": float("nan"),
+                **{m: v[m] for m in ("psnr", "psnr_fg", "ssim", "ssim_fg", "nmse") if m in v},
+            }
+            for k, v in record["mean"].items()
+        ],
+        "tuning": tuning and {**tuning, "rows": list(tuning["table"].items())},
+        "auto": _auto_rows(record.get("auto")),
+        "diagnostics": _diagnostics_table(record.get("diagnostics")),
+        "doubts": record.get("doubts") or [],
+        "audit": _audit_context(record.get("audit")),
+        "figures": [str(p.relative_to(path.parent)) for p in figures],
+        "recipe_json": json.dumps(recipe, indent=2),
+        "versions": record["versions"],
+    }
+    return write_text_atomic(path, _template().render(**context))

@@ -216,3 +216,28 @@ def test_pixel_flash_reads_mri_severity_from_the_spectrum_and_counts_the_pilot_e
         assert (out.nfe == steps - out.start_step + 3).all()  # the pilot's 3 calls are counted
     with pytest.raises(ValueError, match="severity"):
         PixelFlash(PixelDenoiser(tiny_net()), severity="oracle")
+
+
+def test_pixel_flash_runs_a_batch_of_mixed_accelerations_each_with_its_own_mask():
+    import deepinv as dinv
+
+    from deepinv_tunable.data_fit import chi2
+    from deepinv_tunable.physics import batched_mri, physics_rows, to_physics_domain
+    from deepinv_tunable.solvers import PixelFlash
+
+    physics = batched_mri([{"kind": "mri", "acceleration": a, "noise_sigma": 0.01} for a in (2, 12)], (16, 16))
+    x = torch.rand(2, 1, 16, 16, generator=torch.Generator().manual_seed(0))
+    y = physics(to_physics_domain(x, physics))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        out = PixelFlash(PixelDenoiser(tiny_net((0.002, 1.0))), max_iter=8).reconstruct(y, physics, seed=0)
+    assert out.x.shape == (2, 2, 16, 16)
+    assert out.start_step[0] != out.start_step[1]  # two groups, each cut out of the batch
+    fit = chi2(out.x, y, physics).cpu()  # each row against its own mask
+    torch.testing.assert_close(out.chi2, fit)
+    assert bool((fit < 3).all()), fit
+    # a blur with one kernel per example cannot be cut into rows: the caller runs the whole batch
+    blur = dinv.physics.Blur(filter=torch.rand(2, 1, 3, 3))
+    assert physics_rows(blur, torch.tensor([0]), 2, torch.zeros(1, 1, 16, 16)) is None
+    shared = dinv.physics.Blur(filter=torch.rand(1, 1, 3, 3))
+    assert physics_rows(shared, torch.tensor([0]), 2, torch.zeros(1, 1, 16, 16)) is shared

@@ -95,3 +95,15 @@ def test_tv_through_slices_averages_noise_over_a_stack_of_identical_slices():
     assert gain > 1.0, gain
     one = TVPGD(lambda_tv=0.05, max_iter=40, through_slices=True)(y[:1], physics)
     torch.testing.assert_close(one, per_slice[:1], atol=2e-3, rtol=0)
+
+
+def test_object_ssim_ignores_background_noise_that_whole_image_ssim_punishes():
+    from deepinv_tunable.metrics import foreground_mask, image_metrics
+
+    x = torch.zeros(1, 1, 64, 64)
+    x[..., 16:48, 16:48] = 0.5 + 0.3 * torch.rand(1, 1, 32, 32, generator=torch.Generator().manual_seed(0))
+    noisy_background = x + 0.02 * torch.rand(x.shape, generator=torch.Generator().manual_seed(1)) * ~foreground_mask(x)
+    m = image_metrics(noisy_background, x)
+    assert m["ssim_fg"][0] > 0.95  # the object is untouched (its windows reaching the noise lose a little)
+    assert m["ssim"][0] < m["ssim_fg"][0] - 0.1  # the background noise costs the whole-image SSIM
+    assert image_metrics(x, x)["ssim_fg"][0] == pytest.approx(1.0, abs=1e-6)

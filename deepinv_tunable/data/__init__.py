@@ -2,7 +2,7 @@
 
 from .normalize import IntensityScaling, percentile_scaling
 from .phantoms import random_ellipses_2d, random_ellipsoids_3d, shepp_logan_2d
-from .sample import available_samples, resolve_input, sample_path
+from .sample import available_samples, resolve_input, sample_path, sample_slices
 from .slicing import PLANES, batched, prepare_volume, select_slices, slices_to_volume, volume_to_slices
 from .volume import Volume, load_volume, save_volume
 
@@ -19,6 +19,7 @@ __all__ = [
     "random_ellipsoids_3d",
     "resolve_input",
     "sample_path",
+    "sample_slices",
     "save_volume",
     "select_slices",
     "shepp_logan_2d",

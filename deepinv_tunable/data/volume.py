@@ -1,4 +1,4 @@
-"""Reading and writing medical volumes (NIfTI through nibabel, DICOM series through pydicom).
+"""Reading and writing medical volumes (NIfTI through nibabel, DICOM series through SimpleITK).
 
 A :class:`Volume` keeps the voxel array together with its affine and header from the moment
 it is read until every output derived from it is written, so results overlay the input in any

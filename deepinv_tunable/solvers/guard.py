@@ -129,7 +129,9 @@ def verify_and_correct(
     out, dc_weight = guard.x, torch.full((x.shape[0],), float("nan"))
     if correct and not bool(guard.fallback.all()):
         kept = (~guard.fallback).nonzero().flatten().to(out.device)
-        dc = weighted_data_consistency(out[kept], y[kept], physics)
-        out = out.index_copy(0, kept, dc.x)
-        dc_weight[kept.cpu()] = dc.gamma
+        # the whole batch goes in (the physics may hold one operator per example); baselines that
+        # fit the data leave with gamma = 0, and only the kept rows are taken
+        dc = weighted_data_consistency(out, y, physics)
+        out = out.index_copy(0, kept, dc.x[kept])
+        dc_weight[kept.cpu()] = dc.gamma[kept.cpu()]
     return VerifiedResult(out, guard.chi2, guard.fallback, dc_weight, chi2(out, y, physics).cpu())

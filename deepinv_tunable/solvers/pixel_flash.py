@@ -10,7 +10,7 @@ import warnings
 import deepinv as dinv
 import torch
 
-from ..physics import mri_zero_filled_error, noise_sigma
+from ..physics import mri_zero_filled_error, noise_sigma, physics_rows
 from .base import NoiseStream, TunableReconstructor
 from .classical import MeasurementBaseline
 from .flash import FlashReconstruction
@@ -257,7 +257,11 @@ class PixelFlash(TunableReconstructor):
                 x = torch.empty_like(x_tilde)
                 for i0 in sorted(set(index.tolist())):  # images that start together run together
                     rows = (index == i0).nonzero().flatten().to(y.device)
-                    x[rows] = self._run(diffpir, y[rows], physics, x_tilde[rows], sigma_hat[rows], i0, sigma, generator)
+                    sub = physics_rows(physics, rows, b, x_tilde[rows])
+                    if sub is None:  # per-example operators that cannot be cut: the whole batch runs
+                        x[rows] = self._run(diffpir, y, physics, x_tilde, sigma_hat, i0, sigma, generator)[rows]
+                    else:
+                        x[rows] = self._run(diffpir, y[rows], sub, x_tilde[rows], sigma_hat[rows], i0, sigma, generator)
                 extra_nfe = self.severity_iter if self.severity_rule(physics) == "pilot" else 0
         verified = verify_and_correct(x, y, physics, self.max_chi2, self.final_consistency, who="PixelFlash")
         nfe = (len(diffpir.seq) - 1 - index).clamp_min(0) + extra_nfe

@@ -153,9 +153,14 @@ class PnPHVAE(TunableReconstructor):
         converged = residuals[-1] < self.tol
         if not converged and not self.stochastic:
             # not a fixed point: the tempered HVAE is not contractive enough on these inputs
+            hint = (
+                "tau chosen from the measurements"
+                if "tau" in choices
+                else "a lower tau (or tau='auto') usually converges"
+            )
             warnings.warn(
                 f"PnP-HVAE stopped after {n} iterations at relative change {residuals[-1]:.1e} "
-                f"(tol {self.tol:g}) with tau {tau}; a lower tau (or tau='auto') usually converges",
+                f"(tol {self.tol:g}) with tau {float(tau):.3g}; {hint}",
                 RuntimeWarning,
                 stacklevel=3,
             )
