@@ -7,6 +7,7 @@ import argparse
 import json
 import platform
 import sys
+import warnings
 from collections.abc import Sequence
 
 from pydantic import ValidationError
@@ -139,6 +140,7 @@ def _run(args: argparse.Namespace) -> int:
         print(_interrupted_message(args, audit), file=sys.stderr)
         return EXIT_INTERRUPTED
     for method, values in result.summary.items():
+        method = recipe.solver.name if method == "solver" else method
         fg = f" (object {values['psnr_fg']:6.2f})" if "psnr_fg" in values else ""
         fg_ssim = f" (object {values['ssim_fg']:.4f})" if "ssim_fg" in values else ""
         print(
@@ -318,15 +320,22 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _one_line_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """Warnings as a user of the command reads them: what happened, not which line of ours said it."""
+    print(f"warning: {message}", file=sys.stderr if file is None else file)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if args.command == "info":
-        return _info()
-    if args.command == "train":
-        return _train(args)
-    if args.command == "series":
-        return _series(args)
-    return _run(args)  # run or audit
+    with warnings.catch_warnings():  # restores the interpreter's warning display on return
+        warnings.showwarning = _one_line_warning
+        if args.command == "info":
+            return _info()
+        if args.command == "train":
+            return _train(args)
+        if args.command == "series":
+            return _series(args)
+        return _run(args)  # run or audit
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -32,16 +32,20 @@ def write_figures(
     indices: Sequence[int],
     n_figures: int,
     labels: tuple[str, str, str] = ("reference", "baseline", "reconstruction"),
+    comparisons: dict[str, dict[int, torch.Tensor]] | None = None,
 ) -> list[Path]:
-    """One PNG per shown slice: reference | baseline | reconstruction | |error| (x5).
+    """One PNG per shown slice: reference | baseline | comparisons | reconstruction | |error| (x5).
 
-    Shown slices are ``n_figures`` evenly spaced among ``indices``.
+    Shown slices are ``n_figures`` evenly spaced among ``indices``. ``comparisons`` maps a method
+    name to its images ``(1, H, W)`` by slice index (e.g. the recipe's ``output.compare``
+    solvers); a slice without one (a resumed run's earlier batches) shows the panels it has.
     """
     paths = []
     for k in shown_slices(indices, n_figures):
         ref, base, rec = (t[k, 0].cpu().numpy() for t in (reference, baseline, reconstruction))
-        fig, axes = plt.subplots(1, 4, figsize=(12, 3.4))
-        panels = [(ref, labels[0]), (base, labels[1]), (rec, labels[2]), (5 * np.abs(rec - ref), "|error| x5")]
+        others = [(images[k][0].cpu().numpy(), name) for name, images in (comparisons or {}).items() if k in images]
+        panels = [(ref, labels[0]), (base, labels[1]), *others, (rec, labels[2]), (5 * np.abs(rec - ref), "|error| x5")]
+        fig, axes = plt.subplots(1, len(panels), figsize=(3 * len(panels), 3.4))
         for ax, (img, title) in zip(axes, panels):
             ax.imshow(img, cmap="gray", vmin=0, vmax=1)
             ax.set_title(title, fontsize=9)
@@ -178,7 +182,7 @@ def write_report(path: Path, record: dict[str, Any], figures: Sequence[Path]) ->
         "seconds_per_slice": record["solver_seconds_per_slice"],
         "metrics": [
             {
-                "method": k,
+                "method": f"{recipe['solver']['name']} (solver)" if k == "solver" else k,
                 "psnr_fg": float("nan"),
                 "ssim_fg": float("nan"),
                 **{m: v[m] for m in ("psnr", "psnr_fg", "ssim", "ssim_fg", "nmse") if m in v},

@@ -128,3 +128,18 @@ def test_slices_axis_and_volume_index_reach_the_recipe(tmp_path, capsys):
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["recipe"]["data"]["plane"] == "axial" and metrics["recipe"]["data"]["volume_index"] == 1
     assert len(metrics["slices"]) == 2 and all(20 <= i < 40 for i in metrics["slices"])
+
+
+def test_cli_warnings_are_one_line_without_source_location(tmp_path, capsys, monkeypatch):
+    import warnings
+
+    from deepinv_tunable import cli
+
+    def noisy(args):
+        warnings.warn("tau chosen at the search bound", RuntimeWarning, stacklevel=1)
+        return 0
+
+    monkeypatch.setattr(cli, "_series", noisy)
+    assert cli.main(["series", str(tmp_path)]) == 0
+    assert capsys.readouterr().err == "warning: tau chosen at the search bound\n"
+    assert warnings.showwarning is not cli._one_line_warning  # restored for the caller

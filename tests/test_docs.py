@@ -102,6 +102,19 @@ def test_every_documented_make_target_exists():
     assert not bad, "\n".join(bad)
 
 
+def test_every_image_and_local_link_of_the_docs_exists():
+    bad = []
+    for path in PAGES:
+        text = _text(path)
+        # reST images/figures/literalincludes, and Markdown links and images to repository files
+        targets = re.findall(r"^\s*\.\. (?:image|figure|literalinclude):: (\S+)", text, flags=re.M)
+        targets += [t for t in re.findall(r"\]\(([^)#\s]+)\)", text) if "://" not in t]
+        for target in targets:
+            if not (path.parent / target).exists():
+                bad.append(f"{path.relative_to(ROOT)}: {target}")
+    assert not bad, "\n".join(bad)
+
+
 def test_every_recipe_named_anywhere_exists_and_every_recipe_is_catalogued():
     named = {}
     for path in PAGES + TUTORIALS + SOURCES + sorted((ROOT / "benchmarks").glob("*.py")) + [ROOT / "Makefile"]:

@@ -177,7 +177,7 @@ def test_cli_end_to_end_and_overrides(tmp_path, capsys):
     out = tmp_path / "cli_out"
     assert main(["run", str(path), "--out", str(out), "--quiet"]) == 0
     printed = capsys.readouterr().out
-    assert f"report: {out / 'report.html'}" in printed and "solver       PSNR" in printed
+    assert f"report: {out / 'report.html'}" in printed and "tv_pgd       PSNR" in printed
     assert not (tmp_path / "ignored").exists()
     # An override with a bad input: exit code 2, one clear message, nothing written.
     bad_out = tmp_path / "bad_out"
@@ -538,3 +538,21 @@ def test_former_recipe_keys_still_work_with_a_warning(tmp_path):
     recipe["solver"]["params"]["max_iter"] = 9
     with pytest.raises(RecipeError, match="give 'max_iter' only: 'n_iter' is its former name"):
         parse_recipe(recipe)
+
+
+def test_compared_solvers_share_the_measurements_and_appear_in_table_figures_and_report(tmp_path):
+    from PIL import Image
+
+    out = tmp_path / "out"
+    recipe = tiny_recipe(out, **{"output.compare": [{"name": "tv_pgd", "params": {"lambda_tv": 1.0, "max_iter": 30}}]})
+    result = run_recipe(parse_recipe(recipe), progress=False)
+    mean = json.loads((out / "metrics.json").read_text())["mean"]
+    assert set(mean) == {"baseline", "solver", "tv_pgd"}
+    # over-regularised TV on the same measurements: a flat image, far below the tuned solver
+    assert mean["tv_pgd"]["psnr"] < mean["solver"]["psnr"] - 1
+    slice_figures = sorted((out / "figures").glob("slice_*.png"))
+    assert len(slice_figures) == 2
+    width = Image.open(slice_figures[0]).size[0]
+    assert width == 15 * 80  # five panels of 3 inches at 80 dpi: reference, baseline, tv_pgd, solver, error
+    html = result.report_path.read_text()
+    assert "<td>tv_pgd (solver)</td>" in html and "<td>tv_pgd</td>" in html

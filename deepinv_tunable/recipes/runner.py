@@ -183,10 +183,16 @@ class PreparedRun:
             record["tuning_slices_evaluated"] = sorted(set(self.tune_idx) & set(self.eval_idx))
         return record
 
-    def write_outputs(self, out_dir: Path, recon: torch.Tensor, base: torch.Tensor) -> list[Path]:
+    def write_outputs(
+        self,
+        out_dir: Path,
+        recon: torch.Tensor,
+        base: torch.Tensor,
+        comparisons: dict[str, dict[int, torch.Tensor]] | None = None,
+    ) -> list[Path]:
         """Write the reconstruction, baseline and reference volumes (evaluated slices only,
-        input units, prepared grid) and the figures, as the recipe's ``output`` asks; return
-        the figure paths."""
+        input units, prepared grid) and the figures (with the ``comparisons`` solvers' images of
+        the shown slices), as the recipe's ``output`` asks; return the figure paths."""
         recipe, d = self.recipe, self.recipe.data
         if recipe.output.volumes:
             processed = torch.zeros(len(self.slices), dtype=torch.bool)
@@ -204,6 +210,7 @@ class PreparedRun:
             self.eval_idx,
             recipe.output.figures,
             labels=("reference", "baseline (measurements only)", recipe.solver.name),
+            comparisons=comparisons,
         )
 
     def tune(self, record: dict[str, Any]) -> dict[str, Any]:
@@ -380,6 +387,8 @@ def run_recipe(
         disable=None if progress is None else not progress,
     )
     compare = run.comparison_solvers()
+    shown = set(shown_slices(eval_idx, recipe.output.figures))
+    compared: dict[str, dict[int, torch.Tensor]] = {}  # the comparison solvers' shown slices, for figures
     for batch in batched(eval_idx[done:], d.batch_size):
         out = run.reconstruct_batch(solver, baseline, batch, compare)
         seconds += out.seconds
@@ -397,6 +406,10 @@ def run_recipe(
         for key, est in (("baseline", out.baseline), ("solver", out.reconstruction), *out.comparisons.items()):
             for name, values in image_metrics(est, out.x).items():
                 per_slice.setdefault(key, {}).setdefault(name, []).extend(values)
+        for key, est in out.comparisons.items():
+            for i, k in enumerate(batch):
+                if k in shown:
+                    compared.setdefault(key, {})[k] = est[i].cpu()
         # on disk before metrics.json calls these slices finished
         stacks.write(batch, {"reconstruction": out.reconstruction, "baseline": out.baseline})
         record.update(_metrics_record(eval_idx[: len(per_slice["solver"]["psnr"])], per_slice, seconds))
@@ -405,7 +418,7 @@ def run_recipe(
     bar.close()
     recon, base = stacks.tensor("reconstruction"), stacks.tensor("baseline")
 
-    figure_paths = run.write_outputs(out_dir, recon, base)
+    figure_paths = run.write_outputs(out_dir, recon, base, compared)
     if record.get("auto") and recipe.output.figures:
         figure_paths.append(write_auto_figure(out_dir / "figures" / "auto_parameters.png", record["auto"]))
     if auditor is not None:
