@@ -43,6 +43,7 @@ from dataclasses import dataclass, field
 
 import deepinv as dinv
 import torch
+from tqdm.auto import tqdm
 
 from .physics import estimate_noise_sigma, noise_sigma, physics_domain_adjoint, residual_sq, to_physics_domain
 
@@ -388,6 +389,7 @@ def select_parameter(
     warm_start: bool = False,
     data_scaled: bool = False,
     warn: bool = True,
+    progress: bool | None = None,
 ) -> ParameterChoice:
     r"""Choose one scalar parameter of a solver from the measurements alone.
 
@@ -421,6 +423,8 @@ def select_parameter(
         :math:`1/\rho` times harder; the choice is rescaled by :math:`\rho` for the full data.
         Default False (temperatures, noise levels).
     :param bool warn: warn when the choice sits at a bound. Default True.
+    :param bool progress: a tqdm bar over the candidates (``n_coarse + n_refine``). Default
+        ``None``: only on a terminal.
     :return: :class:`ParameterChoice`.
 
     >>> from deepinv_tunable.physics import build_physics
@@ -448,7 +452,17 @@ def select_parameter(
     start = time.perf_counter()
     sigma_value, estimated = resolve_sigma(y, physics, sigma)
     scorer = _Scorer(rule, solve, y, physics, sigma_value, tau, holdout_fraction, seed, warm_start)
-    tried, scores, at_bound = _search(scorer, low, high, n_coarse, n_refine, log)
+    total = n_coarse + (n_refine if n_coarse > 1 else 0)
+    with tqdm(
+        total=total, desc=f"choosing {name} ({rule})", unit="solve", leave=False, disable=_bar_off(progress)
+    ) as bar:
+
+        def scored(value: float) -> float:
+            score = scorer(value)
+            bar.update(1)
+            return score
+
+        tried, scores, at_bound = _search(scored, low, high, n_coarse, n_refine, log)
     best = min(range(len(tried)), key=lambda i: (scores[i], tried[i]))
     value = tried[best]
     if data_scaled and rule == "splitting":
@@ -476,6 +490,11 @@ def select_parameter(
             stacklevel=2,
         )
     return choice
+
+
+def _bar_off(progress: bool | None) -> bool | None:
+    """tqdm's ``disable``: ``None`` turns the bar off when not attached to a terminal."""
+    return None if progress is None else not progress
 
 
 def auto_requested(value) -> bool:

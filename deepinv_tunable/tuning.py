@@ -11,6 +11,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
+from tqdm.auto import tqdm
 
 from .metrics import image_metrics
 
@@ -32,6 +33,7 @@ def grid_search(
     grid: Sequence[float],
     param: str = "lambda",
     metric: str = "psnr",
+    progress: bool | None = None,
 ) -> GridSearchResult:
     r"""Evaluate ``reconstruct(value)`` for every value of ``grid`` against ``reference``.
 
@@ -41,6 +43,7 @@ def grid_search(
         several parameters jointly (``reconstruct`` then receives the tuple).
     :param str param: parameter name, for the record.
     :param str metric: ``"psnr"`` or ``"ssim"`` (higher is better) or ``"nmse"`` (lower is better).
+    :param bool progress: a tqdm bar over the grid. Default ``None``: only on a terminal.
 
     >>> ref = torch.ones(1, 1, 16, 16)
     >>> grid_search(lambda v: ref * v, ref, [0.5, 0.9, 1.2]).best
@@ -53,7 +56,9 @@ def grid_search(
     if metric not in ("psnr", "ssim", "nmse"):
         raise ValueError(f"metric must be 'psnr', 'ssim' or 'nmse', got '{metric}'")
     table = {}
-    for value in grid:
+    for value in tqdm(
+        grid, desc=f"tuning {param} ({metric})", leave=False, disable=None if progress is None else not progress
+    ):
         value = tuple(float(v) for v in value) if isinstance(value, (tuple, list)) else float(value)
         scores = image_metrics(reconstruct(value), reference)[metric]
         table[value] = sum(scores) / len(scores)

@@ -296,3 +296,21 @@ def test_tv_auto_returns_the_matching_candidate_instead_of_solving_again():
         auto = TVPGD(lambda_tv="auto", max_iter=15).reconstruct(y, physics)
         fixed = TVPGD(lambda_tv=auto.parameters["lambda_tv"], max_iter=15).reconstruct(y, physics)
     torch.testing.assert_close(auto.x, fixed.x, atol=1e-6, rtol=0)
+
+
+def test_parameter_search_shows_a_progress_bar_over_its_candidates_when_asked(capsys):
+    from deepinv_tunable.autotune import select_parameter
+    from deepinv_tunable.physics import build_physics
+    from deepinv_tunable.tuning import grid_search
+
+    physics = build_physics({"kind": "denoising", "noise_sigma": 0.1}, (8, 8))
+    y = physics(torch.full((1, 1, 8, 8), 0.5))
+    shrink = lambda a, y, physics, x0: a * y + (1 - a) * y.mean()  # noqa: E731
+    select_parameter(shrink, y, physics, (0.01, 1.0), name="a", rule="discrepancy", n_coarse=4, n_refine=2, progress=True)
+    err = capsys.readouterr().err
+    assert "choosing a (discrepancy)" in err and "/6 " in err  # n_coarse + n_refine candidates
+    select_parameter(shrink, y, physics, (0.01, 1.0), name="a", rule="discrepancy", progress=False)
+    grid_search(lambda v: y * v, y, [0.5, 1.0], param="lam", progress=False)
+    assert capsys.readouterr().err == ""
+    grid_search(lambda v: y * v, y, [0.5, 1.0], param="lam", progress=True)
+    assert "tuning lam (psnr)" in capsys.readouterr().err
