@@ -306,7 +306,9 @@ def test_parameter_search_shows_a_progress_bar_over_its_candidates_when_asked(ca
     physics = build_physics({"kind": "denoising", "noise_sigma": 0.1}, (8, 8))
     y = physics(torch.full((1, 1, 8, 8), 0.5))
     shrink = lambda a, y, physics, x0: a * y + (1 - a) * y.mean()  # noqa: E731
-    select_parameter(shrink, y, physics, (0.01, 1.0), name="a", rule="discrepancy", n_coarse=4, n_refine=2, progress=True)
+    select_parameter(
+        shrink, y, physics, (0.01, 1.0), name="a", rule="discrepancy", n_coarse=4, n_refine=2, progress=True
+    )
     err = capsys.readouterr().err
     assert "choosing a (discrepancy)" in err and "/6 " in err  # n_coarse + n_refine candidates
     select_parameter(shrink, y, physics, (0.01, 1.0), name="a", rule="discrepancy", progress=False)
