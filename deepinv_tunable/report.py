@@ -92,7 +92,7 @@ def write_auto_figure(path: Path, auto: Sequence[dict[str, Any]]) -> Path:
 def _auto_rows(auto: Sequence[dict[str, Any]] | None) -> list[dict[str, Any]]:
     """One row per parameter chosen from the measurements and batch of slices."""
     return [
-        {"slices": f"{entry['slices'][0]}-{entry['slices'][-1]}", "name": name, **choice}
+        {**choice, "slices": f"{entry['slices'][0]}-{entry['slices'][-1]}", "name": name}  # "tv_pgd.lambda_tv"
         for entry in auto or ()
         for name, choice in entry.items()
         if name != "slices"

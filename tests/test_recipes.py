@@ -205,6 +205,22 @@ def test_demo_recipe_tv_beats_zero_filled_by_3db(tmp_path):
     assert gain >= 3.0, f"TV gains only {gain:.2f} dB over zero-filled"
 
 
+@pytest.mark.slow
+def test_make_demo_recipe_learned_prior_beats_tv_with_calibrated_intervals(tmp_path):
+    """`make demo`'s recipe (about 90 s): PnP-HVAE beats TV, both with parameters from the
+    measurements, inside the head; the calibrated 90 % intervals cover about 90 % of it."""
+    result = run_recipe(
+        load_recipe(REPO / "recipes" / "demo_learned_prior.yaml", {"output.dir": str(tmp_path)}),
+        progress=False,
+        audit=True,
+    )
+    mean = result.summary
+    assert mean["solver"]["psnr_fg"] >= mean["tv_pgd"]["psnr_fg"] + 1.0, mean
+    assert mean["solver"]["ssim_fg"] > mean["tv_pgd"]["ssim_fg"], mean
+    audit = json.loads(result.metrics_path.read_text())["audit"]["mean"]
+    assert 0.8 <= audit["coverage_calibrated"] <= 0.97, audit
+
+
 LATENT_RECIPES = sorted((REPO / "recipes").glob("latent_map_*.yaml"))
 
 
@@ -544,15 +560,19 @@ def test_compared_solvers_share_the_measurements_and_appear_in_table_figures_and
     from PIL import Image
 
     out = tmp_path / "out"
-    recipe = tiny_recipe(out, **{"output.compare": [{"name": "tv_pgd", "params": {"lambda_tv": 1.0, "max_iter": 30}}]})
-    result = run_recipe(parse_recipe(recipe), progress=False)
-    mean = json.loads((out / "metrics.json").read_text())["mean"]
-    assert set(mean) == {"baseline", "solver", "tv_pgd"}
+    compare = [{"name": "tv_pgd", "params": {"lambda_tv": 1.0, "max_iter": 30}}, {"name": "tv_pgd"}]
+    result = run_recipe(parse_recipe(tiny_recipe(out, **{"output.compare": compare})), progress=False)
+    metrics = json.loads((out / "metrics.json").read_text())
+    mean = metrics["mean"]
+    assert set(mean) == {"baseline", "solver", "tv_pgd", "tv_pgd_1"}
+    # the second TV chose lambda from the measurements: its choice is recorded per batch
+    assert [sorted(entry) for entry in metrics["auto"]] == [["slices", "tv_pgd_1.lambda_tv"]] * 2
+    assert metrics["auto"][0]["tv_pgd_1.lambda_tv"]["value"] > 0
     # over-regularised TV on the same measurements: a flat image, far below the tuned solver
     assert mean["tv_pgd"]["psnr"] < mean["solver"]["psnr"] - 1
     slice_figures = sorted((out / "figures").glob("slice_*.png"))
     assert len(slice_figures) == 2
     width = Image.open(slice_figures[0]).size[0]
-    assert width == 15 * 80  # five panels of 3 inches at 80 dpi: reference, baseline, tv_pgd, solver, error
+    assert width == 18 * 80  # six panels of 3 inches at 80 dpi: reference, baseline, 2 x TV, solver, error
     html = result.report_path.read_text()
-    assert "<td>tv_pgd (solver)</td>" in html and "<td>tv_pgd</td>" in html
+    assert "<td>tv_pgd (solver)</td>" in html and "<td>tv_pgd</td>" in html and "<td>tv_pgd_1.lambda_tv</td>" in html

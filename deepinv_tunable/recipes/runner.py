@@ -94,6 +94,8 @@ class SliceBatch:
     seconds: float
     diagnostics: SolverDiagnostics | None = None
     comparisons: dict[str, torch.Tensor] = field(default_factory=dict)
+    #: parameters the ``comparisons`` chose from the measurements, as ``"name.param" -> choice``
+    comparison_choices: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
 @dataclass
@@ -152,8 +154,12 @@ class PreparedRun:
         start = time.perf_counter()
         x_phys, recon, diagnostics = self.solve(solver, y, batch)
         seconds = time.perf_counter() - start
-        others = {name: self.estimate_both(other, y, batch)[1] for name, other in (compare or {}).items()}
-        return SliceBatch(batch, x, y, base, x_phys, recon, seconds, diagnostics, others)
+        others, choices = {}, {}
+        for name, other in (compare or {}).items():
+            _, others[name], other_diagnostics = self.solve(other, y, batch)
+            for param, choice in (other_diagnostics.choices if other_diagnostics is not None else {}).items():
+                choices[f"{name}.{param}"] = choice
+        return SliceBatch(batch, x, y, base, x_phys, recon, seconds, diagnostics, others, choices)
 
     def comparison_solvers(self) -> dict[str, Any]:
         """The recipe's ``output.compare`` solvers by their label (the solver name, numbered when
@@ -392,8 +398,9 @@ def run_recipe(
     for batch in batched(eval_idx[done:], d.batch_size):
         out = run.reconstruct_batch(solver, baseline, batch, compare)
         seconds += out.seconds
-        if out.diagnostics is not None and out.diagnostics.choices:  # value, rule, score curve, bound flag
-            record.setdefault("auto", []).append({"slices": batch, **out.diagnostics.choices})
+        choices = {**(out.diagnostics.choices if out.diagnostics is not None else {}), **out.comparison_choices}
+        if choices:  # value, rule, score curve, bound flag; the compared solvers' as "name.param"
+            record.setdefault("auto", []).append({"slices": batch, **choices})
         if out.diagnostics is not None:  # iterations, convergence, data fit, NFE, Flash's severity...
             fields = {k: v for k, v in out.diagnostics.as_dict().items() if k != "choices"}  # those are "auto"
             record.setdefault("diagnostics", []).append({"slices": batch, **fields})
