@@ -34,6 +34,24 @@ def check_image_batch(x: torch.Tensor, name: str = "x") -> None:
     check_finite(x, name)
 
 
+def check_model_images(
+    x: torch.Tensor, image_size: tuple[int, int], model: str, name: str = "x", why: str = ""
+) -> None:
+    """Raise ``ValueError`` unless ``x`` is ``(B, 1, H, W)`` with ``(H, W) == image_size``: the
+    single-channel images a model with a fixed latent layout was built for.
+
+    >>> check_model_images(torch.zeros(2, 1, 8, 8), (8, 8), "this VAE")
+    >>> check_model_images(torch.zeros(2, 1, 8, 4), (8, 8), "this VAE")
+    Traceback (most recent call last):
+    ...
+    ValueError: x has shape (2, 1, 8, 4); this VAE expects (B, 1, 8, 8) images
+    """
+    if x.ndim != 4 or x.shape[1] != 1 or tuple(x.shape[-2:]) != tuple(image_size):
+        raise ValueError(
+            f"{name} has shape {tuple(x.shape)}; {model} expects (B, 1, {image_size[0]}, {image_size[1]}) images{why}"
+        )
+
+
 def renamed_keyword(owner: str, old_name: str, old_value, new_name: str, new_value):
     """The value of a keyword renamed to deepinv's name (e.g. ``n_iter`` -> ``max_iter``): the
     old name still works for now, with a :class:`FutureWarning` naming the new one.

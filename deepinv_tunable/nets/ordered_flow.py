@@ -9,6 +9,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from ..checks import check_model_images
 from ..latent import latent_size, truncate_latent
 from .checkpoint import PretrainedMixin
 
@@ -126,11 +127,7 @@ class OrderedFlow(nn.Module, PretrainedMixin):
         return latent_size(self.latent_shape)
 
     def check_images(self, x: torch.Tensor, name: str = "x") -> None:
-        if x.ndim != 4 or x.shape[1] != 1 or tuple(x.shape[-2:]) != self.image_size:
-            raise ValueError(
-                f"{name} has shape {tuple(x.shape)}; this flow expects (B, 1, {self.image_size[0]}, "
-                f"{self.image_size[1]}) images"
-            )
+        check_model_images(x, self.image_size, "this flow", name)
 
     def inverse(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """:math:`z = f^{-1}(x)` and :math:`\\log|\\det \\partial f^{-1}/\\partial x|` per example."""

@@ -8,6 +8,7 @@ from collections.abc import Sequence
 import torch
 from diffusers import AutoencoderKL
 
+from ..checks import check_model_images
 from ..latent import latent_size, truncate_latent
 from .checkpoint import PretrainedMixin
 
@@ -99,11 +100,7 @@ class TunableVAE(torch.nn.Module, PretrainedMixin):
 
     def check_images(self, x: torch.Tensor, name: str = "x") -> None:
         """Raise ``ValueError`` unless ``x`` is ``(B, 1, H, W)`` with ``(H, W) == image_size``."""
-        if x.ndim != 4 or x.shape[1] != 1 or tuple(x.shape[-2:]) != self.image_size:
-            raise ValueError(
-                f"{name} has shape {tuple(x.shape)}; this VAE expects (B, 1, {self.image_size[0]}, "
-                f"{self.image_size[1]}) images (its latent ordering and k refer to that size)"
-            )
+        check_model_images(x, self.image_size, "this VAE", name, " (its latent ordering and k refer to that size)")
 
     def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Posterior parameters :math:`(\\mu, \\log\\sigma^2)` of :math:`q(z|x)`, each ``(B, C, h, w)``."""
