@@ -111,7 +111,7 @@ def main(argv=None) -> int:
     parser.add_argument("--figures", default="docs/figures")
     args = parser.parse_args(argv)
     torch.manual_seed(0)
-    solver = FlashDiffusion.from_pretrained("severity_encoder_mri128", n_steps=args.n_steps)
+    solver = FlashDiffusion.from_pretrained("severity_encoder_mri128", max_iter=args.n_steps)
     record: dict[str, Any] = {
         "n_steps": args.n_steps,
         "noise_sigma": NOISE,
@@ -160,7 +160,7 @@ def main(argv=None) -> int:
         for c in (0.5, 1.5):
             rows[f"flash_c{c}"] = run_flash(
                 FlashDiffusion(
-                    solver.vae, solver.unet, solver.severity_encoder, n_steps=args.n_steps, noise_correction=c
+                    solver.vae, solver.unet, solver.severity_encoder, max_iter=args.n_steps, noise_correction=c
                 ),
                 y,
                 physics,

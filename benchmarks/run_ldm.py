@@ -95,7 +95,7 @@ def main(argv=None) -> int:
             }
         )
         for name, cls in CONSISTENCY.items():
-            solver = TunableLDMSolver(vae, unet, n_steps=steps, eta=0.1, consistency=cls())
+            solver = TunableLDMSolver(vae, unet, max_iter=steps, eta=0.1, consistency=cls())
             for k in args.ks:
                 out = solver.reconstruct(y, physics, k=k, seed=0)
                 add(

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import deepinv as dinv
 import torch
 
-from .checks import require_linear
+from .checks import renamed_keyword, require_linear
 from .data_fit import measured_count
 from .diffusion import ReverseStep
 from .latent import truncate
@@ -103,7 +103,7 @@ def _per_example(v: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
 class AdamDC(DataConsistency):
     r"""Algorithm 2's M-step: Adam on the latent, tethered to :math:`\hat z_0`.
 
-    :param int n_iter: Adam steps :math:`M`. Default 3.
+    :param int max_iter: Adam steps :math:`M`. Default 3 (``n_iter``: its former name, deprecated).
     :param float lr: Adam step size. Default ``1e-2``.
     :param float lambda_f: weight of the mean squared data error. Default 1.
     :param float trust: trust radius per coordinate, in units of :math:`s_t`. Default 1.
@@ -111,9 +111,16 @@ class AdamDC(DataConsistency):
     """
 
     def __init__(
-        self, n_iter: int = 3, lr: float = 1e-2, lambda_f: float = 1.0, trust: float = 1.0, min_std: float = 1e-2
+        self,
+        max_iter: int = 3,
+        lr: float = 1e-2,
+        lambda_f: float = 1.0,
+        trust: float = 1.0,
+        min_std: float = 1e-2,
+        n_iter: int | None = None,
     ):
-        self.n_iter, self.lr, self.lambda_f, self.trust, self.min_std = n_iter, lr, lambda_f, trust, min_std
+        max_iter = renamed_keyword("AdamDC", "n_iter", n_iter, "max_iter", max_iter)
+        self.max_iter, self.lr, self.lambda_f, self.trust, self.min_std = max_iter, lr, lambda_f, trust, min_std
 
     @torch.enable_grad()
     def correct_z0(self, z0, step, problem):
@@ -124,7 +131,7 @@ class AdamDC(DataConsistency):
         z = z0.clone().requires_grad_(True)
         opt = torch.optim.Adam([z], lr=self.lr)
         m = problem.y[0].numel()
-        for _ in range(self.n_iter):
+        for _ in range(self.max_iter):
             opt.zero_grad()
             loss = (
                 self.lambda_f * problem.residual(z) / m

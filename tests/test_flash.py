@@ -67,7 +67,7 @@ def test_start_step_matches_the_snr_and_sets_the_nfe(tiny):
     variances = step_variances(unet)
     picks = [2, 5, 9]
     sigma2 = torch.tensor([variances[j] for j in picks]) / c**2
-    solver = FlashDiffusion(vae, unet, FixedSeverity(vae, sigma2), n_steps=N_STEPS)
+    solver = FlashDiffusion(vae, unet, FixedSeverity(vae, sigma2), max_iter=N_STEPS)
     physics, y = inpainting()
     out = solver.reconstruct(y, physics, seed=0)
     assert out.nfe.tolist() == [N_STEPS - j for j in picks]
@@ -86,7 +86,7 @@ def test_batch_runs_each_step_once_on_the_started_samples_only(tiny):
     c = vae.config["scaling_factor"]
     variances = step_variances(unet)
     sigma2 = torch.tensor([variances[1], variances[6], variances[8]]) / c**2
-    solver = FlashDiffusion(vae, unet, FixedSeverity(vae, sigma2), n_steps=N_STEPS)
+    solver = FlashDiffusion(vae, unet, FixedSeverity(vae, sigma2), max_iter=N_STEPS)
     physics, y = inpainting()
     unet.calls = unet.rows = 0
     out = solver.reconstruct(y, physics, seed=0)
@@ -101,7 +101,7 @@ def test_batched_equals_one_sample_at_a_time(tiny):
     c = vae.config["scaling_factor"]
     variances = step_variances(unet)
     sigma2 = torch.tensor([variances[2], variances[7], variances[4]]) / c**2
-    kwargs = {"n_steps": N_STEPS, "ddim_eta": 0.0, "noise_correction": 0.0}
+    kwargs = {"max_iter": N_STEPS, "ddim_eta": 0.0, "noise_correction": 0.0}
     physics, y = inpainting()
     batched = FlashDiffusion(vae, unet, FixedSeverity(vae, sigma2), **kwargs).reconstruct(y, physics)
     for i in range(3):
@@ -124,7 +124,7 @@ def test_batched_masks_equal_one_slice_at_a_time(tiny):
     x = torch.rand(3, 1, 16, 16, generator=torch.Generator().manual_seed(2))
     physics = batched_mri(configs, (16, 16))
     y = physics(to_physics_domain(x, physics))
-    kwargs = {"n_steps": N_STEPS, "ddim_eta": 0.0, "noise_correction": 0.0}
+    kwargs = {"max_iter": N_STEPS, "ddim_eta": 0.0, "noise_correction": 0.0}
     batched = FlashDiffusion(vae, unet, FixedSeverity(vae, sigma2), **kwargs).reconstruct(y, physics)
     for i in range(3):
         alone = FlashDiffusion(vae, unet, FixedSeverity(vae, sigma2[i : i + 1]), **kwargs).reconstruct(
@@ -137,7 +137,7 @@ def test_start_latents_follow_the_forward_marginal(tiny):
     """Matched samples: ALGORITHMS 2.2's noise-corrected start; fixed or clamped starts: the
     estimate diffused to the step's marginal, whatever the reported severity."""
     vae, unet = tiny
-    solver = FlashDiffusion(vae, unet, FixedSeverity(vae, torch.ones(1)), n_steps=N_STEPS, noise_correction=0.5)
+    solver = FlashDiffusion(vae, unet, FixedSeverity(vae, torch.ones(1)), max_iter=N_STEPS, noise_correction=0.5)
     steps = reverse_steps(unet.sampling_scheduler(), N_STEPS, 0.1)
     z_hat = torch.full((4, 2, 64, 64), 0.7)
     noise = torch.randn(4, 2, 64, 64, generator=torch.Generator().manual_seed(0))
@@ -157,7 +157,7 @@ def test_baselines_share_the_code_path(tiny):
     vae, unet = tiny
     sigma2 = torch.full((3,), 0.05)
     physics, y = inpainting()
-    solver = FlashDiffusion(vae, unet, FixedSeverity(vae, sigma2), n_steps=N_STEPS)
+    solver = FlashDiffusion(vae, unet, FixedSeverity(vae, sigma2), max_iter=N_STEPS)
     assert solver.reconstruct(y, physics, start=4, seed=0).nfe.tolist() == [4, 4, 4]
     assert solver.reconstruct(y, physics, start="noise", seed=0).nfe.tolist() == [N_STEPS] * 3
     a = solver.reconstruct(y, physics, seed=3).x
@@ -173,12 +173,12 @@ def test_severity_outside_the_schedule_or_training_range_is_clamped_and_flagged(
     inside = float(variances[5] / c**2)
     encoder = FixedSeverity(vae, sigma2, sigma2_range=[0.5 * float(sigma2[1]), 2 * inside])
     physics, y = inpainting(4)
-    out = FlashDiffusion(vae, unet, encoder, n_steps=N_STEPS).reconstruct(y, physics, seed=0)
+    out = FlashDiffusion(vae, unet, encoder, max_iter=N_STEPS).reconstruct(y, physics, seed=0)
     assert out.nfe.tolist() == [N_STEPS, 1, N_STEPS - 5, N_STEPS - 5]  # clamped to the first / last step
     assert out.out_of_range.tolist() == [True, True, False, False]
     assert torch.isfinite(out.x).all()
     encoder.config["sigma2_range"] = [0.0, 0.5 * inside]  # now the third and fourth are too severe
-    out = FlashDiffusion(vae, unet, encoder, n_steps=N_STEPS).reconstruct(y, physics, seed=0)
+    out = FlashDiffusion(vae, unet, encoder, max_iter=N_STEPS).reconstruct(y, physics, seed=0)
     assert out.out_of_range.tolist() == [True, True, True, True]
 
 
@@ -190,7 +190,7 @@ def test_bad_configurations_are_refused(tiny):
         FlashDiffusion(vae, other, enc)
     for start in ("fast", 0, N_STEPS + 1, True):
         with pytest.raises(ValueError, match="start must be"):
-            FlashDiffusion(vae, unet, enc, n_steps=N_STEPS, start=start)
+            FlashDiffusion(vae, unet, enc, max_iter=N_STEPS, start=start)
     with pytest.raises(ValueError, match="k"):
         FlashDiffusion(vae, unet, enc, k=10**6)
     with pytest.raises(ValueError, match="holds a TunableVAE, not a SeverityEncoder"):
@@ -198,7 +198,7 @@ def test_bad_configurations_are_refused(tiny):
     with pytest.raises(ValueError, match=r"ddim_eta \(DDIM stochasticity\) must be in \[0, 1\], got 1.5"):
         FlashDiffusion(vae, unet, enc, ddim_eta=1.5)
     physics = build_physics({"kind": "inpainting", "keep_fraction": 0.6}, (32, 32))
-    solver = FlashDiffusion(vae, unet, SeverityEncoder.from_vae(vae), n_steps=N_STEPS)
+    solver = FlashDiffusion(vae, unet, SeverityEncoder.from_vae(vae), max_iter=N_STEPS)
     with pytest.raises(ValueError, match=r"expects \(B, 1, 16, 16\)"):
         solver.reconstruct(physics(torch.rand(1, 1, 32, 32)), physics)
 
@@ -206,7 +206,7 @@ def test_bad_configurations_are_refused(tiny):
 def test_lpds_with_a_tunable_k_truncates_every_latent(tiny):
     vae, unet = tiny
     physics, y = inpainting()
-    solver = FlashDiffusion(vae, unet, FixedSeverity(vae, torch.full((3,), 0.05)), n_steps=N_STEPS)
+    solver = FlashDiffusion(vae, unet, FixedSeverity(vae, torch.full((3,), 0.05)), max_iter=N_STEPS)
     out = solver.reconstruct(y, physics, k=20, seed=0)
     z = out.extras["latent"].flatten(1)
     assert out.k == 20 and bool((z[:, 20:] == 0).all()) and bool((z[:, :20] != 0).any())
@@ -299,8 +299,8 @@ def test_shipped_severity_encoder_ranks_severity_on_held_out_slices(held_out):
 
 
 def test_shipped_flash_diffusion_builds_and_adapts_its_steps(held_out):
-    solver = FlashDiffusion.from_pretrained("severity_encoder_mri128", n_steps=20)
-    assert solver.n_steps == 20 and solver.severity_encoder.config["sigma2_range"] is not None
+    solver = FlashDiffusion.from_pretrained("severity_encoder_mri128", max_iter=20)
+    assert solver.max_iter == 20 and solver.severity_encoder.config["sigma2_range"] is not None
     mild = build_physics({"kind": "mri", "acceleration": 2, "noise_sigma": 0.005}, (128, 128))
     harsh = build_physics({"kind": "mri", "acceleration": 12, "noise_sigma": 0.02}, (128, 128))
     x = held_out[:2]
@@ -398,11 +398,11 @@ def test_latent_samplers_run_under_no_grad(tiny, consistency):
     vae, unet = tiny
     physics, y = inpainting()
     step = {"ldps": LDPS, "adam_dc": AdamDC, "psld": PSLD}[consistency]()
-    flash = FlashDiffusion(vae, unet, FixedSeverity(vae, torch.full((3,), 0.05)), n_steps=3)
+    flash = FlashDiffusion(vae, unet, FixedSeverity(vae, torch.full((3,), 0.05)), max_iter=3)
     with torch.no_grad():
-        x_ldm = TunableLDMSolver(vae, unet, n_steps=3, consistency=step, seed=0)(y, physics)
+        x_ldm = TunableLDMSolver(vae, unet, max_iter=3, consistency=step, seed=0)(y, physics)
         x_flash = flash(y, physics, seed=0)
-    ref = TunableLDMSolver(vae, unet, n_steps=3, consistency=step, seed=0)(y, physics)
+    ref = TunableLDMSolver(vae, unet, max_iter=3, consistency=step, seed=0)(y, physics)
     assert torch.allclose(x_ldm, ref, atol=1e-6)
     assert torch.allclose(x_flash, flash(y, physics, seed=0), atol=1e-6)
 
@@ -419,7 +419,7 @@ def test_badly_misestimated_severity_still_explains_the_data_as_well_as_the_base
     x = torch.rand(3, 1, 16, 16, generator=torch.Generator().manual_seed(2))
     y = physics(x)
     sigma2 = torch.full((3,), factor * step_variances(unet)[5] / c**2)
-    solver = FlashDiffusion(vae, unet, FixedSeverity(vae, sigma2), n_steps=N_STEPS)
+    solver = FlashDiffusion(vae, unet, FixedSeverity(vae, sigma2), max_iter=N_STEPS)
     with pytest.warns(RuntimeWarning):
         out = solver.reconstruct(y, physics, seed=0)
     base = MeasurementBaseline()(y, physics)
@@ -436,3 +436,21 @@ def test_badly_misestimated_severity_still_explains_the_data_as_well_as_the_base
     assert diagnostics.chi2 == out.chi2.tolist() and len(diagnostics.fit) == 3
     doubts = diagnostics.doubts("flash")
     assert any("measurement baseline" in d for d in doubts) == bool(out.fallback.any())
+
+
+def test_diffusion_solvers_take_max_iter_and_their_former_n_steps_with_a_warning(tiny):
+    from deepinv_tunable.consistency import AdamDC
+    from deepinv_tunable.recipes.schema import FlashDiffusionParams, TunableLDMParams
+    from deepinv_tunable.solvers import TunableLDMSolver
+
+    vae, unet = tiny
+    with pytest.warns(FutureWarning, match="FlashDiffusion: 'n_steps' is renamed 'max_iter'"):
+        assert FlashDiffusion(vae, unet, SeverityEncoder.from_vae(vae), n_steps=7).max_iter == 7
+    with pytest.warns(FutureWarning, match="TunableLDMSolver: 'n_steps' is renamed 'max_iter'"):
+        assert TunableLDMSolver(vae, unet, n_steps=6).max_iter == 6
+    with pytest.warns(FutureWarning, match="AdamDC: 'n_iter' is renamed 'max_iter'"):
+        assert AdamDC(n_iter=4).max_iter == 4
+    for params in (FlashDiffusionParams, TunableLDMParams):
+        extra = {"unet": "u"} if params is TunableLDMParams else {}
+        with pytest.warns(FutureWarning, match="recipe key 'n_steps' is renamed 'max_iter'"):
+            assert params(n_steps=5, **extra).max_iter == 5

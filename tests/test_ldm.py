@@ -65,7 +65,7 @@ def test_adam_dc_lowers_the_data_error_and_only_moves_kept_coordinates():
     y = physics(torch.rand(3, 1, 8, 8))
     problem = LatentProblem(IdentityAE(), physics, y, k=40)
     z0 = torch.randn(3, 1, 8, 8)
-    out = AdamDC(n_iter=5, lr=0.05, lambda_f=100.0).correct_z0(z0, step, problem)
+    out = AdamDC(max_iter=5, lr=0.05, lambda_f=100.0).correct_z0(z0, step, problem)
     assert bool((problem.residual(out) < problem.residual(z0)).all())
     assert torch.equal(out.flatten(1)[:, 40:], z0.flatten(1)[:, 40:])
     move = (out - z0).flatten(1).norm(dim=1)
@@ -95,7 +95,7 @@ def test_sampler_runs_with_every_consistency_step_and_keeps_the_truncation(consi
     vae, unet = tiny_models()
     physics = build_physics({"kind": "inpainting", "keep_fraction": 0.5, "noise_sigma": 0.05}, (16, 16))
     y = physics(torch.rand(2, 1, 16, 16))
-    solver = TunableLDMSolver(vae, unet, n_steps=3, consistency=consistency)
+    solver = TunableLDMSolver(vae, unet, max_iter=3, consistency=consistency)
     out = solver.reconstruct(y, physics, k=torch.tensor([10, 100]), seed=1)
     assert out.nfe == 3 and torch.isfinite(out.x).all()
     latent = out.extras["latent"].flatten(1)
@@ -109,10 +109,10 @@ def test_sampler_handles_nonlinear_physics_and_rejects_bad_settings():
     vae, unet = tiny_models()
     physics = build_physics({"kind": "phase_retrieval", "oversampling": 2.0, "noise_sigma": 0.01}, (16, 16))
     y = physics(torch.rand(1, 1, 16, 16).to(torch.cfloat))
-    out = TunableLDMSolver(vae, unet, n_steps=2, consistency=LDPS()).reconstruct(y, physics, seed=0)
+    out = TunableLDMSolver(vae, unet, max_iter=2, consistency=LDPS()).reconstruct(y, physics, seed=0)
     assert out.x.is_complex() and torch.isfinite(out.x.abs()).all()
     with pytest.raises(TypeError, match=r"PSLD's gluing term needs a linear physics, got RandomPhaseRetrieval"):
-        TunableLDMSolver(vae, unet, n_steps=2, consistency=PSLD())(y, physics)
+        TunableLDMSolver(vae, unet, max_iter=2, consistency=PSLD())(y, physics)
     with pytest.raises(ValueError, match=r"eta must be > 0"):
         TunableLDMSolver(vae, unet, eta=0.0)
     with pytest.raises(ValueError, match=r"k = 600 is outside \[1, 128\]"):

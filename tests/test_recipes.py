@@ -274,7 +274,7 @@ def test_tunable_ldm_recipe_runs_with_a_trained_unet_folder(tmp_path, consistenc
         },
     )
     recipe.solver.params.unet = str(tmp_path / "unet")
-    recipe.solver.params.n_steps = 2
+    recipe.solver.params.max_iter = 2
     recipe.solver.params.consistency = consistency
     result = run_recipe(recipe, progress=False)
     assert json.loads(result.metrics_path.read_text())["complete"] is True
@@ -500,7 +500,7 @@ SOLVER_RECIPES = (
 ITERATIONS = {
     "pnp_hvae": ("max_iter", 2),
     "tv_pgd": ("max_iter", 3),
-    "flash_diffusion": ("n_steps", 4),
+    "flash_diffusion": ("max_iter", 4),
     "pixel_flash": ("max_iter", 4),
 }
 

@@ -243,3 +243,19 @@ def test_random_patches_have_the_size_asked_and_avoid_air():
     assert sum(float(p.mean()) >= 0.05 for p in patches) >= 38
     with pytest.raises(ValueError, match="patch_size 40 exceeds"):
         AugmentedSlices(slices, 4, None, patch_size=40)
+
+
+def test_training_recipes_are_read_like_reconstruction_recipes(tmp_path):
+    from deepinv_tunable.recipes import RecipeError
+    from deepinv_tunable.training.run import load_train_recipe
+
+    with pytest.raises(FileNotFoundError, match="training recipe file not found"):
+        load_train_recipe(tmp_path / "missing.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("model: hvae\n  preset: [cpu-small\n")
+    with pytest.raises(RecipeError, match="training recipe '.*bad.yaml' is not valid YAML"):
+        load_train_recipe(bad)
+    listed = tmp_path / "list.yaml"
+    listed.write_text("- model\n- hvae\n")
+    with pytest.raises(RecipeError, match="must be a mapping of keys to values, got a list"):
+        load_train_recipe(listed)

@@ -173,8 +173,9 @@ class TunableLDMParams(_Strict):
 
     vae: str = "tunable_vae_mri128"
     unet: str
+    RENAMED: ClassVar[dict[str, str]] = {"n_steps": "max_iter"}
     k: int | Literal["full"] = "full"
-    n_steps: int = Field(50, ge=1)
+    max_iter: int = Field(50, ge=1, description="DDIM steps")
     eta: float = Field(0.1, gt=0, le=1)
     consistency: Literal["adam_dc", "ldps", "psld", "dds"] = "adam_dc"
     seed: int = 0
@@ -210,7 +211,8 @@ class FlashDiffusionParams(_Strict):
     the whole schedule) or a fixed number of steps."""
 
     model: str = "severity_encoder_mri128"
-    n_steps: int = Field(50, ge=1)
+    RENAMED: ClassVar[dict[str, str]] = {"n_steps": "max_iter"}
+    max_iter: int = Field(50, ge=1, description="length of the full DDIM schedule")
     start: int | Literal["snr", "noise"] = "snr"
     eta: float = Field(1.5, ge=0, description="LDPS step")
     ddim_eta: float = Field(0.1, ge=0, le=1)
@@ -356,6 +358,23 @@ def parse_recipe(raw: dict[str, Any], source: str = "<dict>") -> Recipe:
         raise RecipeError(format_errors(err, source)) from None
 
 
+def read_recipe_file(path: str | Path, what: str = "recipe") -> dict[str, Any]:
+    """The YAML mapping of a recipe file (reconstruction or training): a missing file raises
+    ``FileNotFoundError``, bad YAML or a document that is not a mapping one :class:`RecipeError`.
+    An empty file is an empty mapping (the schema then names what is missing)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{what} file not found: '{path}'")
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as err:
+        raise RecipeError(f"{what} '{path}' is not valid YAML: {err}") from None
+    raw = raw if raw is not None else {}
+    if not isinstance(raw, dict):
+        raise RecipeError(f"{what} '{path}' must be a mapping of keys to values, got a {type(raw).__name__}")
+    return raw
+
+
 def load_recipe(path: str | Path, overrides: dict[str, Any] | None = None) -> Recipe:
     r"""Read, override and validate a recipe file.
 
@@ -365,14 +384,7 @@ def load_recipe(path: str | Path, overrides: dict[str, Any] | None = None) -> Re
     :raises FileNotFoundError: if ``path`` does not exist.
     :raises RecipeError: for YAML syntax errors and schema violations.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"recipe file not found: '{path}'")
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as err:
-        raise RecipeError(f"recipe '{path}' is not valid YAML: {err}") from None
-    raw = raw if raw is not None else {}
+    raw = read_recipe_file(path)
     for dotted, value in (overrides or {}).items():
         node = raw
         *parents, leaf = dotted.split(".")

@@ -10,6 +10,7 @@ from pathlib import Path
 import deepinv as dinv
 import torch
 
+from ..checks import renamed_keyword
 from ..consistency import LDPS, LatentProblem
 from ..diffusion import add_noise, snr
 from ..latent import truncate
@@ -84,14 +85,15 @@ class FlashDiffusion(LatentDiffusionSolver):
 
     * ``start=N`` (an int): every sample starts ``N`` steps before the end, from its encoder
       estimate diffused to that step's marginal (CCDF-L style, fixed NFE ``N``);
-    * ``start="noise"``: LDPS from pure noise over the whole schedule (NFE ``n_steps``).
+    * ``start="noise"``: LDPS from pure noise over the whole schedule (NFE ``max_iter``).
 
     An optional latent size ``k`` (tunable prior) truncates the start latent and every step.
 
     :param vae: tunable autoencoder (``decode(z, k)``, ``encode_mean``, ``latent_shape``, ``config["scaling_factor"]``).
     :param unet: noise network (:class:`~deepinv_tunable.nets.LatentUNet`) on that VAE's latents.
     :param severity_encoder: :class:`~deepinv_tunable.nets.SeverityEncoder` for that VAE.
-    :param int n_steps: length of the full DDIM schedule. Default 50.
+    :param int max_iter: length of the full DDIM schedule. Default 50 (``n_steps``: its former
+        name, deprecated).
     :param float eta: LDPS step :math:`\eta` (normalised). Default 1.5 (paper).
     :param float ddim_eta: DDIM stochasticity in ``[0, 1]``. Default 0.1.
     :param float noise_correction: :math:`c` (paper: tuned in [0.5, 1.5]; 0 starts from :math:`\hat z`
@@ -113,7 +115,7 @@ class FlashDiffusion(LatentDiffusionSolver):
         >>> from deepinv_tunable.physics import build_physics
         >>> vae = TunableVAE(image_size=(16, 16), block_out_channels=(8, 8), latent_channels=2)
         >>> unet = LatentUNet(latent_channels=2, latent_size=8, block_out_channels=(8, 16))
-        >>> solver = FlashDiffusion(vae, unet, SeverityEncoder.from_vae(vae), n_steps=10)
+        >>> solver = FlashDiffusion(vae, unet, SeverityEncoder.from_vae(vae), max_iter=10)
         >>> physics = build_physics({"kind": "blur", "noise_sigma": 0.05}, (16, 16))
         >>> out = solver.reconstruct(physics(torch.rand(3, 1, 16, 16)), physics, seed=0)
         >>> out.x.shape, out.nfe.shape, bool((out.nfe >= 1).all() and (out.nfe <= 10).all())
@@ -125,7 +127,7 @@ class FlashDiffusion(LatentDiffusionSolver):
         vae,
         unet,
         severity_encoder,
-        n_steps: int = 50,
+        max_iter: int = 50,
         eta: float = 1.5,
         ddim_eta: float = 0.1,
         noise_correction: float = 1.0,
@@ -134,7 +136,9 @@ class FlashDiffusion(LatentDiffusionSolver):
         seed: int | None = None,
         max_chi2: float = DEFAULT_MAX_CHI2,
         final_consistency: bool = True,
+        n_steps: int | None = None,
     ):
+        max_iter = renamed_keyword("FlashDiffusion", "n_steps", n_steps, "max_iter", max_iter)
         if eta < 0 or noise_correction < 0:
             raise ValueError(f"eta (LDPS step) and noise_correction must be >= 0, got {eta}, {noise_correction}")
         super().__init__(
@@ -142,22 +146,22 @@ class FlashDiffusion(LatentDiffusionSolver):
             unet,
             LDPS(eta),
             k=k,
-            n_steps=n_steps,
+            max_iter=max_iter,
             ddim_eta=ddim_eta,
             seed=seed,
             other_latent_shapes={"severity encoder": tuple(severity_encoder.latent_shape)},
         )
-        self._check_start(start, self.n_steps)
+        self._check_start(start, self.max_iter)
         self.severity_encoder = severity_encoder.eval().requires_grad_(False)
         self.noise_correction, self.start = float(noise_correction), start
         self.max_chi2 = float(max_chi2)
         self.final_consistency = bool(final_consistency)
 
     @staticmethod
-    def _check_start(start, n_steps: int) -> None:
-        if isinstance(start, bool) or not (start in START_RULES or (isinstance(start, int) and 1 <= start <= n_steps)):
+    def _check_start(start, max_iter: int) -> None:
+        if isinstance(start, bool) or not (start in START_RULES or (isinstance(start, int) and 1 <= start <= max_iter)):
             raise ValueError(
-                f"start must be one of {START_RULES} or a number of steps in [1, {n_steps}], got {start!r}"
+                f"start must be one of {START_RULES} or a number of steps in [1, {max_iter}], got {start!r}"
             )
 
     @classmethod
@@ -228,20 +232,21 @@ class FlashDiffusion(LatentDiffusionSolver):
         physics: dinv.physics.Physics,
         k=None,
         start=None,
-        n_steps: int | None = None,
+        max_iter: int | None = None,
         seed: int | None = None,
         generator: torch.Generator | None = None,
         return_iterates: bool = False,
+        n_steps: int | None = None,
         **kwargs,
     ):
         k = self.call_k(k)
-        n_steps = int(n_steps or self.n_steps)
+        max_iter = int(renamed_keyword("FlashDiffusion", "n_steps", n_steps, "max_iter", max_iter) or self.max_iter)
         start = self.start if start is None else start
-        self._check_start(start, n_steps)
+        self._check_start(start, max_iter)
         generator = self.noise.generator("cpu", seed, generator)  # CPU noise, moved to the latent's device
         y = y.detach()
         b, c = y.shape[0], self.scale
-        steps = self.steps(n_steps)
+        steps = self.steps(max_iter)
         with torch.no_grad():
             z_hat, sigma2_vae = self.severity_encoder(measurement_estimate(y, physics, fbp=True))
         sigma2 = c**2 * sigma2_vae
@@ -251,7 +256,7 @@ class FlashDiffusion(LatentDiffusionSolver):
             index, clamped = self.start_indices(sigma2, steps)
             out_of_range = out_of_range | clamped
         else:
-            index = torch.full((b,), 0 if start == "noise" else n_steps - int(start), dtype=torch.long)
+            index = torch.full((b,), 0 if start == "noise" else max_iter - int(start), dtype=torch.long)
         noise = torch.randn(z_hat.shape, generator=generator, dtype=z_hat.dtype).to(z_hat.device)
         if start == "noise":
             z = noise
@@ -264,7 +269,7 @@ class FlashDiffusion(LatentDiffusionSolver):
         with torch.no_grad():
             x = problem.image(z)
         verified = verify_and_correct(x, y, physics, self.max_chi2, self.final_consistency, who="FlashDiffusion")
-        nfe = (n_steps - index).cpu()
+        nfe = (max_iter - index).cpu()
         if out_of_range.any():
             bad = out_of_range.nonzero().flatten().tolist()
             warnings.warn(

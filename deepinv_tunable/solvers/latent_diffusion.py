@@ -6,7 +6,7 @@ steps) rather than re-implement it, as deepinv's ``PosteriorDiffusion`` does ove
 
 .. code-block:: text
 
-    for j, step t -> t' in the DDIM sub-schedule (n_steps of them):
+    for j, step t -> t' in the DDIM sub-schedule (max_iter of them):
         rows = samples whose start index <= j                    # all rows for a plain sampler
         z[rows] = latent_reverse_step(unet, z[rows], step, consistency, problem[rows], k)
     return D(T_k z_0)
@@ -35,7 +35,7 @@ class LatentDiffusionSolver(TunableReconstructor):
     :param unet: noise network with ``sampling_scheduler()`` (:class:`~deepinv_tunable.nets.LatentUNet`).
     :param consistency: the data-consistency hook (:class:`~deepinv_tunable.consistency.DataConsistency`).
     :param int k: default latent size (``None``: full); overridable per call.
-    :param int n_steps: DDIM sub-schedule length.
+    :param int max_iter: DDIM sub-schedule length (deepinv's name for a sampler's steps).
     :param float ddim_eta: DDIM stochasticity in ``[0, 1]``.
     :param int seed: seeds the solver's :class:`~deepinv_tunable.solvers.base.NoiseStream`.
     :param dict other_latent_shapes: further networks that must share the latent shape, by name.
@@ -51,7 +51,7 @@ class LatentDiffusionSolver(TunableReconstructor):
         unet,
         consistency: DataConsistency,
         k: int | None,
-        n_steps: int,
+        max_iter: int,
         ddim_eta: float,
         seed: int | None,
         other_latent_shapes: dict[str, tuple[int, ...]] | None = None,
@@ -64,8 +64,8 @@ class LatentDiffusionSolver(TunableReconstructor):
         }
         if len(set(shapes.values())) != 1:
             raise ValueError(f"the networks must share one latent shape, got {shapes}")
-        if n_steps < 1:
-            raise ValueError(f"n_steps must be >= 1, got {n_steps}")
+        if max_iter < 1:
+            raise ValueError(f"max_iter must be >= 1, got {max_iter}")
         if not 0 <= ddim_eta <= 1:
             raise ValueError(f"ddim_eta (DDIM stochasticity) must be in [0, 1], got {ddim_eta}")
         if k is not None:
@@ -74,7 +74,7 @@ class LatentDiffusionSolver(TunableReconstructor):
         self.unet = unet.eval().requires_grad_(False)
         self.scheduler = unet.sampling_scheduler()
         self.consistency = consistency
-        self.k, self.n_steps, self.ddim_eta = k, int(n_steps), float(ddim_eta)
+        self.k, self.max_iter, self.ddim_eta = k, int(max_iter), float(ddim_eta)
         self.noise = NoiseStream(seed)
 
     @property
@@ -89,9 +89,9 @@ class LatentDiffusionSolver(TunableReconstructor):
             check_k(k, self.vae.latent_dim)
         return k
 
-    def steps(self, n_steps: int | None = None) -> list[ReverseStep]:
+    def steps(self, max_iter: int | None = None) -> list[ReverseStep]:
         """The DDIM transitions of a call, noisiest first."""
-        return reverse_steps(self.scheduler, int(n_steps or self.n_steps), self.ddim_eta)
+        return reverse_steps(self.scheduler, int(max_iter or self.max_iter), self.ddim_eta)
 
     def reverse(
         self,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import deepinv as dinv
 import torch
 
+from ..checks import renamed_keyword
 from ..consistency import AdamDC, DataConsistency, LatentProblem
 from ..latent import truncate
 from .base import Reconstruction
@@ -17,7 +18,7 @@ class TunableLDMSolver(LatentDiffusionSolver):
     .. code-block:: text
 
         z_T ~ N(0, I);  z_T <- T_k(z_T)
-        for each DDIM step t -> t' (n_steps of them):       # diffusion.latent_reverse_step
+        for each DDIM step t -> t' (max_iter of them):       # diffusion.latent_reverse_step
             e      = eps_theta(z_t, t)
             z0_hat = (z_t - sqrt(1 - abar_t) e) / sqrt(abar_t)             # Tweedie
             z0_hat = consistency.correct_z0(z0_hat)                        # e.g. Adam-DC
@@ -34,7 +35,7 @@ class TunableLDMSolver(LatentDiffusionSolver):
     :param vae: tunable autoencoder (``decode(z, k)``, ``encode_mean``, ``latent_shape``, ``config["scaling_factor"]``).
     :param unet: noise network (:class:`~deepinv_tunable.nets.LatentUNet`).
     :param int k: default latent size (``None``: full). Overridable per call.
-    :param int n_steps: DDIM steps :math:`N`. Default 50.
+    :param int max_iter: DDIM steps :math:`N`. Default 50 (``n_steps``: its former name, deprecated).
     :param float eta: DDIM stochasticity; must be > 0 (the paper: :math:`\eta = 0` is unstable). Default 0.1.
     :param consistency: data-consistency step. Default ``AdamDC()``.
     :param int seed: seeds the solver's own generator (successive calls continue its stream);
@@ -49,7 +50,7 @@ class TunableLDMSolver(LatentDiffusionSolver):
         >>> unet = LatentUNet(latent_channels=2, latent_size=8, block_out_channels=(8, 16))
         >>> physics = build_physics({"kind": "inpainting", "keep_fraction": 0.5, "noise_sigma": 0.05}, (16, 16))
         >>> y = physics(torch.rand(2, 1, 16, 16))
-        >>> out = TunableLDMSolver(vae, unet, n_steps=4).reconstruct(y, physics, k=64, seed=0)
+        >>> out = TunableLDMSolver(vae, unet, max_iter=4).reconstruct(y, physics, k=64, seed=0)
         >>> out.x.shape, out.k, out.nfe
         (torch.Size([2, 1, 16, 16]), 64, 4)
     """
@@ -59,15 +60,17 @@ class TunableLDMSolver(LatentDiffusionSolver):
         vae,
         unet,
         k: int | None = None,
-        n_steps: int = 50,
+        max_iter: int = 50,
         eta: float = 0.1,
         consistency: DataConsistency | None = None,
         seed: int | None = None,
+        n_steps: int | None = None,
     ):
+        max_iter = renamed_keyword("TunableLDMSolver", "n_steps", n_steps, "max_iter", max_iter)
         if not eta > 0:
             raise ValueError(f"eta must be > 0 (eta = 0 makes Algorithm 2 unstable), got {eta}")
         consistency = consistency if consistency is not None else AdamDC()
-        super().__init__(vae, unet, consistency, k=k, n_steps=n_steps, ddim_eta=eta, seed=seed)
+        super().__init__(vae, unet, consistency, k=k, max_iter=max_iter, ddim_eta=eta, seed=seed)
 
     @property
     def eta(self) -> float:
@@ -79,19 +82,21 @@ class TunableLDMSolver(LatentDiffusionSolver):
         y,
         physics: dinv.physics.Physics,
         k=None,
-        n_steps: int | None = None,
+        max_iter: int | None = None,
         seed: int | None = None,
         generator: torch.Generator | None = None,
         return_iterates: bool = False,
+        n_steps: int | None = None,
         **kwargs,
     ):
         k = self.call_k(k)
+        max_iter = renamed_keyword("TunableLDMSolver", "n_steps", n_steps, "max_iter", max_iter)
         generator = self.noise.generator("cpu", seed, generator)  # CPU noise, moved to the latent's device
         y = y.detach()
         problem = LatentProblem(self.vae, physics, y, k, scale=self.scale)
         shape = (y.shape[0], *self.vae.latent_shape)
         z = truncate(torch.randn(shape, generator=generator).to(y.device), k)
-        steps = self.steps(n_steps)
+        steps = self.steps(max_iter)
         z, trace = self.reverse(z, steps, problem, generator, return_iterates=return_iterates)
         with torch.no_grad():
             iterates = [problem.image(z0) for _, z0 in trace] if return_iterates else None

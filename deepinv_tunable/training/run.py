@@ -22,10 +22,9 @@ from pathlib import Path
 from typing import Any, Literal
 
 import lightning as L
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from ..recipes.schema import RecipeError, format_errors
+from ..recipes.schema import RecipeError, format_errors, read_recipe_file
 from .data import SliceDataConfig, SliceDataModule
 from .dncnn import DnCNNModule
 from .drunet import ConditionalDenoiserModule
@@ -86,11 +85,7 @@ MODULES = {
 
 def load_train_recipe(path: str | Path, overrides: dict[str, Any] | None = None) -> TrainRecipe:
     """Read and validate a training recipe; ``overrides`` are merged into it first."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"training recipe not found: '{path}'")
-    raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    raw = merge(raw, overrides or {})
+    raw = merge(read_recipe_file(path, "training recipe"), overrides or {})
     try:
         return TrainRecipe.model_validate(raw)
     except ValidationError as err:
