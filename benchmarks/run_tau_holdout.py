@@ -7,6 +7,7 @@ Usage::
 
     python benchmarks/run_tau_holdout.py                     # MRI 4x and 8x, 4 axial slices
     python benchmarks/run_tau_holdout.py --fractions 0.3 0.15 0.1
+    python benchmarks/run_tau_holdout.py --splits 3          # + the tau-grid score summed over 3 splits
 
 Measured on 2026-12-01 (hvae_mri64, 1 % noise): see docs/autotune.rst, "Known limits".
 Not a test and not run in CI.
@@ -24,7 +25,7 @@ import deepinv_tunable.autotune as autotune
 from deepinv_tunable import pretrained
 from deepinv_tunable.data import sample_slices
 from deepinv_tunable.metrics import image_metrics
-from deepinv_tunable.physics import build_physics, magnitude, to_physics_domain
+from deepinv_tunable.physics import build_physics, magnitude, noise_sigma, to_physics_domain
 from deepinv_tunable.solvers import PnPHVAE
 
 TAUS = (0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
@@ -35,11 +36,38 @@ def mean_psnr(x_hat: torch.Tensor, x: torch.Tensor) -> float:
     return sum(values) / len(values)
 
 
+@torch.no_grad()
+def summed_split_choice(hvae, y, physics, fraction: float, n_splits: int) -> float:
+    """The tau of :data:`TAUS` whose held-out residual, summed over ``n_splits`` random line
+    hold-outs of ``fraction`` (seeds 0..n-1), is smallest; each candidate runs PnP-HVAE's 20
+    tuning iterations, as in :meth:`~deepinv_tunable.solvers.PnPHVAE.reconstruct`."""
+    solver = PnPHVAE(hvae)
+    sigma = noise_sigma(physics)
+
+    def solve(tau, y_, physics_, x0):
+        return solver._iterate(y_, physics_, tau, hvae.gamma, sigma, None, x0, solver.tune_iter, False)[0]
+
+    line_holdout = autotune.line_holdout_mask
+    autotune.line_holdout_mask = functools.partial(line_holdout, holdout_fraction=fraction)
+    try:
+        totals = dict.fromkeys(TAUS, 0.0)
+        for seed in range(n_splits):
+            score = autotune._Scorer("splitting", solve, y, physics, sigma, 1.1, 0.1, seed, False)
+            for tau in TAUS:
+                totals[tau] += score(tau)
+    finally:
+        autotune.line_holdout_mask = line_holdout
+    return min(totals, key=totals.get)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--slices", type=int, nargs="+", default=[80, 95, 110, 125])
     parser.add_argument("--accelerations", type=int, nargs="+", default=[4, 8])
     parser.add_argument("--fractions", type=float, nargs="+", default=[0.3, 0.15])
+    parser.add_argument(
+        "--splits", type=int, default=0, help="also score the tau grid over this many random splits (seeds 0..N-1)"
+    )
     args = parser.parse_args()
     warnings.simplefilter("ignore")
     x = sample_slices("mni152_t1", "axial", indices=args.slices, spacing=1.8)
