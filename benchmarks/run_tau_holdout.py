@@ -93,6 +93,10 @@ def main() -> None:
             print(
                 f"  hold-out {fraction:.2f}: tau {out.parameters['tau']:.3f} {psnr:.2f} dB (gap {psnr - curve[best]:+.2f})"
             )
+            if args.splits:
+                tau = summed_split_choice(hvae, y, physics, fraction, args.splits)
+                gap = curve[tau] - curve[best]
+                print(f"    {args.splits} splits, tau grid: tau {tau} {curve[tau]:.2f} dB (gap {gap:+.2f})")
 
 
 if __name__ == "__main__":
