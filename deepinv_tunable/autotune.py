@@ -43,9 +43,9 @@ from dataclasses import dataclass, field
 
 import deepinv as dinv
 import torch
-from tqdm.auto import tqdm
 
 from .physics import estimate_noise_sigma, noise_sigma, physics_domain_adjoint, residual_sq, to_physics_domain
+from .progress import progress_bar
 
 RULES = ("discrepancy", "sure", "splitting")
 
@@ -453,8 +453,8 @@ def select_parameter(
     sigma_value, estimated = resolve_sigma(y, physics, sigma)
     scorer = _Scorer(rule, solve, y, physics, sigma_value, tau, holdout_fraction, seed, warm_start)
     total = n_coarse + (n_refine if n_coarse > 1 else 0)
-    with tqdm(
-        total=total, desc=f"choosing {name} ({rule})", unit="solve", leave=False, disable=_bar_off(progress)
+    with progress_bar(
+        total=total, progress=progress, desc=f"choosing {name} ({rule})", unit="solve", leave=False
     ) as bar:
 
         def scored(value: float) -> float:
@@ -490,11 +490,6 @@ def select_parameter(
             stacklevel=2,
         )
     return choice
-
-
-def _bar_off(progress: bool | None) -> bool | None:
-    """tqdm's ``disable``: ``None`` turns the bar off when not attached to a terminal."""
-    return None if progress is None else not progress
 
 
 def auto_requested(value) -> bool:

@@ -336,8 +336,13 @@ def weighted_data_consistency(
         gen = torch.Generator(device="cpu").manual_seed(seed)
         probes = torch.randn((n_probes, *x.shape[1:]), generator=gen).to(x)
         b = x.shape[0]
-        # one operator per example (e.g. batched_mri's masks) or one shared by the batch
-        operators = [physics_rows(physics, torch.tensor([i], device=x.device), b, x[i : i + 1]) for i in range(b)]
+        # one operator shared by the batch (checked once), or one per example (batched_mri's masks)
+        first = physics_rows(physics, torch.tensor([0], device=x.device), b, x[:1])
+        operators = (
+            [physics] * b
+            if first is physics
+            else [physics_rows(physics, torch.tensor([i], device=x.device), b, x[i : i + 1]) for i in range(b)]
+        )
         if any(op is None for op in operators):
             raise ValueError(
                 "weighted_data_consistency needs an operator shared by the batch or one MRI mask per "

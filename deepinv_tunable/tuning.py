@@ -11,9 +11,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
-from tqdm.auto import tqdm
 
 from .metrics import image_metrics
+from .progress import progress_bar
 
 
 @dataclass
@@ -56,9 +56,7 @@ def grid_search(
     if metric not in ("psnr", "ssim", "nmse"):
         raise ValueError(f"metric must be 'psnr', 'ssim' or 'nmse', got '{metric}'")
     table = {}
-    for value in tqdm(
-        grid, desc=f"tuning {param} ({metric})", leave=False, disable=None if progress is None else not progress
-    ):
+    for value in progress_bar(grid, progress, desc=f"tuning {param} ({metric})", leave=False):
         value = tuple(float(v) for v in value) if isinstance(value, (tuple, list)) else float(value)
         scores = image_metrics(reconstruct(value), reference)[metric]
         table[value] = sum(scores) / len(scores)

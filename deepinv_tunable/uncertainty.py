@@ -30,9 +30,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from .atomic import write_json_atomic
+from .progress import progress_bar
 
 
 class RunningMoments:
@@ -252,12 +252,7 @@ class PosteriorSampler:
         start = time.perf_counter()
         moments, kept = RunningMoments(), []
         n_batch = y.shape[0]
-        bar = tqdm(
-            total=self.n_samples,
-            desc="posterior samples",
-            unit="sample",
-            disable=None if self.progress is None else not self.progress,
-        )
+        bar = progress_bar(total=self.n_samples, progress=self.progress, desc="posterior samples", unit="sample")
         drawn, j = 0, 0
         while drawn < self.n_samples:
             b = min(self.batch_size, self.n_samples - drawn)

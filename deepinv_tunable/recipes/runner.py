@@ -20,7 +20,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from .. import __version__
 from ..atomic import write_json_atomic
@@ -36,6 +35,7 @@ from ..data import (
 )
 from ..metrics import image_metrics
 from ..physics import build_physics, from_physics_domain, to_physics_domain
+from ..progress import progress_bar
 from ..report import shown_slices, write_auto_figure, write_figures, write_report
 from ..solvers.base import SolverDiagnostics
 from ..tuning import grid_search
@@ -384,13 +384,8 @@ def run_recipe(
     if previous is not None:
         per_slice, seconds = previous["per_slice"], previous["solver_seconds_per_slice"] * len(previous["slices"])
         done = len(previous["slices"])
-    # tqdm's disable=None turns the bar off when not attached to a terminal.
-    bar = tqdm(
-        total=len(eval_idx),
-        initial=done,
-        desc=f"{recipe.name}: slices",
-        unit="slice",
-        disable=None if progress is None else not progress,
+    bar = progress_bar(
+        total=len(eval_idx), progress=progress, initial=done, desc=f"{recipe.name}: slices", unit="slice"
     )
     compare = run.comparison_solvers()
     shown = set(shown_slices(eval_idx, recipe.output.figures))
