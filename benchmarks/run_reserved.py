@@ -141,8 +141,12 @@ class Subject:
 
 
 def load_subject(name: str, n_cal: int, n_eval: int, root: str) -> Subject:
-    """Interleaved reference and evaluation slices of a reserved subject (disjoint)."""
-    images = [c.image for c in load_corpus(root, split="eval", subjects=(name,)).images]
+    """Interleaved reference and evaluation slices of a reserved subject (disjoint); a
+    training-split subject's the same way, for developing a rule before any reserved run."""
+    records = load_corpus(root, split="eval" if name in SUBJECTS else "train", subjects=(name,)).images
+    if not records:
+        raise ValueError(f"subject {name!r} is not in the corpus at {root!r}")
+    images = [c.image for c in records]
     n = len(images)
     ev = select_slices(n, 0, n, n_eval)
     gap = max(1, n // n_eval // 2)
@@ -151,7 +155,7 @@ def load_subject(name: str, n_cal: int, n_eval: int, root: str) -> Subject:
     if set(cal) & set(ev):
         raise ValueError(f"subject {name}: reference and evaluation slices overlap")
     stack = torch.stack([fit_square(im) for im in images]).unsqueeze(1)
-    return Subject(name, SUBJECTS[name], stack[cal], stack[ev], cal, ev)
+    return Subject(name, records[0].modality, stack[cal], stack[ev], cal, ev)
 
 
 # ------------------------------------------------------------------------------------- methods

@@ -87,6 +87,7 @@ class ParameterChoice:
     :param torch.Tensor estimate: the candidate's estimate of the full problem at the chosen value
         (discrepancy and SURE solve the full problem; ``None`` under splitting), so a solver whose
         candidates match its final solve can return it without solving again.
+    :param int n_splits: disjoint hold-outs the splitting score summed over (1 for the other rules).
     """
 
     name: str
@@ -101,6 +102,7 @@ class ParameterChoice:
     n_solves: int
     seconds: float
     estimate: torch.Tensor | None = field(default=None, repr=False)
+    n_splits: int = 1
 
     def curve(self) -> tuple[list[float], list[float]]:
         """The candidates sorted by value and their scores, for a plot of the score curve."""
@@ -119,6 +121,7 @@ class ParameterChoice:
             "sigma": self.sigma,
             "sigma_estimated": self.sigma_estimated,
             "n_solves": self.n_solves,
+            "n_splits": self.n_splits,
             "seconds": self.seconds,
             "curve": {"values": values, "scores": scores},
         }
@@ -130,6 +133,7 @@ def holdout_mask(
     holdout_fraction: float = HOLDOUT_FRACTION,
     generator: torch.Generator | None = None,
     protect_factor: float | None = None,
+    split: int = 0,
 ) -> torch.Tensor:
     r"""Boolean mask shaped like ``y``: ``False`` on a random hold-out set of its non-zero entries.
 
@@ -141,9 +145,16 @@ def holdout_mask(
     held-out DC coefficient would make the score measure the unknown mean intensity instead of
     the regularisation.
 
+    ``split`` picks one of the disjoint hold-out sets of one random order of the candidates:
+    generators with the same seed and ``split = 0, 1, ...`` hold out disjoint sets (K-fold
+    cross-validation over ``1 / holdout_fraction`` folds at most).
+
     >>> keep = holdout_mask(torch.ones(1, 10), 0.3, torch.Generator().manual_seed(0))
     >>> int((~keep).sum())
     3
+    >>> other = holdout_mask(torch.ones(1, 10), 0.3, torch.Generator().manual_seed(0), split=1)
+    >>> bool((keep | other).all())  # the two hold-out sets are disjoint
+    True
     """
     try:
         holdout_fraction = float(holdout_fraction)
@@ -167,7 +178,7 @@ def holdout_mask(
     candidates = informative.nonzero().flatten()
     order = torch.randperm(total, generator=generator)
     keep_mask = torch.ones(y.numel(), dtype=torch.bool)
-    keep_mask[candidates[order[:n_hold]]] = False
+    keep_mask[candidates[_fold(order, n_hold, split, f"{total} non-zero entries")]] = False
     return keep_mask.reshape(y.shape).to(y.device)
 
 
@@ -194,12 +205,14 @@ def line_holdout_mask(
     holdout_fraction: float = LINE_HOLDOUT_FRACTION,
     generator: torch.Generator | None = None,
     centre: int = 2,
+    split: int = 0,
 ) -> torch.Tensor:
     r"""Boolean mask shaped like ``y`` (k-space ``(..., H, W)``): ``False`` on whole sampled lines
     (last axis), a random ``holdout_fraction`` of ``lines`` outside the ``centre`` lines nearest
     to DC. Cartesian MRI misses whole lines, so a score on held-out lines measures what the
     reconstruction must do (fill unsampled lines); a held-out point of a sampled line is
-    predicted by its neighbours on the same line whatever the regularisation.
+    predicted by its neighbours on the same line whatever the regularisation. ``split`` picks one
+    of the disjoint hold-outs of one random order, as in :func:`holdout_mask`.
 
     >>> keep = line_holdout_mask(torch.ones(1, 2, 4, 16), torch.arange(0, 16, 2), 0.25, torch.Generator().manual_seed(0))
     >>> sorted(set(int(i) for i in (~keep).nonzero()[:, -1]))  # two of the eight lines, none next to DC
@@ -213,10 +226,31 @@ def line_holdout_mask(
             f"holdout_fraction={holdout_fraction} of {len(lines)} sampled lines holds out {n_hold}; "
             f"it must hold out between 1 and the {len(candidates)} lines away from the centre"
         )
-    held = candidates[torch.randperm(len(candidates), generator=generator)[:n_hold]]
+    order = torch.randperm(len(candidates), generator=generator)
+    held = candidates[_fold(order, n_hold, split, f"{len(candidates)} lines away from the centre")]
     keep = torch.ones(y.shape, dtype=torch.bool, device=y.device)
     keep[..., held.to(y.device)] = False
     return keep
+
+
+def _fold(order: torch.Tensor, n_hold: int, split: int, what: str) -> torch.Tensor:
+    """The ``split``-th block of ``n_hold`` entries of a random ``order`` (disjoint hold-outs)."""
+    if not 0 <= split < len(order) // n_hold:
+        raise ValueError(
+            f"split {split} of hold-outs of {n_hold} needs {(split + 1) * n_hold} of the {what}; "
+            f"only {len(order) // n_hold} disjoint hold-outs fit"
+        )
+    return order[split * n_hold : (split + 1) * n_hold]
+
+
+def max_splits(y: torch.Tensor, physics, holdout_fraction: float, line_holdout_fraction: float) -> int:
+    """How many disjoint hold-outs the splitting rule can draw from ``y`` (at least 1)."""
+    lines = sampled_lines(physics)
+    if lines is not None:
+        candidates = int(((lines - y.shape[-1] // 2).abs() > 2).sum())
+        return max(1, candidates // max(1, round(line_holdout_fraction * len(lines))))
+    total = int((y != 0).sum())
+    return max(1, total // max(1, round(holdout_fraction * total)))
 
 
 def masked_physics(physics, keep_mask: torch.Tensor):
@@ -280,21 +314,26 @@ class _Scorer:
         holdout_fraction: float,
         seed: int,
         warm_start: bool,
+        n_splits: int = 1,
+        line_holdout_fraction: float = LINE_HOLDOUT_FRACTION,
     ):
         self.rule, self.solve, self.y, self.physics, self.sigma, self.tau = rule, solve, y, physics, sigma, tau
         self.warm_start = warm_start
         self.n_solves = 0
         self.estimates: dict[float, torch.Tensor] = {}
+        self.keeps: list[torch.Tensor] = []
+        self.n_splits = 1
         if rule == "splitting":
-            generator = torch.Generator().manual_seed(seed)
             lines = sampled_lines(physics)
-            self.keep = (
-                line_holdout_mask(y, lines, generator=generator)
-                if lines is not None
-                else holdout_mask(y, holdout_fraction, generator, protect_factor=PROTECT_FACTOR)
-            )
-            self.fit_physics = masked_physics(physics, self.keep)
-            self.fit_y = y * self.keep
+            self.n_splits = min(n_splits, max_splits(y, physics, holdout_fraction, line_holdout_fraction))
+            for split in range(self.n_splits):  # one random order, cut into disjoint hold-outs
+                generator = torch.Generator().manual_seed(seed)
+                self.keeps.append(
+                    line_holdout_mask(y, lines, line_holdout_fraction, generator, split=split)
+                    if lines is not None
+                    else holdout_mask(y, holdout_fraction, generator, protect_factor=PROTECT_FACTOR, split=split)
+                )
+            self.keep = self.keeps[0]
         elif rule == "sure":
             self.sure = dinv.loss.SureGaussianLoss(
                 sigma=sigma, tau=0.1 * sigma, rng=torch.Generator(device=y.device).manual_seed(seed)
@@ -310,11 +349,14 @@ class _Scorer:
     def __call__(self, value: float) -> float:
         x_init = self._nearest(value)
         if self.rule == "splitting":
-            x = self.solve(value, self.fit_y, self.fit_physics, x_init)
-            self.n_solves += 1
+            score = 0.0
+            for keep in self.keeps:  # summed over the disjoint hold-outs
+                x = self.solve(value, self.y * keep, masked_physics(self.physics, keep), x_init)
+                self.n_solves += 1
+                # the fit lives in the masked physics' domain (real images): score on the held-out entries
+                score += float(residual_sq(x, self.y, self.physics, ~keep).sum())
             self.estimates[value] = x
-            # the fit lives in the masked physics' domain (real images): score on the held-out entries
-            return float(residual_sq(x, self.y, self.physics, ~self.keep).sum())
+            return score
         x = self.solve(value, self.y, self.physics, x_init)
         self.n_solves += 1
         self.estimates[value] = x
@@ -382,6 +424,8 @@ def select_parameter(
     sigma: float | None = None,
     tau: float = DISCREPANCY_TAU,
     holdout_fraction: float = HOLDOUT_FRACTION,
+    line_holdout_fraction: float = LINE_HOLDOUT_FRACTION,
+    n_splits: int = 1,
     n_coarse: int = 5,
     n_refine: int = 3,
     log: bool = True,
@@ -397,7 +441,8 @@ def select_parameter(
     log-spaced candidates (strongest first), then
     ``n_refine`` golden-section steps between the best candidate's neighbours. One value is chosen
     for the whole batch (e.g. a few slices of one volume, then applied to all of it); call once
-    per example for per-slice values. Cost: ``n_coarse + n_refine`` solves (twice that for SURE).
+    per example for per-slice values. Cost: ``n_coarse + n_refine`` solves (twice that for SURE,
+    ``n_splits`` times that for splitting).
 
     :param Callable solve: ``solve(value, y, physics, x_init) -> x`` in ``physics``' image domain.
         Under ``"splitting"`` it receives :func:`masked_physics` (on real single-channel images).
@@ -409,6 +454,13 @@ def select_parameter(
     :param float sigma: noise std (default: the physics', else estimated from ``y``).
     :param float tau: discrepancy safety factor. Default :data:`DISCREPANCY_TAU`.
     :param float holdout_fraction: splitting hold-out fraction. Default :data:`HOLDOUT_FRACTION`.
+    :param float line_holdout_fraction: the same on Cartesian MRI, in sampled lines. Default
+        :data:`LINE_HOLDOUT_FRACTION`.
+    :param int n_splits: splitting sums the held-out score over this many disjoint hold-outs
+        (capped at as many as fit, recorded in ``n_splits`` of the choice). Several smaller
+        hold-outs leave the fit closer to the full problem than one large one, at the same
+        variance: a single 30 % line hold-out turns 4x MRI into about 5.7x and so leans towards
+        a stronger prior. Default 1 (cost: ``n_splits`` solves per candidate).
     :param int n_coarse: coarse grid size (>= 1). Default 5.
     :param int n_refine: golden-section evaluations. Default 3.
     :param bool log: search on a log scale. Default True.
@@ -445,13 +497,17 @@ def select_parameter(
         raise ValueError(f"bounds must be (low, high), got {bounds!r}") from None
     if not (low < high and (low > 0 or not log)):
         raise ValueError(f"bounds must satisfy {'0 < ' if log else ''}low < high, got {bounds!r}")
+    if isinstance(n_splits, bool) or not isinstance(n_splits, int) or n_splits < 1:
+        raise ValueError(f"n_splits must be an integer >= 1, got {n_splits!r}")
     if n_coarse < 1 or n_refine < 0:
         raise ValueError(f"n_coarse must be >= 1 and n_refine >= 0, got {n_coarse} and {n_refine}")
     if not tau > 0:
         raise ValueError(f"tau must be positive, got {tau}")
     start = time.perf_counter()
     sigma_value, estimated = resolve_sigma(y, physics, sigma)
-    scorer = _Scorer(rule, solve, y, physics, sigma_value, tau, holdout_fraction, seed, warm_start)
+    scorer = _Scorer(
+        rule, solve, y, physics, sigma_value, tau, holdout_fraction, seed, warm_start, n_splits, line_holdout_fraction
+    )
     total = n_coarse + (n_refine if n_coarse > 1 else 0)
     with progress_bar(
         total=total, progress=progress, desc=f"choosing {name} ({rule})", unit="solve", leave=False
@@ -481,6 +537,7 @@ def select_parameter(
         n_solves=scorer.n_solves,
         seconds=time.perf_counter() - start,
         estimate=None if rule == "splitting" else scorer.estimates.get(value),
+        n_splits=scorer.n_splits if rule == "splitting" else 1,
     )
     if warn and at_bound:
         warnings.warn(
@@ -506,6 +563,7 @@ __all__ = [
     "HOLDOUT_FRACTION",
     "LINE_HOLDOUT_FRACTION",
     "line_holdout_mask",
+    "max_splits",
     "sampled_lines",
     "ParameterChoice",
     "RULES",

@@ -13,6 +13,7 @@ from deepinv_tunable.autotune import (
     default_rule,
     holdout_mask,
     line_holdout_mask,
+    max_splits,
     sampled_lines,
     select_parameter,
 )
@@ -98,8 +99,11 @@ def _stationary_signal(size: int, seed: int) -> torch.Tensor:
     return (0.5 + 0.1 * field / field.std())[None, None]
 
 
-@pytest.mark.parametrize("rule,tolerance", [("sure", 1.05), ("splitting", 1.25), ("discrepancy", 1.6)])
-def test_rules_land_near_the_mse_optimum_of_a_planted_linear_gaussian_problem(rule, tolerance):
+@pytest.mark.parametrize(
+    "rule,n_splits,tolerance",
+    [("sure", 1, 1.05), ("splitting", 1, 1.25), ("splitting", 3, 1.25), ("discrepancy", 1, 1.6)],
+)
+def test_rules_land_near_the_mse_optimum_of_a_planted_linear_gaussian_problem(rule, n_splits, tolerance):
     x = _stationary_signal(48, seed=1)
     physics = build_physics({"kind": "denoising", "noise_sigma": 0.05, "seed": 2}, (48, 48))
     y = physics(x)
@@ -117,10 +121,12 @@ def test_rules_land_near_the_mse_optimum_of_a_planted_linear_gaussian_problem(ru
         n_coarse=7,
         n_refine=6,
         holdout_fraction=0.2,
+        n_splits=n_splits,
         seed=0,
     )
     achieved = float((_tikhonov(choice.value, y, physics) - x).pow(2).mean())
     assert achieved <= tolerance * oracle, (rule, choice.value, achieved / oracle)
+    assert choice.n_splits == n_splits and choice.n_solves == (2 if rule == "sure" else n_splits) * (7 + 6)
 
 
 def test_discrepancy_finds_the_planted_crossing_of_a_shrinkage_estimator():
@@ -208,6 +214,41 @@ def test_line_holdout_holds_out_whole_sampled_lines_away_from_the_centre():
     assert sampled_lines(build_physics({"kind": "blur"}, (8, 8))) is None
 
 
+def test_split_holdouts_of_one_seed_are_disjoint_and_past_what_fits_refused():
+    physics = build_physics({"kind": "mri", "acceleration": 4, "seed": 1}, (64, 64))
+    lines = sampled_lines(physics)
+    y = physics(torch.rand(1, 2, 64, 64))
+    held = [~line_holdout_mask(y, lines, 0.15, torch.Generator().manual_seed(3), split=s) for s in range(3)]
+    assert all(int(h.sum()) == int(held[0].sum()) > 0 for h in held)
+    assert not (held[0] & held[1]).any() and not (held[0] & held[2]).any() and not (held[1] & held[2]).any()
+    first = ~line_holdout_mask(y, lines, 0.15, torch.Generator().manual_seed(3))
+    assert torch.equal(first, held[0])  # split 0 is the single hold-out of earlier versions
+    fits = max_splits(y, physics, 0.1, 0.15)
+    candidates = int(((lines - 32).abs() > 2).sum())
+    assert fits == candidates // round(0.15 * len(lines))
+    with pytest.raises(ValueError, match=f"only {fits} disjoint hold-outs fit"):
+        line_holdout_mask(y, lines, 0.15, torch.Generator().manual_seed(3), split=fits)
+    entries = [~holdout_mask(torch.ones(1, 50), 0.2, torch.Generator().manual_seed(0), split=s) for s in range(5)]
+    assert torch.stack(entries).sum(0).eq(1).all()  # five folds of 20 % cover every entry once
+
+
+def test_splitting_sums_over_as_many_disjoint_holdouts_as_fit():
+    physics = build_physics({"kind": "mri", "acceleration": 8, "noise_sigma": 0.01, "seed": 0}, (32, 32))
+    y = physics(to_physics_domain(_phantom(32), physics))
+    calls = []
+
+    def solve(value, y_, physics_, x0):
+        calls.append(y_.ne(0).sum().item())
+        return physics_.A_adjoint(y_)
+
+    choice = select_parameter(solve, y, physics, (0.1, 1.0), rule="splitting", n_splits=50, n_coarse=2, n_refine=0)
+    fits = max_splits(y, physics, 0.1, 0.3)
+    assert 1 <= choice.n_splits == fits < 50 and choice.n_solves == 2 * fits == len(calls)
+    assert choice.as_dict()["n_splits"] == fits
+    with pytest.raises(ValueError, match="n_splits"):
+        select_parameter(solve, y, physics, (0.1, 1.0), rule="splitting", n_splits=0)
+
+
 # ------------------------------------------------------------------------------- solvers' "auto"
 def test_tv_auto_is_deterministic_records_its_choice_and_leaves_y_alone():
     physics = build_physics({"kind": "blur", "blur_sigma": 1.0, "noise_sigma": 0.05, "seed": 0}, (32, 32))
@@ -250,7 +291,7 @@ def test_pnp_hvae_tau_auto_runs_within_bounds_and_records_the_choice():
         )
     record = out.diagnostics().choices["tau"]
     assert 0.4 <= out.parameters["tau"] <= 1.0 and out.parameters["tau"] == record["value"]
-    assert record["n_solves"] == 4 + 3 and record["rule"] == "splitting"
+    assert record["n_solves"] == 3 * (4 + 3) and record["rule"] == "splitting" and record["n_splits"] == 3
     with pytest.raises(ValueError, match="'auto'"):
         PnPHVAE(HVAE(width=8, groups_per_scale=(1, 1)), tau="best")
 

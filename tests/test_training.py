@@ -209,6 +209,29 @@ def test_hvae_trains_on_patches_from_a_recipe_with_ema_weights(tmp_path):
         export_checkpoint(load_train_recipe(path, {"output": str(tmp_path / "elsewhere")}))
 
 
+def test_hvae_module_starts_from_shipped_weights_with_a_learning_rate_ramp(tmp_path):
+    from deepinv_tunable.nets import HVAE
+    from deepinv_tunable.training.hvae import HVAEModule
+
+    start = HVAE(width=8, z_channels=2, groups_per_scale=(1, 1), image_size=(16, 16))
+    start.save_pretrained(tmp_path / "start")
+    module = HVAEModule(hvae={"width": 8}, init=str(tmp_path / "start"), warmup_steps=4, lr=1e-3)
+    for name, value in start.state_dict().items():
+        assert torch.equal(module.hvae.state_dict()[name], value), name
+    assert module.hvae.training  # loaded for training, not left in eval mode
+    config = module.configure_optimizers()
+    optimizer, ramp = config["optimizer"], config["lr_scheduler"]["scheduler"]
+    rates = []
+    for _ in range(6):
+        rates.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        ramp.step()
+    assert rates == pytest.approx([2.5e-4, 5e-4, 7.5e-4, 1e-3, 1e-3, 1e-3])
+    assert isinstance(HVAEModule(hvae={"width": 8}).configure_optimizers(), torch.optim.Adamax)
+    with pytest.raises(ValueError, match="width=16 vs 8"):
+        HVAEModule(hvae={"width": 16}, init=str(tmp_path / "start"))
+
+
 @pytest.mark.parametrize(
     "name",
     [

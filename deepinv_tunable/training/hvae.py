@@ -13,6 +13,12 @@ or exceeds ``skip_threshold`` is skipped (VDVAE's guard against rare KL spikes);
 clipped to ``grad_clip``. The threshold is relative: ``skip_factor`` times a running average of
 accepted gradient norms (after ``skip_warmup`` updates), because the norm's scale changes by
 orders of magnitude between the start of training and convergence.
+
+``init`` starts from shipped weights (e.g. ``hvae_mri64``): a run whose Lightning checkpoint was
+lost continues from the last release instead of from random weights (the optimiser's moments
+start afresh, so ``warmup_steps`` ramps the learning rate up from zero: Adamax's first update
+moves every weight by the full learning rate whatever its gradient, which undoes a converged
+model's fine structure in a few steps).
 """
 
 from __future__ import annotations
@@ -40,6 +46,10 @@ class HVAEModule(L.LightningModule):
     :param int skip_warmup: updates accepted unconditionally at the start. Default 50.
     :param Sequence[float] val_taus: temperatures at which held-out denoising PSNR is logged.
     :param float val_sigma: noise std of that validation denoising. Default 0.03.
+    :param str init: shipped checkpoint (or ``save_pretrained`` folder) to start from; its
+        configuration must equal ``hvae`` wherever ``hvae`` sets a key. Default ``None`` (random
+        weights).
+    :param int warmup_steps: linear learning-rate warm-up from 0 over this many updates. Default 0.
     """
 
     def __init__(
@@ -52,10 +62,25 @@ class HVAEModule(L.LightningModule):
         skip_warmup: int = 50,
         val_taus: Sequence[float] = (1.0, 0.8, 0.6),
         val_sigma: float = 0.03,
+        init: str | None = None,
+        warmup_steps: int = 0,
     ):
         super().__init__()
         self.save_hyperparameters()
-        self.hvae = HVAE(**(hvae or {}))
+        if init is not None:
+            from .. import pretrained
+
+            self.hvae = pretrained.load(init).train()
+            if not isinstance(self.hvae, HVAE):
+                raise ValueError(f"init '{init}' holds a {type(self.hvae).__name__}, not an HVAE")
+            differ = {k: (v, self.hvae.config.get(k)) for k, v in (hvae or {}).items() if self.hvae.config.get(k) != v}
+            if differ:
+                raise ValueError(
+                    "hvae settings differ from the initial weights' "
+                    f"('{init}'): {', '.join(f'{k}={a!r} vs {b!r}' for k, (a, b) in differ.items())}"
+                )
+        else:
+            self.hvae = HVAE(**(hvae or {}))
         self.skipped_updates = 0
         self.accepted_updates = 0
         self.norm_average = 0.0
@@ -110,7 +135,12 @@ class HVAEModule(L.LightningModule):
             self.log(f"val/psnr_denoise_tau{tau:g}", psnr(out, x).mean(), batch_size=x.shape[0], sync_dist=True)
 
     def configure_optimizers(self):
-        return torch.optim.Adamax(self.hvae.parameters(), lr=self.hparams.lr)
+        optimizer = torch.optim.Adamax(self.hvae.parameters(), lr=self.hparams.lr)
+        warmup = int(self.hparams.warmup_steps)
+        if warmup <= 0:
+            return optimizer
+        ramp = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: min(1.0, (step + 1) / warmup))
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": ramp, "interval": "step"}}
 
     def configure_callbacks(self) -> list[L.Callback]:
         return [L.pytorch.callbacks.EMAWeightAveraging(decay=self.hparams.ema_decay)]
