@@ -11,6 +11,8 @@ Usage::
     python benchmarks/run_tau_holdout.py                                   # MNI, 4 axial slices
     python benchmarks/run_tau_holdout.py --subject pyradiomics_brain1      # a training subject
     python benchmarks/run_tau_holdout.py --settings 0.3:1 0.15:3 0.1:4
+    python benchmarks/run_tau_holdout.py --subject pyradiomics_brain1 --tasks mri8x --score-iters 20 60
+        # the split score and the ground-truth PSNR of candidates of 20 and 60 iterations
 
 Measured: see docs/autotune.rst, "Known limits". Not a test and not run in CI.
 """
@@ -23,6 +25,8 @@ import warnings
 from pathlib import Path
 
 import torch
+
+import deepinv_tunable.autotune as autotune
 
 sys.path.insert(0, str(Path(__file__).parent))
 from run_reserved import SUBJECTS, TASKS, load_subject
@@ -48,6 +52,21 @@ def setting(text: str) -> tuple[float, int]:
     return float(fraction), int(splits or 1)
 
 
+@torch.no_grad()
+def score_grid(hvae, y, physics, x, iters: int, fraction: float, splits: int) -> str:
+    """The split score (summed over ``splits`` disjoint hold-outs of ``fraction`` of the lines)
+    and the ground-truth PSNR of a full-data solve, both after ``iters`` iterations, per tau."""
+    solver = PnPHVAE(hvae)
+    sigma = 0.01
+
+    def solve(tau, y_, physics_, x0):
+        return solver._iterate(y_, physics_, tau, hvae.gamma, sigma, None, x0, iters, False)[0]
+
+    scorer = autotune._Scorer("splitting", solve, y, physics, sigma, 1.1, 0.1, 0, False, splits, fraction)
+    cells = [f"{tau}: score {scorer(tau):.1f}, PSNR {mean_psnr(solve(tau, y, physics, None), x):.2f}" for tau in TAUS]
+    return f"  {iters} iterations, {scorer.n_splits} x {fraction:.2f}: " + " | ".join(cells)
+
+
 def images(args) -> torch.Tensor:
     if args.subject == "mni152":
         return sample_slices("mni152_t1", "axial", indices=args.slices, spacing=1.8)
@@ -64,6 +83,13 @@ def main() -> None:
     parser.add_argument("--tasks", nargs="+", default=["mri4x", "mri8x"], choices=["mri4x", "mri8x"])
     parser.add_argument("--settings", type=setting, nargs="+", default=[(0.3, 1), (0.15, 3)])
     parser.add_argument("--hvae", default="hvae_mri64")
+    parser.add_argument(
+        "--score-iters",
+        type=int,
+        nargs="*",
+        default=[],
+        help="also the split score per tau after these iteration counts",
+    )
     parser.add_argument("--corpus", default=str(ROOT / "corpus"))
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
@@ -90,6 +116,8 @@ def main() -> None:
                 f"{psnr:.2f} dB (gap {psnr - curve[best]:+.2f})",
                 flush=True,
             )
+            for iters in args.score_iters:
+                print(score_grid(hvae, y, physics, x, iters, fraction, splits), flush=True)
 
 
 if __name__ == "__main__":
