@@ -207,7 +207,7 @@ def test_demo_recipe_tv_beats_zero_filled_by_3db(tmp_path):
 
 @pytest.mark.slow
 def test_make_demo_recipe_learned_prior_beats_tv_with_calibrated_intervals(tmp_path):
-    """`make demo`'s recipe (about 70 s): PnP-HVAE beats TV, both with parameters from the
+    """`make demo`'s recipe (about 155 s): PnP-HVAE beats TV, both with parameters from the
     measurements, inside the head; the calibrated 90 % intervals cover about 90 % of it."""
     result = run_recipe(
         load_recipe(REPO / "recipes" / "demo_learned_prior.yaml", {"output.dir": str(tmp_path)}),
