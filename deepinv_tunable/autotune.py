@@ -60,6 +60,9 @@ HOLDOUT_FRACTION = 0.1
 #: Fraction of the sampled lines held out by the splitting rule on Cartesian MRI.
 LINE_HOLDOUT_FRACTION = 0.3
 
+#: Sampled lines this close to DC are never held out (:func:`line_holdout_mask`).
+CENTRE_LINES = 2
+
 #: Entries of ``y`` above this multiple of the median magnitude are never held out (:func:`holdout_mask`).
 PROTECT_FACTOR = 20.0
 
@@ -162,10 +165,7 @@ def holdout_mask(
         raise ValueError(f"holdout_fraction must be a number in (0, 1), got {holdout_fraction!r}") from None
     if not 0 < holdout_fraction < 1:
         raise ValueError(f"holdout_fraction must lie in (0, 1), got {holdout_fraction}")
-    informative = (y != 0).flatten().cpu()
-    if protect_factor is not None:
-        magnitude = y.detach().abs().flatten().cpu()
-        informative &= magnitude <= protect_factor * magnitude[informative].median()
+    informative = _holdout_candidates(y, protect_factor)
     total = int(informative.sum())
     n_hold = round(holdout_fraction * total)
     if not 1 <= n_hold <= total - 1:
@@ -204,7 +204,7 @@ def line_holdout_mask(
     lines: torch.Tensor,
     holdout_fraction: float = LINE_HOLDOUT_FRACTION,
     generator: torch.Generator | None = None,
-    centre: int = 2,
+    centre: int = CENTRE_LINES,
     split: int = 0,
 ) -> torch.Tensor:
     r"""Boolean mask shaped like ``y`` (k-space ``(..., H, W)``): ``False`` on whole sampled lines
@@ -218,8 +218,7 @@ def line_holdout_mask(
     >>> sorted(set(int(i) for i in (~keep).nonzero()[:, -1]))  # two of the eight lines, none next to DC
     [0, 14]
     """
-    width = y.shape[-1]
-    candidates = lines[(lines - width // 2).abs() > centre]
+    candidates = _line_candidates(lines, y.shape[-1], centre)
     n_hold = round(float(holdout_fraction) * len(lines))
     if not 0 < holdout_fraction < 1 or not 1 <= n_hold <= len(candidates):
         raise ValueError(
@@ -243,14 +242,33 @@ def _fold(order: torch.Tensor, n_hold: int, split: int, what: str) -> torch.Tens
     return order[split * n_hold : (split + 1) * n_hold]
 
 
+def _holdout_candidates(y: torch.Tensor, protect_factor: float | None) -> torch.Tensor:
+    """Flat boolean mask of the entries :func:`holdout_mask` may hold out."""
+    informative = (y != 0).flatten().cpu()
+    if protect_factor is not None:
+        magnitude = y.detach().abs().flatten().cpu()
+        informative &= magnitude <= protect_factor * magnitude[informative].median()
+    return informative
+
+
+def _line_candidates(lines: torch.Tensor, width: int, centre: int) -> torch.Tensor:
+    """The sampled lines :func:`line_holdout_mask` may hold out: those away from DC."""
+    return lines[(lines - width // 2).abs() > centre]
+
+
 def max_splits(y: torch.Tensor, physics, holdout_fraction: float, line_holdout_fraction: float) -> int:
-    """How many disjoint hold-outs the splitting rule can draw from ``y`` (at least 1)."""
+    """How many disjoint hold-outs the splitting rule can draw from ``y`` (at least 1), counted
+    from the same candidates :func:`line_holdout_mask` / :func:`holdout_mask` draw from."""
     lines = sampled_lines(physics)
     if lines is not None:
-        candidates = int(((lines - y.shape[-1] // 2).abs() > 2).sum())
-        return max(1, candidates // max(1, round(line_holdout_fraction * len(lines))))
-    total = int((y != 0).sum())
-    return max(1, total // max(1, round(holdout_fraction * total)))
+        n_candidates, n_hold = (
+            len(_line_candidates(lines, y.shape[-1], CENTRE_LINES)),
+            round(line_holdout_fraction * len(lines)),
+        )
+    else:
+        n_candidates = int(_holdout_candidates(y, PROTECT_FACTOR).sum())
+        n_hold = round(holdout_fraction * n_candidates)
+    return max(1, n_candidates // max(1, n_hold))
 
 
 def masked_physics(physics, keep_mask: torch.Tensor):
@@ -334,6 +352,8 @@ class _Scorer:
                     else holdout_mask(y, holdout_fraction, generator, protect_factor=PROTECT_FACTOR, split=split)
                 )
             self.keep = self.keeps[0]
+            # each hold-out's fit problem, built once for every candidate
+            self.fits = [(y * keep, masked_physics(physics, keep), keep) for keep in self.keeps]
         elif rule == "sure":
             self.sure = dinv.loss.SureGaussianLoss(
                 sigma=sigma, tau=0.1 * sigma, rng=torch.Generator(device=y.device).manual_seed(seed)
@@ -350,8 +370,8 @@ class _Scorer:
         x_init = self._nearest(value)
         if self.rule == "splitting":
             score = 0.0
-            for keep in self.keeps:  # summed over the disjoint hold-outs
-                x = self.solve(value, self.y * keep, masked_physics(self.physics, keep), x_init)
+            for fit_y, fit_physics, keep in self.fits:  # summed over the disjoint hold-outs
+                x = self.solve(value, fit_y, fit_physics, x_init)
                 self.n_solves += 1
                 # the fit lives in the masked physics' domain (real images): score on the held-out entries
                 score += float(residual_sq(x, self.y, self.physics, ~keep).sum())
@@ -537,7 +557,7 @@ def select_parameter(
         n_solves=scorer.n_solves,
         seconds=time.perf_counter() - start,
         estimate=None if rule == "splitting" else scorer.estimates.get(value),
-        n_splits=scorer.n_splits if rule == "splitting" else 1,
+        n_splits=scorer.n_splits,
     )
     if warn and at_bound:
         warnings.warn(
