@@ -13,6 +13,8 @@ Usage::
     python benchmarks/run_tau_holdout.py --settings 0.3:1 0.15:3 0.1:4
     python benchmarks/run_tau_holdout.py --subject pyradiomics_brain1 --tasks mri8x --score-iters 20 60
         # the split score and the ground-truth PSNR of candidates of 20 and 60 iterations
+    python benchmarks/run_tau_holdout.py --subject pyradiomics_brain1 --settings 0.15:3 --pilots none 0.8:30
+        # candidates from the zero-filled image against candidates from a shared pilot (TUNE_PILOT)
 
 Measured: see docs/autotune.rst, "Known limits". Not a test and not run in CI.
 """
@@ -36,6 +38,7 @@ from deepinv_tunable.data import sample_slices
 from deepinv_tunable.metrics import image_metrics
 from deepinv_tunable.physics import build_physics, magnitude, to_physics_domain
 from deepinv_tunable.solvers import PnPHVAE
+from deepinv_tunable.solvers.pnp_hvae import TUNE_PILOT
 
 ROOT = Path(__file__).resolve().parents[1]
 TAUS = (0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
@@ -44,6 +47,14 @@ TAUS = (0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
 def mean_psnr(x_hat: torch.Tensor, x: torch.Tensor) -> float:
     values = image_metrics(magnitude(x_hat).clamp(0, 1), x)["psnr"]
     return sum(values) / len(values)
+
+
+def pilot(text: str) -> tuple[float, int] | None:
+    """``none`` or ``TAU:ITERATIONS`` -> PnPHVAE's ``tune_pilot``."""
+    if text == "none":
+        return None
+    tau, _, iters = text.partition(":")
+    return float(tau), int(iters)
 
 
 def setting(text: str) -> tuple[float, int]:
@@ -82,6 +93,7 @@ def main() -> None:
     parser.add_argument("--n-slices", type=int, default=4, help="slices of a corpus subject")
     parser.add_argument("--tasks", nargs="+", default=["mri4x", "mri8x"], choices=["mri4x", "mri8x"])
     parser.add_argument("--settings", type=setting, nargs="+", default=[(0.3, 1), (0.15, 3)])
+    parser.add_argument("--pilots", type=pilot, nargs="+", default=[TUNE_PILOT], help="none or TAU:ITERATIONS")
     parser.add_argument("--hvae", default="hvae_mri64")
     parser.add_argument(
         "--score-iters",
@@ -108,14 +120,18 @@ def main() -> None:
             flush=True,
         )
         for fraction, splits in args.settings:
-            out = PnPHVAE(hvae, tune_line_holdout=fraction, tune_splits=splits).reconstruct(y, physics)
-            psnr = mean_psnr(out.x, x)
-            used = out.choices["tau"].n_splits
-            print(
-                f"  hold-out {fraction:.2f} x {splits} ({used} used): tau {out.parameters['tau']:.3f} "
-                f"{psnr:.2f} dB (gap {psnr - curve[best]:+.2f})",
-                flush=True,
-            )
+            for start in args.pilots:
+                out = PnPHVAE(hvae, tune_line_holdout=fraction, tune_splits=splits, tune_pilot=start).reconstruct(
+                    y, physics
+                )
+                psnr = mean_psnr(out.x, x)
+                choice = out.choices["tau"]
+                print(
+                    f"  hold-out {fraction:.2f} x {splits} ({choice.n_splits} used), pilot {start}: "
+                    f"tau {out.parameters['tau']:.3f} {psnr:.2f} dB (gap {psnr - curve[best]:+.2f}), "
+                    f"{choice.n_solves} solves",
+                    flush=True,
+                )
             for iters in args.score_iters:
                 print(score_grid(hvae, y, physics, x, iters, fraction, splits), flush=True)
 

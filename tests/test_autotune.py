@@ -8,9 +8,12 @@ import pytest
 import torch
 
 from deepinv_tunable.autotune import (
+    DISCREPANCY_TAU,
+    DISCREPANCY_TAU_BLUR,
     ParameterChoice,
     auto_requested,
     default_rule,
+    discrepancy_factor,
     holdout_mask,
     line_holdout_mask,
     max_splits,
@@ -156,6 +159,37 @@ def test_choice_is_reproducible_records_its_curve_and_flags_a_bound():
     assert record["curve"]["values"] == values and record["rule"] == "splitting"
 
 
+def test_a_coarse_edge_beaten_by_a_refined_interior_point_is_not_flagged_as_at_bound():
+    physics = build_physics({"kind": "denoising", "noise_sigma": 0.1, "seed": 0}, (32, 32))
+    y = physics(torch.full((1, 1, 32, 32), 0.5))
+    shrink = lambda a, y, physics, x0: a * y + (1 - a) * y.mean()  # noqa: E731
+    exact = 1 - math.sqrt(0.25 * y.numel() * 0.01 / float((y - y.mean()).pow(2).sum()))
+    # the crossing lies in the top coarse cell: the coarse best is the edge, the refinement beats it
+    inside = select_parameter(
+        shrink, y, physics, (0.0, exact + 0.03), rule="discrepancy", tau=0.25, log=False, n_refine=6
+    )
+    assert min(inside.tried[:5], key=lambda v: inside.scores[inside.tried.index(v)]) == exact + 0.03
+    assert not inside.at_bound and inside.value == pytest.approx(exact, abs=0.01)
+    # the crossing lies beyond the interval: the edge stays best and is flagged
+    with pytest.warns(RuntimeWarning, match="bound"):
+        outside = select_parameter(shrink, y, physics, (0.0, exact - 0.1), rule="discrepancy", tau=0.25, log=False)
+    assert outside.at_bound and outside.value == pytest.approx(exact - 0.1)
+
+
+def test_the_discrepancy_target_defaults_to_the_noise_level_itself_for_blur():
+    blur = build_physics({"kind": "blur", "blur_sigma": 1.0, "noise_sigma": 0.05, "seed": 0}, (32, 32))
+    x = _phantom(32)
+    y = blur(x)
+    # planted: a blur keeps a constant offset, so ||A(x + a c) - y||^2 ~ m sigma^2 + m a^2 c^2
+    # reaches 1.0 m sigma^2 near a = 0 and 1.1 m sigma^2 near a = sqrt(0.1) sigma / c = 0.32
+    perturb = lambda a, y, physics, x0: x + a * 0.05  # noqa: E731
+    search = dict(rule="discrepancy", log=False, n_refine=10, warn=False)
+    default = select_parameter(perturb, y, blur, (0.0, 2.0), **search)
+    assert default.value == select_parameter(perturb, y, blur, (0.0, 2.0), tau=DISCREPANCY_TAU_BLUR, **search).value
+    assert default.value < 0.15 < select_parameter(perturb, y, blur, (0.0, 2.0), tau=DISCREPANCY_TAU, **search).value
+    assert discrepancy_factor(blur) == 1.0 and discrepancy_factor(build_physics({"kind": "ct"}, (8, 8))) == 1.1
+
+
 def test_sigma_is_estimated_when_the_physics_does_not_state_it():
     x = _phantom(64)
     y = x + 0.05 * torch.randn(x.shape, generator=torch.Generator().manual_seed(0))
@@ -290,10 +324,56 @@ def test_pnp_hvae_tau_auto_runs_within_bounds_and_records_the_choice():
             y, physics
         )
     record = out.diagnostics().choices["tau"]
-    assert 0.4 <= out.parameters["tau"] <= 1.0 and out.parameters["tau"] == record["value"]
-    assert record["n_solves"] == 3 * (4 + 3) and record["rule"] == "splitting" and record["n_splits"] == 3
+    assert 0.5 <= out.parameters["tau"] <= 1.0 and out.parameters["tau"] == record["value"]
+    # per hold-out: one pilot, then 3 coarse + 2 golden-section candidates from it
+    assert record["n_solves"] == 3 * (1 + 3 + 2) and record["rule"] == "splitting" and record["n_splits"] == 3
     with pytest.raises(ValueError, match="'auto'"):
         PnPHVAE(HVAE(width=8, groups_per_scale=(1, 1)), tau="best")
+    for bad in ((1.5, 30), (0.8, 0), "pilot"):
+        with pytest.raises(ValueError, match="tune_pilot"):
+            PnPHVAE(HVAE(width=8, groups_per_scale=(1, 1)), tune_pilot=bad)
+
+
+def test_a_shared_start_is_computed_once_per_fit_problem_and_begins_every_candidate():
+    physics = build_physics({"kind": "inpainting", "keep_fraction": 0.7, "noise_sigma": 0.05, "seed": 0}, (16, 16))
+    y = physics(torch.rand(1, 1, 16, 16, generator=torch.Generator().manual_seed(0)))
+    starts, inits = [], []
+
+    def start(y_, physics_):
+        starts.append(physics_)
+        return torch.full_like(y_, float(len(starts)))  # problem i starts from the constant i
+
+    def solve(value, y_, physics_, x0):
+        inits.append((physics_, None if x0 is None else float(x0.flatten()[0])))
+        return value * y_
+
+    choice = select_parameter(
+        solve, y, physics, (0.1, 1.0), rule="splitting", n_splits=3, n_coarse=3, n_refine=2, start=start, warn=False
+    )
+    assert len(starts) == 3 and len({id(p) for p in starts}) == 3  # one per hold-out
+    assert choice.n_solves == 3 + 3 * 5 == 3 + len(inits)
+    for physics_, first in inits:  # every candidate of a hold-out starts where that hold-out's start put it
+        assert first == 1 + [id(p) for p in starts].index(id(physics_))
+    starts.clear()
+    choice = select_parameter(solve, y, physics, (0.1, 1.0), rule="discrepancy", n_coarse=3, n_refine=2, start=start)
+    assert len(starts) == 1 and starts[0] is physics and choice.n_solves == 1 + 5
+
+
+def test_a_choice_at_a_hard_bound_is_the_constrained_optimum_and_not_flagged():
+    physics = build_physics({"kind": "denoising", "noise_sigma": 0.1, "seed": 0}, (32, 32))
+    y = physics(torch.full((1, 1, 32, 32), 0.5))
+    shrink = lambda a, y, physics, x0: a * y + (1 - a) * y.mean()  # noqa: E731
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)  # no bound warning
+        choice = select_parameter(
+            shrink, y, physics, (0.0, 0.3), rule="discrepancy", tau=0.25, log=False, hard_bounds=(False, True)
+        )
+    assert choice.value == pytest.approx(0.3) and not choice.at_bound
+    with pytest.warns(RuntimeWarning, match="bound"):  # the low end is not a hard limit
+        low = select_parameter(
+            shrink, y, physics, (0.9, 1.0), rule="discrepancy", tau=0.25, log=False, hard_bounds=(False, True)
+        )
+    assert low.value == pytest.approx(0.9) and low.at_bound
 
 
 def test_dpir_sigma_auto_stays_within_its_noise_relative_bounds():
