@@ -56,7 +56,7 @@ DISCREPANCY_TAU = 1.1
 
 #: The same for blur operators: there the best estimate explains the data down to the noise
 #: (TV's best weight left 0.98-1.01 :math:`m\sigma^2` on the training subjects), and 1.1 chose a
-#: TV weight 3-6 times too strong (-0.28 dB on the training subject ``pyradiomics_brain1``).
+#: TV weight 6 times too strong (-0.28 dB on the training subject ``pyradiomics_brain1``).
 DISCREPANCY_TAU_BLUR = 1.0
 
 #: Fraction of the informative entries of ``y`` held out by the splitting rule.
@@ -362,7 +362,6 @@ class _Scorer:
         self.rule, self.solve, self.y, self.physics, self.sigma, self.tau = rule, solve, y, physics, sigma, tau
         self.warm_start, self.start = warm_start, start
         self.n_solves = 0
-        self.estimates: dict[float, torch.Tensor] = {}
         self.keeps: list[torch.Tensor] = []
         self.n_splits = 1
         if rule == "splitting":
@@ -419,7 +418,6 @@ class _Scorer:
                 score += float(residual_sq(x, self.y, self.physics, ~keep).sum())
             return score
         x = self._fit(0, value)
-        self.estimates[value] = x
         if self.rule == "discrepancy":
             ratio = float(residual_sq(x, self.y, self.physics).sum()) / (self.tau * self.m * self.sigma**2)
             return abs(math.log(max(ratio, 1e-12)))
@@ -437,7 +435,7 @@ def _search(
     score: Callable[[float], float], low: float, high: float, n_coarse: int, n_refine: int, log: bool
 ) -> tuple[list[float], list[float], bool]:
     """Coarse grid over ``[low, high]`` then golden-section steps inside the best grid cell pair.
-    Returns ``(tried, scores, at_bound)``."""
+    Returns ``(tried, scores)``: the coarse grid first, from ``high`` down to ``low``."""
     fwd = (lambda v: math.log(v)) if log else (lambda v: v)
     inv = (lambda t: math.exp(t)) if log else (lambda t: t)
     a, b = fwd(low), fwd(high)
@@ -469,11 +467,7 @@ def _search(
                 lo, c, fc = c, d, fd
                 d = lo + _GOLDEN * (hi - lo)
                 fd = evaluate(inv(d))
-    # a bound is suspect only if it beats every refined candidate too: a coarse-grid edge whose
-    # neighbourhood holds a better interior point has its optimum inside the interval
-    best_overall = min(range(len(tried)), key=lambda i: (scores[i], tried[i]))
-    at_bound = n_coarse > 2 and best_overall in (0, n_coarse - 1)
-    return tried, scores, at_bound
+    return tried, scores
 
 
 def select_parameter(
@@ -608,11 +602,13 @@ def select_parameter(
             bar.update(1)
             return score
 
-        tried, scores, at_bound = _search(scored, low, high, n_coarse, n_refine, log)
+        tried, scores = _search(scored, low, high, n_coarse, n_refine, log)
     best = min(range(len(tried)), key=lambda i: (scores[i], tried[i]))
     value = tried[best]
-    if at_bound:  # the coarse grid runs from the high end (tried[0]) down to the low end
-        at_bound = not hard_bounds[1 if value == tried[0] else 0]
+    # a bound is suspect only if it beats every refined candidate too (an edge whose neighbourhood
+    # holds a better interior point has its optimum inside), and only if it is not the
+    # parameter's own limit; tried[0] is the high end of the coarse grid, tried[n_coarse - 1] the low
+    at_bound = n_coarse > 2 and best in (0, n_coarse - 1) and not hard_bounds[1 if best == 0 else 0]
     if data_scaled and rule == "splitting":
         informative = y != 0
         value *= float((scorer.keep & informative).sum()) / float(informative.sum())
@@ -628,7 +624,7 @@ def select_parameter(
         sigma_estimated=estimated,
         n_solves=scorer.n_solves,
         seconds=time.perf_counter() - began,
-        estimate=None if rule == "splitting" else scorer.estimates.get(value),
+        estimate=None if rule == "splitting" else scorer.fit_estimates[0].get(value),
         n_splits=scorer.n_splits,
     )
     if warn and at_bound:
