@@ -141,7 +141,27 @@ def test_discrepancy_finds_the_planted_crossing_of_a_shrinkage_estimator():
     exact = 1 - math.sqrt(tau * y.numel() * 0.01 / float((y - y.mean()).pow(2).sum()))
     choice = select_parameter(shrink, y, physics, (0.01, 1.0), rule="discrepancy", tau=tau, n_refine=12)
     assert choice.value == pytest.approx(exact, abs=0.01)
-    assert choice.rule == "discrepancy" and not choice.sigma_estimated and choice.n_solves == 5 + 12
+    assert choice.rule == "discrepancy" and not choice.sigma_estimated and choice.n_solves == 3 + 12
+
+
+@pytest.mark.parametrize("kind", [{"kind": "denoising"}, {"kind": "blur", "blur_sigma": 2.0}])
+def test_discrepancy_root_search_pins_the_planted_root_in_five_solves(kind):
+    x = _stationary_signal(48, seed=1)
+    physics = build_physics({**kind, "noise_sigma": 0.05, "seed": 2}, (48, 48))
+    y = physics(x)
+
+    def ratio(lam: float) -> float:
+        return float((physics.A(_tikhonov(lam, y, physics)) - y).pow(2).sum()) / (y.numel() * 0.05**2)
+
+    low, high = math.log(1e-3), math.log(1e3)  # bisection to the exact root of ratio = 1
+    for _ in range(30):
+        low, high = (low, (low + high) / 2) if ratio(math.exp((low + high) / 2)) > 1 else ((low + high) / 2, high)
+    exact = math.exp(low)
+    choice = select_parameter(_tikhonov, y, physics, (1e-3, 1e3), rule="discrepancy", tau=1.0)
+    # the default search: 3 grid points six decades apart and 2 root steps; golden section needed
+    # 8 solves for the same precision
+    assert choice.n_solves == 5 and not choice.at_bound
+    assert abs(math.log(choice.value / exact)) < 0.1, (choice.value, exact)
 
 
 def test_choice_is_reproducible_records_its_curve_and_flags_a_bound():
@@ -166,7 +186,7 @@ def test_a_coarse_edge_beaten_by_a_refined_interior_point_is_not_flagged_as_at_b
     exact = 1 - math.sqrt(0.25 * y.numel() * 0.01 / float((y - y.mean()).pow(2).sum()))
     # the crossing lies in the top coarse cell: the coarse best is the edge, the refinement beats it
     inside = select_parameter(
-        shrink, y, physics, (0.0, exact + 0.03), rule="discrepancy", tau=0.25, log=False, n_refine=6
+        shrink, y, physics, (0.0, exact + 0.03), rule="discrepancy", tau=0.25, log=False, n_coarse=5, n_refine=6
     )
     assert min(inside.tried[:5], key=lambda v: inside.scores[inside.tried.index(v)]) == exact + 0.03
     assert not inside.at_bound and inside.value == pytest.approx(exact, abs=0.01)
@@ -334,6 +354,30 @@ def test_pnp_hvae_tau_auto_runs_within_bounds_and_records_the_choice():
             PnPHVAE(HVAE(width=8, groups_per_scale=(1, 1)), tune_pilot=bad)
 
 
+def test_pnp_hvae_discrepancy_candidates_are_full_solves_and_the_chosen_one_is_returned(monkeypatch):
+    physics = build_physics({"kind": "blur", "blur_sigma": 1.0, "noise_sigma": 0.05, "seed": 0}, (16, 16))
+    y = physics(torch.rand(1, 1, 16, 16, generator=torch.Generator().manual_seed(0)))
+    hvae = HVAE(width=8, groups_per_scale=(1, 1)).eval()
+    solver = PnPHVAE(hvae, tau="auto", max_iter=4, tol=0.0, tune_iter=2)
+    runs = []
+    iterate = solver._iterate
+
+    def counted(y_, physics_, tau, *args):
+        runs.append((float(tau), args[-2], args[-3] is None))  # (tau, iterations, from the baseline)
+        return iterate(y_, physics_, tau, *args)
+
+    monkeypatch.setattr(solver, "_iterate", counted)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        out = solver.reconstruct(y, physics)
+        fixed = PnPHVAE(hvae, tau=out.parameters["tau"], max_iter=4, tol=0.0).reconstruct(y, physics)
+    record = out.diagnostics().choices["tau"]
+    assert record["rule"] == "discrepancy" and record["n_solves"] == 5
+    # five candidates of max_iter iterations from the measurement baseline, no pilot, no final solve
+    assert len(runs) == 5 and all(n == 4 and cold for _, n, cold in runs)
+    assert torch.equal(out.x, fixed.x) and out.n_iter == fixed.n_iter == 4
+
+
 def test_a_shared_start_is_computed_once_per_fit_problem_and_begins_every_candidate():
     physics = build_physics({"kind": "inpainting", "keep_fraction": 0.7, "noise_sigma": 0.05, "seed": 0}, (16, 16))
     y = physics(torch.rand(1, 1, 16, 16, generator=torch.Generator().manual_seed(0)))
@@ -388,7 +432,7 @@ def test_dpir_sigma_auto_stays_within_its_noise_relative_bounds():
         out = DPIR(DnCNNDenoiser.from_pretrained(), sigma="auto", max_iter=4).reconstruct(y, physics)
     record = out.diagnostics().choices["sigma"]
     assert 0.025 - 1e-9 <= out.parameters["sigma"] == record["value"] <= 0.15 + 1e-9
-    assert record["rule"] == "discrepancy" and record["n_solves"] == 8
+    assert record["rule"] == "discrepancy" and record["n_solves"] == 5
     assert float((out.x - x).pow(2).mean()) < float((y - x).pow(2).mean())
 
 
@@ -409,6 +453,41 @@ def test_latent_map_tv_chooses_lambda_then_beta_from_the_measurements():
     assert out.x.shape == (1, 2, 32, 32)
 
 
+@pytest.mark.parametrize("generator_is_right", [True, False])
+def test_latent_map_tv_compares_beta_pairs_on_one_hold_out_under_splitting(generator_is_right):
+    from deepinv_tunable.nets import TunableVAE
+    from deepinv_tunable.solvers import LatentMAP, LatentMAPTV
+    from deepinv_tunable.solvers.base import Reconstruction
+    from deepinv_tunable.solvers.latent_tv import BETA_GRID
+
+    physics = build_physics({"kind": "mri", "acceleration": 4, "noise_sigma": 0.02, "seed": 0}, (64, 64))
+    x = _phantom(64)
+    y = physics(to_physics_domain(x, physics))
+    # planted generators: the truth itself, or an image of the same mean and no anatomy at all
+    wrong = torch.rand(x.shape, generator=torch.Generator().manual_seed(0)) * 2 * x.mean()
+    image = x if generator_is_right else wrong
+    fitted = []
+
+    class Planted(LatentMAP):
+        def reconstruct(self, y, physics_, **kwargs):
+            fitted.append(int((y != 0).sum()))  # measurements the generator was fitted to
+            return Reconstruction(x=to_physics_domain(image, physics_), wall_time=0.0)
+
+    vae = TunableVAE(image_size=(32, 32), block_out_channels=(8, 8), latent_channels=2)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        out = LatentMAPTV(Planted(vae), lambda_tv="auto", beta="auto", max_iter=10).reconstruct(y, physics)
+    beta = out.choices["beta"]
+    assert beta.rule == "splitting" and beta.tried == list(BETA_GRID) and not beta.at_bound
+    assert out.parameters["beta"] == beta.value == (1.0 if generator_is_right else 0.0)
+    assert out.parameters["lambda_tv"] == out.choices["lambda_tv"].value
+    # the two other betas' lambda searches (8 candidates each) and their final deviations, and
+    # the chosen pair's deviation solved again on all the data
+    assert beta.n_solves == 2 * (8 + 1) + 1
+    # the generator the scores use saw the kept lines only, the returned one all of them
+    assert fitted[0] == int((y != 0).sum()) and fitted[1] < fitted[0]
+
+
 def test_tv_auto_returns_the_matching_candidate_instead_of_solving_again():
     physics = build_physics({"kind": "blur", "blur_sigma": 1.0, "noise_sigma": 0.05, "seed": 0}, (32, 32))
     y = physics(_phantom(32))
@@ -417,6 +496,26 @@ def test_tv_auto_returns_the_matching_candidate_instead_of_solving_again():
         auto = TVPGD(lambda_tv="auto", max_iter=15).reconstruct(y, physics)
         fixed = TVPGD(lambda_tv=auto.parameters["lambda_tv"], max_iter=15).reconstruct(y, physics)
     torch.testing.assert_close(auto.x, fixed.x, atol=1e-6, rtol=0)
+
+
+@pytest.mark.parametrize(
+    "kind,expected",
+    [
+        ({"kind": "blur", "blur_sigma": 1.0}, 1),  # discrepancy: every candidate on the one physics
+        ({"kind": "mri", "acceleration": 4}, 1 + 1),  # splitting: the hold-out's physics, then the full one
+    ],
+)
+def test_tv_auto_runs_the_power_iteration_once_per_physics(monkeypatch, kind, expected):
+    physics = build_physics({**kind, "noise_sigma": 0.05, "seed": 0}, (32, 32))
+    y = physics(to_physics_domain(_phantom(32), physics))
+    calls = []
+    step_size = TVPGD.step_size
+    monkeypatch.setattr(TVPGD, "step_size", staticmethod(lambda ph, x: calls.append(ph) or step_size(ph, x)))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        out = TVPGD(lambda_tv="auto", max_iter=5).reconstruct(y, physics)
+    assert out.diagnostics().choices["lambda_tv"]["n_solves"] >= 5
+    assert len(calls) == expected and len({id(ph) for ph in calls}) == expected
 
 
 def test_parameter_search_shows_a_progress_bar_over_its_candidates_when_asked(capsys):
