@@ -623,8 +623,8 @@ def select_parameter(
         variance: a single 30 % line hold-out turns 4x MRI into about 5.7x and so leans towards
         a stronger prior. Default 1 (cost: ``n_splits`` solves per candidate).
     :param int n_coarse: coarse grid size (>= 1). Default :data:`ROOT_SEARCH` ``(3, 2)`` for the
-        discrepancy principle (8 solves of TV on a 128 x 128 slice cost 7-7.5 times one solve; 5 meet
-        the cost target of 5), :data:`MINIMUM_SEARCH` ``(5, 3)`` for the other rules.
+        discrepancy principle (8 solves of TV on a 128 x 128 slice cost 7-7.5 times one solve), and
+        :data:`MINIMUM_SEARCH` ``(5, 3)`` for the other rules.
     :param int n_refine: refinement evaluations (default: see ``n_coarse``).
     :param bool log: search on a log scale. Default True.
     :param int seed: seeds the hold-out split and SURE's probe: the same seed, the same choice.

@@ -24,6 +24,7 @@ from deepinv_tunable.data.phantoms import shepp_logan_2d
 from deepinv_tunable.nets import HVAE
 from deepinv_tunable.physics import build_physics, estimate_noise_sigma, to_physics_domain
 from deepinv_tunable.solvers import TVPGD, PnPHVAE
+from deepinv_tunable.solvers.classical import TUNE_SEARCH
 
 
 def _phantom(size: int = 128) -> torch.Tensor:
@@ -481,9 +482,9 @@ def test_latent_map_tv_compares_beta_pairs_on_one_hold_out_under_splitting(gener
     assert beta.rule == "splitting" and beta.tried == list(BETA_GRID) and not beta.at_bound
     assert out.parameters["beta"] == beta.value == (1.0 if generator_is_right else 0.0)
     assert out.parameters["lambda_tv"] == out.choices["lambda_tv"].value
-    # the two other betas' lambda searches (8 candidates each) and their final deviations, and
+    # the two other betas' lambda searches (5 candidates each) and their final deviations, and
     # the chosen pair's deviation solved again on all the data
-    assert beta.n_solves == 2 * (8 + 1) + 1
+    assert beta.n_solves == 2 * (sum(TUNE_SEARCH) + 1) + 1
     # the generator the scores use saw the kept lines only, the returned one all of them
     assert fitted[0] == int((y != 0).sum()) and fitted[1] < fitted[0]
 
@@ -505,17 +506,31 @@ def test_tv_auto_returns_the_matching_candidate_instead_of_solving_again():
         ({"kind": "mri", "acceleration": 4}, 1 + 1),  # splitting: the hold-out's physics, then the full one
     ],
 )
-def test_tv_auto_runs_the_power_iteration_once_per_physics(monkeypatch, kind, expected):
+def test_tv_auto_runs_the_power_iteration_and_the_baseline_once_per_physics(monkeypatch, kind, expected):
+    from deepinv_tunable.solvers import classical
+
     physics = build_physics({**kind, "noise_sigma": 0.05, "seed": 0}, (32, 32))
     y = physics(to_physics_domain(_phantom(32), physics))
-    calls = []
+    calls, starts = [], []
     step_size = TVPGD.step_size
     monkeypatch.setattr(TVPGD, "step_size", staticmethod(lambda ph, x: calls.append(ph) or step_size(ph, x)))
+    baseline = classical.MeasurementBaseline
+
+    class Counted(baseline):
+        def forward(self, y_, physics_, **kwargs):
+            starts.append(physics_)
+            return super().forward(y_, physics_, **kwargs)
+
+    monkeypatch.setattr(classical, "MeasurementBaseline", Counted)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
         out = TVPGD(lambda_tv="auto", max_iter=5).reconstruct(y, physics)
+        fixed = TVPGD(lambda_tv=out.parameters["lambda_tv"], max_iter=5).reconstruct(y, physics)
     assert out.diagnostics().choices["lambda_tv"]["n_solves"] >= 5
-    assert len(calls) == expected and len({id(ph) for ph in calls}) == expected
+    assert len(calls) == expected + 1 and len({id(ph) for ph in calls[:-1]}) == expected
+    assert len(starts) == expected + 1  # the fixed solve adds one of each
+    # a shared start is never modified by a candidate: the automatic result is a plain solve
+    torch.testing.assert_close(out.x, fixed.x, atol=1e-6, rtol=0)
 
 
 def test_parameter_search_shows_a_progress_bar_over_its_candidates_when_asked(capsys):

@@ -8,6 +8,7 @@ import yaml
 
 from deepinv_tunable.cli import main
 from deepinv_tunable.recipes import RecipeError, load_recipe, parse_recipe, run_recipe
+from deepinv_tunable.solvers.classical import TUNE_SEARCH
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -76,7 +77,7 @@ def test_auto_parameter_reaches_metrics_report_and_figure(tmp_path):
     metrics = json.loads(result.metrics_path.read_text())
     assert [entry["slices"] for entry in metrics["auto"]] == [metrics["slices"][:2], metrics["slices"][2:]]
     choice = metrics["auto"][0]["lambda_tv"]
-    assert choice["rule"] == "splitting" and len(choice["curve"]["values"]) == choice["n_solves"] == 8
+    assert choice["rule"] == "splitting" and len(choice["curve"]["values"]) == choice["n_solves"] == sum(TUNE_SEARCH)
     assert (out / "figures" / "auto_parameters.png").is_file()
     assert "Parameters chosen from the measurements" in (out / "report.html").read_text()
 

@@ -58,7 +58,7 @@ class LatentMAPTV(TunableReconstructor):
     :param beta: weight :math:`\beta \in [0, 1]` of the generator's image, or ``"auto"`` (the latent
         MAP runs once; only the deviation is re-solved). Under the splitting rule (MRI) with
         ``lambda_tv="auto"`` too, each :math:`\beta` of :data:`BETA_GRID` gets its own
-        :math:`\lambda` and the pair with the lowest held-out score wins (27 TV solves); otherwise
+        :math:`\lambda` and the pair with the lowest held-out score wins (19 TV solves); otherwise
         :math:`\beta` is chosen over ``[0, 1]`` by :func:`~deepinv_tunable.autotune.select_parameter`
         after :math:`\lambda` (chosen at :math:`\beta = 1`), since the discrepancy principle cannot tell
         the pairs apart: every :math:`\beta` meets it with some :math:`\lambda`. Choices go to the
