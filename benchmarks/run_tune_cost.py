@@ -31,22 +31,19 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
 import common
+from run_autotune import _solvers
 from run_reserved import TASKS, load_subject
 
 from deepinv_tunable import pretrained
 from deepinv_tunable.atomic import write_json_atomic, write_text_atomic
 from deepinv_tunable.physics import build_physics, to_physics_domain
-from deepinv_tunable.solvers import TVPGD, PnPHVAE
 
 ROOT = Path(__file__).resolve().parents[1]
 #: a training subject per modality (``run_reserved.load_subject`` reads the training split for these)
 SUBJECT_OF = {"mri4x": "pyradiomics_brain1", "mri8x": "pyradiomics_brain1", "deblur": "pyradiomics_brain1"}
 SUBJECT_OF["ct60"] = "pyradiomics_lung1"
-PARAM = {"tv": "lambda_tv", "pnp_hvae": "tau"}
-
-
-def _build(solver: str, value, hvae):
-    return TVPGD(lambda_tv=value) if solver == "tv" else PnPHVAE(hvae, tau=value)
+#: the single-parameter solvers of ``run_autotune.py`` (built by its ``_solvers``)
+SOLVERS = ("tv", "pnp_hvae")
 
 
 def _fastest(run, repeats: int) -> tuple[float, object]:
@@ -69,11 +66,10 @@ def run(args) -> dict:
         physics = build_physics(TASKS[task], tuple(x.shape[-2:]))
         y = physics(to_physics_domain(x, physics))
         for solver in args.solvers:
-            auto_seconds, auto = _fastest(lambda: _build(solver, "auto", hvae).reconstruct(y, physics), args.repeats)
-            choice = auto.diagnostics().choices[PARAM[solver]]
-            one_seconds, _ = _fastest(
-                lambda: _build(solver, choice["value"], hvae).reconstruct(y, physics), args.repeats
-            )
+            build, build_auto, (param,), _ = _solvers(hvae, None)[solver]
+            auto_seconds, auto = _fastest(lambda: build_auto("auto").reconstruct(y, physics), args.repeats)
+            choice = auto.diagnostics().choices[param]
+            one_seconds, _ = _fastest(lambda: build(choice["value"]).reconstruct(y, physics), args.repeats)
             row = {
                 "task": task,
                 "subject": SUBJECT_OF[task],
@@ -115,7 +111,7 @@ def rst(rows) -> str:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--tasks", nargs="+", default=list(SUBJECT_OF), choices=list(SUBJECT_OF))
-    parser.add_argument("--solvers", nargs="+", default=["tv", "pnp_hvae"], choices=list(PARAM))
+    parser.add_argument("--solvers", nargs="+", default=["tv", "pnp_hvae"], choices=list(SOLVERS))
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--corpus", default=str(ROOT / "corpus"))

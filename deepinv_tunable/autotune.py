@@ -525,8 +525,9 @@ def _root_steps(
     """``n_steps`` evaluations towards a root of ``signed``, in the search coordinate ``fwd(value)``.
 
     The evaluated ``grid`` (ascending) brackets a sign change in some cell (of several, the cell
-    whose ends lie closest to zero); without one nothing is evaluated and ``False`` returned. Each step takes the inverse
-    quadratic interpolation through the three points with the smallest ``|signed|`` so far (a
+    whose ends lie closest to zero); without one nothing is evaluated and ``False`` returned.
+    Each step takes the inverse quadratic interpolation through the three points with the
+    smallest ``|signed|`` so far (a
     log residual curve is convex over a decade, where a secant through the cell's ends creeps in
     from one side), and bisects the bracket when that lands outside it (Brent's safeguard).
     """

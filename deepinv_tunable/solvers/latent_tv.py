@@ -177,7 +177,7 @@ class LatentMAPTV(TunableReconstructor):
         deviation's own automatic lambda; the beta whose best held-out score is lowest wins, and
         the deviation is solved once more on all the data with that pair.
 
-        The scores are comparable: each is :math:`\|(A(eta x_g' + \hat r) - y)_H\|^2` on the
+        The scores are comparable: each is :math:`\|(A(\beta x_g' + \hat r) - y)_H\|^2` on the
         same held-out lines (:func:`~deepinv_tunable.autotune.split_keeps`: the deviation's own
         search draws the same lines from the same seed, whatever the values of its measurements).
         :math:`x_g'` is the latent MAP of the *kept* lines only: the generator is part of the

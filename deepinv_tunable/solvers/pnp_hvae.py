@@ -172,7 +172,7 @@ class PnPHVAE(TunableReconstructor):
         full_solves: dict[float, list[float]] = {}  # tau -> residuals of a candidate that is the final solve
         if auto_requested(tau):
             rule = default_rule(physics) if self.tune_rule == "auto" else self.tune_rule
-            pilot, candidate = None, None
+            pilot = None
             if rule == "discrepancy":
                 # the residual of a short solve says little about the fixed point: on 60-view CT
                 # it falls with tau after 20 iterations, while the converged residual is smallest
