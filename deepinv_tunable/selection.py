@@ -37,7 +37,7 @@ def _nonnegative(value: float, name: str) -> float:
     return value
 
 
-def _singular_values(singular_values: torch.Tensor | Sequence[float]) -> torch.Tensor:
+def _singular_values(singular_values: torch.Tensor | Sequence[float], require_sorted: bool = True) -> torch.Tensor:
     if not isinstance(singular_values, torch.Tensor):
         # any array-like, NumPy views with negative strides (a reversed spectrum) included
         singular_values = np.array(singular_values, dtype=object if isinstance(singular_values, str) else None)
@@ -58,7 +58,7 @@ def _singular_values(singular_values: torch.Tensor | Sequence[float]) -> torch.T
         i = int((s < 0).nonzero()[0])
         raise ValueError(f"singular_values must be >= 0, got s[{i}] = {s[i].item()}")
     rises = s[1:] > s[:-1]
-    if rises.any():
+    if require_sorted and rises.any():
         i = int(rises.nonzero()[0])
         raise ValueError(
             "singular_values must be sorted in non-increasing order, "
@@ -105,6 +105,7 @@ def linear_denoising_mse(
     sigma: float,
     lam: float,
     k: int | torch.Tensor,
+    truncation_order: bool = False,
 ) -> float | torch.Tensor:
     r"""Expected squared error of the :math:`k`-truncated latent MAP denoiser for a linear generator.
 
@@ -132,6 +133,10 @@ def linear_denoising_mse(
     :param float lam: latent weight :math:`\lambda \ge 0` (0: maximum likelihood; :math:`\sigma^2`:
         the true MAP).
     :param int k: latent size in :math:`[0, n]`, or a 1-D integer tensor of sizes.
+    :param bool truncation_order: ``singular_values`` are given in the order the truncation keeps
+        them (e.g. :func:`generator_spectrum` of a trained model), not necessarily sorted: the
+        sum is coordinate by coordinate, so the closed form holds in any order. Default False
+        (a non-increasing spectrum is required, and an unsorted one is refused as a likely mistake).
     :return: a float for an integer ``k``; a float64 tensor of the same shape for a tensor ``k``.
 
     >>> round(linear_denoising_mse([2.0, 1.0], sigma=1.0, lam=1.0, k=1), 6)
@@ -139,7 +144,7 @@ def linear_denoising_mse(
     >>> linear_denoising_mse([2.0, 1.0], 1.0, 1.0, torch.arange(3))
     tensor([5.0000, 1.8000, 1.3000], dtype=torch.float64)
     """
-    s = _singular_values(singular_values)
+    s = _singular_values(singular_values, require_sorted=not truncation_order)
     sigma = _nonnegative(sigma, "sigma")
     lam = _nonnegative(lam, "lam")
     n = s.numel()
@@ -171,7 +176,9 @@ def linear_denoising_mse(
     return float(table[k])
 
 
-def optimal_k_linear(singular_values: torch.Tensor | Sequence[float], sigma: float, lam: float) -> int:
+def optimal_k_linear(
+    singular_values: torch.Tensor | Sequence[float], sigma: float, lam: float, truncation_order: bool = False
+) -> int:
     r"""Latent size minimising :func:`linear_denoising_mse`:
 
     .. math::
@@ -189,16 +196,96 @@ def optimal_k_linear(singular_values: torch.Tensor | Sequence[float], sigma: flo
     :param torch.Tensor singular_values: :math:`s_1 \ge \dots \ge s_n \ge 0`, 1-D tensor or sequence.
     :param float sigma: noise standard deviation :math:`\sigma \ge 0`.
     :param float lam: latent weight :math:`\lambda \ge 0`.
+    :param bool truncation_order: ``singular_values`` in the truncation's order, not necessarily
+        sorted (see :func:`linear_denoising_mse`): the helpful coordinates need not form a prefix
+        then, and :math:`k^\star` is the smallest minimiser of the closed form over prefixes.
+        Default False.
 
     >>> optimal_k_linear([2.0, 1.0, 0.5, 0.1], sigma=0.8, lam=0.0)
     2
     >>> optimal_k_linear([2.0, 1.0, 0.5, 0.1], sigma=0.8, lam=0.8**2)
     4
     """
+    if truncation_order:
+        n = _singular_values(singular_values, require_sorted=False).numel()
+        table = linear_denoising_mse(singular_values, sigma, lam, torch.arange(n + 1), truncation_order=True)
+        return int(torch.nonzero(table == table.min())[0])  # ties: the smallest k
     s = _singular_values(singular_values)
     sigma = _nonnegative(sigma, "sigma")
     lam = _nonnegative(lam, "lam")
     return int(((s > 0) & (s * s + 2 * lam > sigma**2)).sum())
+
+
+def generator_spectrum(
+    model,
+    latents: torch.Tensor,
+    step: float = 1e-2,
+    batch_size: int = 64,
+    stride: int = 1,
+    progress: bool | None = None,
+) -> torch.Tensor:
+    r"""The linear theory's spectrum fitted to a trained tunable generator, in its truncation order.
+
+    Linearised at the mean latent :math:`\bar z` of ``latents`` (encoded images of the data the
+    model describes), the generator is :math:`D(z) \approx D(\bar z) + J (z - \bar z)`, and with
+    latent coordinates of standard deviation :math:`\varsigma_i` (over ``latents``) coordinate
+    :math:`i` carries image energy
+
+    .. math::
+
+        s_i = \varsigma_i \, \|J e_i\|_2 ,
+
+    the :math:`s_i` of :func:`linear_denoising_mse` (whose model whitens the latent, and treats the
+    columns of :math:`J` as orthogonal, which a trained decoder only approximates). Columns of
+    :math:`J` come from forward differences of size ``step`` times :math:`\varsigma_i`, in
+    batches: :math:`K / \text{stride}` decodes in all.
+
+    :param model: a generator with ``decode(z, k)``, ``latent_shape`` and ``latent_dim``
+        (:class:`~deepinv_tunable.nets.TunableVAE`, :class:`~deepinv_tunable.nets.OrderedFlow`).
+    :param torch.Tensor latents: ``(B, *latent_shape)``, ``B >= 2``.
+    :param float step: finite-difference step, relative to each coordinate's spread. Default 0.01.
+    :param int batch_size: perturbed latents decoded at once. Default 64.
+    :param int stride: measure every ``stride``-th coordinate only and give its value to the
+        ``stride - 1`` that follow it (a flow's :math:`K` is the pixel count). Default 1 (all).
+    :param bool progress: a tqdm bar over the batches. Default ``None``: only on a terminal.
+    :return: 1-D float64 tensor of the :math:`K` values :math:`s_i` in truncation order (pass
+        ``truncation_order=True`` to the closed forms: a trained model's spectrum need not be sorted).
+
+    >>> class Linear:  # a planted linear generator: column i of norm i + 1
+    ...     latent_shape, latent_dim = (1, 1, 3), 3
+    ...     def decode(self, z, k=None):
+    ...         return z.flatten(1) * torch.tensor([1.0, 2.0, 3.0])
+    >>> latents = torch.tensor([[1.0, 0.0, 2.0], [-1.0, 0.0, -2.0]]).reshape(2, 1, 1, 3)
+    >>> generator_spectrum(Linear(), latents).round(decimals=4)  # std (1.41, 0, 2.83) x norm (1, 2, 3)
+    tensor([1.4142, 0.0000, 8.4853], dtype=torch.float64)
+    """
+    from .progress import progress_bar
+
+    shape = tuple(model.latent_shape)
+    if latents.dim() != len(shape) + 1 or tuple(latents.shape[1:]) != shape or latents.shape[0] < 2:
+        raise ValueError(f"latents must be (B >= 2, {', '.join(map(str, shape))}), got shape {tuple(latents.shape)}")
+    if not step > 0 or batch_size < 1 or stride < 1:
+        raise ValueError(f"step must be > 0, batch_size and stride >= 1, got {step}, {batch_size} and {stride}")
+    K = int(model.latent_dim)
+    with torch.no_grad():
+        flat = latents.detach().flatten(1).to(torch.float64)
+        spread = flat.std(0)
+        centre = flat.mean(0).to(latents.dtype)
+        base = model.decode(centre.reshape(1, *shape), K).flatten(1).to(torch.float64)
+        measured = torch.arange(0, K, stride)
+        s = torch.zeros(K, dtype=torch.float64)
+        starts = range(0, len(measured), batch_size)
+        with progress_bar(total=len(starts), progress=progress, desc="generator spectrum", leave=False) as bar:
+            for first in starts:
+                index = measured[first : first + batch_size]
+                delta = (step * spread[index]).clamp_min(1e-12)
+                z = centre.repeat(len(index), 1)
+                z[torch.arange(len(index)), index] += delta.to(z.dtype)
+                out = model.decode(z.reshape(-1, *shape), K).flatten(1).to(torch.float64)
+                column_norm = (out - base).norm(dim=1) / delta
+                s[index] = torch.where(spread[index] > 0, spread[index] * column_norm, 0.0)
+                bar.update(1)
+    return s[measured].repeat_interleave(stride)[:K]
 
 
 @dataclass

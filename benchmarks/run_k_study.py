@@ -1,0 +1,232 @@
+#!/usr/bin/env python
+r"""Where the best latent size k moves with noise and measurements: k-sweeps of the shipped
+tunable priors on a reserved subject, beside the linear closed form fitted to each model.
+
+For every model and case: :class:`~deepinv_tunable.solvers.LatentMAP` at each k of the grid
+(the oracle k is chosen with the ground truth and labelled so), the gain of the oracle k over the
+full latent, the k chosen from the measurements alone by :func:`~deepinv_tunable.selection.select_k`
+(splitting and discrepancy), and the closed form's :math:`k^\star`
+(:func:`~deepinv_tunable.selection.optimal_k_linear` on the model's
+:func:`~deepinv_tunable.selection.generator_spectrum`, fitted on encoded slices of a *training*
+subject, in truncation order, with :math:`\lambda = \gamma \sigma^2 \overline{\varsigma^2}`).
+
+Cases (``--axes``):
+
+* ``noise``: denoising at :data:`SIGMAS`; the closed form is exact for a linear generator here.
+* ``mri``: single-coil Cartesian MRI at :data:`ACCELERATIONS`, noise 0.01; the closed form with the
+  effective noise :math:`\sigma^2 a` (a latent direction's energy is seen in a fraction
+  :math:`1/a` of k-space on average): an approximation, stated as such.
+* ``ct``: parallel-beam CT at :data:`VIEWS` on the CT subject; measured only (no closed form).
+
+Writes ``--out`` (JSON, atomically after every case) and, with ``--figure``, heat maps of the
+oracle k (as a fraction of K) and of its gain over full k, models by cases.
+
+Usage::
+
+    python benchmarks/run_k_study.py --models tunable_vae_mri128 --axes noise mri      # ~25 min, 1 thread
+    python benchmarks/run_k_study.py --models /path/to/flow/model --figure docs/figures/k_study.png
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).parent))
+from run_reserved import load_subject
+
+from deepinv_tunable import pretrained
+from deepinv_tunable.atomic import save_figure, write_json_atomic
+from deepinv_tunable.metrics import image_metrics
+from deepinv_tunable.physics import build_physics, from_physics_domain, to_physics_domain
+from deepinv_tunable.selection import generator_spectrum, optimal_k_linear, select_k
+from deepinv_tunable.solvers import LatentMAP
+
+ROOT = Path(__file__).resolve().parents[1]
+SIGMAS = (0.005, 0.01, 0.02, 0.05, 0.1)
+ACCELERATIONS = (2, 4, 8, 16)
+VIEWS = (30, 60, 120)
+#: the k grid, as fractions of the model's K
+K_FRACTIONS = (1 / 16, 1 / 8, 1 / 4, 1 / 2, 3 / 4, 1)
+#: a training subject whose encoded slices fit each model's spectrum (never a reserved one)
+SPECTRUM_SUBJECT = "pyradiomics_brain1"
+
+
+def cases(axes: list[str]) -> list[dict[str, Any]]:
+    out = []
+    if "noise" in axes:
+        out += [{"axis": "noise", "level": s, "spec": {"kind": "denoising", "noise_sigma": s}} for s in SIGMAS]
+    if "mri" in axes:
+        out += [
+            {"axis": "mri", "level": a, "spec": {"kind": "mri", "acceleration": a, "noise_sigma": 0.01}}
+            for a in ACCELERATIONS
+        ]
+    if "ct" in axes:
+        out += [{"axis": "ct", "level": v, "spec": {"kind": "ct", "n_views": v, "noise_sigma": 0.01}} for v in VIEWS]
+    return out
+
+
+def predicted_k(spectrum: torch.Tensor, case: dict, gamma: float, spread_sq: float) -> int | None:
+    """The closed form's k* for a case (``None`` where it has no closed form)."""
+    spec = case["spec"]
+    if case["axis"] == "noise":
+        sigma = spec["noise_sigma"]
+    elif case["axis"] == "mri":
+        sigma = spec["noise_sigma"] * spec["acceleration"] ** 0.5
+    else:
+        return None
+    return optimal_k_linear(spectrum, sigma, gamma * sigma**2 * spread_sq, truncation_order=True)
+
+
+def _psnr(x_hat, physics, truth) -> float:
+    return float(np.mean(image_metrics(from_physics_domain(x_hat, physics).real.clamp(0, 1), truth)["psnr"]))
+
+
+def study(args) -> dict:
+    torch.set_num_threads(args.threads)
+    warnings.simplefilter("ignore", RuntimeWarning)
+    record: dict[str, Any] = {"args": vars(args), "models": {}, "rows": []}
+    subjects = {
+        "mr": load_subject(args.subject, 0, args.n_eval, args.corpus).evaluation,
+        "ct": load_subject(args.ct_subject, 0, args.n_eval, args.corpus).evaluation if "ct" in args.axes else None,
+    }
+    for name in args.models:
+        model = pretrained.load(name).eval()
+        K = int(model.latent_dim)
+        ks = sorted({max(1, round(f * K)) for f in K_FRACTIONS})
+        began = time.perf_counter()
+        with torch.no_grad():
+            latents = model.encode_mean(load_subject(SPECTRUM_SUBJECT, 0, args.spectrum_slices, args.corpus).evaluation)
+        spectrum = generator_spectrum(model, latents, stride=max(1, K // 2048))
+        spread_sq = float(latents.flatten(1).var(0).mean())
+        record["models"][name] = {
+            "K": K,
+            "ks": ks,
+            "spectrum_seconds": time.perf_counter() - began,
+            "spectrum_block_rms": [float(v) for v in spectrum.reshape(16, -1).pow(2).mean(1).sqrt()],
+            "latent_variance_mean": spread_sq,
+        }
+        solver = LatentMAP(model, gamma=args.gamma, max_iter=args.n_steps)
+        for case in cases(args.axes):
+            truth = subjects["ct" if case["axis"] == "ct" else "mr"]
+            physics = build_physics(case["spec"], tuple(truth.shape[-2:]))
+            y = physics(to_physics_domain(truth, physics), rng=torch.Generator().manual_seed(args.seed))
+            fits = {k: solver.reconstruct(y, physics, k=k) for k in ks}
+            psnr = {k: _psnr(fit.x, physics, truth) for k, fit in fits.items()}
+            oracle = max(ks, key=lambda k: (psnr[k], -k))
+            row = {
+                "model": name,
+                "axis": case["axis"],
+                "level": case["level"],
+                "psnr_vs_k": {str(k): v for k, v in psnr.items()},
+                "oracle_k": oracle,
+                "oracle_gain_db": psnr[oracle] - psnr[K],
+                "interior": oracle < K,
+                "predicted_k": predicted_k(spectrum, case, args.gamma, spread_sq),
+            }
+            for rule in ("splitting", "discrepancy"):
+                chosen = select_k(
+                    solver, y, physics, ks, rule=rule, generator=torch.Generator().manual_seed(0), fits=fits
+                )
+                row[f"auto_{rule}"] = {
+                    "k": chosen.k.tolist(),
+                    "psnr": _psnr(chosen.reconstruction.x, physics, truth),
+                }
+                row[f"auto_{rule}"]["gap_db"] = row[f"auto_{rule}"]["psnr"] - psnr[oracle]
+            record["rows"].append(row)
+            write_json_atomic(ROOT / args.out, record)
+            print(
+                f"{name} {case['axis']} {case['level']}: "
+                + " ".join(f"{k}:{psnr[k]:.2f}" for k in ks)
+                + f" | oracle {oracle} ({row['oracle_gain_db']:+.2f} dB over K) | closed form {row['predicted_k']}"
+                + f" | split {row['auto_splitting']['gap_db']:+.2f} discr {row['auto_discrepancy']['gap_db']:+.2f}",
+                flush=True,
+            )
+    record["spearman"] = spearman_by_axis(record["rows"])
+    write_json_atomic(ROOT / args.out, record)
+    return record
+
+
+def spearman_by_axis(rows: list[dict]) -> dict[str, float | None]:
+    """Spearman correlation of the closed form's k* with the oracle k, per (model, axis)."""
+    from scipy.stats import spearmanr
+
+    out = {}
+    for key in sorted({(r["model"], r["axis"]) for r in rows if r["predicted_k"] is not None}):
+        sel = [r for r in rows if (r["model"], r["axis"]) == key]
+        pred, meas = [r["predicted_k"] for r in sel], [r["oracle_k"] for r in sel]
+        both_vary = len(set(pred)) > 1 and len(set(meas)) > 1
+        out[" / ".join(map(str, key))] = float(spearmanr(pred, meas).statistic) if both_vary else None
+    return out
+
+
+def plot(record: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = record["rows"]
+    models = list(record["models"])
+    columns = sorted({(r["axis"], r["level"]) for r in rows}, key=lambda c: (["noise", "mri", "ct"].index(c[0]), c[1]))
+    frac = np.full((len(models), len(columns)), np.nan)
+    gain, predicted = np.full_like(frac, np.nan), np.full_like(frac, np.nan)
+    for r in rows:
+        i, j = models.index(r["model"]), columns.index((r["axis"], r["level"]))
+        K = record["models"][r["model"]]["K"]
+        frac[i, j] = r["oracle_k"] / K
+        gain[i, j] = r["oracle_gain_db"]
+        if r["predicted_k"] is not None:
+            predicted[i, j] = r["predicted_k"] / K
+    labels = [f"{'σ' if a == 'noise' else ('R' if a == 'mri' else 'views')}={v}" for a, v in columns]
+    fig, axes = plt.subplots(3, 1, figsize=(1.0 + 0.8 * len(columns), 2.4 + 2.1 * len(models)), squeeze=False)
+    for ax, data, title, fmt in (
+        (axes[0, 0], frac, "oracle k / K (measured, ground truth)", "{:.2f}"),
+        (axes[1, 0], gain, "oracle k over full k (dB)", "{:+.2f}"),
+        (axes[2, 0], predicted, "closed form k* / K (model spectrum)", "{:.2f}"),
+    ):
+        im = ax.imshow(data, aspect="auto", cmap="viridis")
+        ax.set_xticks(range(len(columns)), labels, rotation=45, ha="right", fontsize=7)
+        ax.set_yticks(range(len(models)), [Path(m).name for m in models], fontsize=7)
+        ax.set_title(title, fontsize=9)
+        for (i, j), v in np.ndenumerate(data):
+            if np.isfinite(v):
+                ax.text(j, i, fmt.format(v), ha="center", va="center", fontsize=6, color="w")
+        fig.colorbar(im, ax=ax)
+    fig.tight_layout()
+    save_figure(fig, path)
+    plt.close(fig)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--models", nargs="+", default=["tunable_vae_mri128", "tunable_vae_f4_mri128"])
+    parser.add_argument("--axes", nargs="+", default=["noise", "mri"], choices=["noise", "mri", "ct"])
+    parser.add_argument("--subject", default="itk_t1", help="reserved MR subject")
+    parser.add_argument("--ct-subject", default="pyradiomics_lung2", help="reserved CT subject")
+    parser.add_argument("--n-eval", type=int, default=3)
+    parser.add_argument("--n-steps", type=int, default=100)
+    parser.add_argument("--gamma", type=float, default=1.0, help="LatentMAP's prior weight")
+    parser.add_argument("--spectrum-slices", type=int, default=8)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--corpus", default=str(ROOT / "corpus"))
+    parser.add_argument("--out", default="results/benchmarks/k_study.json")
+    parser.add_argument("--figure", default=None, help="heat maps here (e.g. docs/figures/k_study.png)")
+    args = parser.parse_args()
+    record = study(args)
+    print("Spearman(closed-form k*, oracle k):", record["spearman"])
+    if args.figure:
+        plot(record, ROOT / args.figure)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
