@@ -24,7 +24,8 @@ oracle k (as a fraction of K) and of its gain over full k, models by cases.
 Usage::
 
     python benchmarks/run_k_study.py --models tunable_vae_mri128 --axes noise mri      # ~25 min, 1 thread
-    python benchmarks/run_k_study.py --models /path/to/flow/model --figure docs/figures/k_study.png
+    python benchmarks/run_k_study.py --models ordered_flow_mri128 --gamma 0 --axes noise mri ct
+    python benchmarks/run_k_study.py --combine a.json b.json --out docs/k_study_results.json --figure docs/figures/k_study.png
 """
 
 from __future__ import annotations
@@ -154,6 +155,24 @@ def study(args) -> dict:
     return record
 
 
+def combine(paths: list[str]) -> dict:
+    """One record from several runs (e.g. one per model or prior weight); a model name appearing
+    in two runs keeps both, suffixed with its run's gamma."""
+    import json
+
+    out: dict[str, Any] = {"runs": [], "models": {}, "rows": []}
+    for path in paths:
+        record = json.loads(Path(path).read_text())
+        gamma = record["args"]["gamma"]
+        out["runs"].append(record["args"])
+        for name, info in record["models"].items():
+            label = f"{name} (gamma {gamma:g})"
+            out["models"][label] = {**info, "gamma": gamma}
+            out["rows"] += [{**row, "model": label} for row in record["rows"] if row["model"] == name]
+    out["spearman"] = spearman_by_axis(out["rows"])
+    return out
+
+
 def spearman_by_axis(rows: list[dict]) -> dict[str, float | None]:
     """Spearman correlation of the closed form's k* with the oracle k, per (model, axis)."""
     from scipy.stats import spearmanr
@@ -220,8 +239,11 @@ def main() -> int:
     parser.add_argument("--corpus", default=str(ROOT / "corpus"))
     parser.add_argument("--out", default="results/benchmarks/k_study.json")
     parser.add_argument("--figure", default=None, help="heat maps here (e.g. docs/figures/k_study.png)")
+    parser.add_argument("--combine", nargs="+", default=None, help="merge these runs' JSON into --out (no solving)")
     args = parser.parse_args()
-    record = study(args)
+    record = combine(args.combine) if args.combine else study(args)
+    if args.combine:
+        write_json_atomic(ROOT / args.out, record)
     print("Spearman(closed-form k*, oracle k):", record["spearman"])
     if args.figure:
         plot(record, ROOT / args.figure)

@@ -472,7 +472,7 @@ def select_k(
     y: torch.Tensor,
     physics,
     ks: Sequence[int],
-    rule: str = "splitting",
+    rule: str = "discrepancy",
     holdout_fraction: float = 0.1,
     tau: float = 1.0,
     generator: torch.Generator | None = None,
@@ -493,12 +493,16 @@ def select_k(
       more from all of ``y`` with the per-example best ``k``.
 
     :param list ks: candidate latent sizes.
-    :param str rule: ``"splitting"`` (default) or ``"discrepancy"``.
+    :param str rule: ``"discrepancy"`` (default) or ``"splitting"``. On a reserved subject
+        (``benchmarks/run_k_study.py``: denoising at 5 noise levels, MRI at 4 accelerations, CT at 3
+        view counts, both shipped generators, :math:`\gamma = 0`) the discrepancy principle came
+        within 0.5 dB of the oracle k in 18 of 21 cases, splitting in 14: with the flow, whose full
+        latent fits the kept entries and cannot predict the held-out ones, splitting lost up to 15 dB.
     :param float holdout_fraction: for ``"splitting"``. Default 0.1.
     :param float tau: for ``"discrepancy"``. Default 1.
     :param torch.Generator generator: draws the hold-out (reproducible splits).
     :param torch.Tensor x_init: single-channel start image for the fits on partial data
-        (default: the solver's own measurement-only estimate of the full ``y``).
+        (default: the measurement-only estimate of the kept entries, held-out ones zeroed).
     :param dict fits: ``k -> Reconstruction`` of ``y`` already computed (e.g. by a sweep); the
         discrepancy rule reuses them instead of solving again.
     """
@@ -522,9 +526,12 @@ def select_k(
         return KSelection(k=chosen, scores=scores, rule=rule, reconstruction=result)
     keep = holdout_mask(y, holdout_fraction, generator)
     split = masked_physics(physics, keep)
-    if x_init is None:
-        x_init = measurement_estimate(y, physics)
     y_keep = y * keep
+    if x_init is None:
+        # from the kept entries only: a start computed from all of y hands the held-out entries to
+        # the fit (in denoising a full-size generator keeps them where the start put them, and
+        # "predicts" them perfectly; a flow's splitting score then chose k = K at every noise level)
+        x_init = measurement_estimate(y_keep, physics)
     for k in ks:
         x_hat = solver.reconstruct(y_keep, split, k=k, x_init=x_init).x
         scores[k] = residual_sq(x_hat, y, physics, ~keep).cpu()
@@ -540,11 +547,11 @@ class AutoK(TunableReconstructor):
 
     :param solver: tunable reconstructor accepting ``k`` (e.g. :class:`~deepinv_tunable.solvers.LatentMAP`).
     :param list ks: candidate latent sizes.
-    :param str rule: ``"splitting"`` (default) or ``"discrepancy"``.
+    :param str rule: ``"discrepancy"`` (default; see :func:`select_k`) or ``"splitting"``.
     :param int seed: seed of the measurement split. Default 0.
     """
 
-    def __init__(self, solver, ks: Sequence[int], rule: str = "splitting", seed: int = 0, **select_kwargs):
+    def __init__(self, solver, ks: Sequence[int], rule: str = "discrepancy", seed: int = 0, **select_kwargs):
         super().__init__()
         self.solver, self.ks, self.rule, self.seed = solver, _ks(ks), rule, int(seed)
         self.select_kwargs = select_kwargs

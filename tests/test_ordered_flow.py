@@ -61,3 +61,38 @@ def test_flow_checkpoint_round_trip_and_latent_map(tmp_path):
     assert result.x.shape == (2, 1, 4, 4) and torch.isfinite(result.x).all()
     start = again.decode(again.encode_mean(physics.A_dagger(y).clamp(0, 1)), 8)
     assert bool((result.extras["residual_sq"] < ((physics.A(start) - y) ** 2).flatten(1).sum(1)).all())
+
+
+def _shipped_flow_and_slices():
+    from deepinv_tunable import pretrained
+    from deepinv_tunable.data import load_volume, percentile_scaling, prepare_volume, sample_path, volume_to_slices
+
+    flow = pretrained.load("ordered_flow_mri128")
+    vol = prepare_volume(load_volume(sample_path("mni152_t1")), "axial", spacing=1.8, size=(128, 128))
+    return flow, percentile_scaling(vol.data).apply(volume_to_slices(vol.data, "axial")).clamp(0, 1)[[70, 110]]
+
+
+def test_shipped_flow_round_trips():
+    flow, x = _shipped_flow_and_slices()
+    assert isinstance(flow, OrderedFlow) and flow.latent_dim == 128 * 128
+    with torch.no_grad():
+        z = flow.encode_mean(x)
+        assert (flow.decode(z) - x).abs().max() < 1e-3  # invertible: the full latent is the image
+        assert not torch.allclose(flow.decode(z, 4096), x, atol=1e-2)  # a quarter of it is not
+
+
+@pytest.mark.slow
+def test_shipped_flow_truncated_latent_beats_the_full_one_at_strong_noise():
+    flow, x = _shipped_flow_and_slices()
+
+    def psnr(x_hat):
+        return float((-10 * torch.log10((x_hat.clamp(0, 1) - x).pow(2).mean((1, 2, 3)))).mean())
+
+    # the trade-off the tunable prior exists for (docs/tunable_results.rst): at noise 0.1 the full
+    # latent refits the noise (its estimate is the noisy image), a quarter of it does not
+    physics = build_physics({"kind": "denoising", "noise_sigma": 0.1}, (128, 128))
+    y = physics(x, rng=torch.Generator().manual_seed(0))
+    solver = LatentMAP(flow, gamma=0.0, max_iter=100)
+    full, quarter = (psnr(solver(y, physics, k=k)) for k in (16384, 4096))
+    assert quarter > full + 1.0, (quarter, full)
+    assert abs(full - psnr(y)) < 1.0

@@ -357,3 +357,49 @@ def test_closed_form_in_truncation_order_is_the_per_coordinate_sum_and_its_best_
     ordered = s.sort(descending=True).values
     for sig in (0.05, 0.3, 1.0, 3.0):
         assert optimal_k_linear(ordered, sig, lam, truncation_order=True) == optimal_k_linear(ordered, sig, lam)
+
+
+class _KeepsItsStart:
+    """A 'generator' that at k = 2 returns its start image untouched and at k = 1 the mean of the
+    measurements it was given (a planted splitting problem: the truth is a constant image)."""
+
+    def reconstruct(self, y, physics, k=None, x_init=None, **kwargs):
+        k = torch.as_tensor(k).reshape(-1)
+        start = y if x_init is None else x_init
+        observed = (y != 0).float()
+        mean = (y.sum((1, 2, 3), keepdim=True) / observed.sum((1, 2, 3), keepdim=True)).expand_as(y)
+        x = torch.where((k == 2).reshape(-1, 1, 1, 1), start, mean)
+        return type("Fit", (), {"x": x})()
+
+
+def test_splitting_start_never_sees_the_held_out_entries():
+    from deepinv_tunable.physics import build_physics
+    from deepinv_tunable.selection import select_k
+
+    physics = build_physics({"kind": "denoising", "noise_sigma": 0.1}, (16, 16))
+    y = physics(torch.full((2, 1, 16, 16), 0.5), rng=torch.Generator().manual_seed(0))
+    y_before = y.clone()
+    chosen = select_k(
+        _KeepsItsStart(), y, physics, [1, 2], rule="splitting", generator=torch.Generator().manual_seed(0)
+    )
+    # a start from all of y would give k = 2 a held-out residual of exactly 0
+    assert chosen.k.tolist() == [1, 1]
+    assert all(float(chosen.scores[2][b]) > 10 * float(chosen.scores[1][b]) for b in range(2))
+    assert torch.equal(y, y_before)
+
+
+def test_select_k_defaults_to_the_discrepancy_principle():
+    from deepinv_tunable.physics import build_physics
+    from deepinv_tunable.selection import select_k
+
+    denoise = build_physics({"kind": "denoising", "noise_sigma": 0.1}, (16, 16))
+    y = denoise(torch.full((1, 1, 16, 16), 0.5), rng=torch.Generator().manual_seed(0))
+    from deepinv_tunable.solvers.base import Reconstruction
+
+    fits = {
+        k: Reconstruction(y, 0.0, parameters={"sigma": 0.1}, extras={"residual_sq": torch.tensor([float(k)])})
+        for k in (1, 2)
+    }
+    assert select_k(None, y, denoise, [1, 2], fits=fits).rule == "discrepancy"
+    with pytest.raises(ValueError, match="'splitting' or 'discrepancy'"):
+        select_k(None, y, denoise, [1, 2], rule="sure")

@@ -69,7 +69,7 @@ def _pnp_hvae(model: str, tau, **solver_params) -> PnPHVAE:
     return PnPHVAE(load(model), tau={"noise": None, "auto": "auto"}.get(tau, tau), **solver_params)
 
 
-def _latent_map(model: str, k, k_grid=None, k_rule: str = "splitting", **solver_params) -> TunableReconstructor:
+def _latent_map(model: str, k, k_grid=None, k_rule: str = "discrepancy", **solver_params) -> TunableReconstructor:
     """LatentMAP on a shipped prior; ``k="auto"`` wraps it in :class:`~deepinv_tunable.selection.AutoK`."""
     from ..pretrained import load
     from ..selection import AutoK

@@ -133,12 +133,13 @@ class _LatentMAPCommon(_Strict):
 
 class LatentMAPParams(_LatentMAPCommon):
     """Latent MAP with a shipped tunable prior; ``k``: an integer, ``"auto"`` (chosen per slice
-    from the measurements by ``k_rule`` over ``k_grid``) or ``"full"``. For a ground-truth sweep
+    from the measurements by ``k_rule`` over ``k_grid``, the discrepancy principle by default)
+    or ``"full"``. For a ground-truth sweep
     on calibration slices, use ``tune: {param: k, grid: [...], slices: ...}``."""
 
     k: int | Literal["auto", "full"] = "full"
     k_grid: list[int] = Field([64, 128, 256, 512, 1024, 2048], min_length=1)
-    k_rule: Literal["splitting", "discrepancy"] = "splitting"
+    k_rule: Literal["splitting", "discrepancy"] = "discrepancy"
 
 
 class LatentMAPConfig(_TunedSolverConfig):
