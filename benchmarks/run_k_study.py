@@ -86,6 +86,17 @@ def predicted_k(spectrum: torch.Tensor, case: dict, gamma: float, spread_sq: flo
     return optimal_k_linear(spectrum, sigma, gamma * sigma**2 * spread_sq, truncation_order=True)
 
 
+def closed_form_choice(row: dict) -> dict:
+    """k proposed before any sweep: the closed form's k* snapped to the nearest grid k (in log k),
+    and its PSNR gap to the oracle k (from the sweep, for the record). The noise level is the
+    physics' own here; :func:`~deepinv_tunable.autotune.resolve_sigma` estimates it when unknown."""
+    if row["predicted_k"] is None:
+        return {"closed_form_grid_k": None, "closed_form_gap_db": None}
+    psnr = {int(k): v for k, v in row["psnr_vs_k"].items()}
+    k = min(psnr, key=lambda g: (abs(np.log(g) - np.log(max(row["predicted_k"], 1))), g))
+    return {"closed_form_grid_k": k, "closed_form_gap_db": psnr[k] - psnr[row["oracle_k"]]}
+
+
 def _psnr(x_hat, physics, truth) -> float:
     return float(np.mean(image_metrics(from_physics_domain(x_hat, physics).real.clamp(0, 1), truth)["psnr"]))
 
@@ -132,6 +143,7 @@ def study(args) -> dict:
                 "interior": oracle < K,
                 "predicted_k": predicted_k(spectrum, case, args.gamma, spread_sq),
             }
+            row.update(closed_form_choice(row))
             for rule in ("splitting", "discrepancy"):
                 chosen = select_k(
                     solver, y, physics, ks, rule=rule, generator=torch.Generator().manual_seed(0), fits=fits
@@ -147,7 +159,8 @@ def study(args) -> dict:
                 f"{name} {case['axis']} {case['level']}: "
                 + " ".join(f"{k}:{psnr[k]:.2f}" for k in ks)
                 + f" | oracle {oracle} ({row['oracle_gain_db']:+.2f} dB over K) | closed form {row['predicted_k']}"
-                + f" | split {row['auto_splitting']['gap_db']:+.2f} discr {row['auto_discrepancy']['gap_db']:+.2f}",
+                + f" | split {row['auto_splitting']['gap_db']:+.2f} discr {row['auto_discrepancy']['gap_db']:+.2f}"
+                + (f" | closed form on the grid {row['closed_form_gap_db']:+.2f}" if row["predicted_k"] else ""),
                 flush=True,
             )
     record["spearman"] = spearman_by_axis(record["rows"])
@@ -168,7 +181,9 @@ def combine(paths: list[str]) -> dict:
         for name, info in record["models"].items():
             label = f"{name} (gamma {gamma:g})"
             out["models"][label] = {**info, "gamma": gamma}
-            out["rows"] += [{**row, "model": label} for row in record["rows"] if row["model"] == name]
+            out["rows"] += [
+                {**row, **closed_form_choice(row), "model": label} for row in record["rows"] if row["model"] == name
+            ]
     out["spearman"] = spearman_by_axis(out["rows"])
     return out
 
