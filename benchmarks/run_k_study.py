@@ -41,12 +41,12 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
+from run_autotune import _psnr
 from run_reserved import load_subject
 
 from deepinv_tunable import pretrained
 from deepinv_tunable.atomic import save_figure, write_json_atomic
-from deepinv_tunable.metrics import image_metrics
-from deepinv_tunable.physics import build_physics, from_physics_domain, to_physics_domain
+from deepinv_tunable.physics import build_physics, to_physics_domain
 from deepinv_tunable.selection import generator_spectrum, optimal_k_linear, select_k
 from deepinv_tunable.solvers import LatentMAP
 
@@ -95,10 +95,6 @@ def closed_form_choice(row: dict) -> dict:
     psnr = {int(k): v for k, v in row["psnr_vs_k"].items()}
     k = min(psnr, key=lambda g: (abs(np.log(g) - np.log(max(row["predicted_k"], 1))), g))
     return {"closed_form_grid_k": k, "closed_form_gap_db": psnr[k] - psnr[row["oracle_k"]]}
-
-
-def _psnr(x_hat, physics, truth) -> float:
-    return float(np.mean(image_metrics(from_physics_domain(x_hat, physics).real.clamp(0, 1), truth)["psnr"]))
 
 
 def study(args) -> dict:

@@ -24,6 +24,7 @@ import torch
 
 from .autotune import holdout_mask, masked_physics
 from .physics import measurement_estimate, residual_sq
+from .progress import progress_bar
 from .solvers.base import TunableReconstructor
 
 
@@ -207,8 +208,8 @@ def optimal_k_linear(
     4
     """
     if truncation_order:
-        n = _singular_values(singular_values, require_sorted=False).numel()
-        table = linear_denoising_mse(singular_values, sigma, lam, torch.arange(n + 1), truncation_order=True)
+        s = _singular_values(singular_values, require_sorted=False)
+        table = linear_denoising_mse(s, sigma, lam, torch.arange(s.numel() + 1), truncation_order=True)
         return int(torch.nonzero(table == table.min())[0])  # ties: the smallest k
     s = _singular_values(singular_values)
     sigma = _nonnegative(sigma, "sigma")
@@ -259,8 +260,6 @@ def generator_spectrum(
     >>> generator_spectrum(Linear(), latents).round(decimals=4)  # std (1.41, 0, 2.83) x norm (1, 2, 3)
     tensor([1.4142, 0.0000, 8.4853], dtype=torch.float64)
     """
-    from .progress import progress_bar
-
     shape = tuple(model.latent_shape)
     if latents.dim() != len(shape) + 1 or tuple(latents.shape[1:]) != shape or latents.shape[0] < 2:
         raise ValueError(f"latents must be (B >= 2, {', '.join(map(str, shape))}), got shape {tuple(latents.shape)}")
@@ -273,7 +272,7 @@ def generator_spectrum(
         centre = flat.mean(0).to(latents.dtype)
         base = model.decode(centre.reshape(1, *shape), K).flatten(1).to(torch.float64)
         measured = torch.arange(0, K, stride)
-        s = torch.zeros(K, dtype=torch.float64)
+        s = torch.zeros(len(measured), dtype=torch.float64)
         starts = range(0, len(measured), batch_size)
         with progress_bar(total=len(starts), progress=progress, desc="generator spectrum", leave=False) as bar:
             for first in starts:
@@ -283,9 +282,9 @@ def generator_spectrum(
                 z[torch.arange(len(index)), index] += delta.to(z.dtype)
                 out = model.decode(z.reshape(-1, *shape), K).flatten(1).to(torch.float64)
                 column_norm = (out - base).norm(dim=1) / delta
-                s[index] = torch.where(spread[index] > 0, spread[index] * column_norm, 0.0)
+                s[first : first + len(index)] = torch.where(spread[index] > 0, spread[index] * column_norm, 0.0)
                 bar.update(1)
-    return s[measured].repeat_interleave(stride)[:K]
+    return s.repeat_interleave(stride)[:K]
 
 
 @dataclass
