@@ -47,7 +47,14 @@ from run_reserved import load_subject
 from deepinv_tunable import pretrained
 from deepinv_tunable.atomic import save_figure, write_json_atomic
 from deepinv_tunable.physics import build_physics, to_physics_domain
-from deepinv_tunable.selection import generator_spectrum, optimal_k_linear, select_k
+from deepinv_tunable.selection import (
+    default_k_rule,
+    effective_noise_sigma,
+    generator_spectrum,
+    optimal_k_linear,
+    save_spectrum,
+    select_k,
+)
 from deepinv_tunable.solvers import LatentMAP
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -74,26 +81,30 @@ def cases(axes: list[str]) -> list[dict[str, Any]]:
     return out
 
 
-def predicted_k(spectrum: torch.Tensor, case: dict, gamma: float, spread_sq: float) -> int | None:
-    """The closed form's k* for a case (``None`` where it has no closed form)."""
-    spec = case["spec"]
-    if case["axis"] == "noise":
-        sigma = spec["noise_sigma"]
-    elif case["axis"] == "mri":
-        sigma = spec["noise_sigma"] * spec["acceleration"] ** 0.5
-    else:
+def predicted_k(spectrum: torch.Tensor, physics, sigma: float, gamma: float, spread_sq: float) -> int | None:
+    r"""The closed form's k* for a case with the latent weight of the linear MAP,
+    :math:`\lambda = \gamma\sigma^2\overline{\varsigma^2}` (``None`` where it has no closed form)."""
+    try:
+        sigma = effective_noise_sigma(physics, sigma)
+    except ValueError:
         return None
     return optimal_k_linear(spectrum, sigma, gamma * sigma**2 * spread_sq, truncation_order=True)
 
 
-def closed_form_choice(row: dict) -> dict:
-    """k proposed before any sweep: the closed form's k* snapped to the nearest grid k (in log k),
-    and its PSNR gap to the oracle k (from the sweep, for the record). The noise level is the
-    physics' own here; :func:`~deepinv_tunable.autotune.resolve_sigma` estimates it when unknown."""
-    if row["predicted_k"] is None:
+def closed_form_choice(row: dict, gamma0_k: int | None = None) -> dict:
+    """k proposed before any sweep (:func:`~deepinv_tunable.selection.closed_form_k`: the
+    gamma-0 closed form snapped to the nearest grid k in log k) and its PSNR gap to the oracle k.
+    Rows of this version carry it (``auto_closed_form``); for earlier rows it is recomputed from
+    the gamma-0 closed form's k* of the same model and case (``gamma0_k``, the row's own
+    ``predicted_k`` when not given: the proposal does not depend on the solver's gamma)."""
+    if "auto_closed_form" in row:
+        chosen = row["auto_closed_form"]
+        return {"closed_form_grid_k": chosen and chosen["k"][0], "closed_form_gap_db": chosen and chosen["gap_db"]}
+    k_star = row["predicted_k"] if gamma0_k is None else gamma0_k
+    if k_star is None:
         return {"closed_form_grid_k": None, "closed_form_gap_db": None}
     psnr = {int(k): v for k, v in row["psnr_vs_k"].items()}
-    k = min(psnr, key=lambda g: (abs(np.log(g) - np.log(max(row["predicted_k"], 1))), g))
+    k = min(psnr, key=lambda g: (abs(np.log(g) - np.log(max(k_star, 1))), g))
     return {"closed_form_grid_k": k, "closed_form_gap_db": psnr[k] - psnr[row["oracle_k"]]}
 
 
@@ -113,6 +124,15 @@ def study(args) -> dict:
         with torch.no_grad():
             latents = model.encode_mean(load_subject(SPECTRUM_SUBJECT, 0, args.spectrum_slices, args.corpus).evaluation)
         spectrum = generator_spectrum(model, latents, stride=max(1, K // 2048))
+        if args.save_spectrum:
+            save_spectrum(
+                pretrained.path(name),
+                spectrum,
+                subject=SPECTRUM_SUBJECT,
+                slices=args.spectrum_slices,
+                stride=max(1, K // 2048),
+                recipe=f"python benchmarks/run_k_study.py --models {name} --axes --save-spectrum",
+            )
         spread_sq = float(latents.flatten(1).var(0).mean())
         record["models"][name] = {
             "K": K,
@@ -122,7 +142,7 @@ def study(args) -> dict:
             "latent_variance_mean": spread_sq,
         }
         solver = LatentMAP(model, gamma=args.gamma, max_iter=args.n_steps)
-        for case in cases(args.axes):
+        for case in cases(args.axes or []):
             truth = subjects["ct" if case["axis"] == "ct" else "mr"]
             physics = build_physics(case["spec"], tuple(truth.shape[-2:]))
             y = physics(to_physics_domain(truth, physics), rng=torch.Generator().manual_seed(args.seed))
@@ -137,18 +157,20 @@ def study(args) -> dict:
                 "oracle_k": oracle,
                 "oracle_gain_db": psnr[oracle] - psnr[K],
                 "interior": oracle < K,
-                "predicted_k": predicted_k(spectrum, case, args.gamma, spread_sq),
+                "predicted_k": predicted_k(spectrum, physics, case["spec"]["noise_sigma"], args.gamma, spread_sq),
             }
-            row.update(closed_form_choice(row))
-            for rule in ("splitting", "discrepancy"):
-                chosen = select_k(
-                    solver, y, physics, ks, rule=rule, generator=torch.Generator().manual_seed(0), fits=fits
-                )
+            for rule in ("splitting", "discrepancy", "closed_form"):
+                if rule == "closed_form" and row["predicted_k"] is None:
+                    row["auto_closed_form"] = None
+                    continue
+                chosen = select_k(solver, y, physics, ks, rule=rule, seed=0, fits=fits, spectrum=spectrum)
                 row[f"auto_{rule}"] = {
                     "k": chosen.k.tolist(),
                     "psnr": _psnr(chosen.reconstruction.x, physics, truth),
                 }
                 row[f"auto_{rule}"]["gap_db"] = row[f"auto_{rule}"]["psnr"] - psnr[oracle]
+            row["auto_default_rule"] = default_k_rule(physics)
+            row.update(closed_form_choice(row))
             record["rows"].append(row)
             write_json_atomic(ROOT / args.out, record)
             print(
@@ -170,15 +192,23 @@ def combine(paths: list[str]) -> dict:
     import json
 
     out: dict[str, Any] = {"runs": [], "models": {}, "rows": []}
-    for path in paths:
-        record = json.loads(Path(path).read_text())
+    records = [json.loads(Path(path).read_text()) for path in paths]
+    gamma0_k = {
+        (row["model"], row["axis"], row["level"]): row["predicted_k"]
+        for record in records
+        if record["args"]["gamma"] == 0
+        for row in record["rows"]
+    }
+    for record in records:
         gamma = record["args"]["gamma"]
         out["runs"].append(record["args"])
         for name, info in record["models"].items():
             label = f"{name} (gamma {gamma:g})"
             out["models"][label] = {**info, "gamma": gamma}
             out["rows"] += [
-                {**row, **closed_form_choice(row), "model": label} for row in record["rows"] if row["model"] == name
+                {**row, **closed_form_choice(row, gamma0_k.get((name, row["axis"], row["level"]))), "model": label}
+                for row in record["rows"]
+                if row["model"] == name
             ]
     out["spearman"] = spearman_by_axis(out["rows"])
     return out
@@ -238,7 +268,9 @@ def plot(record: dict, path: Path) -> None:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--models", nargs="+", default=["tunable_vae_mri128", "tunable_vae_f4_mri128"])
-    parser.add_argument("--axes", nargs="+", default=["noise", "mri"], choices=["noise", "mri", "ct"])
+    parser.add_argument(
+        "--axes", nargs="*", default=["noise", "mri"], choices=["noise", "mri", "ct"], help="none: spectrum only"
+    )
     parser.add_argument("--subject", default="itk_t1", help="reserved MR subject")
     parser.add_argument("--ct-subject", default="pyradiomics_lung2", help="reserved CT subject")
     parser.add_argument("--n-eval", type=int, default=3)
@@ -251,6 +283,11 @@ def main() -> int:
     parser.add_argument("--out", default="results/benchmarks/k_study.json")
     parser.add_argument("--figure", default=None, help="heat maps here (e.g. docs/figures/k_study.png)")
     parser.add_argument("--combine", nargs="+", default=None, help="merge these runs' JSON into --out (no solving)")
+    parser.add_argument(
+        "--save-spectrum",
+        action="store_true",
+        help="ship each model's fitted spectrum in its pretrained folder (for select_k's 'closed_form' rule)",
+    )
     args = parser.parse_args()
     record = combine(args.combine) if args.combine else study(args)
     if args.combine:

@@ -160,8 +160,7 @@ def main(argv=None) -> int:
         }
         row["full_k_psnr"] = float(np.mean(per_k[max(ks)]))
         for rule in ("splitting", "discrepancy"):
-            gen = torch.Generator().manual_seed(0)
-            sel = select_k(solver, y, physics, ks, rule=rule, generator=gen, fits=fits)
+            sel = select_k(solver, y, physics, ks, rule=rule, seed=0, fits=fits)
             row[f"auto_{rule}"] = {
                 "k": sel.k.tolist(),
                 "psnr": float(np.mean(psnr(sel.reconstruction.x, x_eval, physics))),

@@ -18,10 +18,12 @@ around its best point, or root-finding steps towards the discrepancy principle's
     candidate): an unbiased estimate of the prediction error :math:`\|A(\hat x_p - x)\|^2` for
     Gaussian noise. Also blind to the null space.
 ``"splitting"`` (hold-out validation)
-    a random fraction of the non-zero entries of :math:`y` is held out (:func:`holdout_mask`, the
-    same split for every candidate), the solver fits the rest through :func:`masked_physics`, and
-    :math:`S(p) = \|(A\hat x_p^{\text{kept}} - y)_H\|^2`, whose expectation is the prediction error on
-    unseen measurements plus a constant. It sees how well the estimate predicts data it was not
+    part of :math:`y` is held out (:func:`split_keeps`, the same split for every candidate: whole
+    sampled lines on Cartesian MRI, whole views on CT, random non-zero entries elsewhere), the
+    solver fits the rest through :func:`masked_physics`, and
+    :math:`S(p) = \|(A\hat x_p^{\text{kept}} - y)_H\|^2` (in the norm of
+    :func:`~deepinv_tunable.physics.measurement_energy`: ramp-weighted on CT), whose expectation
+    is the prediction error on unseen measurements plus a constant. It sees how well the estimate predicts data it was not
     given, which is what under-sampled problems need. The fit sees slightly less data than the
     final solve, so the choice leans towards stronger regularisation.
 
@@ -72,6 +74,11 @@ HOLDOUT_FRACTION = 0.1
 
 #: Fraction of the sampled lines held out by the splitting rule on Cartesian MRI.
 LINE_HOLDOUT_FRACTION = 0.3
+
+#: Fraction of the views held out by the splitting rule on parallel-beam CT: few-view CT misses
+#: whole views, so the score is how well a fit predicts views it was not given. Smaller than
+#: on MRI because every held-out view removes information the fit needs.
+VIEW_HOLDOUT_FRACTION = 0.1
 
 #: Sampled lines this close to DC are never held out (:func:`line_holdout_mask`).
 CENTRE_LINES = 2
@@ -216,20 +223,42 @@ def sampled_lines(physics) -> torch.Tensor | None:
     return (columns > 0).nonzero().flatten()
 
 
+def measured_views(physics) -> torch.Tensor | None:
+    """Indices of the views (last axis of the sinogram) of a :class:`deepinv.physics.Tomography`
+    ``physics``; ``None`` for any other physics."""
+    if not isinstance(physics, dinv.physics.Tomography):
+        return None
+    return torch.arange(len(physics.radon.theta))
+
+
+def _whole_line_holdout(physics, line_holdout_fraction: float, view_holdout_fraction: float):
+    """``(lines, fraction, centre)`` of the whole-line hold-out that fits ``physics`` (sampled
+    k-space lines of Cartesian MRI, the lines near DC protected; views of CT, none protected), or
+    ``None`` where single entries are held out."""
+    lines = sampled_lines(physics)
+    if lines is not None:
+        return lines, line_holdout_fraction, CENTRE_LINES
+    views = measured_views(physics)
+    if views is not None:
+        return views, view_holdout_fraction, None
+    return None
+
+
 def line_holdout_mask(
     y: torch.Tensor,
     lines: torch.Tensor,
     holdout_fraction: float = LINE_HOLDOUT_FRACTION,
     generator: torch.Generator | None = None,
-    centre: int = CENTRE_LINES,
+    centre: int | None = CENTRE_LINES,
     split: int = 0,
 ) -> torch.Tensor:
-    r"""Boolean mask shaped like ``y`` (k-space ``(..., H, W)``): ``False`` on whole sampled lines
-    (last axis), a random ``holdout_fraction`` of ``lines`` outside the ``centre`` lines nearest
-    to DC. Cartesian MRI misses whole lines, so a score on held-out lines measures what the
-    reconstruction must do (fill unsampled lines); a held-out point of a sampled line is
-    predicted by its neighbours on the same line whatever the regularisation. ``split`` picks one
-    of the disjoint hold-outs of one random order, as in :func:`holdout_mask`.
+    r"""Boolean mask shaped like ``y`` (k-space or sinogram ``(..., H, W)``): ``False`` on whole
+    lines (last axis), a random ``holdout_fraction`` of ``lines`` outside the ``centre`` lines
+    nearest to DC (``None``: any line may be held out). Cartesian MRI misses whole k-space lines
+    and few-view CT whole views, so a score on held-out lines measures what the reconstruction
+    must do (fill the missing ones); a held-out point of a measured line is predicted by its
+    neighbours on the same line whatever the regularisation. ``split`` picks one of the disjoint
+    hold-outs of one random order, as in :func:`holdout_mask`.
 
     >>> keep = line_holdout_mask(torch.ones(1, 2, 4, 16), torch.arange(0, 16, 2), 0.25, torch.Generator().manual_seed(0))
     >>> sorted(set(int(i) for i in (~keep).nonzero()[:, -1]))  # two of the eight lines, none next to DC
@@ -268,20 +297,24 @@ def _holdout_candidates(y: torch.Tensor, protect_factor: float | None) -> torch.
     return informative
 
 
-def _line_candidates(lines: torch.Tensor, width: int, centre: int) -> torch.Tensor:
-    """The sampled lines :func:`line_holdout_mask` may hold out: those away from DC."""
-    return lines[(lines - width // 2).abs() > centre]
+def _line_candidates(lines: torch.Tensor, width: int, centre: int | None) -> torch.Tensor:
+    """The lines :func:`line_holdout_mask` may hold out: those away from DC (all if ``centre`` is ``None``)."""
+    return lines if centre is None else lines[(lines - width // 2).abs() > centre]
 
 
-def max_splits(y: torch.Tensor, physics, holdout_fraction: float, line_holdout_fraction: float) -> int:
+def max_splits(
+    y: torch.Tensor,
+    physics,
+    holdout_fraction: float,
+    line_holdout_fraction: float,
+    view_holdout_fraction: float = VIEW_HOLDOUT_FRACTION,
+) -> int:
     """How many disjoint hold-outs the splitting rule can draw from ``y`` (at least 1), counted
     from the same candidates :func:`line_holdout_mask` / :func:`holdout_mask` draw from."""
-    lines = sampled_lines(physics)
-    if lines is not None:
-        n_candidates, n_hold = (
-            len(_line_candidates(lines, y.shape[-1], CENTRE_LINES)),
-            round(line_holdout_fraction * len(lines)),
-        )
+    whole_lines = _whole_line_holdout(physics, line_holdout_fraction, view_holdout_fraction)
+    if whole_lines is not None:
+        lines, fraction, centre = whole_lines
+        n_candidates, n_hold = len(_line_candidates(lines, y.shape[-1], centre)), round(fraction * len(lines))
     else:
         n_candidates = int(_holdout_candidates(y, PROTECT_FACTOR).sum())
         n_hold = round(holdout_fraction * n_candidates)
@@ -295,20 +328,23 @@ def split_keeps(
     n_splits: int = 1,
     holdout_fraction: float = HOLDOUT_FRACTION,
     line_holdout_fraction: float = LINE_HOLDOUT_FRACTION,
+    view_holdout_fraction: float = VIEW_HOLDOUT_FRACTION,
 ) -> list[torch.Tensor]:
     """The keep masks of the splitting rule: up to ``n_splits`` disjoint hold-outs (as many as fit,
     :func:`max_splits`) cut from one random order drawn from ``seed``; whole sampled lines on
-    Cartesian MRI (:func:`line_holdout_mask`), random entries elsewhere (:func:`holdout_mask`). On
-    Cartesian MRI they depend on the sampling mask alone, not on the values of ``y``."""
-    lines = sampled_lines(physics)
+    Cartesian MRI and whole views on CT (:func:`line_holdout_mask`), random entries elsewhere
+    (:func:`holdout_mask`). On MRI and CT they depend on the acquisition alone, not on the values
+    of ``y``."""
+    whole_lines = _whole_line_holdout(physics, line_holdout_fraction, view_holdout_fraction)
+    n_fit = max_splits(y, physics, holdout_fraction, line_holdout_fraction, view_holdout_fraction)
     keeps = []
-    for split in range(min(n_splits, max_splits(y, physics, holdout_fraction, line_holdout_fraction))):
+    for split in range(min(n_splits, n_fit)):
         generator = torch.Generator().manual_seed(seed)
-        keeps.append(
-            line_holdout_mask(y, lines, line_holdout_fraction, generator, split=split)
-            if lines is not None
-            else holdout_mask(y, holdout_fraction, generator, protect_factor=PROTECT_FACTOR, split=split)
-        )
+        if whole_lines is not None:
+            lines, fraction, centre = whole_lines
+            keeps.append(line_holdout_mask(y, lines, fraction, generator, centre=centre, split=split))
+        else:
+            keeps.append(holdout_mask(y, holdout_fraction, generator, protect_factor=PROTECT_FACTOR, split=split))
     return keeps
 
 
@@ -441,8 +477,9 @@ class _Scorer:
             score = 0.0
             for index, keep in enumerate(self.keeps):  # summed over the disjoint hold-outs
                 x = self._fit(index, value)
-                # the fit lives in the masked physics' domain (real images): score on the held-out entries
-                score += float(residual_sq(x, self.y, self.physics, ~keep).sum())
+                # the fit lives in the masked physics' domain (real images): score on the held-out
+                # entries, in the norm that weighs them as the image error behind them
+                score += float(residual_sq(x, self.y, self.physics, ~keep, image_norm=True).sum())
             return score
         x = self._fit(0, value)
         if self.rule == "discrepancy":
@@ -760,10 +797,12 @@ __all__ = [
     "discrepancy_factor",
     "HOLDOUT_FRACTION",
     "LINE_HOLDOUT_FRACTION",
+    "VIEW_HOLDOUT_FRACTION",
     "MINIMUM_SEARCH",
     "ROOT_SEARCH",
     "line_holdout_mask",
     "max_splits",
+    "measured_views",
     "sampled_lines",
     "split_keeps",
     "ParameterChoice",

@@ -343,12 +343,15 @@ def residual_sq(
     physics: dinv.physics.Physics,
     where: torch.Tensor | None = None,
     differentiable: bool = False,
+    image_norm: bool = False,
 ) -> torch.Tensor:
     r"""Per-example squared data residual :math:`\|(A x - y)_W\|^2`, ``(B,)``: how well an estimate
     explains the measurements. ``x`` may be a real single-channel image (embedded by
     :func:`to_physics_domain`) or already in the physics' domain; ``where`` restricts the sum to
     some entries (a boolean mask shaped like ``y``, e.g. held-out ones). With
     ``differentiable=True`` gradients flow to ``x`` (for objectives); by default none are tracked.
+    With ``image_norm=True`` the residual is measured in the norm of :func:`measurement_energy`,
+    the one in which a measurement error weighs what the image error behind it weighs.
 
     >>> physics = build_physics({"kind": "denoising"}, (2, 2))
     >>> residual_sq(torch.zeros(1, 1, 2, 2), torch.ones(1, 1, 2, 2), physics)
@@ -369,7 +372,33 @@ def residual_sq(
         r = ax - y
         if where is not None:
             r = r * where
-        return r.abs().pow(2).flatten(1).sum(1)
+        return measurement_energy(r, physics) if image_norm else r.abs().pow(2).flatten(1).sum(1)
+
+
+def measurement_energy(r: torch.Tensor, physics: dinv.physics.Physics) -> torch.Tensor:
+    r"""Per-example energy of a measurement-domain residual ``r``, ``(B,)``, weighted so that it
+    tracks the energy of the image error behind it.
+
+    For parallel-beam CT (:class:`deepinv.physics.Tomography`, sinograms ``(B, C, detectors,
+    views)``) the Fourier slice theorem gives :math:`\|x\|^2 = c \sum_\theta \int |\omega|\,
+    |\widehat{P_\theta x}(\omega)|^2 d\omega`: each view's residual is weighted by the ramp
+    :math:`|\omega|` along the detector axis (zero-padded to twice its length, as filtered
+    back-projection does). Projections integrate fine detail away, so the plain norm hardly sees
+    an error of high spatial frequency: scored in it, a held-out-view fit preferred a
+    reconstruction 1.2 dB worse on a training subject. For every other physics (unitary MRI
+    Fourier transforms, masks, denoising) the Euclidean norm :math:`\|r\|^2` (Parseval).
+
+    >>> physics = build_physics({"kind": "denoising"}, (2, 2))
+    >>> measurement_energy(torch.ones(1, 1, 2, 2), physics)
+    tensor([4.])
+    """
+    if isinstance(physics, dinv.physics.Tomography):
+        n = 2 * r.shape[-2]
+        spectrum = torch.fft.fft(r, n=n, dim=-2)
+        ramp = torch.fft.fftfreq(n, device=r.device).abs().reshape(-1, 1)
+        # divided by the mean ramp weight, so white residuals keep their plain energy
+        return (ramp * spectrum.abs().pow(2)).flatten(1).sum(1) / (n * float(ramp.mean()))
+    return r.abs().pow(2).flatten(1).sum(1)
 
 
 def _shows_the_image(physics: dinv.physics.Physics) -> bool:

@@ -10,6 +10,7 @@ import torch
 from deepinv_tunable.autotune import (
     DISCREPANCY_TAU,
     DISCREPANCY_TAU_BLUR,
+    VIEW_HOLDOUT_FRACTION,
     ParameterChoice,
     auto_requested,
     default_rule,
@@ -17,8 +18,10 @@ from deepinv_tunable.autotune import (
     holdout_mask,
     line_holdout_mask,
     max_splits,
+    measured_views,
     sampled_lines,
     select_parameter,
+    split_keeps,
 )
 from deepinv_tunable.data.phantoms import shepp_logan_2d
 from deepinv_tunable.nets import HVAE
@@ -267,6 +270,21 @@ def test_line_holdout_holds_out_whole_sampled_lines_away_from_the_centre():
     assert set(held_columns.tolist()) <= set(lines.tolist())
     assert ((held_columns - 16).abs() > 2).all()
     assert sampled_lines(build_physics({"kind": "blur"}, (8, 8))) is None
+
+
+def test_ct_splitting_holds_out_whole_views_in_disjoint_folds():
+    physics = build_physics({"kind": "ct", "n_views": 40, "noise_sigma": 0.01}, (32, 32))
+    assert measured_views(physics).tolist() == list(range(40))
+    assert measured_views(build_physics({"kind": "mri"}, (8, 8))) is None
+    y = physics(torch.rand(2, 1, 32, 32))
+    keeps = split_keeps(y, physics, seed=5, n_splits=20)
+    assert len(keeps) == max_splits(y, physics, 0.1, 0.3) == 40 // round(VIEW_HOLDOUT_FRACTION * 40) == 10
+    for keep in keeps:
+        held_views = (~keep).any(dim=(0, 1, 2)).nonzero().flatten()
+        assert len(held_views) == round(VIEW_HOLDOUT_FRACTION * 40)
+        assert (~keep)[..., held_views].all()  # whole views, every detector, every example
+    assert torch.stack([~k for k in keeps]).sum(0).eq(1).all()  # the folds cover every view once
+    assert torch.equal(split_keeps(y * 3, physics, seed=5)[0], keeps[0])  # the acquisition alone decides
 
 
 def test_split_holdouts_of_one_seed_are_disjoint_and_past_what_fits_refused():

@@ -79,7 +79,7 @@ def test_ground_truth_free_k_finds_a_planted_latent_size(rule, tau):
     z[:, :4] = 0.3 * torch.randn(6, 4, generator=torch.Generator().manual_seed(4))
     y = physics(gen.decode(z.reshape(6, 2, 4, 4)))
     solver = LatentMAP(gen, gamma=0.0, max_iter=300, lr=0.05)
-    extra = {"tau": tau} if tau else {"holdout_fraction": 0.5, "generator": torch.Generator().manual_seed(0)}
+    extra = {"tau": tau} if tau else {"holdout_fraction": 0.5, "seed": 0}
     sel = select_k(solver, y, physics, [2, 4, 32], rule=rule, **extra)
     assert sel.k.tolist() == [4] * 6, sel.scores
     assert sel.reconstruction.x.shape == y.shape
@@ -94,3 +94,46 @@ def test_latent_map_runs_under_no_grad():
     with torch.no_grad():
         out = solver.reconstruct(y, physics, return_iterates=True)
     assert out.x.shape == (1, 1, 16, 16) and not torch.equal(out.iterates[0], out.iterates[-1])
+
+
+def test_auto_k_on_ct_predicts_held_out_views_and_finds_a_planted_latent_size():
+    """On CT the default rule is view splitting: it must pick the planted k = 4 of {2, 4, 32}
+    on every example (k = 2 misses signal; k = 32 fits noise that held-out views expose)."""
+    gen = LinearGenerator(seed=3, latent_shape=(2, 4, 4), n=16)
+    physics = build_physics({"kind": "ct", "n_views": 10, "noise_sigma": 0.05, "seed": 2}, (16, 16))
+    z = torch.zeros(6, 32)
+    z[:, :4] = torch.randn(6, 4, generator=torch.Generator().manual_seed(4))
+    y = physics(gen.decode(z.reshape(6, 2, 4, 4)))
+    sel = select_k(LatentMAP(gen, gamma=0.0, max_iter=300, lr=0.05), y, physics, [2, 4, 32])
+    assert sel.rule == "splitting" and sel.k.tolist() == [4] * 6, sel.scores
+
+
+def test_closed_form_k_proposes_the_planted_size_with_one_solve(tmp_path):
+    """The planted generator's spectrum is zero past coordinate 4 (encoded signals never use
+    them), so the closed form proposes k = 4 of {2, 4, 32} at once; the spectrum survives a
+    save/load round trip and the rule refuses physics it has no closed form for."""
+    from deepinv_tunable.selection import generator_spectrum, load_spectrum, save_spectrum
+
+    gen = LinearGenerator(seed=3, latent_shape=(2, 4, 4), n=16)
+    z = torch.zeros(8, 32)
+    z[:, :4] = torch.randn(8, 4, generator=torch.Generator().manual_seed(4))
+    x = gen.decode(z.reshape(8, 2, 4, 4)).detach()
+    spectrum = generator_spectrum(gen, gen.encode_mean(x).detach())
+    save_spectrum(tmp_path, spectrum, subject="planted")
+    loaded = load_spectrum(tmp_path)
+    assert torch.allclose(loaded, spectrum, rtol=1e-6) and bool((loaded[4:].abs() < 1e-3 * loaded[:4].min()).all())
+
+    physics = build_physics({"kind": "denoising", "noise_sigma": 0.05, "seed": 2}, (16, 16))
+    solver = LatentMAP(gen, gamma=0.0, max_iter=50, lr=0.05)
+    calls = []
+    solver_reconstruct = solver.reconstruct
+    solver.reconstruct = lambda *a, **kw: calls.append(kw.get("k")) or solver_reconstruct(*a, **kw)
+    sel = select_k(solver, physics(x[:3]), physics, [2, 4, 32], rule="closed_form", spectrum=loaded)
+    assert sel.k.tolist() == [4, 4, 4] and calls == [4]
+    with pytest.raises(ValueError, match="needs the generator's spectrum"):
+        select_k(solver, physics(x[:3]), physics, [2, 4, 32], rule="closed_form")
+    ct = build_physics({"kind": "ct", "n_views": 10}, (16, 16))
+    with pytest.raises(ValueError, match="got Tomography"):
+        select_k(solver, ct(x[:1]), ct, [2, 4, 32], rule="closed_form", spectrum=loaded)
+    with pytest.raises(FileNotFoundError, match="--save-spectrum"):
+        load_spectrum(tmp_path / "missing")

@@ -96,3 +96,20 @@ def test_shipped_flow_truncated_latent_beats_the_full_one_at_strong_noise():
     full, quarter = (psnr(solver(y, physics, k=k)) for k in (16384, 4096))
     assert quarter > full + 1.0, (quarter, full)
     assert abs(full - psnr(y)) < 1.0
+
+
+def test_shipped_flow_spectrum_proposes_smaller_k_for_stronger_noise():
+    """The spectrum shipped beside the flow: one value per latent coordinate, and the closed form's
+    k falls as noise rises (the values the k study measured: 16368 at 0.005, 2784 at 0.1)."""
+    from deepinv_tunable import pretrained
+    from deepinv_tunable.selection import closed_form_k, load_spectrum
+
+    spectrum = load_spectrum(pretrained.path("ordered_flow_mri128"))
+    assert spectrum.shape == (16384,) and bool((spectrum >= 0).all())
+    denoise = build_physics({"kind": "denoising"}, (128, 128))
+    ks = [closed_form_k(spectrum, denoise, s) for s in (0.005, 0.01, 0.02, 0.05, 0.1)]
+    assert ks == sorted(ks, reverse=True) and ks[0] == 16368 and ks[-1] == 2784
+    grid = [1024, 2048, 4096, 8192, 12288, 16384]
+    assert closed_form_k(spectrum, denoise, 0.1, grid) == 2048
+    mri16 = build_physics({"kind": "mri", "acceleration": 16, "noise_sigma": 0.01}, (128, 128))
+    assert closed_form_k(spectrum, mri16, 0.01, grid) == 12288

@@ -379,16 +379,14 @@ def test_splitting_start_never_sees_the_held_out_entries():
     physics = build_physics({"kind": "denoising", "noise_sigma": 0.1}, (16, 16))
     y = physics(torch.full((2, 1, 16, 16), 0.5), rng=torch.Generator().manual_seed(0))
     y_before = y.clone()
-    chosen = select_k(
-        _KeepsItsStart(), y, physics, [1, 2], rule="splitting", generator=torch.Generator().manual_seed(0)
-    )
+    chosen = select_k(_KeepsItsStart(), y, physics, [1, 2], rule="splitting", seed=0)
     # a start from all of y would give k = 2 a held-out residual of exactly 0
     assert chosen.k.tolist() == [1, 1]
     assert all(float(chosen.scores[2][b]) > 10 * float(chosen.scores[1][b]) for b in range(2))
     assert torch.equal(y, y_before)
 
 
-def test_select_k_defaults_to_the_discrepancy_principle():
+def test_select_k_defaults_to_the_discrepancy_principle_outside_ct():
     from deepinv_tunable.physics import build_physics
     from deepinv_tunable.selection import select_k
 
@@ -401,5 +399,7 @@ def test_select_k_defaults_to_the_discrepancy_principle():
         for k in (1, 2)
     }
     assert select_k(None, y, denoise, [1, 2], fits=fits).rule == "discrepancy"
-    with pytest.raises(ValueError, match="'splitting' or 'discrepancy'"):
+    with pytest.raises(ValueError, match="'auto', 'discrepancy', 'splitting'"):
         select_k(None, y, denoise, [1, 2], rule="sure")
+    with pytest.raises(ValueError, match="n_splits must be an integer >= 1, got 0"):
+        select_k(None, y, denoise, [1, 2], rule="splitting", n_splits=0)

@@ -69,14 +69,15 @@ def _pnp_hvae(model: str, tau, **solver_params) -> PnPHVAE:
     return PnPHVAE(load(model), tau={"noise": None, "auto": "auto"}.get(tau, tau), **solver_params)
 
 
-def _latent_map(model: str, k, k_grid=None, k_rule: str = "discrepancy", **solver_params) -> TunableReconstructor:
+def _latent_map(model: str, k, k_grid=None, k_rule: str = "auto", **solver_params) -> TunableReconstructor:
     """LatentMAP on a shipped prior; ``k="auto"`` wraps it in :class:`~deepinv_tunable.selection.AutoK`."""
-    from ..pretrained import load
-    from ..selection import AutoK
+    from ..pretrained import load, path
+    from ..selection import AutoK, load_spectrum
 
     prior = load(model)
     if k == "auto":
-        return AutoK(LatentMAP(prior, **solver_params), [int(v) for v in k_grid], rule=k_rule)
+        extra = {"spectrum": load_spectrum(path(model))} if k_rule == "closed_form" else {}
+        return AutoK(LatentMAP(prior, **solver_params), [int(v) for v in k_grid], rule=k_rule, **extra)
     return LatentMAP(prior, k=_k(k), **solver_params)
 
 
