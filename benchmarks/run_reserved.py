@@ -25,6 +25,9 @@ Methods (registry of ``common.py``, extended here):
   picked on the reference slices; ``pnp_hvae template``: the earlier template-only HVAE;
 * ``latent_map_tv``: :class:`~deepinv_tunable.solvers.LatentMAPTV` with ``tunable_vae_f4_mri128``
   (template-trained), ``(lambda, beta)`` picked on the reference slices (``beta = 0`` is TV);
+* ``latent_map flow``: :class:`~deepinv_tunable.solvers.LatentMAP` (gamma 0, 100 steps) with the
+  shipped ``ordered_flow_mri128``, ``k`` chosen per evaluation slice from its measurements alone
+  (:class:`~deepinv_tunable.selection.AutoK`, default rule; no reference slices);
 * ``flash``: :class:`~deepinv_tunable.solvers.FlashDiffusion` from ``severity_encoder_mri128``;
 * ``dpir pixel``: DPIR with the pixel denoiser of ``--pixel-denoiser`` (a
   :class:`~deepinv_tunable.priors.PixelDenoiser` checkpoint, or ``dncnn-corpus``: the corpus
@@ -76,7 +79,8 @@ from deepinv_tunable.physics import (
 )
 from deepinv_tunable.priors import DnCNNDenoiser, load_pixel_denoiser
 from deepinv_tunable.priors.pixel_denoiser import CORPUS_DNCNN
-from deepinv_tunable.solvers import DPIR, FlashDiffusion, MeasurementBaseline, PixelFlash, PnPHVAE
+from deepinv_tunable.selection import AutoK
+from deepinv_tunable.solvers import DPIR, FlashDiffusion, LatentMAP, MeasurementBaseline, PixelFlash, PnPHVAE
 from deepinv_tunable.tuning import grid_search
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -107,6 +111,7 @@ DEFAULT_METHODS = (
     "pnp_hvae",
     "pnp_hvae template",
     "latent_map_tv",
+    "latent_map flow",
     "flash",
     "dpir pixel",
     "diffpir pixel",
@@ -225,6 +230,33 @@ class FlashWithDiagnostics(dinv.models.Reconstructor):
 @common.register_method("flash")
 def _flash(ctx: common.BenchContext) -> dinv.models.Reconstructor:
     return FlashWithDiagnostics(ctx.notes)
+
+
+class AutoKWithDiagnostics(dinv.models.Reconstructor):
+    """:class:`~deepinv_tunable.selection.AutoK` recording, in ``notes``, every slice's chosen ``k``
+    and the rule that chose it."""
+
+    def __init__(self, notes: dict[str, Any], auto):
+        super().__init__()
+        self.auto, self.notes = auto, notes
+
+    def forward(self, y, physics, **kwargs):
+        out = self.auto.reconstruct(y, physics)
+        self.notes.setdefault("k_chosen", []).extend(int(k) for k in out.k)
+        self.notes["k_rule"] = out.extras["k_rule"]
+        return out.x
+
+
+#: The flow's k grid (as in ``run_k_study.py``) and its solver: gamma 0, 100 Adam steps.
+FLOW_KS = (1024, 2048, 4096, 8192, 12288, 16384)
+
+
+@common.register_method("latent_map flow")
+def _latent_map_flow(ctx: common.BenchContext) -> dinv.models.Reconstructor:
+    """The shipped ordered flow, k chosen per slice from the measurements alone (``select_k``'s
+    default rule; no reference slices used)."""
+    flow = pretrained.load("ordered_flow_mri128", device=ctx.device)
+    return AutoKWithDiagnostics(ctx.notes, AutoK(LatentMAP(flow, gamma=0.0, max_iter=100), FLOW_KS))
 
 
 class SkipMethod(Exception):
@@ -421,6 +453,8 @@ UNGUARDED = ("diffpir pixel", "ddrm pixel", "dps pixel")
 
 def _note(notes: dict[str, Any], guarded: bool = True) -> str:
     parts = [f"{k}={notes[k]:g}" for k in ("lambda_tv", "sigma", "tau", "lambda_") if k in notes]
+    if notes.get("k_chosen"):
+        parts.append("k {} by {}".format("/".join(str(k) for k in sorted(set(notes["k_chosen"]))), notes["k_rule"]))
     if "lambda_beta" in notes:
         parts.append("lambda={:g}, beta={:g}".format(*notes["lambda_beta"]))
     if "fallback" in notes and guarded:

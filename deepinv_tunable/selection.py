@@ -647,7 +647,8 @@ def select_k(
         return KSelection(k=chosen, scores={}, rule=rule, reconstruction=replace(result, k=chosen))
     if rule == "discrepancy":
         fits = {k: (fits or {}).get(k) or solver.reconstruct(y, physics, k=k) for k in ks}
-        sigma = fits[ks[0]].parameters["sigma"]
+        # the solver's own noise level where it records one, else the physics' (or estimated)
+        sigma = fits[ks[0]].parameters.get("sigma") or resolve_sigma(y, physics)[0]
         m = (y != 0).flatten(1).sum(1).cpu()
         scores = {k: fit.extras["residual_sq"].detach().cpu() for k, fit in fits.items()}
         chosen = torch.tensor(

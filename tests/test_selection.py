@@ -399,6 +399,11 @@ def test_select_k_defaults_to_the_discrepancy_principle_outside_ct():
         for k in (1, 2)
     }
     assert select_k(None, y, denoise, [1, 2], fits=fits).rule == "discrepancy"
+    # a solver that records no noise level: the physics' own is used (m sigma^2 = 2.56 here)
+    bare = {k: Reconstruction(y, 0.0, extras={"residual_sq": torch.tensor([2.0 * k])}) for k in (1, 2)}
+    assert select_k(None, y, denoise, [1, 2], fits=bare).k.tolist() == [1]
+    bare[1].extras["residual_sq"], bare[2].extras["residual_sq"] = torch.tensor([3.0]), torch.tensor([2.5])
+    assert select_k(None, y, denoise, [1, 2], fits=bare).k.tolist() == [2]
     with pytest.raises(ValueError, match="'auto', 'discrepancy', 'splitting'"):
         select_k(None, y, denoise, [1, 2], rule="sure")
     with pytest.raises(ValueError, match="n_splits must be an integer >= 1, got 0"):
