@@ -611,7 +611,7 @@ def select_k(
         principle elsewhere), ``"discrepancy"``, ``"splitting"`` or ``"closed_form"``. On the
         reserved subjects (``benchmarks/run_k_study.py``: denoising at 5 noise levels, MRI at 4
         accelerations, CT at 3 view counts, both shipped generators, :math:`\gamma = 0`) ``"auto"``
-        came within 0.5 dB of the oracle k in 19 of 21 cases (8 of the flow's 9 with an interior
+        came within 0.5 dB of the oracle k in 19 of 21 cases (8 of the 9 with an interior
         optimum; CT 120 views: -0.65 dB), the discrepancy principle alone in 18, splitting alone in
         15 (in denoising a full-size flow fits the kept pixels and predicts nothing of the held-out
         ones: down to -9 dB); ``"closed_form"`` within 0.16 dB on all 18 denoising and MRI cases.
