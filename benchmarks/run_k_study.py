@@ -51,6 +51,7 @@ from deepinv_tunable.selection import (
     default_k_rule,
     effective_noise_sigma,
     generator_spectrum,
+    nearest_k,
     optimal_k_linear,
     save_spectrum,
     select_k,
@@ -104,7 +105,7 @@ def closed_form_choice(row: dict, gamma0_k: int | None = None) -> dict:
     if k_star is None:
         return {"closed_form_grid_k": None, "closed_form_gap_db": None}
     psnr = {int(k): v for k, v in row["psnr_vs_k"].items()}
-    k = min(psnr, key=lambda g: (abs(np.log(g) - np.log(max(k_star, 1))), g))
+    k = nearest_k(k_star, list(psnr))
     return {"closed_form_grid_k": k, "closed_form_gap_db": psnr[k] - psnr[row["oracle_k"]]}
 
 

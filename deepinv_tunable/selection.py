@@ -525,10 +525,16 @@ def closed_form_k(spectrum: torch.Tensor, physics, sigma: float, ks: Sequence[in
     2
     """
     k = optimal_k_linear(spectrum, effective_noise_sigma(physics, sigma), 0.0, truncation_order=True)
-    if ks is None:
-        return k
-    ks = _ks(ks)
-    return min(ks, key=lambda g: (abs(math.log(g) - math.log(max(k, 1))), g))
+    return k if ks is None else nearest_k(k, ks)
+
+
+def nearest_k(k: int, ks: Sequence[int]) -> int:
+    r"""The ``k`` of the grid ``ks`` nearest to ``k`` in :math:`\log k` (ties to the smaller).
+
+    >>> nearest_k(2784, [1024, 2048, 4096])
+    2048
+    """
+    return min(_ks(ks), key=lambda g: (abs(math.log(g) - math.log(max(k, 1))), g))
 
 
 # ----------------------------------------------------------------- ground-truth-free k for solvers
@@ -631,9 +637,7 @@ def select_k(
         (shipped generators: :func:`load_spectrum` of their folder).
     """
     ks = _ks(ks)
-    if rule not in K_RULES:
-        raise ValueError(f"rule must be one of {K_RULES}, got {rule!r}")
-    rule = default_k_rule(physics) if rule == "auto" else rule
+    rule = default_k_rule(physics) if _check_k_rule(rule) == "auto" else rule
     if isinstance(n_splits, bool) or not isinstance(n_splits, int) or n_splits < 1:
         raise ValueError(f"n_splits must be an integer >= 1, got {n_splits!r}")
     batch = y.shape[0]
@@ -654,10 +658,8 @@ def select_k(
         chosen = torch.tensor(
             [discrepancy_k({k: float(scores[k][b]) for k in ks}, int(m[b]), sigma, tau) for b in range(batch)]
         )
-        x = torch.stack([fits[int(chosen[b])].x[b] for b in range(batch)])
         residual = torch.stack([scores[int(chosen[b])][b] for b in range(batch)])
-        # a new result: the fits may belong to the caller
-        result = replace(fits[ks[0]], x=x, k=chosen, chi2=None, extras={"residual_sq": residual})
+        result = _from_fits(fits, chosen, {"residual_sq": residual})
         return KSelection(k=chosen, scores=scores, rule=rule, reconstruction=result)
     scores = {k: torch.zeros(batch) for k in ks}
     for keep in split_keeps(y, physics, seed, n_splits, holdout_fraction=holdout_fraction):
@@ -673,11 +675,23 @@ def select_k(
     table = torch.stack([scores[k] for k in ks])  # (n_k, B); ties go to the smallest k
     chosen = torch.tensor(ks)[table.argmin(0)]
     if fits is not None and all(int(k) in fits for k in chosen):
-        x = torch.stack([fits[int(chosen[b])].x[b] for b in range(batch)])
-        result = replace(fits[int(chosen[0])], x=x, k=chosen, chi2=None, extras={})
+        result = _from_fits(fits, chosen, {})
     else:
         result = solver.reconstruct(y, physics, k=chosen.to(y.device))
     return KSelection(k=chosen, scores=scores, rule=rule, reconstruction=result)
+
+
+def _from_fits(fits: Mapping[int, object], chosen: torch.Tensor, extras: dict):
+    """A new result holding, per example ``b``, the estimate of ``fits[chosen[b]]`` (the fits may
+    belong to the caller, so none is modified)."""
+    x = torch.stack([fits[int(k)].x[b] for b, k in enumerate(chosen)])
+    return replace(fits[int(chosen[0])], x=x, k=chosen, chi2=None, extras=extras)
+
+
+def _check_k_rule(rule: str) -> str:
+    if rule not in K_RULES:
+        raise ValueError(f"rule must be one of {K_RULES}, got {rule!r}")
+    return rule
 
 
 class AutoK(TunableReconstructor):
@@ -686,15 +700,14 @@ class AutoK(TunableReconstructor):
 
     :param solver: tunable reconstructor accepting ``k`` (e.g. :class:`~deepinv_tunable.solvers.LatentMAP`).
     :param list ks: candidate latent sizes.
-    :param str rule: ``"auto"`` (default; see :func:`select_k`), ``"discrepancy"`` or ``"splitting"``.
+    :param str rule: ``"auto"`` (default; see :func:`select_k`), ``"discrepancy"``, ``"splitting"``
+        or ``"closed_form"`` (then pass ``spectrum=``).
     :param int seed: seed of the measurement split. Default 0.
     """
 
     def __init__(self, solver, ks: Sequence[int], rule: str = "auto", seed: int = 0, **select_kwargs):
-        if rule not in K_RULES:
-            raise ValueError(f"rule must be one of {K_RULES}, got {rule!r}")
         super().__init__()
-        self.solver, self.ks, self.rule, self.seed = solver, _ks(ks), rule, int(seed)
+        self.solver, self.ks, self.rule, self.seed = solver, _ks(ks), _check_k_rule(rule), int(seed)
         self.select_kwargs = select_kwargs
 
     def _solve(self, y, physics, **kwargs):
