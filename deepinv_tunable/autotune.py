@@ -61,8 +61,9 @@ DISCREPANCY_TAU = 1.1
 #: TV weight 6 times too strong (-0.28 dB on the training subject ``pyradiomics_brain1``).
 DISCREPANCY_TAU_BLUR = 1.0
 
-#: ``(n_coarse, n_refine)`` of the discrepancy principle's search: a 3-point log grid, then 2
-#: safeguarded inverse-quadratic steps towards the root of its monotone log residual ratio.
+#: ``(n_coarse, n_refine)`` of the discrepancy principle's search: a 3-point log grid (its middle
+#: first, then the end its sign points to), then 2 safeguarded inverse-quadratic steps towards the
+#: root of its monotone log residual ratio: 4 solves where the residual grows with the parameter.
 ROOT_SEARCH = (3, 2)
 
 #: ``(n_coarse, n_refine)`` of SURE's and splitting's search: a 5-point grid, then 3 golden-section
@@ -504,17 +505,23 @@ def _search(
     n_refine: int,
     log: bool,
     signed: Callable[[float], float] | None = None,
-) -> tuple[list[float], list[float]]:
-    """Coarse grid over ``[low, high]`` then ``n_refine`` refinement steps. Returns ``(tried, scores)``:
-    the coarse grid first, from ``high`` down to ``low``.
+) -> tuple[list[float], list[float], list[float]]:
+    """Coarse grid over ``[low, high]`` then ``n_refine`` refinement steps. Returns
+    ``(tried, scores, grid)``: every evaluated value in order with its score, and the coarse grid
+    (ascending; with ``signed`` not all of it need have been evaluated).
 
-    Without ``signed``: golden-section steps inside the best grid point's two cells (a minimum).
+    Without ``signed``: the whole grid, from ``high`` down to ``low`` (with warm starts a
+    continuation path), then golden-section steps inside the best grid point's two cells (a minimum).
     With ``signed`` (a tried value's signed score, e.g. the discrepancy's log ratio, whose
-    zero is the target and ``score`` its magnitude): :func:`_root_steps` inside the grid cell where
-    it changes sign. A root of a smooth monotone curve is pinned in 2 steps to a precision that
-    golden section needs 5 or more to reach. Where the grid shows no sign change (the target is
-    never met inside the interval, or the curve is not monotone), golden section minimises the
-    magnitude instead: the candidate that comes closest to the target."""
+    zero is the target and ``score`` its magnitude; positive where the parameter is too large, as
+    a residual that grows with the regularisation): the grid is walked out from its middle point,
+    towards smaller values where the middle's sign is positive, and stops at the first cell where
+    the sign changes; :func:`_root_steps` then work inside it. A root of a smooth monotone curve is
+    pinned in 2 steps to a precision that golden section needs 5 or more to reach, and a 3-point
+    grid costs 2 solves instead of 3 whenever the first step brackets the root. Where no cell
+    brackets it (the target is never met inside the interval, or the curve is not monotone), the
+    rest of the grid is evaluated and golden section minimises the magnitude instead: the
+    candidate that comes closest to the target."""
     fwd = (lambda v: math.log(v)) if log else (lambda v: v)
     inv = (lambda t: math.exp(t)) if log else (lambda t: t)
     a, b = fwd(low), fwd(high)
@@ -529,12 +536,20 @@ def _search(
         scores.append(s)
         return s
 
+    if signed is not None and n_coarse > 2:
+        span = _bracket(evaluate, signed, grid)
+        if span is not None and (
+            span[0] == span[1] or _root_steps(evaluate, signed, grid[span[0] : span[1] + 1], fwd, inv, n_refine)
+        ):
+            return tried, scores, grid
     # strongest regularisation first: with warm starts the sweep is then a continuation path
     for v in reversed(grid):
-        evaluate(v)
+        if v not in tried:
+            evaluate(v)
     if signed is not None and _root_steps(evaluate, signed, grid, fwd, inv, n_refine):
-        return tried, scores
-    best = min(range(n_coarse), key=lambda i: scores[n_coarse - 1 - i])
+        return tried, scores, grid
+    score_of = dict(zip(tried, scores))
+    best = min(range(n_coarse), key=lambda i: (score_of[grid[i]], -i))
     lo, hi = fwd(grid[max(best - 1, 0)]), fwd(grid[min(best + 1, n_coarse - 1)])
     if n_refine > 0 and hi > lo:
         c, d = hi - _GOLDEN * (hi - lo), lo + _GOLDEN * (hi - lo)
@@ -548,7 +563,34 @@ def _search(
                 lo, c, fc = c, d, fd
                 d = lo + _GOLDEN * (hi - lo)
                 fd = evaluate(inv(d))
-    return tried, scores
+    return tried, scores, grid
+
+
+def _bracket(
+    evaluate: Callable[[float], float], signed: Callable[[float], float], grid: list[float]
+) -> tuple[int, int] | None:
+    """Walk the ascending ``grid`` out from its middle point, one point at a time, towards the side
+    its signed score points to (smaller values where it is positive), until two neighbours differ
+    in sign: their indices ``(i, i + 1)`` (``(i, i)`` where a point meets the target exactly);
+    ``None`` if the walk reaches the end of the grid first (or a score is not finite)."""
+    i = (len(grid) - 1) // 2
+    evaluate(grid[i])
+    f = signed(grid[i])
+    if f is None or not math.isfinite(f):
+        return None
+    if f == 0:
+        return (i, i)
+    step = -1 if f > 0 else 1
+    while 0 <= i + step < len(grid):
+        j = i + step
+        evaluate(grid[j])
+        g = signed(grid[j])
+        if g is None or not math.isfinite(g):
+            return None
+        if g * f <= 0:
+            return (min(i, j), max(i, j))
+        i, f = j, g
+    return None
 
 
 def _root_steps(
@@ -640,7 +682,10 @@ def select_parameter(
     regularisation parameter, so its target is a root. One value is chosen
     for the whole batch (e.g. a few slices of one volume, then applied to all of it); call once
     per example for per-slice values. Cost: ``n_coarse + n_refine`` solves (twice that for SURE,
-    ``n_splits`` times that for splitting).
+    ``n_splits`` times that for splitting); the discrepancy principle walks its grid out from the
+    middle and stops at the first cell that brackets the target, so a residual that grows with the
+    parameter (a regularisation weight) costs ``2 + n_refine`` solves when the root lies in a cell
+    next to the middle, as it does with the default 3-point grid.
 
     :param Callable solve: ``solve(value, y, physics, x_init) -> x`` in ``physics``' image domain.
         Under ``"splitting"`` it receives :func:`masked_physics` (on real single-channel images).
@@ -661,8 +706,8 @@ def select_parameter(
         variance: a single 30 % line hold-out turns 4x MRI into about 5.7x and so leans towards
         a stronger prior. Default 1 (cost: ``n_splits`` solves per candidate).
     :param int n_coarse: coarse grid size (>= 1). Default :data:`ROOT_SEARCH` ``(3, 2)`` for the
-        discrepancy principle (8 solves of TV on a 128 x 128 slice cost 7-7.5 times one solve), and
-        :data:`MINIMUM_SEARCH` ``(5, 3)`` for the other rules.
+        discrepancy principle (usually 4 solves: the grid's middle, the neighbour on the root's
+        side, 2 root steps), and :data:`MINIMUM_SEARCH` ``(5, 3)`` for the other rules.
     :param int n_refine: refinement evaluations (default: see ``n_coarse``).
     :param bool log: search on a log scale. Default True.
     :param int seed: seeds the hold-out split and SURE's probe: the same seed, the same choice.
@@ -747,13 +792,14 @@ def select_parameter(
             return score
 
         signed = scorer.log_ratio.get if rule == "discrepancy" else None
-        tried, scores = _search(scored, low, high, n_coarse, n_refine, log, signed)
+        tried, scores, grid = _search(scored, low, high, n_coarse, n_refine, log, signed)
     best = min(range(len(tried)), key=lambda i: (scores[i], tried[i]))
     value = tried[best]
     # a bound is suspect only if it beats every refined candidate too (an edge whose neighbourhood
     # holds a better interior point has its optimum inside), and only if it is not the
-    # parameter's own limit; tried[0] is the high end of the coarse grid, tried[n_coarse - 1] the low
-    at_bound = n_coarse > 2 and best in (0, n_coarse - 1) and not hard_bounds[1 if best == 0 else 0]
+    # parameter's own limit
+    edge = 0 if value == grid[0] else 1 if value == grid[-1] else None
+    at_bound = n_coarse > 2 and edge is not None and not hard_bounds[edge]
     if data_scaled and rule == "splitting":
         informative = y != 0
         value *= float((scorer.keep & informative).sum()) / float(informative.sum())

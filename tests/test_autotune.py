@@ -133,7 +133,10 @@ def test_rules_land_near_the_mse_optimum_of_a_planted_linear_gaussian_problem(ru
     )
     achieved = float((_tikhonov(choice.value, y, physics) - x).pow(2).mean())
     assert achieved <= tolerance * oracle, (rule, choice.value, achieved / oracle)
-    assert choice.n_splits == n_splits and choice.n_solves == (2 if rule == "sure" else n_splits) * (7 + 6)
+    # the discrepancy's walk out from the middle of the 7-point grid brackets the root at its
+    # first step: 2 grid points instead of 7
+    n_coarse = 2 if rule == "discrepancy" else 7
+    assert choice.n_splits == n_splits and choice.n_solves == (2 if rule == "sure" else n_splits) * (n_coarse + 6)
 
 
 def test_discrepancy_finds_the_planted_crossing_of_a_shrinkage_estimator():
@@ -149,7 +152,7 @@ def test_discrepancy_finds_the_planted_crossing_of_a_shrinkage_estimator():
 
 
 @pytest.mark.parametrize("kind", [{"kind": "denoising"}, {"kind": "blur", "blur_sigma": 2.0}])
-def test_discrepancy_root_search_pins_the_planted_root_in_five_solves(kind):
+def test_discrepancy_root_search_pins_the_planted_root_in_four_solves(kind):
     x = _stationary_signal(48, seed=1)
     physics = build_physics({**kind, "noise_sigma": 0.05, "seed": 2}, (48, 48))
     y = physics(x)
@@ -162,10 +165,23 @@ def test_discrepancy_root_search_pins_the_planted_root_in_five_solves(kind):
         low, high = (low, (low + high) / 2) if ratio(math.exp((low + high) / 2)) > 1 else ((low + high) / 2, high)
     exact = math.exp(low)
     choice = select_parameter(_tikhonov, y, physics, (1e-3, 1e3), rule="discrepancy", tau=1.0)
-    # the default search: 3 grid points six decades apart and 2 root steps; golden section needed
-    # 8 solves for the same precision
-    assert choice.n_solves == 5 and not choice.at_bound
+    # the default search: the middle of a 3-point grid six decades wide, the one neighbour its
+    # sign points to (which brackets the root), and 2 root steps; golden section needed 8 solves
+    # for the same precision
+    assert choice.n_solves == 4 and not choice.at_bound
     assert abs(math.log(choice.value / exact)) < 0.1, (choice.value, exact)
+
+
+@pytest.mark.parametrize("sigma,first_step", [(0.5, 100.0), (0.002, 1e-4)])
+def test_discrepancy_walks_from_the_grid_middle_towards_the_root(sigma, first_step):
+    physics = build_physics({"kind": "denoising", "noise_sigma": sigma, "seed": 0}, (16, 16))
+    y = physics(torch.full((1, 1, 16, 16), 0.5))
+    offset = lambda a, y_, physics_, x0: y_ + a  # noqa: E731  planted: ||A x - y||^2 = m a^2, root a = sigma
+    choice = select_parameter(offset, y, physics, (1e-4, 1e2), rule="discrepancy", tau=1.0, n_refine=4)
+    # the middle (0.1) is too weak for sigma = 0.5 and too strong for 0.002: the walk takes the
+    # one neighbour on the root's side, never the other end of the grid
+    assert choice.tried[:2] == pytest.approx([0.1, first_step]) and choice.n_solves == 2 + 4
+    assert choice.value == pytest.approx(sigma, rel=0.02) and not choice.at_bound
 
 
 def test_choice_is_reproducible_records_its_curve_and_flags_a_bound():
@@ -451,7 +467,8 @@ def test_dpir_sigma_auto_stays_within_its_noise_relative_bounds():
         out = DPIR(DnCNNDenoiser.from_pretrained(), sigma="auto", max_iter=4).reconstruct(y, physics)
     record = out.diagnostics().choices["sigma"]
     assert 0.025 - 1e-9 <= out.parameters["sigma"] == record["value"] <= 0.15 + 1e-9
-    assert record["rule"] == "discrepancy" and record["n_solves"] == 5
+    # the grid's middle and the neighbour that brackets the root, then 2 root steps
+    assert record["rule"] == "discrepancy" and record["n_solves"] == 4
     assert float((out.x - x).pow(2).mean()) < float((y - x).pow(2).mean())
 
 
@@ -544,7 +561,7 @@ def test_tv_auto_runs_the_power_iteration_and_the_baseline_once_per_physics(monk
         warnings.simplefilter("ignore", RuntimeWarning)
         out = TVPGD(lambda_tv="auto", max_iter=5).reconstruct(y, physics)
         fixed = TVPGD(lambda_tv=out.parameters["lambda_tv"], max_iter=5).reconstruct(y, physics)
-    assert out.diagnostics().choices["lambda_tv"]["n_solves"] >= 5
+    assert out.diagnostics().choices["lambda_tv"]["n_solves"] >= 4
     assert len(calls) == expected + 1 and len({id(ph) for ph in calls[:-1]}) == expected
     assert len(starts) == expected + 1  # the fixed solve adds one of each
     # a shared start is never modified by a candidate: the automatic result is a plain solve

@@ -109,7 +109,8 @@ class TVPGD(TunableReconstructor):
     :param lambda_tv: TV weight :math:`\lambda`, or ``"auto"``: chosen per call from the measurements
         alone by :func:`~deepinv_tunable.autotune.select_parameter` (``tune_rule``, over
         ``tune_bounds``; one value for the batch: :data:`TUNE_SEARCH`, 5 candidate solves, then the
-        final solve under splitting), recorded in the result's ``choices``.
+        final solve under splitting; 4 under the discrepancy principle, whose chosen candidate
+        is the answer), recorded in the result's ``choices``.
         Default ``"auto"``. (:data:`DEFAULT_TV_LAMBDA` is a fixed value for 4x MRI at 1 % noise.)
     :param int max_iter: PGD iterations. Default 100 (``n_iter``: its former name, deprecated).
     :param int tv_inner_iter: iterations of the (warm-started) TV prox per PGD step. Default 20.

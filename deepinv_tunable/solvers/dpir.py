@@ -51,7 +51,7 @@ class DPIR(TunableReconstructor):
     :param sigma: final denoiser noise level (the measurement noise std is the usual choice; a
         larger value regularises more), or ``"auto"``: chosen per call from the measurements alone
         by :func:`~deepinv_tunable.autotune.select_parameter` between ``tune_bounds`` times the
-        noise std (the physics', else estimated from ``y``; 5 solves), recorded in
+        noise std (the physics', else estimated from ``y``; 4 solves), recorded in
         the result's ``choices``. Default ``"auto"``.
     :param int max_iter: HQS iterations. Default 8 (deepinv's DPIR).
 
