@@ -232,10 +232,20 @@ def measured_views(physics) -> torch.Tensor | None:
     return torch.arange(len(physics.radon.theta))
 
 
-def _whole_line_holdout(physics, line_holdout_fraction: float, view_holdout_fraction: float):
+def whole_line_holdout(
+    physics,
+    line_holdout_fraction: float = LINE_HOLDOUT_FRACTION,
+    view_holdout_fraction: float = VIEW_HOLDOUT_FRACTION,
+) -> tuple[torch.Tensor, float, int | None] | None:
     """``(lines, fraction, centre)`` of the whole-line hold-out that fits ``physics`` (sampled
     k-space lines of Cartesian MRI, the lines near DC protected; views of CT, none protected), or
-    ``None`` where single entries are held out."""
+    ``None`` where single entries are held out.
+
+    >>> from deepinv_tunable.physics import build_physics
+    >>> lines, fraction, centre = whole_line_holdout(build_physics({"kind": "ct", "n_views": 30}, (32, 32)))
+    >>> len(lines), fraction, centre
+    (30, 0.1, None)
+    """
     lines = sampled_lines(physics)
     if lines is not None:
         return lines, line_holdout_fraction, CENTRE_LINES
@@ -312,7 +322,7 @@ def max_splits(
 ) -> int:
     """How many disjoint hold-outs the splitting rule can draw from ``y`` (at least 1), counted
     from the same candidates :func:`line_holdout_mask` / :func:`holdout_mask` draw from."""
-    whole_lines = _whole_line_holdout(physics, line_holdout_fraction, view_holdout_fraction)
+    whole_lines = whole_line_holdout(physics, line_holdout_fraction, view_holdout_fraction)
     if whole_lines is not None:
         lines, fraction, centre = whole_lines
         n_candidates, n_hold = len(_line_candidates(lines, y.shape[-1], centre)), round(fraction * len(lines))
@@ -336,7 +346,7 @@ def split_keeps(
     Cartesian MRI and whole views on CT (:func:`line_holdout_mask`), random entries elsewhere
     (:func:`holdout_mask`). On MRI and CT they depend on the acquisition alone, not on the values
     of ``y``."""
-    whole_lines = _whole_line_holdout(physics, line_holdout_fraction, view_holdout_fraction)
+    whole_lines = whole_line_holdout(physics, line_holdout_fraction, view_holdout_fraction)
     n_fit = max_splits(y, physics, holdout_fraction, line_holdout_fraction, view_holdout_fraction)
     keeps = []
     for split in range(min(n_splits, n_fit)):
@@ -347,6 +357,17 @@ def split_keeps(
         else:
             keeps.append(holdout_mask(y, holdout_fraction, generator, protect_factor=PROTECT_FACTOR, split=split))
     return keeps
+
+
+def kept_fraction(y: torch.Tensor, keep: torch.Tensor) -> float:
+    r"""The fraction :math:`\rho` of the informative (non-zero) entries of ``y`` that ``keep`` keeps:
+    how much of the data term a fit on the kept entries sums over.
+
+    >>> kept_fraction(torch.tensor([1.0, 2.0, 0.0, 3.0]), torch.tensor([True, False, True, True]))
+    0.6666666666666666
+    """
+    informative = y != 0
+    return float((keep & informative).sum()) / float(informative.sum())
 
 
 def masked_physics(physics, keep_mask: torch.Tensor):
@@ -801,8 +822,7 @@ def select_parameter(
     edge = 0 if value == grid[0] else 1 if value == grid[-1] else None
     at_bound = n_coarse > 2 and edge is not None and not hard_bounds[edge]
     if data_scaled and rule == "splitting":
-        informative = y != 0
-        value *= float((scorer.keep & informative).sum()) / float(informative.sum())
+        value *= kept_fraction(y, scorer.keep)
     choice = ParameterChoice(
         name=name,
         value=value,
@@ -828,6 +848,32 @@ def select_parameter(
     return choice
 
 
+def heldout_scores(
+    solve: Solve,
+    candidates,
+    y: torch.Tensor,
+    physics,
+    seed: int = 0,
+    n_splits: int = 1,
+) -> tuple[list[float], int]:
+    r"""The splitting rule's score of each of ``candidates`` (any values ``solve`` accepts), and the
+    number of solves: each candidate fits the kept entries of the hold-outs of :func:`split_keeps`
+    (``seed``, default fractions) through :func:`masked_physics` and is scored on the held-out ones,
+    exactly as :func:`select_parameter` scores a value. For choices that are not a search over
+    one interval: a few discrete configurations of a solver, each with its own other parameters.
+
+    >>> from deepinv_tunable.physics import build_physics
+    >>> physics = build_physics({"kind": "inpainting", "keep_fraction": 0.8, "noise_sigma": 0.01}, (16, 16))
+    >>> y = physics(torch.full((1, 1, 16, 16), 0.5))
+    >>> scores, n_solves = heldout_scores(lambda c, y_, ph_, x0: torch.full_like(y_, c), [0.5, 0.0], y, physics)
+    >>> scores[0] < scores[1], n_solves  # the constant 0.5 predicts the held-out pixels
+    (True, 2)
+    """
+    # sigma and tau only enter the discrepancy and SURE scores
+    scorer = _Scorer("splitting", solve, y, physics, 0.0, 1.0, HOLDOUT_FRACTION, seed, False, n_splits)
+    return [scorer(c) for c in candidates], scorer.n_solves
+
+
 def auto_requested(value) -> bool:
     """Whether a solver parameter asks for automatic selection (the string ``"auto"``)."""
     if isinstance(value, str):
@@ -849,13 +895,16 @@ __all__ = [
     "line_holdout_mask",
     "max_splits",
     "measured_views",
+    "whole_line_holdout",
     "sampled_lines",
     "split_keeps",
     "ParameterChoice",
     "RULES",
     "auto_requested",
     "default_rule",
+    "heldout_scores",
     "holdout_mask",
+    "kept_fraction",
     "masked_physics",
     "resolve_sigma",
     "select_parameter",

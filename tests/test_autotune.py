@@ -524,6 +524,44 @@ def test_latent_map_tv_compares_beta_pairs_on_one_hold_out_under_splitting(gener
     assert fitted[0] == int((y != 0).sum()) and fitted[1] < fitted[0]
 
 
+@pytest.mark.parametrize("generator_is_right", [True, False])
+def test_latent_map_tv_ranks_beta_pairs_on_held_out_views_on_ct(generator_is_right):
+    from deepinv_tunable.nets import TunableVAE
+    from deepinv_tunable.solvers import LatentMAP, LatentMAPTV
+    from deepinv_tunable.solvers.base import Reconstruction
+    from deepinv_tunable.solvers.latent_tv import BETA_GRID
+
+    physics = build_physics({"kind": "ct", "n_views": 20, "noise_sigma": 0.01, "seed": 0}, (32, 32))
+    x = _phantom(32)
+    y = physics(x)
+    wrong = torch.rand(x.shape, generator=torch.Generator().manual_seed(0)) * 2 * x.mean()
+    image = x if generator_is_right else wrong
+    fitted = []
+
+    class Planted(LatentMAP):
+        def reconstruct(self, y, physics_, **kwargs):
+            fitted.append(int((y != 0).any(-2).sum()))  # views the generator was fitted to
+            return Reconstruction(x=image.clone(), wall_time=0.0)
+
+    vae = TunableVAE(image_size=(32, 32), block_out_channels=(8, 8), latent_channels=2)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        out = LatentMAPTV(Planted(vae), lambda_tv="auto", beta="auto", max_iter=20).reconstruct(y, physics)
+    beta, lam = out.choices["beta"], out.choices["lambda_tv"]
+    # the discrepancy principle picks each pair's lambda; the held-out views pick the pair
+    assert beta.rule == "splitting" and lam.rule == "discrepancy" and beta.tried == list(BETA_GRID)
+    assert out.parameters["beta"] == beta.value == (1.0 if generator_is_right else 0.0)
+    assert out.parameters["lambda_tv"] == lam.value and not beta.at_bound
+    # the two other betas' lambda searches and the three refits on the kept views
+    others = beta.n_solves - len(BETA_GRID)
+    assert 2 * 4 <= others <= 2 * 5
+    # the generator of the returned image saw all 20 views, the one the scores use 18 of them
+    assert fitted == [20, 18]
+    # the pair's answer is its own discrepancy-chosen candidate: solving that pair again gives it
+    again = LatentMAPTV(Planted(vae), lambda_tv=lam.value, beta=beta.value, max_iter=20).reconstruct(y, physics)
+    torch.testing.assert_close(out.x, again.x, atol=1e-5, rtol=0)
+
+
 def test_tv_auto_returns_the_matching_candidate_instead_of_solving_again():
     physics = build_physics({"kind": "blur", "blur_sigma": 1.0, "noise_sigma": 0.05, "seed": 0}, (32, 32))
     y = physics(_phantom(32))
