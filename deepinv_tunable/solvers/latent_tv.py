@@ -202,32 +202,14 @@ class LatentMAPTV(TunableReconstructor):
         _, gx_fit = self._held_out_generator(y, physics, k, **kwargs)
         fits = [self.deviation.reconstruct(y - b * physics.A(gx_fit), physics) for b in BETA_GRID]
         lambdas = [fit.choices["lambda_tv"] for fit in fits]
-        scores = [min(c.scores) for c in lambdas]
-        best = min(range(len(BETA_GRID)), key=lambda i: (scores[i], BETA_GRID[i]))
-        others = [i for i in range(len(BETA_GRID)) if i != best]
-        chosen = lambdas[best]
-        beta = ParameterChoice(
-            name="beta",
-            value=BETA_GRID[best],
-            rule=chosen.rule,
-            tried=list(BETA_GRID),
-            scores=scores,
-            bounds=(0.0, 1.0),
-            at_bound=False,  # 0 and 1 are beta's own limits
-            sigma=chosen.sigma,
-            sigma_estimated=chosen.sigma_estimated,
-            # the other betas' lambda searches and final deviations, and the chosen one's final
-            # deviation on the kept lines' generator (re-solved below); the held-out latent MAP
-            # is not a deviation solve and is not counted
-            n_solves=sum(lambdas[i].n_solves + 1 for i in others) + 1,
-            seconds=sum(lambdas[i].seconds for i in others),
-            n_splits=chosen.n_splits,
-        )
+        # the other betas' final deviations, and the chosen one's on the kept lines' generator
+        # (re-solved below on the full one)
+        best, beta = _pair_choice(lambdas, [min(c.scores) for c in lambdas], lambdas[0].n_splits, extra_solves=3)
         value = BETA_GRID[best]
         deviation = self.deviation.reconstruct(
             y - value * physics.A(gx), physics, lambda_tv=fits[best].parameters["lambda_tv"]
         )
-        return value, deviation, {"lambda_tv": chosen, "beta": beta}
+        return value, deviation, {"lambda_tv": lambdas[best], "beta": beta}
 
     def _choose_pair_by_views(self, y, physics, gx, k, **kwargs) -> tuple[float, Reconstruction, dict]:
         r"""``(beta, deviation, choices)`` under the discrepancy principle (CT): each beta of
@@ -254,26 +236,9 @@ class LatentMAPTV(TunableReconstructor):
             return prior + self.deviation(y_ - ph_.A(prior), ph_, lambda_tv=weight[b])
 
         scores, n_refits = heldout_scores(refit, BETA_GRID, y, physics, seed=self.deviation.seed)
-        best = min(range(len(BETA_GRID)), key=lambda i: (scores[i], BETA_GRID[i]))
-        chosen = lambdas[best]
-        others = [i for i in range(len(BETA_GRID)) if i != best]
-        beta = ParameterChoice(
-            name="beta",
-            value=BETA_GRID[best],
-            rule="splitting",
-            tried=list(BETA_GRID),
-            scores=scores,
-            bounds=(0.0, 1.0),
-            at_bound=False,  # 0 and 1 are beta's own limits
-            sigma=chosen.sigma,
-            sigma_estimated=chosen.sigma_estimated,
-            # the other betas' lambda searches (their chosen candidates are their answers) and the
-            # refits on the kept views; the held-out latent MAP is not a deviation solve
-            n_solves=sum(lambdas[i].n_solves for i in others) + n_refits,
-            seconds=sum(lambdas[i].seconds for i in others),
-            n_splits=1,
-        )
-        return BETA_GRID[best], fits[best], {"lambda_tv": chosen, "beta": beta}
+        # each pair's answer is its own search's chosen candidate; the refits add their solves
+        best, beta = _pair_choice(lambdas, scores, n_splits=1, extra_solves=n_refits)
+        return BETA_GRID[best], fits[best], {"lambda_tv": lambdas[best], "beta": beta}
 
     def tune(
         self,
@@ -297,3 +262,30 @@ class LatentMAPTV(TunableReconstructor):
             result = grid_search(reconstruct, x_true, grid, param="lambda_tv, beta")
         self.deviation.lambda_tv, self.beta = result.best
         return result
+
+
+def _pair_choice(
+    lambdas: list[ParameterChoice], scores: list[float], n_splits: int, extra_solves: int
+) -> tuple[int, ParameterChoice]:
+    """``(index, choice)`` of the :data:`BETA_GRID` pair with the lowest held-out score (ties to
+    the smaller beta), recorded as the choice of beta under the splitting rule. Its solves are the
+    other betas' lambda searches plus ``extra_solves`` (final deviations or refits); the chosen
+    beta's own search is the lambda choice's. The held-out latent MAP is not a deviation solve
+    and is not counted."""
+    best = min(range(len(BETA_GRID)), key=lambda i: (scores[i], BETA_GRID[i]))
+    others = [i for i in range(len(BETA_GRID)) if i != best]
+    chosen = lambdas[best]
+    return best, ParameterChoice(
+        name="beta",
+        value=BETA_GRID[best],
+        rule="splitting",
+        tried=list(BETA_GRID),
+        scores=list(scores),
+        bounds=(0.0, 1.0),
+        at_bound=False,  # 0 and 1 are beta's own limits
+        sigma=chosen.sigma,
+        sigma_estimated=chosen.sigma_estimated,
+        n_solves=sum(lambdas[i].n_solves for i in others) + extra_solves,
+        seconds=sum(lambdas[i].seconds for i in others),
+        n_splits=n_splits,
+    )
