@@ -136,9 +136,7 @@ def main() -> int:
     long = row(
         "iterations",
         "tau 0.95, gamma 0.1, 200 iterations",
-        lambda: PnPHVAE(hvae, tau=0.95, gamma=0.1, max_iter=200, tol=0.0).reconstruct(
-            y, physics, return_iterates=True
-        ),
+        lambda: PnPHVAE(hvae, tau=0.95, gamma=0.1, max_iter=200, tol=0.0).reconstruct(y, physics, return_iterates=True),
     )
     record["iteration_curve"] = {k: psnr(long.iterates[k]) for k in CURVE_AT}
     probes = torch.Generator().manual_seed(1)
