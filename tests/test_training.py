@@ -232,6 +232,34 @@ def test_hvae_module_starts_from_shipped_weights_with_a_learning_rate_ramp(tmp_p
         HVAEModule(hvae={"width": 16}, init=str(tmp_path / "start"))
 
 
+def test_tunable_vae_module_starts_from_saved_weights_with_a_learning_rate_ramp(tmp_path):
+    from deepinv_tunable.nets import TunableVAE
+    from deepinv_tunable.training.vae import TunableVAEModule
+
+    start = TunableVAE(image_size=(16, 16), block_out_channels=(8, 8), latent_channels=2)
+    start.save_pretrained(tmp_path / "start")
+    settings = {"block_out_channels": [8, 8], "latent_channels": 2, "image_size": [16, 16]}
+    module = TunableVAEModule(vae=settings, init=str(tmp_path / "start"), warmup_steps=2, lr=1e-3)
+    for name, value in start.state_dict().items():
+        assert torch.equal(module.vae.state_dict()[name], value), name
+    assert module.vae.training
+    config = module.configure_optimizers()
+    optimizer, ramp = config["optimizer"], config["lr_scheduler"]["scheduler"]
+    rates = []
+    for _ in range(3):
+        rates.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        ramp.step()
+    assert rates == pytest.approx([5e-4, 1e-3, 1e-3])
+    assert isinstance(TunableVAEModule(vae=settings).configure_optimizers(), torch.optim.Adam)
+    with pytest.raises(ValueError, match="latent_channels=4 vs 2"):
+        TunableVAEModule(vae={**settings, "latent_channels": 4}, init=str(tmp_path / "start"))
+    with pytest.raises(ValueError, match="holds a TunableVAE, not a HVAE"):
+        from deepinv_tunable.training.hvae import HVAEModule
+
+        HVAEModule(init=str(tmp_path / "start"))
+
+
 @pytest.mark.parametrize(
     "name",
     [

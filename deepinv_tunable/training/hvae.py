@@ -14,11 +14,9 @@ clipped to ``grad_clip``. The threshold is relative: ``skip_factor`` times a run
 accepted gradient norms (after ``skip_warmup`` updates), because the norm's scale changes by
 orders of magnitude between the start of training and convergence.
 
-``init`` starts from shipped weights (e.g. ``hvae_mri64``): a run whose Lightning checkpoint was
-lost continues from the last release instead of from random weights (the optimiser's moments
-start afresh, so ``warmup_steps`` ramps the learning rate up from zero: Adamax's first update
-moves every weight by the full learning rate whatever its gradient, which undoes a converged
-model's fine structure in a few steps).
+``init`` starts from shipped weights (e.g. ``hvae_mri64``) and ``warmup_steps`` ramps the learning
+rate up from zero (:mod:`~deepinv_tunable.training.warm_start`): a run whose Lightning checkpoint
+was lost continues from the last release instead of from random weights.
 """
 
 from __future__ import annotations
@@ -31,6 +29,7 @@ import torch
 
 from ..metrics import METRICS
 from ..nets.hvae import HVAE
+from .warm_start import load_initial_weights, with_warmup
 
 
 class HVAEModule(L.LightningModule):
@@ -67,20 +66,7 @@ class HVAEModule(L.LightningModule):
     ):
         super().__init__()
         self.save_hyperparameters()
-        if init is not None:
-            from .. import pretrained
-
-            self.hvae = pretrained.load(init).train()
-            if not isinstance(self.hvae, HVAE):
-                raise ValueError(f"init '{init}' holds a {type(self.hvae).__name__}, not an HVAE")
-            differ = {k: (v, self.hvae.config.get(k)) for k, v in (hvae or {}).items() if self.hvae.config.get(k) != v}
-            if differ:
-                raise ValueError(
-                    "hvae settings differ from the initial weights' "
-                    f"('{init}'): {', '.join(f'{k}={a!r} vs {b!r}' for k, (a, b) in differ.items())}"
-                )
-        else:
-            self.hvae = HVAE(**(hvae or {}))
+        self.hvae = HVAE(**(hvae or {})) if init is None else load_initial_weights(init, HVAE, hvae, "hvae")
         self.skipped_updates = 0
         self.accepted_updates = 0
         self.norm_average = 0.0
@@ -135,12 +121,7 @@ class HVAEModule(L.LightningModule):
             self.log(f"val/psnr_denoise_tau{tau:g}", psnr(out, x).mean(), batch_size=x.shape[0], sync_dist=True)
 
     def configure_optimizers(self):
-        optimizer = torch.optim.Adamax(self.hvae.parameters(), lr=self.hparams.lr)
-        warmup = int(self.hparams.warmup_steps)
-        if warmup <= 0:
-            return optimizer
-        ramp = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: min(1.0, (step + 1) / warmup))
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": ramp, "interval": "step"}}
+        return with_warmup(torch.optim.Adamax(self.hvae.parameters(), lr=self.hparams.lr), self.hparams.warmup_steps)
 
     def configure_callbacks(self) -> list[L.Callback]:
         return [L.pytorch.callbacks.EMAWeightAveraging(decay=self.hparams.ema_decay)]

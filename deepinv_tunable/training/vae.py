@@ -25,6 +25,7 @@ import torch
 from ..latent import KDistribution
 from ..metrics import METRICS
 from ..nets import TunableVAE
+from .warm_start import load_initial_weights, with_warmup
 
 
 @dataclass
@@ -58,6 +59,13 @@ class TunableVAEModule(L.LightningModule):
     :param float k_p: geometric parameter. Default ``2e-3``.
     :param list extra_losses: :class:`LossTerm` plug-ins (not saved in hyperparameters).
     :param list val_ks: latent sizes at which validation PSNR is logged. Default: ``K/16, K/4, K``.
+    :param str init: shipped checkpoint (or ``save_pretrained`` folder) to start from, e.g. a
+        candidate exported by an earlier session; its configuration must equal ``vae`` wherever
+        ``vae`` sets a key (:func:`~deepinv_tunable.training.warm_start.load_initial_weights`).
+        Default ``None`` (random weights).
+    :param int warmup_steps: linear learning-rate warm-up from 0 over this many updates (use it
+        with ``init``: Adam's first steps from fresh moments move every weight by the full rate).
+        Default 0.
     """
 
     def __init__(
@@ -71,10 +79,12 @@ class TunableVAEModule(L.LightningModule):
         k_p: float = 2e-3,
         extra_losses: Sequence[LossTerm] = (),
         val_ks: Sequence[int] | None = None,
+        init: str | None = None,
+        warmup_steps: int = 0,
     ):
         super().__init__()
         self.save_hyperparameters(ignore=["extra_losses"])
-        self.vae = TunableVAE(**(vae or {}))
+        self.vae = TunableVAE(**(vae or {})) if init is None else load_initial_weights(init, TunableVAE, vae, "vae")
         K = self.vae.latent_dim
         self.k_dist = KDistribution(K=K, k_min=k_min, kind=k_kind, p=k_p)
         self.extra_losses = list(extra_losses)
@@ -111,7 +121,7 @@ class TunableVAEModule(L.LightningModule):
             self.log(f"val/psnr_k{k}", psnr, batch_size=x.shape[0], sync_dist=True)
 
     def configure_optimizers(self):
-        return torch.optim.Adam(self.vae.parameters(), lr=self.hparams.lr)
+        return with_warmup(torch.optim.Adam(self.vae.parameters(), lr=self.hparams.lr), self.hparams.warmup_steps)
 
     def export(self, model_dir, datamodule) -> None:
         r"""Set the latent scaling factor :math:`1/\mathrm{std}(E(x))` on the training slices and
