@@ -9,6 +9,7 @@ import pytest
 import torch
 import yaml
 
+from deepinv_tunable import pretrained
 from deepinv_tunable.nets import TunableVAE
 from deepinv_tunable.recipes import RecipeError
 from deepinv_tunable.training import load_train_recipe, train
@@ -266,6 +267,8 @@ def test_tunable_vae_module_starts_from_saved_weights_with_a_learning_rate_ramp(
         "train_hvae_corpus",
         "train_tunable_vae_corpus",
         "train_tunable_vae_f4_corpus",
+        "train_tunable_vae_corpus_continue",
+        "train_tunable_vae_f4_corpus_continue",
         "train_ordered_flow_corpus",
         "train_tunable_ldm_corpus",
         "train_severity_encoder_corpus",
@@ -280,6 +283,19 @@ def test_corpus_training_recipes_validate(name):
 
     _, data, _ = resolve(load_train_recipe(REPO / "recipes" / f"{name}.yaml"))
     assert data.input == "corpus" and data.patch_size is not None
+
+
+@pytest.mark.parametrize("name", ["train_tunable_vae_corpus_continue", "train_tunable_vae_f4_corpus_continue"])
+def test_continue_recipes_start_from_their_committed_candidate(name, monkeypatch):
+    from deepinv_tunable.training.run import MODULES, resolve
+
+    monkeypatch.chdir(REPO)  # the recipes name the candidate relative to the repository
+    recipe = load_train_recipe(REPO / "recipes" / f"{name}.yaml")
+    module_kwargs, _, _ = resolve(recipe)
+    module = MODULES[recipe.model](**module_kwargs)  # raises if the recipe's network differs from the candidate's
+    candidate = pretrained.load(REPO / module_kwargs["init"])
+    for key, value in candidate.state_dict().items():
+        assert torch.equal(module.vae.state_dict()[key], value), key
 
 
 def test_random_patches_have_the_size_asked_and_avoid_air():
