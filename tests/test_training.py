@@ -210,6 +210,22 @@ def test_hvae_trains_on_patches_from_a_recipe_with_ema_weights(tmp_path):
         export_checkpoint(load_train_recipe(path, {"output": str(tmp_path / "elsewhere")}))
 
 
+def _warm_start_learning_rates(module, net, start, n: int) -> list[float]:
+    """Check that ``net`` (the module's network) holds ``start``'s weights in training mode, and
+    return the learning rates of the module's first ``n`` updates."""
+    for name, value in start.state_dict().items():
+        assert torch.equal(net.state_dict()[name], value), name
+    assert net.training  # loaded for training, not left in eval mode
+    config = module.configure_optimizers()
+    optimizer, ramp = config["optimizer"], config["lr_scheduler"]["scheduler"]
+    rates = []
+    for _ in range(n):
+        rates.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        ramp.step()
+    return rates
+
+
 def test_hvae_module_starts_from_shipped_weights_with_a_learning_rate_ramp(tmp_path):
     from deepinv_tunable.nets import HVAE
     from deepinv_tunable.training.hvae import HVAEModule
@@ -217,16 +233,7 @@ def test_hvae_module_starts_from_shipped_weights_with_a_learning_rate_ramp(tmp_p
     start = HVAE(width=8, z_channels=2, groups_per_scale=(1, 1), image_size=(16, 16))
     start.save_pretrained(tmp_path / "start")
     module = HVAEModule(hvae={"width": 8}, init=str(tmp_path / "start"), warmup_steps=4, lr=1e-3)
-    for name, value in start.state_dict().items():
-        assert torch.equal(module.hvae.state_dict()[name], value), name
-    assert module.hvae.training  # loaded for training, not left in eval mode
-    config = module.configure_optimizers()
-    optimizer, ramp = config["optimizer"], config["lr_scheduler"]["scheduler"]
-    rates = []
-    for _ in range(6):
-        rates.append(optimizer.param_groups[0]["lr"])
-        optimizer.step()
-        ramp.step()
+    rates = _warm_start_learning_rates(module, module.hvae, start, 6)
     assert rates == pytest.approx([2.5e-4, 5e-4, 7.5e-4, 1e-3, 1e-3, 1e-3])
     assert isinstance(HVAEModule(hvae={"width": 8}).configure_optimizers(), torch.optim.Adamax)
     with pytest.raises(ValueError, match="width=16 vs 8"):
@@ -241,17 +248,7 @@ def test_tunable_vae_module_starts_from_saved_weights_with_a_learning_rate_ramp(
     start.save_pretrained(tmp_path / "start")
     settings = {"block_out_channels": [8, 8], "latent_channels": 2, "image_size": [16, 16]}
     module = TunableVAEModule(vae=settings, init=str(tmp_path / "start"), warmup_steps=2, lr=1e-3)
-    for name, value in start.state_dict().items():
-        assert torch.equal(module.vae.state_dict()[name], value), name
-    assert module.vae.training
-    config = module.configure_optimizers()
-    optimizer, ramp = config["optimizer"], config["lr_scheduler"]["scheduler"]
-    rates = []
-    for _ in range(3):
-        rates.append(optimizer.param_groups[0]["lr"])
-        optimizer.step()
-        ramp.step()
-    assert rates == pytest.approx([5e-4, 1e-3, 1e-3])
+    assert _warm_start_learning_rates(module, module.vae, start, 3) == pytest.approx([5e-4, 1e-3, 1e-3])
     assert isinstance(TunableVAEModule(vae=settings).configure_optimizers(), torch.optim.Adam)
     with pytest.raises(ValueError, match="latent_channels=4 vs 2"):
         TunableVAEModule(vae={**settings, "latent_channels": 4}, init=str(tmp_path / "start"))
