@@ -41,6 +41,7 @@ import run_reserved
 
 from deepinv_tunable import pretrained
 from deepinv_tunable.atomic import write_json_atomic
+from deepinv_tunable.metrics import METRICS
 from deepinv_tunable.physics import build_physics, from_physics_domain, noise_sigma, to_physics_domain
 from deepinv_tunable.priors import DnCNNDenoiser
 from deepinv_tunable.priors.pixel_denoiser import CORPUS_DNCNN
@@ -106,8 +107,7 @@ def main() -> int:
     sigma = noise_sigma(physics)
 
     def psnr(estimate: torch.Tensor) -> float:
-        err = (from_physics_domain(estimate, physics).clamp(0, 1) - x).flatten(1).pow(2).mean(1)
-        return float((-10 * torch.log10(err)).mean())
+        return float(METRICS["psnr"](from_physics_domain(estimate, physics).clamp(0, 1), x).mean())
 
     record: dict[str, Any] = {"command": sys.argv, "subject": args.subject, "task": args.task, "rows": []}
 
