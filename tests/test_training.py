@@ -91,6 +91,26 @@ def test_bad_training_recipes(tmp_path):
         train(load_train_recipe(path, {"data": {"holdout": [500, 600]}}), progress=False)
 
 
+class ClipProbe(L.Callback):
+    """Records the Trainer's gradient clipping and stops after the first update."""
+
+    def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
+        self.clip = trainer.gradient_clip_val  # by norm: Lightning's default algorithm
+        trainer.should_stop = True
+
+
+def test_gradient_clipping_reaches_the_trainer_and_the_severity_preset_sets_it(tmp_path):
+    from deepinv_tunable.training.run import resolve
+
+    probe = ClipProbe()
+    train(load_train_recipe(tiny_train_recipe(tmp_path, gradient_clip_val=0.5)), progress=False, callbacks=[probe])
+    assert probe.clip == 0.5
+    _, _, tcfg = resolve(load_train_recipe(REPO / "recipes" / "train_severity_encoder_corpus.yaml"))
+    assert tcfg.gradient_clip_val == 1.0
+    with pytest.raises(RecipeError, match=r"trainer.gradient_clip_val: Input should be greater than 0"):
+        train(load_train_recipe(tiny_train_recipe(tmp_path, gradient_clip_val=0)), progress=False)
+
+
 def test_two_process_cpu_ddp_smoke(tmp_path):
     """`strategy="ddp"` on 2 CPU processes, launched as a user would, through the CLI."""
     path = tiny_train_recipe(tmp_path)
@@ -283,14 +303,15 @@ def test_corpus_training_recipes_validate(name):
 
 
 @pytest.mark.parametrize("name", ["train_tunable_vae_corpus_continue", "train_tunable_vae_f4_corpus_continue"])
-def test_continue_recipes_start_from_their_committed_candidate(name, monkeypatch):
+def test_continue_recipes_start_from_their_committed_weights(name, monkeypatch):
     from deepinv_tunable.training.run import MODULES, resolve
 
-    monkeypatch.chdir(REPO)  # the recipes name the candidate relative to the repository
+    monkeypatch.chdir(REPO)  # a recipe names a shipped model or a candidate folder of the repository
     recipe = load_train_recipe(REPO / "recipes" / f"{name}.yaml")
     module_kwargs, _, _ = resolve(recipe)
     module = MODULES[recipe.model](**module_kwargs)  # raises if the recipe's network differs from the candidate's
-    candidate = pretrained.load(REPO / module_kwargs["init"])
+    init = module_kwargs["init"]
+    candidate = pretrained.load(init if init in pretrained.available() else REPO / init)
     for key, value in candidate.state_dict().items():
         assert torch.equal(module.vae.state_dict()[key], value), key
 

@@ -48,6 +48,8 @@ class TrainerConfig(BaseModel):
     max_steps: int = -1
     max_time_minutes: float | None = Field(None, gt=0)
     log_every_n_steps: int = Field(10, ge=1)
+    #: Lightning's gradient-norm clipping (``None``: off)
+    gradient_clip_val: float | None = Field(None, gt=0)
     seed: int = 0
 
 
@@ -152,6 +154,7 @@ def train(
         max_steps=tcfg.max_steps,
         max_time=timedelta(minutes=tcfg.max_time_minutes) if tcfg.max_time_minutes else None,
         log_every_n_steps=tcfg.log_every_n_steps,
+        gradient_clip_val=tcfg.gradient_clip_val,
         callbacks=[checkpoint, *(callbacks or [])],
         logger=logger,
         enable_progress_bar=progress,
