@@ -18,6 +18,13 @@ Cases (``--axes``):
   :math:`1/a` of k-space on average): an approximation, stated as such.
 * ``ct``: parallel-beam CT at :data:`VIEWS` on the CT subject; measured only (no closed form).
 
+With ``--ldm UNET`` each model of ``--models`` is a tunable VAE and the solver is
+:class:`~deepinv_tunable.solvers.TunableLDMSolver` (that UNet, ``--n-steps`` DDIM steps, data
+consistency ``--consistency``, default the DDS local MAP) instead of LatentMAP; every ``k`` of a
+case starts from the same seeded noise. The spectrum and the closed form are the VAE's (the LDM
+samples in its latent). Splitting costs ``n_splits`` further solves per ``k``: ``--rules
+discrepancy closed_form`` skips it.
+
 Writes ``--out`` (JSON, atomically after every case) and, with ``--figure``, heat maps of the
 oracle k (as a fraction of K) and of its gain over full k, models by cases.
 
@@ -25,6 +32,8 @@ Usage::
 
     python benchmarks/run_k_study.py --models tunable_vae_mri128 --axes noise mri      # ~25 min, 1 thread
     python benchmarks/run_k_study.py --models ordered_flow_mri128 --gamma 0 --axes noise mri ct
+    python benchmarks/run_k_study.py --models tunable_vae_mri128 --ldm tunable_ldm_mri128 --n-steps 20 \
+        --n-eval 2 --rules discrepancy closed_form --axes noise mri --out ldm.json
     python benchmarks/run_k_study.py --combine a.json b.json --out docs/k_study_results.json --figure docs/figures/k_study.png
 """
 
@@ -46,6 +55,7 @@ from run_reserved import load_subject
 
 from deepinv_tunable import pretrained
 from deepinv_tunable.atomic import save_figure, write_json_atomic
+from deepinv_tunable.consistency import LDPS, PSLD, AdamDC, DDSLocalMAP
 from deepinv_tunable.physics import build_physics, to_physics_domain
 from deepinv_tunable.selection import (
     default_k_rule,
@@ -56,7 +66,7 @@ from deepinv_tunable.selection import (
     save_spectrum,
     select_k,
 )
-from deepinv_tunable.solvers import LatentMAP
+from deepinv_tunable.solvers import LatentMAP, TunableLDMSolver
 
 ROOT = Path(__file__).resolve().parents[1]
 SIGMAS = (0.005, 0.01, 0.02, 0.05, 0.1)
@@ -109,6 +119,25 @@ def closed_form_choice(row: dict, gamma0_k: int | None = None) -> dict:
     return {"closed_form_grid_k": k, "closed_form_gap_db": psnr[k] - psnr[row["oracle_k"]]}
 
 
+RULES = ("splitting", "discrepancy", "closed_form")
+#: the sampler's data-consistency step (``--consistency``)
+CONSISTENCY = {"adam_dc": AdamDC, "ldps": LDPS, "psld": PSLD, "dds": DDSLocalMAP}
+
+
+def build_solver(model, args):
+    """LatentMAP on ``model``, or with ``--ldm`` the tunable latent diffusion sampler on it; the
+    second value is what each sweep's ``reconstruct`` call also gets (a seed: every ``k`` of a
+    case starts from the same noise)."""
+    if args.ldm:
+        unet, consistency = pretrained.load(args.ldm), CONSISTENCY[args.consistency]()
+        return TunableLDMSolver(model, unet, max_iter=args.n_steps, consistency=consistency), {"seed": args.seed}
+    return LatentMAP(model, gamma=args.gamma, max_iter=args.n_steps), {}
+
+
+def model_label(name: str, args) -> str:
+    return f"{args.ldm} ({args.consistency}) on {name}" if args.ldm else name
+
+
 def study(args) -> dict:
     torch.set_num_threads(args.threads)
     warnings.simplefilter("ignore", RuntimeWarning)
@@ -119,6 +148,7 @@ def study(args) -> dict:
     }
     for name in args.models:
         model = pretrained.load(name).eval()
+        label = model_label(name, args)
         K = int(model.latent_dim)
         ks = sorted({max(1, round(f * K)) for f in K_FRACTIONS})
         began = time.perf_counter()
@@ -135,32 +165,35 @@ def study(args) -> dict:
                 recipe=f"python benchmarks/run_k_study.py --models {name} --axes --save-spectrum",
             )
         spread_sq = float(latents.flatten(1).var(0).mean())
-        record["models"][name] = {
+        record["models"][label] = {
             "K": K,
             "ks": ks,
             "spectrum_seconds": time.perf_counter() - began,
             "spectrum_block_rms": [float(v) for v in spectrum.reshape(16, -1).pow(2).mean(1).sqrt()],
             "latent_variance_mean": spread_sq,
         }
-        solver = LatentMAP(model, gamma=args.gamma, max_iter=args.n_steps)
+        solver, call = build_solver(model, args)
         for case in cases(args.axes or []):
             truth = subjects["ct" if case["axis"] == "ct" else "mr"]
             physics = build_physics(case["spec"], tuple(truth.shape[-2:]))
             y = physics(to_physics_domain(truth, physics), rng=torch.Generator().manual_seed(args.seed))
-            fits = {k: solver.reconstruct(y, physics, k=k) for k in ks}
+            fits = {k: solver.reconstruct(y, physics, k=k, **call) for k in ks}
             psnr = {k: _psnr(fit.x, physics, truth) for k, fit in fits.items()}
             oracle = max(ks, key=lambda k: (psnr[k], -k))
             row = {
-                "model": name,
+                "model": label,
                 "axis": case["axis"],
                 "level": case["level"],
                 "psnr_vs_k": {str(k): v for k, v in psnr.items()},
                 "oracle_k": oracle,
                 "oracle_gain_db": psnr[oracle] - psnr[K],
                 "interior": oracle < K,
-                "predicted_k": predicted_k(spectrum, physics, case["spec"]["noise_sigma"], args.gamma, spread_sq),
+                # the sampler has no latent weight: its closed form is the gamma-0 one
+                "predicted_k": predicted_k(
+                    spectrum, physics, case["spec"]["noise_sigma"], 0.0 if args.ldm else args.gamma, spread_sq
+                ),
             }
-            for rule in ("splitting", "discrepancy", "closed_form"):
+            for rule in args.rules:
                 if rule == "closed_form" and row["predicted_k"] is None:
                     row["auto_closed_form"] = None
                     continue
@@ -175,10 +208,12 @@ def study(args) -> dict:
             record["rows"].append(row)
             write_json_atomic(ROOT / args.out, record)
             print(
-                f"{name} {case['axis']} {case['level']}: "
+                f"{label} {case['axis']} {case['level']}: "
                 + " ".join(f"{k}:{psnr[k]:.2f}" for k in ks)
                 + f" | oracle {oracle} ({row['oracle_gain_db']:+.2f} dB over K) | closed form {row['predicted_k']}"
-                + f" | split {row['auto_splitting']['gap_db']:+.2f} discr {row['auto_discrepancy']['gap_db']:+.2f}"
+                + "".join(
+                    f" | {rule} {row[f'auto_{rule}']['gap_db']:+.2f}" for rule in args.rules if row.get(f"auto_{rule}")
+                )
                 + (f" | closed form on the grid {row['closed_form_gap_db']:+.2f}" if row["predicted_k"] else ""),
                 flush=True,
             )
@@ -189,7 +224,8 @@ def study(args) -> dict:
 
 def combine(paths: list[str]) -> dict:
     """One record from several runs (e.g. one per model or prior weight); a model name appearing
-    in two runs keeps both, suffixed with its run's gamma."""
+    in two runs keeps both, suffixed with its run's gamma. An earlier combined record (one with
+    ``runs``) is merged as it is."""
     import json
 
     out: dict[str, Any] = {"runs": [], "models": {}, "rows": []}
@@ -197,14 +233,20 @@ def combine(paths: list[str]) -> dict:
     gamma0_k = {
         (row["model"], row["axis"], row["level"]): row["predicted_k"]
         for record in records
-        if record["args"]["gamma"] == 0
+        if "args" in record and record["args"]["gamma"] == 0
         for row in record["rows"]
     }
     for record in records:
+        if "runs" in record:  # an earlier combined file (e.g. the docs' one): its labels are final
+            out["runs"] += record["runs"]
+            out["models"].update(record["models"])
+            out["rows"] += record["rows"]
+            continue
         gamma = record["args"]["gamma"]
         out["runs"].append(record["args"])
         for name, info in record["models"].items():
-            label = f"{name} (gamma {gamma:g})"
+            # the LDM sampler has no prior weight
+            label = name if record["args"].get("ldm") else f"{name} (gamma {gamma:g})"
             out["models"][label] = {**info, "gamma": gamma}
             out["rows"] += [
                 {**row, **closed_form_choice(row, gamma0_k.get((name, row["axis"], row["level"]))), "model": label}
@@ -277,6 +319,11 @@ def main() -> int:
     parser.add_argument("--n-eval", type=int, default=3)
     parser.add_argument("--n-steps", type=int, default=100)
     parser.add_argument("--gamma", type=float, default=1.0, help="LatentMAP's prior weight")
+    parser.add_argument(
+        "--ldm", default=None, help="a tunable LDM UNet: sweep TunableLDMSolver on each VAE of --models"
+    )
+    parser.add_argument("--consistency", default="dds", choices=list(CONSISTENCY), help="with --ldm")
+    parser.add_argument("--rules", nargs="+", default=list(RULES), choices=RULES, help="GT-free k rules to score")
     parser.add_argument("--spectrum-slices", type=int, default=8)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1)
