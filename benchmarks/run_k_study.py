@@ -51,11 +51,11 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
 from run_autotune import _psnr
+from run_ldm import CONSISTENCY  # the sampler's data-consistency steps (``--consistency``)
 from run_reserved import load_subject
 
 from deepinv_tunable import pretrained
 from deepinv_tunable.atomic import save_figure, write_json_atomic
-from deepinv_tunable.consistency import LDPS, PSLD, AdamDC, DDSLocalMAP
 from deepinv_tunable.physics import build_physics, to_physics_domain
 from deepinv_tunable.selection import (
     default_k_rule,
@@ -120,8 +120,6 @@ def closed_form_choice(row: dict, gamma0_k: int | None = None) -> dict:
 
 
 RULES = ("splitting", "discrepancy", "closed_form")
-#: the sampler's data-consistency step (``--consistency``)
-CONSISTENCY = {"adam_dc": AdamDC, "ldps": LDPS, "psld": PSLD, "dds": DDSLocalMAP}
 
 
 def build_solver(model, args):

@@ -310,8 +310,7 @@ def test_continue_recipes_start_from_their_committed_weights(name, monkeypatch):
     recipe = load_train_recipe(REPO / "recipes" / f"{name}.yaml")
     module_kwargs, _, _ = resolve(recipe)
     module = MODULES[recipe.model](**module_kwargs)  # raises if the recipe's network differs from the candidate's
-    init = module_kwargs["init"]
-    candidate = pretrained.load(init if init in pretrained.available() else REPO / init)
+    candidate = pretrained.load(module_kwargs["init"])  # a shipped name, or a folder relative to REPO
     for key, value in candidate.state_dict().items():
         assert torch.equal(module.vae.state_dict()[key], value), key
 
