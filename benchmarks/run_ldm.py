@@ -29,7 +29,7 @@ from common import DATASETS, SliceRange, load_dataset
 
 from deepinv_tunable import pretrained
 from deepinv_tunable.atomic import write_json_atomic
-from deepinv_tunable.consistency import LDPS, PSLD, AdamDC, DDSLocalMAP
+from deepinv_tunable.consistency import CONSISTENCY_STEPS as CONSISTENCY
 from deepinv_tunable.metrics import image_metrics
 from deepinv_tunable.physics import build_physics, from_physics_domain, to_physics_domain
 from deepinv_tunable.solvers import TVPGD, MeasurementBaseline, TunableLDMSolver
@@ -39,7 +39,6 @@ TASKS = {
     "mri4x": {"kind": "mri", "acceleration": 4, "noise_sigma": 0.01},
     "mri8x": {"kind": "mri", "acceleration": 8, "noise_sigma": 0.01},
 }
-CONSISTENCY = {"adam_dc": AdamDC, "ldps": LDPS, "psld": PSLD, "dds": DDSLocalMAP}
 TV_GRID = (0.002, 0.005, 0.01, 0.02, 0.05)
 
 

@@ -270,6 +270,16 @@ def gaussian_posterior_sample(
     return physics.prox_l2(prior_mean + prior_std * noise_x, y + sigma * noise_y, prior_std**2 / sigma**2)
 
 
+#: The latent samplers' data-consistency steps by name (recipes' ``consistency`` key, the
+#: benchmarks' ``--consistency``).
+CONSISTENCY_STEPS: dict[str, type[DataConsistency]] = {
+    "adam_dc": AdamDC,
+    "ldps": LDPS,
+    "psld": PSLD,
+    "dds": DDSLocalMAP,
+}
+
+
 @dataclass
 class WeightedConsistency:
     """Result of :func:`weighted_data_consistency`: the corrected images and, per example, the

@@ -121,3 +121,16 @@ def test_sampler_handles_nonlinear_physics_and_rejects_bad_settings():
     with pytest.raises(ValueError, match=r"share one latent shape, got {'VAE': \(2, 8, 8\), 'UNet': \(4, 8, 8\)}"):
         TunableLDMSolver(vae, other)
     assert isinstance(physics, dinv.physics.Physics)
+
+
+def test_recipes_offer_exactly_the_registered_consistency_steps():
+    """The recipe schema's ``consistency`` names and the one name -> step table agree, so a recipe
+    can neither name a step the registry lacks nor miss one it has."""
+    import typing
+
+    from deepinv_tunable.consistency import CONSISTENCY_STEPS
+    from deepinv_tunable.recipes.schema import TunableLDMParams
+
+    offered = typing.get_args(TunableLDMParams.model_fields["consistency"].annotation)
+    assert sorted(offered) == sorted(CONSISTENCY_STEPS)
+    assert CONSISTENCY_STEPS["dds"] is DDSLocalMAP and CONSISTENCY_STEPS["adam_dc"] is AdamDC

@@ -53,12 +53,11 @@ def _flash_diffusion(model: str, k, **solver_params) -> FlashDiffusion:
 
 def _tunable_ldm(vae: str, unet: str, k, consistency: str, seed: int, **solver_params) -> TunableLDMSolver:
     """TunableLDMSolver on shipped networks, its noise seeded once for the run."""
-    from ..consistency import LDPS, PSLD, AdamDC, DDSLocalMAP
+    from ..consistency import CONSISTENCY_STEPS
     from ..pretrained import load
 
-    steps = {"adam_dc": AdamDC, "ldps": LDPS, "psld": PSLD, "dds": DDSLocalMAP}
     return TunableLDMSolver(
-        load(vae), load(unet), k=_k(k), consistency=steps[consistency](), seed=seed, **solver_params
+        load(vae), load(unet), k=_k(k), consistency=CONSISTENCY_STEPS[consistency](), seed=seed, **solver_params
     )
 
 
