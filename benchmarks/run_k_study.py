@@ -176,13 +176,18 @@ def study(args) -> dict:
             physics = build_physics(case["spec"], tuple(truth.shape[-2:]))
             y = physics(to_physics_domain(truth, physics), rng=torch.Generator().manual_seed(args.seed))
             fits = {k: solver.reconstruct(y, physics, k=k, **call) for k in ks}
-            psnr = {k: _psnr(fit.x, physics, truth) for k, fit in fits.items()}
+            per_slice = {
+                k: [_psnr(fit.x[b : b + 1], physics, truth[b : b + 1]) for b in range(len(truth))]
+                for k, fit in fits.items()
+            }
+            psnr = {k: float(np.mean(v)) for k, v in per_slice.items()}
             oracle = max(ks, key=lambda k: (psnr[k], -k))
             row = {
                 "model": label,
                 "axis": case["axis"],
                 "level": case["level"],
                 "psnr_vs_k": {str(k): v for k, v in psnr.items()},
+                "psnr_vs_k_per_slice": {str(k): v for k, v in per_slice.items()},
                 "oracle_k": oracle,
                 "oracle_gain_db": psnr[oracle] - psnr[K],
                 "interior": oracle < K,
@@ -201,6 +206,8 @@ def study(args) -> dict:
                     "psnr": _psnr(chosen.reconstruction.x, physics, truth),
                 }
                 row[f"auto_{rule}"]["gap_db"] = row[f"auto_{rule}"]["psnr"] - psnr[oracle]
+                if chosen.split_scores is not None:  # every hold-out's score: other choice rules, offline
+                    row[f"auto_{rule}"]["split_scores"] = {str(k): v.tolist() for k, v in chosen.split_scores.items()}
             row["auto_default_rule"] = default_k_rule(physics)
             row.update(closed_form_choice(row))
             record["rows"].append(row)

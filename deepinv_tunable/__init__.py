@@ -52,6 +52,7 @@ _EXPORTS = {
     "sweep_k": "selection",
     "discrepancy_k": "selection",
     "measurement_splitting_k": "selection",
+    "one_standard_error_k": "selection",
     "linear_denoising_mse": "selection",
     "optimal_k_linear": "selection",
     "build_physics": "physics",

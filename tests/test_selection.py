@@ -408,3 +408,54 @@ def test_select_k_defaults_to_the_discrepancy_principle_outside_ct():
         select_k(None, y, denoise, [1, 2], rule="sure")
     with pytest.raises(ValueError, match="n_splits must be an integer >= 1, got 0"):
         select_k(None, y, denoise, [1, 2], rule="splitting", n_splits=0)
+
+
+def test_one_standard_error_rule_takes_the_smallest_k_the_hold_outs_cannot_tell_from_the_best():
+    from deepinv_tunable.selection import one_standard_error_k
+
+    # example 0: k = 1 trails the best (k = 4) by 1 on average with a per-split spread of 2
+    # (SE 2/sqrt(3) = 1.15): admissible. k = 2 trails by 0.2 with no spread: not admissible.
+    # example 1: k = 1 trails by 3 +- 0 on every split: a real difference; k = 2 is the best.
+    best = torch.tensor([[10.0, 10.0], [12.0, 11.0], [8.0, 9.0]])  # (J = 3, B = 2)
+    scores = {
+        4: best,
+        1: best + torch.tensor([[1.0, 3.0], [-1.0, 3.0], [3.0, 3.0]]),
+        2: best + torch.tensor([[0.2, -0.5], [0.2, -0.5], [0.2, -0.5]]),
+    }
+    assert one_standard_error_k(scores).tolist() == [1, 2]
+    # c = 0 is the plain minimum of the summed score
+    summed = torch.stack([scores[k].sum(0) for k in (1, 2, 4)])
+    assert one_standard_error_k(scores, se_factor=0.0).tolist() == [[1, 2, 4][i] for i in summed.argmin(0)] == [4, 2]
+    # a wider tolerance admits k = 1 in example 1 only once c * SE reaches its trail of 3 + 0.5
+    assert one_standard_error_k(scores, se_factor=1e6).tolist() == [1, 2]
+    # one hold-out has no spread: the plain minimum
+    assert one_standard_error_k({k: v[:1] for k, v in scores.items()}).tolist() == [4, 2]
+
+
+def test_one_standard_error_rule_refuses_bad_scores():
+    from deepinv_tunable.selection import one_standard_error_k
+
+    good = torch.ones(3, 2)
+    with pytest.raises(ValueError, match="se_factor must be a finite number >= 0"):
+        one_standard_error_k({1: good, 2: good}, se_factor=-1.0)
+    with pytest.raises(ValueError, match=r"one shape, got shapes \[\(3,\), \(3, 2\)\]"):
+        one_standard_error_k({1: good, 2: torch.ones(3)})
+    with pytest.raises(ValueError, match="finite"):
+        one_standard_error_k({1: good, 2: torch.full((3, 2), float("nan"))})
+    with pytest.raises(ValueError, match="non-empty dict"):
+        one_standard_error_k({})
+
+
+def test_select_k_splitting_chooses_by_the_one_standard_error_rule_over_its_hold_outs():
+    from deepinv_tunable.physics import build_physics
+    from deepinv_tunable.selection import one_standard_error_k, select_k
+
+    physics = build_physics({"kind": "denoising", "noise_sigma": 0.1}, (16, 16))
+    y = physics(torch.full((2, 1, 16, 16), 0.5), rng=torch.Generator().manual_seed(0))
+    for se_factor in (0.0, 1.0):
+        sel = select_k(_KeepsItsStart(), y, physics, [1, 2], rule="splitting", n_splits=4, se_factor=se_factor)
+        assert sel.split_scores[1].shape == (4, 2)
+        assert torch.equal(sel.k, one_standard_error_k(sel.split_scores, se_factor))
+        assert all(torch.allclose(sel.scores[k], sel.split_scores[k].sum(0)) for k in (1, 2))
+    with pytest.raises(ValueError, match="se_factor must be a finite number >= 0, got -0.5"):
+        select_k(_KeepsItsStart(), y, physics, [1, 2], rule="splitting", se_factor=-0.5)
