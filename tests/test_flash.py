@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 
@@ -349,6 +351,32 @@ def test_severity_objective_known_answers(tmp_path):
     assert float(module.encoder.head.bias.grad.abs().sum()) > 0
     with pytest.raises(ValueError, match="lambda_sigma"):
         SeverityEncoderModule(vae=str(tmp_path / "vae"), lambda_sigma=-1)
+
+
+def test_severity_log_variance_term_is_the_squared_log_ratio_and_the_loss_uses_the_chosen_form(tmp_path):
+    from deepinv_tunable.training import SeverityEncoderModule
+
+    vae = TunableVAE(image_size=(32, 32), block_out_channels=(8, 8), latent_channels=2)
+    vae.save_pretrained(tmp_path / "vae")
+    ranges = {"kinds": ["mri"], "mri_acceleration": (8, 8), "noise_sigma": (0.05, 0.05)}
+    x = torch.rand(4, 1, 32, 32, generator=torch.Generator().manual_seed(0))
+    losses = {}
+    for form in ("squared", "log"):
+        module = SeverityEncoderModule(vae=str(tmp_path / "vae"), degradations=ranges, sigma_loss=form)
+        with torch.no_grad():  # a head reporting sigma2 = 0.3^2 = 0.09 whatever the input
+            module.encoder.head.weight.zero_()
+            module.encoder.head.bias.fill_(0.3)
+        terms = module.loss_terms(x, torch.Generator().manual_seed(1))
+        z_hat, _ = module.encoder(degrade(x, sample_degradations(4, module.ranges, torch.Generator().manual_seed(1))))
+        target = (z_hat - vae.encode_mean(x)).flatten(1).var(1)
+        assert torch.allclose(terms["sigma_log"], (target.log() - math.log(0.09)).pow(2).mean(), rtol=1e-4)
+        assert torch.allclose(terms["sigma"], (target - 0.09).pow(2).mean(), rtol=1e-4)
+        losses[form] = (module._loss(terms), terms)
+    for form, key in (("squared", "sigma"), ("log", "sigma_log")):
+        loss, terms = losses[form]
+        assert torch.allclose(loss, terms["latent"] + 10.0 * terms[key])
+    with pytest.raises(ValueError, match="sigma_loss must be one of \\('squared', 'log'\\), got 'l1'"):
+        SeverityEncoderModule(vae=str(tmp_path / "vae"), sigma_loss="l1")
 
 
 def test_severity_encoder_trains_from_a_recipe_and_round_trips(tmp_path):
