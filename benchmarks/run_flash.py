@@ -107,11 +107,14 @@ def main(argv=None) -> int:
     parser.add_argument("--repeats", type=int, default=2, help="seeds per stochastic method")
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--audit-only", action="store_true")
+    parser.add_argument(
+        "--encoder", default="severity_encoder_mri128", help="shipped severity encoder name or a save_pretrained folder"
+    )
     parser.add_argument("--out", default="results/benchmarks/flash.json")
     parser.add_argument("--figures", default="docs/figures")
     args = parser.parse_args(argv)
     torch.manual_seed(0)
-    solver = FlashDiffusion.from_pretrained("severity_encoder_mri128", max_iter=args.n_steps)
+    solver = FlashDiffusion.from_pretrained(args.encoder, max_iter=args.n_steps)
     record: dict[str, Any] = {
         "n_steps": args.n_steps,
         "noise_sigma": NOISE,
