@@ -675,10 +675,13 @@ def select_k(
         principle elsewhere), ``"discrepancy"``, ``"splitting"`` or ``"closed_form"``. On the
         reserved subjects (``benchmarks/run_k_study.py``: denoising at 5 noise levels, MRI at 4
         accelerations, CT at 3 view counts, both shipped generators, :math:`\gamma = 0`) ``"auto"``
-        came within 0.5 dB of the oracle k in 19 of 21 cases (8 of the 9 with an interior
-        optimum; CT 120 views: -0.65 dB), the discrepancy principle alone in 18, splitting alone in
-        15 (in denoising a full-size flow fits the kept pixels and predicts nothing of the held-out
-        ones: down to -9 dB); ``"closed_form"`` within 0.16 dB on all 18 denoising and MRI cases.
+        came within 0.5 dB of the oracle k in 20 of 21 cases (all 9 with an interior optimum; CT
+        30 / 60 / 120 views: +0.10 / 0.00 / -0.14 dB with the one-standard-error choice, against
+        0.00 / -0.17 / -0.32 for the plain minimum), the discrepancy principle alone in 18,
+        splitting alone in 15 (in denoising a full-size flow fits the kept pixels and predicts
+        nothing of the held-out ones: down to -9 dB); ``"closed_form"`` within 0.16 dB on all 18
+        denoising and MRI cases. At LatentMAP's default :math:`\gamma = 1` the discrepancy
+        principle misses at noise 0.05 / 0.1 (-0.57 / -3.13 dB).
     :param float holdout_fraction: for ``"splitting"`` where single entries are held out. Default 0.1.
     :param float tau: for ``"discrepancy"``. Default 1.
     :param int seed: seeds the hold-out (the same seed, the same split). Default 0.
