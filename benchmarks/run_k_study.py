@@ -51,11 +51,11 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
 from run_autotune import _psnr
-from run_ldm import CONSISTENCY  # the sampler's data-consistency steps (``--consistency``)
 from run_reserved import load_subject
 
 from deepinv_tunable import pretrained
 from deepinv_tunable.atomic import save_figure, write_json_atomic
+from deepinv_tunable.consistency import CONSISTENCY_STEPS
 from deepinv_tunable.physics import build_physics, to_physics_domain
 from deepinv_tunable.selection import (
     default_k_rule,
@@ -127,7 +127,7 @@ def build_solver(model, args):
     second value is what each sweep's ``reconstruct`` call also gets (a seed: every ``k`` of a
     case starts from the same noise)."""
     if args.ldm:
-        unet, consistency = pretrained.load(args.ldm), CONSISTENCY[args.consistency]()
+        unet, consistency = pretrained.load(args.ldm), CONSISTENCY_STEPS[args.consistency]()
         return TunableLDMSolver(model, unet, max_iter=args.n_steps, consistency=consistency), {"seed": args.seed}
     return LatentMAP(model, gamma=args.gamma, max_iter=args.n_steps), {}
 
@@ -327,7 +327,7 @@ def main() -> int:
     parser.add_argument(
         "--ldm", default=None, help="a tunable LDM UNet: sweep TunableLDMSolver on each VAE of --models"
     )
-    parser.add_argument("--consistency", default="dds", choices=list(CONSISTENCY), help="with --ldm")
+    parser.add_argument("--consistency", default="dds", choices=list(CONSISTENCY_STEPS), help="with --ldm")
     parser.add_argument("--rules", nargs="+", default=list(RULES), choices=RULES, help="GT-free k rules to score")
     parser.add_argument("--spectrum-slices", type=int, default=8)
     parser.add_argument("--seed", type=int, default=0)

@@ -29,7 +29,7 @@ from common import DATASETS, SliceRange, load_dataset
 
 from deepinv_tunable import pretrained
 from deepinv_tunable.atomic import write_json_atomic
-from deepinv_tunable.consistency import CONSISTENCY_STEPS as CONSISTENCY
+from deepinv_tunable.consistency import CONSISTENCY_STEPS
 from deepinv_tunable.metrics import image_metrics
 from deepinv_tunable.physics import build_physics, from_physics_domain, to_physics_domain
 from deepinv_tunable.solvers import TVPGD, MeasurementBaseline, TunableLDMSolver
@@ -93,7 +93,7 @@ def main(argv=None) -> int:
                 **metrics(TVPGD(lambda_tv=tv.best)(y, physics), x, physics),
             }
         )
-        for name, cls in CONSISTENCY.items():
+        for name, cls in CONSISTENCY_STEPS.items():
             solver = TunableLDMSolver(vae, unet, max_iter=steps, eta=0.1, consistency=cls())
             for k in args.ks:
                 out = solver.reconstruct(y, physics, k=k, seed=0)

@@ -485,12 +485,13 @@ def one_standard_error_k(split_scores: Mapping[int, torch.Tensor], se_factor: fl
     if not isinstance(split_scores, Mapping) or len(split_scores) == 0:
         raise ValueError(f"split_scores must be a non-empty dict {{k: (J, B) tensor}}, got {split_scores!r}")
     ks = sorted(_ks(list(split_scores)))  # ascending: the first admissible k is the smallest
-    shapes = {tuple(torch.as_tensor(split_scores[k]).shape) for k in ks}
+    entries = [torch.as_tensor(split_scores[k], dtype=torch.float64) for k in ks]
+    shapes = {tuple(e.shape) for e in entries}
     if len(shapes) != 1 or len(next(iter(shapes))) != 2:
         raise ValueError(
             f"every entry of split_scores must be a (J, B) tensor of one shape, got shapes {sorted(shapes)}"
         )
-    table = torch.stack([torch.as_tensor(split_scores[k], dtype=torch.float64) for k in ks])  # (n_k, J, B)
+    table = torch.stack(entries)  # (n_k, J, B)
     if not torch.isfinite(table).all():
         raise ValueError("split_scores must be finite")
     n_splits = table.shape[1]
@@ -725,7 +726,7 @@ def select_k(
         residual = torch.stack([scores[int(chosen[b])][b] for b in range(batch)])
         result = _from_fits(fits, chosen, {"residual_sq": residual})
         return KSelection(k=chosen, scores=scores, rule=rule, reconstruction=result)
-    se_factor = _nonnegative(se_factor, "se_factor")
+    se_factor = _nonnegative(se_factor, "se_factor")  # before the solves, not after them
     per_split: dict[int, list[torch.Tensor]] = {k: [] for k in ks}
     for keep in split_keeps(y, physics, seed, n_splits, holdout_fraction=holdout_fraction):
         split = masked_physics(physics, keep)

@@ -33,8 +33,8 @@ from .. import pretrained
 from ..nets import SeverityEncoder
 from ..severity import Degradation, SeverityRanges, degrade, sample_degradations
 
-#: forms of the variance term (:class:`SeverityEncoderModule`'s ``sigma_loss``)
-SIGMA_LOSSES = ("squared", "log")
+#: form of the variance term (:class:`SeverityEncoderModule`'s ``sigma_loss``) -> its entry in ``loss_terms``
+SIGMA_TERMS = {"squared": "sigma", "log": "sigma_log"}
 
 
 class SeverityEncoderModule(L.LightningModule):
@@ -65,8 +65,8 @@ class SeverityEncoderModule(L.LightningModule):
         super().__init__()
         if lambda_sigma < 0 or lambda_im < 0:
             raise ValueError(f"lambda_sigma and lambda_im must be >= 0, got {lambda_sigma}, {lambda_im}")
-        if sigma_loss not in SIGMA_LOSSES:
-            raise ValueError(f"sigma_loss must be one of {SIGMA_LOSSES}, got {sigma_loss!r}")
+        if sigma_loss not in SIGMA_TERMS:
+            raise ValueError(f"sigma_loss must be one of {tuple(SIGMA_TERMS)}, got {sigma_loss!r}")
         self.save_hyperparameters()
         self.vae = pretrained.load(vae).requires_grad_(False)
         self.encoder = SeverityEncoder.from_vae(self.vae, source=str(vae))
@@ -92,7 +92,7 @@ class SeverityEncoderModule(L.LightningModule):
         return terms
 
     def _loss(self, terms: dict[str, torch.Tensor]) -> torch.Tensor:
-        sigma = terms["sigma_log" if self.hparams.sigma_loss == "log" else "sigma"]
+        sigma = terms[SIGMA_TERMS[self.hparams.sigma_loss]]
         return terms["latent"] + self.hparams.lambda_sigma * sigma + self.hparams.lambda_im * terms["image"]
 
     def training_step(self, x: torch.Tensor, batch_idx: int) -> torch.Tensor:
