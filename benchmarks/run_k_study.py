@@ -5,7 +5,7 @@ tunable priors on a reserved subject, beside the linear closed form fitted to ea
 For every model and case: :class:`~deepinv_tunable.solvers.LatentMAP` at each k of the grid
 (the oracle k is chosen with the ground truth and labelled so), the gain of the oracle k over the
 full latent, the k chosen from the measurements alone by :func:`~deepinv_tunable.selection.select_k`
-(splitting and discrepancy), and the closed form's :math:`k^\star`
+(splitting, discrepancy and SURE), and the closed form's :math:`k^\star`
 (:func:`~deepinv_tunable.selection.optimal_k_linear` on the model's
 :func:`~deepinv_tunable.selection.generator_spectrum`, fitted on encoded slices of a *training*
 subject, in truncation order, with :math:`\lambda = \gamma \sigma^2 \overline{\varsigma^2}`).
@@ -119,7 +119,7 @@ def closed_form_choice(row: dict, gamma0_k: int | None = None) -> dict:
     return {"closed_form_grid_k": k, "closed_form_gap_db": psnr[k] - psnr[row["oracle_k"]]}
 
 
-RULES = ("splitting", "discrepancy", "closed_form")
+RULES = ("splitting", "discrepancy", "sure", "closed_form")
 
 
 def build_solver(model, args):
@@ -208,6 +208,8 @@ def study(args) -> dict:
                 row[f"auto_{rule}"]["gap_db"] = row[f"auto_{rule}"]["psnr"] - psnr[oracle]
                 if chosen.split_scores is not None:  # every hold-out's score: other choice rules, offline
                     row[f"auto_{rule}"]["split_scores"] = {str(k): v.tolist() for k, v in chosen.split_scores.items()}
+                elif chosen.scores:  # per-slice residuals / risk estimates, for the same reason
+                    row[f"auto_{rule}"]["scores"] = {str(k): v.tolist() for k, v in chosen.scores.items()}
             row["auto_default_rule"] = default_k_rule(physics)
             row.update(closed_form_choice(row))
             record["rows"].append(row)

@@ -431,6 +431,49 @@ def resolve_sigma(y: torch.Tensor, physics, sigma: float | None = None) -> tuple
     return float(estimate_noise_sigma(y, physics).mean()), True
 
 
+#: SURE's Monte-Carlo probe step as a fraction of the noise std (deepinv's ``tau`` of
+#: :class:`~deepinv.loss.SureGaussianLoss`): small enough for the finite difference to be a
+#: derivative, large enough to stay above the solver's round-off.
+SURE_PROBE = 0.1
+
+
+def sure_score(
+    y: torch.Tensor,
+    x: torch.Tensor,
+    physics,
+    sigma: float,
+    probe: Callable[[torch.Tensor, dinv.physics.Physics], torch.Tensor],
+    generator: torch.Generator,
+) -> torch.Tensor:
+    r"""Stein's unbiased risk estimate of one estimate, per example: deepinv's
+    :class:`~deepinv.loss.SureGaussianLoss` with a Monte-Carlo divergence,
+
+    .. math::
+
+        \mathrm{SURE} = 	frac1m \|A\hat x - y\|^2 - \sigma^2
+        + 	frac{2\sigma^2}{m\epsilon}\, b^	op ig(A\hat x(y + \epsilon b) - A\hat x(y)ig),
+        \qquad b \sim \mathcal N(0, I),\ \epsilon = 0.1\,\sigma,
+
+    whose expectation over Gaussian noise is the prediction error :math:`	frac1m\|A(\hat x - x)\|^2`
+    (the image MSE in denoising) :footcite:p:`ramani2008mcsure`.
+
+    :param torch.Tensor y: measurements.
+    :param torch.Tensor x: the estimate from ``y``.
+    :param deepinv.physics.Physics physics: forward operator.
+    :param float sigma: noise std per measurement.
+    :param Callable probe: ``probe(y_perturbed, physics) -> x`` re-solves from the perturbed
+        measurements. For the divergence to be a derivative it must compute what produced ``x``
+        the same way (same start, same iterations); a warm start at ``x`` is only right for a
+        solver that converges.
+    :param torch.Generator generator: draws :math:`b` (pass a fresh generator with one seed
+        for every candidate to compare them under the same probe).
+    :return: ``(B,)`` scores, lower is better.
+    """
+    loss = dinv.loss.SureGaussianLoss(sigma=sigma, tau=SURE_PROBE * sigma, rng=generator)
+    with torch.no_grad():
+        return loss(y=y, x_net=x, physics=physics, model=probe)
+
+
 class _Scorer:
     """Scores one candidate value under a rule (lower is better); counts solver calls."""
 
@@ -463,9 +506,8 @@ class _Scorer:
         else:
             self.fits = [(y, physics)]
             if rule == "sure":
-                self.sure = dinv.loss.SureGaussianLoss(
-                    sigma=sigma, tau=0.1 * sigma, rng=torch.Generator(device=y.device).manual_seed(seed)
-                )
+                # one generator for the whole search: each candidate draws its own probe
+                self.sure_generator = torch.Generator(device=y.device).manual_seed(seed)
         # per fit problem: the shared start (computed on first use) and every candidate's estimate
         self.starts: list[torch.Tensor | None] = [None] * len(self.fits)
         self.fit_estimates: list[dict[float, torch.Tensor]] = [{} for _ in self.fits]
@@ -509,9 +551,8 @@ class _Scorer:
             self.log_ratio[value] = math.log(max(ratio, 1e-12))
             return abs(self.log_ratio[value])
         self.n_solves += 1
-        with torch.no_grad():
-            model = lambda y_, physics_: self.solve(value, y_, physics_, x)  # noqa: E731
-            return float(self.sure(y=self.y, x_net=x, physics=self.physics, model=model).sum())
+        probe = lambda y_, physics_: self.solve(value, y_, physics_, x)  # noqa: E731
+        return float(sure_score(self.y, x, self.physics, self.sigma, probe, self.sure_generator).sum())
 
 
 # ----------------------------------------------------------------------------------------- search
@@ -908,4 +949,6 @@ __all__ = [
     "masked_physics",
     "resolve_sigma",
     "select_parameter",
+    "SURE_PROBE",
+    "sure_score",
 ]

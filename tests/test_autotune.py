@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from deepinv_tunable.autotune import (
+    sure_score,
     DISCREPANCY_TAU,
     DISCREPANCY_TAU_BLUR,
     VIEW_HOLDOUT_FRACTION,
@@ -624,3 +625,27 @@ def test_parameter_search_shows_a_progress_bar_over_its_candidates_when_asked(ca
     assert capsys.readouterr().err == ""
     grid_search(lambda v: y * v, y, [0.5, 1.0], param="lam", progress=True)
     assert "tuning lam (psnr)" in capsys.readouterr().err
+
+
+def test_sure_score_is_the_closed_form_for_a_linear_estimator_and_unbiased():
+    """A rank-r orthogonal projection P on 64 pixels: the Monte-Carlo divergence of a linear map
+    is exact for its probe b, so SURE equals |Py - y|^2/m - s^2 + 2 s^2 b.Pb/m to round-off; over
+    400 noisy examples its mean is the true MSE (expected (r/m) s^2 + |(I-P)x|^2/m) within 3 SE."""
+    m, r, sigma = 64, 8, 0.1
+    q, _ = torch.linalg.qr(torch.randn(m, m, generator=torch.Generator().manual_seed(0), dtype=torch.float64))
+    proj = q[:, :r] @ q[:, :r].T
+    physics = dinv.physics.Denoising(noise_model=dinv.physics.GaussianNoise(sigma=sigma))
+    estimate = lambda y_, physics_: (y_.flatten(1) @ proj).reshape(y_.shape)  # noqa: E731
+    x = (torch.linspace(0, 1, m, dtype=torch.float64) @ proj + 0.05).reshape(1, 1, 8, 8).expand(400, 1, 8, 8)
+    y = x + sigma * torch.randn(x.shape, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    y_before = y.clone()
+    score = sure_score(y, estimate(y, physics), physics, sigma, estimate, torch.Generator().manual_seed(2))
+    b = torch.empty_like(y).normal_(generator=torch.Generator().manual_seed(2)).flatten(1)
+    closed = (estimate(y, physics) - y).flatten(1).pow(2).mean(1) - sigma**2 + 2 * sigma**2 * (b @ proj * b).sum(1) / m
+    assert score.shape == (400,) and torch.allclose(score, closed, rtol=1e-6, atol=1e-12)
+    mse = (estimate(y, physics) - x).flatten(1).pow(2).mean(1)
+    assert abs(float(score.mean() - mse.mean())) < 3 * float((score - mse).std()) / 20
+    # the bias term alone: the estimate misses the constant offset outside P's range
+    truth = r / m * sigma**2 + float(((x[0].flatten() @ proj) - x[0].flatten()).pow(2).mean())
+    assert float(mse.mean()) == pytest.approx(truth, rel=0.1)
+    assert torch.equal(y, y_before)

@@ -85,6 +85,27 @@ def test_ground_truth_free_k_finds_a_planted_latent_size(rule, tau):
     assert sel.reconstruction.x.shape == y.shape
 
 
+def test_sure_k_finds_a_planted_latent_size_and_probes_the_way_the_fit_was_made():
+    """SURE's k: signals use the first 4 of 128 latent coordinates; it must pick k = 4 of
+    {2, 4, 128} on every example. Its Monte-Carlo divergence separates k = 4 from k = 128 by
+    about sqrt(124 / 8) = 3.9 of its standard deviations, whatever the image size (the extra
+    noise fitted and the probe's spread both scale with the latent sizes)."""
+    gen = LinearGenerator(seed=3, latent_shape=(8, 4, 4), n=16)
+    physics = build_physics({"kind": "denoising", "noise_sigma": 0.005, "seed": 2}, (16, 16))
+    z = torch.zeros(6, 128)
+    z[:, :4] = 0.3 * torch.randn(6, 4, generator=torch.Generator().manual_seed(4))
+    y = physics(gen.decode(z.reshape(6, 8, 4, 4)))
+    solver = LatentMAP(gen, gamma=0.0, max_iter=300, lr=0.05)
+    calls = []
+    solver_reconstruct = solver.reconstruct
+    solver.reconstruct = lambda *a, **kw: calls.append(sorted(kw)) or solver_reconstruct(*a, **kw)
+    sel = select_k(solver, y, physics, [2, 4, 128], rule="sure")
+    assert sel.rule == "sure" and sel.k.tolist() == [4] * 6, sel.scores
+    # one fit and one probe per k, the probe without a warm start
+    assert calls == [["k"]] * 6
+    assert torch.allclose(sel.reconstruction.extras["sure"], sel.scores[4])
+
+
 def test_latent_map_runs_under_no_grad():
     """Evaluation loops (deepinv.test, benchmarks) call solvers under no_grad; the latent is
     still optimised by gradient there."""

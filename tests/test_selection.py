@@ -386,28 +386,35 @@ def test_splitting_start_never_sees_the_held_out_entries():
     assert torch.equal(y, y_before)
 
 
-def test_select_k_defaults_to_the_discrepancy_principle_outside_ct():
+def test_select_k_default_rules_and_the_discrepancy_principle_on_recorded_fits():
     from deepinv_tunable.physics import build_physics
-    from deepinv_tunable.selection import select_k
-
-    denoise = build_physics({"kind": "denoising", "noise_sigma": 0.1}, (16, 16))
-    y = denoise(torch.full((1, 1, 16, 16), 0.5), rng=torch.Generator().manual_seed(0))
+    from deepinv_tunable.selection import default_k_rule, select_k
     from deepinv_tunable.solvers.base import Reconstruction
 
+    kinds = ("denoising", "mri", "inpainting", "blur", "ct")
+    assert [default_k_rule(build_physics({"kind": kind}, (16, 16))) for kind in kinds] == [
+        "sure",
+        "discrepancy",
+        "discrepancy",
+        "discrepancy",
+        "splitting",
+    ]
+    inpaint = build_physics({"kind": "inpainting", "keep_fraction": 1.0, "noise_sigma": 0.1}, (16, 16))
+    y = inpaint(torch.full((1, 1, 16, 16), 0.5), rng=torch.Generator().manual_seed(0))
     fits = {
         k: Reconstruction(y, 0.0, parameters={"sigma": 0.1}, extras={"residual_sq": torch.tensor([float(k)])})
         for k in (1, 2)
     }
-    assert select_k(None, y, denoise, [1, 2], fits=fits).rule == "discrepancy"
+    assert select_k(None, y, inpaint, [1, 2], fits=fits).rule == "discrepancy"
     # a solver that records no noise level: the physics' own is used (m sigma^2 = 2.56 here)
     bare = {k: Reconstruction(y, 0.0, extras={"residual_sq": torch.tensor([2.0 * k])}) for k in (1, 2)}
-    assert select_k(None, y, denoise, [1, 2], fits=bare).k.tolist() == [1]
+    assert select_k(None, y, inpaint, [1, 2], fits=bare).k.tolist() == [1]
     bare[1].extras["residual_sq"], bare[2].extras["residual_sq"] = torch.tensor([3.0]), torch.tensor([2.5])
-    assert select_k(None, y, denoise, [1, 2], fits=bare).k.tolist() == [2]
-    with pytest.raises(ValueError, match="'auto', 'discrepancy', 'splitting'"):
-        select_k(None, y, denoise, [1, 2], rule="sure")
+    assert select_k(None, y, inpaint, [1, 2], fits=bare).k.tolist() == [2]
+    with pytest.raises(ValueError, match="'auto', 'discrepancy', 'sure', 'splitting'"):
+        select_k(None, y, inpaint, [1, 2], rule="stein")
     with pytest.raises(ValueError, match="n_splits must be an integer >= 1, got 0"):
-        select_k(None, y, denoise, [1, 2], rule="splitting", n_splits=0)
+        select_k(None, y, inpaint, [1, 2], rule="splitting", n_splits=0)
 
 
 def test_one_standard_error_rule_takes_the_smallest_k_the_hold_outs_cannot_tell_from_the_best():
