@@ -200,7 +200,9 @@ def study(args) -> dict:
                 if rule == "closed_form" and row["predicted_k"] is None:
                     row["auto_closed_form"] = None
                     continue
-                chosen = select_k(solver, y, physics, ks, rule=rule, seed=0, fits=fits, spectrum=spectrum)
+                chosen = select_k(
+                    solver, y, physics, ks, rule=rule, seed=0, fits=fits, spectrum=spectrum, solve_kwargs=call
+                )
                 row[f"auto_{rule}"] = {
                     "k": chosen.k.tolist(),
                     "psnr": _psnr(chosen.reconstruction.x, physics, truth),

@@ -661,6 +661,7 @@ def select_k(
     x_init: torch.Tensor | None = None,
     fits: Mapping[int, object] | None = None,
     spectrum: torch.Tensor | None = None,
+    solve_kwargs: Mapping[str, object] | None = None,
 ) -> KSelection:
     r"""Choose ``k`` per example from the measurements alone, then reconstruct with it.
 
@@ -717,8 +718,13 @@ def select_k(
         rule reuses them instead of solving again.
     :param torch.Tensor spectrum: for ``"closed_form"``: the generator's :func:`generator_spectrum`
         (shipped generators: :func:`load_spectrum` of their folder).
+    :param dict solve_kwargs: passed to every ``solver.reconstruct`` call. A sampler needs a
+        seed here (e.g. ``{"seed": 0}`` for :class:`~deepinv_tunable.solvers.TunableLDMSolver`):
+        SURE's probe must draw the noise its fit drew, or the divergence measures the sampler's
+        randomness. ``fits`` must have been made with the same arguments. Default none.
     """
     ks = _ks(ks)
+    solve_kwargs = dict(solve_kwargs or {})
     rule = default_k_rule(physics) if _check_k_rule(rule) == "auto" else rule
     if isinstance(n_splits, bool) or not isinstance(n_splits, int) or n_splits < 1:
         raise ValueError(f"n_splits must be an integer >= 1, got {n_splits!r}")
@@ -729,10 +735,10 @@ def select_k(
             raise ValueError("rule='closed_form' needs the generator's spectrum (load_spectrum of its folder)")
         k = closed_form_k(spectrum, physics, resolve_sigma(y, physics)[0], ks)
         chosen = torch.full((batch,), k)
-        result = (fits or {}).get(k) or solver.reconstruct(y, physics, k=k)
+        result = (fits or {}).get(k) or solver.reconstruct(y, physics, k=k, **solve_kwargs)
         return KSelection(k=chosen, scores={}, rule=rule, reconstruction=replace(result, k=chosen))
     if rule in ("discrepancy", "sure"):
-        fits = {k: (fits or {}).get(k) or solver.reconstruct(y, physics, k=k) for k in ks}
+        fits = {k: (fits or {}).get(k) or solver.reconstruct(y, physics, k=k, **solve_kwargs) for k in ks}
         # the solver's own noise level where it records one, else the physics' (or estimated)
         sigma = fits[ks[0]].parameters.get("sigma") or resolve_sigma(y, physics)[0]
     if rule == "sure":
@@ -744,7 +750,7 @@ def select_k(
                 fits[k].x,
                 physics,
                 sigma,
-                lambda y_, physics_, k=k: solver.reconstruct(y_, physics_, k=k).x,
+                lambda y_, physics_, k=k: solver.reconstruct(y_, physics_, k=k, **solve_kwargs).x,
                 torch.Generator(device=y.device).manual_seed(seed),
             ).cpu()
             for k in ks
@@ -772,7 +778,7 @@ def select_k(
         # "predicts" them perfectly; a flow's splitting score then chose k = K at every noise level)
         start = measurement_estimate(y_keep, physics) if x_init is None else x_init
         for k in ks:
-            x_hat = solver.reconstruct(y_keep, split, k=k, x_init=start).x
+            x_hat = solver.reconstruct(y_keep, split, k=k, x_init=start, **solve_kwargs).x
             per_split[k].append(residual_sq(x_hat, y, physics, ~keep, image_norm=True).detach().cpu())
     split_scores = {k: torch.stack(v) for k, v in per_split.items()}  # k -> (J, B)
     scores = {k: v.sum(0) for k, v in split_scores.items()}
@@ -780,7 +786,7 @@ def select_k(
     if fits is not None and all(int(k) in fits for k in chosen):
         result = _from_fits(fits, chosen, {})
     else:
-        result = solver.reconstruct(y, physics, k=chosen.to(y.device))
+        result = solver.reconstruct(y, physics, k=chosen.to(y.device), **solve_kwargs)
     return KSelection(k=chosen, scores=scores, rule=rule, reconstruction=result, split_scores=split_scores)
 
 

@@ -466,3 +466,42 @@ def test_select_k_splitting_chooses_by_the_one_standard_error_rule_over_its_hold
         assert all(torch.allclose(sel.scores[k], sel.split_scores[k].sum(0)) for k in (1, 2))
     with pytest.raises(ValueError, match="se_factor must be a finite number >= 0, got -0.5"):
         select_k(_KeepsItsStart(), y, physics, [1, 2], rule="splitting", se_factor=-0.5)
+
+
+class _SeededShrinkage:
+    """A 'sampler': x = a_k y + 0.01 eps, with a_k = k / 4 and eps drawn from ``seed`` (a fresh
+    draw without one). Its divergence is a_k per entry whatever eps, if the probe redraws the
+    fit's eps."""
+
+    def __init__(self):
+        self.seeds = []
+
+    def reconstruct(self, y, physics, k=None, x_init=None, seed=None):
+        from deepinv_tunable.solvers.base import Reconstruction
+
+        self.seeds.append(seed)
+        g = torch.Generator().manual_seed(seed) if seed is not None else None
+        eps = torch.randn(y.shape, generator=g, dtype=y.dtype)
+        x = torch.as_tensor(k, dtype=y.dtype).reshape(-1, 1, 1, 1) / 4 * y + 0.01 * eps
+        return Reconstruction(x, 0.0, k=k, extras={"residual_sq": (x - y).flatten(1).pow(2).sum(1)})
+
+
+def test_select_k_sure_is_the_closed_form_when_the_probe_redraws_the_fits_noise():
+    from deepinv_tunable.physics import build_physics
+    from deepinv_tunable.selection import select_k
+
+    sigma = 0.1
+    physics = build_physics({"kind": "denoising", "noise_sigma": sigma}, (16, 16))
+    y = physics(torch.full((2, 1, 16, 16), 0.5), rng=torch.Generator().manual_seed(0)).double()
+    sampler = _SeededShrinkage()
+    sel = select_k(sampler, y, physics, [1, 2, 4], rule="sure", solve_kwargs={"seed": 3})
+    assert sampler.seeds == [3] * 6  # a fit and a probe per k, each with the seed
+    # the probe b of select_k's seed (0), the same for every k: the Monte-Carlo divergence of
+    # a_k y is exactly a_k mean(b^2)
+    b_sq = torch.empty_like(y).normal_(generator=torch.Generator().manual_seed(0)).flatten(1).pow(2).mean(1)
+    for k in (1, 2, 4):
+        fit = sampler.reconstruct(y, physics, k=k, seed=3).x
+        closed = (fit - y).flatten(1).pow(2).mean(1) - sigma**2 + 2 * sigma**2 * k / 4 * b_sq
+        assert torch.allclose(sel.scores[k].double(), closed, atol=1e-7), k
+    # the true risk of a_k y is smallest for a_k = 1 here (signal 0.5 >> noise): k = 4
+    assert sel.k.tolist() == [4, 4]
