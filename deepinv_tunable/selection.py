@@ -690,17 +690,20 @@ def select_k(
       single-coil Cartesian MRI only.
 
     :param list ks: candidate latent sizes.
-    :param str rule: ``"auto"`` (default: :func:`default_k_rule`, splitting on CT, the discrepancy
-        principle elsewhere), ``"discrepancy"``, ``"splitting"`` or ``"closed_form"``. On the
-        reserved subjects (``benchmarks/run_k_study.py``: denoising at 5 noise levels, MRI at 4
-        accelerations, CT at 3 view counts, both shipped generators, :math:`\gamma = 0`) ``"auto"``
-        came within 0.5 dB of the oracle k in 20 of 21 cases (all 9 with an interior optimum; CT
-        30 / 60 / 120 views: +0.10 / 0.00 / -0.14 dB with the one-standard-error choice, against
-        0.00 / -0.17 / -0.32 for the plain minimum), the discrepancy principle alone in 18,
-        splitting alone in 15 (in denoising a full-size flow fits the kept pixels and predicts
-        nothing of the held-out ones: down to -9 dB); ``"closed_form"`` within 0.16 dB on all 18
-        denoising and MRI cases. At LatentMAP's default :math:`\gamma = 1` the discrepancy
-        principle misses at noise 0.05 / 0.1 (-0.57 / -3.13 dB).
+    :param str rule: ``"auto"`` (default: :func:`default_k_rule`: splitting on CT, SURE in
+        denoising, the discrepancy principle elsewhere), ``"discrepancy"``, ``"sure"``,
+        ``"splitting"`` or ``"closed_form"``. On the reserved subjects
+        (``benchmarks/run_k_study.py``: denoising at 5 noise levels, MRI at 4 accelerations, CT
+        at 3 view counts; the shipped flow at :math:`\gamma = 0` and 1, the VAEs at 0) ``"auto"``
+        came within 0.5 dB of the oracle k in every measured case, all 14 interior optima
+        included (worst -0.39 dB; CT 30 / 60 / 120 views: +0.10 / 0.00 / -0.14 dB with the
+        one-standard-error choice, against 0.00 / -0.17 / -0.32 for the plain minimum). The
+        discrepancy principle alone misses the flow's interior optimum at :math:`\gamma = 1`,
+        noise 0.1, by 2.94 dB (with the latent weight the best estimate fits a little less than
+        the noise), and CT 60 / 120 by 0.6 / 0.4 dB; splitting alone loses up to 7 dB in
+        denoising (a full-size flow fits the kept pixels and predicts nothing of the held-out
+        ones); ``"closed_form"`` is within 0.16 dB on all 18 denoising and MRI cases at
+        :math:`\gamma = 0`.
     :param float holdout_fraction: for ``"splitting"`` where single entries are held out. Default 0.1.
     :param float tau: for ``"discrepancy"``. Default 1.
     :param int seed: seeds the hold-out (the same seed, the same split). Default 0.
@@ -718,10 +721,11 @@ def select_k(
         rule reuses them instead of solving again.
     :param torch.Tensor spectrum: for ``"closed_form"``: the generator's :func:`generator_spectrum`
         (shipped generators: :func:`load_spectrum` of their folder).
-    :param dict solve_kwargs: passed to every ``solver.reconstruct`` call. A sampler needs a
-        seed here (e.g. ``{"seed": 0}`` for :class:`~deepinv_tunable.solvers.TunableLDMSolver`):
-        SURE's probe must draw the noise its fit drew, or the divergence measures the sampler's
-        randomness. ``fits`` must have been made with the same arguments. Default none.
+    :param dict solve_kwargs: passed to every ``solver.reconstruct`` call. A sampler (a solver
+        with ``stochastic = True``, e.g. :class:`~deepinv_tunable.solvers.TunableLDMSolver`) needs a
+        seed here (``{"seed": 0}``), and ``"sure"`` refuses it without one: the probe must draw
+        the noise its fit drew, or the divergence measures the sampler's randomness. ``fits``
+        must have been made with the same arguments. Default none.
     """
     ks = _ks(ks)
     solve_kwargs = dict(solve_kwargs or {})
@@ -742,6 +746,11 @@ def select_k(
         # the solver's own noise level where it records one, else the physics' (or estimated)
         sigma = fits[ks[0]].parameters.get("sigma") or resolve_sigma(y, physics)[0]
     if rule == "sure":
+        if getattr(solver, "stochastic", False) and "seed" not in solve_kwargs:
+            raise ValueError(
+                f"rule='sure' on a stochastic solver ({type(solver).__name__}) needs solve_kwargs={{'seed': ...}}: "
+                "the divergence probe must draw the noise its fit drew"
+            )
         # the probe re-solves exactly as the fit was made (a warm start at the fit would measure
         # the optimiser's progress, not the estimator's divergence); one probe for every k
         scores = {

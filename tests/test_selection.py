@@ -473,6 +473,8 @@ class _SeededShrinkage:
     draw without one). Its divergence is a_k per entry whatever eps, if the probe redraws the
     fit's eps."""
 
+    stochastic = True
+
     def __init__(self):
         self.seeds = []
 
@@ -505,3 +507,5 @@ def test_select_k_sure_is_the_closed_form_when_the_probe_redraws_the_fits_noise(
         assert torch.allclose(sel.scores[k].double(), closed, atol=1e-7), k
     # the true risk of a_k y is smallest for a_k = 1 here (signal 0.5 >> noise): k = 4
     assert sel.k.tolist() == [4, 4]
+    with pytest.raises(ValueError, match=r"stochastic solver \(_SeededShrinkage\) needs solve_kwargs=\{'seed': ...\}"):
+        select_k(sampler, y, physics, [1, 2, 4], rule="sure")
