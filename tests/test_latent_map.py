@@ -68,17 +68,23 @@ def test_per_example_k_and_bad_inputs():
         LatentMAP(gen, max_iter=1)(y, dinv.physics.Denoising(noise_model=dinv.physics.GaussianNoise(sigma=0.0)))
 
 
+def _planted_denoising(latent_shape):
+    """6 noisy 16x16 images whose latents use only the first 4 coordinates of a linear
+    generator, and a gamma-0 LatentMAP on it. Signal and noise are scaled together so the images
+    stay in [0, 1], which LatentMAP requires."""
+    gen = LinearGenerator(seed=3, latent_shape=latent_shape, n=16)
+    physics = build_physics({"kind": "denoising", "noise_sigma": 0.005, "seed": 2}, (16, 16))
+    z = torch.zeros(6, gen.latent_dim)
+    z[:, :4] = 0.3 * torch.randn(6, 4, generator=torch.Generator().manual_seed(4))
+    y = physics(gen.decode(z.reshape(6, *latent_shape)))
+    return physics, y, LatentMAP(gen, gamma=0.0, max_iter=300, lr=0.05)
+
+
 @pytest.mark.parametrize("rule, tau", [("splitting", None), ("discrepancy", 1.2)])
 def test_ground_truth_free_k_finds_a_planted_latent_size(rule, tau):
     """Signals use only the first 4 of 32 latent coordinates; both rules must pick k = 4 from
     {2, 4, 32}: k = 2 misses signal, k = 32 fits noise."""
-    gen = LinearGenerator(seed=3, latent_shape=(2, 4, 4), n=16)
-    # Signal and noise scaled together so the images stay in [0, 1], which LatentMAP requires.
-    physics = build_physics({"kind": "denoising", "noise_sigma": 0.005, "seed": 2}, (16, 16))
-    z = torch.zeros(6, 32)
-    z[:, :4] = 0.3 * torch.randn(6, 4, generator=torch.Generator().manual_seed(4))
-    y = physics(gen.decode(z.reshape(6, 2, 4, 4)))
-    solver = LatentMAP(gen, gamma=0.0, max_iter=300, lr=0.05)
+    physics, y, solver = _planted_denoising((2, 4, 4))
     extra = {"tau": tau} if tau else {"holdout_fraction": 0.5, "seed": 0}
     sel = select_k(solver, y, physics, [2, 4, 32], rule=rule, **extra)
     assert sel.k.tolist() == [4] * 6, sel.scores
@@ -90,12 +96,7 @@ def test_sure_k_finds_a_planted_latent_size_and_probes_the_way_the_fit_was_made(
     {2, 4, 128} on every example. Its Monte-Carlo divergence separates k = 4 from k = 128 by
     about sqrt(124 / 8) = 3.9 of its standard deviations, whatever the image size (the extra
     noise fitted and the probe's spread both scale with the latent sizes)."""
-    gen = LinearGenerator(seed=3, latent_shape=(8, 4, 4), n=16)
-    physics = build_physics({"kind": "denoising", "noise_sigma": 0.005, "seed": 2}, (16, 16))
-    z = torch.zeros(6, 128)
-    z[:, :4] = 0.3 * torch.randn(6, 4, generator=torch.Generator().manual_seed(4))
-    y = physics(gen.decode(z.reshape(6, 8, 4, 4)))
-    solver = LatentMAP(gen, gamma=0.0, max_iter=300, lr=0.05)
+    physics, y, solver = _planted_denoising((8, 4, 4))
     calls = []
     solver_reconstruct = solver.reconstruct
     solver.reconstruct = lambda *a, **kw: calls.append(sorted(kw)) or solver_reconstruct(*a, **kw)
