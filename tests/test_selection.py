@@ -509,3 +509,15 @@ def test_select_k_sure_is_the_closed_form_when_the_probe_redraws_the_fits_noise(
     assert sel.k.tolist() == [4, 4]
     with pytest.raises(ValueError, match=r"stochastic solver \(_SeededShrinkage\) needs solve_kwargs=\{'seed': ...\}"):
         select_k(sampler, y, physics, [1, 2, 4], rule="sure")
+
+
+def test_recipes_offer_exactly_the_k_rules():
+    """A recipe's ``k_rule`` names and ``select_k``'s rules agree (a rule added to one is offered
+    by the other)."""
+    import typing
+
+    from deepinv_tunable.recipes.schema import LatentMAPParams
+    from deepinv_tunable.selection import K_RULES
+
+    offered = typing.get_args(LatentMAPParams.model_fields["k_rule"].annotation)
+    assert sorted(offered) == sorted(K_RULES)

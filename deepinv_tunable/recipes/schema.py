@@ -134,14 +134,14 @@ class _LatentMAPCommon(_Strict):
 class LatentMAPParams(_LatentMAPCommon):
     """Latent MAP with a shipped tunable prior; ``k``: an integer, ``"auto"`` (chosen per slice
     from the measurements by ``k_rule`` over ``k_grid``) or ``"full"``. ``k_rule``: ``"auto"``
-    (:func:`~deepinv_tunable.selection.default_k_rule`: splitting on CT, the discrepancy principle
-    elsewhere), ``"splitting"``, ``"discrepancy"`` or ``"closed_form"`` (from the noise level and
-    the model's shipped spectrum, no sweep). For a ground-truth sweep on calibration slices, use
+    (:func:`~deepinv_tunable.selection.default_k_rule`: splitting on CT, SURE in denoising, the
+    discrepancy principle elsewhere), ``"splitting"``, ``"discrepancy"``, ``"sure"`` or
+    ``"closed_form"`` (from the noise level and the model's shipped spectrum, no sweep). For a ground-truth sweep on calibration slices, use
     ``tune: {param: k, grid: [...], slices: ...}``."""
 
     k: int | Literal["auto", "full"] = "full"
     k_grid: list[int] = Field([64, 128, 256, 512, 1024, 2048], min_length=1)
-    k_rule: Literal["auto", "splitting", "discrepancy", "closed_form"] = "auto"
+    k_rule: Literal["auto", "splitting", "discrepancy", "sure", "closed_form"] = "auto"
 
 
 class LatentMAPConfig(_TunedSolverConfig):
