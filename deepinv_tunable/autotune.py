@@ -450,11 +450,11 @@ def sure_score(
 
     .. math::
 
-        \mathrm{SURE} = 	frac1m \|A\hat x - y\|^2 - \sigma^2
-        + 	frac{2\sigma^2}{m\epsilon}\, b^	op ig(A\hat x(y + \epsilon b) - A\hat x(y)ig),
+        \mathrm{SURE} = \tfrac1m \|A\hat x - y\|^2 - \sigma^2
+        + \tfrac{2\sigma^2}{m\epsilon}\, b^\top \big(A\hat x(y + \epsilon b) - A\hat x(y)\big),
         \qquad b \sim \mathcal N(0, I),\ \epsilon = 0.1\,\sigma,
 
-    whose expectation over Gaussian noise is the prediction error :math:`	frac1m\|A(\hat x - x)\|^2`
+    whose expectation over Gaussian noise is the prediction error :math:`\tfrac1m\|A(\hat x - x)\|^2`
     (the image MSE in denoising) :footcite:p:`ramani2008mcsure`.
 
     :param torch.Tensor y: measurements.

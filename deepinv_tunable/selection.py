@@ -598,8 +598,10 @@ class KSelection:
     """Per-example choice of ``k`` by :func:`select_k`.
 
     :param torch.Tensor k: chosen ``k`` per example, ``(B,)``.
-    :param dict scores: ``k -> (B,)`` score tensor (lower is better for both rules).
-    :param str rule: ``"discrepancy"`` or ``"splitting"``.
+    :param dict scores: ``k -> (B,)`` score tensor, lower is better: the residual
+        (discrepancy), the risk estimate (SURE) or the summed held-out residual (splitting); empty
+        for ``"closed_form"``.
+    :param str rule: ``"discrepancy"``, ``"sure"``, ``"splitting"`` or ``"closed_form"``.
     :param reconstruction: the solver's :class:`~deepinv_tunable.solvers.Reconstruction` at the chosen ``k``.
     :param dict split_scores: splitting only: ``k -> (J, B)`` held-out score of each hold-out, from
         which :func:`one_standard_error_k` chose (``scores`` is their sum). ``None`` otherwise.
@@ -741,16 +743,16 @@ def select_k(
         chosen = torch.full((batch,), k)
         result = (fits or {}).get(k) or solver.reconstruct(y, physics, k=k, **solve_kwargs)
         return KSelection(k=chosen, scores={}, rule=rule, reconstruction=replace(result, k=chosen))
+    if rule == "sure" and getattr(solver, "stochastic", False) and "seed" not in solve_kwargs:
+        raise ValueError(  # before the solves, not after them
+            f"rule='sure' on a stochastic solver ({type(solver).__name__}) needs solve_kwargs={{'seed': ...}}: "
+            "the divergence probe must draw the noise its fit drew"
+        )
     if rule in ("discrepancy", "sure"):
         fits = {k: (fits or {}).get(k) or solver.reconstruct(y, physics, k=k, **solve_kwargs) for k in ks}
         # the solver's own noise level where it records one, else the physics' (or estimated)
         sigma = fits[ks[0]].parameters.get("sigma") or resolve_sigma(y, physics)[0]
     if rule == "sure":
-        if getattr(solver, "stochastic", False) and "seed" not in solve_kwargs:
-            raise ValueError(
-                f"rule='sure' on a stochastic solver ({type(solver).__name__}) needs solve_kwargs={{'seed': ...}}: "
-                "the divergence probe must draw the noise its fit drew"
-            )
         # the probe re-solves exactly as the fit was made (a warm start at the fit would measure
         # the optimiser's progress, not the estimator's divergence); one probe for every k
         scores = {

@@ -509,6 +509,7 @@ def test_select_k_sure_is_the_closed_form_when_the_probe_redraws_the_fits_noise(
     assert sel.k.tolist() == [4, 4]
     with pytest.raises(ValueError, match=r"stochastic solver \(_SeededShrinkage\) needs solve_kwargs=\{'seed': ...\}"):
         select_k(sampler, y, physics, [1, 2, 4], rule="sure")
+    assert len(sampler.seeds) == 6 + 3  # refused before any solve
 
 
 def test_recipes_offer_exactly_the_k_rules():
