@@ -768,7 +768,7 @@ def select_k(
         }
         ordered = sorted(ks)  # argmin keeps the first of equal scores: ties go to the smaller k
         chosen = torch.tensor(ordered)[torch.stack([scores[k] for k in ordered]).argmin(0)]
-        result = _from_fits(fits, chosen, {"sure": torch.stack([scores[int(k)][b] for b, k in enumerate(chosen)])})
+        result = _from_fits(fits, chosen, {"sure": _per_example(scores, chosen)})
         return KSelection(k=chosen, scores=scores, rule=rule, reconstruction=result)
     if rule == "discrepancy":
         m = (y != 0).flatten(1).sum(1).cpu()
@@ -776,8 +776,7 @@ def select_k(
         chosen = torch.tensor(
             [discrepancy_k({k: float(scores[k][b]) for k in ks}, int(m[b]), sigma, tau) for b in range(batch)]
         )
-        residual = torch.stack([scores[int(chosen[b])][b] for b in range(batch)])
-        result = _from_fits(fits, chosen, {"residual_sq": residual})
+        result = _from_fits(fits, chosen, {"residual_sq": _per_example(scores, chosen)})
         return KSelection(k=chosen, scores=scores, rule=rule, reconstruction=result)
     se_factor = _nonnegative(se_factor, "se_factor")  # before the solves, not after them
     per_split: dict[int, list[torch.Tensor]] = {k: [] for k in ks}
@@ -801,10 +800,15 @@ def select_k(
     return KSelection(k=chosen, scores=scores, rule=rule, reconstruction=result, split_scores=split_scores)
 
 
+def _per_example(table: Mapping[int, torch.Tensor], chosen: torch.Tensor) -> torch.Tensor:
+    """Entry ``b`` of ``table[chosen[b]]`` for every example ``b``, stacked."""
+    return torch.stack([table[int(k)][b] for b, k in enumerate(chosen)])
+
+
 def _from_fits(fits: Mapping[int, object], chosen: torch.Tensor, extras: dict):
     """A new result holding, per example ``b``, the estimate of ``fits[chosen[b]]`` (the fits may
     belong to the caller, so none is modified)."""
-    x = torch.stack([fits[int(k)].x[b] for b, k in enumerate(chosen)])
+    x = _per_example({k: fit.x for k, fit in fits.items()}, chosen)
     return replace(fits[int(chosen[0])], x=x, k=chosen, chi2=None, extras=extras)
 
 
