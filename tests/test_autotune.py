@@ -8,7 +8,6 @@ import pytest
 import torch
 
 from deepinv_tunable.autotune import (
-    sure_score,
     DISCREPANCY_TAU,
     DISCREPANCY_TAU_BLUR,
     VIEW_HOLDOUT_FRACTION,
@@ -23,6 +22,7 @@ from deepinv_tunable.autotune import (
     sampled_lines,
     select_parameter,
     split_keeps,
+    sure_score,
 )
 from deepinv_tunable.data.phantoms import shepp_logan_2d
 from deepinv_tunable.nets import HVAE
