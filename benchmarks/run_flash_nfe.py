@@ -113,9 +113,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             with warnings.catch_warnings():  # the schedule's first levels lie above the denoisers' range
                 warnings.simplefilter("ignore", RuntimeWarning)
                 tuned = grid_search(
-                    lambda lam: from_physics_domain(sampler(lam)(y_cal, physics, seed=0, start="noise"), physics)
-                    .clamp(0, 1)
-                    .cpu(),
+                    lambda lam: (
+                        from_physics_domain(sampler(lam)(y_cal, physics, seed=0, start="noise"), physics)
+                        .clamp(0, 1)
+                        .cpu()
+                    ),
                     subject.calibration,
                     DIFFPIR_LAMBDA_GRID,
                     param="lambda_",
