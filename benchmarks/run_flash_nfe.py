@@ -29,6 +29,7 @@ Usage::
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 import warnings
@@ -47,6 +48,7 @@ from deepinv_tunable.physics import build_physics, from_physics_domain, to_physi
 from deepinv_tunable.priors import DnCNNDenoiser
 from deepinv_tunable.priors.pixel_denoiser import CORPUS_DNCNN
 from deepinv_tunable.solvers import PixelFlash
+from deepinv_tunable.solvers.pixel_flash import NOISE_CORRECTION
 from deepinv_tunable.tuning import grid_search
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -57,10 +59,15 @@ def psnr(estimate: torch.Tensor, x: torch.Tensor) -> np.ndarray:
     return (-10 * torch.log10((estimate - x).pow(2).flatten(1).mean(1))).numpy()
 
 
-def compare_row(sampler: PixelFlash, physics, x: torch.Tensor, y: torch.Tensor, seeds: list[int]) -> dict[str, Any]:
-    """Per-slice PSNR and NFE of both starts for every seed, and the paired summary."""
+def compare_row(
+    sampler: PixelFlash, physics, x: torch.Tensor, y: torch.Tensor, seeds: list[int], fixed: dict[str, Any] | None
+) -> dict[str, Any]:
+    """Per-slice PSNR and NFE of both starts for every seed, and the paired summary (``fixed``:
+    the full schedule's entry of an earlier run on the same measurements, seeds and weight)."""
     out: dict[str, Any] = {"seeds": seeds}
-    for start in ("noise", "severity"):
+    if fixed is not None:
+        out["fixed"] = fixed
+    for start in ("noise", "severity") if fixed is None else ("severity",):
         psnrs, nfes, fallbacks, seconds = [], [], 0, 0.0
         for seed in seeds:
             tic = time.perf_counter()
@@ -91,11 +98,17 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     max_iter = 10 if args.quick else DIFFPIR_ITER
     seeds = list(range(2 if args.quick else args.sampler_seeds))
     denoiser = DnCNNDenoiser.from_pretrained(CORPUS_DNCNN)
+    reused: dict[tuple[str, str], dict[str, Any]] = {}
+    for path in args.baseline_from or ():  # the full schedule does not depend on the start rule
+        reused.update(
+            {(r["subject"], r["task"]): r for r in json.loads(Path(path).read_text(encoding="utf-8"))["rows"]}
+        )
     record: dict[str, Any] = {
         "command": sys.argv,
         "quick": args.quick,
         "max_iter": max_iter,
         "lambda_grid": list(DIFFPIR_LAMBDA_GRID),
+        "noise_correction": args.noise_correction if args.noise_correction is not None else NOISE_CORRECTION,
         "rows": [],
         "complete": False,
     }
@@ -108,23 +121,30 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             y = physics(to_physics_domain(subject.evaluation, physics), rng=gen)
 
             def sampler(lam: float) -> PixelFlash:
-                return PixelFlash(denoiser, max_iter=max_iter, lambda_=lam)
+                return PixelFlash(denoiser, max_iter=max_iter, lambda_=lam, noise_correction=args.noise_correction)
 
+            earlier = reused.get((name, task))
+            if earlier is not None and (earlier["slices"] != subject.evaluation_idx or earlier["seeds"] != seeds):
+                raise ValueError(f"{name} {task}: --baseline-from holds other slices or seeds than this run")
             with warnings.catch_warnings():  # the schedule's first levels lie above the denoisers' range
                 warnings.simplefilter("ignore", RuntimeWarning)
-                tuned = grid_search(
-                    lambda lam: (
-                        from_physics_domain(sampler(lam)(y_cal, physics, seed=0, start="noise"), physics)
-                        .clamp(0, 1)
-                        .cpu()
-                    ),
-                    subject.calibration,
-                    DIFFPIR_LAMBDA_GRID,
-                    param="lambda_",
-                    progress=False,
+                tuned = (
+                    earlier["lambda_"]
+                    if earlier is not None
+                    else grid_search(
+                        lambda lam: (
+                            from_physics_domain(sampler(lam)(y_cal, physics, seed=0, start="noise"), physics)
+                            .clamp(0, 1)
+                            .cpu()
+                        ),
+                        subject.calibration,
+                        DIFFPIR_LAMBDA_GRID,
+                        param="lambda_",
+                        progress=False,
+                    ).best
                 )
-                row = compare_row(sampler(tuned.best), physics, subject.evaluation, y, seeds)
-            row.update({"subject": name, "task": task, "lambda_": tuned.best, "slices": subject.evaluation_idx})
+                row = compare_row(sampler(tuned), physics, subject.evaluation, y, seeds, earlier and earlier["fixed"])
+            row.update({"subject": name, "task": task, "lambda_": tuned, "slices": subject.evaluation_idx})
             record["rows"].append(row)
             write_json_atomic(args.out, record)
             print(
@@ -163,6 +183,12 @@ def main() -> int:
     parser.add_argument("--tasks", nargs="+", choices=list(TASKS_OF["mr"]), default=list(TASKS_OF["mr"]))
     parser.add_argument("--n-cal", type=int, default=2, help="reference slices per subject (default 2)")
     parser.add_argument("--n-eval", type=int, default=4, help="evaluation slices per subject (default 4)")
+    parser.add_argument(
+        "--noise-correction",
+        type=float,
+        default=None,
+        help="start constant c (default: PixelFlash's, per severity rule)",
+    )
     parser.add_argument("--sampler-seeds", type=int, default=3, help="sampler seeds per slice (default 3)")
     parser.add_argument("--quick", action="store_true", help="1 + 2 slices, 10-step schedule, 2 seeds")
     parser.add_argument("--corpus", default=str(ROOT / "corpus"))
@@ -170,11 +196,16 @@ def main() -> int:
     parser.add_argument("--seed", type=int, default=0, help="measurement noise seed (run_reserved.py's)")
     parser.add_argument("--out", default=str(ROOT / "results" / "benchmarks" / "flash_nfe.json"))
     parser.add_argument("--rst", default=None, help="also write the table as reST here")
+    parser.add_argument(
+        "--baseline-from",
+        nargs="+",
+        default=None,
+        metavar="JSON",
+        help="take each row's weight and full-schedule results from these earlier runs (same slices and seeds)",
+    )
     parser.add_argument("--combine", nargs="+", default=None, metavar="JSON", help="do not run: merge these files")
     args = parser.parse_args()
     if args.combine:
-        import json
-
         parts = [json.loads(Path(p).read_text(encoding="utf-8")) for p in args.combine]
         record = {
             "combined": args.combine,

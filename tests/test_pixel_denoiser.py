@@ -186,12 +186,14 @@ def test_pixel_flash_starts_later_for_milder_severity_and_counts_its_nfe():
 
     solver = PixelFlash(PixelDenoiser(tiny_net((0.002, 1.0))), max_iter=30)
     diffpir = solver.schedule(0.01)
-    index, clamped = solver.start_indices(diffpir, torch.tensor([0.5, 0.05, 0.005, 1e-6]))
+    index, clamped = solver.start_indices(diffpir, torch.tensor([0.5, 0.05, 0.005, 1e-6]), 16.0)
     assert index.tolist() == sorted(index.tolist())  # milder -> later start -> fewer steps
     assert index[0] < index[1] < index[2] and bool(clamped[3])
     levels = diffpir.sigmas[diffpir.seq.long()] / 2
-    target = solver.noise_correction**0.5 * 0.05  # the start level is sqrt(c) sigma_hat
+    target = 16.0**0.5 * 0.05  # the start level is sqrt(c) sigma_hat
     assert abs(float(levels[index[1]]) - target) <= float((levels[:-1] - target).abs().min()) + 1e-9
+    later, _ = solver.start_indices(diffpir, torch.tensor([0.05]), 36.0)
+    assert int(later[0]) < int(index[1])  # a larger c starts higher: more steps
     with pytest.raises(ValueError, match="start"):
         PixelFlash(PixelDenoiser(tiny_net()), start="latent")
 
@@ -199,6 +201,7 @@ def test_pixel_flash_starts_later_for_milder_severity_and_counts_its_nfe():
 def test_pixel_flash_reads_mri_severity_from_the_spectrum_and_counts_the_pilot_elsewhere():
     from deepinv_tunable.physics import build_physics, mri_zero_filled_error, to_physics_domain
     from deepinv_tunable.solvers import PixelFlash
+    from deepinv_tunable.solvers.pixel_flash import NOISE_CORRECTION
 
     solver = PixelFlash(PixelDenoiser(tiny_net((0.002, 1.0))), max_iter=8, severity_iter=3)
     x = torch.rand(2, 1, 16, 16, generator=torch.Generator().manual_seed(0))
@@ -212,8 +215,13 @@ def test_pixel_flash_reads_mri_severity_from_the_spectrum_and_counts_the_pilot_e
         torch.testing.assert_close(out.sigma_hat, mri_zero_filled_error(y, mri))
         steps = len(solver.schedule(0.01).seq) - 1
         assert (out.nfe == steps - out.start_step).all()  # no network call for the severity
+        assert out.extras["start_constant"] == NOISE_CORRECTION["spectrum"] == 36.0
         out = solver.reconstruct(blur(x), blur, seed=0)
         assert (out.nfe == steps - out.start_step + 3).all()  # the pilot's 3 calls are counted
+        assert out.extras["start_constant"] == NOISE_CORRECTION["pilot"] == 16.0
+    assert PixelFlash(PixelDenoiser(tiny_net()), noise_correction=9.0).start_constant(mri) == 9.0
+    with pytest.raises(ValueError, match="noise_correction"):
+        PixelFlash(PixelDenoiser(tiny_net()), noise_correction=0.0)
     with pytest.raises(ValueError, match="severity"):
         PixelFlash(PixelDenoiser(tiny_net()), severity="oracle")
 

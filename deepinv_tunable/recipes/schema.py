@@ -241,7 +241,7 @@ class PixelFlashParams(_Strict):
     zeta: float = Field(1.0, ge=0, le=1)
     start: Literal["severity", "noise"] = "severity"
     severity: Literal["auto", "spectrum", "pilot"] = "auto"
-    noise_correction: float = Field(16.0, gt=0)
+    noise_correction: float | None = Field(None, gt=0, description="start constant c; None: the severity rule's")
     seed: int = 0
 
 

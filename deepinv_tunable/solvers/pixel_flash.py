@@ -18,6 +18,9 @@ from .guard import DEFAULT_MAX_CHI2, verify_and_correct
 
 PIXEL_START_RULES = ("severity", "noise")
 SEVERITY_RULES = ("auto", "spectrum", "pilot")
+#: the start constant :math:`c` of each severity rule when ``noise_correction=None``: chosen on
+#: training-split subjects (see :class:`PixelFlash`), never on the reserved ones
+NOISE_CORRECTION = {"spectrum": 36.0, "pilot": 16.0}
 
 
 class PixelFlash(TunableReconstructor):
@@ -62,14 +65,21 @@ class PixelFlash(TunableReconstructor):
         or ``"pilot"``. Default ``"auto"``.
     :param int severity_iter: iterations of the pilot reconstruction. Default 4.
     :param float noise_correction: :math:`c`: the start level is :math:`\sqrt{c}\,\hat\sigma`.
-        Default 16, i.e. four times the estimated error: the estimate's error is structured
-        (aliasing, blur), not Gaussian, and a denoiser only removes it once the added noise
-        dominates it.
+        Default ``None``: the severity rule's constant, :data:`NOISE_CORRECTION` (36 for the
+        spectrum, i.e. MRI; 16 for the pilot), six and four times the estimated error. The
+        estimate's error is structured, not Gaussian, and a denoiser removes it only from a level
+        well above its RMS; MRI's aliasing (displaced copies of the whole image) needs a higher one
+        than blur's local edge error.
 
     The defaults (:math:`\zeta = 1`, :math:`c = 16`, :math:`\lambda = 1`, log spacing) were chosen
     on a training-split subject (``pyradiomics_brain1``, MRI 4x and 8x, 2 slices, corpus DnCNNs):
     :math:`(\zeta, c) = (0.5, 1)`, (0.9, 16), (1, 16), (1, 4) gave 25.1, 28.2, 28.9, 28.5 dB at
-    4x and 21.0, 23.4, 24.6, 23.7 dB at 8x.
+    4x and 21.0, 23.4, 24.6, 23.7 dB at 8x. MRI's :math:`c = 36` was then chosen against the full
+    schedule on two more training-split subjects (``nibabel_anatomical``, ``dipy_aniso_vox``; MRI
+    4x and 8x, 4 slices, 2 sampler seeds, ``benchmarks/run_flash_nfe.py``'s paired protocol): the
+    loss to the full schedule was 0.11--0.34 dB at :math:`c = 16`, 0.04--0.16 dB at 36 (2 more
+    network calls per slice) and -0.02--0.10 dB at 64 (3.7 more, which would take the slowest
+    slices past half the full schedule's calls).
     :param int seed: seeds the solver's noise (a call's ``seed=`` overrides it). Default ``None``.
     :param float max_chi2: floor of the measurement guard. Default 2.
     :param bool final_consistency: end with :func:`~deepinv_tunable.consistency.weighted_data_consistency`.
@@ -103,7 +113,7 @@ class PixelFlash(TunableReconstructor):
         start: str = "severity",
         severity: str = "auto",
         severity_iter: int = 4,
-        noise_correction: float = 16.0,
+        noise_correction: float | None = None,
         seed: int | None = None,
         max_chi2: float = DEFAULT_MAX_CHI2,
         final_consistency: bool = True,
@@ -117,9 +127,9 @@ class PixelFlash(TunableReconstructor):
         if severity not in SEVERITY_RULES:
             raise ValueError(f"severity must be one of {SEVERITY_RULES}, got {severity!r}")
         self.severity = severity
-        if severity_iter < 2 or not noise_correction > 0:
+        if severity_iter < 2 or (noise_correction is not None and not noise_correction > 0):
             raise ValueError(
-                f"severity_iter must be >= 2 (DPIR's pilot) and noise_correction positive, got "
+                f"severity_iter must be >= 2 (DPIR's pilot) and noise_correction positive or None, got "
                 f"{severity_iter}, {noise_correction}"
             )
         if spacing not in ("log", "deepinv"):
@@ -130,7 +140,8 @@ class PixelFlash(TunableReconstructor):
         self.denoiser = denoiser
         self.max_iter, self.lambda_, self.zeta, self.start = int(max_iter), float(lambda_), float(zeta), start
         self.severity_iter = int(severity_iter)
-        self.noise_correction, self.max_chi2 = float(noise_correction), float(max_chi2)
+        self.noise_correction = None if noise_correction is None else float(noise_correction)
+        self.max_chi2 = float(max_chi2)
         self.final_consistency = bool(final_consistency)
         self.noise = NoiseStream(seed)
 
@@ -161,6 +172,13 @@ class PixelFlash(TunableReconstructor):
         single_coil = isinstance(physics, dinv.physics.MRI) and not isinstance(physics, dinv.physics.MultiCoilMRI)
         return "spectrum" if single_coil else "pilot"
 
+    def start_constant(self, physics: dinv.physics.Physics) -> float:
+        r"""The start constant :math:`c` used for ``physics``: ``noise_correction``, or the
+        severity rule's entry of :data:`NOISE_CORRECTION`."""
+        if self.noise_correction is not None:
+            return self.noise_correction
+        return NOISE_CORRECTION[self.severity_rule(physics)]
+
     @torch.no_grad()
     def estimate_severity(
         self, y: torch.Tensor, physics: dinv.physics.Physics, x_tilde: torch.Tensor, sigma: float
@@ -179,12 +197,12 @@ class PixelFlash(TunableReconstructor):
         return (x_tilde - pilot).pow(2).flatten(1).mean(1).sqrt()
 
     def start_indices(
-        self, diffpir: dinv.sampling.DiffPIR, sigma_hat: torch.Tensor
+        self, diffpir: dinv.sampling.DiffPIR, sigma_hat: torch.Tensor, c: float
     ) -> tuple[torch.Tensor, torch.Tensor]:
         r"""Per image, the schedule index whose noise level (images in [0, 1]) is nearest to
         :math:`\sqrt{c}\,\hat\sigma`, and whether that match was clamped to an end."""
         levels = (diffpir.sigmas[diffpir.seq.long()] / 2).double().cpu()
-        target = (self.noise_correction**0.5 * sigma_hat).double().cpu()
+        target = (c**0.5 * sigma_hat).double().cpu()
         # the last index has no step left (DiffPIR returns the sample at that level): at most the one before
         index = (levels[None, :-1] - target[:, None]).abs().argmin(1)
         clamped = (target > levels.max()) | (target < levels.min())
@@ -197,12 +215,14 @@ class PixelFlash(TunableReconstructor):
         physics,
         x_start: torch.Tensor | None,
         sigma_hat: torch.Tensor | None,
+        c: float,
         i0: int,
         sigma: float,
         generator: torch.Generator,
     ) -> torch.Tensor:
         """DiffPIR's loop from schedule index ``i0`` (``x_start``: the measurement-only estimate in
-        [0, 1] with severities ``sigma_hat``, or ``None`` for deepinv's own start from pure noise)."""
+        [0, 1] with severities ``sigma_hat`` and start constant ``c``, or ``None`` for deepinv's own
+        start from pure noise)."""
         sqrt_recip, _ = diffpir.get_alpha_prod()
         sigmas, seq = diffpir.sigmas, diffpir.seq
 
@@ -216,7 +236,7 @@ class PixelFlash(TunableReconstructor):
             level = sigmas[seq[i0]]
             t = diffpir.find_nearest(diffpir.reduced_alpha_cumprod, level)
             x0 = 2 * x_start - 1
-            extra = (level**2 - 4.0 * self.noise_correction * sigma_hat.to(x0) ** 2).clamp_min(0).sqrt()
+            extra = (level**2 - 4.0 * c * sigma_hat.to(x0) ** 2).clamp_min(0).sqrt()
             x = diffpir.sqrt_alphas_cumprod[t] * (x0 + extra.reshape(-1, *[1] * (x0.dim() - 1)) * randn(x0))
         # deepinv returns the sample at the schedule's last level, not that level's denoised image
         # (its last network call is unused): the loop stops one step earlier, output unchanged
@@ -242,26 +262,27 @@ class PixelFlash(TunableReconstructor):
         generator = self.noise.generator("cpu", seed)  # CPU noise in the image's layout, moved to its device
         sigma = noise_sigma(physics)
         diffpir = self.schedule(sigma)
+        c = self.start_constant(physics)
         y = y.detach()
         b = y.shape[0]
         with torch.no_grad():
             if start == "noise":
                 sigma_hat = torch.full((b,), float("nan"))
                 index, clamped = torch.zeros(b, dtype=torch.long), torch.zeros(b, dtype=torch.bool)
-                x = self._run(diffpir, y, physics, None, None, 0, sigma, generator)
+                x = self._run(diffpir, y, physics, None, None, 0.0, 0, sigma, generator)
                 extra_nfe = 0
             else:
                 x_tilde = MeasurementBaseline(fbp=True)(y, physics).clamp(0, 1)
                 sigma_hat = self.estimate_severity(y, physics, x_tilde, sigma)
-                index, clamped = self.start_indices(diffpir, sigma_hat)
+                index, clamped = self.start_indices(diffpir, sigma_hat, c)
                 x = torch.empty_like(x_tilde)
                 for i0 in sorted(set(index.tolist())):  # images that start together run together
                     rows = (index == i0).nonzero().flatten().to(y.device)
                     sub = physics_rows(physics, rows, b, x_tilde[rows])
                     if sub is None:  # per-example operators that cannot be cut: the whole batch runs
-                        x[rows] = self._run(diffpir, y, physics, x_tilde, sigma_hat, i0, sigma, generator)[rows]
+                        x[rows] = self._run(diffpir, y, physics, x_tilde, sigma_hat, c, i0, sigma, generator)[rows]
                     else:
-                        x[rows] = self._run(diffpir, y[rows], sub, x_tilde[rows], sigma_hat[rows], i0, sigma, generator)
+                        x[rows] = self._run(diffpir, y[rows], sub, x_tilde[rows], sigma_hat[rows], c, i0, sigma, generator)
                 extra_nfe = self.severity_iter if self.severity_rule(physics) == "pilot" else 0
         verified = verify_and_correct(x, y, physics, self.max_chi2, self.final_consistency, who="PixelFlash")
         nfe = (len(diffpir.seq) - 1 - index).clamp_min(0) + extra_nfe
@@ -275,7 +296,7 @@ class PixelFlash(TunableReconstructor):
             wall_time=0.0,
             n_iter=int(nfe.max()),
             nfe=nfe,
-            extras={"start_rule": start, "start_level": start_level},
+            extras={"start_rule": start, "start_level": start_level, "start_constant": c},
             sigma_hat=sigma_hat.cpu(),
             start_step=index,
             out_of_range=out_of_range,
