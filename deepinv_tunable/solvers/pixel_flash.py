@@ -282,7 +282,9 @@ class PixelFlash(TunableReconstructor):
                     if sub is None:  # per-example operators that cannot be cut: the whole batch runs
                         x[rows] = self._run(diffpir, y, physics, x_tilde, sigma_hat, c, i0, sigma, generator)[rows]
                     else:
-                        x[rows] = self._run(diffpir, y[rows], sub, x_tilde[rows], sigma_hat[rows], c, i0, sigma, generator)
+                        x[rows] = self._run(
+                            diffpir, y[rows], sub, x_tilde[rows], sigma_hat[rows], c, i0, sigma, generator
+                        )
                 extra_nfe = self.severity_iter if self.severity_rule(physics) == "pilot" else 0
         verified = verify_and_correct(x, y, physics, self.max_chi2, self.final_consistency, who="PixelFlash")
         nfe = (len(diffpir.seq) - 1 - index).clamp_min(0) + extra_nfe
