@@ -145,6 +145,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 )
                 row = compare_row(sampler(tuned), physics, subject.evaluation, y, seeds, earlier and earlier["fixed"])
             row.update({"subject": name, "task": task, "lambda_": tuned, "slices": subject.evaluation_idx})
+            row["noise_correction"] = record["noise_correction"]
             record["rows"].append(row)
             write_json_atomic(args.out, record)
             print(
@@ -159,12 +160,20 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     return record
 
 
+def _start_constant(row: dict[str, Any]) -> str:
+    c = row.get("noise_correction")
+    if isinstance(c, dict):  # the per-rule default: MRI reads the spectrum, deblurring the pilot
+        c = c["spectrum" if row["task"].startswith("mri") else "pilot"]
+    return "?" if c is None else f"{c:g}"
+
+
 def rst(record: dict[str, Any]) -> str:
-    header = ["subject", "task", "lambda", "fixed (dB)", "adaptive (dB)", "loss (dB, ± SE)", "NFE", "NFE ratio"]
+    header = ["subject", "task", "c", "lambda", "fixed (dB)", "adaptive (dB)", "loss (dB, ± SE)", "NFE", "NFE ratio"]
     rows = [
         [
             r["subject"],
             r["task"],
+            _start_constant(r),
             f"{r['lambda_']:g}",
             f"{r['fixed']['mean_psnr']:.2f}",
             f"{r['adaptive']['mean_psnr']:.2f}",
@@ -207,9 +216,15 @@ def main() -> int:
     args = parser.parse_args()
     if args.combine:
         parts = [json.loads(Path(p).read_text(encoding="utf-8")) for p in args.combine]
+        rows = {}  # a later file's row replaces an earlier one of the same subject and task
+        for part in parts:
+            for r in part["rows"]:
+                r.setdefault("noise_correction", part.get("noise_correction"))
+                rows[(r["subject"], r["task"])] = r
+        order = {t: i for i, t in enumerate(TASKS_OF["mr"])}
         record = {
             "combined": args.combine,
-            "rows": [r for p in parts for r in p["rows"]],
+            "rows": [rows[k] for k in sorted(rows, key=lambda k: (k[0], order[k[1]]))],
             "complete": all(p.get("complete", False) for p in parts),
         }
         write_json_atomic(args.out, record)
