@@ -331,6 +331,22 @@ class PeakRSS:
             self.increase_mib = self._peak - self._base
 
 
+def save_row(record: dict[str, Any], row: dict[str, Any], out: str, message: str | None) -> None:
+    """Append ``row`` to ``record`` and rewrite ``out`` atomically, so that a crash keeps every
+    finished row; then print ``message`` (progress) to stderr unless it is ``None``."""
+    record["rows"].append(row)
+    write_json_atomic(out, record)
+    if message is not None:
+        print(message, file=sys.stderr, flush=True)
+
+
+def finish(record: dict[str, Any], out: str) -> dict[str, Any]:
+    """Mark ``record`` complete and write it to ``out`` (atomically)."""
+    record["complete"] = True
+    write_json_atomic(out, record)
+    return record
+
+
 def _summary(values: Sequence[float]) -> dict[str, float]:
     return {"mean": float(np.mean(values)), "std": float(np.std(values))}
 
@@ -434,20 +450,14 @@ def run(args: argparse.Namespace, specs: dict[str, DatasetSpec] | None = None) -
                     **result,
                     "notes": ctx.notes,
                 }
-                record["rows"].append(row)
                 record["wall_seconds"] = time.perf_counter() - run_start
-                write_json_atomic(args.out, record)
-                if not args.no_progress:
-                    print(
-                        f"[{record['wall_seconds']:7.1f}s] {data_name} {task} {method}: "
-                        f"PSNR {row['psnr']['mean']:.2f} dB {_notes_text(ctx.notes)}",
-                        file=sys.stderr,
-                        flush=True,
-                    )
+                message = (
+                    f"[{record['wall_seconds']:7.1f}s] {data_name} {task} {method}: "
+                    f"PSNR {row['psnr']['mean']:.2f} dB {_notes_text(ctx.notes)}"
+                )
+                save_row(record, row, args.out, None if args.no_progress else message)
     record["wall_seconds"] = time.perf_counter() - run_start
-    record["complete"] = True
-    write_json_atomic(args.out, record)
-    return record
+    return finish(record, args.out)
 
 
 # ------------------------------------------------------------------------------------- output

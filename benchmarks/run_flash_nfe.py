@@ -146,18 +146,15 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 row = compare_row(sampler(tuned), physics, subject.evaluation, y, seeds, earlier and earlier["fixed"])
             row.update({"subject": name, "task": task, "lambda_": tuned, "slices": subject.evaluation_idx})
             row["noise_correction"] = record["noise_correction"]
-            record["rows"].append(row)
-            write_json_atomic(args.out, record)
-            print(
+            common.save_row(
+                record,
+                row,
+                args.out,
                 f"{name} {task}: fixed {row['fixed']['mean_psnr']:.2f} dB, adaptive "
                 f"{row['adaptive']['mean_psnr']:.2f} dB, loss {row['loss_db']:.2f} ± {row['loss_se_db']:.2f}, "
                 f"NFE ratio {row['nfe_ratio']:.2f}",
-                file=sys.stderr,
-                flush=True,
             )
-    record["complete"] = True
-    write_json_atomic(args.out, record)
-    return record
+    return common.finish(record, args.out)
 
 
 def _start_constant(row: dict[str, Any]) -> str:

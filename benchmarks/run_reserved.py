@@ -433,18 +433,15 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                     result = common.evaluate(solver, ctx, subject.evaluation, y, args.batch_size)
                 result["psnr_fg"] = _summary(result["per_slice"]["psnr_fg"])
                 row = {"method": method, "task": task, "data": name, "dataset": name, **result, "notes": notes}
-                record["rows"].append(row)
                 record["wall_seconds"] = time.perf_counter() - start
-                write_json_atomic(args.out, record)
-                print(
+                common.save_row(
+                    record,
+                    row,
+                    args.out,
                     f"[{record['wall_seconds']:7.0f}s] {name} {task} {method}: PSNR {row['psnr']['mean']:.2f} "
                     f"(fg {row['psnr_fg']['mean']:.2f}) {_note(notes)}",
-                    file=sys.stderr,
-                    flush=True,
                 )
-    record["complete"] = True
-    write_json_atomic(args.out, record)
-    return record
+    return common.finish(record, args.out)
 
 
 #: deepinv's own samplers: no measurement guard, so no fallback count
