@@ -41,10 +41,11 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
 import common
-from run_reserved import DIFFPIR_ITER, DIFFPIR_LAMBDA_GRID, SIZE, TASKS, TASKS_OF, load_subject
+from run_reserved import DIFFPIR_ITER, DIFFPIR_LAMBDA_GRID, SIZE, TASKS, TASKS_OF, load_subject, measure
 
 from deepinv_tunable.atomic import write_json_atomic, write_text_atomic
-from deepinv_tunable.physics import build_physics, from_physics_domain, to_physics_domain
+from deepinv_tunable.metrics import METRICS
+from deepinv_tunable.physics import build_physics, from_physics_domain
 from deepinv_tunable.priors import DnCNNDenoiser
 from deepinv_tunable.priors.pixel_denoiser import CORPUS_DNCNN
 from deepinv_tunable.solvers import PixelFlash
@@ -53,10 +54,6 @@ from deepinv_tunable.tuning import grid_search
 
 ROOT = Path(__file__).resolve().parents[1]
 MR_SUBJECTS = ("itk_t1", "pyradiomics_brain2")
-
-
-def psnr(estimate: torch.Tensor, x: torch.Tensor) -> np.ndarray:
-    return (-10 * torch.log10((estimate - x).pow(2).flatten(1).mean(1))).numpy()
 
 
 def compare_row(
@@ -73,7 +70,7 @@ def compare_row(
             tic = time.perf_counter()
             rec = sampler.reconstruct(y, physics, seed=seed, start=start)
             seconds += time.perf_counter() - tic
-            psnrs.append(psnr(from_physics_domain(rec.x, physics).clamp(0, 1).cpu(), x))
+            psnrs.append(METRICS["psnr"](from_physics_domain(rec.x, physics).clamp(0, 1).cpu(), x).numpy())
             nfes.append(rec.nfe.cpu().numpy().astype(float))
             fallbacks += int(torch.as_tensor(rec.fallback).sum())
         name = "fixed" if start == "noise" else "adaptive"
@@ -116,9 +113,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         subject = load_subject(name, n_cal, n_eval, args.corpus)
         for task in [t for t in TASKS_OF[subject.modality] if t in args.tasks]:
             physics = build_physics(TASKS[task], (SIZE, SIZE))
-            gen = torch.Generator().manual_seed(args.seed)  # the measurements of run_reserved.py
-            y_cal = physics(to_physics_domain(subject.calibration, physics), rng=gen)
-            y = physics(to_physics_domain(subject.evaluation, physics), rng=gen)
+            y_cal, y = measure(subject, physics, args.seed)
 
             def sampler(lam: float) -> PixelFlash:
                 return PixelFlash(denoiser, max_iter=max_iter, lambda_=lam, noise_correction=args.noise_correction)

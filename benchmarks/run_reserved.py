@@ -163,6 +163,16 @@ def load_subject(name: str, n_cal: int, n_eval: int, root: str) -> Subject:
     return Subject(name, records[0].modality, stack[cal], stack[ev], cal, ev)
 
 
+def measure(
+    subject: Subject, physics: dinv.physics.Physics, seed: int, device: torch.device | str = "cpu"
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The reference and the evaluation measurements of ``subject`` (one generator seeded with
+    ``seed``, reference slices first): every benchmark that compares with this one sees the same."""
+    gen = torch.Generator(device=device).manual_seed(seed)
+    y_cal = physics(to_physics_domain(subject.calibration.to(device), physics), rng=gen)
+    return y_cal, physics(to_physics_domain(subject.evaluation.to(device), physics), rng=gen)
+
+
 # ------------------------------------------------------------------------------------- methods
 @common.register_method("baseline")
 def _baseline(ctx: common.BenchContext) -> dinv.models.Reconstructor:
@@ -399,9 +409,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         }
         for task in [t for t in TASKS_OF[subject.modality] if t in args.tasks]:
             physics = build_physics(TASKS[task], (SIZE, SIZE), device=device)
-            gen = torch.Generator(device=device).manual_seed(args.seed)
-            y_cal = physics(to_physics_domain(subject.calibration.to(device), physics), rng=gen)
-            y = physics(to_physics_domain(subject.evaluation.to(device), physics), rng=gen)
+            y_cal, y = measure(subject, physics, args.seed, device)
             for method in args.methods:
                 notes: dict[str, Any] = {}
                 if method == "tv_pgd oracle":  # tuned on the evaluation slices' ground truth
