@@ -11,7 +11,7 @@ from deepinv_tunable.diagnostics import lipschitz_ratios
 from deepinv_tunable.nets import HVAE, CheckpointError
 from deepinv_tunable.nets.hvae import gaussian_kl_diag, tempered_mode
 from deepinv_tunable.physics import build_physics
-from deepinv_tunable.priors import HVAEDenoiser, tau_for_sigma
+from deepinv_tunable.priors import HVAEDenoiser, corpus_tau_for_sigma, tau_for_sigma
 from deepinv_tunable.solvers import PnPHVAE
 from deepinv_tunable.training.hvae import HVAEModule
 
@@ -188,6 +188,17 @@ def test_tau_for_sigma_passes_the_paper_points_and_is_monotone():
     assert all(a >= b for a, b in zip(taus, taus[1:])) and 0 < min(taus) <= max(taus) <= 1
     with pytest.raises(ValueError, match="sigma"):
         tau_for_sigma(-0.1)
+
+
+def test_corpus_tau_map_passes_its_points_and_is_monotone():
+    assert [corpus_tau_for_sigma(s) for s in (0.0, 0.02, 0.04, 0.08, 0.12, 0.5)] == pytest.approx(
+        [1.0, 1.0, 0.9, 0.7, 0.6, 0.6]
+    )
+    assert corpus_tau_for_sigma(0.03) == pytest.approx(0.95)  # linear between the points
+    taus = [corpus_tau_for_sigma(s) for s in torch.linspace(0, 0.2, 41).tolist()]
+    assert all(a >= b for a, b in zip(taus, taus[1:]))
+    with pytest.raises(ValueError, match="sigma"):
+        corpus_tau_for_sigma(float("nan"))
 
 
 @torch.no_grad()
