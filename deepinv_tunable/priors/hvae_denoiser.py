@@ -29,10 +29,15 @@ def tau_for_sigma(sigma: float) -> float:
     >>> tau_for_sigma(0.0), tau_for_sigma(7.65 / 255), tau_for_sigma(1.0)
     (0.95, 0.8, 0.6)
     """
+    return _interpolate_tau(sigma, PAPER_SIGMAS, PAPER_TAUS)
+
+
+def _interpolate_tau(sigma: float, sigmas: tuple[float, ...], taus: tuple[float, ...]) -> float:
+    """Piecewise-linear temperature through ``(sigmas, taus)``, constant outside them."""
     sigma = float(sigma)
     if not np.isfinite(sigma) or sigma < 0:
         raise ValueError(f"noise level sigma must be a finite number >= 0, got {sigma}")
-    return float(np.interp(sigma, PAPER_SIGMAS, PAPER_TAUS))
+    return float(np.interp(sigma, sigmas, taus))
 
 
 #: noise stds and the temperature at which the corpus HVAE (``hvae_mri64``) denoises best there,
@@ -53,10 +58,7 @@ def corpus_tau_for_sigma(sigma: float) -> float:
     >>> corpus_tau_for_sigma(0.01), corpus_tau_for_sigma(0.06), corpus_tau_for_sigma(0.19)
     (1.0, 0.8, 0.6)
     """
-    sigma = float(sigma)
-    if not np.isfinite(sigma) or sigma < 0:
-        raise ValueError(f"noise level sigma must be a finite number >= 0, got {sigma}")
-    return float(np.interp(sigma, CORPUS_HVAE_SIGMAS, CORPUS_HVAE_TAUS))
+    return _interpolate_tau(sigma, CORPUS_HVAE_SIGMAS, CORPUS_HVAE_TAUS)
 
 
 class HVAEDenoiser(NoiseRangeCheck, dinv.models.Denoiser):
