@@ -21,8 +21,12 @@ Methods (registry of ``common.py``, extended here):
   DnCNN L/M/H (:class:`~deepinv_tunable.priors.DnCNNDenoiser`), final sigma picked on the
   reference slices; ``dpir dncnn corpus``: the same with the three networks fine-tuned on the
   corpus (what the corpus alone buys);
-* ``pnp_hvae``: :class:`~deepinv_tunable.solvers.PnPHVAE` with the shipped ``hvae_mri64``, tau
-  picked on the reference slices; ``pnp_hvae template``: the earlier template-only HVAE;
+* ``pnp_hvae``: :class:`~deepinv_tunable.solvers.PnPHVAE` with the shipped ``hvae_mri64`` in its
+  default schedule for the task (annealed for CT and deblurring, the fixed point for MRI), its
+  parameter (final sigma, or tau) picked on the reference slices; ``pnp_hvae default``: the same
+  solver with nothing set (every parameter chosen per slice from its measurements, no reference
+  slices); ``pnp_hvae fixed`` / ``pnp_hvae annealed``: one schedule on every task;
+  ``pnp_hvae template``: the earlier template-only HVAE (fixed point);
 * ``latent_map_tv``: :class:`~deepinv_tunable.solvers.LatentMAPTV` with ``tunable_vae_f4_mri128``
   (template-trained), ``(lambda, beta)`` picked on the reference slices (``beta = 0`` is TV);
 * ``latent_map flow``: :class:`~deepinv_tunable.solvers.LatentMAP` (gamma 0, 100 steps) with the
@@ -77,10 +81,11 @@ from deepinv_tunable.physics import (
     noise_sigma,
     to_physics_domain,
 )
-from deepinv_tunable.priors import DnCNNDenoiser, HVAEDenoiser, corpus_tau_for_sigma, load_pixel_denoiser
+from deepinv_tunable.priors import DnCNNDenoiser, load_pixel_denoiser
 from deepinv_tunable.priors.pixel_denoiser import CORPUS_DNCNN
 from deepinv_tunable.selection import AutoK
 from deepinv_tunable.solvers import DPIR, FlashDiffusion, LatentMAP, MeasurementBaseline, PixelFlash, PnPHVAE
+from deepinv_tunable.solvers.pnp_hvae import resolve_schedule
 from deepinv_tunable.tuning import grid_search
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -96,8 +101,6 @@ TASKS_OF = {"mr": ("mri4x", "mri8x", "deblur"), "ct": ("ct60",)}
 TAU_GRID = (0.5, 0.6, 0.7, 0.8, 0.9)
 DPIR_SIGMA_GRID = (0.007, 0.01, 0.015, 0.02)
 DPIR_ITER = 24
-#: iterations of the annealed HVAE row: 8 (DPIR's own) beat 24 on the training CT subject (32.1 against 30.4 dB)
-ANNEALED_HVAE_ITER = 8
 #: the pixel denoiser of the DPIR / DiffPIR / DPS / DDRM / pixel-Flash rows (--pixel-denoiser; load_pixel_denoiser)
 PIXEL_DENOISER = "dncnn-corpus"
 DIFFPIR_ITER = 50
@@ -111,6 +114,8 @@ DEFAULT_METHODS = (
     "dpir dncnn",
     "dpir dncnn corpus",
     "pnp_hvae",
+    "pnp_hvae default",
+    "pnp_hvae fixed",
     "pnp_hvae template",
     "latent_map_tv",
     "latent_map flow",
@@ -207,27 +212,46 @@ def _dpir_corpus(ctx: common.BenchContext) -> dinv.models.Reconstructor:
     return _tuned(ctx, lambda s: DPIR(denoiser, sigma=s, max_iter=DPIR_ITER), DPIR_SIGMA_GRID, "sigma")
 
 
-def _pnp(ctx: common.BenchContext, name: str) -> dinv.models.Reconstructor:
+def _pnp(ctx: common.BenchContext, name: str, schedule: str = "fixed") -> dinv.models.Reconstructor:
+    """PnP-HVAE on the shipped ``name``: the fixed point with tau tuned on the reference slices,
+    or the annealed schedule with its final level tuned there (as for DPIR)."""
     hvae = pretrained.load(name, device=ctx.device)
+    ctx.notes["schedule"] = schedule
+    if schedule == "anneal":
+        return _tuned(ctx, lambda s: PnPHVAE(hvae, schedule="anneal", anneal_sigma=s), DPIR_SIGMA_GRID, "sigma")
     return _tuned(ctx, lambda t: PnPHVAE(hvae, tau=t), TAU_GRID, "tau")
 
 
 @common.register_method("pnp_hvae")
 def _pnp_hvae(ctx: common.BenchContext) -> dinv.models.Reconstructor:
-    return _pnp(ctx, "hvae_mri64")
+    """The shipped ``hvae_mri64`` in the schedule :class:`~deepinv_tunable.solvers.PnPHVAE` runs
+    by default for this physics (:func:`~deepinv_tunable.solvers.pnp_hvae.resolve_schedule`:
+    annealed for CT and deblurring, the fixed point for MRI), its parameter tuned on the
+    reference slices."""
+    return _pnp(ctx, "hvae_mri64", resolve_schedule("auto", "auto", ctx.physics))
+
+
+@common.register_method("pnp_hvae fixed")
+def _pnp_hvae_fixed(ctx: common.BenchContext) -> dinv.models.Reconstructor:
+    """PnP-HVAE's fixed-point iteration on every task (the ``pnp_hvae`` row before the annealed
+    schedule): on 60-view CT it keeps the streaks of its first iterate."""
+    return _pnp(ctx, "hvae_mri64", "fixed")
 
 
 @common.register_method("pnp_hvae annealed")
 def _pnp_hvae_annealed(ctx: common.BenchContext) -> dinv.models.Reconstructor:
-    """The HVAE in DPIR's continuation (8 HQS iterations, denoiser level falling from 0.19 to the
-    final sigma, each level's temperature from :func:`corpus_tau_for_sigma`) instead of
-    PnP-HVAE's fixed-temperature iteration to its fixed point: on 60-view CT of the training
-    subject ``pyradiomics_lung1`` the fixed point keeps the streaks (28.0 dB at tau 0.9) where the
-    continuation reaches 32.1 dB. Final sigma tuned on the reference slices, as for DPIR."""
-    denoiser = HVAEDenoiser(
-        pretrained.load("hvae_mri64", device=ctx.device), tau_map=corpus_tau_for_sigma, sigma_range=(0.0, 1.0)
-    )
-    return _tuned(ctx, lambda s: DPIR(denoiser, sigma=s, max_iter=ANNEALED_HVAE_ITER), DPIR_SIGMA_GRID, "sigma")
+    """The annealed schedule on every task (MRI included, where it is not the default):
+    8 HQS iterations, denoiser level falling from 0.19 to the final sigma, each level's
+    temperature from :func:`~deepinv_tunable.priors.corpus_tau_for_sigma`; final sigma tuned on the reference slices."""
+    return _pnp(ctx, "hvae_mri64", "anneal")
+
+
+@common.register_method("pnp_hvae default")
+def _pnp_hvae_default(ctx: common.BenchContext) -> dinv.models.Reconstructor:
+    """``PnPHVAE(pretrained.load("hvae_mri64"))`` with nothing set: no reference slices, every
+    parameter chosen per call from the measurements alone (what a user gets)."""
+    ctx.notes["schedule"] = resolve_schedule("auto", "auto", ctx.physics)
+    return PnPHVAE(pretrained.load("hvae_mri64", device=ctx.device))
 
 
 @common.register_method("pnp_hvae template")
@@ -472,7 +496,8 @@ UNGUARDED = ("diffpir pixel", "ddrm pixel", "dps pixel")
 
 
 def _note(notes: dict[str, Any], guarded: bool = True) -> str:
-    parts = [f"{k}={notes[k]:g}" for k in ("lambda_tv", "sigma", "tau", "lambda_") if k in notes]
+    parts = [notes["schedule"]] if "schedule" in notes else []
+    parts += [f"{k}={notes[k]:g}" for k in ("lambda_tv", "sigma", "tau", "lambda_") if k in notes]
     if notes.get("k_chosen"):
         parts.append("k {} by {}".format("/".join(str(k) for k in sorted(set(notes["k_chosen"]))), notes["k_rule"]))
     if "lambda_beta" in notes:

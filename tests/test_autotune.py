@@ -394,7 +394,7 @@ def test_pnp_hvae_discrepancy_candidates_are_full_solves_and_the_chosen_one_is_r
     physics = build_physics({"kind": "blur", "blur_sigma": 1.0, "noise_sigma": 0.05, "seed": 0}, (16, 16))
     y = physics(torch.rand(1, 1, 16, 16, generator=torch.Generator().manual_seed(0)))
     hvae = HVAE(width=8, groups_per_scale=(1, 1)).eval()
-    solver = PnPHVAE(hvae, tau="auto", max_iter=4, tol=0.0, tune_iter=2)
+    solver = PnPHVAE(hvae, tau="auto", max_iter=4, tol=0.0, tune_iter=2, schedule="fixed")
     runs = []
     iterate = solver._iterate
 

@@ -3,6 +3,8 @@ Lipschitz diagnostic: known answers on tiny models."""
 
 from __future__ import annotations
 
+import warnings
+
 import deepinv as dinv
 import pytest
 import torch
@@ -13,6 +15,7 @@ from deepinv_tunable.nets.hvae import gaussian_kl_diag, tempered_mode
 from deepinv_tunable.physics import build_physics
 from deepinv_tunable.priors import HVAEDenoiser, corpus_tau_for_sigma, tau_for_sigma
 from deepinv_tunable.solvers import PnPHVAE
+from deepinv_tunable.solvers.dpir import dpir_schedule
 from deepinv_tunable.training.hvae import HVAEModule
 
 
@@ -179,6 +182,76 @@ def test_pnp_hvae_refuses_nonlinear_physics_and_bad_parameters(hvae):
     physics = dinv.physics.Physics(A=lambda x: x**2)
     with pytest.raises(TypeError, match="linear physics"):
         PnPHVAE(hvae)(torch.rand(1, 1, 16, 16), physics)
+
+
+class HalvingPrior(HVAE):
+    """An 'HVAE' whose reconstruction is x / 2: DPIR's iteration is then a scalar recursion."""
+
+    def reconstruct(self, x, tau=1.0, pad=True):
+        self.temperatures(tau)
+        return x / 2
+
+
+def test_pnp_hvae_annealed_schedule_is_dpirs_recursion_with_a_halving_prior():
+    # denoising (A = I, f = ||x - y||^2 / 2): HQS from x_0 = y takes z = prox_{g_k f}(x_k) =
+    # (x_k + g_k y) / (1 + g_k), then x_{k+1} = z / 2, so x_K = a_K y with a_{k+1} = (a_k + g_k) / (2 (1 + g_k))
+    physics = build_physics({"kind": "denoising", "noise_sigma": 0.02}, (16, 16))
+    y = physics(images(2))
+    out = PnPHVAE(HalvingPrior(width=4, groups_per_scale=(1,)), schedule="anneal", anneal_sigma=0.02).reconstruct(
+        y, physics
+    )
+    _, steps = dpir_schedule(0.02, 8)
+    a = 1.0
+    for g in steps.tolist():
+        a = (a + g) / (2 * (1 + g))
+    torch.testing.assert_close(out.x, a * y)
+    assert out.extras["schedule"] == "anneal" and out.n_iter == 8 and out.nfe == 8
+    assert out.parameters == pytest.approx({"anneal_sigma": 0.02, "tau_final": 1.0}) and not out.choices
+
+
+def test_pnp_hvae_auto_schedule_anneals_blur_at_the_noise_std_and_keeps_the_fixed_point_for_mri(hvae):
+    from deepinv_tunable.solvers import DPIR
+
+    blur = build_physics({"kind": "blur", "blur_sigma": 1.0, "noise_sigma": 0.03, "seed": 0}, (16, 16))
+    y = blur(images(1))
+    out = PnPHVAE(hvae).reconstruct(y, blur)
+    assert out.extras["schedule"] == "anneal" and out.parameters["anneal_sigma"] == pytest.approx(0.03)
+    # the same solve as the package's DPIR with the HVAE at the corpus temperature map
+    same = DPIR(HVAEDenoiser(hvae, tau_map=corpus_tau_for_sigma, sigma_range=(0, 1)), sigma=0.03, max_iter=8)
+    torch.testing.assert_close(out.x, same(y, blur))
+    # a given temperature asks for the fixed point; so does MRI
+    assert PnPHVAE(hvae, tau=0.8, max_iter=2).reconstruct(y, blur).extras["schedule"] == "fixed"
+    mri = build_physics({"kind": "mri", "acceleration": 2, "noise_sigma": 0.01, "seed": 0}, (32, 32))
+    x = torch.rand(1, 1, 32, 32, generator=torch.Generator().manual_seed(0))
+    with pytest.warns(RuntimeWarning, match="stopped after"):
+        fixed = PnPHVAE(hvae, max_iter=2, tol=0.0, tune_iter=1).reconstruct(mri(torch.cat([x, 0 * x], 1)), mri)
+    assert fixed.extras["schedule"] == "fixed" and "tau" in fixed.choices
+
+
+def test_pnp_hvae_annealed_schedule_chooses_its_final_level_when_asked(hvae):
+    blur = build_physics({"kind": "blur", "blur_sigma": 1.0, "noise_sigma": 0.03, "seed": 0}, (16, 16))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # an untrained HVAE may choose at a bound
+        out = PnPHVAE(hvae, schedule="anneal", anneal_sigma="auto").reconstruct(blur(images(1)), blur)
+    record = out.diagnostics().choices["anneal_sigma"]
+    assert 0.015 <= out.parameters["anneal_sigma"] == record["value"] <= 0.09
+    assert record["name"] == "anneal_sigma" and out.nfe == 8 * record["n_solves"]
+
+
+def test_pnp_hvae_schedule_refuses_bad_combinations(hvae):
+    with pytest.raises(ValueError, match="schedule must be one of"):
+        PnPHVAE(hvae, schedule="cosine")
+    with pytest.raises(ValueError, match="tau must be 'auto', got 0.7"):
+        PnPHVAE(hvae, tau=0.7, schedule="anneal")
+    for bad in (0.0, -1.0, "median"):
+        with pytest.raises(ValueError, match="anneal_sigma"):
+            PnPHVAE(hvae, anneal_sigma=bad)
+    with pytest.raises(ValueError, match="max_iter >= 2"):
+        PnPHVAE(hvae, anneal_iter=1)
+    blur = build_physics({"kind": "blur", "noise_sigma": 0.01}, (16, 16))
+    y = blur(images(1))
+    with pytest.raises(ValueError, match="schedule='fixed'"):
+        PnPHVAE(hvae, schedule="anneal").reconstruct(y, blur, x_init=y)
 
 
 # -- the denoiser in deepinv's PnP -----------------------------------------------------------

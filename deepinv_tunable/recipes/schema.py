@@ -193,17 +193,23 @@ class TunableLDMConfig(_TunedSolverConfig):
 class PnPHVAEParams(_Strict):
     """PnP-HVAE with a shipped hierarchical VAE (or a ``save_pretrained`` folder); ``tau``
     ``"auto"`` is chosen from the measurements (:mod:`deepinv_tunable.autotune`), ``"noise"``
-    follows the noise level (:func:`~deepinv_tunable.priors.tau_for_sigma`)."""
+    follows the noise level (:func:`~deepinv_tunable.priors.tau_for_sigma`). ``schedule``: the
+    fixed-point iteration, DPIR's annealed continuation, or ``"auto"`` (annealed for CT and
+    blur when ``tau`` is ``"auto"``; :func:`~deepinv_tunable.solvers.pnp_hvae.resolve_schedule`),
+    ``anneal_iter`` and ``anneal_sigma`` the annealed schedule's iterations and final level."""
 
     model: str = "hvae_mri64"
     tau: float | Literal["auto", "noise"] = "auto"
     gamma: float | None = Field(None, gt=0)
     max_iter: int = Field(100, ge=1)
     tol: float = Field(1e-4, ge=0)
+    schedule: Literal["auto", "fixed", "anneal"] = "auto"
+    anneal_iter: int = Field(8, ge=2)
+    anneal_sigma: Annotated[float, Field(gt=0)] | Literal["noise", "auto"] = "noise"
 
 
 class PnPHVAEConfig(_TunedSolverConfig):
-    TUNABLE: ClassVar[tuple[str, ...]] = ("tau", "gamma")
+    TUNABLE: ClassVar[tuple[str, ...]] = ("tau", "gamma", "anneal_sigma")
     name: Literal["pnp_hvae"]
     params: PnPHVAEParams = PnPHVAEParams()
 

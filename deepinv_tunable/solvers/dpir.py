@@ -8,7 +8,7 @@ geometrically from :math:`\sigma_1 = 49/255` to the target :math:`\sigma`, as in
 .. math::
 
     \sigma_k = \sigma_1 (\sigma / \sigma_1)^{k / (K - 1)},\qquad
-    x_{k+1} = \operatorname{prox}_{\gamma_k f}(D_{\sigma_k}(x_k)),\qquad
+    x_{k+1} = D_{\sigma_k}\big(\operatorname{prox}_{\gamma_k f}(x_k)\big),\qquad
     \gamma_k = \frac{1}{0.23} \Big(\frac{\sigma_k}{\max(\sigma, 0.01)}\Big)^2,
 
 run by deepinv's own HQS iterator (:class:`~deepinv.optim.BaseOptim`), so the data step is the
