@@ -209,6 +209,18 @@ def test_pnp_hvae_annealed_schedule_is_dpirs_recursion_with_a_halving_prior():
     assert out.parameters == pytest.approx({"anneal_sigma": 0.02, "tau_final": 1.0}) and not out.choices
 
 
+def test_real_image_denoiser_denoises_the_real_channel_of_mri_images_and_zeroes_the_imaginary():
+    from deepinv_tunable.solvers.pnp_hvae import RealImageDenoiser
+
+    halving = HVAEDenoiser(HalvingPrior(width=4, groups_per_scale=(1,)), sigma_range=(0, 1))
+    mri = build_physics({"kind": "mri", "acceleration": 2}, (16, 16))
+    x = images(2)
+    z = torch.cat([x, 1 + x], 1)  # a non-zero imaginary channel
+    torch.testing.assert_close(RealImageDenoiser(halving, mri)(z, 0.05), torch.cat([x / 2, 0 * x], 1))
+    blur = build_physics({"kind": "blur"}, (16, 16))
+    torch.testing.assert_close(RealImageDenoiser(halving, blur)(x, 0.05), x / 2)
+
+
 def test_pnp_hvae_auto_schedule_anneals_blur_at_the_noise_std_and_keeps_the_fixed_point_for_mri(hvae):
     from deepinv_tunable.solvers import DPIR
 

@@ -97,6 +97,27 @@ def resolve_schedule(schedule: str, tau, physics: dinv.physics.Physics) -> str:
     return "anneal" if auto_requested(tau) and default_rule(physics) == "discrepancy" else "fixed"
 
 
+class RealImageDenoiser(dinv.models.Denoiser):
+    r"""``denoiser`` on the real image of ``physics``' domain, returned in that domain:
+    :math:`x \mapsto E(D_\sigma(E^* x))` with :math:`E` :func:`~deepinv_tunable.physics.to_physics_domain`
+    (for 2-channel MRI the real channel is denoised and the imaginary one set to zero, the prior
+    "the image is real" that :meth:`PnPHVAE.denoise` also applies; other physics: ``denoiser`` itself).
+    On 4x MRI of two training subjects the annealed HVAE reaches the same PSNR this way as when it
+    denoises both channels (within 0.01 dB) at half the network evaluations.
+
+    :param deepinv.models.Denoiser denoiser: a denoiser of real single-channel images.
+    :param deepinv.physics.Physics physics: the physics whose image domain ``x`` lives in.
+    """
+
+    def __init__(self, denoiser: dinv.models.Denoiser, physics: dinv.physics.Physics):
+        super().__init__()
+        self.denoiser, self.physics = denoiser, physics
+
+    def forward(self, x: torch.Tensor, sigma=None, **kwargs) -> torch.Tensor:
+        real = physics_domain_adjoint(x, self.physics)
+        return to_physics_domain(self.denoiser(real, sigma), self.physics)
+
+
 class PnPHVAE(TunableReconstructor):
     r"""PnP-HVAE reconstruction with a hierarchical VAE prior.
 
@@ -338,8 +359,11 @@ class PnPHVAE(TunableReconstructor):
         """The annealed schedule: the package's :class:`DPIR` with the HVAE at ``anneal_tau_map(sigma_k)``."""
         # the map is measured up to 0.12 and constant (0.6) above; DPIR starts at 49/255, so a
         # level beyond that start is a final level outside what was measured, and warns
-        denoiser = HVAEDenoiser(
-            self.hvae, tau_map=self.anneal_tau_map, pad=self.pad, sigma_range=(0.0, DPIR_SIGMA_START + 1e-6)
+        denoiser = RealImageDenoiser(
+            HVAEDenoiser(
+                self.hvae, tau_map=self.anneal_tau_map, pad=self.pad, sigma_range=(0.0, DPIR_SIGMA_START + 1e-6)
+            ),
+            physics,
         )
         final = resolve_sigma(y, physics)[0] if self.anneal_sigma == "noise" else self.anneal_sigma
         dpir = DPIR(denoiser, sigma=final, max_iter=self.anneal_iter, tune_rule=self.tune_rule, seed=self.seed)
