@@ -16,6 +16,7 @@ from deepinv_tunable.physics import build_physics
 from deepinv_tunable.priors import HVAEDenoiser, corpus_tau_for_sigma, tau_for_sigma
 from deepinv_tunable.solvers import PnPHVAE
 from deepinv_tunable.solvers.dpir import dpir_schedule
+from deepinv_tunable.solvers.pnp_hvae import MIN_SIGMA
 from deepinv_tunable.training.hvae import HVAEModule
 
 
@@ -231,6 +232,10 @@ def test_pnp_hvae_auto_schedule_anneals_blur_at_the_noise_std_and_keeps_the_fixe
     # the same solve as the package's DPIR with the HVAE at the corpus temperature map
     same = DPIR(HVAEDenoiser(hvae, tau_map=corpus_tau_for_sigma, sigma_range=(0, 1)), sigma=0.03, max_iter=8)
     torch.testing.assert_close(out.x, same(y, blur))
+    # noiseless data end at the fixed point's noise floor, not at an impossible level 0
+    noiseless = build_physics({"kind": "blur", "blur_sigma": 1.0, "noise_sigma": 0.0}, (16, 16))
+    flat = noiseless(torch.full((1, 1, 16, 16), 0.5))
+    assert PnPHVAE(hvae).reconstruct(flat, noiseless).parameters["anneal_sigma"] == pytest.approx(MIN_SIGMA)
     # a given temperature asks for the fixed point; so does MRI
     assert PnPHVAE(hvae, tau=0.8, max_iter=2).reconstruct(y, blur).extras["schedule"] == "fixed"
     mri = build_physics({"kind": "mri", "acceleration": 2, "noise_sigma": 0.01, "seed": 0}, (32, 32))
