@@ -260,6 +260,21 @@ def test_hvae_module_starts_from_shipped_weights_with_a_learning_rate_ramp(tmp_p
         HVAEModule(hvae={"width": 16}, init=str(tmp_path / "start"))
 
 
+def test_hvae_module_fine_tunes_a_saved_model_at_another_decoder_std(tmp_path):
+    """gamma weights the ELBO's distortion but no weight depends on it: a run may change it, and
+    the loss's distortion term scales by exactly (old / new)^2 on the same weights."""
+    from deepinv_tunable.nets import HVAE
+    from deepinv_tunable.training.hvae import HVAEModule
+
+    start = HVAE(width=8, z_channels=2, groups_per_scale=(1, 1), image_size=(16, 16), gamma=0.02)
+    start.save_pretrained(tmp_path / "start")
+    module = HVAEModule(hvae={"width": 8, "gamma": 0.01}, init=str(tmp_path / "start"))
+    assert module.hvae.gamma == 0.01 and module.hvae.config["gamma"] == 0.01
+    for a, b in zip(module.hvae.state_dict().values(), start.state_dict().values(), strict=True):
+        assert torch.equal(a, b)
+    assert start.gamma == 0.02  # the saved model is not modified
+
+
 def test_tunable_vae_module_starts_from_saved_weights_with_a_learning_rate_ramp(tmp_path):
     from deepinv_tunable.nets import TunableVAE
     from deepinv_tunable.training.vae import TunableVAEModule

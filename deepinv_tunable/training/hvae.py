@@ -46,8 +46,9 @@ class HVAEModule(L.LightningModule):
     :param Sequence[float] val_taus: temperatures at which held-out denoising PSNR is logged.
     :param float val_sigma: noise std of that validation denoising. Default 0.03.
     :param str init: shipped checkpoint (or ``save_pretrained`` folder) to start from; its
-        configuration must equal ``hvae`` wherever ``hvae`` sets a key. Default ``None`` (random
-        weights).
+        configuration must equal ``hvae`` wherever ``hvae`` sets a key, except ``gamma``, which no
+        weight depends on (a run may fine-tune a released model at another decoder std). Default
+        ``None`` (random weights).
     :param int warmup_steps: linear learning-rate warm-up from 0 over this many updates. Default 0.
     """
 
@@ -66,7 +67,9 @@ class HVAEModule(L.LightningModule):
     ):
         super().__init__()
         self.save_hyperparameters()
-        self.hvae = HVAE(**(hvae or {})) if init is None else load_initial_weights(init, HVAE, hvae, "hvae")
+        self.hvae = (
+            HVAE(**(hvae or {})) if init is None else load_initial_weights(init, HVAE, hvae, "hvae", free=("gamma",))
+        )
         self.skipped_updates = 0
         self.accepted_updates = 0
         self.norm_average = 0.0

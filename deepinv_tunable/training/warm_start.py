@@ -21,14 +21,23 @@ def _comparable(value: Any) -> Any:
     return list(value) if isinstance(value, tuple) else value
 
 
-def load_initial_weights(init: str, expected: type[torch.nn.Module], settings: dict | None, what: str):
+def load_initial_weights(
+    init: str,
+    expected: type[torch.nn.Module],
+    settings: dict | None,
+    what: str,
+    free: tuple[str, ...] = (),
+):
     """The model saved at ``init`` (a shipped name or a ``save_pretrained`` folder), in training mode.
 
     :param str init: shipped checkpoint name or folder.
     :param type expected: the network class the module trains.
     :param dict settings: the recipe's network keyword arguments; each key it sets must equal the
-        saved configuration's (the saved weights fix the architecture).
+        saved configuration's (the saved weights fix the architecture), except the keys in ``free``.
     :param str what: the recipe key of those settings, for error messages (e.g. ``"hvae"``).
+    :param tuple free: settings no weight depends on (the HVAE's decoder std ``gamma``): the
+        recipe's value replaces the saved one, in the model's attribute and its configuration, so
+        fine-tuning can change them. Default none.
     :raises ValueError: ``init`` holds another class, or a setting differs from the saved one.
     """
     from .. import pretrained
@@ -36,6 +45,10 @@ def load_initial_weights(init: str, expected: type[torch.nn.Module], settings: d
     model = pretrained.load(init).train()
     if not isinstance(model, expected):
         raise ValueError(f"init '{init}' holds a {type(model).__name__}, not a {expected.__name__}")
+    for key in free:
+        if settings and key in settings:
+            setattr(model, key, settings[key])
+            model.config[key] = settings[key]
     differ = {
         k: (v, model.config.get(k))
         for k, v in (settings or {}).items()
