@@ -28,7 +28,7 @@ Methods (registry of ``common.py``, extended here):
   slices); ``pnp_hvae fixed`` / ``pnp_hvae annealed``: one schedule on every task;
   ``pnp_hvae template``: the earlier template-only HVAE (fixed point);
 * ``latent_map_tv``: :class:`~deepinv_tunable.solvers.LatentMAPTV` with ``tunable_vae_f4_mri128``
-  (template-trained), ``(lambda, beta)`` picked on the reference slices (``beta = 0`` is TV);
+  (corpus-trained), ``(lambda, beta)`` picked on the reference slices (``beta = 0`` is TV);
 * ``latent_map flow``: :class:`~deepinv_tunable.solvers.LatentMAP` (gamma 0, 100 steps) with the
   shipped ``ordered_flow_mri128``, ``k`` chosen per evaluation slice from its measurements alone
   (:class:`~deepinv_tunable.selection.AutoK`, default rule; no reference slices);
