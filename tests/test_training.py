@@ -297,6 +297,7 @@ def test_tunable_vae_module_starts_from_saved_weights_with_a_learning_rate_ramp(
     "name",
     [
         "train_hvae_corpus",
+        "train_hvae_corpus_gamma01",
         "train_tunable_vae_corpus",
         "train_tunable_vae_f4_corpus",
         "train_tunable_vae_corpus_continue",
