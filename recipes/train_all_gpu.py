@@ -22,10 +22,15 @@ import argparse
 import time
 from pathlib import Path
 
+import torch
+
+from deepinv_tunable.recipes.schema import read_recipe_file
 from deepinv_tunable.training.presets import PRESETS
 from deepinv_tunable.training.run import load_train_recipe, train
 
 RECIPES = Path(__file__).parent
+#: data settings of the ``gpu`` preset that replace the recipes' CPU-sized ones
+GPU_DATA_KEYS = ("batch_size", "samples_per_epoch", "num_workers")
 #: (key, recipe, minutes); budgets sum to about 10 minutes on an H200
 PLAN = [
     ("hvae", "train_hvae_corpus.yaml", 2.0),
@@ -41,41 +46,79 @@ PLAN = [
 ]
 
 
-def main() -> int:
+def recipe_overrides(
+    key: str, name: str, minutes: float, out: Path, args: argparse.Namespace, made: dict[str, Path]
+) -> dict:
+    """What this script changes in recipe ``name`` (PLAN key ``key``): the gpu preset with its
+    batch, epoch and width, the time budget, the output folder and the models ``made`` before."""
+    overrides = {
+        "preset": "gpu",
+        "output": str(out / Path(name).stem),
+        "trainer": {"max_time_minutes": minutes},
+    }
+    if args.smoke:
+        overrides = {
+            "output": overrides["output"],
+            "trainer": {"max_steps": 2, "max_time_minutes": None},
+            "data": {"samples_per_epoch": 8, "batch_size": 4, "val_slices": 2, "num_workers": 0},
+        }
+    if not args.smoke:
+        # a recipe's CPU-sized batch and epoch would otherwise override the gpu preset's
+        gpu_data = PRESETS[read_recipe_file(RECIPES / name, "training recipe")["model"]]["gpu"]["data"]
+        overrides["data"] = {k: gpu_data[k] for k in GPU_DATA_KEYS if k in gpu_data}
+    if args.no_geometric_augmentation:
+        overrides.setdefault("data", {})["geometric_augment"] = False
+    if args.workers is not None:
+        overrides.setdefault("data", {})["num_workers"] = args.workers
+    if key == "hvae" and not args.smoke:  # the CPU recipe's width would override the gpu preset's
+        overrides["module"] = dict(PRESETS["hvae"]["gpu"]["module"])
+    # the latent models build on the VAE (and UNet) trained in this run, when there is one
+    if key == "ldm" and "train_tunable_vae_corpus" in made:
+        overrides["module"] = {"vae": str(made["train_tunable_vae_corpus"])}
+    if key == "severity" and {"train_tunable_vae_corpus", "train_tunable_ldm_corpus"} <= set(made):
+        overrides["module"] = {
+            "vae": str(made["train_tunable_vae_corpus"]),
+            "unet": str(made["train_tunable_ldm_corpus"]),
+        }
+    return overrides
+
+
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", required=True, help="folder for the runs (one sub-folder per recipe)")
     parser.add_argument("--only", nargs="+", choices=sorted({k for k, _, _ in PLAN}), default=None)
     parser.add_argument("--scale", type=float, default=1.0, help="multiply every time budget by this")
     parser.add_argument(
+        "--minutes",
+        type=float,
+        default=None,
+        help="training minutes in all, shared as the budgets are (overrides --scale)",
+    )
+    parser.add_argument(
+        "--no-geometric-augmentation",
+        action="store_true",
+        help="skip torchio's rotations, scalings and elastic deformations (they need SimpleITK)",
+    )
+    parser.add_argument("--workers", type=int, default=None, help="data-loader workers (default: the preset's)")
+    parser.add_argument(
         "--smoke", action="store_true", help="CPU check of the whole chain: cpu-small preset, 2 steps per model"
     )
-    args = parser.parse_args()
+    return parser
+
+
+def main() -> int:
+    args = build_parser().parse_args()
     out = Path(args.out)
+    if args.minutes is not None:
+        planned = sum(m for k, _, m in PLAN if not args.only or k in args.only)
+        args.scale = args.minutes / planned
+    torch.backends.cudnn.benchmark = True  # fixed patch sizes: let cuDNN pick its fastest kernels
+    torch.set_float32_matmul_precision("high")
     made: dict[str, Path] = {}
     for key, name, minutes in PLAN:
         if args.only and key not in args.only:
             continue
-        overrides = {
-            "preset": "gpu",
-            "output": str(out / Path(name).stem),
-            "trainer": {"max_time_minutes": minutes * args.scale},
-        }
-        if args.smoke:
-            overrides = {
-                "output": overrides["output"],
-                "trainer": {"max_steps": 2, "max_time_minutes": None},
-                "data": {"samples_per_epoch": 8, "batch_size": 4, "val_slices": 2, "num_workers": 0},
-            }
-        if key == "hvae" and not args.smoke:  # the CPU recipe's width would override the gpu preset's
-            overrides["module"] = dict(PRESETS["hvae"]["gpu"]["module"])
-        # the latent models build on the VAE (and UNet) trained in this run, when there is one
-        if key == "ldm" and "train_tunable_vae_corpus" in made:
-            overrides["module"] = {"vae": str(made["train_tunable_vae_corpus"])}
-        if key == "severity" and {"train_tunable_vae_corpus", "train_tunable_ldm_corpus"} <= set(made):
-            overrides["module"] = {
-                "vae": str(made["train_tunable_vae_corpus"]),
-                "unet": str(made["train_tunable_ldm_corpus"]),
-            }
+        overrides = recipe_overrides(key, name, minutes * args.scale, out, args, made)
         start = time.perf_counter()
         result = train(load_train_recipe(RECIPES / name, overrides), progress=False)
         made[Path(name).stem] = result.model_dir

@@ -29,6 +29,11 @@ class SliceDataConfig(BaseModel):
     holdout: tuple[int, int] = Field((100, 140), description="[start, stop) slice slab kept out of training")
     min_foreground: float = Field(0.05, ge=0, description="skip slices whose mean intensity is below this")
     augment: bool = True
+    geometric_augment: bool = Field(
+        True,
+        description="with augment: also rotate, scale and elastically deform (torchio resamples these with "
+        "SimpleITK; off leaves flips, bias field and gamma)",
+    )
     batch_size: int = Field(8, ge=1)
     num_workers: int = Field(0, ge=0)
     samples_per_epoch: int = Field(512, ge=1)
@@ -133,14 +138,17 @@ def load_slices(cfg: SliceDataConfig) -> tuple[torch.Tensor, torch.Tensor, list[
     return slices[train_idx], slices[held_idx], train_idx, held_idx
 
 
-def default_augmentation() -> tio.Compose:
+def default_augmentation(geometric: bool = True) -> tio.Compose:
     """Geometry and contrast changes that make a prior learned from a template fit individual
-    subjects: small rotations and scalings, elastic deformation, left-right flips, a smooth bias
-    field and a gamma change of contrast."""
+    subjects: small rotations and scalings, elastic deformation (``geometric``, default on),
+    left-right flips, a smooth bias field and a gamma change of contrast."""
+    spatial = [
+        tio.RandomAffine(scales=(0.9, 1.1), degrees=(0, 0, 8), translation=(4, 4, 0), p=0.8),
+        tio.RandomElasticDeformation(num_control_points=7, max_displacement=(6, 6, 0), p=0.3),
+    ]
     return tio.Compose(
-        [
-            tio.RandomAffine(scales=(0.9, 1.1), degrees=(0, 0, 8), translation=(4, 4, 0), p=0.8),
-            tio.RandomElasticDeformation(num_control_points=7, max_displacement=(6, 6, 0), p=0.3),
+        (spatial if geometric else [])
+        + [
             tio.RandomFlip(axes=(0,), p=0.5),
             tio.RandomBiasField(coefficients=0.3, p=0.5),
             tio.RandomGamma(log_gamma=0.3, p=0.5),
@@ -226,7 +234,7 @@ class SliceDataModule(L.LightningDataModule):
         return torch.stack([_crop_or_pad(x, p, p) for x in self.train_slices])
 
     def train_dataloader(self) -> DataLoader:
-        transform = default_augmentation() if self.cfg.augment else None
+        transform = default_augmentation(self.cfg.geometric_augment) if self.cfg.augment else None
         data = AugmentedSlices(
             self.train_slices,
             self.cfg.samples_per_epoch,

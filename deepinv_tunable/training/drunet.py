@@ -24,6 +24,7 @@ import torch
 
 from ..metrics import METRICS
 from ..nets.drunet import ConditionalDRUNet
+from .ema import WarmupEMA
 
 #: noise stds (images in [0, 1]) at which validation PSNR is logged
 VALIDATION_SIGMAS = (0.01, 0.05, 0.2)
@@ -84,7 +85,7 @@ class ConditionalDenoiserModule(L.LightningModule):
         return torch.optim.Adam(self.net.parameters(), lr=self.hparams.lr)
 
     def configure_callbacks(self):
-        return [L.pytorch.callbacks.EMAWeightAveraging(decay=self.hparams.ema_decay)]
+        return [WarmupEMA(self.hparams.ema_decay)]
 
     def export(self, model_dir, datamodule) -> None:
         """``save_pretrained`` the (EMA-averaged) network."""

@@ -29,6 +29,7 @@ import torch
 
 from ..metrics import METRICS
 from ..nets.hvae import HVAE
+from .ema import WarmupEMA
 from .warm_start import load_initial_weights, with_warmup
 
 
@@ -127,7 +128,7 @@ class HVAEModule(L.LightningModule):
         return with_warmup(torch.optim.Adamax(self.hvae.parameters(), lr=self.hparams.lr), self.hparams.warmup_steps)
 
     def configure_callbacks(self) -> list[L.Callback]:
-        return [L.pytorch.callbacks.EMAWeightAveraging(decay=self.hparams.ema_decay)]
+        return [WarmupEMA(self.hparams.ema_decay)]
 
     def export(self, model_dir, datamodule) -> None:
         """``save_pretrained`` the (EMA-averaged) HVAE."""

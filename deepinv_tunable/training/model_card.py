@@ -48,6 +48,14 @@ def plot_loss_curve(rows: list[dict[str, float]], path: Path) -> Path | None:
     return path
 
 
+def describe_augmentation(data_cfg) -> str:
+    """The torchio augmentation a run used, as the data config sets it."""
+    if not data_cfg.augment:
+        return "none"
+    geometric = "affine, elastic, " if data_cfg.geometric_augment else ""
+    return f"torchio ({geometric}flip, bias field, gamma)"
+
+
 def describe_data(data_cfg) -> str:
     """One line on the training data: the corpus (manifest hash, weights, validation subjects)
     or a volume's slices with its held-out slab."""
@@ -89,7 +97,7 @@ def write_model_card(
         "## Training",
         f"- model: `{recipe.model}`, preset `{recipe.preset}`, {steps} optimiser steps",
         f"- data: {describe_data(data_cfg)}"
-        f"; augmentation: {'torchio (affine, elastic, flip, bias field, gamma)' if data_cfg.augment else 'none'}"
+        f"; augmentation: {describe_augmentation(data_cfg)}"
         + (
             f"; trained on random {data_cfg.patch_size}x{data_cfg.patch_size} patches, validated on whole slices"
             if data_cfg.patch_size
