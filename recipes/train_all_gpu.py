@@ -62,7 +62,7 @@ def recipe_overrides(
             "trainer": {"max_steps": 2, "max_time_minutes": None},
             "data": {"samples_per_epoch": 8, "batch_size": 4, "val_slices": 2, "num_workers": 0},
         }
-    if not args.smoke:
+    else:
         # a recipe's CPU-sized batch and epoch would otherwise override the gpu preset's
         gpu_data = PRESETS[read_recipe_file(RECIPES / name, "training recipe")["model"]]["gpu"]["data"]
         overrides["data"] = {k: gpu_data[k] for k in GPU_DATA_KEYS if k in gpu_data}

@@ -56,7 +56,8 @@ def main() -> None:
     rate("data loader alone", batch * args.batches, time.perf_counter() - start)
 
     module = HVAEModule(**preset["module"]).to(device)
-    optimizer = torch.optim.Adamax(module.hvae.parameters(), lr=1e-4)
+    configured = module.configure_optimizers()  # the module's own optimizer, with or without its ramp
+    optimizer = configured["optimizer"] if isinstance(configured, dict) else configured
     dtype = torch.bfloat16 if device == "cuda" else torch.float32
     fixed = batches[0].to(device)
 
@@ -65,7 +66,7 @@ def main() -> None:
             loss, _ = module.loss(x)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(module.hvae.parameters(), 100.0)
+        torch.nn.utils.clip_grad_norm_(module.hvae.parameters(), module.hparams.grad_clip)
         optimizer.step()
 
     for _ in range(3):
