@@ -106,6 +106,72 @@ def test_elbo_terms(hvae):
     assert bool((terms.log_likelihood <= bound).all())
 
 
+def test_denoising_elbo_scores_the_target_and_encodes_the_input(hvae):
+    clean = images(2)
+    noisy = clean + 0.05 * torch.randn(clean.shape, generator=torch.Generator().manual_seed(1))
+    kept = noisy.clone()
+
+    def terms(target):
+        return hvae.elbo(noisy, generator=torch.Generator().manual_seed(3), target=target)
+
+    plain, scored = terms(None), terms(clean)
+    # the encoder saw the same input with the same draws: the KL cannot depend on the target
+    torch.testing.assert_close(scored.kl, plain.kl)
+    # the mean mu is shared, so shifting the target by +-c gives a second difference of -d c^2 / gamma^2
+    c, d = 0.1, clean[0].numel()
+    second = terms(clean + c).log_likelihood + terms(clean - c).log_likelihood - 2 * scored.log_likelihood
+    torch.testing.assert_close(second, torch.full((2,), -d * c**2 / 0.05**2), rtol=1e-4, atol=1e-2)
+    assert bool((scored.log_likelihood != plain.log_likelihood).all())
+    torch.testing.assert_close(noisy, kept, rtol=0, atol=0)
+    with pytest.raises(ValueError, match="target has shape"):
+        hvae.elbo(noisy, target=clean[:1])
+
+
+def test_denoising_criterion_draws_a_noise_std_per_image_up_to_the_bound():
+    module = HVAEModule(hvae={"width": 8, "z_channels": 2, "groups_per_scale": [1, 1]}, input_noise=0.2)
+    x = torch.full((400, 1, 32, 32), 0.5)
+    torch.manual_seed(0)
+    stds = (module.corrupt(x) - x).flatten(1).std(1)
+    assert float(stds.max()) < 0.2 * 1.1 and float(stds.min()) < 0.02
+    assert abs(float(stds.mean()) - 0.1) < 0.01  # U(0, 0.2) has mean 0.1
+    assert bool((x == 0.5).all())
+    plain = HVAEModule(hvae={"width": 8, "z_channels": 2, "groups_per_scale": [1, 1]})
+    assert plain.corrupt(x) is x
+    for bad in (-0.1, float("nan")):
+        with pytest.raises(ValueError, match="input_noise must be"):
+            HVAEModule(hvae={"width": 8, "z_channels": 2, "groups_per_scale": [1, 1]}, input_noise=bad)
+
+
+def test_grown_copy_reconstructs_as_the_original_and_its_new_groups_cost_no_rate(hvae):
+    big = hvae.grown((1, 2, 3))
+    assert big.groups_per_scale == [1, 2, 3] and big.config["groups_per_scale"] == [1, 2, 3]
+    assert big.n_groups == 6 and big.gamma == hvae.gamma and not big.training
+    x = images(2)
+    for tau in (1.0, 0.7):
+        torch.testing.assert_close(big.reconstruct(x, tau), hvae.reconstruct(x, tau), rtol=0, atol=1e-6)
+    with torch.no_grad():
+        kls = big.elbo(x, generator=torch.Generator().manual_seed(0)).kl_per_group
+    # coarse to fine: groups 0, 1, 3 are the original's, 2, 4, 5 are new (N(0, I) on both sides)
+    assert [float(kl.abs().max()) == 0.0 for kl in kls] == [False, False, True, False, True, True]
+    # the original's weights are untouched and the copy does not share them
+    before = hvae.groups[2].res.convs[0].weight.detach().clone()
+    with torch.no_grad():
+        big.groups[3].res.convs[0].weight.add_(1.0)
+    torch.testing.assert_close(hvae.groups[2].res.convs[0].weight, before)
+    for bad in ((1, 1), (1, 1, 0), (2, 2, 1, 1)):
+        with pytest.raises(ValueError, match="cannot grow"):
+            hvae.grown(bad)
+
+
+def test_training_module_grows_its_initial_weights(tmp_path):
+    torch.manual_seed(0)
+    HVAE(width=8, z_channels=2, groups_per_scale=(1, 1), gamma=0.1).save_pretrained(tmp_path / "small")
+    module = HVAEModule(hvae={"groups_per_scale": [1, 2], "gamma": 0.05}, init=str(tmp_path / "small"))
+    assert module.hvae.groups_per_scale == [1, 2] and module.hvae.gamma == 0.05
+    with pytest.raises(ValueError, match="width=16 vs 8"):
+        HVAEModule(hvae={"groups_per_scale": [1, 2], "width": 16}, init=str(tmp_path / "small"))
+
+
 def test_save_and_load_round_trip(hvae, tmp_path):
     hvae.save_pretrained(tmp_path / "m")
     loaded = HVAE.from_pretrained(tmp_path / "m")

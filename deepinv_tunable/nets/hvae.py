@@ -274,17 +274,28 @@ class HVAE(PretrainedMixin, nn.Module):
         return self.out_conv(F.gelu(h)), kls, zs
 
     # -- public API ----------------------------------------------------------------------
-    def elbo(self, x: torch.Tensor, generator: torch.Generator | None = None) -> ELBO:
+    def elbo(
+        self, x: torch.Tensor, generator: torch.Generator | None = None, target: torch.Tensor | None = None
+    ) -> ELBO:
         r"""One-sample ELBO :math:`\log \mathcal{N}(x; \mu_\theta(z), \gamma^2 I) - \sum_l
         \mathrm{KL}(q(z_l|\cdot) \| p(z_l|\cdot))`, per image, in nats (the size must be a
-        multiple of the stride)."""
+        multiple of the stride).
+
+        ``target`` (default ``x``) is the image the likelihood scores while the encoder sees ``x``:
+        with ``x`` a corrupted copy of ``target`` this is the denoising criterion of
+        :footcite:t:`im2017denoising` (:math:`z \sim q(z|\tilde x)`, likelihood of the clean image).
+        """
         x, _ = self._check(x, pad=False)
+        if target is None:
+            target = x
+        elif target.shape != x.shape:
+            raise ValueError(f"target has shape {tuple(target.shape)}; expected the input's {tuple(x.shape)}")
         acts = self._bottom_up(x)
         mean, kls, _ = self._top_down(
             acts, acts[0].shape, "sample", [1.0] * self.n_groups, generator, x.device, x.dtype
         )
         d = x[0].numel()
-        log_lik = -0.5 * (x - mean).pow(2).flatten(1).sum(1) / self.gamma**2 - 0.5 * d * math.log(
+        log_lik = -0.5 * (target - mean).pow(2).flatten(1).sum(1) / self.gamma**2 - 0.5 * d * math.log(
             2 * math.pi * self.gamma**2
         )
         per_group = [kl.flatten(1).sum(1) for kl in kls]
@@ -315,6 +326,57 @@ class HVAE(PretrainedMixin, nn.Module):
         mode = "tempered_sample" if sample else "tempered"
         mean, _, _ = self._top_down(acts, acts[0].shape, mode, taus, generator, xp.device, xp.dtype)
         return mean[..., :h, :w]
+
+    def grown(self, groups_per_scale: Sequence[int], proj_scale: float = 0.1) -> HVAE:
+        r"""A copy with more latent groups per scale that computes the same reconstructions.
+
+        Each existing group keeps its weights and its order within its scale; each new group is
+        appended after them and starts as the identity: its prior and posterior heads output
+        :math:`\mathcal{N}(0, I)` (so its KL is 0 and its tempered code is 0), its residual block
+        is the identity, and its latent projection is ``proj_scale`` times a default initialisation
+        (small but not zero, so a sampled code carries a gradient to the posterior). Training from
+        the copy adds capacity where the new groups sit (function-preserving growth, as in
+        Net2Net) instead of starting a larger model from random weights.
+
+        :param Sequence[int] groups_per_scale: the new groups per scale, coarse to fine; as many
+            scales as this model, none with fewer groups.
+        :param float proj_scale: scale of the new groups' latent projections. Default 0.1.
+        :raises ValueError: another number of scales, or fewer groups at some scale.
+
+        >>> small = HVAE(width=8, groups_per_scale=(1, 1)).eval()
+        >>> big = small.grown((1, 2)).eval()
+        >>> x = torch.rand(1, 1, 8, 8)
+        >>> big.n_groups, bool(torch.allclose(big.reconstruct(x, 0.9), small.reconstruct(x, 0.9)))
+        (3, True)
+        """
+        new = [int(n) for n in groups_per_scale]
+        old = self.groups_per_scale
+        if len(new) != len(old) or any(n < o for n, o in zip(new, old)):
+            raise ValueError(
+                f"groups_per_scale {new} cannot grow this HVAE's {old}: same number of scales, "
+                "at least as many groups at each"
+            )
+        model = HVAE(**{**self.config, "groups_per_scale": new}).to(self.in_conv.weight.device)
+        for name in ("in_conv", "bottom_up", "out_conv"):
+            getattr(model, name).load_state_dict(getattr(self, name).state_dict())
+        source = iter(self.groups)
+        start = 0
+        for n_old, n_new in zip(old, new):
+            for j in range(start, start + n_new):
+                group = model.groups[j]
+                if j < start + n_old:
+                    group.load_state_dict(next(source).state_dict())
+                    continue
+                with torch.no_grad():
+                    for block in (group.posterior, group.res):
+                        block.convs[-1].weight.zero_()
+                        block.convs[-1].bias.zero_()
+                    group.z_proj.weight.mul_(proj_scale)
+                    group.z_proj.bias.zero_()
+            start += n_new
+        model.gamma = self.gamma
+        model.train(self.training)
+        return model
 
     def encode_tempered(
         self, x: torch.Tensor, tau: float | Sequence[float] = 1.0, pad: bool = True

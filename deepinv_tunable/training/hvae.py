@@ -14,6 +14,12 @@ clipped to ``grad_clip``. The threshold is relative: ``skip_factor`` times a run
 accepted gradient norms (after ``skip_warmup`` updates), because the norm's scale changes by
 orders of magnitude between the start of training and convergence.
 
+``input_noise`` > 0 trains with the denoising criterion (:footcite:t:`im2017denoising`): the
+encoder sees :math:`\tilde x = x + \sigma n`, :math:`\sigma \sim U(0, \text{input\_noise})` per
+image, and the likelihood scores the clean :math:`x`. PnP-HVAE encodes noisy iterates, never clean
+images, so this trains the encoder for the inputs it meets at inference; the prior and the decoder
+are still fitted by the same ELBO terms.
+
 ``init`` starts from shipped weights (e.g. ``hvae_mri64``) and ``warmup_steps`` ramps the learning
 rate up from zero (:mod:`~deepinv_tunable.training.warm_start`): a run whose Lightning checkpoint
 was lost continues from the last release instead of from random weights.
@@ -48,9 +54,13 @@ class HVAEModule(L.LightningModule):
     :param float val_sigma: noise std of that validation denoising. Default 0.03.
     :param str init: shipped checkpoint (or ``save_pretrained`` folder) to start from; its
         configuration must equal ``hvae`` wherever ``hvae`` sets a key, except ``gamma``, which no
-        weight depends on (a run may fine-tune a released model at another decoder std). Default
-        ``None`` (random weights).
+        weight depends on (a run may fine-tune a released model at another decoder std), and
+        ``groups_per_scale``, which may ask for more groups per scale (the start is then the
+        function-preserving :meth:`~deepinv_tunable.nets.HVAE.grown` copy). Default ``None``
+        (random weights).
     :param int warmup_steps: linear learning-rate warm-up from 0 over this many updates. Default 0.
+    :param float input_noise: largest noise std added to the encoder's input in training (the
+        denoising criterion above); 0 trains the plain ELBO. Default 0.
     """
 
     def __init__(
@@ -65,19 +75,34 @@ class HVAEModule(L.LightningModule):
         val_sigma: float = 0.03,
         init: str | None = None,
         warmup_steps: int = 0,
+        input_noise: float = 0.0,
     ):
         super().__init__()
+        if not (math.isfinite(input_noise) and input_noise >= 0):
+            raise ValueError(f"input_noise must be a finite std >= 0; got {input_noise!r}")
         self.save_hyperparameters()
-        self.hvae = (
-            HVAE(**(hvae or {})) if init is None else load_initial_weights(init, HVAE, hvae, "hvae", free=("gamma",))
-        )
+        self.hvae = HVAE(**(hvae or {})) if init is None else self._initial_hvae(init, hvae)
         self.skipped_updates = 0
         self.accepted_updates = 0
         self.norm_average = 0.0
 
-    def loss(self, x: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """The per-pixel loss of the module docstring and its parts (for logging)."""
-        terms = self.hvae.elbo(x)
+    @staticmethod
+    def _initial_hvae(init: str, hvae: dict | None) -> HVAE:
+        """The weights at ``init``; where ``hvae`` asks for more groups per scale than they have,
+        grown to that (:meth:`~deepinv_tunable.nets.HVAE.grown`)."""
+        settings = dict(hvae or {})
+        groups = settings.pop("groups_per_scale", None)
+        model = load_initial_weights(init, HVAE, settings, "hvae", free=("gamma",))
+        if groups is not None and list(groups) != model.groups_per_scale:
+            model = model.grown(groups)
+        return model
+
+    def loss(
+        self, x: torch.Tensor, encoder_input: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """The per-pixel loss of the module docstring and its parts (for logging); the encoder sees
+        ``encoder_input`` (default ``x``), the likelihood scores ``x``."""
+        terms = self.hvae.elbo(x if encoder_input is None else encoder_input, target=x)
         d = x[0].numel()
         # ||x - mu||^2 / (2 gamma^2): the log-likelihood without its normalising constant
         distortion = -terms.log_likelihood - 0.5 * d * math.log(2 * math.pi * self.hvae.gamma**2)
@@ -86,8 +111,16 @@ class HVAEModule(L.LightningModule):
         logs.update({f"rate_group{i}": kl.mean() / d for i, kl in enumerate(terms.kl_per_group)})
         return (distortion + rate).mean() / d, logs
 
+    def corrupt(self, x: torch.Tensor) -> torch.Tensor:
+        """The encoder's training input: ``x`` plus Gaussian noise of a per-image std drawn
+        uniformly in ``[0, input_noise]`` (``x`` itself when ``input_noise`` is 0)."""
+        if self.hparams.input_noise == 0:
+            return x
+        sigma = self.hparams.input_noise * torch.rand(x.shape[0], 1, 1, 1, device=x.device, dtype=x.dtype)
+        return x + sigma * torch.randn_like(x)
+
     def training_step(self, x: torch.Tensor, batch_idx: int) -> torch.Tensor:
-        loss, logs = self.loss(x)
+        loss, logs = self.loss(x, self.corrupt(x))
         self.log_dict({f"train/{k}": v for k, v in logs.items()}, on_step=True, on_epoch=False, batch_size=x.shape[0])
         self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=True, batch_size=x.shape[0])
         return loss
