@@ -3,6 +3,7 @@ Lipschitz diagnostic: known answers on tiny models."""
 
 from __future__ import annotations
 
+import math
 import warnings
 
 import deepinv as dinv
@@ -168,6 +169,32 @@ def test_training_module_grows_its_initial_weights(tmp_path):
     HVAE(width=8, z_channels=2, groups_per_scale=(1, 1), gamma=0.1).save_pretrained(tmp_path / "small")
     module = HVAEModule(hvae={"groups_per_scale": [1, 2], "gamma": 0.05}, init=str(tmp_path / "small"))
     assert module.hvae.groups_per_scale == [1, 2] and module.hvae.gamma == 0.05
+    assert module.new_groups == [2] and module.rate_weights() == [1.0, 1.0, 1.0]  # no warm-up asked
+
+
+def test_grown_groups_rate_is_warmed_up_in_training_only(tmp_path):
+    torch.manual_seed(0)
+    HVAE(width=8, z_channels=2, groups_per_scale=(1, 1), gamma=0.1).save_pretrained(tmp_path / "small")
+    module = HVAEModule(hvae={"groups_per_scale": [2, 2]}, init=str(tmp_path / "small"), new_group_rate_warmup=100)
+    assert module.new_groups == [1, 3]
+    with torch.no_grad():  # give the new groups a posterior of their own, so their KL is not 0
+        for g in module.new_groups:
+            module.hvae.groups[g].posterior.convs[-1].weight.normal_(0, 0.1)
+    x = images(2)
+    module.train()
+    assert module.rate_weights() == [1.0, 0.0, 1.0, 0.0]  # update 0 of 100
+    torch.manual_seed(5)
+    loss, logs = module.loss(x)
+    torch.manual_seed(5)
+    terms = module.hvae.elbo(x)
+    d = x[0].numel()
+    distortion = -terms.log_likelihood - 0.5 * d * math.log(2 * math.pi * 0.1**2)
+    charged = terms.kl_per_group[0] + terms.kl_per_group[2]
+    torch.testing.assert_close(loss, ((distortion + charged) / d).mean())
+    torch.testing.assert_close(logs["rate"], terms.kl.mean() / d)  # the log keeps the true rate
+    assert float(terms.kl_per_group[1].mean()) > 0
+    module.eval()
+    assert module.rate_weights() == [1.0, 1.0, 1.0, 1.0]
     with pytest.raises(ValueError, match="width=16 vs 8"):
         HVAEModule(hvae={"groups_per_scale": [1, 2], "width": 16}, init=str(tmp_path / "small"))
 
