@@ -268,6 +268,21 @@ def test_pnp_hvae_on_mri_returns_complex_images_and_reports_history(hvae):
     assert out.n_iter == 4 and len(out.extras["residuals"]) == 4 and len(out.iterates) == 5
 
 
+def test_pnp_hvae_per_group_temperatures_equal_the_uniform_ones_they_repeat(hvae):
+    physics = build_physics({"kind": "mri", "acceleration": 4, "noise_sigma": 0.01, "seed": 0}, (16, 16))
+    x = images(2)
+    y = physics(torch.cat([x, torch.zeros_like(x)], 1))
+    with pytest.warns(RuntimeWarning, match=r"with tau \[0.8, 0.8, 0.8\]"):
+        listed = PnPHVAE(hvae, tau=[0.8, 0.8, 0.8], max_iter=3, tol=0.0).reconstruct(y, physics)
+    with pytest.warns(RuntimeWarning, match="with tau 0.8;"):
+        single = PnPHVAE(hvae, tau=0.8, max_iter=3, tol=0.0).reconstruct(y, physics)
+    torch.testing.assert_close(listed.x, single.x)
+    assert listed.parameters["tau"] == [0.8, 0.8, 0.8] and single.parameters["tau"] == 0.8
+    fine = PnPHVAE(hvae, tau=[1.0, 1.0, 0.5], max_iter=3, tol=0.0)
+    with pytest.warns(RuntimeWarning):
+        assert not torch.allclose(fine.reconstruct(y, physics).x, single.x)
+
+
 def test_pnp_hvae_refuses_nonlinear_physics_and_bad_parameters(hvae):
     with pytest.raises(ValueError, match="tau must lie"):
         PnPHVAE(hvae, tau=1.2)

@@ -79,6 +79,16 @@ SCHEDULES = ("auto", "fixed", "anneal")
 ANNEAL_ITER = 8
 
 
+def _tau_value(tau: float | list[float]) -> float | list[float]:
+    """A temperature as a result reports it: a float, or one float per latent group."""
+    return float(tau) if isinstance(tau, (int, float)) else [float(t) for t in tau]
+
+
+def _tau_text(tau: float | list[float]) -> str:
+    value = _tau_value(tau)
+    return f"{value:.3g}" if isinstance(value, float) else "[" + ", ".join(f"{t:.3g}" for t in value) + "]"
+
+
 def resolve_schedule(schedule: str, tau, physics: dinv.physics.Physics) -> str:
     """The schedule a :class:`PnPHVAE` call runs: ``schedule`` itself unless ``"auto"``; then
     ``"anneal"`` when the temperature is left to the solver (``tau="auto"``) and the physics is
@@ -341,7 +351,7 @@ class PnPHVAE(TunableReconstructor):
             )
             warnings.warn(
                 f"PnP-HVAE stopped after {n} iterations at relative change {residuals[-1]:.1e} "
-                f"(tol {self.tol:g}) with tau {float(tau):.3g}; {hint}",
+                f"(tol {self.tol:g}) with tau {_tau_text(tau)}; {hint}",
                 RuntimeWarning,
                 stacklevel=3,
             )
@@ -352,7 +362,7 @@ class PnPHVAE(TunableReconstructor):
             nfe=n,
             iterates=iterates,
             converged=None if self.stochastic else converged,
-            parameters={"tau": float(tau), "gamma": float(gamma), "sigma": float(sigma)},
+            parameters={"tau": _tau_value(tau), "gamma": float(gamma), "sigma": float(sigma)},
             choices=choices,
             extras={"residuals": residuals, "schedule": "fixed"},
         )
