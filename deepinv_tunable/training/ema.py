@@ -22,14 +22,23 @@ import torch
 from lightning.pytorch.callbacks import WeightAveraging
 
 
-def warmup_ema_update(average: torch.Tensor, current: torch.Tensor, num_averaged, decay: float) -> torch.Tensor:
-    """One update of the averaged tensor; ``num_averaged`` (:math:`n \\ge 1`) counts the averages so far."""
-    # kept a tensor on the weights' device: a Python float would sync the GPU once per tensor
-    n = torch.as_tensor(num_averaged, device=average.device).to(torch.float32)
+def warmup_ema_update(averages: list[torch.Tensor], currents: list[torch.Tensor], num_averaged, decay: float) -> None:
+    """One in-place update of the averaged tensors (all on one device with one dtype, as
+    :class:`~torch.optim.swa_utils.AveragedModel` groups them); ``num_averaged`` (:math:`n \\ge 1`)
+    counts the averages so far.
+
+    One fused ``lerp`` for the whole group instead of a few kernels per tensor, and the decay kept
+    a tensor on the weights' device: a Python float would make the GPU wait once per step.
+    """
+    if not averages:
+        return
+    n = torch.as_tensor(num_averaged, device=averages[0].device).to(torch.float32)
     d = ((1 + n) / (10 + n)).clamp(max=decay)
-    if average.is_floating_point():
-        d = d.to(average.dtype)
-    return average * d + current * (1 - d)
+    if averages[0].is_floating_point():
+        torch._foreach_lerp_(averages, currents, (1 - d).to(averages[0].dtype))
+    else:  # integer buffers (e.g. a batch counter): the same average, rounded back
+        for average, current in zip(averages, currents, strict=True):
+            average.copy_(average * d + current * (1 - d))
 
 
 class WarmupEMA(WeightAveraging):
@@ -39,12 +48,14 @@ class WarmupEMA(WeightAveraging):
     :param float decay: the decay :math:`d` reached after the warm-up, in (0, 1). Default 0.999.
 
     >>> cb = WarmupEMA(decay=0.999)
-    >>> round(float(warmup_ema_update(torch.tensor(0.0), torch.tensor(1.0), 1, 0.999)), 4)  # d_1 = 2/11
+    >>> average = [torch.tensor(0.0)]
+    >>> warmup_ema_update(average, [torch.tensor(1.0)], 1, 0.999)  # d_1 = 2/11
+    >>> round(float(average[0]), 4)
     0.8182
     """
 
     def __init__(self, decay: float = 0.999) -> None:
         if not 0.0 < decay < 1.0:
             raise ValueError(f"EMA decay must be in (0, 1), got {decay}")
-        super().__init__(avg_fn=partial(warmup_ema_update, decay=decay))
+        super().__init__(multi_avg_fn=partial(warmup_ema_update, decay=decay))
         self.decay = decay
