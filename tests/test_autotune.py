@@ -473,6 +473,22 @@ def test_dpir_sigma_auto_stays_within_its_noise_relative_bounds():
     assert float((out.x - x).pow(2).mean()) < float((y - x).pow(2).mean())
 
 
+def test_dpir_sigma_auto_plans_for_the_noise_floor_on_noiseless_data():
+    from deepinv_tunable.autotune import NOISE_FLOOR
+    from deepinv_tunable.priors import DnCNNDenoiser
+    from deepinv_tunable.solvers import DPIR
+
+    physics = build_physics({"kind": "mri", "acceleration": 4, "noise_sigma": 0.0, "seed": 0}, (32, 32))
+    x = _phantom(32)
+    y = physics(torch.cat([x, torch.zeros_like(x)], 1))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        out = DPIR(DnCNNDenoiser.from_pretrained(), sigma="auto", max_iter=4).reconstruct(y, physics)
+    # bounds (0.5, 3) times the floor, not times the ~1e-8 std estimated from noiseless k-space
+    assert 0.5 * NOISE_FLOOR - 1e-12 <= out.parameters["sigma"] <= 3 * NOISE_FLOOR + 1e-12
+    assert out.diagnostics().choices["sigma"]["sigma_estimated"] is True
+
+
 def test_latent_map_tv_chooses_lambda_then_beta_from_the_measurements():
     from deepinv_tunable.nets import TunableVAE
     from deepinv_tunable.solvers import LatentMAP, LatentMAPTV

@@ -21,7 +21,7 @@ import deepinv as dinv
 import torch
 from deepinv.optim.optimizers import create_iterator
 
-from ..autotune import auto_requested, resolve_sigma, select_parameter
+from ..autotune import NOISE_FLOOR, auto_requested, resolve_sigma, select_parameter
 from .base import Reconstruction, TunableReconstructor
 
 DPIR_SIGMA_START = 49.0 / 255.0
@@ -51,8 +51,9 @@ class DPIR(TunableReconstructor):
     :param sigma: final denoiser noise level (the measurement noise std is the usual choice; a
         larger value regularises more), or ``"auto"``: chosen per call from the measurements alone
         by :func:`~deepinv_tunable.autotune.select_parameter` between ``tune_bounds`` times the
-        noise std (the physics', else estimated from ``y``; 4 solves), recorded in
-        the result's ``choices``. Default ``"auto"``.
+        noise std (the physics', else estimated from ``y``, at least
+        :data:`~deepinv_tunable.autotune.NOISE_FLOOR`; 4 solves), recorded in the result's
+        ``choices``. Default ``"auto"``.
     :param int max_iter: HQS iterations. Default 8 (deepinv's DPIR).
 
     :Examples:
@@ -108,6 +109,7 @@ class DPIR(TunableReconstructor):
         choices = {}
         if auto_requested(sigma):
             noise, estimated = resolve_sigma(y, physics)
+            noise = max(noise, NOISE_FLOOR)  # noiseless data: end inside the denoiser's range
             low, high = (float(b) * noise for b in self.tune_bounds)
             choice = select_parameter(
                 lambda s, y_, ph_, x0: self._hqs(y_, ph_, s, max_iter),

@@ -41,7 +41,7 @@ from collections.abc import Callable
 import deepinv as dinv
 import torch
 
-from ..autotune import auto_requested, default_rule, resolve_sigma, select_parameter
+from ..autotune import NOISE_FLOOR, auto_requested, default_rule, resolve_sigma, select_parameter
 from ..checks import renamed_keyword, require_linear
 from ..consistency import gaussian_posterior_sample
 from ..nets.hvae import HVAE
@@ -67,8 +67,9 @@ TUNE_LINE_HOLDOUT = 0.15
 #: 1.0 (-0.05 dB), for 3.9 solves instead of 4.2 (benchmarks/run_tau_holdout.py, training subjects).
 TUNE_PILOT = (0.8, 30)
 
-#: noise floor used when the physics is noiseless (the prox weight is gamma^2 / sigma^2).
-MIN_SIGMA = 1e-3
+#: noise floor used when the physics is noiseless (the prox weight is gamma^2 / sigma^2): the
+#: package's :data:`~deepinv_tunable.autotune.NOISE_FLOOR`.
+MIN_SIGMA = NOISE_FLOOR
 
 #: the iteration schedules of :class:`PnPHVAE` (``schedule=``)
 SCHEDULES = ("auto", "fixed", "anneal")
