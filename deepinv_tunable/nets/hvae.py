@@ -327,6 +327,27 @@ class HVAE(PretrainedMixin, nn.Module):
         mean, _, _ = self._top_down(acts, acts[0].shape, mode, taus, generator, xp.device, xp.dtype)
         return mean[..., :h, :w]
 
+    def added_groups(self, groups_per_scale: Sequence[int]) -> list[int]:
+        """Indices (coarse to fine) of the groups :meth:`grown` adds for ``groups_per_scale``:
+        each scale's new groups come after its existing ones.
+
+        :raises ValueError: another number of scales, or fewer groups at some scale.
+
+        >>> HVAE(width=8, groups_per_scale=(1, 1)).added_groups((2, 2))
+        [1, 3]
+        """
+        new, old = [int(n) for n in groups_per_scale], self.groups_per_scale
+        if len(new) != len(old) or any(n < o for n, o in zip(new, old)):
+            raise ValueError(
+                f"groups_per_scale {new} cannot grow this HVAE's {old}: same number of scales, "
+                "at least as many groups at each"
+            )
+        added, start = [], 0
+        for n_old, n_new in zip(old, new):
+            added += range(start + n_old, start + n_new)
+            start += n_new
+        return added
+
     def grown(self, groups_per_scale: Sequence[int], proj_scale: float = 0.1) -> HVAE:
         r"""A copy with more latent groups per scale that computes the same reconstructions.
 
@@ -350,30 +371,21 @@ class HVAE(PretrainedMixin, nn.Module):
         (3, True)
         """
         new = [int(n) for n in groups_per_scale]
-        old = self.groups_per_scale
-        if len(new) != len(old) or any(n < o for n, o in zip(new, old)):
-            raise ValueError(
-                f"groups_per_scale {new} cannot grow this HVAE's {old}: same number of scales, "
-                "at least as many groups at each"
-            )
+        added = set(self.added_groups(new))
         model = HVAE(**{**self.config, "groups_per_scale": new}).to(self.in_conv.weight.device)
         for name in ("in_conv", "bottom_up", "out_conv"):
             getattr(model, name).load_state_dict(getattr(self, name).state_dict())
         source = iter(self.groups)
-        start = 0
-        for n_old, n_new in zip(old, new):
-            for j in range(start, start + n_new):
-                group = model.groups[j]
-                if j < start + n_old:
-                    group.load_state_dict(next(source).state_dict())
-                    continue
-                with torch.no_grad():
-                    for block in (group.posterior, group.res):
-                        block.convs[-1].weight.zero_()
-                        block.convs[-1].bias.zero_()
-                    group.z_proj.weight.mul_(proj_scale)
-                    group.z_proj.bias.zero_()
-            start += n_new
+        for j, group in enumerate(model.groups):
+            if j not in added:
+                group.load_state_dict(next(source).state_dict())
+                continue
+            with torch.no_grad():
+                for block in (group.posterior, group.res):
+                    block.convs[-1].weight.zero_()
+                    block.convs[-1].bias.zero_()
+                group.z_proj.weight.mul_(proj_scale)
+                group.z_proj.bias.zero_()
         model.gamma = self.gamma
         model.train(self.training)
         return model

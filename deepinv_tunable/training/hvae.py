@@ -106,10 +106,7 @@ class HVAEModule(L.LightningModule):
         groups = settings.pop("groups_per_scale", None)
         model = load_initial_weights(init, HVAE, settings, "hvae", free=("gamma",))
         if groups is not None and list(groups) != model.groups_per_scale:
-            old, start = model.groups_per_scale, 0
-            for n_old, n_new in zip(old, groups):
-                self.new_groups += list(range(start + n_old, start + n_new))
-                start += n_new
+            self.new_groups = model.added_groups(groups)
             model = model.grown(groups)
         return model
 
