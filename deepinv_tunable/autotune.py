@@ -426,17 +426,18 @@ def discrepancy_factor(physics: dinv.physics.Physics) -> float:
 NOISE_FLOOR = 1e-3
 
 
-def resolve_sigma(y: torch.Tensor, physics, sigma: float | None = None) -> tuple[float, bool]:
+def resolve_sigma(y: torch.Tensor, physics, sigma: float | None = None, floor: float = 0.0) -> tuple[float, bool]:
     """``(sigma, estimated)``: the given value, else the physics' noise std, else the mean of
-    :func:`~deepinv_tunable.physics.estimate_noise_sigma` over the batch."""
+    :func:`~deepinv_tunable.physics.estimate_noise_sigma` over the batch; a stated or estimated std
+    is raised to ``floor`` (e.g. :data:`NOISE_FLOOR`; default 0: as it is)."""
     if sigma is not None:
         if not sigma > 0:
             raise ValueError(f"sigma must be positive, got {sigma}")
         return float(sigma), False
     stated = noise_sigma(physics, default=0.0)
     if stated > 0:
-        return stated, False
-    return float(estimate_noise_sigma(y, physics).mean()), True
+        return max(stated, floor), False
+    return max(float(estimate_noise_sigma(y, physics).mean()), floor), True
 
 
 #: SURE's Monte-Carlo probe step as a fraction of the noise std (deepinv's ``tau`` of

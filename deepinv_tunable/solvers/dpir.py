@@ -108,8 +108,8 @@ class DPIR(TunableReconstructor):
         max_iter = self.max_iter if max_iter is None else int(max_iter)
         choices = {}
         if auto_requested(sigma):
-            noise, estimated = resolve_sigma(y, physics)
-            noise = max(noise, NOISE_FLOOR)  # noiseless data: end inside the denoiser's range
+            # noiseless data: end inside the denoiser's range
+            noise, estimated = resolve_sigma(y, physics, floor=NOISE_FLOOR)
             low, high = (float(b) * noise for b in self.tune_bounds)
             choice = select_parameter(
                 lambda s, y_, ph_, x0: self._hqs(y_, ph_, s, max_iter),

@@ -379,7 +379,7 @@ class PnPHVAE(TunableReconstructor):
             physics,
         )
         # noiseless data (a stated or estimated std of 0) end at the same floor as the fixed point's prox
-        final = max(resolve_sigma(y, physics)[0], MIN_SIGMA) if self.anneal_sigma == "noise" else self.anneal_sigma
+        final = resolve_sigma(y, physics, floor=MIN_SIGMA)[0] if self.anneal_sigma == "noise" else self.anneal_sigma
         dpir = DPIR(denoiser, sigma=final, max_iter=self.anneal_iter, tune_rule=self.tune_rule, seed=self.seed)
         out = dpir._solve(y, physics)
         final = out.parameters["sigma"]
