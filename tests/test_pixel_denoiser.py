@@ -3,6 +3,7 @@ shipped denoiser."""
 
 from __future__ import annotations
 
+import math
 import warnings
 
 import pytest
@@ -104,11 +105,13 @@ def test_warning_fires_inside_a_deepinv_sampler():
 def test_training_draws_log_uniform_levels_and_learns(tmp_path):
     import math
 
-    from deepinv_tunable.training.drunet import ConditionalDenoiserModule
+    from deepinv_tunable.training.drunet import ConditionalDenoiserModule, sample_noise_levels
 
     torch.manual_seed(0)
-    module = ConditionalDenoiserModule(drunet={"nc": (16, 16, 16, 16), "nb": 1}, sigma_range=(0.01, 1.0), lr=3e-3)
-    levels = module._sigmas(20000, torch.device("cpu"))
+    module = ConditionalDenoiserModule(
+        drunet={"nc": (16, 16, 16, 16), "nb": 1}, sigma_range=(0.01, 1.0), sigma_knee=None, lr=3e-3
+    )
+    levels = sample_noise_levels(20000, (0.01, 1.0), generator=torch.Generator().manual_seed(0))
     assert 0.01 <= float(levels.min()) and float(levels.max()) <= 1.0
     # log-uniform: the log-levels' mean is the middle of the log-range, their std its width / sqrt(12)
     assert abs(float(levels.log().mean()) - math.log(0.1)) < 0.02
@@ -130,6 +133,59 @@ def test_training_draws_log_uniform_levels_and_learns(tmp_path):
     assert ConditionalDRUNet.from_pretrained(tmp_path / "m").sigma_range == (0.01, 1.0)
     with pytest.raises(ValueError, match="0 < low < high"):
         ConditionalDenoiserModule(sigma_range=(0.0, 1.0))
+
+
+def test_levels_above_the_knee_get_their_share_each_piece_log_uniform():
+    import math
+
+    from deepinv_tunable.training.drunet import ConditionalDenoiserModule, sample_noise_levels
+
+    levels = sample_noise_levels(
+        40000, (0.002, 80.0), knee=1.0, high_share=0.15, generator=torch.Generator().manual_seed(0)
+    )
+    above, below = levels[levels > 1.0], levels[levels <= 1.0]
+    assert abs(above.numel() / levels.numel() - 0.15) < 0.01
+    # each piece log-uniform: mean log-level at the middle of its log-interval
+    assert abs(float(below.log().mean()) - math.log(0.002) / 2) < 0.05
+    assert abs(float(above.log().mean()) - math.log(80.0) / 2) < 0.05
+    assert 0.002 <= float(levels.min()) and float(levels.max()) <= 80.0
+    with pytest.raises(ValueError, match="sigma_knee"):
+        ConditionalDenoiserModule(sigma_range=(0.01, 1.0), sigma_knee=2.0)
+    with pytest.raises(ValueError, match="high_share"):
+        ConditionalDenoiserModule(high_share=1.5)
+
+
+def test_body_input_is_scaled_to_unit_size_at_every_level():
+    """EDM's c_in: the body sees x / sqrt(sigma^2 + sigma_d^2) and log(sigma) / 4 as its noise
+    map, so an image at sigma = 80 reaches it at the size of a clean one (a planted probe)."""
+    net = tiny_net()
+    seen = {}
+    net.net.register_forward_pre_hook(lambda m, args: seen.update(x=args[0], s=args[1]))
+    x = torch.full((1, 1, 16, 16), 80.0)
+    net.body(x, torch.tensor([80.0]))
+    torch.testing.assert_close(seen["x"], x / (80.0**2 + 0.25**2) ** 0.5)
+    torch.testing.assert_close(seen["s"], torch.tensor([math.log(80.0) / 4]))
+    assert bool(torch.isfinite(net(torch.rand(1, 1, 16, 16), 0.0)).all())  # sigma = 0 stays finite
+
+
+def test_bf16_step_matches_fp32_step():
+    """One training loss and its gradient under bf16 autocast (the cpu preset's precision) agree
+    with fp32 to bf16's precision: loss within 2 %, gradient direction cosine > 0.99."""
+    from deepinv_tunable.training.drunet import ConditionalDenoiserModule
+
+    grads, losses = [], []
+    for bf16, channels_last in ((False, False), (True, True)):
+        torch.manual_seed(0)
+        module = ConditionalDenoiserModule(drunet={"nc": (16, 32, 32, 32), "nb": 1}, channels_last=channels_last)
+        x = torch.rand(4, 1, 32, 32, generator=torch.Generator().manual_seed(1))
+        torch.manual_seed(2)  # the same levels and noise in both runs
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            loss = module.loss(x)
+        loss.backward()
+        losses.append(float(loss.detach()))
+        grads.append(torch.cat([p.grad.flatten() for p in module.net.parameters()]))
+    assert abs(losses[1] - losses[0]) < 0.02 * losses[0]
+    assert float(torch.nn.functional.cosine_similarity(grads[0], grads[1], dim=0)) > 0.99
 
 
 def test_preconditioning_is_the_identity_at_zero_noise_and_matches_edm():

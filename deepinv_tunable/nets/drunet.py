@@ -1,18 +1,25 @@
 r"""A noise-conditional DRUNet (Zhang et al., 2021) with the package's checkpoint format.
 
 The body :math:`F` is deepinv's :class:`deepinv.models.DRUNet` (a U-Net of residual blocks fed
-the noisy image and a constant map of its noise std :math:`\sigma`), wrapped in Karras et al.'s
-preconditioning (EDM, NeurIPS 2022) with data std :math:`\sigma_d`:
+an image and a constant map of a noise embedding), wrapped in Karras et al.'s preconditioning
+(EDM, NeurIPS 2022) with data std :math:`\sigma_d`:
 
 .. math::
 
-    D(x, \sigma) = c_\mathrm{skip}(\sigma)\, x + c_\mathrm{out}(\sigma)\, F(x, \sigma), \qquad
+    D(x, \sigma) = c_\mathrm{skip}(\sigma)\, x + c_\mathrm{out}(\sigma)\,
+    F\big(c_\mathrm{in}(\sigma)\, x,\ c_\mathrm{noise}(\sigma)\big), \qquad
     c_\mathrm{skip} = \frac{\sigma_d^2}{\sigma^2 + \sigma_d^2}, \quad
-    c_\mathrm{out} = \frac{\sigma \sigma_d}{\sqrt{\sigma^2 + \sigma_d^2}}.
+    c_\mathrm{out} = \frac{\sigma \sigma_d}{\sqrt{\sigma^2 + \sigma_d^2}}, \quad
+    c_\mathrm{in} = \frac{1}{\sqrt{\sigma^2 + \sigma_d^2}}, \quad
+    c_\mathrm{noise} = \tfrac14 \log \sigma.
 
 At small :math:`\sigma` the network only predicts a correction of size :math:`\sigma` (a plain
 U-Net would have to learn the identity to within :math:`\sigma`, which it does poorly at the
 levels where a plug-and-play solver ends); at large :math:`\sigma` it predicts the image. The
+input scaling :math:`c_\mathrm{in}` and the logarithmic embedding keep the body's inputs of unit
+size over the whole diffusion range (deepinv's ``DPS`` and ``DiffPIR`` start near
+:math:`\sigma = 80` on images in [0, 1], where an unscaled input would be 300 times larger than
+at the levels a plug-and-play solver ends on). The
 class records the constructor's arguments and the noise range the weights were trained over, so
 the weights ship as ``config.json`` + ``model.safetensors`` and a denoiser can warn when it is
 asked for a noise level it never saw.
@@ -84,8 +91,13 @@ class ConditionalDRUNet(PretrainedMixin, nn.Module):
         return sd2 / (s**2 + sd2), s * self.sigma_data / (s**2 + sd2).sqrt()
 
     def body(self, x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
-        r"""The DRUNet :math:`F` alone (its training target is scaled by :math:`1/c_\mathrm{out}`)."""
-        return self.net(x, sigma)
+        r""":math:`F(c_\mathrm{in} x, c_\mathrm{noise})`, the DRUNet alone (its training target is
+        scaled by :math:`1/c_\mathrm{out}`)."""
+        s = sigma.reshape(-1, 1, 1, 1)
+        c_in = (s**2 + self.sigma_data**2).rsqrt()
+        # sigma = 0 (a noiseless call) has c_out = 0: the floor only keeps the unused body finite
+        c_noise = sigma.clamp_min(1e-8).log().div(4).reshape(-1)
+        return self.net(c_in * x, c_noise)
 
     def forward(self, x: torch.Tensor, sigma: float | torch.Tensor) -> torch.Tensor:
         sigma = torch.as_tensor(sigma, dtype=x.dtype, device=x.device).flatten().expand(x.shape[0])
