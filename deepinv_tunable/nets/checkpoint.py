@@ -1,22 +1,28 @@
 r"""``save_pretrained`` / ``from_pretrained`` for the package's own networks.
 
-Every checkpoint is a folder with ``config.json`` (the constructor's keyword arguments plus the
-class name) and ``model.safetensors`` (the state dict), as in diffusers. Nothing is pickled.
+Every checkpoint is a folder with ``config.json`` (the constructor's keyword arguments, the
+class name and the SHA-256 of the weights file) and ``model.safetensors`` (the state dict), as in
+diffusers. Nothing is pickled. Loading checks the digest, so a weights file changed on disk (a
+flipped byte, a truncated copy) is refused instead of producing NaN images downstream.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 from typing import Any, TypeVar
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from ..atomic import atomic_write, write_json_atomic
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
+#: config key of the weights file's SHA-256 (hex)
+DIGEST_KEY = "sha256"
 
 T = TypeVar("T", bound="PretrainedMixin")
 
@@ -37,7 +43,8 @@ class PretrainedMixin:
         directory.mkdir(parents=True, exist_ok=True)
         state = {k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}
         atomic_write(directory / WEIGHTS_NAME, lambda tmp: save_file(state, str(tmp)))
-        write_json_atomic(directory / CONFIG_NAME, {"class": type(self).__name__, **self.config})
+        config = {"class": type(self).__name__, **self.config, DIGEST_KEY: file_sha256(directory / WEIGHTS_NAME)}
+        write_json_atomic(directory / CONFIG_NAME, config)
         return directory
 
     @classmethod
@@ -45,8 +52,9 @@ class PretrainedMixin:
         """Build the model from ``config.json`` and load ``model.safetensors``.
 
         :raises FileNotFoundError: a missing folder or file.
-        :raises CheckpointError: a checkpoint of another class, or weights that do not fit the
-            config (the message lists the first mismatching tensors).
+        :raises CheckpointError: a checkpoint of another class, a weights file whose SHA-256
+            differs from the one its config records, an unreadable or non-finite weights file, or
+            weights that do not fit the config (the message lists the first mismatching tensors).
         """
         directory = Path(directory)
         for name in (CONFIG_NAME, WEIGHTS_NAME):
@@ -58,6 +66,12 @@ class PretrainedMixin:
             config = json.loads((directory / CONFIG_NAME).read_text(encoding="utf-8"))
         except json.JSONDecodeError as err:
             raise CheckpointError(f"checkpoint '{directory}': {CONFIG_NAME} is not valid JSON ({err})") from None
+        expected_digest = config.pop(DIGEST_KEY, None)  # None: written before digests were kept
+        if expected_digest is not None and (actual := file_sha256(directory / WEIGHTS_NAME)) != expected_digest:
+            raise CheckpointError(
+                f"checkpoint '{directory}': {WEIGHTS_NAME} has SHA-256 {actual}, but its {CONFIG_NAME} records "
+                f"{expected_digest}: the file changed after it was saved (corrupted or replaced); restore it"
+            )
         saved_class = config.pop("class", cls.__name__)
         if saved_class != cls.__name__:
             raise CheckpointError(f"checkpoint '{directory}' holds a {saved_class}, not a {cls.__name__}")
@@ -65,7 +79,15 @@ class PretrainedMixin:
             model = cls(**config)
         except TypeError as err:
             raise CheckpointError(f"checkpoint '{directory}': config does not fit {cls.__name__} ({err})") from None
-        state = load_file(str(directory / WEIGHTS_NAME))
+        try:
+            state = load_file(str(directory / WEIGHTS_NAME))
+        except SafetensorError as err:
+            raise CheckpointError(
+                f"checkpoint '{directory}': {WEIGHTS_NAME} is not a readable safetensors file ({err})"
+            ) from None
+        bad = [k for k, v in state.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+        if bad:
+            raise CheckpointError(f"checkpoint '{directory}': non-finite values in {bad[:3]}")
         expected = model.state_dict()
         missing = sorted(set(expected) - set(state))
         unexpected = sorted(set(state) - set(expected))
@@ -83,3 +105,12 @@ class PretrainedMixin:
             raise CheckpointError(f"checkpoint '{directory}': weights do not match its config ({details})")
         model.load_state_dict(state)
         return model.to(device).eval()
+
+
+def file_sha256(path: str | Path) -> str:
+    """Hex SHA-256 of a file, read in 1 MiB blocks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
