@@ -3,6 +3,7 @@ Lipschitz diagnostic: known answers on tiny models."""
 
 from __future__ import annotations
 
+import json
 import math
 import warnings
 
@@ -206,6 +207,11 @@ def test_save_and_load_round_trip(hvae, tmp_path):
     torch.testing.assert_close(loaded.reconstruct(x, 0.7), hvae.reconstruct(x, 0.7))
     HVAE(width=4, z_channels=2, groups_per_scale=(1, 1, 1)).save_pretrained(tmp_path / "other")
     (tmp_path / "other" / "model.safetensors").replace(tmp_path / "m" / "model.safetensors")
+    with pytest.raises(CheckpointError, match="the file changed after it was saved"):
+        HVAE.from_pretrained(tmp_path / "m")
+    config = json.loads((tmp_path / "m" / "config.json").read_text())
+    del config["sha256"]  # as written before digests were kept: the shapes are still checked
+    (tmp_path / "m" / "config.json").write_text(json.dumps(config))
     with pytest.raises(CheckpointError, match="shape mismatch"):
         HVAE.from_pretrained(tmp_path / "m")
 

@@ -22,7 +22,7 @@ import deepinv as dinv
 import torch
 
 from ..nets.dncnn import DnCNN
-from .levels import NoiseRangeCheck, by_noise_level, noise_levels
+from .levels import FrozenPrior, by_noise_level, noise_levels
 
 #: the scico models shipped under ``deepinv_tunable.pretrained`` (sigma 0.06, 0.10, 0.20)
 SCICO_MODELS = ("dncnn_scico_17L", "dncnn_scico_17M", "dncnn_scico_17H")
@@ -32,7 +32,7 @@ MAX_SCALE = 20.0
 MIN_SCALE = 0.2
 
 
-class DnCNNDenoiser(NoiseRangeCheck, dinv.models.Denoiser):
+class DnCNNDenoiser(FrozenPrior, dinv.models.Denoiser):
     r"""Noise-level-adapted blind DnCNN denoisers, a deepinv :class:`~deepinv.models.Denoiser`.
 
     Images with several channels (deepinv's 2-channel complex MRI images) are denoised channel
@@ -80,13 +80,14 @@ class DnCNNDenoiser(NoiseRangeCheck, dinv.models.Denoiser):
     def forward(self, x: torch.Tensor, sigma: float | torch.Tensor | None = None, **kwargs) -> torch.Tensor:
         levels = noise_levels(sigma, x.shape[0], "DnCNNDenoiser")
         self.check_noise_range(levels)
-        return by_noise_level(x, levels, self._denoise)
+        self.check_image_range(x, levels)
+        out = by_noise_level(x.to(self.network_dtype()), levels, self._denoise)
+        return out.to(x.dtype)
 
     def _denoise(self, x: torch.Tensor, sigma: float) -> torch.Tensor:
         if sigma == 0:  # nothing to remove (deepinv's DDRM ends its schedule at 0); no scaling exists
             return x.clone()
         net = self.nets[self.pick(sigma)]
         scale = net.trained_sigma / sigma
-        b, c, h, w = x.shape
-        out = net(x.reshape(b * c, 1, h, w) * scale) / scale
-        return out.reshape(b, c, h, w)
+        out = net(self.split_channels(x, 1) * scale) / scale
+        return out.reshape(x.shape)

@@ -10,7 +10,7 @@ import numpy as np
 import torch
 
 from ..nets.hvae import HVAE
-from .levels import NoiseRangeCheck, by_noise_level, noise_levels
+from .levels import FrozenPrior, by_noise_level, noise_levels
 
 #: noise std (images in [0, 1]) -> temperature of the PnP-HVAE paper: 2.55, 7.65 and 12.75 on
 #: a 0-255 scale give tau = 0.95, 0.8 and 0.6.
@@ -61,7 +61,7 @@ def corpus_tau_for_sigma(sigma: float) -> float:
     return _interpolate_tau(sigma, CORPUS_HVAE_SIGMAS, CORPUS_HVAE_TAUS)
 
 
-class HVAEDenoiser(NoiseRangeCheck, dinv.models.Denoiser):
+class HVAEDenoiser(FrozenPrior, dinv.models.Denoiser):
     r"""Denoiser :math:`D_\sigma(x) = \mathrm{HVAE}(x, \tau(\sigma))`.
 
     Images with more channels than the HVAE (e.g. 2-channel complex MRI images) are denoised
@@ -100,13 +100,10 @@ class HVAEDenoiser(NoiseRangeCheck, dinv.models.Denoiser):
     def forward(self, x: torch.Tensor, sigma: float | torch.Tensor | None = None, **kwargs) -> torch.Tensor:
         levels = noise_levels(sigma, x.shape[0], "HVAEDenoiser (sigma sets the temperature)")
         self.check_noise_range(levels)
-        c = self.hvae.config["in_channels"]
-        if x.shape[1] % c:
-            raise ValueError(f"images with {x.shape[1]} channels cannot be split into the HVAE's {c}-channel inputs")
-        return by_noise_level(x, levels, lambda xs, s: self._denoise(xs, self.tau_map(s)))
+        self.check_image_range(x, levels)
+        out = by_noise_level(x.to(self.network_dtype()), levels, lambda xs, s: self._denoise(xs, self.tau_map(s)))
+        return out.to(x.dtype)
 
     def _denoise(self, x: torch.Tensor, tau: float) -> torch.Tensor:
-        b, ch, h, w = x.shape
-        c = self.hvae.config["in_channels"]
-        out = self.hvae.reconstruct(x.reshape(b * ch // c, c, h, w), tau, pad=self.pad)
-        return out.reshape(b, ch, h, w)
+        groups = self.split_channels(x, self.hvae.config["in_channels"])
+        return self.hvae.reconstruct(groups, tau, pad=self.pad).reshape(x.shape)

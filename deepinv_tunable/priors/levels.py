@@ -62,3 +62,67 @@ class NoiseRangeCheck:
                 RuntimeWarning,
                 stacklevel=4,
             )
+
+
+class FrozenPrior(NoiseRangeCheck):
+    r"""Mixin of the package's pretrained denoisers (with :class:`deepinv.models.Denoiser`): what a
+    deepinv user expects of a prior that plugs into someone else's loop.
+
+    - **Frozen in eval mode.** ``.train()`` (called by deepinv's ``Trainer``, Lightning, or any
+      parent module) leaves the networks in eval mode: a DnCNN's BatchNorm would otherwise
+      replace its statistics with those of the first batch it sees, permanently (37 dB to 5 dB).
+      Fine-tune the network itself with a training recipe instead.
+    - **Computes in its own dtype.** An input of another dtype (deepinv's ``DPS`` runs in
+      float64) is computed in the network's dtype and returned in its own.
+    - **Says when the input is out of its domain**: images far outside [0, 1] (e.g. [0, 255])
+      and images with more channels than the network, split channel by channel, beyond
+      deepinv's 2-channel complex convention (warned once per denoiser each).
+    """
+
+    _domain_warned: bool = False
+    _channels_warned: bool = False
+
+    def train(self, mode: bool = True):
+        return super().train(False)
+
+    def network_dtype(self) -> torch.dtype:
+        """dtype of the network's weights."""
+        return next(self.parameters()).dtype
+
+    def check_image_range(self, x: torch.Tensor, levels: torch.Tensor) -> None:
+        r"""Warn once when ``x`` reaches far above what an image in [0, 1] with noise std
+        :math:`\sigma` reaches (:math:`1 + 6\sigma + 0.5`): the networks were trained on [0, 1]."""
+        if self._domain_warned or not x.numel():
+            return
+        limit = 1.5 + 6.0 * float(levels.max())
+        peak = float(x.detach().abs().amax())
+        if peak > limit:
+            self._domain_warned = True
+            warnings.warn(
+                f"{type(self).__name__}: input reaches {peak:.4g}, beyond {limit:.3g} (an image in [0, 1] with "
+                f"noise std {float(levels.max()):.3g}); the networks were trained on images in [0, 1]: rescale "
+                "the image (e.g. divide by 255) and sigma alike (warned once per denoiser)",
+                RuntimeWarning,
+                stacklevel=4,
+            )
+
+    def split_channels(self, x: torch.Tensor, channels: int) -> torch.Tensor:
+        """``x`` as ``(B * C / channels, channels, H, W)``: one network input per group of
+        ``channels`` channels; warns once when that is not deepinv's 1- or 2-channel (complex)
+        layout, since the channels are then denoised independently."""
+        b, ch, h, w = x.shape
+        if ch % channels:
+            raise ValueError(
+                f"{type(self).__name__}: images with {ch} channels cannot be split into the network's "
+                f"{channels}-channel inputs"
+            )
+        if ch // channels > 2 and not self._channels_warned:
+            self._channels_warned = True
+            warnings.warn(
+                f"{type(self).__name__}: {ch}-channel images are denoised one {channels}-channel group at a "
+                "time by a network trained on single images: correlations between channels (colour) are "
+                "ignored (warned once per denoiser)",
+                RuntimeWarning,
+                stacklevel=4,
+            )
+        return x.reshape(b * ch // channels, channels, h, w)

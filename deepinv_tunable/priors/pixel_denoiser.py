@@ -11,10 +11,10 @@ import deepinv as dinv
 import torch
 
 from ..nets.drunet import ConditionalDRUNet
-from .levels import NoiseRangeCheck, noise_levels
+from .levels import FrozenPrior, noise_levels
 
 
-class PixelDenoiser(NoiseRangeCheck, dinv.models.Denoiser):
+class PixelDenoiser(FrozenPrior, dinv.models.Denoiser):
     r"""Noise-conditional denoiser :math:`D(x, \sigma)` from a :class:`~deepinv_tunable.nets.ConditionalDRUNet`.
 
     Images with more channels than the network (deepinv's 2-channel complex MRI images with a
@@ -58,14 +58,14 @@ class PixelDenoiser(NoiseRangeCheck, dinv.models.Denoiser):
     def forward(self, x: torch.Tensor, sigma: float | torch.Tensor | None = None, **kwargs) -> torch.Tensor:
         levels = noise_levels(sigma, x.shape[0], "PixelDenoiser")
         self.check_noise_range(levels)
+        self.check_image_range(x, levels)
         b, ch, h, w = x.shape
         c = self.net.config["channels"]
-        if ch % c:
-            raise ValueError(f"images with {ch} channels cannot be split into the network's {c}-channel inputs")
-        per_image = levels.to(x.dtype).expand(b) if levels.numel() == 1 else levels.to(x.dtype)
-        sigma_rows = per_image.repeat_interleave(ch // c).to(x.device)
-        dtype = next(self.net.parameters()).dtype  # deepinv's samplers may run in float64
-        out = self.net(x.reshape(b * ch // c, c, h, w).to(dtype), sigma_rows.to(dtype))
+        groups = self.split_channels(x, c)
+        per_image = levels.expand(b) if levels.numel() == 1 else levels
+        dtype = self.network_dtype()
+        sigma_rows = per_image.repeat_interleave(ch // c).to(device=x.device, dtype=dtype)
+        out = self.net(groups.to(dtype), sigma_rows)
         return out.reshape(b, ch, h, w).to(x.dtype)
 
 
