@@ -1,4 +1,5 @@
-"""Atomic file output: every file the package writes appears whole or not at all.
+"""Atomic file output: every file the package writes appears whole or not at all; and the
+content digests that tell whether a file is still the one written or read before.
 
 A writer callback fills a temporary file in the destination folder, which is then renamed
 over the destination (``os.replace`` is atomic on POSIX and Windows within one filesystem).
@@ -7,6 +8,7 @@ A crash mid-write leaves the previous file (if any) untouched and no partial fil
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import tempfile
@@ -71,3 +73,24 @@ def save_figure(fig, path: str | os.PathLike, dpi: int = 110) -> Path:
     out = atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=dpi, format="png"))
     plt.close(fig)
     return out
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    """Hex SHA-256 of a file, read in 1 MiB blocks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def content_sha256(path: str | os.PathLike) -> str:
+    """Hex SHA-256 of a file, or of a folder's files (each relative name and content, in sorted
+    order: a DICOM series folder), so that a changed input is told from the one a run started on."""
+    path = Path(path)
+    if not path.is_dir():
+        return file_sha256(path)
+    digest = hashlib.sha256()
+    for f in sorted(p for p in path.rglob("*") if p.is_file()):
+        digest.update(f.relative_to(path).as_posix().encode() + b"\0" + file_sha256(f).encode())
+    return digest.hexdigest()

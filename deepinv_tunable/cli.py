@@ -36,7 +36,7 @@ def _info() -> int:
 
 
 #: exit codes of the command line
-EXIT_BAD_INPUT, EXIT_IO, EXIT_INTERRUPTED = 2, 3, 130
+EXIT_BAD_INPUT, EXIT_IO, EXIT_FAILED, EXIT_INTERRUPTED = 2, 3, 4, 130
 #: ``run``/``audit`` option (argparse attribute) -> (recipe key it overrides, its flag)
 _RUN_OVERRIDES = {
     "input": ("data.input", "--input"),
@@ -84,6 +84,8 @@ def _interrupted_message(args: argparse.Namespace, audit: bool) -> str:
         value = getattr(args, attr)
         if value is not None and attr != "out":
             words += [flag, _flag_text(value)]
+    if args.full_volume:
+        words.append("--full-volume")
     command = " ".join([*words, "--resume"])
     return (
         f"interrupted: {done} slices finished and kept in {out} (metrics.json, .partial/); continue with:\n  {command}"
@@ -92,6 +94,7 @@ def _interrupted_message(args: argparse.Namespace, audit: bool) -> str:
 
 def _run(args: argparse.Namespace) -> int:
     from .recipes import RecipeError, load_recipe, run_recipe
+    from .recipes.runner import NonFiniteOutput
 
     overrides = {
         key: getattr(args, attr) for attr, (key, _) in _RUN_OVERRIDES.items() if getattr(args, attr) is not None
@@ -136,6 +139,9 @@ def _run(args: argparse.Namespace) -> int:
     except OSError as err:  # permission, disk full, ... while writing the outputs
         print(f"error: cannot write the outputs: {err}", file=sys.stderr)
         return EXIT_IO
+    except NonFiniteOutput as err:
+        print(f"error: {err}", file=sys.stderr)
+        return EXIT_FAILED
     except KeyboardInterrupt:
         print(_interrupted_message(args, audit), file=sys.stderr)
         return EXIT_INTERRUPTED
@@ -249,7 +255,8 @@ def build_parser() -> argparse.ArgumentParser:
         prog="deepinv-tunable",
         description="Reconstruct medical volumes with deepinv physics and tunable generative priors.",
         epilog=f"exit codes: 0 done, {EXIT_BAD_INPUT} bad recipe, data or paths (nothing written), "
-        f"{EXIT_IO} the outputs could not be written, {EXIT_INTERRUPTED} interrupted (Ctrl-C; a run says how to resume)",
+        f"{EXIT_IO} the outputs could not be written, {EXIT_FAILED} the solver returned NaN/inf (finished slices "
+        f"kept), {EXIT_INTERRUPTED} interrupted (Ctrl-C; a run says how to resume)",
     )
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="run a recipe (YAML) end to end")

@@ -8,7 +8,6 @@ flipped byte, a truncated copy) is refused instead of producing NaN images downs
 
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 from typing import Any, TypeVar
@@ -17,7 +16,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from ..atomic import atomic_write, write_json_atomic
+from ..atomic import atomic_write, file_sha256, write_json_atomic
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
@@ -105,12 +104,3 @@ class PretrainedMixin:
             raise CheckpointError(f"checkpoint '{directory}': weights do not match its config ({details})")
         model.load_state_dict(state)
         return model.to(device).eval()
-
-
-def file_sha256(path: str | Path) -> str:
-    """Hex SHA-256 of a file, read in 1 MiB blocks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()

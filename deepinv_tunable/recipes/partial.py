@@ -10,6 +10,7 @@ the NIfTI volumes are written from them and the folder is removed.
 
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 
@@ -56,6 +57,7 @@ class PartialStacks:
                     )
             else:
                 array = np.lib.format.open_memmap(path, mode="w+", dtype=np.float32, shape=tuple(shape))
+                _reserve(path)
             self.arrays[name] = array
 
     def write(self, indices: list[int], values: dict[str, torch.Tensor]) -> None:
@@ -72,3 +74,13 @@ class PartialStacks:
         """Delete the memory maps (after the final volumes are written)."""
         self.arrays.clear()
         shutil.rmtree(self.folder, ignore_errors=True)
+
+
+def _reserve(path: Path) -> None:
+    """Allocate the disk blocks of a freshly created (sparse) memory-mapped file now: on a full
+    disk, a store into an unbacked page of a memory map kills the process with SIGBUS ("Bus
+    error"), while this raises an ``OSError`` (ENOSPC) the command line reports as exit 3."""
+    if not hasattr(os, "posix_fallocate"):  # not on macOS / Windows: nothing to reserve with
+        return
+    with open(path, "r+b") as f:
+        os.posix_fallocate(f.fileno(), 0, os.fstat(f.fileno()).st_size)

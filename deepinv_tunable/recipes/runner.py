@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from .. import __version__
-from ..atomic import write_json_atomic
+from ..atomic import content_sha256, write_json_atomic
 from ..data import (
     batched,
     load_volume,
@@ -43,6 +43,10 @@ from .auditing import RecipeAudit
 from .partial import PartialStacks
 from .registry import build_solver
 from .schema import AuditConfig, Recipe, RecipeError, SliceRange
+
+
+class NonFiniteOutput(RuntimeError):
+    """A solver returned NaN or inf: the run stops rather than write or report them."""
 
 
 @dataclass
@@ -154,6 +158,13 @@ class PreparedRun:
         start = time.perf_counter()
         x_phys, recon, diagnostics = self.solve(solver, y, batch)
         seconds = time.perf_counter() - start
+        if not bool(torch.isfinite(recon).all()):
+            bad = [k for k, r in zip(batch, recon) if not bool(torch.isfinite(r).all())]
+            raise NonFiniteOutput(
+                f"solver '{self.recipe.solver.name}' returned non-finite values (NaN or inf) on slices {bad}; the run "
+                "stops before writing them (finished slices are kept, metrics.json stays 'complete': false). "
+                "Check the model's weights and the measurements"
+            )
         others, choices = {}, {}
         for name, other in (compare or {}).items():
             _, others[name], other_diagnostics = self.solve(other, y, batch)
@@ -175,6 +186,7 @@ class PreparedRun:
         record: dict[str, Any] = {
             "recipe": self.recipe.model_dump(mode="json"),
             "input": str(self.recipe.input_path()),
+            "input_sha256": content_sha256(self.recipe.input_path()),
             "versions": {
                 "deepinv_tunable": __version__,
                 "torch": torch.__version__,
@@ -244,11 +256,19 @@ class PreparedRun:
         return {tune_cfg.param: result.best}
 
 
-def check_output_dir(out_dir: Path) -> None:
-    """Refuse an output folder that cannot be one before anything runs: an existing file, or a
-    place the user may not write to (the folder itself, or its nearest existing parent)."""
+def check_output_dir(out_dir: Path, inputs: tuple[Path, ...] = ()) -> None:
+    """Refuse an output folder that cannot be one before anything runs: an existing file, a
+    place the user may not write to (the folder itself, or its nearest existing parent), or a
+    folder holding one of the run's ``inputs`` (a run writes ``reference.nii.gz``,
+    ``metrics.json``, ``figures/`` ... there, and an input of that name would be overwritten)."""
     if out_dir.exists() and not out_dir.is_dir():
         raise RecipeError(f"output.dir: {out_dir} is a file; expected a folder (created if missing)")
+    for source in inputs:
+        if source.resolve().is_relative_to(out_dir.resolve()):
+            raise RecipeError(
+                f"output.dir: {out_dir} contains the input {source}; the run's outputs could overwrite it. "
+                "Choose an --out folder that does not hold the input"
+            )
     existing = out_dir
     while not existing.exists() and existing != existing.parent:
         existing = existing.parent
@@ -267,7 +287,7 @@ def prepare_run(recipe: Recipe, full_volume: bool = False, audit: bool = False) 
     device = torch.device(recipe.device)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise RecipeError("device: 'cuda' requested but no CUDA device is available (use --device cpu)")
-    check_output_dir(Path(recipe.output.dir))
+    check_output_dir(Path(recipe.output.dir), _input_files(recipe))
     volume = load_volume(recipe.input_path(), recipe.data.volume_index, recipe.data.series)
     d = recipe.data
     if d.normalize.lower >= d.normalize.upper:
@@ -302,6 +322,15 @@ def prepare_run(recipe: Recipe, full_volume: bool = False, audit: bool = False) 
                 "the slices a result is reported on inflates it; choose a disjoint range"
             )
     return PreparedRun(recipe, device, prepared, scaling, slices, physics, eval_idx, tune_idx, audit_cal_idx)
+
+
+def _input_files(recipe: Recipe) -> tuple[Path, ...]:
+    """The files (or DICOM folder) a run reads: the volume, and an audit's calibration file."""
+    files = [recipe.input_path()]
+    calibration = getattr(recipe.audit, "calibration_file", None)
+    if calibration:
+        files.append(Path(calibration))
+    return tuple(files)
 
 
 def run_recipe(
@@ -462,10 +491,23 @@ def _resumable(metrics_path: Path, recipe: Recipe, audit: bool, full_volume: boo
     if not metrics_path.is_file():
         return None
     previous = json.loads(metrics_path.read_text())
-    if previous.get("recipe") != recipe.model_dump(mode="json") or previous.get("full_volume", False) != full_volume:
+    if previous.get("full_volume", False) != full_volume:
+        flag = "add --full-volume" if previous.get("full_volume", False) else "drop --full-volume"
+        raise RecipeError(
+            f"cannot resume: {metrics_path} was written by a run {'with' if not full_volume else 'without'} "
+            f"--full-volume; {flag} to continue it"
+        )
+    if previous.get("recipe") != recipe.model_dump(mode="json"):
         raise RecipeError(
             f"cannot resume: {metrics_path} was written by a different recipe (or other "
-            "overrides); use another --out or drop --resume"
+            "overrides); repeat the interrupted command's options, or use another --out to start afresh"
+        )
+    digest = content_sha256(recipe.input_path())
+    if previous.get("input_sha256") != digest:
+        raise RecipeError(
+            f"cannot resume: the input {recipe.input_path()} is not the file the interrupted run read "
+            f"(SHA-256 {digest[:12]}..., recorded {str(previous.get('input_sha256'))[:12]}...); its finished "
+            "slices would mix two volumes. Use another --out (or drop --resume) to start afresh"
         )
     if "slices" not in previous:
         return None  # stopped before its first batch: nothing to keep
