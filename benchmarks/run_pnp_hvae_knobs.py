@@ -125,7 +125,7 @@ def main() -> int:
     hvae = pretrained.load("hvae_mri64")
     dncnn = DnCNNDenoiser.from_pretrained(CORPUS_DNCNN)
     for s in (0.005, 0.007):
-        row("dpir corpus", f"sigma {s}", lambda: DPIR(dncnn, sigma=s, max_iter=24)(y, physics))
+        row("dpir corpus", f"sigma {s}", lambda: DPIR(sigma=s, denoiser=dncnn, max_iter=24)(y, physics))
     for tau in (0.9, 0.95, 1.0):
         row("tau", f"tau {tau}, gamma 0.02", lambda: PnPHVAE(hvae, tau=tau).reconstruct(y, physics))
     for g in (0.01, 0.04, 0.1, 1.0):

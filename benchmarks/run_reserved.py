@@ -203,13 +203,13 @@ def _tuned(ctx: common.BenchContext, build, grid, param: str):
 @common.register_method("dpir dncnn")
 def _dpir(ctx: common.BenchContext) -> dinv.models.Reconstructor:
     denoiser = DnCNNDenoiser.from_pretrained(device=ctx.device)
-    return _tuned(ctx, lambda s: DPIR(denoiser, sigma=s, max_iter=DPIR_ITER), DPIR_SIGMA_GRID, "sigma")
+    return _tuned(ctx, lambda s: DPIR(sigma=s, denoiser=denoiser, max_iter=DPIR_ITER), DPIR_SIGMA_GRID, "sigma")
 
 
 @common.register_method("dpir dncnn corpus")
 def _dpir_corpus(ctx: common.BenchContext) -> dinv.models.Reconstructor:
     denoiser = DnCNNDenoiser.from_pretrained(CORPUS_DNCNN, device=ctx.device)
-    return _tuned(ctx, lambda s: DPIR(denoiser, sigma=s, max_iter=DPIR_ITER), DPIR_SIGMA_GRID, "sigma")
+    return _tuned(ctx, lambda s: DPIR(sigma=s, denoiser=denoiser, max_iter=DPIR_ITER), DPIR_SIGMA_GRID, "sigma")
 
 
 def _pnp(ctx: common.BenchContext, name: str, schedule: str = "fixed") -> dinv.models.Reconstructor:
@@ -325,7 +325,7 @@ def _pixel_denoiser(ctx: common.BenchContext) -> dinv.models.Denoiser:
 @common.register_method("dpir pixel")
 def _dpir_drunet(ctx: common.BenchContext) -> dinv.models.Reconstructor:
     denoiser = _pixel_denoiser(ctx)
-    return _tuned(ctx, lambda s: DPIR(denoiser, sigma=s, max_iter=DPIR_ITER), DPIR_SIGMA_GRID, "sigma")
+    return _tuned(ctx, lambda s: DPIR(sigma=s, denoiser=denoiser, max_iter=DPIR_ITER), DPIR_SIGMA_GRID, "sigma")
 
 
 class CountedSampler(dinv.models.Reconstructor):

@@ -28,6 +28,7 @@ crosses between the two, so any single-channel prior works with any physics.
 
 from __future__ import annotations
 
+import copy
 import math
 import warnings
 from collections.abc import Sequence
@@ -568,6 +569,39 @@ def check_unit_range(y: torch.Tensor, physics: dinv.physics.Physics, who: str) -
             f"these measurements back-project to an RMS of {rms:.3g} (at most 1 in range). "
             "Rescale the data (e.g. divide by 255, or by the volume's robust maximum) and the noise level with it"
         )
+
+
+def check_measurement_shape(y: torch.Tensor, physics: dinv.physics.Physics, who: str) -> None:
+    r"""Refuse measurements the physics cannot have produced: ``y`` must have the shape of
+    :math:`A A^\top y`. A 1-channel ``y`` for deepinv's 2-channel MRI broadcasts through
+    :math:`A^\top` without an error and gives a wrong image (TV: 23.5 to 15.9 dB); any other
+    wrong shape would end in torch's raw shape error inside the solver."""
+    if not isinstance(physics, dinv.physics.LinearPhysics):
+        return
+    try:
+        with torch.no_grad():
+            expected = tuple(physics.A(physics.A_adjoint(y)).shape)
+    except RuntimeError as err:
+        raise ValueError(
+            f"{who}: measurements y of shape {tuple(y.shape)} do not fit the physics "
+            f"{type(physics).__name__} ({str(err).splitlines()[0]})"
+        ) from None
+    if expected != tuple(y.shape):
+        raise ValueError(
+            f"{who}: measurements y of shape {tuple(y.shape)} do not fit the physics {type(physics).__name__}, "
+            f"whose measurements have shape {expected}"
+            + (" (deepinv's MRI takes complex data as 2 channels: real, imaginary)" if is_complex_mri(physics) else "")
+        )
+
+
+def physics_in_dtype(physics: dinv.physics.Physics, dtype: torch.dtype) -> dinv.physics.Physics:
+    """``physics`` when its floating tensors are all ``dtype``; otherwise a copy cast to it (the
+    caller's object is never modified). A mask built from NumPy is float64; a solver computing
+    in float32 would end in a raw dtype error at its first product."""
+    tensors = [t for t in (*physics.parameters(), *physics.buffers()) if t.is_floating_point()]
+    if all(t.dtype == dtype for t in tensors):
+        return physics
+    return copy.deepcopy(physics).to(dtype)
 
 
 def noise_sigma(physics: dinv.physics.Physics, default: float | None = None) -> float:

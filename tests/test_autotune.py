@@ -465,7 +465,7 @@ def test_dpir_sigma_auto_stays_within_its_noise_relative_bounds():
     y = physics(x)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
-        out = DPIR(DnCNNDenoiser.from_pretrained(), sigma="auto", max_iter=4).reconstruct(y, physics)
+        out = DPIR(sigma="auto", denoiser=DnCNNDenoiser.from_pretrained(), max_iter=4).reconstruct(y, physics)
     record = out.diagnostics().choices["sigma"]
     assert 0.025 - 1e-9 <= out.parameters["sigma"] == record["value"] <= 0.15 + 1e-9
     # the grid's middle and the neighbour that brackets the root, then 2 root steps
@@ -483,7 +483,7 @@ def test_dpir_sigma_auto_plans_for_the_noise_floor_on_noiseless_data():
     y = physics(torch.cat([x, torch.zeros_like(x)], 1))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
-        out = DPIR(DnCNNDenoiser.from_pretrained(), sigma="auto", max_iter=4).reconstruct(y, physics)
+        out = DPIR(sigma="auto", denoiser=DnCNNDenoiser.from_pretrained(), max_iter=4).reconstruct(y, physics)
     # bounds (0.5, 3) times the floor, not times the ~1e-8 std estimated from noiseless k-space
     assert 0.5 * NOISE_FLOOR - 1e-12 <= out.parameters["sigma"] <= 3 * NOISE_FLOOR + 1e-12
     assert out.diagnostics().choices["sigma"]["sigma_estimated"] is True

@@ -76,7 +76,7 @@ def test_dpir_schedule_matches_deepinv_at_8_iterations():
     assert n == 8
     assert torch.allclose(levels, ref_levels, rtol=1e-5) and torch.allclose(steps, ref_steps, rtol=1e-4)
     with pytest.raises(ValueError, match="max_iter"):
-        DPIR(DnCNNDenoiser.from_pretrained(), max_iter=1)
+        DPIR(denoiser=DnCNNDenoiser.from_pretrained(), max_iter=1)
 
 
 def test_dpir_dncnn_beats_the_zero_filled_image_on_mri():
@@ -89,7 +89,9 @@ def test_dpir_dncnn_beats_the_zero_filled_image_on_mri():
 
     y = physics(to_physics_domain(x, physics))
     zero_filled = from_physics_domain(physics.A_adjoint(y), physics)
-    x_hat = from_physics_domain(DPIR(DnCNNDenoiser.from_pretrained(), sigma=0.01, max_iter=8)(y, physics), physics)
+    x_hat = from_physics_domain(
+        DPIR(sigma=0.01, denoiser=DnCNNDenoiser.from_pretrained(), max_iter=8)(y, physics), physics
+    )
     err = lambda z: float((z - x).pow(2).mean())  # noqa: E731
     assert err(x_hat) < 0.5 * err(zero_filled)
 

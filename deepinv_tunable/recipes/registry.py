@@ -7,7 +7,7 @@ recipe's validated ``solver.params`` into a ready solver (loading shipped networ
 :mod:`~deepinv_tunable.recipes.runner` builds from here.
 
 >>> sorted(SOLVERS)[:3]
-['baseline', 'flash_diffusion', 'latent_map']
+['baseline', 'dpir', 'flash_diffusion']
 >>> stochastic_solvers()
 ('flash_diffusion', 'pixel_flash', 'tunable_ldm')
 >>> build_solver("tv_pgd", {"lambda_tv": 0.05}).lambda_tv
@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..solvers import (
+    DPIR,
     TVPGD,
     FlashDiffusion,
     LatentMAP,
@@ -44,6 +45,13 @@ def _pixel_flash(denoiser: str, **solver_params) -> PixelFlash:
     from ..priors import load_pixel_denoiser
 
     return PixelFlash(load_pixel_denoiser(denoiser), **solver_params)
+
+
+def _dpir(denoiser: str, **solver_params) -> DPIR:
+    """DPIR with a pixel denoiser by name."""
+    from ..priors import load_pixel_denoiser
+
+    return DPIR(denoiser=load_pixel_denoiser(denoiser), **solver_params)
 
 
 def _flash_diffusion(model: str, k, **solver_params) -> FlashDiffusion:
@@ -109,6 +117,7 @@ SOLVERS: dict[str, SolverEntry] = {
     "pnp_hvae": SolverEntry(PnPHVAE, _pnp_hvae),
     "flash_diffusion": SolverEntry(FlashDiffusion, _flash_diffusion),
     "pixel_flash": SolverEntry(PixelFlash, _pixel_flash),
+    "dpir": SolverEntry(DPIR, _dpir),
 }
 
 

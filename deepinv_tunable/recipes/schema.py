@@ -257,6 +257,23 @@ class PixelFlashConfig(_TunedSolverConfig):
     params: PixelFlashParams = PixelFlashParams()
 
 
+class DPIRParams(_Strict):
+    """:class:`~deepinv_tunable.solvers.DPIR`, the plug-and-play anchor: ``denoiser`` by name
+    (:func:`~deepinv_tunable.priors.load_pixel_denoiser`), ``sigma`` its final level or
+    ``"auto"`` (from the measurements)."""
+
+    denoiser: str = "dncnn-corpus"
+    sigma: Annotated[float, Field(gt=0)] | Literal["auto"] = "auto"
+    max_iter: int = Field(8, ge=2, description="HQS iterations (deepinv's DPIR: 8)")
+    seed: int = 0
+
+
+class DPIRConfig(_TunedSolverConfig):
+    TUNABLE: ClassVar[tuple[str, ...]] = ("sigma", "max_iter")
+    name: Literal["dpir"]
+    params: DPIRParams = DPIRParams()
+
+
 SolverConfig = Annotated[
     PseudoInverseConfig
     | TVPGDConfig
@@ -265,7 +282,8 @@ SolverConfig = Annotated[
     | TunableLDMConfig
     | PnPHVAEConfig
     | FlashDiffusionConfig
-    | PixelFlashConfig,
+    | PixelFlashConfig
+    | DPIRConfig,
     Field(discriminator="name"),
 ]
 

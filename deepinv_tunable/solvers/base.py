@@ -13,7 +13,7 @@ import torch
 
 from ..checks import check_finite
 from ..data_fit import CHI2_OVERFIT, CHI2_UNDERFIT, fit_labels, try_chi2
-from ..physics import check_gaussian_noise, check_unit_range
+from ..physics import check_gaussian_noise, check_measurement_shape, check_unit_range, physics_in_dtype
 
 
 @dataclass
@@ -219,8 +219,10 @@ class TunableReconstructor(dinv.models.Reconstructor):
         """Reconstruct from ``y`` and return a :class:`Reconstruction` (``forward`` returns its ``x``).
 
         ``y`` of another real dtype than the solver's (float64, float16) is computed in the
-        solver's (:meth:`compute_dtype`) and ``x`` returned in ``y``'s. Refused with a
-        ``ValueError`` naming the problem: non-finite ``y``, a non-Gaussian or per-image noise
+        solver's (:meth:`compute_dtype`) and ``x`` returned in ``y``'s; a physics of another
+        dtype (a float64 mask from NumPy) is used through a cast copy. Refused with a
+        ``ValueError`` naming the problem: non-finite ``y``, a ``y`` whose shape the physics
+        cannot produce (:func:`~deepinv_tunable.physics.check_measurement_shape`), a non-Gaussian or per-image noise
         model (:func:`~deepinv_tunable.physics.check_gaussian_noise`) and, for learned priors,
         measurements of images far outside [0, 1] (:func:`~deepinv_tunable.physics.check_unit_range`).
         """
@@ -234,6 +236,8 @@ class TunableReconstructor(dinv.models.Reconstructor):
         input_dtype, dtype = y.dtype, self.compute_dtype()
         if y.is_floating_point() and input_dtype != dtype:
             y = y.to(dtype)
+        physics = physics_in_dtype(physics, dtype)
+        check_measurement_shape(y, physics, who)
         if self.unit_range:
             check_unit_range(y, physics, who)
         start = time.perf_counter()

@@ -45,16 +45,24 @@ def dpir_schedule(sigma: float, max_iter: int) -> tuple[torch.Tensor, torch.Tens
 
 
 class DPIR(TunableReconstructor):
-    r"""DPIR with a plug-and-play ``denoiser`` (deepinv :class:`~deepinv.models.Denoiser`).
+    r"""DPIR with a plug-and-play ``denoiser`` (deepinv :class:`~deepinv.models.Denoiser`), with
+    deepinv's :class:`deepinv.optim.DPIR` signature (``sigma``, ``denoiser``, ``device``) and
+    this package's extras as keywords.
 
-    :param deepinv.models.Denoiser denoiser: e.g. :class:`~deepinv_tunable.priors.DnCNNDenoiser`.
     :param sigma: final denoiser noise level (the measurement noise std is the usual choice; a
         larger value regularises more), or ``"auto"``: chosen per call from the measurements alone
         by :func:`~deepinv_tunable.autotune.select_parameter` between ``tune_bounds`` times the
         noise std (the physics', else estimated from ``y``, at least
         :data:`~deepinv_tunable.autotune.NOISE_FLOOR`; 4 solves), recorded in the result's
         ``choices``. Default ``"auto"``.
+    :param deepinv.models.Denoiser denoiser: e.g. :class:`~deepinv_tunable.priors.DnCNNDenoiser`;
+        ``None`` (default) loads the package's default pixel prior
+        (:func:`~deepinv_tunable.priors.load_pixel_denoiser`).
+    :param str, torch.device device: where the denoiser runs. Default ``"cpu"``.
     :param int max_iter: HQS iterations. Default 8 (deepinv's DPIR).
+    :param str tune_rule: the rule of ``sigma="auto"``. Default ``"auto"``.
+    :param tuple tune_bounds: the search interval of ``sigma="auto"``, in noise stds. Default ``(0.5, 3)``.
+    :param int seed: seed of the rule's random splits. Default 0.
 
     :Examples:
 
@@ -63,7 +71,7 @@ class DPIR(TunableReconstructor):
         >>> physics = build_physics({"kind": "denoising", "noise_sigma": 0.05}, (32, 32))
         >>> x = torch.zeros(1, 1, 32, 32); x[..., 8:24, 8:24] = 1
         >>> y = physics(x)
-        >>> x_hat = DPIR(DnCNNDenoiser.from_pretrained(), sigma=0.05)(y, physics)
+        >>> x_hat = DPIR(sigma=0.05, denoiser=DnCNNDenoiser.from_pretrained())(y, physics)
         >>> bool((x_hat - x).pow(2).mean() < (y - x).pow(2).mean() / 4)
         True
 
@@ -75,16 +83,27 @@ class DPIR(TunableReconstructor):
 
     def __init__(
         self,
-        denoiser: dinv.models.Denoiser,
         sigma: float | str = "auto",
+        denoiser: dinv.models.Denoiser | None = None,
+        device: str | torch.device = "cpu",
+        *,
         max_iter: int = 8,
         tune_rule: str = "auto",
         tune_bounds: tuple[float, float] = (0.5, 3.0),
         seed: int = 0,
     ):
         super().__init__()
+        if isinstance(sigma, torch.nn.Module):
+            raise TypeError(
+                "DPIR takes deepinv's argument order DPIR(sigma, denoiser, device): the first argument is a "
+                f"{type(sigma).__name__}; pass it as DPIR(denoiser=...)"
+            )
         dpir_schedule(0.01 if auto_requested(sigma) else sigma, max_iter)  # validates
-        self.denoiser = denoiser
+        if denoiser is None:
+            from ..priors import load_pixel_denoiser
+
+            denoiser = load_pixel_denoiser(device=device)
+        self.denoiser = denoiser.to(device)
         self.sigma = sigma if auto_requested(sigma) else float(sigma)
         self.max_iter = int(max_iter)
         self.tune_rule, self.tune_bounds, self.seed = tune_rule, tune_bounds, int(seed)

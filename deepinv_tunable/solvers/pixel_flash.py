@@ -193,7 +193,7 @@ class PixelFlash(TunableReconstructor):
 
         with warnings.catch_warnings():  # the pilot's first levels may lie outside the denoiser's range
             warnings.simplefilter("ignore", RuntimeWarning)
-            pilot = DPIR(self.denoiser, sigma=max(sigma, 0.01), max_iter=self.severity_iter)(y, physics)
+            pilot = DPIR(sigma=max(sigma, 0.01), denoiser=self.denoiser, max_iter=self.severity_iter)(y, physics)
         return (x_tilde - pilot).pow(2).flatten(1).mean(1).sqrt()
 
     def start_indices(

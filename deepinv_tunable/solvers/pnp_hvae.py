@@ -380,7 +380,7 @@ class PnPHVAE(TunableReconstructor):
         )
         # noiseless data (a stated or estimated std of 0) end at the same floor as the fixed point's prox
         final = resolve_sigma(y, physics, floor=MIN_SIGMA)[0] if self.anneal_sigma == "noise" else self.anneal_sigma
-        dpir = DPIR(denoiser, sigma=final, max_iter=self.anneal_iter, tune_rule=self.tune_rule, seed=self.seed)
+        dpir = DPIR(sigma=final, denoiser=denoiser, max_iter=self.anneal_iter, tune_rule=self.tune_rule, seed=self.seed)
         out = dpir._solve(y, physics)
         final = out.parameters["sigma"]
         choices = {}
