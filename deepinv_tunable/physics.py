@@ -622,7 +622,10 @@ def noise_sigma(physics: dinv.physics.Physics, default: float | None = None) -> 
     if value > 0:
         return value
     if default is None:
-        raise ValueError("the physics has no Gaussian noise level; pass sigma=... (the measurement noise std)")
+        raise ValueError(
+            "the physics states no Gaussian noise level; give it noise_model=deepinv.physics.GaussianNoise(sigma) "
+            "with the measurement noise std (sigma > 0)"
+        )
     return float(default)
 
 
@@ -791,7 +794,10 @@ def mri_zero_filled_error(y: torch.Tensor, physics: dinv.physics.Physics, sigma:
     else:
         sigma_b = torch.full((y.shape[0],), float(sigma))
     h, w = y.shape[-2:]
-    mask = physics.mask.reshape(-1, h, w)[0] != 0
+    # deepinv keeps a mask per example as (B, 2, H, W), one for the batch as (1, 2, H, W)
+    masks = physics.mask.reshape(physics.mask.shape[0], -1, h, w)[:, 0] != 0
+    if masks.shape[0] not in (1, y.shape[0]):
+        raise ValueError(f"the MRI physics holds {masks.shape[0]} masks for a batch of {y.shape[0]} measurements")
     ky = (torch.arange(h, dtype=torch.float64) - h // 2) / h
     kx = (torch.arange(w, dtype=torch.float64) - w // 2) / w
     radius = (ky[:, None] ** 2 + kx[None, :] ** 2).sqrt() * max(h, w)
@@ -799,6 +805,7 @@ def mri_zero_filled_error(y: torch.Tensor, physics: dinv.physics.Physics, sigma:
     n_bins = int(bins.max()) + 1
     out = []
     for b in range(y.shape[0]):
+        mask = masks[b if masks.shape[0] > 1 else 0]
         power = (y[b, 0].double() ** 2 + y[b, 1].double() ** 2) - 2 * float(sigma_b[b]) ** 2
         total = torch.zeros(n_bins, dtype=torch.float64).index_add_(0, bins[mask], power[mask])
         count = torch.zeros(n_bins, dtype=torch.float64).index_add_(0, bins[mask], torch.ones_like(power[mask]))

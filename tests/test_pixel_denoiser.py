@@ -294,9 +294,10 @@ def test_pixel_flash_runs_a_batch_of_mixed_accelerations_each_with_its_own_mask(
     y = physics(to_physics_domain(x, physics))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        out = PixelFlash(PixelDenoiser(tiny_net((0.002, 1.0))), max_iter=8).reconstruct(y, physics, seed=0)
+        out = PixelFlash(PixelDenoiser(tiny_net((0.002, 1.0))), max_iter=30).reconstruct(y, physics, seed=0)
     assert out.x.shape == (2, 2, 16, 16)
-    assert out.start_step[0] != out.start_step[1]  # two groups, each cut out of the batch
+    assert float(out.sigma_hat[1]) > float(out.sigma_hat[0])  # 12x is more severe than 2x, each from its own mask
+    assert out.start_step[0] > out.start_step[1]  # two groups, each cut out of the batch; 12x starts earlier
     fit = chi2(out.x, y, physics).cpu()  # each row against its own mask
     torch.testing.assert_close(out.chi2, fit)
     assert bool((fit < 3).all()), fit
@@ -305,3 +306,40 @@ def test_pixel_flash_runs_a_batch_of_mixed_accelerations_each_with_its_own_mask(
     assert physics_rows(blur, torch.tensor([0]), 2, torch.zeros(1, 1, 16, 16)) is None
     shared = dinv.physics.Blur(filter=torch.rand(1, 1, 3, 3))
     assert physics_rows(shared, torch.tensor([0]), 2, torch.zeros(1, 1, 16, 16)) is shared
+
+
+def test_zero_filled_error_reads_each_examples_own_mask():
+    """A batch of 2x and 12x acquisitions: each example's predicted zero-filled error equals the
+    one computed alone with its own mask (it used the first example's mask for all: the 12x
+    slice was scored as if 2x, and the per-slice ranking came out backwards)."""
+    from deepinv_tunable.physics import batched_mri, build_physics, mri_zero_filled_error, to_physics_domain
+
+    configs = [{"kind": "mri", "acceleration": a, "noise_sigma": 0.01} for a in (2, 12)]
+    physics = batched_mri(configs, (32, 32))
+    x = torch.zeros(2, 1, 32, 32)
+    x[:, :, 8:24, 6:26] = 0.8
+    x[:, :, 12:20, 12:20] = 0.3
+    y = physics(to_physics_domain(x, physics))
+    both = mri_zero_filled_error(y, physics, 0.01)
+    alone = [mri_zero_filled_error(y[i : i + 1], build_physics(c, (32, 32)), 0.01) for i, c in enumerate(configs)]
+    torch.testing.assert_close(both, torch.cat(alone))
+    assert float(both[1]) > 1.5 * float(both[0])  # 12x loses more than 2x
+
+
+@pytest.mark.parametrize("noise", ["zero", "gaussian0"])
+def test_pixel_flash_runs_on_noiseless_physics(noise):
+    """ZeroNoise / GaussianNoise(0) were refused with a message naming a sigma= no signature has;
+    the level is now estimated from y (at least the noise floor), as the other solvers do."""
+    import deepinv as dinv
+
+    from deepinv_tunable.physics import build_physics, to_physics_domain
+    from deepinv_tunable.solvers import PixelFlash
+
+    physics = build_physics({"kind": "mri", "acceleration": 4, "noise_sigma": 0.01}, (16, 16))
+    physics.noise_model = dinv.physics.ZeroNoise() if noise == "zero" else dinv.physics.GaussianNoise(0.0)
+    x = torch.rand(1, 1, 16, 16, generator=torch.Generator().manual_seed(0))
+    y = physics(to_physics_domain(x, physics))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        out = PixelFlash(PixelDenoiser(tiny_net((0.002, 1.0))), max_iter=8).reconstruct(y, physics, seed=0)
+    assert out.x.shape == (1, 2, 16, 16) and bool(torch.isfinite(out.x).all())

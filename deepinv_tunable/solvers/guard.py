@@ -48,6 +48,7 @@ def measurement_guard(
     physics: dinv.physics.Physics,
     max_chi2: float = DEFAULT_MAX_CHI2,
     who: str = "solver",
+    sigma: float | None = None,
 ) -> GuardResult:
     r"""Replace the samples of ``x`` that explain ``y`` worse than the measurement baseline.
 
@@ -56,6 +57,8 @@ def measurement_guard(
     :param deepinv.physics.Physics physics: forward model with a Gaussian noise level.
     :param float max_chi2: floor of the fallback threshold. Default 2.
     :param str who: solver name for the warning.
+    :param float sigma: the noise std; ``None`` (default): the physics' (a noiseless physics
+        needs the solver's resolved level).
 
     :Examples:
 
@@ -72,7 +75,7 @@ def measurement_guard(
         raise ValueError(f"max_chi2 must be positive, got {max_chi2}")
     with torch.no_grad():
         base = MeasurementBaseline()(y, physics)
-        chi, chi_base = chi2(x, y, physics).cpu(), chi2(base, y, physics).cpu()
+        chi, chi_base = chi2(x, y, physics, sigma).cpu(), chi2(base, y, physics, sigma).cpu()
         fallback = chi > torch.clamp(chi_base, min=max_chi2)
         out = torch.where(fallback.to(x.device).reshape(-1, *[1] * (x.dim() - 1)), base.to(x.dtype), x)
     if fallback.any():
@@ -108,11 +111,12 @@ def verify_and_correct(
     max_chi2: float = DEFAULT_MAX_CHI2,
     correct: bool = True,
     who: str = "solver",
+    sigma: float | None = None,
 ) -> VerifiedResult:
     r"""The end of every generative sampler of the package: verify the prior's own estimate with
     :func:`measurement_guard` (first: a final projection would hide its disagreement), then, when
     ``correct``, apply :func:`~deepinv_tunable.consistency.weighted_data_consistency` to the
-    samples that passed.
+    samples that passed. ``sigma``: the noise std (default: the physics').
 
     :Examples:
 
@@ -125,13 +129,13 @@ def verify_and_correct(
         ([False, True], True)
     """
 
-    guard = measurement_guard(x, y, physics, max_chi2, who=who)
+    guard = measurement_guard(x, y, physics, max_chi2, who=who, sigma=sigma)
     out, dc_weight = guard.x, torch.full((x.shape[0],), float("nan"))
     if correct and not bool(guard.fallback.all()):
         kept = (~guard.fallback).nonzero().flatten().to(out.device)
         # the whole batch goes in (the physics may hold one operator per example); baselines that
         # fit the data leave with gamma = 0, and only the kept rows are taken
-        dc = weighted_data_consistency(out, y, physics)
+        dc = weighted_data_consistency(out, y, physics, sigma=sigma)
         out = out.index_copy(0, kept, dc.x[kept])
         dc_weight[kept.cpu()] = dc.gamma[kept.cpu()]
-    return VerifiedResult(out, guard.chi2, guard.fallback, dc_weight, chi2(out, y, physics).cpu())
+    return VerifiedResult(out, guard.chi2, guard.fallback, dc_weight, chi2(out, y, physics, sigma).cpu())

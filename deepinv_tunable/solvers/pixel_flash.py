@@ -10,7 +10,8 @@ import warnings
 import deepinv as dinv
 import torch
 
-from ..physics import mri_zero_filled_error, noise_sigma, physics_rows
+from ..autotune import NOISE_FLOOR, resolve_sigma
+from ..physics import mri_zero_filled_error, physics_rows
 from .base import NoiseStream, TunableReconstructor
 from .classical import MeasurementBaseline
 from .flash import FlashReconstruction
@@ -260,7 +261,8 @@ class PixelFlash(TunableReconstructor):
         if start not in PIXEL_START_RULES:
             raise ValueError(f"start must be one of {PIXEL_START_RULES}, got {start!r}")
         generator = self.noise.generator("cpu", seed)  # CPU noise in the image's layout, moved to its device
-        sigma = noise_sigma(physics)
+        # noiseless physics (ZeroNoise, GaussianNoise(0)): the level estimated from y, at least the floor
+        sigma, _ = resolve_sigma(y, physics, floor=NOISE_FLOOR)
         diffpir = self.schedule(sigma)
         c = self.start_constant(physics)
         y = y.detach()
@@ -286,7 +288,9 @@ class PixelFlash(TunableReconstructor):
                             diffpir, y[rows], sub, x_tilde[rows], sigma_hat[rows], c, i0, sigma, generator
                         )
                 extra_nfe = self.severity_iter if self.severity_rule(physics) == "pilot" else 0
-        verified = verify_and_correct(x, y, physics, self.max_chi2, self.final_consistency, who="PixelFlash")
+        verified = verify_and_correct(
+            x, y, physics, self.max_chi2, self.final_consistency, who="PixelFlash", sigma=sigma
+        )
         nfe = (len(diffpir.seq) - 1 - index).clamp_min(0) + extra_nfe
         out_of_range = clamped.clone()
         sigma_range = getattr(self.denoiser, "sigma_range", None)
