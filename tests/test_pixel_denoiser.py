@@ -343,3 +343,16 @@ def test_pixel_flash_runs_on_noiseless_physics(noise):
         warnings.simplefilter("ignore")
         out = PixelFlash(PixelDenoiser(tiny_net((0.002, 1.0))), max_iter=8).reconstruct(y, physics, seed=0)
     assert out.x.shape == (1, 2, 16, 16) and bool(torch.isfinite(out.x).all())
+
+
+def test_training_continues_from_an_export(tmp_path):
+    """A run on a new machine (no Lightning state) starts from the last export's weights."""
+    from deepinv_tunable.training.drunet import ConditionalDenoiserModule
+
+    first = ConditionalDenoiserModule(drunet={"nc": (4, 4, 4, 4), "nb": 1})
+    first.export(tmp_path / "m", None)
+    again = ConditionalDenoiserModule(drunet={"nc": [4, 4, 4, 4], "nb": 1}, init=str(tmp_path / "m"))
+    for key, value in first.net.state_dict().items():
+        assert torch.equal(again.net.state_dict()[key], value), key
+    with pytest.raises(ValueError, match="settings differ"):
+        ConditionalDenoiserModule(drunet={"nc": (8, 8, 8, 8), "nb": 1}, init=str(tmp_path / "m"))

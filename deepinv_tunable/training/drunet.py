@@ -30,6 +30,7 @@ import torch
 from ..metrics import METRICS
 from ..nets.drunet import ConditionalDRUNet
 from .ema import WarmupEMA
+from .warm_start import load_initial_weights
 
 #: noise stds (images in [0, 1]) at which validation PSNR is logged
 VALIDATION_SIGMAS = (0.02, 0.05, 0.1, 0.5)
@@ -78,6 +79,9 @@ class ConditionalDenoiserModule(L.LightningModule):
         Default 0.999.
     :param bool channels_last: keep weights and batches in channels-last memory format (faster
         convolutions on some CPUs; measured in ``benchmarks/training_throughput.py``). Default False.
+    :param str init: start from these weights (a shipped name or a ``save_pretrained`` folder, e.g.
+        an earlier run's export, so training continues on a machine without its Lightning state);
+        ``drunet`` and ``sigma_data`` must match them. Default ``None`` (random initialisation).
     """
 
     def __init__(
@@ -90,6 +94,7 @@ class ConditionalDenoiserModule(L.LightningModule):
         lr: float = 2e-4,
         ema_decay: float = 0.999,
         channels_last: bool = False,
+        init: str | None = None,
     ):
         super().__init__()
         self.save_hyperparameters()
@@ -100,7 +105,13 @@ class ConditionalDenoiserModule(L.LightningModule):
             raise ValueError(f"sigma_knee must lie inside sigma_range {[low, high]}, got {sigma_knee}")
         if not 0.0 <= high_share <= 1.0:
             raise ValueError(f"high_share must be a probability in [0, 1], got {high_share}")
-        self.net = ConditionalDRUNet(**{**(drunet or {}), "sigma_range": (low, high), "sigma_data": sigma_data})
+        settings = {**(drunet or {}), "sigma_data": sigma_data}
+        if init is None:
+            self.net = ConditionalDRUNet(**settings, sigma_range=(low, high))
+        else:
+            self.net = load_initial_weights(init, ConditionalDRUNet, settings, "drunet")
+            self.net.sigma_range = (low, high)  # what this run trains it on
+            self.net.config["sigma_range"] = [low, high]
         if channels_last:
             self.net.to(memory_format=torch.channels_last)
 
