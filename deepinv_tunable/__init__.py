@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import importlib
 
+from .lazy import lazy_exports
+
 __version__ = "0.1.0"
 
 #: public name -> module that defines it
@@ -104,14 +106,16 @@ _SUBMODULES = (
 )
 
 __all__ = sorted([*_EXPORTS, *_SUBMODULES, "__version__"])
+_export, _ = lazy_exports(__name__, _EXPORTS)
 
 
 def __getattr__(name: str):
-    if name in _EXPORTS:
-        return getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
     if name in _SUBMODULES:
         return importlib.import_module(f".{name}", __name__)
-    raise AttributeError(f"module 'deepinv_tunable' has no attribute '{name}'")
+    try:
+        return _export(name)
+    except AttributeError:
+        raise AttributeError(f"module 'deepinv_tunable' has no attribute '{name}'") from None
 
 
 def __dir__() -> list[str]:

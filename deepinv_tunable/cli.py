@@ -336,13 +336,35 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     with warnings.catch_warnings():  # restores the interpreter's warning display on return
         warnings.showwarning = _one_line_warning
-        if args.command == "info":
-            return _info()
-        if args.command == "train":
-            return _train(args)
-        if args.command == "series":
-            return _series(args)
-        return _run(args)  # run or audit
+        try:
+            if args.command == "info":
+                return _info()
+            if args.command == "train":
+                return _train(args)
+            if args.command == "series":
+                return _series(args)
+            return _run(args)  # run or audit
+        except ModuleNotFoundError as err:
+            if err.name is None or err.name.split(".")[0] not in EXTRA_OF:
+                raise
+            extra = EXTRA_OF[err.name.split(".")[0]]
+            print(
+                f"error: '{args.command}' needs {err.name}, which is not installed: "
+                f"pip install 'deepinv_tunable[{extra}]'",
+                file=sys.stderr,
+            )
+            return EXIT_BAD_INPUT
+
+
+#: optional dependency -> the extra of ``pyproject.toml`` that installs it
+EXTRA_OF = {
+    "torchio": "recipes",
+    "nibabel": "recipes",
+    "jinja2": "recipes",
+    "diffusers": "latent",
+    "lightning": "train",
+    "pydicom": "dicom",
+}
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -24,11 +24,14 @@ prediction, Tweedie, data consistency, DDIM, truncation).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
-from diffusers import DDIMScheduler
 
 from .latent import truncate
+
+if TYPE_CHECKING:
+    from diffusers import DDIMScheduler
 
 
 @dataclass(frozen=True)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import deepinv as dinv
 import torch
-from torchmetrics.functional.image import structural_similarity_index_measure
 
 #: Images are normalised so the robust intensity range maps to [0, 1]; metrics use that range.
 METRICS = {
@@ -51,6 +50,8 @@ def masked_ssim(x_hat: torch.Tensor, x: torch.Tensor, mask: torch.Tensor) -> lis
     >>> round(masked_ssim(x, x, m)[0], 4)
     1.0
     """
+    from torchmetrics.functional.image import structural_similarity_index_measure  # imports matplotlib: on use
+
     _, ssim_map = structural_similarity_index_measure(
         x_hat.float(), x.float(), data_range=1.0, reduction="none", return_full_image=True
     )

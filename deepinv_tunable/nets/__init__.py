@@ -1,22 +1,18 @@
-"""Networks only: they know nothing of physics or solvers."""
+"""Networks only (torch / diffusers modules; they know nothing of physics or solvers), each imported on first use
+(:mod:`deepinv_tunable.lazy`): the DnCNN, DRUNet and HVAE do not import diffusers."""
 
-from .checkpoint import CheckpointError, PretrainedMixin
-from .dncnn import DnCNN
-from .drunet import ConditionalDRUNet
-from .hvae import HVAE
-from .latent_unet import LatentUNet
-from .ordered_flow import OrderedFlow
-from .severity import SeverityEncoder
-from .tunable_vae import TunableVAE
+from ..lazy import lazy_exports
 
-__all__ = [
-    "CheckpointError",
-    "ConditionalDRUNet",
-    "DnCNN",
-    "HVAE",
-    "LatentUNet",
-    "OrderedFlow",
-    "PretrainedMixin",
-    "SeverityEncoder",
-    "TunableVAE",
-]
+_EXPORTS = {
+    "CheckpointError": "checkpoint",
+    "PretrainedMixin": "checkpoint",
+    "DnCNN": "dncnn",
+    "ConditionalDRUNet": "drunet",
+    "HVAE": "hvae",
+    "LatentUNet": "latent_unet",
+    "OrderedFlow": "ordered_flow",
+    "SeverityEncoder": "severity",
+    "TunableVAE": "tunable_vae",
+}
+__all__ = sorted(_EXPORTS)
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

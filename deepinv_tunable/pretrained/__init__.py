@@ -14,14 +14,13 @@ from pathlib import Path
 
 import torch
 
-from ..nets import HVAE, ConditionalDRUNet, DnCNN, LatentUNet, OrderedFlow, SeverityEncoder, TunableVAE
+from .. import nets
 from ..nets.checkpoint import CONFIG_NAME
 
 _DIR = Path(__file__).parent
-#: checkpoint ``class`` -> model class; each has ``from_pretrained``.
-MODEL_CLASSES = {
-    cls.__name__: cls for cls in (ConditionalDRUNet, DnCNN, TunableVAE, LatentUNet, OrderedFlow, HVAE, SeverityEncoder)
-}
+#: checkpoint ``class`` names this version loads (each a :mod:`deepinv_tunable.nets` class with
+#: ``from_pretrained``, imported when a checkpoint of it is loaded)
+MODEL_CLASSES = ("ConditionalDRUNet", "DnCNN", "TunableVAE", "LatentUNet", "OrderedFlow", "HVAE", "SeverityEncoder")
 
 
 def available() -> list[str]:
@@ -51,4 +50,4 @@ def load(name: str | Path, device: torch.device | str = "cpu") -> torch.nn.Modul
     cls_name = json.loads((folder / CONFIG_NAME).read_text(encoding="utf-8")).get("class")
     if cls_name not in MODEL_CLASSES:
         raise ValueError(f"model '{name}' has class '{cls_name}', which this version cannot load")
-    return MODEL_CLASSES[cls_name].from_pretrained(folder, device=device)
+    return getattr(nets, cls_name).from_pretrained(folder, device=device)

@@ -385,13 +385,40 @@ def parse_recipe(raw: dict[str, Any], source: str = "<dict>") -> Recipe:
         raise RecipeError(format_errors(err, source)) from None
 
 
+#: the recipes shipped with the package (the repository's ``recipes/``, linked into the package)
+RECIPE_LIBRARY = Path(__file__).parent / "library"
+
+
+def shipped_recipes() -> list[str]:
+    """Names of the recipes shipped with the package (``deepinv-tunable run NAME``)."""
+    return sorted(p.stem for p in RECIPE_LIBRARY.glob("*.yaml"))
+
+
+def resolve_recipe(path: str | Path, what: str = "recipe") -> Path:
+    """A recipe file: ``path`` itself when it exists, else the shipped recipe of that name
+    (``demo_learned_prior`` or ``demo_learned_prior.yaml``), so a recipe runs by name from an
+    installed wheel.
+
+    >>> resolve_recipe("demo_mri_brain").name
+    'demo_mri_brain.yaml'
+    """
+    given = Path(path)
+    if given.is_file():
+        return given
+    shipped = RECIPE_LIBRARY / (given.name if given.suffix in (".yaml", ".yml") else f"{given.name}.yaml")
+    if given.parent == Path(".") or given.parent.name == "recipes":
+        if shipped.is_file():
+            return shipped
+    raise FileNotFoundError(
+        f"{what} file not found: '{path}' (neither a file nor one of the shipped recipes: {', '.join(shipped_recipes())})"
+    )
+
+
 def read_recipe_file(path: str | Path, what: str = "recipe") -> dict[str, Any]:
     """The YAML mapping of a recipe file (reconstruction or training): a missing file raises
     ``FileNotFoundError``, bad YAML or a document that is not a mapping one :class:`RecipeError`.
     An empty file is an empty mapping (the schema then names what is missing)."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{what} file not found: '{path}'")
+    path = resolve_recipe(path, what)
     try:
         raw = yaml.safe_load(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as err:

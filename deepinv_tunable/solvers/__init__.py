@@ -1,32 +1,27 @@
-"""deepinv ``Reconstructor`` subclasses: classical baselines, DPIR, generative-prior solvers and samplers."""
+"""deepinv ``Reconstructor`` subclasses: classical baselines, DPIR, generative-prior solvers and
+samplers. Each is imported on first use (:mod:`deepinv_tunable.lazy`): ``from
+deepinv_tunable.solvers import DPIR`` does not import diffusers."""
 
-from .base import Reconstruction, SolverDiagnostics, TunableReconstructor
-from .classical import DEFAULT_TV_LAMBDA, TVPGD, MeasurementBaseline, PseudoInverse
-from .dpir import DPIR
-from .flash import FlashDiffusion, FlashReconstruction
-from .latent_diffusion import LatentDiffusionSolver
-from .latent_map import LatentMAP
-from .latent_tv import LatentMAPTV
-from .pixel_flash import PixelFlash
-from .pnp_hvae import PnPHVAE, PnPHVAESampler
-from .tunable_ldm import TunableLDMSolver
+from ..lazy import lazy_exports
 
-__all__ = [
-    "DEFAULT_TV_LAMBDA",
-    "DPIR",
-    "FlashDiffusion",
-    "FlashReconstruction",
-    "LatentDiffusionSolver",
-    "LatentMAP",
-    "LatentMAPTV",
-    "MeasurementBaseline",
-    "PixelFlash",
-    "PnPHVAE",
-    "PnPHVAESampler",
-    "PseudoInverse",
-    "Reconstruction",
-    "SolverDiagnostics",
-    "TVPGD",
-    "TunableLDMSolver",
-    "TunableReconstructor",
-]
+_EXPORTS = {
+    "Reconstruction": "base",
+    "SolverDiagnostics": "base",
+    "TunableReconstructor": "base",
+    "DEFAULT_TV_LAMBDA": "classical",
+    "TVPGD": "classical",
+    "MeasurementBaseline": "classical",
+    "PseudoInverse": "classical",
+    "DPIR": "dpir",
+    "FlashDiffusion": "flash",
+    "FlashReconstruction": "flash",
+    "LatentDiffusionSolver": "latent_diffusion",
+    "LatentMAP": "latent_map",
+    "LatentMAPTV": "latent_tv",
+    "PixelFlash": "pixel_flash",
+    "PnPHVAE": "pnp_hvae",
+    "PnPHVAESampler": "pnp_hvae",
+    "TunableLDMSolver": "tunable_ldm",
+}
+__all__ = sorted(_EXPORTS)
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
