@@ -37,6 +37,7 @@ and whether it sits at a bound of the search interval (then a warning says so).
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 import warnings
@@ -116,6 +117,8 @@ class ParameterChoice:
         (discrepancy and SURE solve the full problem; ``None`` under splitting), so a solver whose
         candidates match its final solve can return it without solving again.
     :param int n_splits: disjoint hold-outs the splitting score summed over (1 for the other rules).
+    :param list resolved: what was done about a first choice at a bound of its interval (the
+        search widened beyond it, another rule used), in order; empty when nothing was needed.
     """
 
     name: str
@@ -131,6 +134,7 @@ class ParameterChoice:
     seconds: float
     estimate: torch.Tensor | None = field(default=None, repr=False)
     n_splits: int = 1
+    resolved: list[str] = field(default_factory=list)
 
     def curve(self) -> tuple[list[float], list[float]]:
         """The candidates sorted by value and their scores, for a plot of the score curve."""
@@ -152,6 +156,7 @@ class ParameterChoice:
             "n_splits": self.n_splits,
             "seconds": self.seconds,
             "curve": {"values": values, "scores": scores},
+            "resolved": list(self.resolved),
         }
 
 
@@ -726,6 +731,99 @@ def select_parameter(
     physics,
     bounds: tuple[float, float],
     *,
+    resolve_bounds: bool = True,
+    warn: bool = True,
+    **options,
+) -> ParameterChoice:
+    r"""Choose one scalar parameter of a solver from the measurements alone (:func:`search_parameter`,
+    whose keyword arguments ``options`` are), and do not return a choice at a bound of the search
+    interval without trying to resolve it: with ``resolve_bounds`` and a log-scale search (a
+    positive weight or level; a linear search's domain is bounded), a first choice at an edge
+    (not a ``hard_bounds`` one) is searched again over the interval of the same log-width beyond
+    that edge; if the best of both searches is still at the outer edge and the rule is not the
+    discrepancy principle, the discrepancy principle (a root, not a minimum: it cannot run to an
+    edge of a score that keeps falling) chooses over the original interval instead. What was done
+    is recorded in the choice's ``resolved``; a choice still at a bound after that is returned
+    with ``at_bound`` and a warning (``warn``).
+
+    On unseen 8x MRI the splitting rule's score kept falling with the TV weight and ended at its
+    upper bound, at the zero-filled image's PSNR; these steps exist for such cases.
+
+    >>> from deepinv_tunable.physics import build_physics
+    >>> physics = build_physics({"kind": "denoising", "noise_sigma": 0.1}, (32, 32))
+    >>> y = physics(torch.full((1, 1, 32, 32), 0.5))
+    >>> shrink = lambda a, y, physics, x0: a * y + (1 - a) * y.mean()
+    >>> choice = select_parameter(shrink, y, physics, (0.6, 1.0), rule="discrepancy", tau=0.25, n_refine=8)
+    >>> round(choice.value, 1), choice.at_bound, choice.resolved[0].startswith("widened")
+    (0.5, False, True)
+
+    (The planted crossing at 0.5 lies below the interval; the search beyond its lower edge, over
+    (0.36, 0.6), finds it.)
+    """
+    choice = search_parameter(solve, y, physics, bounds, **options)
+    # on a linear scale the parameter has a bounded domain (a temperature, a mixing weight in
+    # [0, 1]) that a search cannot step out of: such a choice is flagged, not widened
+    if choice.at_bound and resolve_bounds and options.get("log", True):
+        choice = _resolve_bound(choice, solve, y, physics, options)
+    if warn and choice.at_bound:
+        warnings.warn(
+            f"{choice.name} = {choice.value:.4g} chosen by the {choice.rule} rule sits at a bound of the search "
+            f"interval {choice.bounds}"
+            + (f" after {'; '.join(choice.resolved)}" if choice.resolved else "")
+            + ": the best value may lie outside it",
+            RuntimeWarning,
+            stacklevel=2,
+        )
+    return choice
+
+
+def _resolve_bound(choice: ParameterChoice, solve: Solve, y, physics, options: dict) -> ParameterChoice:
+    """:func:`select_parameter`'s steps for a first choice at a bound (see there)."""
+    log = options.get("log", True)
+    low, high = choice.bounds
+    at_low = choice.value <= min(choice.tried)
+    if log:
+        beyond = (low * low / high, low) if at_low else (high, high * high / low)
+    else:
+        beyond = (low - (high - low), low) if at_low else (high, high + (high - low))
+    if log and beyond[0] <= 0:
+        return choice
+    further = search_parameter(solve, y, physics, beyond, **options)
+    union = (min(low, beyond[0]), max(high, beyond[1]))
+    best = further if min(further.scores) < min(choice.scores) else choice
+    outer = (best is further) and further.at_bound and (further.value <= min(further.tried)) == at_low
+    merged = dataclasses.replace(
+        best,
+        tried=choice.tried + further.tried,
+        scores=choice.scores + further.scores,
+        bounds=union,
+        at_bound=outer,
+        n_solves=choice.n_solves + further.n_solves,
+        seconds=choice.seconds + further.seconds,
+        resolved=[f"widened to {tuple(round(v, 6) for v in union)} from {tuple(round(v, 6) for v in (low, high))}"],
+    )
+    if not merged.at_bound or merged.rule == "discrepancy":
+        return merged
+    other = search_parameter(solve, y, physics, (low, high), **{**options, "rule": "discrepancy"})
+    if other.at_bound:
+        return merged
+    return dataclasses.replace(
+        other,
+        n_solves=merged.n_solves + other.n_solves,
+        seconds=merged.seconds + other.seconds,
+        resolved=[
+            *merged.resolved,
+            f"the {merged.rule} rule's score kept falling to {merged.value:.4g} at the edge: the discrepancy rule chose",
+        ],
+    )
+
+
+def search_parameter(
+    solve: Solve,
+    y: torch.Tensor,
+    physics,
+    bounds: tuple[float, float],
+    *,
     name: str = "param",
     rule: str = "auto",
     sigma: float | None = None,
@@ -741,10 +839,10 @@ def select_parameter(
     start: Start | None = None,
     hard_bounds: tuple[bool, bool] = (False, False),
     data_scaled: bool = False,
-    warn: bool = True,
     progress: bool | None = None,
 ) -> ParameterChoice:
-    r"""Choose one scalar parameter of a solver from the measurements alone.
+    r"""One search for a scalar parameter of a solver from the measurements alone (what
+    :func:`select_parameter` runs, once or a few times).
 
     Minimises the rule's score :math:`S(p)` (see the module docstring) over ``bounds``: ``n_coarse``
     log-spaced candidates (strongest first), then ``n_refine`` refinement steps: golden section
@@ -802,7 +900,6 @@ def select_parameter(
         a fraction :math:`\rho` of the entries only, so the same weight regularises it
         :math:`1/\rho` times harder; the choice is rescaled by :math:`\rho` for the full data.
         Default False (temperatures, noise levels).
-    :param bool warn: warn when the choice sits at a bound. Default True.
     :param bool progress: a tqdm bar over the candidates (``n_coarse + n_refine``). Default
         ``None``: only on a terminal.
     :return: :class:`ParameterChoice`.
@@ -811,7 +908,7 @@ def select_parameter(
     >>> physics = build_physics({"kind": "denoising", "noise_sigma": 0.1}, (32, 32))
     >>> y = physics(torch.full((1, 1, 32, 32), 0.5))
     >>> shrink = lambda a, y, physics, x0: a * y + (1 - a) * y.mean()  # planted: residual grows with 1 - a
-    >>> choice = select_parameter(shrink, y, physics, (0.01, 1.0), rule="discrepancy", tau=0.25, n_refine=8)
+    >>> choice = search_parameter(shrink, y, physics, (0.01, 1.0), rule="discrepancy", tau=0.25, n_refine=8)
     >>> round(choice.value, 1)  # ||(1 - a)(y - mean)||^2 = tau m sigma^2 at 1 - a = 0.5
     0.5
     """
@@ -888,13 +985,6 @@ def select_parameter(
         estimate=None if rule == "splitting" else scorer.fit_estimates[0].get(value),
         n_splits=scorer.n_splits,
     )
-    if warn and at_bound:
-        warnings.warn(
-            f"{name} = {choice.value:.4g} chosen by the {rule} rule sits at a bound of the search "
-            f"interval {choice.bounds}: the best value may lie outside it",
-            RuntimeWarning,
-            stacklevel=2,
-        )
     return choice
 
 
@@ -957,6 +1047,7 @@ __all__ = [
     "kept_fraction",
     "masked_physics",
     "resolve_sigma",
+    "search_parameter",
     "select_parameter",
     "SURE_PROBE",
     "sure_score",

@@ -62,7 +62,9 @@ def test_recipes_run_by_name_and_unknown_names_list_the_shipped_ones():
     from deepinv_tunable.recipes.schema import resolve_recipe, shipped_recipes
 
     assert "demo_learned_prior" in shipped_recipes()
-    assert resolve_recipe("demo_learned_prior").read_text() == (REPO / "recipes" / "demo_learned_prior.yaml").read_text()
+    assert (
+        resolve_recipe("demo_learned_prior").read_text() == (REPO / "recipes" / "demo_learned_prior.yaml").read_text()
+    )
     with pytest.raises(FileNotFoundError, match="neither a file nor one of the shipped recipes: .*demo_learned_prior"):
         resolve_recipe("no_such_recipe")
 
@@ -70,7 +72,18 @@ def test_recipes_run_by_name_and_unknown_names_list_the_shipped_ones():
 @pytest.mark.slow
 def test_the_built_wheel_carries_recipes_weights_templates_and_types(tmp_path):
     subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", str(REPO), "-w", str(tmp_path)],
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            "--no-build-isolation",
+            "-q",
+            str(REPO),
+            "-w",
+            str(tmp_path),
+        ],
         check=True,
         timeout=600,
     )

@@ -139,6 +139,9 @@ class DPIR(TunableReconstructor):
                 rule=self.tune_rule,
                 sigma=noise,
                 seed=self.seed,
+                # the interval is DPIR's plan around the noise level (on noiseless data, around the
+                # noise floor): a choice at its edge is flagged, not searched beyond
+                resolve_bounds=False,
             )
             choice.sigma_estimated = estimated  # resolved here once, for the bounds and the search
             sigma = choice.value
