@@ -114,3 +114,50 @@ def test_partial_stacks_reserve_their_blocks(tmp_path):
     file = tmp_path / ".partial" / "reconstruction.npy"
     # allocated, not sparse: the file's blocks cover its length
     assert file.stat().st_blocks * 512 >= file.stat().st_size
+
+
+def _volume(path, data, affine, geometry=True):
+    import nibabel as nib
+
+    if geometry:
+        img = nib.Nifti1Image(data.astype(np.float32), affine)
+    else:  # no affine: nibabel writes qform and sform codes 0, the voxel size in pixdim only
+        img = nib.Nifti1Image(data.astype(np.float32), None)
+        img.header.set_zooms(tuple(np.diag(affine)[:3]))
+    nib.save(img, path)
+    return path
+
+
+def _doubts(tmp_path, capsys, volume, **changes):
+    out = tmp_path / "out"
+    recipe = tiny_recipe(
+        out, **{"data.input": str(volume), "data.slices": {"start": 20, "stop": 28, "count": 2}, **changes}
+    )
+    path = write_recipe(tmp_path, recipe)
+    assert main(["run", str(path), "--quiet"]) == 0
+    assert "warning: input: " in capsys.readouterr().err  # one line on the console too
+    return [d for d in json.loads((out / "metrics.json").read_text()).get("doubts", []) if d.startswith("input: ")]
+
+
+def test_ct_in_hounsfield_units_through_an_mri_recipe_is_flagged(tmp_path, capsys):
+    data = np.full((48, 48, 48), -1024.0)
+    data[12:36, 12:36, 12:36] = 40.0
+    volume = _volume(tmp_path / "ct.nii.gz", data, np.diag([4.0, 4.0, 4.0, 1.0]))
+    doubts = _doubts(tmp_path, capsys, volume)
+    assert len(doubts) == 1 and "looks like CT in Hounsfield units" in doubts[0] and "simulates mri" in doubts[0]
+
+
+def test_thick_slices_resampled_several_times_in_plane_are_flagged(tmp_path, capsys):
+    data = np.zeros((48, 48, 48))
+    data[12:36, 12:36, 12:36] = 1.0
+    volume = _volume(tmp_path / "aniso.nii.gz", data, np.diag([0.5, 4.0, 6.0, 1.0]))
+    (doubt,) = _doubts(tmp_path, capsys, volume)  # coronal slices: R (0.5 mm) and S (6 mm) in-plane, to 4 mm
+    assert "in-plane resampling by 8.0x" in doubt and "data.spacing to null" in doubt
+
+
+def test_a_nifti_without_geometry_is_flagged(tmp_path, capsys):
+    data = np.zeros((48, 48, 48))
+    data[12:36, 12:36, 12:36] = 1.0
+    volume = _volume(tmp_path / "nogeo.nii.gz", data, np.diag([4.0, 4.0, 4.0, 1.0]), geometry=False)
+    doubts = _doubts(tmp_path, capsys, volume)
+    assert any("states no geometry (qform and sform codes 0)" in d for d in doubts)

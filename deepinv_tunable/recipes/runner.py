@@ -24,6 +24,7 @@ import torch
 from .. import __version__
 from ..atomic import content_sha256, write_json_atomic
 from ..data import (
+    PLANES,
     batched,
     load_volume,
     percentile_scaling,
@@ -33,6 +34,7 @@ from ..data import (
     slices_to_volume,
     volume_to_slices,
 )
+from ..data.domain import input_doubts
 from ..metrics import image_metrics
 from ..physics import build_physics, from_physics_domain, to_physics_domain
 from ..progress import progress_bar
@@ -116,6 +118,8 @@ class PreparedRun:
     eval_idx: list[int]
     tune_idx: list[int]
     audit_calibration_idx: list[int]
+    #: reasons to doubt that the input suits the recipe (:func:`~deepinv_tunable.data.domain.input_doubts`)
+    input_doubts: list[str] = field(default_factory=list)
 
     def measure(self, x: torch.Tensor, indices: list[int]) -> torch.Tensor:
         """Measurements of slices ``indices``, each with its own seeded noise (so a slice's
@@ -293,6 +297,7 @@ def prepare_run(recipe: Recipe, full_volume: bool = False, audit: bool = False) 
     if d.normalize.lower >= d.normalize.upper:
         raise RecipeError(f"data.normalize: lower ({d.normalize.lower}) must be below upper ({d.normalize.upper})")
     prepared = prepare_volume(volume, d.plane, spacing=d.spacing, size=d.size)
+    doubts = input_doubts(volume, recipe.physics.kind, d.spacing, PLANES[d.plane])
     scaling = percentile_scaling(prepared.data, d.normalize.lower, d.normalize.upper)
     slices = scaling.apply(volume_to_slices(prepared.data, d.plane))
     img_size = tuple(slices.shape[-2:])
@@ -321,7 +326,7 @@ def prepare_run(recipe: Recipe, full_volume: bool = False, audit: bool = False) 
                 f"solver.tune.slices overlap the evaluation slices at {overlap}: tuning on "
                 "the slices a result is reported on inflates it; choose a disjoint range"
             )
-    return PreparedRun(recipe, device, prepared, scaling, slices, physics, eval_idx, tune_idx, audit_cal_idx)
+    return PreparedRun(recipe, device, prepared, scaling, slices, physics, eval_idx, tune_idx, audit_cal_idx, doubts)
 
 
 def _input_files(recipe: Recipe) -> tuple[Path, ...]:
@@ -389,6 +394,10 @@ def run_recipe(
     for key in ("auto", "diagnostics", "doubts"):  # the finished batches' records are kept on resume
         if previous is not None and key in previous:
             record[key] = previous[key]
+    for doubt in run.input_doubts:
+        warnings.warn(f"input: {doubt}", RuntimeWarning, stacklevel=2)
+        if f"input: {doubt}" not in record.get("doubts", []):
+            record.setdefault("doubts", []).append(f"input: {doubt}")
     if previous is not None and "tuning" in previous:
         record["tuning"] = previous["tuning"]  # tuned once; a resumed run reuses the choice
         solver_overrides = {previous["tuning"]["param"]: previous["tuning"]["best"]}
