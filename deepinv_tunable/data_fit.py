@@ -39,7 +39,10 @@ def check_measurements(y: torch.Tensor) -> None:
 def resolve_sigma(sigma: float | None, physics: dinv.physics.Physics) -> float:
     """``sigma`` checked positive and finite, or the physics\' own noise std when ``None``."""
     if sigma is None:
-        return noise_sigma(physics)
+        try:
+            return noise_sigma(physics)
+        except ValueError as err:  # these functions take the level as an argument too
+            raise ValueError(f"{err}, or pass sigma=... (the measurement noise std)") from None
     value = float(sigma)
     if not math.isfinite(value) or value <= 0:
         raise ValueError(f"sigma must be a positive, finite noise std, got sigma={sigma}")
