@@ -96,8 +96,11 @@ TASKS: dict[str, dict[str, Any]] = {
     "mri8x": {"kind": "mri", "acceleration": 8, "noise_sigma": 0.01},
     "ct60": {"kind": "ct", "n_views": 60, "noise_sigma": 0.01},
     "deblur": {"kind": "blur", "blur_sigma": 2.0, "noise_sigma": 0.01},
+    # the pixel prior against the DnCNN family as a plain denoiser (the "denoise" rows)
+    "denoise0.02": {"kind": "denoising", "noise_sigma": 0.02},
+    "denoise0.05": {"kind": "denoising", "noise_sigma": 0.05},
 }
-TASKS_OF = {"mr": ("mri4x", "mri8x", "deblur"), "ct": ("ct60",)}
+TASKS_OF = {"mr": ("mri4x", "mri8x", "deblur", "denoise0.02", "denoise0.05"), "ct": ("ct60",)}
 TAU_GRID = (0.5, 0.6, 0.7, 0.8, 0.9)
 DPIR_SIGMA_GRID = (0.007, 0.01, 0.015, 0.02)
 DPIR_ITER = 24
@@ -326,6 +329,30 @@ def _pixel_denoiser(ctx: common.BenchContext) -> dinv.models.Denoiser:
 def _dpir_drunet(ctx: common.BenchContext) -> dinv.models.Reconstructor:
     denoiser = _pixel_denoiser(ctx)
     return _tuned(ctx, lambda s: DPIR(sigma=s, denoiser=denoiser, max_iter=DPIR_ITER), DPIR_SIGMA_GRID, "sigma")
+
+
+class OneShotDenoiser(dinv.models.Reconstructor):
+    """A denoiser applied once at the physics' noise level (denoising tasks only)."""
+
+    def __init__(self, denoiser: dinv.models.Denoiser):
+        super().__init__()
+        self.denoiser = denoiser
+
+    def forward(self, y, physics, **kwargs):
+        with torch.no_grad():
+            return self.denoiser(y, noise_sigma(physics))
+
+
+@common.register_method("denoise pixel")
+def _denoise_pixel(ctx: common.BenchContext) -> dinv.models.Reconstructor:
+    """The pixel denoiser of ``--pixel-denoiser`` once at the noise level (denoising tasks)."""
+    return OneShotDenoiser(_pixel_denoiser(ctx))
+
+
+@common.register_method("denoise dncnn corpus")
+def _denoise_dncnn_corpus(ctx: common.BenchContext) -> dinv.models.Reconstructor:
+    """The corpus DnCNN family (scaled to the level) once at the noise level (denoising tasks)."""
+    return OneShotDenoiser(DnCNNDenoiser.from_pretrained(CORPUS_DNCNN, device=ctx.device))
 
 
 class CountedSampler(dinv.models.Reconstructor):
