@@ -28,3 +28,27 @@ def small_nifti(tmp_path):
     path = tmp_path / "small.nii.gz"
     nib.save(img, str(path))
     return path, data, affine
+
+
+@pytest.fixture
+def interrupt_second_batch(monkeypatch):
+    """Make a recipe run raise KeyboardInterrupt in its second batch (after the first batch's
+    baseline and solver metrics); ``interrupt_second_batch.undo()`` restores the run."""
+    import deepinv_tunable.recipes.runner as runner
+
+    real, calls = runner.image_metrics, []
+
+    def interrupting(est, x):
+        calls.append(1)
+        if len(calls) > 2:
+            raise KeyboardInterrupt
+        return real(est, x)
+
+    monkeypatch.setattr(runner, "image_metrics", interrupting)
+
+    class Handle:
+        @staticmethod
+        def undo() -> None:
+            monkeypatch.setattr(runner, "image_metrics", real)
+
+    return Handle

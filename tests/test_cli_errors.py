@@ -63,18 +63,9 @@ def test_missing_input_is_named(tmp_path, capsys):
     assert "nope.nii.gz" in _err_line(capsys) and not out.exists()
 
 
-def test_ctrl_c_prints_the_resume_command_that_finishes_the_run(tmp_path, capsys, monkeypatch):
+def test_ctrl_c_prints_the_resume_command_that_finishes_the_run(tmp_path, capsys, interrupt_second_batch):
     out = tmp_path / "out"
     path = write_recipe(tmp_path, tiny_recipe(out))  # 3 slices, batches of 2
-    real, calls = runner.image_metrics, []
-
-    def interrupt_in_second_batch(est, x):
-        calls.append(1)
-        if len(calls) > 2:
-            raise KeyboardInterrupt
-        return real(est, x)
-
-    monkeypatch.setattr(runner, "image_metrics", interrupt_in_second_batch)
     assert main(["run", str(path), "--quiet"]) == EXIT_INTERRUPTED
     err = capsys.readouterr().err
     assert f"interrupted: 2 slices finished and kept in {out}" in err
@@ -82,7 +73,7 @@ def test_ctrl_c_prints_the_resume_command_that_finishes_the_run(tmp_path, capsys
     assert command[:2] == ["deepinv-tunable", "run"] and command[-1] == "--resume"
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["complete"] is False  # what was written is whole: finished slices only
-    monkeypatch.setattr(runner, "image_metrics", real)
+    interrupt_second_batch.undo()
     assert main(command[1:] + ["--quiet"]) == 0
     assert json.loads((out / "metrics.json").read_text())["complete"] is True
 

@@ -29,24 +29,15 @@ def test_an_input_inside_the_output_folder_is_refused_and_kept(tmp_path, capsys)
     assert volume.read_bytes() == before and sorted(p.name for p in tmp_path.iterdir()) == ["reference.nii.gz"]
 
 
-def test_resume_refuses_an_input_whose_content_changed(tmp_path, capsys, monkeypatch):
+def test_resume_refuses_an_input_whose_content_changed(tmp_path, capsys, interrupt_second_batch):
     data = tmp_path / "data"
     data.mkdir()
     volume = data / "head.nii.gz"
     shutil.copy(sample_path("itk_t1"), volume)
     out = tmp_path / "out"
     path = write_recipe(tmp_path, tiny_recipe(out, **{"data.input": str(volume)}))
-    real, calls = runner.image_metrics, []
-
-    def interrupt_in_second_batch(est, x):
-        calls.append(1)
-        if len(calls) > 2:
-            raise KeyboardInterrupt
-        return real(est, x)
-
-    monkeypatch.setattr(runner, "image_metrics", interrupt_in_second_batch)
     assert main(["run", str(path), "--quiet"]) == EXIT_INTERRUPTED
-    monkeypatch.setattr(runner, "image_metrics", real)
+    interrupt_second_batch.undo()
     import nibabel as nib
 
     img = nib.load(volume)  # same path, another volume: the finished slices would mix two heads
@@ -57,23 +48,14 @@ def test_resume_refuses_an_input_whose_content_changed(tmp_path, capsys, monkeyp
     assert "is not the file the interrupted run read" in line and "start afresh" in line
 
 
-def test_interrupted_full_volume_run_prints_a_resume_command_that_works(tmp_path, capsys, monkeypatch):
+def test_interrupted_full_volume_run_prints_a_resume_command_that_works(tmp_path, capsys, interrupt_second_batch):
     out = tmp_path / "out"
     recipe = tiny_recipe(out, **{"solver": {"name": "pseudo_inverse"}, "output.figures": 0, "data.batch_size": 8})
     path = write_recipe(tmp_path, recipe)
-    real, calls = runner.image_metrics, []
-
-    def interrupt_in_second_batch(est, x):
-        calls.append(1)
-        if len(calls) > 2:
-            raise KeyboardInterrupt
-        return real(est, x)
-
-    monkeypatch.setattr(runner, "image_metrics", interrupt_in_second_batch)
     assert main(["run", str(path), "--full-volume", "--quiet"]) == EXIT_INTERRUPTED
     command = capsys.readouterr().err.strip().splitlines()[-1].split()
     assert "--full-volume" in command
-    monkeypatch.setattr(runner, "image_metrics", real)
+    interrupt_second_batch.undo()
     # without the flag, the message says which flag to add (it used to advise dropping --resume)
     assert main(["run", str(path), "--resume", "--quiet"]) == EXIT_BAD_INPUT
     assert "add --full-volume to continue it" in capsys.readouterr().err
