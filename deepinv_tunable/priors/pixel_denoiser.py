@@ -71,13 +71,18 @@ class PixelDenoiser(FrozenPrior, dinv.models.Denoiser):
 
 #: the corpus DnCNN family, mapped to every noise level by scaling
 CORPUS_DNCNN = ("dncnn_corpus_17L", "dncnn_corpus_17M", "dncnn_corpus_17H")
+#: the pixel prior the package's DPIR, PixelFlash and recipes use when none is named: one place
+#: to change when a trained noise-conditional prior measures better than the DnCNN family
+DEFAULT_PIXEL_DENOISER = "dncnn-corpus"
 
 
-def load_pixel_denoiser(name: str | Path = "dncnn-corpus", device: torch.device | str = "cpu") -> dinv.models.Denoiser:
-    """The pixel denoiser of the diffusion samplers by name: ``"dncnn-corpus"`` (default: the
-    corpus DnCNNs, :class:`~deepinv_tunable.priors.DnCNNDenoiser`), ``"dncnn-scico"`` (scico's
-    natural-image DnCNNs), or a :class:`PixelDenoiser` checkpoint (shipped name or
-    ``save_pretrained`` folder)."""
+def load_pixel_denoiser(
+    name: str | Path = DEFAULT_PIXEL_DENOISER, device: torch.device | str = "cpu"
+) -> dinv.models.Denoiser:
+    """The pixel denoiser of the plug-and-play and diffusion solvers by name (default
+    :data:`DEFAULT_PIXEL_DENOISER`): ``"dncnn-corpus"`` (the corpus DnCNNs,
+    :class:`~deepinv_tunable.priors.DnCNNDenoiser`), ``"dncnn-scico"`` (scico's natural-image
+    DnCNNs), or a :class:`PixelDenoiser` checkpoint (shipped name or ``save_pretrained`` folder)."""
     from .dncnn_denoiser import DnCNNDenoiser
 
     if str(name) == "dncnn-corpus":

@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from ..data.sample import resolve_input
 from ..physics import PhysicsConfig
+from ..priors.pixel_denoiser import DEFAULT_PIXEL_DENOISER
 from ..solvers.classical import DEFAULT_TV_LAMBDA
 from .registry import stochastic_solvers
 
@@ -241,7 +242,7 @@ class PixelFlashParams(_Strict):
     severity. ``denoiser``: ``"dncnn-corpus"``, ``"dncnn-scico"`` or a pixel-denoiser checkpoint
     (:func:`~deepinv_tunable.priors.load_pixel_denoiser`); ``start``: ``"severity"`` or ``"noise"``."""
 
-    denoiser: str = "dncnn-corpus"
+    denoiser: str = DEFAULT_PIXEL_DENOISER
     max_iter: int = Field(50, ge=2)
     lambda_: float = Field(1.0, gt=0, description="DiffPIR's data weight")
     zeta: float = Field(1.0, ge=0, le=1)
@@ -262,7 +263,7 @@ class DPIRParams(_Strict):
     (:func:`~deepinv_tunable.priors.load_pixel_denoiser`), ``sigma`` its final level or
     ``"auto"`` (from the measurements)."""
 
-    denoiser: str = "dncnn-corpus"
+    denoiser: str = DEFAULT_PIXEL_DENOISER
     sigma: Annotated[float, Field(gt=0)] | Literal["auto"] = "auto"
     max_iter: int = Field(8, ge=2, description="HQS iterations (deepinv's DPIR: 8)")
     seed: int = 0
