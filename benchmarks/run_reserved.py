@@ -343,15 +343,22 @@ class OneShotDenoiser(dinv.models.Reconstructor):
             return self.denoiser(y, noise_sigma(physics))
 
 
+def _denoising_only(ctx: common.BenchContext) -> None:
+    if not isinstance(ctx.physics, dinv.physics.Denoising):
+        raise SkipMethod(f"a plain denoiser row needs a denoising task, not {type(ctx.physics).__name__}")
+
+
 @common.register_method("denoise pixel")
 def _denoise_pixel(ctx: common.BenchContext) -> dinv.models.Reconstructor:
     """The pixel denoiser of ``--pixel-denoiser`` once at the noise level (denoising tasks)."""
+    _denoising_only(ctx)
     return OneShotDenoiser(_pixel_denoiser(ctx))
 
 
 @common.register_method("denoise dncnn corpus")
 def _denoise_dncnn_corpus(ctx: common.BenchContext) -> dinv.models.Reconstructor:
     """The corpus DnCNN family (scaled to the level) once at the noise level (denoising tasks)."""
+    _denoising_only(ctx)
     return OneShotDenoiser(DnCNNDenoiser.from_pretrained(CORPUS_DNCNN, device=ctx.device))
 
 
