@@ -25,9 +25,10 @@ class PixelDenoiser(FrozenPrior, dinv.models.Denoiser):
 
     :param ~deepinv_tunable.nets.ConditionalDRUNet net: trained network.
 
-    No weights ship yet: ``recipes/train_drunet_corpus.yaml`` trains them (its ``gpu`` preset is
-    the intended one; on CPU the network is far from the DnCNN family after an hour, see
-    ``docs/flash_results.rst``), and ``from_pretrained`` loads the run's ``model/`` folder.
+    The shipped ``drunet_edm_corpus`` (``recipes/train_drunet_corpus.yaml``, 25,600 updates over
+    :math:`\sigma \in [0.002, 80]`; see its model card and ``docs/pixel_prior.rst``) loads with
+    ``PixelDenoiser.from_pretrained("drunet_edm_corpus")``; ``from_pretrained`` also loads a
+    training run's ``model/`` folder.
 
     :Examples:
 
