@@ -120,6 +120,8 @@ class PreparedRun:
     audit_calibration_idx: list[int]
     #: reasons to doubt that the input suits the recipe (:func:`~deepinv_tunable.data.domain.input_doubts`)
     input_doubts: list[str] = field(default_factory=list)
+    #: SHA-256 of the input's content (recorded, and compared on resume), read once
+    input_sha256: str = ""
 
     def measure(self, x: torch.Tensor, indices: list[int]) -> torch.Tensor:
         """Measurements of slices ``indices``, each with its own seeded noise (so a slice's
@@ -190,7 +192,7 @@ class PreparedRun:
         record: dict[str, Any] = {
             "recipe": self.recipe.model_dump(mode="json"),
             "input": str(self.recipe.input_path()),
-            "input_sha256": content_sha256(self.recipe.input_path()),
+            "input_sha256": self.input_sha256,
             "versions": {
                 "deepinv_tunable": __version__,
                 "torch": torch.__version__,
@@ -326,7 +328,10 @@ def prepare_run(recipe: Recipe, full_volume: bool = False, audit: bool = False) 
                 f"solver.tune.slices overlap the evaluation slices at {overlap}: tuning on "
                 "the slices a result is reported on inflates it; choose a disjoint range"
             )
-    return PreparedRun(recipe, device, prepared, scaling, slices, physics, eval_idx, tune_idx, audit_cal_idx, doubts)
+    digest = content_sha256(recipe.input_path())
+    return PreparedRun(
+        recipe, device, prepared, scaling, slices, physics, eval_idx, tune_idx, audit_cal_idx, doubts, digest
+    )
 
 
 def _input_files(recipe: Recipe) -> tuple[Path, ...]:
@@ -378,7 +383,7 @@ def run_recipe(
     audit_cfg = (recipe.audit or AuditConfig()) if audit else None
     out_dir = Path(recipe.output.dir)
     metrics_path = out_dir / "metrics.json"
-    previous = _resumable(metrics_path, recipe, audit, full_volume) if resume else None
+    previous = _resumable(metrics_path, recipe, audit, full_volume, run.input_sha256) if resume else None
     if previous is not None and previous.get("complete"):
         report = out_dir / "report.html"
         return RunResult(
@@ -490,7 +495,9 @@ def _seeded(seed: int, index: int, device: torch.device):
         yield
 
 
-def _resumable(metrics_path: Path, recipe: Recipe, audit: bool, full_volume: bool) -> dict[str, Any] | None:
+def _resumable(
+    metrics_path: Path, recipe: Recipe, audit: bool, full_volume: bool, digest: str
+) -> dict[str, Any] | None:
     """The record of an interrupted run of ``recipe`` to continue, or None to start afresh."""
     if audit:
         raise RecipeError(
@@ -511,7 +518,6 @@ def _resumable(metrics_path: Path, recipe: Recipe, audit: bool, full_volume: boo
             f"cannot resume: {metrics_path} was written by a different recipe (or other "
             "overrides); repeat the interrupted command's options, or use another --out to start afresh"
         )
-    digest = content_sha256(recipe.input_path())
     if previous.get("input_sha256") != digest:
         raise RecipeError(
             f"cannot resume: the input {recipe.input_path()} is not the file the interrupted run read "
