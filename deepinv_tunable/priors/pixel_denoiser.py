@@ -25,7 +25,7 @@ class PixelDenoiser(FrozenPrior, dinv.models.Denoiser):
 
     :param ~deepinv_tunable.nets.ConditionalDRUNet net: trained network.
 
-    The shipped ``drunet_edm_corpus`` (``recipes/train_drunet_corpus.yaml``, 25,600 updates over
+    The shipped ``drunet_edm_corpus`` (``recipes/train_drunet_corpus.yaml``, 32,768 updates over
     :math:`\sigma \in [0.002, 80]`; see its model card and ``docs/pixel_prior.rst``) loads with
     ``PixelDenoiser.from_pretrained("drunet_edm_corpus")``; ``from_pretrained`` also loads a
     training run's ``model/`` folder.
