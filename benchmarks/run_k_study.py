@@ -34,7 +34,7 @@ Usage::
     python benchmarks/run_k_study.py --models ordered_flow_mri128 --gamma 0 --axes noise mri ct
     python benchmarks/run_k_study.py --models tunable_vae_mri128 --ldm tunable_ldm_mri128 --n-steps 20 \
         --n-eval 2 --rules discrepancy closed_form --axes noise mri --out ldm.json
-    python benchmarks/run_k_study.py --combine a.json b.json --out docs/k_study_results.json --figure docs/figures/k_study.png
+    python benchmarks/run_k_study.py --combine a.json b.json --out benchmarks/results/k_study_results.json --figure docs/figures/k_study.png
 """
 
 from __future__ import annotations

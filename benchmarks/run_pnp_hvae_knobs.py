@@ -19,7 +19,7 @@ parameter rule):
 
 Usage::
 
-    python benchmarks/run_pnp_hvae_knobs.py --out docs/pnp_hvae_knobs.json   # about 20 min, 1 thread
+    python benchmarks/run_pnp_hvae_knobs.py --out benchmarks/results/pnp_hvae_knobs.json   # about 20 min, 1 thread
 
 Not a test and not run in CI.
 """
