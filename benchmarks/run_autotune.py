@@ -5,7 +5,7 @@ For every (subject, task) of ``run_reserved.py`` and every solver asked for:
 
 * **oracle**: the parameter of a grid with the best mean PSNR on the evaluation slices' ground
   truth (an oracle, labelled so: a bound on what any rule can reach with one value per volume);
-* **auto (per volume)**: the parameter chosen by :func:`deepinv_tunable.autotune.select_parameter`
+* **auto (per volume)**: the parameter chosen by :func:`deepinv_tunable.tuning.select.select_parameter`
   from the *measurements* of the reference slices alone (no ground truth anywhere), then applied to
   the evaluation slices; one row per rule (``--rules``; ``auto`` is the solver's default).
 

@@ -4,10 +4,10 @@ tunable priors on a reserved subject, beside the linear closed form fitted to ea
 
 For every model and case: :class:`~deepinv_tunable.solvers.LatentMAP` at each k of the grid
 (the oracle k is chosen with the ground truth and labelled so), the gain of the oracle k over the
-full latent, the k chosen from the measurements alone by :func:`~deepinv_tunable.selection.select_k`
+full latent, the k chosen from the measurements alone by :func:`~deepinv_tunable.tuning.latent_size.select_k`
 (splitting, discrepancy and SURE), and the closed form's :math:`k^\star`
-(:func:`~deepinv_tunable.selection.optimal_k_linear` on the model's
-:func:`~deepinv_tunable.selection.generator_spectrum`, fitted on encoded slices of a *training*
+(:func:`~deepinv_tunable.tuning.spectrum.optimal_k_linear` on the model's
+:func:`~deepinv_tunable.tuning.spectrum.generator_spectrum`, fitted on encoded slices of a *training*
 subject, in truncation order, with :math:`\lambda = \gamma \sigma^2 \overline{\varsigma^2}`).
 
 Cases (``--axes``):
@@ -57,7 +57,8 @@ from deepinv_tunable import pretrained
 from deepinv_tunable.atomic import save_figure, write_json_atomic
 from deepinv_tunable.consistency import CONSISTENCY_STEPS
 from deepinv_tunable.physics import build_physics, to_physics_domain
-from deepinv_tunable.selection import (
+from deepinv_tunable.solvers import LatentMAP, TunableLDMSolver
+from deepinv_tunable.tuning import (
     default_k_rule,
     effective_noise_sigma,
     generator_spectrum,
@@ -66,7 +67,6 @@ from deepinv_tunable.selection import (
     save_spectrum,
     select_k,
 )
-from deepinv_tunable.solvers import LatentMAP, TunableLDMSolver
 
 ROOT = Path(__file__).resolve().parents[1]
 SIGMAS = (0.005, 0.01, 0.02, 0.05, 0.1)
@@ -103,7 +103,7 @@ def predicted_k(spectrum: torch.Tensor, physics, sigma: float, gamma: float, spr
 
 
 def closed_form_choice(row: dict, gamma0_k: int | None = None) -> dict:
-    """k proposed before any sweep (:func:`~deepinv_tunable.selection.closed_form_k`: the
+    """k proposed before any sweep (:func:`~deepinv_tunable.tuning.spectrum.closed_form_k`: the
     gamma-0 closed form snapped to the nearest grid k in log k) and its PSNR gap to the oracle k.
     Rows of this version carry it (``auto_closed_form``); for earlier rows it is recomputed from
     the gamma-0 closed form's k* of the same model and case (``gamma0_k``, the row's own

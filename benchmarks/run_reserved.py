@@ -31,7 +31,7 @@ Methods (registry of ``common.py``, extended here):
   (corpus-trained), ``(lambda, beta)`` picked on the reference slices (``beta = 0`` is TV);
 * ``latent_map flow``: :class:`~deepinv_tunable.solvers.LatentMAP` (gamma 0, 100 steps) with the
   shipped ``ordered_flow_mri128``, ``k`` chosen per evaluation slice from its measurements alone
-  (:class:`~deepinv_tunable.selection.AutoK`, default rule; no reference slices);
+  (:class:`~deepinv_tunable.tuning.latent_size.AutoK`, default rule; no reference slices);
 * ``flash``: :class:`~deepinv_tunable.solvers.FlashDiffusion` from ``severity_encoder_mri128``;
 * ``dpir pixel``: DPIR with the pixel denoiser of ``--pixel-denoiser`` (a
   :class:`~deepinv_tunable.priors.PixelDenoiser` checkpoint, or ``dncnn-corpus``: the corpus
@@ -83,10 +83,9 @@ from deepinv_tunable.physics import (
 )
 from deepinv_tunable.priors import DnCNNDenoiser, load_pixel_denoiser
 from deepinv_tunable.priors.pixel_denoiser import CORPUS_DNCNN
-from deepinv_tunable.selection import AutoK
-from deepinv_tunable.solvers import DPIR, FlashDiffusion, LatentMAP, MeasurementBaseline, PixelFlash, PnPHVAE
+from deepinv_tunable.solvers import DPIR, FlashDiffusion, LatentMAP, MeasurementBaseline, PixelDPS, PixelFlash, PnPHVAE
 from deepinv_tunable.solvers.pnp_hvae import resolve_schedule
-from deepinv_tunable.tuning import grid_search
+from deepinv_tunable.tuning import AutoK, grid_search
 
 ROOT = Path(__file__).resolve().parents[1]
 SIZE = 128
@@ -109,6 +108,8 @@ PIXEL_DENOISER = "dncnn-corpus"
 DIFFPIR_ITER = 50
 DIFFPIR_LAMBDA_GRID = (0.1, 0.3, 1.0)
 DPS_STEPS = 100
+#: the configured DPS row runs PixelDPS at its own default number of steps
+DPS_CONFIGURED_STEPS = 100
 DDRM_STEPS = 100
 DEFAULT_METHODS = (
     "baseline",
@@ -285,7 +286,7 @@ def _flash(ctx: common.BenchContext) -> dinv.models.Reconstructor:
 
 
 class AutoKWithDiagnostics(dinv.models.Reconstructor):
-    """:class:`~deepinv_tunable.selection.AutoK` recording, in ``notes``, every slice's chosen ``k``
+    """:class:`~deepinv_tunable.tuning.latent_size.AutoK` recording, in ``notes``, every slice's chosen ``k``
     and the rule that chose it."""
 
     def __init__(self, notes: dict[str, Any], auto):
@@ -441,6 +442,19 @@ def _dps(ctx: common.BenchContext) -> dinv.models.Reconstructor:
     return CountedSampler(sampler, DPS_STEPS, ctx.notes)
 
 
+@common.register_method("dps pixel configured")
+def _dps_configured(ctx: common.BenchContext) -> dinv.models.Reconstructor:
+    """:class:`~deepinv_tunable.solvers.PixelDPS`: deepinv's DPS with the settings measured for the
+    diffusion pixel prior (annealed guidance, weight 2, 100 steps, a real image as the state)."""
+    sampler = PixelDPS(
+        _pixel_denoiser(ctx),
+        num_steps=DPS_CONFIGURED_STEPS,
+        device=ctx.device,
+        rng=torch.Generator(device=ctx.device).manual_seed(0),
+    )
+    return CountedSampler(sampler, DPS_CONFIGURED_STEPS, ctx.notes)
+
+
 # ------------------------------------------------------------------------------------- running
 def _summary(values) -> dict[str, float]:
     return {"mean": float(np.mean(values)), "std": float(np.std(values))}
@@ -526,7 +540,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
 
 #: deepinv's own samplers: no measurement guard, so no fallback count
-UNGUARDED = ("diffpir pixel", "ddrm pixel", "dps pixel")
+UNGUARDED = ("diffpir pixel", "ddrm pixel", "dps pixel", "dps pixel configured")
 
 
 def _note(notes: dict[str, Any], guarded: bool = True) -> str:

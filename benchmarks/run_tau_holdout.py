@@ -28,7 +28,7 @@ from pathlib import Path
 
 import torch
 
-import deepinv_tunable.autotune as autotune
+from deepinv_tunable.tuning import rules as autotune_rules
 
 sys.path.insert(0, str(Path(__file__).parent))
 from run_reserved import SUBJECTS, TASKS, load_subject
@@ -73,7 +73,7 @@ def score_grid(hvae, y, physics, x, iters: int, fraction: float, splits: int) ->
     def solve(tau, y_, physics_, x0):
         return solver._iterate(y_, physics_, tau, hvae.gamma, sigma, None, x0, iters, False)[0]
 
-    scorer = autotune._Scorer("splitting", solve, y, physics, sigma, 1.1, 0.1, 0, False, splits, fraction)
+    scorer = autotune_rules._Scorer("splitting", solve, y, physics, sigma, 1.1, 0.1, 0, False, splits, fraction)
     cells = [f"{tau}: score {scorer(tau):.1f}, PSNR {mean_psnr(solve(tau, y, physics, None), x):.2f}" for tau in TAUS]
     return f"  {iters} iterations, {scorer.n_splits} x {fraction:.2f}: " + " | ".join(cells)
 

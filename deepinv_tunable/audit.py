@@ -23,8 +23,8 @@ and the two parts are orthogonal. This module turns the split into maps and numb
   finding in a region of interest (``roi``).
 
 The question "is this lesion in the data or made up by the prior?" gets a map
-(:attr:`AuditReport.null_energy`, :attr:`AuditReport.null_disagreement`) and a number
-(:attr:`AuditReport.finding_support`, :attr:`AuditReport.flagged`).
+(``null_energy``, ``null_disagreement``) and a number (``finding_support``, ``flagged``) in
+the :class:`AuditReport`.
 
 Images are ``(B, C, H, W)`` in the physics' image domain (2 channels, real and imaginary, for
 MRI); energy maps sum :math:`|\cdot|^2` over channels and are ``(B, 1, H, W)``. A chi2 close to
@@ -43,8 +43,8 @@ import deepinv as dinv
 import torch
 
 from .checks import check_finite, check_image_batch, check_roi, require_linear
-from .data_fit import check_measurements, chi2, measure, measured_count, resolve_sigma
-from .physics import operator_norm_sq, residual_sq
+from .data_fit import check_measurements, chi2, measure, measured_count
+from .physics import operator_norm_sq, residual_sq, resolve_sigma
 
 __all__ = [
     "AuditReport",
@@ -260,6 +260,57 @@ class AuditReport:
 
 
 @torch.no_grad()
+def _check_audit_inputs(x_hat: torch.Tensor, y: torch.Tensor, samples, reference) -> None:
+    """:func:`hallucination_audit`'s inputs checked: one measurement per image, ``(N >= 2, *x_hat.shape)``
+    finite samples, a finite reference of ``x_hat``'s shape."""
+    batch = x_hat.shape[0]
+    if y.shape[0] != batch:
+        raise ValueError(f"y has batch size {y.shape[0]} but x_hat has {batch}; expected one measurement per image")
+    if samples is not None:
+        if not isinstance(samples, torch.Tensor) or samples.ndim != 5 or samples.shape[1:] != x_hat.shape:
+            shape = tuple(samples.shape) if isinstance(samples, torch.Tensor) else type(samples).__name__
+            raise ValueError(
+                f"samples must have shape (N, *x_hat.shape) = (N, {', '.join(map(str, x_hat.shape))}), got {shape}"
+            )
+        if samples.shape[0] < 2:
+            raise ValueError(f"samples must hold N >= 2 samples to measure disagreement, got N={samples.shape[0]}")
+        check_finite(samples, "samples")
+    if reference is not None:
+        if not isinstance(reference, torch.Tensor) or reference.shape != x_hat.shape:
+            shape = tuple(reference.shape) if isinstance(reference, torch.Tensor) else type(reference).__name__
+            raise ValueError(f"reference must have the shape of x_hat {tuple(x_hat.shape)}, got {shape}")
+        check_finite(reference, "reference")
+
+
+def _add_sample_disagreement(report: AuditReport, samples: torch.Tensor, y, physics, scale: torch.Tensor) -> None:
+    """The samples' data fit, pixel std and null-space disagreement, into ``report``."""
+    mean = samples.mean(0)
+    sample_chi2, dev_sq, null_sq = [], 0.0, 0.0
+    # one sample at a time: physics with per-example parameters (MRI masks of shape
+    # (B, ...)) only accept batches of B images
+    for sample in samples:
+        sample_chi2.append(residual_sq(sample, y, physics) / scale)
+        deviation = sample - mean
+        null_part = null_space_component(deviation, physics)
+        dev_sq = dev_sq + _energy_map(deviation)
+        null_sq = null_sq + _energy_map(null_part)
+    n = samples.shape[0]
+    dev_total = dev_sq.flatten(1).sum(1)
+    report.sample_chi2 = torch.stack(sample_chi2)
+    report.std = (dev_sq / (n * samples.shape[2])).sqrt()  # mean over the channels too
+    report.null_disagreement = (null_sq / n).sqrt()
+    report.null_disagreement_fraction = _ratio(null_sq.flatten(1).sum(1), dev_total)
+
+
+def _chi2_scale(y: torch.Tensor, physics, sigma: float | None) -> torch.Tensor:
+    r""":math:`m\sigma^2` per example (the chi2's denominator); refuses examples with nothing measured."""
+    sigma, _ = resolve_sigma(y, physics, sigma, estimate=False)
+    m = measured_count(y, physics)
+    if bool((m == 0).any()):
+        raise ValueError(f"y has no measured entries for example(s) {torch.nonzero(m == 0).flatten().tolist()}")
+    return m * sigma**2
+
+
 def hallucination_audit(
     x_hat: torch.Tensor,
     y: torch.Tensor,
@@ -354,30 +405,9 @@ def hallucination_audit(
     threshold = float(threshold)
     if not 0.0 <= threshold <= 1.0:
         raise ValueError(f"threshold must lie in [0, 1], got threshold={threshold}")
-    batch = x_hat.shape[0]
-    if y.shape[0] != batch:
-        raise ValueError(f"y has batch size {y.shape[0]} but x_hat has {batch}; expected one measurement per image")
-    if samples is not None:
-        if not isinstance(samples, torch.Tensor) or samples.ndim != 5 or samples.shape[1:] != x_hat.shape:
-            shape = tuple(samples.shape) if isinstance(samples, torch.Tensor) else type(samples).__name__
-            raise ValueError(
-                f"samples must have shape (N, *x_hat.shape) = (N, {', '.join(map(str, x_hat.shape))}), got {shape}"
-            )
-        if samples.shape[0] < 2:
-            raise ValueError(f"samples must hold N >= 2 samples to measure disagreement, got N={samples.shape[0]}")
-        check_finite(samples, "samples")
-    if reference is not None:
-        if not isinstance(reference, torch.Tensor) or reference.shape != x_hat.shape:
-            shape = tuple(reference.shape) if isinstance(reference, torch.Tensor) else type(reference).__name__
-            raise ValueError(f"reference must have the shape of x_hat {tuple(x_hat.shape)}, got {shape}")
-        check_finite(reference, "reference")
+    _check_audit_inputs(x_hat, y, samples, reference)
     roi_t = None if roi is None else check_roi(roi, x_hat.shape)
-    sigma = resolve_sigma(sigma, physics)
-
-    m = measured_count(y, physics)
-    if bool((m == 0).any()):
-        raise ValueError(f"y has no measured entries for example(s) {torch.nonzero(m == 0).flatten().tolist()}")
-    scale = m * sigma**2
+    scale = _chi2_scale(y, physics, sigma)
     x_null = null_space_component(x_hat, physics)
     report = AuditReport(
         chi2=residual_sq(x_hat, y, physics) / scale,
@@ -387,22 +417,7 @@ def hallucination_audit(
     )
 
     if samples is not None:
-        mean = samples.mean(0)
-        sample_chi2, dev_sq, null_sq = [], 0.0, 0.0
-        # one sample at a time: physics with per-example parameters (MRI masks of shape
-        # (B, ...)) only accept batches of B images
-        for sample in samples:
-            sample_chi2.append(residual_sq(sample, y, physics) / scale)
-            deviation = sample - mean
-            null_part = null_space_component(deviation, physics)
-            dev_sq = dev_sq + _energy_map(deviation)
-            null_sq = null_sq + _energy_map(null_part)
-        n = samples.shape[0]
-        dev_total = dev_sq.flatten(1).sum(1)
-        report.sample_chi2 = torch.stack(sample_chi2)
-        report.std = (dev_sq / (n * x_hat.shape[1])).sqrt()
-        report.null_disagreement = (null_sq / n).sqrt()
-        report.null_disagreement_fraction = _ratio(null_sq.flatten(1).sum(1), dev_total)
+        _add_sample_disagreement(report, samples, y, physics, scale)
 
     if roi_t is not None:
         report.roi_null_fraction = _ratio(_energy(roi_t * x_null), _energy(roi_t * x_hat))

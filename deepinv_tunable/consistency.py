@@ -80,11 +80,13 @@ class DataConsistency:
     needs_graph = False
 
     def correct_z0(self, z0: torch.Tensor, step: ReverseStep, problem: LatentProblem) -> torch.Tensor:
+        r"""The clean estimate :math:`\hat z_0` of a reverse step, corrected (here unchanged)."""
         return z0
 
     def correct_prev(
         self, z_prev: torch.Tensor, z_t: torch.Tensor, z0: torch.Tensor, step: ReverseStep, problem: LatentProblem
     ) -> torch.Tensor:
+        """The next latent ``z_prev`` of a reverse step, corrected (here unchanged)."""
         return z_prev
 
 

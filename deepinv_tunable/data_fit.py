@@ -1,7 +1,7 @@
 r"""How well an image explains the measurements: the number of measured entries :math:`m` and
 the reduced chi-square :math:`\|Ax - y\|^2 / (m\sigma^2)`. The audit, the measurement guard of
 the solvers and the data-consistency step read them from here (the residual itself is
-:func:`deepinv_tunable.physics.residual_sq`)."""
+:func:`deepinv_tunable.physics.measurement.residual_sq`)."""
 
 from __future__ import annotations
 
@@ -11,9 +11,9 @@ import deepinv as dinv
 import torch
 
 from .checks import check_finite, check_image_batch
-from .physics import noise_sigma, residual_sq
+from .physics import residual_sq, resolve_sigma
 
-# seed of the probe image (measured_count; the power method's is physics._POWER_SEED): the
+# seed of the probe image (measured_count; the power method's is physics.measurement._POWER_SEED): the
 # audit's numbers must not depend on, nor disturb, the caller's random state
 _PROBE_SEED = 0
 
@@ -36,19 +36,6 @@ def check_measurements(y: torch.Tensor) -> None:
     check_finite(y, "measurements y")
 
 
-def resolve_sigma(sigma: float | None, physics: dinv.physics.Physics) -> float:
-    """``sigma`` checked positive and finite, or the physics\' own noise std when ``None``."""
-    if sigma is None:
-        try:
-            return noise_sigma(physics)
-        except ValueError as err:  # these functions take the level as an argument too
-            raise ValueError(f"{err}, or pass sigma=... (the measurement noise std)") from None
-    value = float(sigma)
-    if not math.isfinite(value) or value <= 0:
-        raise ValueError(f"sigma must be a positive, finite noise std, got sigma={sigma}")
-    return value
-
-
 def _count(y: torch.Tensor, physics: dinv.physics.Physics) -> torch.Tensor:
     try:
         image = physics.A_adjoint(y)  # only for the image shape and dtype
@@ -56,6 +43,10 @@ def _count(y: torch.Tensor, physics: dinv.physics.Physics) -> torch.Tensor:
         raise ValueError(
             f"y of shape {tuple(y.shape)} does not fit the physics ({type(physics).__name__}): {err}"
         ) from err
+    except ValueError:  # deepinv's physics without an adjoint (a LinearPhysics given only A): y's data
+        return (
+            (y != 0).flatten(1).sum(1).to(y.real.dtype if (y.is_floating_point() or y.is_complex()) else torch.float32)
+        )
     gen = torch.Generator(device=y.device).manual_seed(_PROBE_SEED)
     probe = torch.randn(image.shape, generator=gen, device=y.device, dtype=image.dtype)
     a_probe = measure(probe, physics)
@@ -79,7 +70,9 @@ def measured_count(y: torch.Tensor, physics: dinv.physics.Physics) -> torch.Tens
     first rule finds the sampled k-space of MRI and the kept pixels of inpainting (deepinv masks
     their noise, so unmeasured entries of ``y`` are exactly 0); the second keeps the count right
     for physics whose noise is not masked (then every entry carries noise of variance
-    :math:`\sigma^2` and belongs in the chi2). Blur and CT measure every entry.
+    :math:`\sigma^2` and belongs in the chi2). Blur and CT measure every entry. A physics with no
+    adjoint (a deepinv ``LinearPhysics`` given only ``A``) has no image shape to probe with: its
+    count is that of the non-zero entries of ``y``.
 
     A 2-channel MRI measurement counts its real and imaginary parts separately, as deepinv's
     Gaussian noise adds :math:`\sigma^2` to each: 4x Cartesian MRI of a :math:`64 \times 64`
@@ -120,7 +113,7 @@ def chi2(x: torch.Tensor, y: torch.Tensor, physics: dinv.physics.Physics, sigma:
       pseudo-inverse of MRI has :math:`\chi^2 = 0`).
 
     Consistency is necessary, not sufficient: structure in the null space of :math:`A` leaves
-    :math:`\chi^2` unchanged (see :func:`support_fraction`).
+    :math:`\chi^2` unchanged (see :func:`~deepinv_tunable.audit.support_fraction`).
 
     :param torch.Tensor x: images ``(B, C, H, W)`` in the physics' image domain.
     :param torch.Tensor y: measurements ``(B, ...)``.
@@ -145,7 +138,7 @@ def chi2(x: torch.Tensor, y: torch.Tensor, physics: dinv.physics.Physics, sigma:
     """
     check_image_batch(x, "x")
     check_measurements(y)
-    sigma = resolve_sigma(sigma, physics)
+    sigma, _ = resolve_sigma(y, physics, sigma, estimate=False)
     residual = residual_sq(x, y, physics)  # first: it names a shape mismatch between x and y
     with torch.no_grad():
         m = _count(y, physics)

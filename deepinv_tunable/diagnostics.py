@@ -36,7 +36,7 @@ def lipschitz_ratios(
     :param ~deepinv_tunable.nets.HVAE hvae: the hierarchical VAE.
     :param torch.Tensor images: ``(N, C, H, W)`` clean images, ``N >= 2``; each pair takes two
         different images.
-    :param tau: temperature of :meth:`HVAE.reconstruct`.
+    :param tau: temperature of :meth:`~deepinv_tunable.nets.HVAE.reconstruct`.
     :param float sigma: std of the Gaussian noise added independently to both inputs of a pair.
     :param int n_pairs: number of pairs. Default 64.
     :param torch.Generator generator: for reproducible pairs and noise.

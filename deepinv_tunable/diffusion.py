@@ -31,7 +31,7 @@ import torch
 from .latent import truncate
 
 if TYPE_CHECKING:
-    from diffusers import DDIMScheduler
+    import diffusers
 
 
 @dataclass(frozen=True)
@@ -45,7 +45,9 @@ class ReverseStep:
     noise_std: float  # s in the module docstring
 
 
-def reverse_steps(scheduler: DDIMScheduler, n_steps: int, eta: float, start: int | None = None) -> list[ReverseStep]:
+def reverse_steps(
+    scheduler: diffusers.DDIMScheduler, n_steps: int, eta: float, start: int | None = None
+) -> list[ReverseStep]:
     """The ``n_steps`` DDIM transitions of ``scheduler``'s sub-schedule, from high to low noise.
 
     :param diffusers.DDIMScheduler scheduler: holds :math:`\\bar\\alpha` (``set_timesteps`` is called on it).

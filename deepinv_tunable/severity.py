@@ -6,7 +6,7 @@ One place draws degraded inputs for the severity encoder, in training and in eva
   Gaussian blur std (0 means no blur: denoising only), measurement noise std;
 * :func:`sample_degradations` draws one :class:`Degradation` per example;
 * :func:`degrade` simulates each example's measurements with the physics factory
-  (:func:`~deepinv_tunable.physics.build_physics`) and returns the measurement-only estimate
+  (:func:`~deepinv_tunable.physics.factory.build_physics`) and returns the measurement-only estimate
   :math:`\tilde x` (zero-filled MRI magnitude, CT filtered back-projection, the blurred image)
   the encoder sees; :class:`~deepinv_tunable.solvers.FlashDiffusion` gives the encoder the same.
 
@@ -83,7 +83,7 @@ class Degradation:
             )
 
     def physics_config(self) -> dict:
-        """The :func:`~deepinv_tunable.physics.build_physics` config of this degradation."""
+        """The :func:`~deepinv_tunable.physics.factory.build_physics` config of this degradation."""
         base = {"noise_sigma": self.noise_sigma, "seed": self.seed}
         if self.kind == "mri":
             return {"kind": "mri", "acceleration": self.level, **base}

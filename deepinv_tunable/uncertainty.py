@@ -196,7 +196,7 @@ class PosteriorSampler:
     :param int seed: base seed. Default 0.
     :param bool keep_samples: also return all samples (memory grows with :math:`N`). Default False.
     :param transform: applied to every batch of samples before the moments, e.g.
-        :func:`~deepinv_tunable.physics.from_physics_domain` to summarise MRI magnitudes. Default none.
+        :func:`~deepinv_tunable.physics.domain.from_physics_domain` to summarise MRI magnitudes. Default none.
     :param bool progress: tqdm bar over batches; default only on a terminal.
 
     :Examples:
@@ -441,6 +441,7 @@ class ConformalCalibrator:
 
     @classmethod
     def load(cls, path: str | Path) -> ConformalCalibrator:
+        """Read a calibration written by :meth:`save`; ``ValueError`` if the file is not one."""
         d = json.loads(Path(path).read_text())
         missing = {"alpha", "q", "std_floor"} - set(d)
         if missing:

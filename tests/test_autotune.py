@@ -7,7 +7,12 @@ import deepinv as dinv
 import pytest
 import torch
 
-from deepinv_tunable.autotune import (
+from deepinv_tunable.data.phantoms import shepp_logan_2d
+from deepinv_tunable.nets import HVAE
+from deepinv_tunable.physics import build_physics, estimate_noise_sigma, to_physics_domain
+from deepinv_tunable.solvers import TVPGD, PnPHVAE
+from deepinv_tunable.solvers.classical import TUNE_SEARCH
+from deepinv_tunable.tuning import (
     DISCREPANCY_TAU,
     DISCREPANCY_TAU_BLUR,
     VIEW_HOLDOUT_FRACTION,
@@ -24,11 +29,6 @@ from deepinv_tunable.autotune import (
     split_keeps,
     sure_score,
 )
-from deepinv_tunable.data.phantoms import shepp_logan_2d
-from deepinv_tunable.nets import HVAE
-from deepinv_tunable.physics import build_physics, estimate_noise_sigma, to_physics_domain
-from deepinv_tunable.solvers import TVPGD, PnPHVAE
-from deepinv_tunable.solvers.classical import TUNE_SEARCH
 
 
 def _phantom(size: int = 128) -> torch.Tensor:
@@ -228,7 +228,7 @@ def test_a_minimum_rule_running_to_an_edge_hands_over_to_the_discrepancy_rule():
     """A planted degenerate score (splitting on a solve whose held-out fit only improves with
     the parameter, as TV's weight did at 8x MRI on an unseen subject): widening runs to the new
     edge too, and the discrepancy principle then chooses inside the original interval."""
-    from deepinv_tunable import autotune
+    from deepinv_tunable.tuning import select as autotune
 
     physics = build_physics({"kind": "denoising", "noise_sigma": 0.1, "seed": 0}, (32, 32))
     y = physics(torch.full((1, 1, 32, 32), 0.5))
@@ -524,7 +524,7 @@ def test_dpir_sigma_auto_stays_within_its_noise_relative_bounds():
 
 
 def test_dpir_sigma_auto_plans_for_the_noise_floor_on_noiseless_data():
-    from deepinv_tunable.autotune import NOISE_FLOOR
+    from deepinv_tunable.physics import NOISE_FLOOR
     from deepinv_tunable.priors import DnCNNDenoiser
     from deepinv_tunable.solvers import DPIR
 
@@ -676,9 +676,8 @@ def test_tv_auto_runs_the_power_iteration_and_the_baseline_once_per_physics(monk
 
 
 def test_parameter_search_shows_a_progress_bar_over_its_candidates_when_asked(capsys):
-    from deepinv_tunable.autotune import select_parameter
     from deepinv_tunable.physics import build_physics
-    from deepinv_tunable.tuning import grid_search
+    from deepinv_tunable.tuning import grid_search, select_parameter
 
     physics = build_physics({"kind": "denoising", "noise_sigma": 0.1}, (8, 8))
     y = physics(torch.full((1, 1, 8, 8), 0.5))

@@ -5,8 +5,8 @@ import torch
 from deepinv_tunable.latent import truncate
 from deepinv_tunable.nets import TunableVAE
 from deepinv_tunable.physics import build_physics
-from deepinv_tunable.selection import select_k
 from deepinv_tunable.solvers import LatentMAP
+from deepinv_tunable.tuning import select_k
 
 
 class LinearGenerator(torch.nn.Module):
@@ -139,7 +139,7 @@ def test_closed_form_k_proposes_the_planted_size_with_one_solve(tmp_path):
     """The planted generator's spectrum is zero past coordinate 4 (encoded signals never use
     them), so the closed form proposes k = 4 of {2, 4, 32} at once; the spectrum survives a
     save/load round trip and the rule refuses physics it has no closed form for."""
-    from deepinv_tunable.selection import generator_spectrum, load_spectrum, save_spectrum
+    from deepinv_tunable.tuning import generator_spectrum, load_spectrum, save_spectrum
 
     gen = LinearGenerator(seed=3, latent_shape=(2, 4, 4), n=16)
     z = torch.zeros(8, 32)

@@ -102,7 +102,7 @@ def test_shipped_flow_spectrum_proposes_smaller_k_for_stronger_noise():
     """The spectrum shipped beside the flow: one value per latent coordinate, and the closed form's
     k falls as noise rises (the values the k study measured: 16368 at 0.005, 2784 at 0.1)."""
     from deepinv_tunable import pretrained
-    from deepinv_tunable.selection import closed_form_k, load_spectrum
+    from deepinv_tunable.tuning import closed_form_k, load_spectrum
 
     spectrum = load_spectrum(pretrained.path("ordered_flow_mri128"))
     assert spectrum.shape == (16384,) and bool((spectrum >= 0).all())

@@ -409,12 +409,18 @@ def test_cli_full_volume_processes_every_slice(tmp_path, capsys):
 
 def test_two_process_ddp_predict_covers_every_slice_exactly_once(tmp_path):
     """``run --devices 2 --strategy ddp`` on 2 CPU processes: Lightning's Trainer.predict shards
-    the slices; each appears exactly once, and the volume equals a single-process run's."""
+    the slices; each appears exactly once, the volume equals a single-process run's, and the
+    records do too: every slice's automatic choice and diagnostics, and the input's doubts."""
     import os
     import subprocess
     import sys
 
-    changes = {"data.slices": {"start": 20, "stop": 40, "count": 5}, "output.figures": 0}  # 5: an uneven split
+    changes = {
+        "data.slices": {"start": 20, "stop": 40, "count": 5},  # 5: an uneven split
+        "data.batch_size": 1,  # a choice per slice, so both runs choose for the same slices
+        "output.figures": 0,
+        "solver.params": {"lambda_tv": "auto", "max_iter": 30},
+    }
     path = write_recipe(tmp_path, tiny_recipe(tmp_path / "ddp", **changes))
     cli = Path(sys.executable).with_name("deepinv-tunable")
     proc = subprocess.run(
@@ -432,6 +438,14 @@ def test_two_process_ddp_predict_covers_every_slice_exactly_once(tmp_path):
     expected = json.loads(single.metrics_path.read_text())["slices"]
     assert metrics["slices"] == expected and sorted(owner) == expected and set(owner.values()) == {0, 1}
     assert not (tmp_path / "ddp" / ".predict").exists() and (tmp_path / "ddp" / "report.html").is_file()
+    single_metrics = json.loads(single.metrics_path.read_text())
+    for key in ("auto", "diagnostics"):  # every slice's record, in slice order, as the single run's
+        assert [entry["slices"] for entry in metrics[key]] == [[k] for k in expected], key
+    assert [e["lambda_tv"]["value"] for e in metrics["auto"]] == [
+        e["lambda_tv"]["value"] for e in single_metrics["auto"]
+    ]
+    input_doubts = [d for d in single_metrics.get("doubts", []) if d.startswith("input: ")]
+    assert [d for d in metrics.get("doubts", []) if d.startswith("input: ")] == input_doubts
     for name in ("reconstruction", "baseline"):  # the same outputs as the single-process runner
         a = np.asarray(nib.load(str(tmp_path / "ddp" / f"{name}.nii.gz")).dataobj)
         b = np.asarray(nib.load(str(tmp_path / "single" / f"{name}.nii.gz")).dataobj)

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 import torch
 
-from deepinv_tunable.selection import (
+from deepinv_tunable.tuning import (
     SweepResult,
     discrepancy_k,
     generator_spectrum,
@@ -282,7 +282,7 @@ def test_measurement_splitting_rejects_bad_inputs():
 )
 def test_masked_physics_is_adjoint_on_real_images(cfg):
     from deepinv_tunable.physics import build_physics, to_physics_domain
-    from deepinv_tunable.selection import holdout_mask, masked_physics
+    from deepinv_tunable.tuning import holdout_mask, masked_physics
 
     physics = build_physics(cfg, (16, 16))
     y = physics(to_physics_domain(torch.rand(2, 1, 16, 16), physics))
@@ -374,7 +374,7 @@ class _KeepsItsStart:
 
 def test_splitting_start_never_sees_the_held_out_entries():
     from deepinv_tunable.physics import build_physics
-    from deepinv_tunable.selection import select_k
+    from deepinv_tunable.tuning import select_k
 
     physics = build_physics({"kind": "denoising", "noise_sigma": 0.1}, (16, 16))
     y = physics(torch.full((2, 1, 16, 16), 0.5), rng=torch.Generator().manual_seed(0))
@@ -388,8 +388,8 @@ def test_splitting_start_never_sees_the_held_out_entries():
 
 def test_select_k_default_rules_and_the_discrepancy_principle_on_recorded_fits():
     from deepinv_tunable.physics import build_physics
-    from deepinv_tunable.selection import default_k_rule, select_k
     from deepinv_tunable.solvers.base import Reconstruction
+    from deepinv_tunable.tuning import default_k_rule, select_k
 
     kinds = ("denoising", "mri", "inpainting", "blur", "ct")
     assert [default_k_rule(build_physics({"kind": kind}, (16, 16))) for kind in kinds] == [
@@ -418,7 +418,7 @@ def test_select_k_default_rules_and_the_discrepancy_principle_on_recorded_fits()
 
 
 def test_one_standard_error_rule_takes_the_smallest_k_the_hold_outs_cannot_tell_from_the_best():
-    from deepinv_tunable.selection import one_standard_error_k
+    from deepinv_tunable.tuning import one_standard_error_k
 
     # example 0: k = 1 trails the best (k = 4) by 1 on average with a per-split spread of 2
     # (SE 2/sqrt(3) = 1.15): admissible. k = 2 trails by 0.2 with no spread: not admissible.
@@ -440,7 +440,7 @@ def test_one_standard_error_rule_takes_the_smallest_k_the_hold_outs_cannot_tell_
 
 
 def test_one_standard_error_rule_refuses_bad_scores():
-    from deepinv_tunable.selection import one_standard_error_k
+    from deepinv_tunable.tuning import one_standard_error_k
 
     good = torch.ones(3, 2)
     with pytest.raises(ValueError, match="se_factor must be a finite number >= 0"):
@@ -455,7 +455,7 @@ def test_one_standard_error_rule_refuses_bad_scores():
 
 def test_select_k_splitting_chooses_by_the_one_standard_error_rule_over_its_hold_outs():
     from deepinv_tunable.physics import build_physics
-    from deepinv_tunable.selection import one_standard_error_k, select_k
+    from deepinv_tunable.tuning import one_standard_error_k, select_k
 
     physics = build_physics({"kind": "denoising", "noise_sigma": 0.1}, (16, 16))
     y = physics(torch.full((2, 1, 16, 16), 0.5), rng=torch.Generator().manual_seed(0))
@@ -490,7 +490,7 @@ class _SeededShrinkage:
 
 def test_select_k_sure_is_the_closed_form_when_the_probe_redraws_the_fits_noise():
     from deepinv_tunable.physics import build_physics
-    from deepinv_tunable.selection import select_k
+    from deepinv_tunable.tuning import select_k
 
     sigma = 0.1
     physics = build_physics({"kind": "denoising", "noise_sigma": sigma}, (16, 16))
@@ -518,7 +518,7 @@ def test_recipes_offer_exactly_the_k_rules():
     import typing
 
     from deepinv_tunable.recipes.schema import LatentMAPParams
-    from deepinv_tunable.selection import K_RULES
+    from deepinv_tunable.tuning import K_RULES
 
     offered = typing.get_args(LatentMAPParams.model_fields["k_rule"].annotation)
     assert sorted(offered) == sorted(K_RULES)

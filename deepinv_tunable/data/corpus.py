@@ -101,6 +101,7 @@ class SourceFile:
     volume_index: int | None = None  # for 4D files: which volume
 
 
+#: The pinned source packages, by key: pip fetches each one (no install) into ``corpus/packages``.
 PACKAGES: dict[str, Package] = {
     "pyradiomics": Package("pyradiomics", "3.0.1", sdist=True),
     "scikit-image": Package("scikit-image", "0.26.0"),
@@ -130,6 +131,9 @@ _NATURAL = {  # scikit-image's bundled images (not the pooch-fetched ones); BSD-
     "text.png": "bd84aa3a6e3c9887850d45d606c96b2e59433fbef50338570b63c319e668e6d1",
 }
 
+#: Every file the corpus is built from, with its package, SHA-256 pin, modality, split and licence.
+#:
+#: :meta hide-value:
 SOURCES: tuple[SourceFile, ...] = (
     # --- brain MR, training subjects
     SourceFile(

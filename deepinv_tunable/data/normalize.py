@@ -19,9 +19,11 @@ class IntensityScaling:
     high: float
 
     def apply(self, x: torch.Tensor) -> torch.Tensor:
+        """Map intensities to the normalised scale (``low`` to 0, ``high`` to 1)."""
         return (x - self.low) / (self.high - self.low)
 
     def invert(self, x: torch.Tensor) -> torch.Tensor:
+        """Map normalised intensities back to the original scale."""
         return x * (self.high - self.low) + self.low
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Self
 
 import torch
 from safetensors import SafetensorError
@@ -22,8 +22,6 @@ CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
 #: config key of the weights file's SHA-256 (hex)
 DIGEST_KEY = "sha256"
-
-T = TypeVar("T", bound="PretrainedMixin")
 
 
 class CheckpointError(ValueError):
@@ -47,7 +45,7 @@ class PretrainedMixin:
         return directory
 
     @classmethod
-    def from_pretrained(cls: type[T], directory: str | Path, device: torch.device | str = "cpu") -> T:
+    def from_pretrained(cls, directory: str | Path, device: torch.device | str = "cpu") -> Self:
         """Build the model from ``config.json`` and load ``model.safetensors``.
 
         :raises FileNotFoundError: a missing folder or file.

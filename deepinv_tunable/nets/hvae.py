@@ -6,8 +6,8 @@ Gaussian prior :math:`p(z_l | z_{<l}) = \mathcal{N}(\mu_{p,l}, s_{p,l}^2)` and p
 :math:`q(z_l | z_{<l}, x) = \mathcal{N}(\mu_{q,l}, s_{q,l}^2)`; the decoder is
 :math:`\mathcal{N}(\mu_\theta(z), \gamma^2 I)` with a fixed :math:`\gamma`. The top-down pass
 starts from a zero feature map of the image's size divided by the stride instead of VDVAE's
-learned constant, so the model runs on every image size that is a multiple of
-:attr:`HVAE.stride` (other sizes are padded and cropped back).
+learned constant, so the model runs on every image size that is a multiple of the HVAE's
+``stride`` (other sizes are padded and cropped back).
 
 Tempered encoding (paper Algorithm 1) picks, group by group and elementwise, with
 :math:`\lambda_l = 1/\tau_l^2 - 1`,
@@ -206,6 +206,7 @@ class HVAE(PretrainedMixin, nn.Module):
         }
         self.gamma = gamma
         self.groups_per_scale = list(groups_per_scale)
+        #: image size over top-latent size (a power of 2): image sizes must be multiples of it
         self.stride = 2 ** (len(groups_per_scale) - 1)
         self.n_groups = sum(groups_per_scale)
         self.in_conv = _conv(in_channels, width, 3)
@@ -316,8 +317,8 @@ class HVAE(PretrainedMixin, nn.Module):
         :param bool pad: pad sizes that are not a multiple of :attr:`stride` (replicate) and
             crop back; with ``False`` such sizes raise ``ValueError``. Default True.
         :param bool sample: draw each group from the tempered distribution
-            (:func:`tempered_gaussian`) instead of taking its mode, so the output is a random
-            decoder mean given ``x``. Default False (deterministic).
+            (:func:`~deepinv_tunable.nets.hvae.tempered_gaussian`) instead of taking its mode, so
+            the output is a random decoder mean given ``x``. Default False (deterministic).
         :param torch.Generator generator: noise source when ``sample`` (default: torch's global RNG).
         """
         taus = self.temperatures(tau)

@@ -28,7 +28,7 @@ class SeverityEncoder(torch.nn.Module, PretrainedMixin):
     r"""Predicts the clean latent :math:`\hat z` and the error variance :math:`\hat\sigma^2` of a
     degraded image.
 
-    :param dict vae: the :class:`TunableVAE` config whose encoder architecture is copied (its
+    :param dict vae: the :class:`~deepinv_tunable.nets.TunableVAE` config whose encoder architecture is copied (its
         ``config``); only the encoder and its moment convolution are kept, not the decoder.
     :param str source: name or path of the VAE the weights were initialised from (recorded so a
         solver can find the matching decoder and diffusion model). Default ``None``.

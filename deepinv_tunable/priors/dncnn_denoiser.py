@@ -36,13 +36,13 @@ class DnCNNDenoiser(FrozenPrior, dinv.models.Denoiser):
     r"""Noise-level-adapted blind DnCNN denoisers, a deepinv :class:`~deepinv.models.Denoiser`.
 
     Images with several channels (deepinv's 2-channel complex MRI images) are denoised channel
-    by channel. :attr:`sigma_range` runs from the lowest training level over ``MAX_SCALE`` to the
-    highest over ``MIN_SCALE`` (scico's and the corpus' L/M/H: [0.003, 1]; on reserved brain
-    slices the corpus family takes :math:`\sigma = 1` from 6.2 to 19.4 dB, 0.01 from 41.9 to
-    45.8 dB); a level outside it is denoised with one warning, and :math:`\sigma = 0` returns the
-    image (nothing to remove).
+    by channel. :attr:`~deepinv_tunable.priors.levels.NoiseRangeCheck.sigma_range` runs from the
+    lowest training level over ``MAX_SCALE`` to the highest over ``MIN_SCALE`` (scico's and the
+    corpus' L/M/H: [0.003, 1]; on reserved brain slices the corpus family takes
+    :math:`\sigma = 1` from 6.2 to 19.4 dB, 0.01 from 41.9 to 45.8 dB); a level outside it is
+    denoised with one warning, and :math:`\sigma = 0` returns the image (nothing to remove).
 
-    :param Sequence[DnCNN] nets: blind networks, each with its ``trained_sigma``.
+    :param Sequence[~deepinv_tunable.nets.DnCNN] nets: blind networks, each with its ``trained_sigma``.
 
     :Examples:
 

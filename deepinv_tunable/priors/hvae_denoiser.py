@@ -46,12 +46,13 @@ def _interpolate_tau(sigma: float, sigmas: tuple[float, ...], taus: tuple[float,
 #: 0.2, 0.4, 0.6, ..., 1: this HVAE wants a higher temperature than the paper's model
 #: (1 up to noise 0.02, where the paper's map gives 0.95-0.87).
 CORPUS_HVAE_SIGMAS = (0.02, 0.04, 0.08, 0.12)
+#: the best temperature at each noise std of :data:`CORPUS_HVAE_SIGMAS`
 CORPUS_HVAE_TAUS = (1.0, 0.9, 0.7, 0.6)
 
 
 def corpus_tau_for_sigma(sigma: float) -> float:
     r"""Temperature for noise std ``sigma`` measured for the corpus HVAE ``hvae_mri64``:
-    piecewise linear through :data:`CORPUS_HVAE_SIGMAS` / :data:`CORPUS_HVAE_TAUS`, constant
+    piecewise linear through :data:`~deepinv_tunable.priors.hvae_denoiser.CORPUS_HVAE_SIGMAS` / :data:`~deepinv_tunable.priors.hvae_denoiser.CORPUS_HVAE_TAUS`, constant
     outside them (non-increasing, like :func:`tau_for_sigma`). Used where the HVAE denoises at a
     sequence of levels (DPIR's continuation, ``benchmarks/run_reserved.py``'s ``pnp_hvae annealed``).
 
@@ -65,7 +66,8 @@ class HVAEDenoiser(FrozenPrior, dinv.models.Denoiser):
     r"""Denoiser :math:`D_\sigma(x) = \mathrm{HVAE}(x, \tau(\sigma))`.
 
     Images with more channels than the HVAE (e.g. 2-channel complex MRI images) are denoised
-    channel by channel. A noise std outside ``sigma_range`` (default :data:`HVAE_SIGMA_RANGE`)
+    channel by channel. A noise std outside ``sigma_range`` (default
+    :data:`~deepinv_tunable.priors.hvae_denoiser.HVAE_SIGMA_RANGE`)
     is denoised at the nearest temperature, with one warning.
 
     :param ~deepinv_tunable.nets.HVAE hvae: a trained hierarchical VAE.
@@ -73,7 +75,7 @@ class HVAEDenoiser(FrozenPrior, dinv.models.Denoiser):
         Default :func:`tau_for_sigma`.
     :param bool pad: pad image sizes that are not a multiple of the HVAE stride. Default True.
     :param tuple sigma_range: ``(low, high)`` noise stds the temperature map is valid for.
-        Default :data:`HVAE_SIGMA_RANGE`.
+        Default :data:`~deepinv_tunable.priors.hvae_denoiser.HVAE_SIGMA_RANGE`.
 
     :Examples:
 

@@ -75,13 +75,17 @@ CORPUS_DNCNN = ("dncnn_corpus_17L", "dncnn_corpus_17M", "dncnn_corpus_17H")
 #: the pixel prior the package's DPIR, PixelFlash and recipes use when none is named: one place
 #: to change when a trained noise-conditional prior measures better than the DnCNN family
 DEFAULT_PIXEL_DENOISER = "dncnn-corpus"
+#: the pixel prior trained as a diffusion model over the whole noise range (sigma in [0.002, 80] on
+#: [0, 1] images): the denoiser of the samplers that start from pure noise (DPS), which call it at
+#: sigma of order 100 where the blind DnCNN family (trained at sigma <= 0.2) has no answer
+DIFFUSION_PIXEL_DENOISER = "drunet_edm_corpus"
 
 
 def load_pixel_denoiser(
     name: str | Path = DEFAULT_PIXEL_DENOISER, device: torch.device | str = "cpu"
 ) -> dinv.models.Denoiser:
     """The pixel denoiser of the plug-and-play and diffusion solvers by name (default
-    :data:`DEFAULT_PIXEL_DENOISER`): ``"dncnn-corpus"`` (the corpus DnCNNs,
+    :data:`~deepinv_tunable.priors.pixel_denoiser.DEFAULT_PIXEL_DENOISER`): ``"dncnn-corpus"`` (the corpus DnCNNs,
     :class:`~deepinv_tunable.priors.DnCNNDenoiser`), ``"dncnn-scico"`` (scico's natural-image
     DnCNNs), or a :class:`PixelDenoiser` checkpoint (shipped name or ``save_pretrained`` folder)."""
     from .dncnn_denoiser import DnCNNDenoiser

@@ -33,7 +33,7 @@ def _image(x: torch.Tensor, physics) -> torch.Tensor:
 class RecipeAudit:
     """Posterior sampling, calibration and audit maps for the slices of one recipe run.
 
-    :param AuditConfig config: the recipe's ``audit`` section.
+    :param ~deepinv_tunable.recipes.schema.AuditConfig config: the recipe's ``audit`` section.
     :param solver: the recipe's reconstructor (sampled from when ``config.sampler == "solver"``).
     :param physics: the run's physics (one operator shared by all slices).
     :param int n_slices: slices in the prepared volume (maps are kept for all of them, 0 where

@@ -25,8 +25,9 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from ..atomic import atomic_write, write_json_atomic
 from ..metrics import image_metrics
 from ..report import write_report
+from .records import add_input_doubts, add_records, batch_records, metrics_record
 from .registry import build_solver
-from .runner import RunResult, _build_solver, _metrics_record, prepare_run
+from .runner import RunResult, _build_solver, prepare_run
 from .schema import Recipe
 
 PREDICT_DIR = ".predict"
@@ -83,18 +84,20 @@ class RecipePredictor(L.LightningModule):
             "reconstruction": out.reconstruction,
             "baseline": out.baseline,
             "seconds": out.seconds,
+            "records": batch_records(out, self.run.recipe.solver.name),
         }
 
 
 class _SliceWriter(BasePredictionWriter):
     """Writes each predicted slice as ``slice_NNNNN.npy`` (reconstruction and baseline,
-    ``(2, H, W)``) and a manifest per rank (its slices and solver seconds)."""
+    ``(2, H, W)``) and a manifest per rank (its slices, solver seconds and batch records)."""
 
     def __init__(self, folder: Path):
         super().__init__(write_interval="batch")
         self.folder = folder
         self.written: list[int] = []
         self.seconds = 0.0
+        self.records: list[dict[str, list]] = []
 
     def write_on_batch_end(self, trainer, pl_module, prediction, batch_indices, batch, batch_idx, dataloader_idx=0):
         for k, rec, base in zip(prediction["indices"], prediction["reconstruction"], prediction["baseline"]):
@@ -102,9 +105,27 @@ class _SliceWriter(BasePredictionWriter):
             atomic_write(self.folder / f"slice_{k:05d}.npy", lambda p, a=pair: np.save(p, a))
             self.written.append(int(k))
         self.seconds += prediction["seconds"]
+        self.records.append(prediction["records"])
         write_json_atomic(
-            self.folder / f"rank_{trainer.global_rank}.json", {"slices": self.written, "solver_seconds": self.seconds}
+            self.folder / f"rank_{trainer.global_rank}.json",
+            {"slices": self.written, "solver_seconds": self.seconds, "records": self.records},
         )
+
+
+def gather_records(folder: Path, world_size: int) -> list[dict[str, list]]:
+    """Every rank's batch records (:func:`~deepinv_tunable.recipes.records.batch_records`), in the
+    order of each batch's first slice: the ``"auto"``, ``"diagnostics"`` and ``"doubts"`` a
+    single-process run of the same slices would record (grouped by the ranks' batches)."""
+    batches = []
+    for rank in range(world_size):
+        manifest = folder / f"rank_{rank}.json"
+        batches += json.loads(manifest.read_text()).get("records", []) if manifest.is_file() else []
+
+    def first_slice(records: dict[str, list]) -> float:
+        slices = [k for key in ("auto", "diagnostics") for entry in records.get(key, []) for k in entry["slices"]]
+        return min(slices, default=float("inf"))
+
+    return sorted(batches, key=first_slice)
 
 
 def gather_slices(
@@ -184,9 +205,13 @@ def predict_recipe(
     per_slice = {
         key: image_metrics(stack[idx], run.slices[idx]) for key, stack in (("baseline", base), ("solver", recon))
     }
+    record = dict(module.record)
+    add_input_doubts(record, run)
+    for records in gather_records(folder, trainer.world_size):
+        add_records(record, records)
     record = {
-        **module.record,
-        **_metrics_record(idx, per_slice, seconds),
+        **record,
+        **metrics_record(idx, per_slice, seconds),
         "distributed": {
             "world_size": trainer.world_size,
             "strategy": strategy,
@@ -201,4 +226,4 @@ def predict_recipe(
     return RunResult(out_dir=out_dir, metrics_path=metrics_path, report_path=report, summary=record["mean"])
 
 
-__all__ = ["RecipePredictor", "gather_slices", "predict_recipe"]
+__all__ = ["RecipePredictor", "gather_records", "gather_slices", "predict_recipe"]

@@ -23,7 +23,7 @@ PARTIAL_DIR = ".partial"
 class PartialStacks:
     """Named ``(n_slices, H, W)`` stacks backed by ``.npy`` memory maps in ``out_dir/.partial``.
 
-    :param Path out_dir: the run's output folder.
+    :param pathlib.Path out_dir: the run's output folder.
     :param tuple names: stack names, e.g. ``("reconstruction", "baseline")``.
     :param tuple shape: ``(n_slices, H, W)``.
     :param bool resume: open existing stacks (they must exist with this shape) instead of

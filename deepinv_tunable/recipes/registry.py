@@ -3,7 +3,7 @@ r"""The solver registry: every solver a recipe, the CLI or a benchmark can name,
 Each entry maps a recipe ``solver.name`` to the solver class (whose ``stochastic`` attribute
 says whether repeated calls draw posterior samples) and to the builder that turns the
 recipe's validated ``solver.params`` into a ready solver (loading shipped networks by name).
-:mod:`~deepinv_tunable.recipes.schema` validates the parameters;
+The recipe schema (``deepinv_tunable.recipes.schema``, :doc:`/recipes`) validates the parameters;
 :mod:`~deepinv_tunable.recipes.runner` builds from here.
 
 >>> sorted(SOLVERS)[:3]
@@ -77,9 +77,9 @@ def _pnp_hvae(model: str, tau, **solver_params) -> PnPHVAE:
 
 
 def _latent_map(model: str, k, k_grid=None, k_rule: str = "auto", **solver_params) -> TunableReconstructor:
-    """LatentMAP on a shipped prior; ``k="auto"`` wraps it in :class:`~deepinv_tunable.selection.AutoK`."""
+    """LatentMAP on a shipped prior; ``k="auto"`` wraps it in :class:`~deepinv_tunable.tuning.latent_size.AutoK`."""
     from ..pretrained import load, path
-    from ..selection import AutoK, load_spectrum
+    from ..tuning import AutoK, load_spectrum
 
     prior = load(model)
     if k == "auto":

@@ -8,17 +8,14 @@ what it finished.
 
 from __future__ import annotations
 
-import json
 import os
 import platform
 import time
-import warnings
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
 from .. import __version__
@@ -43,6 +40,7 @@ from ..solvers.base import SolverDiagnostics
 from ..tuning import grid_search
 from .auditing import RecipeAudit
 from .partial import PartialStacks
+from .records import BATCH_KEYS, add_input_doubts, add_records, batch_records, metrics_record, resumable_record
 from .registry import build_solver
 from .schema import AuditConfig, Recipe, RecipeError, SliceRange
 
@@ -78,10 +76,6 @@ def _solver(recipe: Recipe, override: dict[str, Any] | None = None):
     params = cfg.model_dump(exclude={"name", "tune"}).get("params", {})
     params.update(override or {})
     return build_solver(cfg.name, params)
-
-
-def _mean(values: list[float]) -> float:
-    return float(np.mean(values)) if values else float("nan")
 
 
 @dataclass
@@ -289,7 +283,7 @@ def check_output_dir(out_dir: Path, inputs: tuple[Path, ...] = ()) -> None:
 
 def prepare_run(recipe: Recipe, full_volume: bool = False, audit: bool = False) -> PreparedRun:
     """Load and prepare the recipe's volume, build its physics and check its slice ranges
-    (see :func:`run_recipe` for ``full_volume`` and ``audit``); raises :class:`RecipeError`."""
+    (see :func:`run_recipe` for ``full_volume`` and ``audit``); raises :class:`~deepinv_tunable.recipes.RecipeError`."""
     device = torch.device(recipe.device)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise RecipeError("device: 'cuda' requested but no CUDA device is available (use --device cpu)")
@@ -361,7 +355,8 @@ def run_recipe(
     :class:`~deepinv_tunable.recipes.auditing.RecipeAudit`). The recipe's ``audit`` section is
     optional; its defaults sample with the shipped hierarchical VAE.
 
-    :param Recipe recipe: validated recipe (see :func:`load_recipe`).
+    :param ~deepinv_tunable.recipes.Recipe recipe: validated recipe (see
+        :func:`~deepinv_tunable.recipes.load_recipe`).
     :param bool progress: show a tqdm bar; default: only when attached to a terminal.
     :param bool audit: draw posterior samples and audit every evaluated slice. Default False.
     :param bool resume: continue an interrupted run of the same recipe in the same folder: the
@@ -378,12 +373,11 @@ def run_recipe(
     held in RAM and a crash loses at most the batch in progress.
     """
     run = prepare_run(recipe, full_volume=full_volume, audit=audit)
-    slices, physics, eval_idx, d = run.slices, run.physics, run.eval_idx, recipe.data
-    prepared, scaling, img_size = run.prepared, run.scaling, tuple(run.slices.shape[-2:])
+    slices, eval_idx, d = run.slices, run.eval_idx, recipe.data
     audit_cfg = (recipe.audit or AuditConfig()) if audit else None
     out_dir = Path(recipe.output.dir)
     metrics_path = out_dir / "metrics.json"
-    previous = _resumable(metrics_path, recipe, audit, full_volume, run.input_sha256) if resume else None
+    previous = resumable_record(metrics_path, recipe, audit, full_volume, run.input_sha256) if resume else None
     if previous is not None and previous.get("complete"):
         report = out_dir / "report.html"
         return RunResult(
@@ -393,16 +387,11 @@ def run_recipe(
             summary=previous["mean"],
         )
     out_dir.mkdir(parents=True, exist_ok=True)
-    measure, estimate_both = run.measure, run.estimate_both
-
     record = run.record_header(full_volume)
-    for key in ("auto", "diagnostics", "doubts"):  # the finished batches' records are kept on resume
+    for key in BATCH_KEYS:  # the finished batches' records are kept on resume
         if previous is not None and key in previous:
             record[key] = previous[key]
-    for doubt in run.input_doubts:
-        warnings.warn(f"input: {doubt}", RuntimeWarning, stacklevel=2)
-        if f"input: {doubt}" not in record.get("doubts", []):
-            record.setdefault("doubts", []).append(f"input: {doubt}")
+    add_input_doubts(record, run)
     if previous is not None and "tuning" in previous:
         record["tuning"] = previous["tuning"]  # tuned once; a resumed run reuses the choice
         solver_overrides = {previous["tuning"]["param"]: previous["tuning"]["best"]}
@@ -410,14 +399,7 @@ def run_recipe(
         solver_overrides = run.tune(record)
     solver = _build_solver(recipe, solver_overrides)
     baseline = build_solver("baseline")
-    auditor = None
-    if audit_cfg is not None:
-        auditor = RecipeAudit(audit_cfg, solver, physics, len(slices), img_size)
-        audit_cal_idx = run.audit_calibration_idx
-        if audit_cal_idx:
-            x_cal = slices[audit_cal_idx]
-            y_cal = measure(x_cal, audit_cal_idx)
-            auditor.calibrate(audit_cal_idx, x_cal, y_cal, estimate_both(solver, y_cal, audit_cal_idx)[0])
+    auditor = None if audit_cfg is None else _calibrated_auditor(run, audit_cfg, solver)
 
     per_slice: dict[str, dict[str, list[float]]] = {"baseline": {}, "solver": {}}
     seconds, done = 0.0, 0
@@ -436,15 +418,7 @@ def run_recipe(
     for batch in batched(eval_idx[done:], d.batch_size):
         out = run.reconstruct_batch(solver, baseline, batch, compare)
         seconds += out.seconds
-        choices = {**(out.diagnostics.choices if out.diagnostics is not None else {}), **out.comparison_choices}
-        if choices:  # value, rule, score curve, bound flag; the compared solvers' as "name.param"
-            record.setdefault("auto", []).append({"slices": batch, **choices})
-        if out.diagnostics is not None:  # iterations, convergence, data fit, NFE, Flash's severity...
-            fields = {k: v for k, v in out.diagnostics.as_dict().items() if k != "choices"}  # those are "auto"
-            record.setdefault("diagnostics", []).append({"slices": batch, **fields})
-            for doubt in out.diagnostics.doubts(recipe.solver.name, batch):
-                record.setdefault("doubts", []).append(doubt)
-                warnings.warn(doubt, RuntimeWarning, stacklevel=2)
+        add_records(record, batch_records(out, recipe.solver.name))
         if auditor is not None:
             auditor.process(batch, out.x, out.y, out.x_phys)
             record["audit"] = auditor.record()
@@ -457,7 +431,7 @@ def run_recipe(
                     compared.setdefault(key, {})[k] = est[i].cpu()
         # on disk before metrics.json calls these slices finished
         stacks.write(batch, {"reconstruction": out.reconstruction, "baseline": out.baseline})
-        record.update(_metrics_record(eval_idx[: len(per_slice["solver"]["psnr"])], per_slice, seconds))
+        record.update(metrics_record(eval_idx[: len(per_slice["solver"]["psnr"])], per_slice, seconds))
         write_json_atomic(metrics_path, record)
         bar.update(len(batch))
     bar.close()
@@ -467,14 +441,7 @@ def run_recipe(
     if record.get("auto") and recipe.output.figures:
         figure_paths.append(write_auto_figure(out_dir / "figures" / "auto_parameters.png", record["auto"]))
     if auditor is not None:
-
-        def save_map(name: str, stack: torch.Tensor) -> None:
-            save_volume(slices_to_volume(stack, d.plane), out_dir / f"{name}.nii.gz", like=prepared)
-
-        shown = shown_slices(eval_idx, recipe.output.figures)
-        record["audit"], audit_figures = auditor.write(
-            out_dir, scaling.high - scaling.low, save_map, shown, slices, recon
-        )
+        record["audit"], audit_figures = _write_audit(run, auditor, out_dir, recon)
         figure_paths += audit_figures
     record["complete"] = True
     write_json_atomic(metrics_path, record)
@@ -495,45 +462,23 @@ def _seeded(seed: int, index: int, device: torch.device):
         yield
 
 
-def _resumable(
-    metrics_path: Path, recipe: Recipe, audit: bool, full_volume: bool, digest: str
-) -> dict[str, Any] | None:
-    """The record of an interrupted run of ``recipe`` to continue, or None to start afresh."""
-    if audit:
-        raise RecipeError(
-            "--resume is not supported with audit (posterior samples are not kept on disk); "
-            "re-run the audit from scratch"
-        )
-    if not metrics_path.is_file():
-        return None
-    previous = json.loads(metrics_path.read_text())
-    if previous.get("full_volume", False) != full_volume:
-        flag = "add --full-volume" if previous.get("full_volume", False) else "drop --full-volume"
-        raise RecipeError(
-            f"cannot resume: {metrics_path} was written by a run {'with' if not full_volume else 'without'} "
-            f"--full-volume; {flag} to continue it"
-        )
-    if previous.get("recipe") != recipe.model_dump(mode="json"):
-        raise RecipeError(
-            f"cannot resume: {metrics_path} was written by a different recipe (or other "
-            "overrides); repeat the interrupted command's options, or use another --out to start afresh"
-        )
-    if previous.get("input_sha256") != digest:
-        raise RecipeError(
-            f"cannot resume: the input {recipe.input_path()} is not the file the interrupted run read "
-            f"(SHA-256 {digest[:12]}..., recorded {str(previous.get('input_sha256'))[:12]}...); its finished "
-            "slices would mix two volumes. Use another --out (or drop --resume) to start afresh"
-        )
-    if "slices" not in previous:
-        return None  # stopped before its first batch: nothing to keep
-    return previous
+def _calibrated_auditor(run: PreparedRun, audit_cfg: AuditConfig, solver) -> RecipeAudit:
+    """The run's auditor, calibrated on the recipe's calibration slices when it names any."""
+    auditor = RecipeAudit(audit_cfg, solver, run.physics, len(run.slices), tuple(run.slices.shape[-2:]))
+    cal_idx = run.audit_calibration_idx
+    if cal_idx:
+        x_cal = run.slices[cal_idx]
+        y_cal = run.measure(x_cal, cal_idx)
+        auditor.calibrate(cal_idx, x_cal, y_cal, run.estimate_both(solver, y_cal, cal_idx)[0])
+    return auditor
 
 
-def _metrics_record(indices: list[int], per_slice: dict, seconds: float) -> dict[str, Any]:
-    n = max(len(indices), 1)
-    return {
-        "slices": indices,
-        "per_slice": per_slice,
-        "mean": {key: {name: _mean(v) for name, v in values.items()} for key, values in per_slice.items()},
-        "solver_seconds_per_slice": seconds / n,
-    }
+def _write_audit(run: PreparedRun, auditor: RecipeAudit, out_dir: Path, recon: torch.Tensor):
+    """The audit's maps (on the input's grid), record and figures: ``(record, figure paths)``."""
+    plane = run.recipe.data.plane
+
+    def save_map(name: str, stack: torch.Tensor) -> None:
+        save_volume(slices_to_volume(stack, plane), out_dir / f"{name}.nii.gz", like=run.prepared)
+
+    shown = shown_slices(run.eval_idx, run.recipe.output.figures)
+    return auditor.write(out_dir, run.scaling.high - run.scaling.low, save_map, shown, run.slices, recon)

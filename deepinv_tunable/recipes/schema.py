@@ -135,7 +135,7 @@ class _LatentMAPCommon(_Strict):
 class LatentMAPParams(_LatentMAPCommon):
     """Latent MAP with a shipped tunable prior; ``k``: an integer, ``"auto"`` (chosen per slice
     from the measurements by ``k_rule`` over ``k_grid``) or ``"full"``. ``k_rule``: ``"auto"``
-    (:func:`~deepinv_tunable.selection.default_k_rule`: splitting on CT, SURE in denoising, the
+    (:func:`~deepinv_tunable.tuning.latent_size.default_k_rule`: splitting on CT, SURE in denoising, the
     discrepancy principle elsewhere), ``"splitting"``, ``"discrepancy"``, ``"sure"`` or
     ``"closed_form"`` (from the noise level and the model's shipped spectrum, no sweep). For a ground-truth sweep on calibration slices, use
     ``tune: {param: k, grid: [...], slices: ...}``."""
@@ -193,7 +193,7 @@ class TunableLDMConfig(_TunedSolverConfig):
 
 class PnPHVAEParams(_Strict):
     """PnP-HVAE with a shipped hierarchical VAE (or a ``save_pretrained`` folder); ``tau``
-    ``"auto"`` is chosen from the measurements (:mod:`deepinv_tunable.autotune`), ``"noise"``
+    ``"auto"`` is chosen from the measurements (:mod:`deepinv_tunable.tuning`), ``"noise"``
     follows the noise level (:func:`~deepinv_tunable.priors.tau_for_sigma`). ``schedule``: the
     fixed-point iteration, DPIR's annealed continuation, or ``"auto"`` (annealed for CT and
     blur when ``tau`` is ``"auto"``; :func:`~deepinv_tunable.solvers.pnp_hvae.resolve_schedule`),

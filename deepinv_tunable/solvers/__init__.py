@@ -18,9 +18,10 @@ _EXPORTS = {
     "LatentDiffusionSolver": "latent_diffusion",
     "LatentMAP": "latent_map",
     "LatentMAPTV": "latent_tv",
+    "PixelDPS": "pixel_dps",
     "PixelFlash": "pixel_flash",
     "PnPHVAE": "pnp_hvae",
-    "PnPHVAESampler": "pnp_hvae",
+    "PnPHVAESampler": "pnp_hvae_sampler",
     "TunableLDMSolver": "tunable_ldm",
 }
 __all__ = sorted(_EXPORTS)

@@ -33,7 +33,7 @@ class SolverDiagnostics:
         residual"`` (:math:`\chi^2 > 2`).
     :param dict parameters: the parameter values the solve used (chosen or given).
     :param dict choices: for each parameter chosen from the measurements, its record
-        (:meth:`~deepinv_tunable.autotune.ParameterChoice.as_dict`: value, rule, score curve,
+        (:meth:`~deepinv_tunable.tuning.select.ParameterChoice.as_dict`: value, rule, score curve,
         ``at_bound``).
     :param dict per_example: solver-specific per-example fields (Flash: ``sigma_hat``,
         ``start_step``, ``out_of_range``, ``fallback``, ...).
@@ -115,7 +115,7 @@ class Reconstruction:
     :param bool converged: the solver's stopping test was met (``None``: no such test).
     :param dict parameters: the parameter values the solve used, given or chosen
         (``{"lambda_tv": 0.01}``, ``{"tau": 0.7, "gamma": 0.02, "sigma": 0.01}``, ...).
-    :param dict choices: name -> :class:`~deepinv_tunable.autotune.ParameterChoice` for the
+    :param dict choices: name -> :class:`~deepinv_tunable.tuning.select.ParameterChoice` for the
         parameters chosen from the measurements (``"auto"``).
     :param torch.Tensor chi2: ``(B,)`` reduced chi-square of ``x`` (set by
         :meth:`TunableReconstructor.reconstruct` when the physics states its noise level).
@@ -195,7 +195,7 @@ class NoiseStream:
 
 class TunableReconstructor(dinv.models.Reconstructor):
     """A deepinv :class:`~deepinv.models.Reconstructor` whose :meth:`reconstruct` also reports
-    timing and solver details. Subclasses implement :meth:`_solve`."""
+    timing and solver details. Subclasses implement ``_solve``."""
 
     #: whether repeated calls draw different (posterior) samples
     stochastic = False
@@ -222,9 +222,9 @@ class TunableReconstructor(dinv.models.Reconstructor):
         solver's (:meth:`compute_dtype`) and ``x`` returned in ``y``'s; a physics of another
         dtype (a float64 mask from NumPy) is used through a cast copy. Refused with a
         ``ValueError`` naming the problem: non-finite ``y``, a ``y`` whose shape the physics
-        cannot produce (:func:`~deepinv_tunable.physics.check_measurement_shape`), a non-Gaussian or per-image noise
-        model (:func:`~deepinv_tunable.physics.check_gaussian_noise`) and, for learned priors,
-        measurements of images far outside [0, 1] (:func:`~deepinv_tunable.physics.check_unit_range`).
+        cannot produce (:func:`~deepinv_tunable.physics.validation.check_measurement_shape`), a non-Gaussian or per-image noise
+        model (:func:`~deepinv_tunable.physics.validation.check_gaussian_noise`) and, for learned priors,
+        measurements of images far outside [0, 1] (:func:`~deepinv_tunable.physics.validation.check_unit_range`).
         """
         if not isinstance(y, torch.Tensor):
             raise TypeError(f"y must be a torch.Tensor of measurements, got {type(y).__name__}")

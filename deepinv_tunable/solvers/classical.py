@@ -5,16 +5,16 @@ from __future__ import annotations
 import deepinv as dinv
 import torch
 
-from ..autotune import auto_requested, select_parameter
 from ..checks import renamed_keyword, require_linear
 from ..physics import measurement_baseline, operator_norm_sq
+from ..tuning import auto_requested, select_parameter
 from .base import Reconstruction, TunableReconstructor
 
 #: TV weight in deepinv's PGD scaling (data term :math:`\tfrac12\|Ax-y\|^2`) for images in
 #: [0, 1]. At 4x MRI with 1% noise, a grid search on calibration slices picked 0.02 on both
 #: bundled volumes (MNI template, axial; ITK subject, coronal), 0.6-0.8 dB above 0.01. Other
 #: tasks want other weights (8x MRI and inpainting: about 0.05; deblurring: about 0.002), so
-#: tune per task with :func:`deepinv_tunable.tuning.grid_search` (``benchmarks/run_baselines.py``).
+#: tune per task with :func:`deepinv_tunable.tuning.grid.grid_search` (``benchmarks/run_baselines.py``).
 DEFAULT_TV_LAMBDA = 0.02
 
 
@@ -107,15 +107,15 @@ class TVPGD(TunableReconstructor):
     :math:`1 / \|A\|_2^2` (power iteration).
 
     :param lambda_tv: TV weight :math:`\lambda`, or ``"auto"``: chosen per call from the measurements
-        alone by :func:`~deepinv_tunable.autotune.select_parameter` (``tune_rule``, over
-        ``tune_bounds``; one value for the batch: :data:`TUNE_SEARCH`, 5 candidate solves, then the
+        alone by :func:`~deepinv_tunable.tuning.select.select_parameter` (``tune_rule``, over
+        ``tune_bounds``; one value for the batch: :data:`~deepinv_tunable.solvers.classical.TUNE_SEARCH`, 5 candidate solves, then the
         final solve under splitting; 4 under the discrepancy principle, whose chosen candidate
         is the answer), recorded in the result's ``choices``.
-        Default ``"auto"``. (:data:`DEFAULT_TV_LAMBDA` is a fixed value for 4x MRI at 1 % noise.)
+        Default ``"auto"``. (:data:`~deepinv_tunable.solvers.classical.DEFAULT_TV_LAMBDA` is a fixed value for 4x MRI at 1 % noise.)
     :param int max_iter: PGD iterations. Default 100 (``n_iter``: its former name, deprecated).
     :param int tv_inner_iter: iterations of the (warm-started) TV prox per PGD step. Default 20.
     :param bool through_slices: also penalise differences between consecutive slices of the batch
-        (:class:`SliceStackTVPrior`, 2.5D); the batch must then be consecutive slices. Default False.
+        (:class:`~deepinv_tunable.solvers.classical.SliceStackTVPrior`, 2.5D); the batch must then be consecutive slices. Default False.
 
     :Examples:
 
@@ -158,7 +158,7 @@ class TVPGD(TunableReconstructor):
 
     @staticmethod
     def step_size(physics: dinv.physics.Physics, x: torch.Tensor) -> float:
-        """:math:`1 / \\|A\\|^2` (:func:`~deepinv_tunable.physics.operator_norm_sq`, deterministic;
+        """:math:`1 / \\|A\\|^2` (:func:`~deepinv_tunable.physics.measurement.operator_norm_sq`, deterministic;
         50 power iterations at most, as deepinv's own default)."""
         norm_sq = operator_norm_sq(physics, tuple(x.shape), max_iter=50, rel_tol=1e-3, device=x.device, dtype=x.dtype)
         return 1.0 / max(norm_sq, 1e-12)

@@ -21,7 +21,9 @@ import deepinv as dinv
 import torch
 from deepinv.optim.optimizers import create_iterator
 
-from ..autotune import NOISE_FLOOR, auto_requested, resolve_sigma, select_parameter
+from ..physics import NOISE_FLOOR, resolve_sigma
+from ..precision import at_precision, resolve_precision
+from ..tuning import auto_requested, select_parameter
 from .base import Reconstruction, TunableReconstructor
 
 DPIR_SIGMA_START = 49.0 / 255.0
@@ -51,9 +53,9 @@ class DPIR(TunableReconstructor):
 
     :param sigma: final denoiser noise level (the measurement noise std is the usual choice; a
         larger value regularises more), or ``"auto"``: chosen per call from the measurements alone
-        by :func:`~deepinv_tunable.autotune.select_parameter` between ``tune_bounds`` times the
+        by :func:`~deepinv_tunable.tuning.select.select_parameter` between ``tune_bounds`` times the
         noise std (the physics', else estimated from ``y``, at least
-        :data:`~deepinv_tunable.autotune.NOISE_FLOOR`; 4 solves), recorded in the result's
+        :data:`~deepinv_tunable.physics.noise.NOISE_FLOOR`; 4 solves), recorded in the result's
         ``choices``. Default ``"auto"``.
     :param deepinv.models.Denoiser denoiser: e.g. :class:`~deepinv_tunable.priors.DnCNNDenoiser`;
         ``None`` (default) loads the package's default pixel prior
@@ -63,6 +65,9 @@ class DPIR(TunableReconstructor):
     :param str tune_rule: the rule of ``sigma="auto"``. Default ``"auto"``.
     :param tuple tune_bounds: the search interval of ``sigma="auto"``, in noise stds. Default ``(0.5, 3)``.
     :param int seed: seed of the rule's random splits. Default 0.
+    :param str precision: the network's precision (:mod:`deepinv_tunable.precision`): ``"fp32"``,
+        ``"bf16"`` (autocast of the network calls only, never the physics) or ``"auto"`` (bf16 where
+        the hardware computes it natively). Default ``"fp32"``.
 
     :Examples:
 
@@ -91,6 +96,7 @@ class DPIR(TunableReconstructor):
         tune_rule: str = "auto",
         tune_bounds: tuple[float, float] = (0.5, 3.0),
         seed: int = 0,
+        precision: str = "fp32",
     ):
         super().__init__()
         if isinstance(sigma, torch.nn.Module):
@@ -107,10 +113,12 @@ class DPIR(TunableReconstructor):
         self.sigma = sigma if auto_requested(sigma) else float(sigma)
         self.max_iter = int(max_iter)
         self.tune_rule, self.tune_bounds, self.seed = tune_rule, tune_bounds, int(seed)
+        resolve_precision(precision, device)  # validates
+        self.precision = precision
 
     def _hqs(self, y, physics, sigma: float, max_iter: int) -> torch.Tensor:
         levels, steps = dpir_schedule(sigma, max_iter)
-        prior = dinv.optim.PnP(denoiser=self.denoiser)
+        prior = dinv.optim.PnP(denoiser=at_precision(self.denoiser, self.precision))
         solver = dinv.optim.BaseOptim(
             create_iterator("HQS", prior=prior, cost_fn=None, g_first=False),
             max_iter=max_iter,

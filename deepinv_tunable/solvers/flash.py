@@ -24,7 +24,7 @@ START_RULES = ("snr", "noise")
 
 @dataclass
 class FlashReconstruction(Reconstruction):
-    """A :class:`Reconstruction` with the per-sample quantities of severity-adaptive sampling.
+    """A :class:`~deepinv_tunable.solvers.Reconstruction` with the per-sample quantities of severity-adaptive sampling.
 
     :param torch.Tensor sigma_hat: estimated latent error std :math:`\\hat\\sigma` per sample
         (the severity encoder's units, i.e. the VAE latent's), ``(B,)``.
@@ -34,7 +34,7 @@ class FlashReconstruction(Reconstruction):
         was clamped). Such samples are reconstructed but should not be trusted silently.
     :param torch.Tensor chi2_estimate: ``(B,)`` reduced chi-square of each sample's own estimate
         against the measurements (before any fallback or final data-consistency step; the
-        returned ``x``'s is :attr:`Reconstruction.chi2`).
+        returned ``x``'s is ``chi2``).
     :param torch.Tensor fallback: ``(B,)`` booleans: the sample explained the data worse than the
         measurement baseline, and ``x`` holds that baseline instead (:mod:`~deepinv_tunable.solvers.guard`).
     :param torch.Tensor dc_weight: ``(B,)`` data weight :math:`\\gamma` of the final

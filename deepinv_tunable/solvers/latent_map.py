@@ -27,7 +27,7 @@ class LatentMAP(TunableReconstructor):
 
     The model is any generator with ``encode_mean(x)``, ``decode(z, k)``, ``latent_shape``,
     ``latent_dim`` and ``image_size`` (:class:`~deepinv_tunable.nets.TunableVAE`). Images are
-    single-channel; :func:`~deepinv_tunable.physics.to_physics_domain` maps them to the physics.
+    single-channel; :func:`~deepinv_tunable.physics.domain.to_physics_domain` maps them to the physics.
 
     :param model: the tunable generator (kept frozen; not trained by the solver).
     :param int k: default latent size (``None``: the full :math:`K`); overridable per call.

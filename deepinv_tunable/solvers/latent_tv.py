@@ -5,10 +5,14 @@ from __future__ import annotations
 import deepinv as dinv
 import torch
 
-from ..autotune import (
+from ..checks import renamed_keyword, require_linear
+from ..physics import from_physics_domain, to_physics_domain
+from ..tuning import (
+    GridSearchResult,
     ParameterChoice,
     auto_requested,
     default_rule,
+    grid_search,
     heldout_scores,
     kept_fraction,
     masked_physics,
@@ -16,9 +20,6 @@ from ..autotune import (
     split_keeps,
     whole_line_holdout,
 )
-from ..checks import renamed_keyword, require_linear
-from ..physics import from_physics_domain, to_physics_domain
-from ..tuning import GridSearchResult, grid_search
 from .base import Reconstruction, TunableReconstructor
 from .classical import TVPGD
 from .latent_map import LatentMAP
@@ -58,15 +59,15 @@ class LatentMAPTV(TunableReconstructor):
 
     :param ~deepinv_tunable.solvers.latent_map.LatentMAP latent_map: the latent-MAP solver (its generator, :math:`k`, steps, ...).
     :param lambda_tv: TV weight :math:`\lambda` of the deviation (deepinv's PGD scaling), or
-        ``"auto"`` (chosen from the residual measurements by :class:`TVPGD`'s own rule). Default ``"auto"``.
+        ``"auto"`` (chosen from the residual measurements by :class:`~deepinv_tunable.solvers.TVPGD`'s own rule). Default ``"auto"``.
     :param beta: weight :math:`\beta \in [0, 1]` of the generator's image, or ``"auto"`` (the latent
         MAP runs once; only the deviation is re-solved). Under the splitting rule (MRI) with
-        ``lambda_tv="auto"`` too, each :math:`\beta` of :data:`BETA_GRID` gets its own
+        ``lambda_tv="auto"`` too, each :math:`\beta` of :data:`~deepinv_tunable.solvers.latent_tv.BETA_GRID` gets its own
         :math:`\lambda` and the pair with the lowest held-out score wins (19 TV solves); on CT
         (and any physics with whole lines or views to hold out) under the discrepancy principle
         likewise, each pair's :math:`\lambda` from the discrepancy principle and its held-out
         score from a fit to the kept views (15 TV solves); otherwise
-        :math:`\beta` is chosen over ``[0, 1]`` by :func:`~deepinv_tunable.autotune.select_parameter`
+        :math:`\beta` is chosen over ``[0, 1]`` by :func:`~deepinv_tunable.tuning.select.select_parameter`
         after :math:`\lambda` (chosen at :math:`\beta = 1`), since the discrepancy principle cannot tell
         the pairs apart: every :math:`\beta` meets it with some :math:`\lambda`. Choices go to the
         result's ``choices``.
@@ -193,7 +194,7 @@ class LatentMAPTV(TunableReconstructor):
         the deviation is solved once more on all the data with that pair.
 
         The scores are comparable: each is :math:`\|(A(\beta x_g' + \hat r) - y)_H\|^2` on the
-        same held-out lines (:func:`~deepinv_tunable.autotune.split_keeps`: the deviation's own
+        same held-out lines (:func:`~deepinv_tunable.tuning.holdout.split_keeps`: the deviation's own
         search draws the same lines from the same seed, whatever the values of its measurements).
         :math:`x_g'` is the latent MAP of the *kept* lines only: the generator is part of the
         estimator, and one fitted to the held-out lines predicts them by construction (with it
@@ -215,7 +216,7 @@ class LatentMAPTV(TunableReconstructor):
         r"""``(beta, deviation, choices)`` under the discrepancy principle (CT): each beta of
         :data:`BETA_GRID` gets the deviation's own :math:`\lambda_\beta` on all the data (whose
         chosen candidate is that pair's answer), and the pairs are ranked by their held-out score
-        (:func:`~deepinv_tunable.autotune.heldout_scores`, the splitting rule's hold-out of whole
+        (:func:`~deepinv_tunable.tuning.select.heldout_scores`, the splitting rule's hold-out of whole
         views): each is refitted to the kept views, as :math:`\beta x_g' + \hat r` with
         :math:`x_g'` the latent MAP of the kept views and the deviation's weight
         :math:`\lambda_\beta / \rho` (:math:`\rho` the kept fraction, the splitting rule's own

@@ -10,8 +10,8 @@ import warnings
 import deepinv as dinv
 import torch
 
-from ..autotune import NOISE_FLOOR, resolve_sigma
-from ..physics import mri_zero_filled_error, physics_rows
+from ..physics import NOISE_FLOOR, mri_zero_filled_error, physics_rows, resolve_sigma
+from ..precision import at_precision, resolve_precision
 from .base import NoiseStream, TunableReconstructor
 from .classical import MeasurementBaseline
 from .flash import FlashReconstruction
@@ -43,7 +43,7 @@ class PixelFlash(TunableReconstructor):
     The severity :math:`\hat\sigma` is the RMS error of the measurement-only estimate, read
     without ground truth. For single-coil MRI (``severity="spectrum"``, chosen by ``"auto"``) it is
     the unsampled k-space energy predicted from the sampled radial spectrum
-    (:func:`~deepinv_tunable.physics.mri_zero_filled_error`; no network call): on the reserved
+    (:func:`~deepinv_tunable.physics.noise.mri_zero_filled_error`; no network call): on the reserved
     brain subjects it is within about 20 % of the true error and ranks 2-16x with Spearman
     0.81-0.84. Elsewhere (``"pilot"``) it is the distance to a short DPIR pilot with the same
     denoiser (``severity_iter`` network calls, counted in the NFE); it ranks blur 0.5-3 px with
@@ -53,6 +53,16 @@ class PixelFlash(TunableReconstructor):
     its constants are deepinv's :class:`~deepinv.sampling.DiffPIR`; with ``start="noise"``,
     ``spacing="deepinv"`` and no final step the sampler reproduces it exactly (same seed, same
     output).
+
+    The defaults (:math:`\zeta = 1`, :math:`c = 16`, :math:`\lambda = 1`, log spacing) were chosen
+    on a training-split subject (``pyradiomics_brain1``, MRI 4x and 8x, 2 slices, corpus DnCNNs):
+    :math:`(\zeta, c) = (0.5, 1)`, (0.9, 16), (1, 16), (1, 4) gave 25.1, 28.2, 28.9, 28.5 dB at
+    4x and 21.0, 23.4, 24.6, 23.7 dB at 8x. MRI's :math:`c = 36` was then chosen against the full
+    schedule on two more training-split subjects (``nibabel_anatomical``, ``dipy_aniso_vox``; MRI
+    4x and 8x, 4 slices, 2 sampler seeds, ``benchmarks/run_flash_nfe.py``'s paired protocol): the
+    loss to the full schedule was 0.11--0.34 dB at :math:`c = 16`, 0.04--0.16 dB at 36 (2 more
+    network calls per slice) and -0.02--0.10 dB at 64 (3.7 more, which would take the slowest
+    slices past half the full schedule's calls).
 
     :param deepinv.models.Denoiser denoiser: noise-conditional denoiser for images in [0, 1]
         (e.g. :class:`~deepinv_tunable.priors.PixelDenoiser`).
@@ -66,27 +76,20 @@ class PixelFlash(TunableReconstructor):
         or ``"pilot"``. Default ``"auto"``.
     :param int severity_iter: iterations of the pilot reconstruction. Default 4.
     :param float noise_correction: :math:`c`: the start level is :math:`\sqrt{c}\,\hat\sigma`.
-        Default ``None``: the severity rule's constant, :data:`NOISE_CORRECTION` (36 for the
+        Default ``None``: the severity rule's constant,
+        :data:`~deepinv_tunable.solvers.pixel_flash.NOISE_CORRECTION` (36 for the
         spectrum, i.e. MRI; 16 for the pilot), six and four times the estimated error. The
         estimate's error is structured, not Gaussian, and a denoiser removes it only from a level
         well above its RMS; MRI's aliasing (displaced copies of the whole image) needs a higher one
         than blur's local edge error.
-
-    The defaults (:math:`\zeta = 1`, :math:`c = 16`, :math:`\lambda = 1`, log spacing) were chosen
-    on a training-split subject (``pyradiomics_brain1``, MRI 4x and 8x, 2 slices, corpus DnCNNs):
-    :math:`(\zeta, c) = (0.5, 1)`, (0.9, 16), (1, 16), (1, 4) gave 25.1, 28.2, 28.9, 28.5 dB at
-    4x and 21.0, 23.4, 24.6, 23.7 dB at 8x. MRI's :math:`c = 36` was then chosen against the full
-    schedule on two more training-split subjects (``nibabel_anatomical``, ``dipy_aniso_vox``; MRI
-    4x and 8x, 4 slices, 2 sampler seeds, ``benchmarks/run_flash_nfe.py``'s paired protocol): the
-    loss to the full schedule was 0.11--0.34 dB at :math:`c = 16`, 0.04--0.16 dB at 36 (2 more
-    network calls per slice) and -0.02--0.10 dB at 64 (3.7 more, which would take the slowest
-    slices past half the full schedule's calls).
     :param int seed: seeds the solver's noise (a call's ``seed=`` overrides it). Default ``None``.
     :param float max_chi2: floor of the measurement guard. Default 2.
     :param bool final_consistency: end with :func:`~deepinv_tunable.consistency.weighted_data_consistency`.
         Default True.
     :param str spacing: ``"log"`` (levels even in log-noise, default) or ``"deepinv"`` (deepinv's
         square-root spacing of the timesteps).
+    :param str precision: the denoiser's precision (:mod:`deepinv_tunable.precision`): ``"fp32"``,
+        ``"bf16"`` or ``"auto"``. Default ``"fp32"``.
 
     :Examples:
 
@@ -119,6 +122,7 @@ class PixelFlash(TunableReconstructor):
         max_chi2: float = DEFAULT_MAX_CHI2,
         final_consistency: bool = True,
         spacing: str = "log",
+        precision: str = "fp32",
     ):
         super().__init__()
         if max_iter < 2:
@@ -138,7 +142,8 @@ class PixelFlash(TunableReconstructor):
         self.spacing = spacing
         if lambda_ <= 0 or not 0 <= zeta <= 1:
             raise ValueError(f"lambda_ must be positive and zeta in [0, 1], got {lambda_}, {zeta}")
-        self.denoiser = denoiser
+        resolve_precision(precision, "cpu")  # validates
+        self.denoiser, self.precision = denoiser, precision
         self.max_iter, self.lambda_, self.zeta, self.start = int(max_iter), float(lambda_), float(zeta), start
         self.severity_iter = int(severity_iter)
         self.noise_correction = None if noise_correction is None else float(noise_correction)
@@ -175,7 +180,7 @@ class PixelFlash(TunableReconstructor):
 
     def start_constant(self, physics: dinv.physics.Physics) -> float:
         r"""The start constant :math:`c` used for ``physics``: ``noise_correction``, or the
-        severity rule's entry of :data:`NOISE_CORRECTION`."""
+        severity rule's entry of :data:`~deepinv_tunable.solvers.pixel_flash.NOISE_CORRECTION`."""
         if self.noise_correction is not None:
             return self.noise_correction
         return NOISE_CORRECTION[self.severity_rule(physics)]
@@ -194,7 +199,9 @@ class PixelFlash(TunableReconstructor):
 
         with warnings.catch_warnings():  # the pilot's first levels may lie outside the denoiser's range
             warnings.simplefilter("ignore", RuntimeWarning)
-            pilot = DPIR(sigma=max(sigma, 0.01), denoiser=self.denoiser, max_iter=self.severity_iter)(y, physics)
+            pilot = DPIR(
+                sigma=max(sigma, 0.01), denoiser=self.denoiser, max_iter=self.severity_iter, precision=self.precision
+            )(y, physics)
         return (x_tilde - pilot).pow(2).flatten(1).mean(1).sqrt()
 
     def start_indices(
@@ -226,6 +233,7 @@ class PixelFlash(TunableReconstructor):
         start from pure noise)."""
         sqrt_recip, _ = diffpir.get_alpha_prod()
         sigmas, seq = diffpir.sigmas, diffpir.seq
+        network = at_precision(self.denoiser, self.precision)
 
         def randn(like):  # in ``like``'s memory layout, as deepinv's randn_like (MRI images are channel-last)
             return torch.empty_like(like, device="cpu").normal_(generator=generator).to(like.device)
@@ -245,7 +253,7 @@ class PixelFlash(TunableReconstructor):
             level = sigmas[seq[i]]
             t = diffpir.find_nearest(diffpir.reduced_alpha_cumprod, level)
             at = 1 / sqrt_recip[t] ** 2
-            x0 = (2 * self.denoiser(x / (2 * at.sqrt()) + 0.5, level / 2) - 1).clamp(-1, 1)
+            x0 = (2 * network(x / (2 * at.sqrt()) + 0.5, level / 2) - 1).clamp(-1, 1)
             x0 = diffpir.data_fidelity.prox(x0 / 2 + 0.5, y, physics, gamma=1.0 / (2 * diffpir.rhos[t])) * 2 - 1
             t_next = diffpir.find_nearest(diffpir.reduced_alpha_cumprod, sigmas[seq[i + 1]])
             eps = (x - diffpir.sqrt_alphas_cumprod[t] * x0) / diffpir.sqrt_1m_alphas_cumprod[t]

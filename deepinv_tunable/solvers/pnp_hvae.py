@@ -41,12 +41,12 @@ from collections.abc import Callable
 import deepinv as dinv
 import torch
 
-from ..autotune import NOISE_FLOOR, auto_requested, default_rule, resolve_sigma, select_parameter
-from ..checks import renamed_keyword, require_linear
-from ..consistency import gaussian_posterior_sample
+from ..checks import require_linear
 from ..nets.hvae import HVAE
-from ..physics import noise_sigma, physics_domain_adjoint, to_physics_domain
+from ..physics import NOISE_FLOOR, noise_sigma, physics_domain_adjoint, resolve_sigma, to_physics_domain
+from ..precision import network_precision, resolve_precision
 from ..priors import HVAEDenoiser, corpus_tau_for_sigma, tau_for_sigma
+from ..tuning import auto_requested, default_rule, select_parameter
 from .base import NoiseStream, Reconstruction, TunableReconstructor
 from .classical import MeasurementBaseline
 from .dpir import DPIR, DPIR_SIGMA_START, dpir_schedule
@@ -57,6 +57,7 @@ from .dpir import DPIR, DPIR_SIGMA_START, dpir_schedule
 #: three disjoint 15 % hold-outs keep the fit near the real problem without a noisier score
 #: (chosen on the MNI template and a training subject, benchmarks/run_tau_holdout.py).
 TUNE_SPLITS = 3
+#: the share of the sampled MRI lines each of the :data:`TUNE_SPLITS` hold-outs takes (see above)
 TUNE_LINE_HOLDOUT = 0.15
 
 #: the pilot every tau candidate of one fit problem starts from (``tune_pilot``: temperature,
@@ -68,7 +69,7 @@ TUNE_LINE_HOLDOUT = 0.15
 TUNE_PILOT = (0.8, 30)
 
 #: noise floor used when the physics is noiseless (the prox weight is gamma^2 / sigma^2): the
-#: package's :data:`~deepinv_tunable.autotune.NOISE_FLOOR`.
+#: package's :data:`~deepinv_tunable.physics.noise.NOISE_FLOOR`.
 MIN_SIGMA = NOISE_FLOOR
 
 #: the iteration schedules of :class:`PnPHVAE` (``schedule=``)
@@ -93,7 +94,7 @@ def _tau_text(tau: float | list[float]) -> str:
 def resolve_schedule(schedule: str, tau, physics: dinv.physics.Physics) -> str:
     """The schedule a :class:`PnPHVAE` call runs: ``schedule`` itself unless ``"auto"``; then
     ``"anneal"`` when the temperature is left to the solver (``tau="auto"``) and the physics is
-    one whose parameters the discrepancy principle chooses (:func:`~deepinv_tunable.autotune.default_rule`:
+    one whose parameters the discrepancy principle chooses (:func:`~deepinv_tunable.tuning.rules.default_rule`:
     CT, blur, denoising, ...), ``"fixed"`` otherwise (MRI and inpainting, where the fixed point is
     better; a given temperature also asks for the fixed point, the only schedule that uses it).
 
@@ -111,7 +112,7 @@ def resolve_schedule(schedule: str, tau, physics: dinv.physics.Physics) -> str:
 
 class RealImageDenoiser(dinv.models.Denoiser):
     r"""``denoiser`` on the real image of ``physics``' domain, returned in that domain:
-    :math:`x \mapsto E(D_\sigma(E^* x))` with :math:`E` :func:`~deepinv_tunable.physics.to_physics_domain`
+    :math:`x \mapsto E(D_\sigma(E^* x))` with :math:`E` :func:`~deepinv_tunable.physics.domain.to_physics_domain`
     (for 2-channel MRI the real channel is denoised and the imaginary one set to zero, the prior
     "the image is real" that :meth:`PnPHVAE.denoise` also applies; other physics: ``denoiser`` itself).
     On 4x MRI of two training subjects the annealed HVAE reaches the same PSNR this way as when it
@@ -138,35 +139,35 @@ class PnPHVAE(TunableReconstructor):
 
     :param ~deepinv_tunable.nets.HVAE hvae: trained hierarchical VAE (e.g. ``pretrained.load("hvae_mri64")``).
     :param tau: temperature in (0, 1] (float or one per group), or ``"auto"``: chosen per call from
-        the measurements alone by :func:`~deepinv_tunable.autotune.select_parameter` (``tune_rule``
+        the measurements alone by :func:`~deepinv_tunable.tuning.select.select_parameter` (``tune_rule``
         over ``tune_bounds``), recorded in the result's ``choices``. Under the splitting rule (MRI)
         each hold-out gets a pilot of ``tune_pilot`` and 5 candidates of ``tune_iter`` iterations
         from it; under the discrepancy principle (blur, CT) the 5 candidates are full solves and the
-        chosen one is returned (5 solves in all). Default ``"auto"``. ``None``: :func:`tau_for_sigma`
+        chosen one is returned (5 solves in all). Default ``"auto"``. ``None``: :func:`~deepinv_tunable.priors.tau_for_sigma`
         of the physics' noise std (the paper's 0.95 / 0.8 / 0.6 for 1% / 3% / 5% noise).
     :param float gamma: decoder std :math:`\gamma` in the prox. Default: the HVAE's own.
     :param float sigma: measurement noise std. Default: the physics' Gaussian noise model
-        (at least :data:`MIN_SIGMA`).
+        (at least :data:`~deepinv_tunable.solvers.pnp_hvae.MIN_SIGMA`).
     :param int max_iter: iteration cap. Default 100.
     :param float tol: stop when the relative change of every image is below this. Default 1e-4.
     :param bool pad: pad image sizes that are not a multiple of the HVAE stride. Default True.
     :param int tune_splits: disjoint hold-outs the splitting rule sums its score over when
-        ``tau="auto"``. Default :data:`TUNE_SPLITS` (3; each adds a pilot and 5 short solves).
+        ``tau="auto"``. Default :data:`~deepinv_tunable.solvers.pnp_hvae.TUNE_SPLITS` (3; each adds a pilot and 5 short solves).
     :param float tune_line_holdout: share of the sampled MRI lines each hold-out takes. Default
-        :data:`TUNE_LINE_HOLDOUT` (0.15).
+        :data:`~deepinv_tunable.solvers.pnp_hvae.TUNE_LINE_HOLDOUT` (0.15).
     :param tuple tune_pilot: ``(tau, iterations)`` of the pilot solve every candidate of one fit
         problem starts from, or ``None`` to start them from the measurement baseline. Default
-        :data:`TUNE_PILOT` (0.8, 30).
+        :data:`~deepinv_tunable.solvers.pnp_hvae.TUNE_PILOT` (0.8, 30).
     :param str schedule: ``"fixed"``: the fixed-point iteration above at one temperature;
         ``"anneal"``: DPIR's continuation with the temperature of each level from ``anneal_tau_map``
         (``tau`` must then be ``"auto"``; ``gamma``, ``max_iter`` and ``tol`` are not used);
-        ``"auto"``: :func:`resolve_schedule` (the annealed one for CT, blur and denoising when
+        ``"auto"``: :func:`~deepinv_tunable.solvers.pnp_hvae.resolve_schedule` (the annealed one for CT, blur and denoising when
         ``tau="auto"``, the fixed point otherwise). The schedule run is in the result's
         ``extras["schedule"]``. Default ``"auto"``.
-    :param int anneal_iter: iterations of the annealed schedule. Default :data:`ANNEAL_ITER` (8).
+    :param int anneal_iter: iterations of the annealed schedule. Default :data:`~deepinv_tunable.solvers.pnp_hvae.ANNEAL_ITER` (8).
     :param anneal_sigma: the annealed schedule's final denoiser level: a number; ``"noise"``: the
         measurement noise std (the physics', else estimated from ``y``; DPIR's own choice; at least
-        :data:`MIN_SIGMA`); or
+        :data:`~deepinv_tunable.solvers.pnp_hvae.MIN_SIGMA`); or
         ``"auto"``: chosen per call from the measurements (:class:`~deepinv_tunable.solvers.DPIR`'s
         rule, between 0.5 and 3 times the noise std; 5 solves), recorded in
         ``choices["anneal_sigma"]``. Default ``"noise"``: on 60-view CT of a training subject the
@@ -176,6 +177,8 @@ class PnPHVAE(TunableReconstructor):
         a property of the network (measure one for another HVAE with
         ``benchmarks/run_hvae_tau_map.py``). Default :func:`~deepinv_tunable.priors.corpus_tau_for_sigma`
         (measured for ``hvae_mri64``).
+    :param str precision: the HVAE's precision (:mod:`deepinv_tunable.precision`): ``"fp32"``,
+        ``"bf16"`` or ``"auto"``. Default ``"fp32"``.
 
     :Examples:
 
@@ -211,8 +214,11 @@ class PnPHVAE(TunableReconstructor):
         anneal_iter: int = ANNEAL_ITER,
         anneal_sigma: float | str = "noise",
         anneal_tau_map: Callable[[float], float] = corpus_tau_for_sigma,
+        precision: str = "fp32",
     ):
         super().__init__()
+        resolve_precision(precision, "cpu")  # validates
+        self.precision = precision
         if schedule not in SCHEDULES:
             raise ValueError(f"schedule must be one of {SCHEDULES}, got {schedule!r}")
         if schedule == "anneal" and not auto_requested(tau):
@@ -251,7 +257,9 @@ class PnPHVAE(TunableReconstructor):
     def denoise(self, x: torch.Tensor, physics: dinv.physics.Physics, tau) -> torch.Tensor:
         """:math:`\\mathrm{HVAE}(x, \\tau)` for ``x`` in the physics' image domain."""
         real = physics_domain_adjoint(x, physics)
-        return to_physics_domain(self.hvae.reconstruct(real, tau, pad=self.pad), physics)
+        with network_precision(self.precision, real.device):
+            estimate = self.hvae.reconstruct(real, tau, pad=self.pad).to(real.dtype)
+        return to_physics_domain(estimate, physics)
 
     #: the solver's own noise (deterministic: none; a call's ``seed=`` still gives one)
     noise = NoiseStream()
@@ -380,7 +388,14 @@ class PnPHVAE(TunableReconstructor):
         )
         # noiseless data (a stated or estimated std of 0) end at the same floor as the fixed point's prox
         final = resolve_sigma(y, physics, floor=MIN_SIGMA)[0] if self.anneal_sigma == "noise" else self.anneal_sigma
-        dpir = DPIR(sigma=final, denoiser=denoiser, max_iter=self.anneal_iter, tune_rule=self.tune_rule, seed=self.seed)
+        dpir = DPIR(
+            sigma=final,
+            denoiser=denoiser,
+            max_iter=self.anneal_iter,
+            tune_rule=self.tune_rule,
+            seed=self.seed,
+            precision=self.precision,
+        )
         out = dpir._solve(y, physics)
         final = out.parameters["sigma"]
         choices = {}
@@ -415,73 +430,3 @@ class PnPHVAE(TunableReconstructor):
             if residuals[-1] < self.tol:
                 break
         return x, residuals, iterates
-
-
-class PnPHVAESampler(PnPHVAE):
-    r"""Posterior sampling with a hierarchical VAE prior: the stochastic counterpart of
-    :class:`PnPHVAE`, a Gibbs sampler on the joint model
-    :math:`p(y|x)\,\mathcal{N}(x; \mu_\theta(z), \gamma^2 I)\,p(z)`:
-
-    .. math::
-
-        z &\sim q_\tau(z \mid x_k) \quad\text{(tempered encoder, group by group)}, \\
-        x_{k+1} &\sim p(x \mid z, y) \propto \exp\Big(-\frac{\|Ax - y\|^2}{2\sigma^2}
-                 - \frac{\|x - \mu_\theta(z)\|^2}{2\gamma^2}\Big).
-
-    Where :class:`PnPHVAE` takes the mode of each conditional (tempered mode, then prox), this
-    draws from them: the :math:`z`-step samples each group from the tempered distribution
-    (:func:`~deepinv_tunable.nets.hvae.tempered_gaussian`), the :math:`x`-step is an exact
-    Gaussian draw (:func:`~deepinv_tunable.consistency.gaussian_posterior_sample`, the physics'
-    ``prox_l2`` on perturbed inputs). The chain starts at the measurement baseline (or
-    ``x_init``) and one call returns its state after ``max_iter`` steps, one posterior sample per
-    batch element; independent samples come from repeated calls or a repeated batch (see
-    :class:`~deepinv_tunable.uncertainty.PosteriorSampler`). The encoder is an amortised
-    approximation of :math:`p(z|x)` and :math:`\tau < 1` sharpens it, so the spread is only
-    approximately the posterior's: calibrate intervals with
-    :class:`~deepinv_tunable.uncertainty.ConformalCalibrator` before trusting them.
-
-    :param ~deepinv_tunable.nets.HVAE hvae: trained hierarchical VAE.
-    :param tau: temperature in (0, 1]. Default: :func:`~deepinv_tunable.priors.tau_for_sigma`.
-    :param float gamma: decoder std. Default: the HVAE's own.
-    :param float sigma: measurement noise std. Default: the physics' noise model.
-    :param int max_iter: Gibbs steps per sample (burn-in included). Default 30 (``n_iter``: its former name, deprecated).
-    :param bool pad: pad sizes that are not a multiple of the stride. Default True.
-    :param int seed: seeds the sampler's own generator (successive calls continue its stream);
-        a call's ``seed=`` or ``generator=`` overrides it. Default ``None`` (torch's global RNG).
-
-    :Examples:
-
-        >>> import torch
-        >>> from deepinv_tunable.nets import HVAE
-        >>> from deepinv_tunable.physics import build_physics
-        >>> physics = build_physics({"kind": "inpainting", "keep_fraction": 0.7, "noise_sigma": 0.01}, (16, 16))
-        >>> sampler = PnPHVAESampler(HVAE(width=8, groups_per_scale=(1, 1)), max_iter=3)
-        >>> y = physics(torch.rand(1, 1, 16, 16))
-        >>> a, b = sampler(y, physics, seed=1), sampler(y, physics, seed=2)
-        >>> bool((a - b).abs().max() > 0), torch.equal(a, sampler(y, physics, seed=1))
-        (True, True)
-    """
-
-    stochastic = True
-
-    def __init__(
-        self,
-        hvae: HVAE,
-        tau: float | list[float] | None = None,
-        gamma: float | None = None,
-        sigma: float | None = None,
-        max_iter: int = 30,
-        pad: bool = True,
-        seed: int | None = None,
-        n_iter: int | None = None,
-    ):
-        max_iter = renamed_keyword("PnPHVAESampler", "n_iter", n_iter, "max_iter", max_iter)
-        super().__init__(hvae, tau=tau, gamma=gamma, sigma=sigma, max_iter=max_iter, tol=0.0, pad=pad, schedule="fixed")
-        self.noise = NoiseStream(seed)
-
-    def _step(self, x, y, physics, tau, gamma, sigma, generator):
-        real = physics_domain_adjoint(x, physics)
-        mean = to_physics_domain(
-            self.hvae.reconstruct(real, tau, pad=self.pad, sample=True, generator=generator), physics
-        )
-        return gaussian_posterior_sample(physics, y, mean, gamma, sigma, generator)

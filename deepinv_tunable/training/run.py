@@ -38,6 +38,8 @@ from .vae import TunableVAEModule
 
 
 class TrainerConfig(BaseModel):
+    """The Lightning ``Trainer`` settings a training recipe's ``trainer`` section may override."""
+
     model_config = ConfigDict(extra="forbid")
     accelerator: str = "cpu"
     devices: int | str = 1

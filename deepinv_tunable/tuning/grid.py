@@ -12,8 +12,8 @@ from dataclasses import dataclass
 
 import torch
 
-from .metrics import image_metrics
-from .progress import progress_bar
+from ..metrics import image_metrics
+from ..progress import progress_bar
 
 
 @dataclass
