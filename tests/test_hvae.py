@@ -344,7 +344,12 @@ def test_pnp_hvae_auto_schedule_anneals_blur_at_the_noise_std_and_keeps_the_fixe
     out = PnPHVAE(hvae).reconstruct(y, blur)
     assert out.extras["schedule"] == "anneal" and out.parameters["anneal_sigma"] == pytest.approx(0.03)
     # the same solve as the package's DPIR with the HVAE at the corpus temperature map
-    same = DPIR(sigma=0.03, denoiser=HVAEDenoiser(hvae, tau_map=corpus_tau_for_sigma, sigma_range=(0, 1)), max_iter=8)
+    same = DPIR(
+        sigma=0.03,
+        denoiser=HVAEDenoiser(hvae, tau_map=corpus_tau_for_sigma, sigma_range=(0, 1)),
+        max_iter=8,
+        precision="fp32",
+    )
     torch.testing.assert_close(out.x, same(y, blur))
     # noiseless data end at the fixed point's noise floor, not at an impossible level 0
     noiseless = build_physics({"kind": "blur", "blur_sigma": 1.0, "noise_sigma": 0.0}, (16, 16))

@@ -230,6 +230,7 @@ def test_pixel_flash_with_start_noise_is_deepinvs_diffpir():
                 zeta=0.1,
                 start="noise",
                 spacing="deepinv",
+                precision="fp32",  # deepinv computes in fp32
                 final_consistency=False,
                 max_chi2=1e9,
             ).reconstruct(y, physics, seed=3)

@@ -207,6 +207,7 @@ class PnPHVAEParams(_Strict):
     schedule: Literal["auto", "fixed", "anneal"] = "auto"
     anneal_iter: int = Field(8, ge=2)
     anneal_sigma: Annotated[float, Field(gt=0)] | Literal["noise", "auto"] = "noise"
+    precision: Literal["auto", "fp32", "bf16"] = Field("fp32", description="the HVAE's (deepinv_tunable.precision)")
 
 
 class PnPHVAEConfig(_TunedSolverConfig):
@@ -250,6 +251,7 @@ class PixelFlashParams(_Strict):
     severity: Literal["auto", "spectrum", "pilot"] = "auto"
     noise_correction: float | None = Field(None, gt=0, description="start constant c; None: the severity rule's")
     seed: int = 0
+    precision: Literal["auto", "fp32", "bf16"] = Field("auto", description="the denoiser's (deepinv_tunable.precision)")
 
 
 class PixelFlashConfig(_TunedSolverConfig):
@@ -267,6 +269,7 @@ class DPIRParams(_Strict):
     sigma: Annotated[float, Field(gt=0)] | Literal["auto"] = "auto"
     max_iter: int = Field(8, ge=2, description="HQS iterations (deepinv's DPIR: 8)")
     seed: int = 0
+    precision: Literal["auto", "fp32", "bf16"] = Field("auto", description="the denoiser's (deepinv_tunable.precision)")
 
 
 class DPIRConfig(_TunedSolverConfig):

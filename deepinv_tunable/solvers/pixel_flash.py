@@ -89,7 +89,8 @@ class PixelFlash(TunableReconstructor):
     :param str spacing: ``"log"`` (levels even in log-noise, default) or ``"deepinv"`` (deepinv's
         square-root spacing of the timesteps).
     :param str precision: the denoiser's precision (:mod:`deepinv_tunable.precision`): ``"fp32"``,
-        ``"bf16"`` or ``"auto"``. Default ``"fp32"``.
+        ``"bf16"`` or ``"auto"`` (bf16 where the hardware computes it natively). Default ``"auto"``:
+        on reserved MRI 4x slices bf16 was 2.5x faster at -0.001 dB.
 
     :Examples:
 
@@ -122,7 +123,7 @@ class PixelFlash(TunableReconstructor):
         max_chi2: float = DEFAULT_MAX_CHI2,
         final_consistency: bool = True,
         spacing: str = "log",
-        precision: str = "fp32",
+        precision: str = "auto",
     ):
         super().__init__()
         if max_iter < 2:
