@@ -7,7 +7,7 @@ import pytest
 import yaml
 from test_recipes import tiny_recipe, write_recipe
 
-import deepinv_tunable.recipes.runner as runner
+import deepinv_tunable.recipes.output as output
 from deepinv_tunable.cli import EXIT_BAD_INPUT, EXIT_INTERRUPTED, main
 
 
@@ -37,8 +37,8 @@ def test_read_only_output_folder_is_refused_before_any_work(tmp_path, capsys, mo
     out = tmp_path / "ro"
     out.mkdir()
     # the suite may run as root, for whom nothing is read-only: ask os.access to say no for this folder
-    real_access = runner.os.access
-    monkeypatch.setattr(runner.os, "access", lambda p, mode: False if str(p) == str(out) else real_access(p, mode))
+    real_access = output.os.access
+    monkeypatch.setattr(output.os, "access", lambda p, mode: False if str(p) == str(out) else real_access(p, mode))
     path = write_recipe(tmp_path, tiny_recipe(out / "new"))
     assert main(["run", str(path), "--quiet"]) == EXIT_BAD_INPUT
     line = _err_line(capsys)

@@ -452,6 +452,30 @@ def test_two_process_ddp_predict_covers_every_slice_exactly_once(tmp_path):
         np.testing.assert_allclose(a, b, atol=1e-4 * np.abs(b).max())
 
 
+def test_auto_scope_volume_chooses_once_on_spread_slices_and_fixes_the_parameter(tmp_path):
+    """``solver.auto_scope: volume``: the measurement-only choice is made once, on slices spread
+    through the evaluated ones, and every batch then reconstructs with that value (no per-batch
+    choice); the default per-batch scope chooses in every batch."""
+    changes = {
+        "data.slices": {"start": 20, "stop": 40, "count": 5},
+        "output.figures": 0,
+        "solver.params": {"lambda_tv": "auto", "max_iter": 20},
+    }
+    per_batch = run_recipe(parse_recipe(tiny_recipe(tmp_path / "batch", **changes)), progress=False)
+    once = run_recipe(
+        parse_recipe(tiny_recipe(tmp_path / "volume", **changes, **{"solver.auto_scope": "volume"})), progress=False
+    )
+    batch_record = json.loads(per_batch.metrics_path.read_text())
+    volume_record = json.loads(once.metrics_path.read_text())
+    slices = volume_record["slices"]
+    assert [len(entry["slices"]) for entry in batch_record["auto"]] == [2, 2, 1]  # a choice per batch
+    chosen = volume_record["auto_once"]
+    assert chosen["slices"] == [slices[0], slices[2], slices[4]]  # spread: first, middle, last
+    assert "auto" not in volume_record  # every batch used the one value
+    value = chosen["lambda_tv"]["value"]
+    assert all(d["parameters"]["lambda_tv"] == value for d in volume_record["diagnostics"])
+
+
 def test_gather_refuses_missing_and_duplicated_slices(tmp_path):
     from deepinv_tunable.recipes.distributed import gather_slices
 

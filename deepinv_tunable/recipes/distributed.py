@@ -68,7 +68,9 @@ class RecipePredictor(L.LightningModule):
 
     def setup(self, stage: str) -> None:
         # every rank tunes identically (deterministic noise), then builds its own solver
-        self.solver = _build_solver(self.run.recipe, self.run.tune(self.record))
+        overrides = self.run.tune(self.record)
+        overrides.update(self.run.choose_once(self.record, overrides))  # same slices, same choice on every rank
+        self.solver = _build_solver(self.run.recipe, overrides)
         self.baseline = build_solver("baseline")
 
     def predict_dataloader(self) -> DataLoader:

@@ -8,7 +8,6 @@ what it finished.
 
 from __future__ import annotations
 
-import os
 import platform
 import time
 from contextlib import contextmanager
@@ -39,6 +38,7 @@ from ..report import shown_slices, write_auto_figure, write_figures, write_repor
 from ..solvers.base import SolverDiagnostics
 from ..tuning import grid_search
 from .auditing import RecipeAudit
+from .output import check_output_dir
 from .partial import PartialStacks
 from .records import BATCH_KEYS, add_input_doubts, add_records, batch_records, metrics_record, resumable_record
 from .registry import build_solver
@@ -231,6 +231,27 @@ class PreparedRun:
             comparisons=comparisons,
         )
 
+    def choose_once(self, record: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+        """With ``solver.auto_scope: volume``: the solver's measurement-only choices, made once on
+        ``solver.auto_slices`` evaluation slices spread through the volume and then fixed for every
+        slice; recorded in ``record["auto_once"]``. Returns the solver overrides (``{}`` with the
+        default per-batch scope, or when the solver chooses nothing)."""
+        cfg = self.recipe.solver
+        if getattr(cfg, "auto_scope", "batch") != "volume":
+            return {}
+        if "auto_once" in record:  # a resumed run keeps its choice
+            return {k: v["value"] for k, v in record["auto_once"].items() if k != "slices"}
+        n = len(self.eval_idx)
+        picks = sorted(
+            {self.eval_idx[round(i * (n - 1) / max(cfg.auto_slices - 1, 1))] for i in range(cfg.auto_slices)}
+        )
+        x = self.slices[picks]
+        diagnostics = self.solve(_build_solver(self.recipe, overrides), self.measure(x, picks), picks)[2]
+        params = set(type(cfg.params).model_fields) if hasattr(cfg, "params") else set()
+        choices = {k: c for k, c in (diagnostics.choices if diagnostics is not None else {}).items() if k in params}
+        record["auto_once"] = {"slices": picks, **choices}
+        return {name: choice["value"] for name, choice in choices.items()}
+
     def tune(self, record: dict[str, Any]) -> dict[str, Any]:
         """Grid-search the recipe's ``solver.tune`` parameter on its calibration slices; record
         the table in ``record["tuning"]`` and return the solver overrides (empty without tuning)."""
@@ -254,31 +275,6 @@ class PreparedRun:
             "table": {str(k): v for k, v in result.table.items()},
         }
         return {tune_cfg.param: result.best}
-
-
-def check_output_dir(out_dir: Path, inputs: tuple[Path, ...] = ()) -> None:
-    """Refuse an output folder that cannot be one before anything runs: an existing file, a
-    place the user may not write to (the folder itself, or its nearest existing parent), or a
-    folder holding one of the run's ``inputs`` (a run writes ``reference.nii.gz``,
-    ``metrics.json``, ``figures/`` ... there, and an input of that name would be overwritten)."""
-    if out_dir.exists() and not out_dir.is_dir():
-        raise RecipeError(f"output.dir: {out_dir} is a file; expected a folder (created if missing)")
-    for source in inputs:
-        if source.resolve().is_relative_to(out_dir.resolve()):
-            raise RecipeError(
-                f"output.dir: {out_dir} contains the input {source}; the run's outputs could overwrite it. "
-                "Choose an --out folder that does not hold the input"
-            )
-    existing = out_dir
-    while not existing.exists() and existing != existing.parent:
-        existing = existing.parent
-    if not existing.is_dir():
-        raise RecipeError(f"output.dir: {existing} (on the way to {out_dir}) is a file, not a folder")
-    if not os.access(existing, os.W_OK | os.X_OK):
-        raise RecipeError(
-            f"output.dir: cannot write to {existing} (permission denied); choose another --out"
-            + ("" if existing == out_dir else f" (needed to create {out_dir})")
-        )
 
 
 def prepare_run(recipe: Recipe, full_volume: bool = False, audit: bool = False) -> PreparedRun:
@@ -397,6 +393,9 @@ def run_recipe(
         solver_overrides = {previous["tuning"]["param"]: previous["tuning"]["best"]}
     else:
         solver_overrides = run.tune(record)
+    if previous is not None and "auto_once" in previous:
+        record["auto_once"] = previous["auto_once"]
+    solver_overrides.update(run.choose_once(record, solver_overrides))
     solver = _build_solver(recipe, solver_overrides)
     baseline = build_solver("baseline")
     auditor = None if audit_cfg is None else _calibrated_auditor(run, audit_cfg, solver)

@@ -106,6 +106,10 @@ class _TunedSolverConfig(_Strict):
 
     TUNABLE: ClassVar[tuple[str, ...]] = ()
     tune: TuneConfig | None = None
+    #: where a parameter the solver chooses from the measurements ("auto") is chosen: per batch
+    #: of slices, or once per volume on ``auto_slices`` evaluation slices spread through it
+    auto_scope: Literal["batch", "volume"] = "batch"
+    auto_slices: int = Field(3, ge=1, description="slices of a once-per-volume choice")
 
     @model_validator(mode="after")
     def _tuned_param_exists(self):
