@@ -14,8 +14,8 @@ three settings measured on this prior, and the image kept real:
   images) never denoises an imaginary channel, at half the cost per step.
 
 Measured (reserved subject ``itk_t1``, MRI 4x, noise 0.01, 2 axial slices, prior
-``drunet_edm_corpus`` at 32,768 updates; zero-filled 21.17 dB; ``/work/runs/dps`` in the closing
-note of issue 46), PSNR / SSIM:
+``drunet_edm_corpus`` at 32,768 updates, slices 50-80 of 1.8 mm axial 128x128 slices; zero-filled
+21.17 dB), PSNR / SSIM:
 
 ======================================  ================  ===========
 configuration                           100 steps         1000 steps
