@@ -16,18 +16,12 @@ from __future__ import annotations
 import argparse
 import time
 import warnings
+from dataclasses import replace
 
+import common
 import torch
 
 from deepinv_tunable import pretrained
-from deepinv_tunable.data import (
-    load_volume,
-    percentile_scaling,
-    prepare_volume,
-    sample_path,
-    select_slices,
-    volume_to_slices,
-)
 from deepinv_tunable.metrics import image_metrics
 from deepinv_tunable.physics import build_physics, from_physics_domain, to_physics_domain
 from deepinv_tunable.precision import network_precision
@@ -36,13 +30,14 @@ from deepinv_tunable.priors.pixel_denoiser import DEFAULT_PIXEL_DENOISER, DIFFUS
 from deepinv_tunable.solvers import DPIR, PixelFlash, PnPHVAE
 
 SOLVERS = ("denoise", "dpir", "pnp_hvae", "pixel_flash")
-
-
-def reserved_slices(subject: str, n: int) -> torch.Tensor:
-    """``n`` axial 128x128 slices of a reserved subject, spread over its central third."""
-    vol = prepare_volume(load_volume(sample_path(subject)), "axial", spacing=1.8, size=(128, 128))
-    slices = percentile_scaling(vol.data).apply(volume_to_slices(vol.data, "axial"))
-    return slices[select_slices(len(slices), len(slices) // 3, 2 * len(slices) // 3, n)]
+#: the reserved ITK head on the learned priors' grid (axial, 1.8 mm, 128x128): its central third,
+#: slices 42-85 of 128 (the calibration range is unused here)
+DATASET = replace(
+    common.PRIOR_EVAL_DATASETS["itk_axial"],
+    label="itk subject (axial), central third",
+    calibration=common.SliceRange(0, 40, 1),
+    evaluation=common.SliceRange(42, 85, 4),
+)
 
 
 def mean_metrics(x_hat: torch.Tensor, x: torch.Tensor) -> tuple[float, float]:
@@ -72,7 +67,7 @@ def rows(x: torch.Tensor, solvers: tuple[str, ...]):
                     net(noisy[:1], 0.05)  # warm-up
                     out, seconds = timed(lambda: net(noisy, 0.05))
                 yield (f"denoise {name}", precision, seconds / n, *mean_metrics(out, x))
-    physics = build_physics({"kind": "mri", "acceleration": 4, "noise_sigma": 0.01, "seed": 0}, (128, 128))
+    physics = build_physics({**common.TASKS["mri4x"], "seed": 0}, (128, 128))
     torch.manual_seed(0)
     y = physics(to_physics_domain(x, physics))
     builders = {}
@@ -96,14 +91,14 @@ def rows(x: torch.Tensor, solvers: tuple[str, ...]):
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--subject", default="itk_t1", help="a reserved subject (default itk_t1)")
     parser.add_argument("--slices", type=int, default=4)
     parser.add_argument("--solvers", nargs="+", choices=SOLVERS, default=list(SOLVERS))
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     warnings.simplefilter("ignore")
-    x = reserved_slices(args.subject, args.slices)
+    spec = replace(DATASET, evaluation=replace(DATASET.evaluation, count=args.slices))
+    x = common.load_dataset(spec, quick=False).evaluation
     print("| row | precision | s/slice | speed-up | PSNR | SSIM | PSNR bf16 - fp32 |\n|---|---|---|---|---|---|---|")
     reference: dict[str, tuple[float, float]] = {}
     for name, precision, seconds, psnr, ssim in rows(x, tuple(args.solvers)):
