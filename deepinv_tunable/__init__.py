@@ -50,6 +50,7 @@ _EXPORTS = {
     "Reconstruction": "solvers",
     "SolverDiagnostics": "solvers",
     "AutoK": "tuning",
+    "Tuned": "tuning",
     "select_k": "tuning",
     "sweep_k": "tuning",
     "discrepancy_k": "tuning",

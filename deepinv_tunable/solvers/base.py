@@ -195,7 +195,13 @@ class NoiseStream:
 
 class TunableReconstructor(dinv.models.Reconstructor):
     """A deepinv :class:`~deepinv.models.Reconstructor` whose :meth:`reconstruct` also reports
-    timing and solver details. Subclasses implement ``_solve``."""
+    timing and solver details. Subclasses implement ``_solve``, which only ever sees numbers: a
+    parameter named in ``tunable`` and set to ``"auto"`` is chosen from the measurements by
+    :class:`~deepinv_tunable.tuning.tuned.Tuned` on the plan of :meth:`tuning_plan`."""
+
+    #: the parameters a call may leave to the data (``"auto"``), each an attribute of the solver
+    #: and a keyword of its calls
+    tunable: tuple[str, ...] = ()
 
     #: whether repeated calls draw different (posterior) samples
     stochastic = False
@@ -241,7 +247,7 @@ class TunableReconstructor(dinv.models.Reconstructor):
         if self.unit_range:
             check_unit_range(y, physics, who)
         start = time.perf_counter()
-        out = self._solve(y, physics, **kwargs)
+        out = self._solve_auto(y, physics, **kwargs)
         if not isinstance(out, Reconstruction):
             x, n_iter, extras = out
             out = Reconstruction(x=x, wall_time=0.0, n_iter=n_iter, extras=extras)
@@ -251,6 +257,36 @@ class TunableReconstructor(dinv.models.Reconstructor):
         if input_dtype.is_floating_point and out.x.is_floating_point() and out.x.dtype != input_dtype:
             out.x = out.x.to(input_dtype)
         return out
+
+    def auto_parameters(self, physics: dinv.physics.Physics, kwargs: dict) -> list[str]:
+        """The ``tunable`` parameters this call leaves to the data (``"auto"`` in ``kwargs``, or
+        in the solver's attribute where the call does not set it)."""
+        if not self.tunable:
+            return []
+        from ..tuning.tuned import requested_auto
+
+        return requested_auto(self, kwargs)
+
+    def tuning_plan(self, name: str, y: torch.Tensor, physics: dinv.physics.Physics, **kwargs):
+        """How this call searches ``name`` (:class:`~deepinv_tunable.tuning.tuned.TuningPlan`);
+        solvers with ``tunable`` parameters implement it."""
+        raise NotImplementedError(f"{type(self).__name__} declares no plan to tune {name!r}")
+
+    def _solve_auto(self, y, physics, **kwargs):
+        """``_solve``, with an ``"auto"`` parameter first chosen from the measurements
+        (:func:`~deepinv_tunable.tuning.tuned.solve_tuned`); no input checks (:meth:`reconstruct`
+        makes them)."""
+        auto = self.auto_parameters(physics, kwargs)
+        if not auto:
+            return self._solve(y, physics, **kwargs)
+        if len(auto) > 1:
+            raise ValueError(
+                f"{type(self).__name__}: {auto} are all 'auto'; it chooses one parameter at a time "
+                "from the measurements: set the others"
+            )
+        from ..tuning.tuned import solve_tuned
+
+        return solve_tuned(self, auto[0], y, physics, kwargs)
 
     def _solve(self, y, physics, **kwargs) -> tuple[torch.Tensor, int | None, dict] | Reconstruction:
         """Return a :class:`Reconstruction` (its ``wall_time`` and ``chi2`` are set here) or

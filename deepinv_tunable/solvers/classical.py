@@ -7,7 +7,7 @@ import torch
 
 from ..checks import renamed_keyword, require_linear
 from ..physics import measurement_baseline, operator_norm_sq
-from ..tuning import auto_requested, select_parameter
+from ..tuning import auto_requested
 from .base import Reconstruction, TunableReconstructor
 
 #: TV weight in deepinv's PGD scaling (data term :math:`\tfrac12\|Ax-y\|^2`) for images in
@@ -129,6 +129,8 @@ class TVPGD(TunableReconstructor):
         True
     """
 
+    tunable = ("lambda_tv",)
+
     def __init__(
         self,
         lambda_tv: float | str = "auto",
@@ -197,29 +199,32 @@ class TVPGD(TunableReconstructor):
             )
             return solver(y, physics)
 
-    def _solve(self, y, physics, lambda_tv: float | str | None = None, x_init: torch.Tensor | None = None, **kwargs):
+    def tuning_plan(self, name, y, physics, x_init: torch.Tensor | None = None, **kwargs):
+        """``lambda_tv="auto"``: candidates run as many iterations as the final solve from the same
+        start (their scores describe the estimate the caller gets), so the chosen candidate is
+        returned as it is when ``tune_iter == max_iter``."""
+        from ..tuning.tuned import TuningPlan
+
         require_linear(physics, "TVPGD")
-        lam = self.lambda_tv if lambda_tv is None else lambda_tv
-        choices = {}
         memo: dict = {}  # lives for this call only, with the tensors and physics objects it keys
-        if auto_requested(lam):
-            choice = select_parameter(
-                lambda v, y_, ph_, x0: self._pgd(y_, ph_, v, self.tune_iter, x0, memo),
-                y,
-                physics,
-                self.tune_bounds,
-                name="lambda_tv",
-                rule=self.tune_rule,
-                seed=self.seed,
-                data_scaled=True,
-                n_coarse=TUNE_SEARCH[0],
-                n_refine=TUNE_SEARCH[1],
-            )
-            lam = choice.value
-            choices["lambda_tv"] = choice
-        lam = float(lam)
-        if choices and choice.estimate is not None and x_init is None and self.tune_iter == self.max_iter:
-            x = choice.estimate  # the candidate already is this solve (same problem, start and iterations)
-        else:
-            x = self._pgd(y, physics, lam, self.max_iter, x_init, memo)
-        return Reconstruction(x, 0.0, n_iter=self.max_iter, parameters={"lambda_tv": lam}, choices=choices)
+
+        def finish(choice):
+            if choice.estimate is not None and x_init is None and self.tune_iter == self.max_iter:
+                return self._result(choice.estimate, choice.value)  # the candidate already is this solve
+            return self._result(self._pgd(y, physics, choice.value, self.max_iter, x_init, memo), choice.value)
+
+        return TuningPlan(
+            candidate=lambda v, y_, ph_, x0: self._pgd(y_, ph_, v, self.tune_iter, x0, memo),
+            bounds=self.tune_bounds,
+            finish=finish,
+            rule=self.tune_rule,
+            options={"seed": self.seed, "data_scaled": True, "n_coarse": TUNE_SEARCH[0], "n_refine": TUNE_SEARCH[1]},
+        )
+
+    def _result(self, x: torch.Tensor, lam: float) -> Reconstruction:
+        return Reconstruction(x, 0.0, n_iter=self.max_iter, parameters={"lambda_tv": float(lam)})
+
+    def _solve(self, y, physics, lambda_tv: float | None = None, x_init: torch.Tensor | None = None, **kwargs):
+        require_linear(physics, "TVPGD")
+        lam = float(self.lambda_tv if lambda_tv is None else lambda_tv)
+        return self._result(self._pgd(y, physics, lam, self.max_iter, x_init), lam)

@@ -23,7 +23,7 @@ from deepinv.optim.optimizers import create_iterator
 
 from ..physics import NOISE_FLOOR, resolve_sigma
 from ..precision import at_precision, resolve_precision
-from ..tuning import auto_requested, select_parameter
+from ..tuning import auto_requested
 from .base import Reconstruction, TunableReconstructor
 
 DPIR_SIGMA_START = 49.0 / 255.0
@@ -87,6 +87,8 @@ class DPIR(TunableReconstructor):
 
     unit_range = True
 
+    tunable = ("sigma",)
+
     def __init__(
         self,
         sigma: float | str = "auto",
@@ -131,33 +133,35 @@ class DPIR(TunableReconstructor):
         with torch.no_grad():
             return solver(y, physics)
 
-    def _solve(self, y, physics, sigma: float | str | None = None, max_iter: int | None = None, **kwargs):
-        sigma = self.sigma if sigma is None else sigma
+    def tuning_plan(self, name, y, physics, max_iter: int | None = None, **kwargs):
+        """``sigma="auto"``: the search interval is ``tune_bounds`` times the noise level (on
+        noiseless data, the noise floor: the schedule ends inside the denoiser's range), resolved
+        once here; the chosen candidate is the final solve."""
+        from ..tuning.tuned import TuningPlan
+
         max_iter = self.max_iter if max_iter is None else int(max_iter)
-        choices = {}
-        if auto_requested(sigma):
-            # noiseless data: end inside the denoiser's range
-            noise, estimated = resolve_sigma(y, physics, floor=NOISE_FLOOR)
-            low, high = (float(b) * noise for b in self.tune_bounds)
-            choice = select_parameter(
-                lambda s, y_, ph_, x0: self._hqs(y_, ph_, s, max_iter),
-                y,
-                physics,
-                (low, high),
-                name="sigma",
-                rule=self.tune_rule,
-                sigma=noise,
-                seed=self.seed,
-                # the interval is DPIR's plan around the noise level (on noiseless data, around the
-                # noise floor): a choice at its edge is flagged, not searched beyond
-                resolve_bounds=False,
-            )
-            choice.sigma_estimated = estimated  # resolved here once, for the bounds and the search
-            sigma = choice.value
-            choices["sigma"] = choice
-        sigma = float(sigma)
-        if choices and choice.estimate is not None:
-            x = choice.estimate  # the candidate already is this solve
-        else:
-            x = self._hqs(y, physics, sigma, max_iter)
-        return Reconstruction(x, 0.0, n_iter=max_iter, parameters={"sigma": sigma}, choices=choices)
+        noise, estimated = resolve_sigma(y, physics, floor=NOISE_FLOOR)
+
+        def finish(choice):
+            x = choice.estimate if choice.estimate is not None else self._hqs(y, physics, choice.value, max_iter)
+            return self._result(x, choice.value, max_iter)
+
+        return TuningPlan(
+            candidate=lambda s, y_, ph_, x0: self._hqs(y_, ph_, s, max_iter),
+            bounds=tuple(float(b) * noise for b in self.tune_bounds),
+            finish=finish,
+            rule=self.tune_rule,
+            # the interval is DPIR's plan around the noise level (on noiseless data, around the
+            # noise floor): a choice at its edge is flagged, not searched beyond
+            options={"sigma": noise, "seed": self.seed, "resolve_bounds": False},
+            sigma_estimated=estimated,
+        )
+
+    @staticmethod
+    def _result(x: torch.Tensor, sigma: float, max_iter: int) -> Reconstruction:
+        return Reconstruction(x, 0.0, n_iter=max_iter, parameters={"sigma": float(sigma)})
+
+    def _solve(self, y, physics, sigma: float | None = None, max_iter: int | None = None, **kwargs):
+        sigma = float(self.sigma if sigma is None else sigma)
+        max_iter = self.max_iter if max_iter is None else int(max_iter)
+        return self._result(self._hqs(y, physics, sigma, max_iter), sigma, max_iter)

@@ -16,7 +16,6 @@ from ..tuning import (
     heldout_scores,
     kept_fraction,
     masked_physics,
-    select_parameter,
     split_keeps,
     whole_line_holdout,
 )
@@ -88,6 +87,8 @@ class LatentMAPTV(TunableReconstructor):
         (torch.Size([1, 2, 32, 32]), 64, ['beta', 'lambda_tv'], ['lambda_tv'])
     """
 
+    tunable = ("beta",)
+
     def __init__(
         self,
         latent_map: LatentMAP,
@@ -110,6 +111,61 @@ class LatentMAPTV(TunableReconstructor):
         self.beta = beta if auto_requested(beta) else float(beta)
         self.tune_rule, self.seed = tune_rule, int(seed)
 
+    def _joint(self, physics, lambda_tv, beta) -> bool:
+        """Whether this call chooses ``(lambda_tv, beta)`` together: both ``"auto"``, under a rule
+        that ranks whole pairs on held-out lines or views (:meth:`_choose_pair`,
+        :meth:`_choose_pair_by_views`). One parameter at a time (:class:`~deepinv_tunable.tuning.tuned.Tuned`)
+        cannot express it: each beta needs its own lambda before the betas can be compared."""
+        lam = self.deviation.lambda_tv if lambda_tv is None else lambda_tv
+        return (
+            auto_requested(beta)
+            and auto_requested(lam)
+            and self._rule(physics) in ("splitting", "discrepancy")
+            and whole_line_holdout(physics) is not None
+        )
+
+    def _rule(self, physics) -> str:
+        return default_rule(physics) if self.tune_rule == "auto" else self.tune_rule
+
+    def auto_parameters(self, physics, kwargs) -> list[str]:
+        """``beta="auto"`` alone is :class:`~deepinv_tunable.tuning.tuned.Tuned`'s (``lambda_tv="auto"``
+        is the deviation's own :class:`TVPGD`); the joint choice is :meth:`_solve`'s."""
+        beta = self.beta if kwargs.get("beta") is None else kwargs["beta"]
+        if not auto_requested(beta) or self._joint(physics, kwargs.get("lambda_tv"), beta):
+            return []
+        return ["beta"]
+
+    def tuning_plan(self, name, y, physics, k=None, lambda_tv=None, **kwargs):
+        """``beta="auto"``: the deviation's weight is chosen first with the full generator image
+        (beta = 1), then beta on ``[0, 1]`` with that weight."""
+        from ..tuning.tuned import TuningPlan
+
+        require_linear(physics, "LatentMAPTV")
+        generated = self.latent_map.reconstruct(y, physics, k=k, **kwargs)
+        gx = generated.x
+        with torch.no_grad():
+            first = self.deviation.reconstruct(y - physics.A(gx), physics, lambda_tv=lambda_tv)
+        lam = first.parameters["lambda_tv"]
+
+        def candidate(b, y_, ph_, x0):
+            # under splitting ph_ observes real images: the generator's image is real too
+            prior = b * (gx if ph_ is physics else gx[:, :1])
+            with torch.no_grad():
+                return prior + self.deviation(y_ - ph_.A(prior), ph_, lambda_tv=lam)
+
+        def finish(choice):
+            with torch.no_grad():
+                deviation = self.deviation.reconstruct(y - choice.value * physics.A(gx), physics, lambda_tv=lam)
+            return self._result(generated, gx, float(choice.value), deviation, dict(first.choices))
+
+        return TuningPlan(
+            candidate=candidate,
+            bounds=(0.0, 1.0),
+            finish=finish,
+            rule=self.tune_rule,
+            options={"log": False, "n_coarse": 5, "n_refine": 3, "seed": self.seed},
+        )
+
     def _solve(
         self,
         y,
@@ -121,51 +177,18 @@ class LatentMAPTV(TunableReconstructor):
     ) -> Reconstruction:
         require_linear(physics, "LatentMAPTV")
         beta = self.beta if beta is None else beta
-        if not auto_requested(beta) and not 0.0 <= float(beta) <= 1.0:
+        joint = self._joint(physics, lambda_tv, beta)
+        if not joint and not 0.0 <= float(beta) <= 1.0:
             raise ValueError(f"beta must be in [0, 1], got {beta}")
         generated = self.latent_map.reconstruct(y, physics, k=k, **kwargs)
-        choices = {}
         with torch.no_grad():
             gx = generated.x
-            rule = default_rule(physics) if self.tune_rule == "auto" else self.tune_rule
-            both_auto = auto_requested(beta) and auto_requested(
-                self.deviation.lambda_tv if lambda_tv is None else lambda_tv
-            )
-            if both_auto and rule in ("splitting", "discrepancy") and whole_line_holdout(physics) is not None:
-                choose = self._choose_pair if rule == "splitting" else self._choose_pair_by_views
+            if joint:
+                choose = self._choose_pair if self._rule(physics) == "splitting" else self._choose_pair_by_views
                 beta, deviation, pair = choose(y, physics, gx, k, **kwargs)
-                choices.update(pair)
-                return self._result(generated, gx, float(beta), deviation, choices)
-            first = self.deviation.reconstruct(
-                y - physics.A(gx if auto_requested(beta) else float(beta) * gx), physics, lambda_tv=lambda_tv
-            )
-            choices.update(first.choices)
-            lam = first.parameters["lambda_tv"]
-            if auto_requested(beta):
-
-                def solve(b, y_, ph_, x0):
-                    # under splitting ph_ observes real images: the generator's image is real too
-                    prior = b * (gx if ph_ is physics else gx[:, :1])
-                    return prior + self.deviation(y_ - ph_.A(prior), ph_, lambda_tv=lam)
-
-                choice = select_parameter(
-                    solve,
-                    y,
-                    physics,
-                    (0.0, 1.0),
-                    name="beta",
-                    rule=self.tune_rule,
-                    log=False,
-                    n_coarse=5,
-                    n_refine=3,
-                    seed=self.seed,
-                )
-                beta = choice.value
-                choices["beta"] = choice
-                deviation = self.deviation.reconstruct(y - beta * physics.A(gx), physics, lambda_tv=lam)
-            else:
-                beta, deviation = float(beta), first
-        return self._result(generated, gx, float(beta), deviation, choices)
+                return self._result(generated, gx, float(beta), deviation, pair)
+            deviation = self.deviation.reconstruct(y - physics.A(float(beta) * gx), physics, lambda_tv=lambda_tv)
+        return self._result(generated, gx, float(beta), deviation, dict(deviation.choices))
 
     @staticmethod
     def _result(generated, gx, beta: float, deviation, choices) -> Reconstruction:

@@ -231,7 +231,15 @@ class PixelFlash(TunableReconstructor):
     ) -> torch.Tensor:
         """DiffPIR's loop from schedule index ``i0`` (``x_start``: the measurement-only estimate in
         [0, 1] with severities ``sigma_hat`` and start constant ``c``, or ``None`` for deepinv's own
-        start from pure noise)."""
+        start from pure noise).
+
+        Why this is not :meth:`deepinv.sampling.DiffPIR.forward` with another start: in deepinv 0.5
+        that method rebuilds the schedule from the physics' noise level on every call (which
+        undoes the log spacing), always starts at the schedule's first level with pure-noise
+        scaling, draws from torch's global generator and has no per-example start. The steps
+        below are its steps, with its coefficients and data-fidelity prox read from the same
+        :class:`~deepinv.sampling.DiffPIR` object (:meth:`schedule`); ``start="noise"`` with
+        ``spacing="deepinv"`` reproduces it exactly (tested)."""
         sqrt_recip, _ = diffpir.get_alpha_prod()
         sigmas, seq = diffpir.sigmas, diffpir.seq
         network = at_precision(self.denoiser, self.precision)

@@ -31,6 +31,15 @@ of ``pyradiomics_lung1`` 27.98 against 31.45 dB; deblurring of ``nibabel_example
 ``dipy_aniso_vox`` 27.58 / 29.24 against 28.38 / 29.96 dB; 4x MRI of the same two 30.79 / 33.69
 against 29.86 / 33.14 dB; inpainting of 50 % of the pixels 24.56 / 28.81 against 15.65 / 27.37 dB.
 ``schedule="auto"`` follows that split (:func:`resolve_schedule`).
+
+Why the fixed point runs its own loop (``_iterate``) rather than deepinv's
+:class:`~deepinv.optim.BaseOptim` with the HQS iterator (prior step first), which computes the same
+step: deepinv 0.5's fixed-point loop tests convergence only from its third iteration and on the
+batch *mean* of relative changes, while a batch of slices here is converged when its *worst*
+slice is (and the residual of every iteration is recorded: the automatic temperature reuses a
+converged candidate as the answer); and the same loop carries :class:`~deepinv_tunable.solvers.PnPHVAESampler`,
+whose data step is a Gaussian draw, not a proximal step. The annealed schedule, whose math is
+deepinv's, is deepinv's loop.
 """
 
 from __future__ import annotations
@@ -46,7 +55,7 @@ from ..nets.hvae import HVAE
 from ..physics import NOISE_FLOOR, noise_sigma, physics_domain_adjoint, resolve_sigma, to_physics_domain
 from ..precision import network_precision, resolve_precision
 from ..priors import HVAEDenoiser, corpus_tau_for_sigma, tau_for_sigma
-from ..tuning import auto_requested, default_rule, select_parameter
+from ..tuning import auto_requested, default_rule
 from .base import NoiseStream, Reconstruction, TunableReconstructor
 from .classical import MeasurementBaseline
 from .dpir import DPIR, DPIR_SIGMA_START, dpir_schedule
@@ -196,6 +205,8 @@ class PnPHVAE(TunableReconstructor):
 
     unit_range = True
 
+    tunable = ("tau",)
+
     def __init__(
         self,
         hvae: HVAE,
@@ -279,6 +290,84 @@ class PnPHVAE(TunableReconstructor):
         """One iteration: the prox of the data term at the tempered HVAE reconstruction."""
         return physics.prox_l2(self.denoise(x, physics, tau), y, gamma**2 / sigma**2)
 
+    def auto_parameters(self, physics, kwargs) -> list[str]:
+        """``tau="auto"`` is searched under the fixed-point schedule only; the annealed schedule
+        sets its temperatures by its map."""
+        if resolve_schedule(self.schedule, self.tau, physics) == "anneal":
+            return []
+        return super().auto_parameters(physics, kwargs)
+
+    def _context(self, y, physics, seed, generator) -> tuple[float, float, torch.Generator | None]:
+        """``(sigma, gamma, generator)`` of one fixed-point call."""
+        sigma = max(self.sigma if self.sigma is not None else noise_sigma(physics, default=MIN_SIGMA), MIN_SIGMA)
+        gamma = self.gamma if self.gamma is not None else self.hvae.gamma
+        return sigma, gamma, self.noise.generator(y.device, seed, generator)
+
+    def tuning_plan(
+        self,
+        name,
+        y,
+        physics,
+        x_init: torch.Tensor | None = None,
+        return_iterates: bool = False,
+        seed: int | None = None,
+        generator: torch.Generator | None = None,
+        **kwargs,
+    ):
+        """``tau="auto"`` under the fixed-point schedule (``tune_rule`` over ``tune_bounds``)."""
+        from ..tuning.tuned import TuningPlan
+
+        require_linear(physics, f"{type(self).__name__} (its data step is the physics' prox_l2)")
+        sigma, gamma, generator = self._context(y, physics, seed, generator)
+        rule = default_rule(physics) if self.tune_rule == "auto" else self.tune_rule
+        full_solves: dict[float, list[float]] = {}  # tau -> residuals of a candidate that is the final solve
+        pilot = None
+        if rule == "discrepancy":
+            # the residual of a short solve says little about the fixed point: on 60-view CT
+            # it falls with tau after 20 iterations, while the converged residual is smallest
+            # at the best tau (0.9) and grows again above it, where the iteration drifts into
+            # artefacts (a training subject). Candidates are full solves, so the chosen one is
+            # returned as it is: 5 solves in all.
+            def candidate(t, y_, ph_, x0):
+                x, residuals, _ = self._iterate(y_, ph_, t, gamma, sigma, generator, None, self.max_iter, False)
+                full_solves[t] = residuals
+                return x
+
+        else:
+            if self.tune_pilot is not None:
+                pilot_tau, pilot_iter = self.tune_pilot
+                pilot = lambda y_, ph_: self._iterate(  # noqa: E731
+                    y_, ph_, pilot_tau, gamma, sigma, generator, None, pilot_iter, False
+                )[0]
+
+            def candidate(t, y_, ph_, x0):
+                return self._iterate(y_, ph_, t, gamma, sigma, generator, x0, self.tune_iter, False)[0]
+
+        def finish(choice):
+            tau = choice.value
+            if choice.estimate is not None and tau in full_solves and x_init is None and not return_iterates:
+                solved = choice.estimate, full_solves[tau], None  # the candidate is this solve
+            else:
+                solved = self._iterate(y, physics, tau, gamma, sigma, generator, x_init, self.max_iter, return_iterates)
+            return self._fixed_point_result(*solved, tau, gamma, sigma, tuned=True)
+
+        return TuningPlan(
+            candidate=candidate,
+            bounds=self.tune_bounds,
+            finish=finish,
+            rule=rule,
+            options={
+                "log": False,
+                "n_coarse": 3,
+                "n_refine": 2,
+                "start": pilot,
+                "hard_bounds": (False, self.tune_bounds[1] >= 1.0),  # a temperature above 1 does not exist
+                "seed": self.seed,
+                "n_splits": self.tune_splits,
+                "line_holdout_fraction": self.tune_line_holdout,
+            },
+        )
+
     @torch.no_grad()
     def _solve(
         self,
@@ -297,74 +386,24 @@ class PnPHVAE(TunableReconstructor):
                     "the annealed schedule starts from the measurements and keeps no iterates; use schedule='fixed'"
                 )
             return self._anneal(y, physics)
-        sigma = max(self.sigma if self.sigma is not None else noise_sigma(physics, default=MIN_SIGMA), MIN_SIGMA)
+        sigma, gamma, generator = self._context(y, physics, seed, generator)
         tau = self.tau if self.tau is not None else tau_for_sigma(sigma)
-        gamma = self.gamma if self.gamma is not None else self.hvae.gamma
-        generator = self.noise.generator(y.device, seed, generator)
-        choices = {}
-        full_solves: dict[float, list[float]] = {}  # tau -> residuals of a candidate that is the final solve
-        if auto_requested(tau):
-            rule = default_rule(physics) if self.tune_rule == "auto" else self.tune_rule
-            pilot = None
-            if rule == "discrepancy":
-                # the residual of a short solve says little about the fixed point: on 60-view CT
-                # it falls with tau after 20 iterations, while the converged residual is smallest
-                # at the best tau (0.9) and grows again above it, where the iteration drifts into
-                # artefacts (a training subject). Candidates are full solves, so the chosen one is
-                # returned as it is: 5 solves in all.
-                def candidate(t, y_, ph_, x0):
-                    x, residuals, _ = self._iterate(y_, ph_, t, gamma, sigma, generator, None, self.max_iter, False)
-                    full_solves[t] = residuals
-                    return x
+        solved = self._iterate(y, physics, tau, gamma, sigma, generator, x_init, self.max_iter, return_iterates)
+        return self._fixed_point_result(*solved, tau, gamma, sigma, tuned=False)
 
-            else:
-                if self.tune_pilot is not None:
-                    pilot_tau, pilot_iter = self.tune_pilot
-                    pilot = lambda y_, ph_: self._iterate(  # noqa: E731
-                        y_, ph_, pilot_tau, gamma, sigma, generator, None, pilot_iter, False
-                    )[0]
-
-                def candidate(t, y_, ph_, x0):
-                    return self._iterate(y_, ph_, t, gamma, sigma, generator, x0, self.tune_iter, False)[0]
-
-            choice = select_parameter(
-                candidate,
-                y,
-                physics,
-                self.tune_bounds,
-                name="tau",
-                rule=rule,
-                log=False,
-                n_coarse=3,
-                n_refine=2,
-                start=pilot,
-                hard_bounds=(False, self.tune_bounds[1] >= 1.0),  # a temperature above 1 does not exist
-                seed=self.seed,
-                n_splits=self.tune_splits,
-                line_holdout_fraction=self.tune_line_holdout,
-            )
-            tau = choice.value
-            choices["tau"] = choice
-        if choices and choice.estimate is not None and tau in full_solves and x_init is None and not return_iterates:
-            x, residuals, iterates = choice.estimate, full_solves[tau], None  # the candidate is this solve
-        else:
-            x, residuals, iterates = self._iterate(
-                y, physics, tau, gamma, sigma, generator, x_init, self.max_iter, return_iterates
-            )
+    def _fixed_point_result(
+        self, x, residuals: list[float], iterates, tau, gamma: float, sigma: float, tuned: bool
+    ) -> Reconstruction:
         n = len(residuals)
         converged = residuals[-1] < self.tol
         if not converged and not self.stochastic:
             # not a fixed point: the tempered HVAE is not contractive enough on these inputs
-            hint = (
-                "tau chosen from the measurements"
-                if "tau" in choices
-                else "a lower tau (or tau='auto') usually converges"
-            )
+            hint = "tau chosen from the measurements" if tuned else "a lower tau (or tau='auto') usually converges"
             warnings.warn(
                 f"PnP-HVAE stopped after {n} iterations at relative change {residuals[-1]:.1e} "
                 f"(tol {self.tol:g}) with tau {_tau_text(tau)}; {hint}",
                 RuntimeWarning,
-                stacklevel=3,
+                stacklevel=5,
             )
         return Reconstruction(
             x=x,
@@ -374,7 +413,6 @@ class PnPHVAE(TunableReconstructor):
             iterates=iterates,
             converged=None if self.stochastic else converged,
             parameters={"tau": _tau_value(tau), "gamma": float(gamma), "sigma": float(sigma)},
-            choices=choices,
             extras={"residuals": residuals, "schedule": "fixed"},
         )
 
@@ -398,7 +436,7 @@ class PnPHVAE(TunableReconstructor):
             seed=self.seed,
             precision=self.precision,
         )
-        out = dpir._solve(y, physics)
+        out = dpir._solve_auto(y, physics)
         final = out.parameters["sigma"]
         choices = {}
         if "sigma" in out.choices:
@@ -415,6 +453,7 @@ class PnPHVAE(TunableReconstructor):
             extras={"schedule": "anneal"},
         )
 
+    @torch.no_grad()  # the candidates of tau="auto" run here too, outside _solve
     def _iterate(
         self, y, physics, tau, gamma: float, sigma: float, generator, x_init, max_iter: int, return_iterates: bool
     ):

@@ -34,6 +34,9 @@ when it states one, else :func:`~deepinv_tunable.physics.noise.estimate_noise_si
 Every choice is reproducible from ``seed`` and records the rule, every candidate and its score,
 and whether it sits at a bound of the search interval (then a warning says so).
 
+``"auto"`` on a solver is :class:`~deepinv_tunable.tuning.tuned.Tuned` (:mod:`.tuned`): the solver
+declares the parameter and how a candidate is solved, the wrapper searches and records.
+
 The package, one module per concern: :mod:`.select` (the search and its record),
 :mod:`.rules` (the scores), :mod:`.holdout` (measurement splitting's masks), :mod:`.search`
 (the scalar search), :mod:`.grid` (ground-truth grid search for benchmarks),
@@ -87,6 +90,9 @@ _EXPORTS = {
     "heldout_scores": "select",
     "search_parameter": "select",
     "select_parameter": "select",
+    "Tuned": "tuned",
+    "TuningPlan": "tuned",
+    "solve_tuned": "tuned",
     "SPECTRUM_FILE": "spectrum",
     "closed_form_k": "spectrum",
     "effective_noise_sigma": "spectrum",

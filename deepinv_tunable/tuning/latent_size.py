@@ -24,11 +24,11 @@ import torch
 
 from ..data_fit import measured_count
 from ..physics import measurement_estimate, residual_sq, resolve_sigma
-from ..solvers.base import TunableReconstructor
 from .holdout import masked_physics, split_keeps
 from .k_rules import discrepancy_k, one_standard_error_k
 from .rules import sure_score
 from .spectrum import _ks, _nonnegative, closed_form_k
+from .tuned import Tuned
 
 
 # ----------------------------------------------------------------- ground-truth-free k for solvers
@@ -274,9 +274,10 @@ def _check_k_rule(rule: str) -> str:
     return rule
 
 
-class AutoK(TunableReconstructor):
+class AutoK(Tuned):
     r"""A tunable solver whose ``k`` is chosen per example from the measurements alone
-    (:func:`select_k`), as a deepinv ``Reconstructor``.
+    (:func:`select_k`), as a deepinv ``Reconstructor``: :class:`~deepinv_tunable.tuning.tuned.Tuned`
+    for the parameter ``k``.
 
     :param solver: tunable reconstructor accepting ``k`` (e.g. :class:`~deepinv_tunable.solvers.LatentMAP`).
     :param list ks: candidate latent sizes.
@@ -286,12 +287,5 @@ class AutoK(TunableReconstructor):
     """
 
     def __init__(self, solver, ks: Sequence[int], rule: str = "auto", seed: int = 0, **select_kwargs):
-        super().__init__()
-        self.solver, self.ks, self.rule, self.seed = solver, _ks(ks), _check_k_rule(rule), int(seed)
-        self.select_kwargs = select_kwargs
-
-    def _solve(self, y, physics, **kwargs):
-        sel = select_k(self.solver, y, physics, self.ks, rule=self.rule, seed=self.seed, **self.select_kwargs)
-        result = sel.reconstruction
-        result.extras = {**result.extras, "k_scores": sel.scores, "k_rule": sel.rule}
-        return result
+        super().__init__(solver, "k", rule=_check_k_rule(rule), ks=_ks(ks), seed=int(seed), **select_kwargs)
+        self.seed = int(seed)
