@@ -61,9 +61,7 @@ def requested_auto(solver: TunableReconstructor, kwargs: dict) -> list[str]:
     set it (or passes ``None``)."""
     given = {name: kwargs.get(name) for name in solver.tunable}
     return [
-        name
-        for name in solver.tunable
-        if auto_requested(getattr(solver, name) if given[name] is None else given[name])
+        name for name in solver.tunable if auto_requested(getattr(solver, name) if given[name] is None else given[name])
     ]
 
 
