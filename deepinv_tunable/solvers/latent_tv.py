@@ -8,7 +8,6 @@ import torch
 from ..checks import renamed_keyword, require_linear
 from ..physics import from_physics_domain, to_physics_domain
 from ..tuning import (
-    GridSearchResult,
     ParameterChoice,
     auto_requested,
     default_rule,
@@ -273,7 +272,7 @@ class LatentMAPTV(TunableReconstructor):
         x_true: torch.Tensor,
         grid=DEFAULT_TUNING_GRID,
         k: int | torch.Tensor | None = None,
-    ) -> GridSearchResult:
+    ) -> ParameterChoice:
         """Pick ``(lambda_tv, beta)`` by a grid on calibration measurements ``y`` of the
         single-channel images ``x_true`` (PSNR), and keep the best in the solver. The latent MAP
         runs once; only the deviation is re-solved at each grid point."""

@@ -7,24 +7,17 @@ the ones a result is reported on; the recipe runner enforces that.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 
 import torch
 
 from ..metrics import image_metrics
 from ..progress import progress_bar
+from .select import ParameterChoice
 
-
-@dataclass
-class GridSearchResult:
-    """``best`` is the grid value with the highest mean ``metric``; ``table`` maps each value
-    to its mean metric."""
-
-    param: str
-    best: float | tuple[float, ...]
-    metric: str
-    table: dict[float | tuple[float, ...], float]
+#: the former name of a grid's result, now the one result type :class:`~deepinv_tunable.tuning.select.ParameterChoice`
+GridSearchResult = ParameterChoice
 
 
 def grid_search(
@@ -34,8 +27,10 @@ def grid_search(
     param: str = "lambda",
     metric: str = "psnr",
     progress: bool | None = None,
-) -> GridSearchResult:
-    r"""Evaluate ``reconstruct(value)`` for every value of ``grid`` against ``reference``.
+) -> ParameterChoice:
+    r"""Evaluate ``reconstruct(value)`` for every value of ``grid`` against ``reference``; the
+    result (:class:`~deepinv_tunable.tuning.select.ParameterChoice`, rule ``"ground truth"``) has the
+    best value in ``best`` and ``{value: mean metric}`` in ``table``.
 
     :param Callable reconstruct: maps a parameter value to a ``(B, 1, H, W)`` estimate.
     :param torch.Tensor reference: ground truth of the calibration images.
@@ -55,11 +50,28 @@ def grid_search(
         raise ValueError("grid must hold at least one value")
     if metric not in ("psnr", "ssim", "nmse"):
         raise ValueError(f"metric must be 'psnr', 'ssim' or 'nmse', got '{metric}'")
+    start = time.perf_counter()
     table = {}
     for value in progress_bar(grid, progress, desc=f"tuning {param} ({metric})", leave=False):
         value = tuple(float(v) for v in value) if isinstance(value, (tuple, list)) else float(value)
         scores = image_metrics(reconstruct(value), reference)[metric]
         table[value] = sum(scores) / len(scores)
-    pick = min if metric == "nmse" else max
-    best = pick(table, key=table.get)
-    return GridSearchResult(param=param, best=best, metric=metric, table=table)
+    higher_is_better = metric != "nmse"
+    best = (max if higher_is_better else min)(table, key=table.get)
+    scalar = not isinstance(best, tuple)
+    bounds = (min(table), max(table)) if scalar else None
+    return ParameterChoice(
+        name=param,
+        value=best,
+        rule="ground truth",
+        tried=list(table),
+        scores=list(table.values()),
+        bounds=bounds,
+        at_bound=scalar and len(table) > 1 and best in bounds,
+        sigma=None,
+        sigma_estimated=False,
+        n_solves=len(table),
+        seconds=time.perf_counter() - start,
+        higher_is_better=higher_is_better,
+        metric=metric,
+    )

@@ -4,12 +4,13 @@ measurement splitting and the one-standard-error choice among split scores."""
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
 
 import torch
 
 from .holdout import holdout_mask
+from .select import ParameterChoice
 from .spectrum import _int_k, _ks, _nonnegative
 
 
@@ -23,14 +24,27 @@ def _finite_score(value, what: str, k: int) -> float:
     return value
 
 
-@dataclass
-class SweepResult:
-    """``best`` is the chosen latent size; ``table`` maps each tried ``k`` to its criterion
-    (a score when ``higher_is_better``, otherwise an error such as a held-out residual)."""
+#: the former name of a k sweep's result, now the one result type :class:`~deepinv_tunable.tuning.select.ParameterChoice`
+SweepResult = ParameterChoice
 
-    best: int
-    table: dict[int, float]
-    higher_is_better: bool = True
+
+def _k_choice(table: dict[int, float], rule: str, higher_is_better: bool, seconds: float) -> ParameterChoice:
+    best = _pick(table, higher_is_better)
+    bounds = (min(table), max(table))
+    return ParameterChoice(
+        name="k",
+        value=best,
+        rule=rule,
+        tried=list(table),
+        scores=list(table.values()),
+        bounds=bounds,
+        at_bound=len(table) > 1 and best in bounds,
+        sigma=None,
+        sigma_estimated=False,
+        n_solves=len(table),
+        seconds=seconds,
+        higher_is_better=higher_is_better,
+    )
 
 
 def _pick(table: dict[int, float], higher_is_better: bool) -> int:
@@ -43,7 +57,7 @@ def sweep_k(
     reconstruct: Callable[[int], torch.Tensor],
     ks: Sequence[int],
     score: Callable[[torch.Tensor], float],
-) -> SweepResult:
+) -> ParameterChoice:
     r"""Validation sweep: reconstruct for every ``k`` and keep the best score.
 
     :param Callable reconstruct: maps a latent size ``k`` to an estimate (e.g. of a held-out
@@ -51,14 +65,15 @@ def sweep_k(
     :param list ks: latent sizes to try (at least one, no repeats).
     :param Callable score: maps an estimate to a finite number, higher is better (e.g. mean PSNR
         against the ground truth; pass the negative of an error).
-    :return: :class:`SweepResult`; ties go to the smallest ``k``.
+    :return: :class:`~deepinv_tunable.tuning.select.ParameterChoice` (rule ``"ground truth"``); ties go to the smallest ``k``.
 
     >>> truth = torch.full((4,), 3.0)
     >>> sweep_k(lambda k: torch.full((4,), float(k)), [1, 2, 3, 5], lambda x: -(x - truth).abs().mean()).best
     3
     """
+    start = time.perf_counter()
     table = {k: _finite_score(score(reconstruct(k)), "score", k) for k in _ks(ks)}
-    return SweepResult(best=_pick(table, True), table=table, higher_is_better=True)
+    return _k_choice(table, "ground truth", True, time.perf_counter() - start)
 
 
 def discrepancy_k(
@@ -129,7 +144,7 @@ def measurement_splitting_k(
     physics,
     holdout_fraction: float = 0.1,
     generator: torch.Generator | None = None,
-) -> SweepResult:
+) -> ParameterChoice:
     r"""Choose ``k`` from the measurements alone by fitting on part of :math:`y` and scoring the rest.
 
     One random set :math:`H` of entries of :math:`y` (a fraction ``holdout_fraction`` of them,
@@ -156,7 +171,7 @@ def measurement_splitting_k(
     :param float holdout_fraction: fraction of the entries of ``y`` held out, in (0, 1). Default 0.1.
     :param torch.Generator generator: CPU generator drawing the hold-out, for reproducibility.
         Default ``None`` (torch's global generator).
-    :return: :class:`SweepResult` with ``higher_is_better=False``; ties go to the smallest ``k``.
+    :return: :class:`~deepinv_tunable.tuning.select.ParameterChoice` (rule ``"splitting"``, ``higher_is_better=False``); ties go to the smallest ``k``.
 
     >>> import deepinv as dinv
     >>> y = torch.tensor([[1.0, 2.0, 3.0, 4.0]])
@@ -170,7 +185,7 @@ def measurement_splitting_k(
     if not callable(getattr(physics, "A", None)):
         raise ValueError(f"physics must be a deepinv physics with a forward operator A, got {type(physics).__name__}")
     keep_mask = holdout_mask(y, holdout_fraction, generator)
-
+    start = time.perf_counter()
     table = {}
     for k in ks:
         x_hat = fit(k, keep_mask)
@@ -182,7 +197,7 @@ def measurement_splitting_k(
                 )
             residual = (pred - y)[~keep_mask].abs().pow(2).sum()
         table[k] = _finite_score(residual, "held-out residual", k)
-    return SweepResult(best=_pick(table, False), table=table, higher_is_better=False)
+    return _k_choice(table, "splitting", False, time.perf_counter() - start)
 
 
 def one_standard_error_k(split_scores: Mapping[int, torch.Tensor], se_factor: float = 1.0) -> torch.Tensor:

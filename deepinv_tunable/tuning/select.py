@@ -21,17 +21,23 @@ from .search import MINIMUM_SEARCH, ROOT_SEARCH, _search
 
 @dataclass
 class ParameterChoice:
-    """A parameter chosen from the measurements by :func:`select_parameter`.
+    """A parameter chosen by any of the package's choosers, the one result type: from the
+    measurements by :func:`select_parameter` (a solver's ``"auto"``), by the hold-out residual of
+    :func:`~deepinv_tunable.tuning.k_rules.measurement_splitting_k`, or against ground truth by
+    :func:`~deepinv_tunable.tuning.grid.grid_search` and :func:`~deepinv_tunable.tuning.k_rules.sweep_k`
+    (oracle rows of a benchmark, never a default). ``best``, ``param`` and ``table`` read it
+    as a grid (value, name, ``{candidate: score}``).
 
     :param str name: parameter name (``"lambda_tv"``, ``"tau"``, ...).
     :param float value: the chosen value.
-    :param str rule: ``"discrepancy"``, ``"sure"`` or ``"splitting"``.
-    :param list tried: every candidate, in the order tried.
-    :param list scores: the score of each candidate (lower is better).
-    :param tuple bounds: the search interval.
+    :param str rule: ``"discrepancy"``, ``"sure"``, ``"splitting"`` or ``"ground truth"``.
+    :param list tried: every candidate, in the order tried (numbers, or tuples of numbers for a
+        joint grid).
+    :param list scores: the score of each candidate (lower is better unless ``higher_is_better``).
+    :param tuple bounds: the search interval (``None`` for a joint grid).
     :param bool at_bound: the choice is the lowest or highest point of the search interval (the
         best of every candidate, refinements included): the best value may lie outside it.
-    :param float sigma: noise std used by the rule.
+    :param float sigma: noise std used by the rule (``None`` where none was used).
     :param bool sigma_estimated: ``sigma`` was estimated from ``y`` (the physics did not state it).
     :param int n_solves: solver calls spent on the choice.
     :param float seconds: wall time of the choice.
@@ -41,22 +47,46 @@ class ParameterChoice:
     :param int n_splits: disjoint hold-outs the splitting score summed over (1 for the other rules).
     :param list resolved: what was done about a first choice at a bound of its interval (the
         search widened beyond it, another rule used), in order; empty when nothing was needed.
+    :param bool higher_is_better: the scores are a quality (PSNR, SSIM), not an error. Default False.
+    :param str metric: the ground-truth metric of an oracle grid (``None`` for the other rules).
+
+    >>> choice = ParameterChoice("lambda", 0.01, "ground truth", [0.001, 0.01], [30.1, 31.2], (0.001, 0.01),
+    ...                          True, None, False, 2, 0.5, higher_is_better=True, metric="psnr")
+    >>> choice.best, choice.param, choice.table
+    (0.01, 'lambda', {0.001: 30.1, 0.01: 31.2})
     """
 
     name: str
-    value: float
+    value: float | tuple[float, ...]
     rule: str
-    tried: list[float]
+    tried: list
     scores: list[float]
-    bounds: tuple[float, float]
+    bounds: tuple[float, float] | None
     at_bound: bool
-    sigma: float
+    sigma: float | None
     sigma_estimated: bool
     n_solves: int
     seconds: float
     estimate: torch.Tensor | None = field(default=None, repr=False)
     n_splits: int = 1
     resolved: list[str] = field(default_factory=list)
+    higher_is_better: bool = False
+    metric: str | None = None
+
+    @property
+    def best(self) -> float | tuple[float, ...]:
+        """The chosen value (a grid's name for it)."""
+        return self.value
+
+    @property
+    def param(self) -> str:
+        """The parameter's name (a grid's name for it)."""
+        return self.name
+
+    @property
+    def table(self) -> dict:
+        """``{candidate: score}`` in the order tried."""
+        return dict(zip(self.tried, self.scores))
 
     def curve(self) -> tuple[list[float], list[float]]:
         """The candidates sorted by value and their scores, for a plot of the score curve."""
@@ -70,7 +100,7 @@ class ParameterChoice:
             "name": self.name,
             "value": self.value,
             "rule": self.rule,
-            "bounds": list(self.bounds),
+            "bounds": None if self.bounds is None else list(self.bounds),
             "at_bound": self.at_bound,
             "sigma": self.sigma,
             "sigma_estimated": self.sigma_estimated,
