@@ -322,6 +322,42 @@ def test_audit_writes_maps_calibration_and_report(tmp_path):
     assert "hallucination audit" in report and "audit_slice_" in report
 
 
+def test_audit_draws_samples_from_the_diffusion_pixel_prior(tmp_path):
+    """``audit.sampler: pixel_dps``: posterior samples of deepinv's DPS with the shipped diffusion
+    prior (from noise, no warm start), recorded with their parameters; two samples of one slice differ."""
+    recipe = load_recipe(
+        AUDIT_RECIPE,
+        {
+            "output.dir": str(tmp_path),
+            "output.figures": 0,
+            "audit.sampler": "pixel_dps",
+            "audit.sampler_params": {"num_steps": 3},
+        },
+    )
+    recipe.data.slices.count = 1
+    recipe.solver.params.max_iter = 2
+    recipe.solver.tune = None
+    recipe.audit.samples = recipe.audit.batch_size = 2
+    recipe.audit.calibration = None
+    run_recipe(recipe, progress=False, audit=True)
+    audit = json.loads((tmp_path / "audit.json").read_text())
+    assert audit["sampler"] == "pixel_dps"
+    assert audit["sampler_params"] == {"denoiser": "drunet_edm_corpus", "num_steps": 3, "weight": 2.0}
+    std = np.asarray(nib.load(str(tmp_path / "std.nii.gz")).dataobj)
+    assert std.max() > 0
+
+
+def test_audit_sampler_params_are_the_chosen_samplers(tmp_path):
+    with pytest.raises(
+        RecipeError, match=r"sampler_params of sampler 'pixel_dps'.*tau.*takes \['denoiser', 'num_steps', 'weight'\]"
+    ):
+        parse_recipe(tiny_recipe(tmp_path, **{"audit": {"sampler": "pixel_dps", "sampler_params": {"tau": 0.9}}}))
+    recipe = parse_recipe(
+        tiny_recipe(tmp_path, **{"audit": {"sampler": "pixel_dps", "sampler_params": {"weight": 1.0}}})
+    )
+    assert recipe.audit.sampler_params.weight == 1.0 and recipe.audit.sampler_params.num_steps == 100
+
+
 def test_cli_audit_without_an_audit_section_uses_the_defaults(tmp_path, capsys):
     path = write_recipe(tmp_path, tiny_recipe(tmp_path / "ignored"))
     out = tmp_path / "audit_out"

@@ -46,9 +46,16 @@ class RecipeAudit:
             if not getattr(solver, "stochastic", False):
                 raise RecipeError(
                     f"audit.sampler 'solver': {type(solver).__name__} is deterministic; use "
-                    "audit.sampler: pnp_hvae_sampler"
+                    "audit.sampler: pnp_hvae_sampler or pixel_dps"
                 )
             reconstructor, self.warm_start = solver, False
+        elif config.sampler == "pixel_dps":
+            from ..priors import load_pixel_denoiser
+            from ..solvers import PixelDPS
+
+            p = config.sampler_params
+            denoiser = load_pixel_denoiser(p.denoiser)
+            reconstructor, self.warm_start = PixelDPS(denoiser, num_steps=p.num_steps, weight=p.weight), False
         else:
             from ..pretrained import load
             from ..solvers import PnPHVAESampler

@@ -17,8 +17,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from ..data.sample import resolve_input
 from ..physics import PhysicsConfig
-from ..priors.pixel_denoiser import DEFAULT_PIXEL_DENOISER
+from ..priors.pixel_denoiser import DEFAULT_PIXEL_DENOISER, DIFFUSION_PIXEL_DENOISER
 from ..solvers.classical import DEFAULT_TV_LAMBDA
+from ..solvers.pixel_dps import DPS_STEPS, DPS_WEIGHT
 from .registry import stochastic_solvers
 
 
@@ -305,23 +306,60 @@ class PnPHVAESamplerParams(_Strict):
     max_iter: int = Field(5, ge=1, description="Gibbs steps per sample after the warm start")
 
 
+class PixelDPSParams(_Strict):
+    """:class:`~deepinv_tunable.solvers.PixelDPS`: deepinv's DPS configured for the diffusion
+    pixel prior, each sample drawn from pure noise (no warm start)."""
+
+    denoiser: str = Field(DIFFUSION_PIXEL_DENOISER, description="shipped pixel denoiser name or save_pretrained folder")
+    num_steps: int = Field(DPS_STEPS, ge=1)
+    weight: float = Field(DPS_WEIGHT, gt=0)
+
+
+#: the audit samplers and the parameters each takes (``solver`` takes none: the recipe's own)
+AUDIT_SAMPLER_PARAMS: dict[str, type[_Strict]] = {
+    "pnp_hvae_sampler": PnPHVAESamplerParams,
+    "pixel_dps": PixelDPSParams,
+}
+
+
 class AuditConfig(_Strict):
     """Posterior sampling, calibrated intervals and the hallucination audit
     (``deepinv-tunable audit``). ``sampler``: ``pnp_hvae_sampler`` (Gibbs sampling with a
-    hierarchical VAE, warm-started at the reconstruction) or ``solver`` (the recipe's own solver,
-    when it is stochastic, e.g. ``tunable_ldm``). ``calibration``: slices with ground truth,
+    hierarchical VAE, warm-started at the reconstruction), ``pixel_dps`` (deepinv's DPS with the
+    diffusion pixel prior, :class:`~deepinv_tunable.solvers.PixelDPS`) or ``solver`` (the
+    recipe's own solver, when it is stochastic, e.g. ``tunable_ldm``); ``sampler_params`` are
+    the chosen sampler's (:class:`PnPHVAESamplerParams`, :class:`PixelDPSParams`). ``calibration``: slices with ground truth,
     disjoint from the evaluation slices, for split-conformal calibration; or ``calibration_file``,
     a ``calibration.json`` written by an earlier audit. Without either, intervals are uncalibrated."""
 
     samples: int = Field(16, ge=2)
     batch_size: int = Field(16, ge=1)
     seed: int = 0
-    sampler: Literal["pnp_hvae_sampler", "solver"] = "pnp_hvae_sampler"
-    sampler_params: PnPHVAESamplerParams = PnPHVAESamplerParams()
+    sampler: Literal["pnp_hvae_sampler", "pixel_dps", "solver"] = "pnp_hvae_sampler"
+    sampler_params: PnPHVAESamplerParams | PixelDPSParams = PnPHVAESamplerParams()
     alpha: float = Field(0.1, gt=0, lt=1)
     calibration: SliceRange | None = None
     calibration_file: str | None = None
     head_threshold: float = Field(0.05, ge=0, lt=1, description="normalised intensity above which a pixel is scored")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _params_of_the_sampler(cls, data: Any) -> Any:
+        """``sampler_params`` validated as the chosen sampler's (unknown keys name the sampler)."""
+        if not isinstance(data, dict):
+            return data
+        sampler = data.get("sampler", "pnp_hvae_sampler")
+        params = data.get("sampler_params")
+        kind = AUDIT_SAMPLER_PARAMS.get(sampler)
+        if kind is not None and (params is None or isinstance(params, dict)):
+            try:
+                data = {**data, "sampler_params": kind(**(params or {}))}
+            except ValidationError as err:
+                raise ValueError(
+                    f"sampler_params of sampler '{sampler}': {err.errors()[0]['msg']} "
+                    f"({'.'.join(map(str, err.errors()[0]['loc']))}); it takes {sorted(kind.model_fields)}"
+                ) from None
+        return data
 
     @model_validator(mode="after")
     def _one_calibration_source(self):
@@ -358,7 +396,7 @@ class Recipe(_Strict):
         if self.audit is not None and self.audit.sampler == "solver" and self.solver.name not in stochastic_solvers():
             raise ValueError(
                 f"audit.sampler 'solver' needs a stochastic solver ({', '.join(stochastic_solvers())}); "
-                f"'{self.solver.name}' is deterministic: use audit.sampler: pnp_hvae_sampler"
+                f"'{self.solver.name}' is deterministic: use audit.sampler: pnp_hvae_sampler or pixel_dps"
             )
         return self
 

@@ -403,7 +403,7 @@ class PnPHVAE(TunableReconstructor):
                 f"PnP-HVAE stopped after {n} iterations at relative change {residuals[-1]:.1e} "
                 f"(tol {self.tol:g}) with tau {_tau_text(tau)}; {hint}",
                 RuntimeWarning,
-                stacklevel=5,
+                stacklevel=6 if tuned else 5,  # the caller of reconstruct()
             )
         return Reconstruction(
             x=x,
