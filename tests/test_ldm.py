@@ -134,3 +134,21 @@ def test_recipes_offer_exactly_the_registered_consistency_steps():
     offered = typing.get_args(TunableLDMParams.model_fields["consistency"].annotation)
     assert sorted(offered) == sorted(CONSISTENCY_STEPS)
     assert CONSISTENCY_STEPS["dds"] is DDSLocalMAP and CONSISTENCY_STEPS["adam_dc"] is AdamDC
+
+
+def test_tunable_ldm_solver_from_pretrained_loads_the_recorded_pair(tmp_path):
+    """No argument: the shipped UNet and the autoencoder its config records; a folder whose UNet
+    records no autoencoder, or one whose latents do not fit, is refused with the reason."""
+    solver = TunableLDMSolver.from_pretrained(max_iter=7)
+    assert solver.unet.config["vae"] == "tunable_vae_mri128" and solver.max_iter == 7
+    assert tuple(solver.vae.latent_shape) == (8, 16, 16)
+    LatentUNet(latent_channels=8, latent_size=16, block_out_channels=(8, 16)).save_pretrained(tmp_path / "bare")
+    with pytest.raises(ValueError, match="does not record the autoencoder"):
+        TunableLDMSolver.from_pretrained(tmp_path / "bare")
+    LatentUNet(latent_channels=4, latent_size=32, block_out_channels=(8, 16), vae="tunable_vae_mri128").save_pretrained(
+        tmp_path / "misfit"
+    )
+    with pytest.raises(ValueError, match=r"works on latents \(4, 32, 32\).*gives \(8, 16, 16\)"):
+        TunableLDMSolver.from_pretrained(tmp_path / "misfit")
+    with pytest.raises(ValueError, match="not a LatentUNet"):
+        TunableLDMSolver.from_pretrained("tunable_vae_mri128")

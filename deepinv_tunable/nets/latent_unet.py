@@ -21,6 +21,9 @@ class LatentUNet(torch.nn.Module, PretrainedMixin):
     :param int norm_num_groups: GroupNorm groups. Default 8.
     :param int num_train_timesteps: diffusion length :math:`T`. Default 1000.
     :param str beta_schedule: diffusers schedule name. Default ``"scaled_linear"``.
+    :param str vae: the autoencoder whose latents the network was trained on (a shipped name or a
+        ``save_pretrained`` folder), recorded so that a solver can load the pair
+        (:meth:`~deepinv_tunable.solvers.TunableLDMSolver.from_pretrained`). Default ``None``.
 
     :Examples:
 
@@ -38,6 +41,7 @@ class LatentUNet(torch.nn.Module, PretrainedMixin):
         norm_num_groups: int = 8,
         num_train_timesteps: int = 1000,
         beta_schedule: str = "scaled_linear",
+        vae: str | None = None,
     ):
         super().__init__()
         self.config = {
@@ -48,6 +52,7 @@ class LatentUNet(torch.nn.Module, PretrainedMixin):
             "norm_num_groups": int(norm_num_groups),
             "num_train_timesteps": int(num_train_timesteps),
             "beta_schedule": beta_schedule,
+            "vae": None if vae is None else str(vae),
         }
         levels = len(block_out_channels)
         self.unet = UNet2DModel(

@@ -2,6 +2,8 @@ r"""Inversion with a tunable latent diffusion prior (:footcite:t:`tunable_comple
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import deepinv as dinv
 import torch
 
@@ -10,6 +12,9 @@ from ..consistency import AdamDC, DataConsistency, LatentProblem
 from ..latent import truncate
 from .base import Reconstruction
 from .latent_diffusion import LatentDiffusionSolver
+
+#: the shipped latent diffusion prior :meth:`TunableLDMSolver.from_pretrained` loads by default
+DEFAULT_LDM = "tunable_ldm_mri128"
 
 
 class TunableLDMSolver(LatentDiffusionSolver):
@@ -71,6 +76,43 @@ class TunableLDMSolver(LatentDiffusionSolver):
             raise ValueError(f"eta must be > 0 (eta = 0 makes Algorithm 2 unstable), got {eta}")
         consistency = consistency if consistency is not None else AdamDC()
         super().__init__(vae, unet, consistency, k=k, max_iter=max_iter, ddim_eta=eta, seed=seed)
+
+    @classmethod
+    def from_pretrained(
+        cls, name: str | Path = DEFAULT_LDM, device: torch.device | str = "cpu", **kwargs
+    ) -> TunableLDMSolver:
+        """The solver on a latent UNet checkpoint (a shipped name or a ``save_pretrained`` folder,
+        e.g. a training run's ``model/``) and the autoencoder its config records (``vae``).
+        Without a name: the shipped pair :data:`DEFAULT_LDM`. ``kwargs`` go to the constructor.
+
+        >>> solver = TunableLDMSolver.from_pretrained(max_iter=10)
+        >>> solver.vae.latent_shape, solver.max_iter
+        ((8, 16, 16), 10)
+        """
+        from .. import pretrained
+        from ..nets import LatentUNet
+
+        unet = pretrained.load(name, device=device)
+        if not isinstance(unet, LatentUNet):
+            raise ValueError(
+                f"'{name}' holds a {type(unet).__name__}, not a LatentUNet; give a latent diffusion "
+                "checkpoint (shipped: "
+                f"{[n for n in pretrained.available() if 'ldm' in n]})"
+            )
+        vae_name = unet.config.get("vae")
+        if not vae_name:
+            raise ValueError(
+                f"latent UNet '{name}' does not record the autoencoder it was trained on ('vae'); "
+                "build TunableLDMSolver(vae, unet) yourself"
+            )
+        vae = pretrained.load(vae_name, device=device)
+        expected = (unet.config["latent_channels"], unet.config["latent_size"], unet.config["latent_size"])
+        if tuple(vae.latent_shape) != expected:
+            raise ValueError(
+                f"latent UNet '{name}' works on latents {expected}, but its autoencoder '{vae_name}' "
+                f"gives {tuple(vae.latent_shape)}"
+            )
+        return cls(vae, unet, **kwargs)
 
     @property
     def eta(self) -> float:

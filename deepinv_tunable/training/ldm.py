@@ -96,4 +96,6 @@ class TunableLDMModule(L.LightningModule):
         return torch.optim.AdamW(self.unet.parameters(), lr=self.hparams.lr)
 
     def export(self, model_dir: Path, datamodule) -> None:
+        """``save_pretrained`` the UNet with the autoencoder it was trained on recorded (``vae``)."""
+        self.unet.config["vae"] = str(self.hparams.vae)
         self.unet.cpu().eval().save_pretrained(model_dir)
