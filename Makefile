@@ -68,7 +68,7 @@ docs-inventories: $(STAMP)
 	$(PY) docs/fetch_inventories.py
 
 bench: $(STAMP)
-	$(PY) benchmarks/run_baselines.py
+	$(PY) -m benchmarks baselines
 
 clean:
 	rm -rf results docs/_build .pytest_cache

@@ -7,8 +7,8 @@ the default pixel prior and with the diffusion prior), PnP-HVAE and PixelFlash o
 0.01), each at ``precision="fp32"`` and ``"bf16"`` on the same measurements; the table shows the
 speed-up and the PSNR change. Not a test; one CPU thread by default::
 
-    python benchmarks/inference_precision.py                 # about 15 minutes on one thread
-    python benchmarks/inference_precision.py --slices 2 --solvers dpir
+    python -m benchmarks inference_precision                 # about 15 minutes on one thread
+    python -m benchmarks inference_precision --slices 2 --solvers dpir
 """
 
 from __future__ import annotations
@@ -18,7 +18,6 @@ import time
 import warnings
 from dataclasses import replace
 
-import common
 import torch
 
 from deepinv_tunable import pretrained
@@ -28,6 +27,8 @@ from deepinv_tunable.precision import network_precision
 from deepinv_tunable.priors import HVAEDenoiser, load_pixel_denoiser
 from deepinv_tunable.priors.pixel_denoiser import DEFAULT_PIXEL_DENOISER, DIFFUSION_PIXEL_DENOISER
 from deepinv_tunable.solvers import DPIR, PixelFlash, PnPHVAE
+
+from . import common
 
 SOLVERS = ("denoise", "dpir", "pnp_hvae", "pixel_flash")
 #: the reserved ITK head on the learned priors' grid (axial, 1.8 mm, 128x128): its central third,
@@ -89,12 +90,13 @@ def rows(x: torch.Tensor, solvers: tuple[str, ...]):
             yield (name, precision, seconds / n, *mean_metrics(from_physics_domain(out, physics), x))
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--slices", type=int, default=4)
     parser.add_argument("--solvers", nargs="+", choices=SOLVERS, default=list(SOLVERS))
     parser.add_argument("--threads", type=int, default=1)
-    args = parser.parse_args()
+
+
+def run(args: argparse.Namespace) -> int:
     torch.set_num_threads(args.threads)
     warnings.simplefilter("ignore")
     spec = replace(DATASET, evaluation=replace(DATASET.evaluation, count=args.slices))
@@ -112,7 +114,4 @@ def main() -> None:
                 f"{psnr - base_psnr:+.3f} |",
                 flush=True,
             )
-
-
-if __name__ == "__main__":
-    main()
+    return 0

@@ -1,4 +1,3 @@
-#!/usr/bin/env python
 r"""The benchmark table: every method x task on the same held-out slices, in one run.
 
 Methods are the classical baselines of ``common.py`` (pseudo-inverse, TV-PGD with the
@@ -30,9 +29,9 @@ time); the latent diffusion rows (``flash_diffusion``) stand in for them.
 
 Usage::
 
-    python benchmarks/run.py                  # about 20 minutes on 2 CPU cores
-    python benchmarks/run.py --quick          # 2 + 2 slices, small grids
-    python benchmarks/run.py --methods latent_map_tv --merge   # add or redo one method's rows
+    python -m benchmarks table                  # about 20 minutes on 2 CPU cores
+    python -m benchmarks table --quick          # 2 + 2 slices, small grids
+    python -m benchmarks table --methods latent_map_tv --merge   # add or redo one method's rows
 """
 
 from __future__ import annotations
@@ -40,7 +39,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import sys
 import warnings
 from pathlib import Path
 from typing import Any
@@ -48,14 +46,13 @@ from typing import Any
 import deepinv as dinv
 import torch
 
-sys.path.insert(0, str(Path(__file__).parent))
-import common
-
 from deepinv_tunable import pretrained
 from deepinv_tunable.atomic import write_json_atomic, write_text_atomic
 from deepinv_tunable.solvers import FlashDiffusion, LatentMAP, LatentMAPTV, PnPHVAE, PnPHVAESampler
 from deepinv_tunable.tuning import grid_search
 from deepinv_tunable.uncertainty import PosteriorSampler
+
+from . import common
 
 ROOT = Path(__file__).resolve().parents[1]
 TASKS = ("mri4x", "mri8x", "deblur")
@@ -195,8 +192,7 @@ def rst(record: dict[str, Any]) -> str:
     return common.rst_table(HEADER, [_cells(r) for r in record["rows"]])
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--tasks", nargs="+", choices=list(common.TASKS), default=list(TASKS))
     parser.add_argument(
         "--data", nargs="+", choices=list(common.PRIOR_EVAL_DATASETS), default=list(common.PRIOR_EVAL_DATASETS)
@@ -209,7 +205,9 @@ def main() -> int:
         help="add these rows to the existing table (same slices) instead of replacing it",
     )
     parser.add_argument("--out", default=str(ROOT / "results" / "benchmarks" / "table.json"))
-    cli = parser.parse_args()
+
+
+def run(cli: argparse.Namespace) -> int:
     args = argparse.Namespace(
         tasks=cli.tasks,
         data=cli.data,
@@ -235,7 +233,3 @@ def main() -> int:
     if not cli.quick:
         write_text_atomic(ROOT / "docs" / "benchmark_table.rst", rst(record))
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

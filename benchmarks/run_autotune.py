@@ -1,4 +1,3 @@
-#!/usr/bin/env python
 r"""Ground-truth-free parameter choice against the ground-truth oracle, on the corpus' reserved subjects.
 
 For every (subject, task) of ``run_reserved.py`` and every solver asked for:
@@ -25,17 +24,16 @@ to ``--subjects`` to develop a rule without touching the reserved ones.
 
 Usage::
 
-    python benchmarks/run_autotune.py --solvers tv --subjects itk_t1 pyradiomics_brain2
-    python benchmarks/run_autotune.py --solvers pnp_hvae --tasks mri4x --n-eval 3
-    python benchmarks/run_autotune.py --solvers latent_map_tv --n-eval 3
-    python benchmarks/run_autotune.py --combine a.json b.json --out x.json --rst docs/autotune_table.rst
+    python -m benchmarks autotune --solvers tv --subjects itk_t1 pyradiomics_brain2
+    python -m benchmarks autotune --solvers pnp_hvae --tasks mri4x --n-eval 3
+    python -m benchmarks autotune --solvers latent_map_tv --n-eval 3
+    python -m benchmarks autotune --combine a.json b.json --out x.json --rst docs/autotune_table.rst
 """
 
 from __future__ import annotations
 
 import argparse
 import ast
-import sys
 import time
 import warnings
 from pathlib import Path
@@ -43,16 +41,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).parent))
-import common
-from run_reserved import SUBJECTS, TASKS, TASKS_OF, load_subject
-
 from deepinv_tunable import pretrained
 from deepinv_tunable.atomic import write_json_atomic, write_text_atomic
 from deepinv_tunable.metrics import image_metrics
 from deepinv_tunable.physics import build_physics, from_physics_domain, to_physics_domain
 from deepinv_tunable.solvers import TVPGD, LatentMAP, LatentMAPTV, PnPHVAE
 from deepinv_tunable.solvers.latent_tv import DEFAULT_TUNING_GRID
+
+from . import common
+from .run_reserved import SUBJECTS, TASKS, TASKS_OF, load_subject
 
 ROOT = Path(__file__).resolve().parents[1]
 TV_GRID = (0.001, 0.002, 0.004, 0.007, 0.01, 0.015, 0.02, 0.03, 0.05, 0.08)
@@ -103,7 +100,7 @@ def _psnr(x_hat, physics, truth) -> float:
     return float(np.mean(image_metrics(from_physics_domain(x_hat, physics).real.clamp(0, 1), truth)["psnr"]))
 
 
-def run(args) -> dict:
+def collect(args) -> dict:
     torch.set_num_threads(args.threads)
     warnings.simplefilter("ignore", RuntimeWarning)
     hvae = pretrained.load(args.hvae).eval() if "pnp_hvae" in args.solvers else None
@@ -267,8 +264,7 @@ def rst(rows) -> str:
     return common.rst_table(header, body)
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--subjects", nargs="+", default=list(SUBJECTS))
     parser.add_argument("--tasks", nargs="+", default=list(TASKS))
     parser.add_argument("--solvers", nargs="+", default=["tv", "pnp_hvae"], choices=SOLVERS)
@@ -298,7 +294,9 @@ def main() -> int:
     parser.add_argument(
         "--combine", nargs="+", metavar="JSON", help="do not run: merge the rows of earlier runs (into --out and --rst)"
     )
-    args = parser.parse_args()
+
+
+def run(args: argparse.Namespace) -> int:
     if args.combine:
         import json
 
@@ -308,11 +306,7 @@ def main() -> int:
         }
         write_json_atomic(ROOT / args.out, record)
     else:
-        record = run(args)
+        record = collect(args)
     if args.rst:
         write_text_atomic(ROOT / args.rst, rst(record["rows"]))
     return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

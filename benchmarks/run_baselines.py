@@ -1,4 +1,3 @@
-#!/usr/bin/env python
 r"""Baseline table: classical reconstructions on the bundled brain volumes.
 
 For every (dataset, task, method) the script simulates measurements of held-out evaluation
@@ -14,9 +13,9 @@ The datasets, tasks, method registry, evaluation loop and table writers live in
 
 Usage::
 
-    python benchmarks/run_baselines.py                        # full table (tens of minutes on CPU)
-    python benchmarks/run_baselines.py --quick                # smoke run
-    python benchmarks/run_baselines.py --tasks mri4x --data mni152 itk --methods "tv_pgd tuned"
+    python -m benchmarks baselines                        # full table (tens of minutes on CPU)
+    python -m benchmarks baselines --quick                # smoke run
+    python -m benchmarks baselines --tasks mri4x --data mni152 itk --methods "tv_pgd tuned"
 
 Not a test and not run in CI.
 """
@@ -24,14 +23,10 @@ Not a test and not run in CI.
 from __future__ import annotations
 
 import argparse
-import sys
-from collections.abc import Sequence
-from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).parent))
-from common import (
+from .common import (
     DATASETS,
     METHODS,
     N_ITER,
@@ -40,15 +35,25 @@ from common import (
     QUICK_TV_GRID,
     TASKS,
     markdown_table,
-    run,
     tuning_gap_table,
 )
+from .common import run as run_rows
 
 
-def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+def _at_least(minimum: float, kind: type = int):
+    """An argparse ``type``: ``kind`` values below ``minimum`` are usage errors."""
+
+    def convert(text: str):
+        value = kind(text)
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be >= {minimum}")
+        return value
+
+    convert.__name__ = kind.__name__  # argparse names the type in its "invalid ... value" message
+    return convert
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--tasks", nargs="+", choices=list(TASKS), default=list(TASKS), help="tasks to run (default: all)"
     )
@@ -79,12 +84,14 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         f"{QUICK_N_ITER} iterations, TV grid {list(QUICK_TV_GRID)}",
     )
     parser.add_argument(
-        "--n-iter", type=int, default=None, help=f"solver iterations (default {N_ITER}, quick {QUICK_N_ITER})"
+        "--n-iter", type=_at_least(1), default=None, help=f"solver iterations (default {N_ITER}, quick {QUICK_N_ITER})"
     )
     parser.add_argument(
-        "--grid", type=float, nargs="+", default=None, help="TV weights to tune over (default: log grid)"
+        "--grid", type=_at_least(0, float), nargs="+", default=None, help="TV weights to tune over (default: log grid)"
     )
-    parser.add_argument("--batch-size", type=int, default=8, help="evaluation slices per solver call (default 8)")
+    parser.add_argument(
+        "--batch-size", type=_at_least(1), default=8, help="evaluation slices per solver call (default 8)"
+    )
     parser.add_argument(
         "--threads",
         type=int,
@@ -93,19 +100,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--seed", type=int, default=0, help="global torch seed (default 0)")
     parser.add_argument("--no-progress", action="store_true", help="no per-row progress lines on stderr")
-    args = parser.parse_args(argv)
-    if args.batch_size < 1:
-        parser.error("--batch-size must be >= 1")
-    if args.n_iter is not None and args.n_iter < 1:
-        parser.error("--n-iter must be >= 1")
-    if args.grid is not None and any(v < 0 for v in args.grid):
-        parser.error("--grid values must be >= 0")
-    return args
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    args = parse_args(argv)
-    record = run(args)
+def run(args: argparse.Namespace) -> int:
+    record = run_rows(args)
     print(markdown_table(record))
     gap = tuning_gap_table(record)
     if gap:
@@ -121,7 +119,3 @@ def main(argv: Sequence[str] | None = None) -> int:
             "so it bounds, rather than measures, a row's own use."
         )
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,4 +1,3 @@
-#!/usr/bin/env python
 r"""Flash-Diffusion on held-out slices: severity audit, adaptive start versus fixed start steps,
 full-length LDPS, and grid-tuned TV in the same run.
 
@@ -20,8 +19,8 @@ Not a test; not run in CI.
 
 Usage::
 
-    python benchmarks/run_flash.py             # both datasets, 8 slices each
-    python benchmarks/run_flash.py --quick     # 2 slices, fewer settings
+    python -m benchmarks flash             # both datasets, 8 slices each
+    python -m benchmarks flash --quick     # 2 slices, fewer settings
 """
 
 from __future__ import annotations
@@ -34,9 +33,6 @@ from typing import Any
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).parent))
-from common import PRIOR_EVAL_DATASETS, load_dataset
-
 from deepinv_tunable.atomic import save_figure, write_json_atomic
 from deepinv_tunable.metrics import image_metrics
 from deepinv_tunable.physics import (
@@ -48,6 +44,8 @@ from deepinv_tunable.physics import (
 from deepinv_tunable.severity import plot_severity_audit, severity_audit
 from deepinv_tunable.solvers import TVPGD, FlashDiffusion, MeasurementBaseline
 from deepinv_tunable.tuning import grid_search
+
+from .common import PRIOR_EVAL_DATASETS, load_dataset
 
 SWEEP = {"mri": [2, 3, 4, 6, 8, 10, 12], "blur": [0.0, 0.5, 1.0, 1.5, 2.0, 2.5, 3.0], "ct": [180, 120, 90, 60, 40, 20]}
 ACCELERATIONS = [2, 3, 4, 5, 6, 8, 10, 12]
@@ -100,8 +98,7 @@ def run_flash(solver: FlashDiffusion, y, physics, x, repeats: int, **kwargs) -> 
     }
 
 
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data", nargs="+", default=list(PRIOR_EVAL_DATASETS), choices=list(PRIOR_EVAL_DATASETS))
     parser.add_argument("--n-steps", type=int, default=50)
     parser.add_argument("--repeats", type=int, default=2, help="seeds per stochastic method")
@@ -112,7 +109,9 @@ def main(argv=None) -> int:
     )
     parser.add_argument("--out", default="results/benchmarks/flash.json")
     parser.add_argument("--figures", default="docs/figures")
-    args = parser.parse_args(argv)
+
+
+def run(args: argparse.Namespace) -> int:
     torch.manual_seed(0)
     solver = FlashDiffusion.from_pretrained(args.encoder, max_iter=args.n_steps)
     record: dict[str, Any] = {
@@ -269,7 +268,3 @@ def plot_nfe(record: dict[str, Any], path: Path) -> None:
         ax.legend(fontsize=7)
     fig.tight_layout()
     save_figure(fig, path)
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,4 +1,3 @@
-#!/usr/bin/env python
 r"""The severity-adaptive start against the full schedule of the same sampler, paired and averaged
 over sampler seeds: what :class:`~deepinv_tunable.solvers.PixelFlash` saves in network calls and
 what it costs in PSNR, on the corpus' reserved MR subjects.
@@ -22,8 +21,8 @@ full schedule's.
 
 Usage::
 
-    python benchmarks/run_flash_nfe.py --out results/benchmarks/flash_nfe.json --rst docs/flash_nfe_table.rst
-    python benchmarks/run_flash_nfe.py --subjects nibabel_example4d --quick   # a training-split subject
+    python -m benchmarks flash_nfe --out results/benchmarks/flash_nfe.json --rst docs/flash_nfe_table.rst
+    python -m benchmarks flash_nfe --subjects nibabel_example4d --quick   # a training-split subject
 """
 
 from __future__ import annotations
@@ -39,10 +38,6 @@ from typing import Any
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).parent))
-import common
-from run_reserved import DIFFPIR_ITER, DIFFPIR_LAMBDA_GRID, SIZE, TASKS, TASKS_OF, load_subject, measure
-
 from deepinv_tunable.atomic import write_json_atomic, write_text_atomic
 from deepinv_tunable.metrics import METRICS
 from deepinv_tunable.physics import build_physics, from_physics_domain
@@ -51,6 +46,9 @@ from deepinv_tunable.priors.pixel_denoiser import CORPUS_DNCNN
 from deepinv_tunable.solvers import PixelFlash
 from deepinv_tunable.solvers.pixel_flash import NOISE_CORRECTION
 from deepinv_tunable.tuning import grid_search
+
+from . import common
+from .run_reserved import DIFFPIR_ITER, DIFFPIR_LAMBDA_GRID, SIZE, TASKS, TASKS_OF, load_subject, measure
 
 ROOT = Path(__file__).resolve().parents[1]
 MR_SUBJECTS = ("itk_t1", "pyradiomics_brain2")
@@ -89,7 +87,7 @@ def compare_row(
     return out
 
 
-def run(args: argparse.Namespace) -> dict[str, Any]:
+def collect(args: argparse.Namespace) -> dict[str, Any]:
     torch.set_num_threads(args.threads)
     n_cal, n_eval = (1, 2) if args.quick else (args.n_cal, args.n_eval)
     max_iter = 10 if args.quick else DIFFPIR_ITER
@@ -178,8 +176,7 @@ def rst(record: dict[str, Any]) -> str:
     return common.rst_table(header, rows)
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--subjects", nargs="+", default=list(MR_SUBJECTS), help="MR subjects of the corpus")
     parser.add_argument("--tasks", nargs="+", choices=list(TASKS_OF["mr"]), default=list(TASKS_OF["mr"]))
     parser.add_argument("--n-cal", type=int, default=2, help="reference slices per subject (default 2)")
@@ -205,7 +202,9 @@ def main() -> int:
         help="take each row's weight and full-schedule results from these earlier runs (same slices and seeds)",
     )
     parser.add_argument("--combine", nargs="+", default=None, metavar="JSON", help="do not run: merge these files")
-    args = parser.parse_args()
+
+
+def run(args: argparse.Namespace) -> int:
     if args.combine:
         parts = [json.loads(Path(p).read_text(encoding="utf-8")) for p in args.combine]
         rows = {}  # a later file's row replaces an earlier one of the same subject and task
@@ -221,13 +220,9 @@ def main() -> int:
         }
         write_json_atomic(args.out, record)
     else:
-        record = run(args)
+        record = collect(args)
     table = rst(record)
     print(table)
     if args.rst:
         write_text_atomic(args.rst, table)
     return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

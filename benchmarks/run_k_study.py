@@ -1,4 +1,3 @@
-#!/usr/bin/env python
 r"""Where the best latent size k moves with noise and measurements: k-sweeps of the shipped
 tunable priors on a reserved subject, beside the linear closed form fitted to each model.
 
@@ -30,17 +29,16 @@ oracle k (as a fraction of K) and of its gain over full k, models by cases.
 
 Usage::
 
-    python benchmarks/run_k_study.py --models tunable_vae_mri128 --axes noise mri      # ~25 min, 1 thread
-    python benchmarks/run_k_study.py --models ordered_flow_mri128 --gamma 0 --axes noise mri ct
-    python benchmarks/run_k_study.py --models tunable_vae_mri128 --ldm tunable_ldm_mri128 --n-steps 20 \
+    python -m benchmarks k_study --models tunable_vae_mri128 --axes noise mri      # ~25 min, 1 thread
+    python -m benchmarks k_study --models ordered_flow_mri128 --gamma 0 --axes noise mri ct
+    python -m benchmarks k_study --models tunable_vae_mri128 --ldm tunable_ldm_mri128 --n-steps 20 \
         --n-eval 2 --rules discrepancy closed_form --axes noise mri --out ldm.json
-    python benchmarks/run_k_study.py --combine a.json b.json --out benchmarks/results/k_study_results.json --figure docs/figures/k_study.png
+    python -m benchmarks k_study --combine a.json b.json --out benchmarks/results/k_study_results.json --figure docs/figures/k_study.png
 """
 
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 import warnings
 from pathlib import Path
@@ -48,10 +46,6 @@ from typing import Any
 
 import numpy as np
 import torch
-
-sys.path.insert(0, str(Path(__file__).parent))
-from run_autotune import _psnr
-from run_reserved import load_subject
 
 from deepinv_tunable import pretrained
 from deepinv_tunable.atomic import save_figure, write_json_atomic
@@ -67,6 +61,9 @@ from deepinv_tunable.tuning import (
     save_spectrum,
     select_k,
 )
+
+from .run_autotune import _psnr
+from .run_reserved import load_subject
 
 ROOT = Path(__file__).resolve().parents[1]
 SIGMAS = (0.005, 0.01, 0.02, 0.05, 0.1)
@@ -160,7 +157,7 @@ def study(args) -> dict:
                 subject=SPECTRUM_SUBJECT,
                 slices=args.spectrum_slices,
                 stride=max(1, K // 2048),
-                recipe=f"python benchmarks/run_k_study.py --models {name} --axes --save-spectrum",
+                recipe=f"python -m benchmarks k_study --models {name} --axes --save-spectrum",
             )
         spread_sq = float(latents.flatten(1).var(0).mean())
         record["models"][label] = {
@@ -317,8 +314,7 @@ def plot(record: dict, path: Path) -> None:
     plt.close(fig)
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--models", nargs="+", default=["tunable_vae_mri128", "tunable_vae_f4_mri128"])
     parser.add_argument(
         "--axes", nargs="*", default=["noise", "mri"], choices=["noise", "mri", "ct"], help="none: spectrum only"
@@ -345,7 +341,9 @@ def main() -> int:
         action="store_true",
         help="ship each model's fitted spectrum in its pretrained folder (for select_k's 'closed_form' rule)",
     )
-    args = parser.parse_args()
+
+
+def run(args: argparse.Namespace) -> int:
     record = combine(args.combine) if args.combine else study(args)
     if args.combine:
         write_json_atomic(ROOT / args.out, record)
@@ -353,7 +351,3 @@ def main() -> int:
     if args.figure:
         plot(record, ROOT / args.figure)
     return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -1,4 +1,3 @@
-#!/usr/bin/env python
 r"""Tunable latent diffusion on held-out slices: the four data-consistency steps side by side.
 
 For each task, ``TunableLDMSolver`` (shipped ``tunable_vae_mri128`` + the UNet trained by
@@ -9,8 +8,8 @@ Writes ``results/benchmarks/ldm.json`` and prints a Markdown table. Not a test; 
 
 Usage::
 
-    python benchmarks/run_ldm.py                       # 4 held-out slices, 50 steps
-    python benchmarks/run_ldm.py --quick               # 2 slices, 5 steps
+    python -m benchmarks ldm                       # 4 held-out slices, 50 steps
+    python -m benchmarks ldm --quick               # 2 slices, 5 steps
 """
 
 from __future__ import annotations
@@ -18,14 +17,10 @@ from __future__ import annotations
 import argparse
 import sys
 from dataclasses import replace
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-
-sys.path.insert(0, str(Path(__file__).parent))
-from common import DATASETS, SliceRange, load_dataset
 
 from deepinv_tunable import pretrained
 from deepinv_tunable.atomic import write_json_atomic
@@ -34,6 +29,8 @@ from deepinv_tunable.metrics import image_metrics
 from deepinv_tunable.physics import build_physics, from_physics_domain, to_physics_domain
 from deepinv_tunable.solvers import TVPGD, MeasurementBaseline, TunableLDMSolver
 from deepinv_tunable.tuning import grid_search
+
+from .common import DATASETS, SliceRange, load_dataset
 
 TASKS = {
     "mri4x": {"kind": "mri", "acceleration": 4, "noise_sigma": 0.01},
@@ -47,8 +44,7 @@ def metrics(x_phys: torch.Tensor, x: torch.Tensor, physics) -> dict[str, float]:
     return {name: float(np.mean(v)) for name, v in m.items()}
 
 
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--tasks", nargs="+", default=list(TASKS), choices=list(TASKS))
     parser.add_argument("--steps", type=int, default=50)
     parser.add_argument("--slices", type=int, default=4)
@@ -59,7 +55,9 @@ def main(argv=None) -> int:
     )
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--out", default="results/benchmarks/ldm.json")
-    args = parser.parse_args(argv)
+
+
+def run(args: argparse.Namespace) -> int:
     vae, unet = pretrained.load(args.vae), pretrained.load(args.unet)
     steps = 5 if args.quick else args.steps
     base = DATASETS["mni152"]
@@ -116,7 +114,3 @@ def main(argv=None) -> int:
             f"{r.get('nfe', '')} | {r.get('seconds_per_slice', float('nan')):.1f} |"
         )
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,4 +1,3 @@
-#!/usr/bin/env python
 r"""PnP-HVAE on held-out slices against grid-tuned TV, with its convergence, speed and
 contraction diagnostics, and deepinv's DPS timed in the same run.
 
@@ -16,8 +15,8 @@ Not a test; not run in CI.
 
 Usage::
 
-    python benchmarks/run_pnp_hvae.py            # full run (about 15 minutes on 2 cores)
-    python benchmarks/run_pnp_hvae.py --quick    # 2 slices, small grids
+    python -m benchmarks pnp_hvae            # full run (about 15 minutes on 2 cores)
+    python -m benchmarks pnp_hvae --quick    # 2 slices, small grids
 """
 
 from __future__ import annotations
@@ -34,10 +33,6 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-sys.path.insert(0, str(Path(__file__).parent))
-from common import PRIOR_EVAL_DATASETS, load_dataset, task_cases
-from common import TASKS as BASELINE_TASKS
-
 from deepinv_tunable import pretrained
 from deepinv_tunable.atomic import save_figure, write_json_atomic
 from deepinv_tunable.diagnostics import lipschitz_ratios
@@ -45,6 +40,9 @@ from deepinv_tunable.metrics import image_metrics
 from deepinv_tunable.physics import build_physics, from_physics_domain, to_physics_domain
 from deepinv_tunable.solvers import MeasurementBaseline, PnPHVAE
 from deepinv_tunable.tuning import grid_search
+
+from .common import PRIOR_EVAL_DATASETS, load_dataset, task_cases
+from .common import TASKS as BASELINE_TASKS
 
 EVAL_DATASETS = PRIOR_EVAL_DATASETS
 TASKS = {name: BASELINE_TASKS[name] for name in ("mri4x", "mri8x", "deblur", "inpaint50")}
@@ -208,8 +206,7 @@ def plot(record: dict[str, Any], path: Path) -> None:
     save_figure(fig, path)
 
 
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", default="hvae_mri64")
     parser.add_argument("--data", nargs="+", default=list(EVAL_DATASETS), choices=list(EVAL_DATASETS))
     parser.add_argument("--tasks", nargs="+", default=list(TASKS), choices=list(TASKS))
@@ -229,7 +226,9 @@ def main(argv=None) -> int:
     )
     parser.add_argument("--out", default="results/benchmarks/pnp_hvae.json")
     parser.add_argument("--figure", default="docs/figures/hvae_diagnostics.png")
-    args = parser.parse_args(argv)
+
+
+def run(args: argparse.Namespace) -> int:
     if args.quick:
         args.tau_grid = [0.6, 0.8, 0.95]
         args.tv_grid = [0.002, 0.01, 0.05]
@@ -261,7 +260,3 @@ def main(argv=None) -> int:
     if args.figure and "speed" in record:
         plot(record, Path(args.figure))
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

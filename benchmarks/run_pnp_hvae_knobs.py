@@ -19,7 +19,7 @@ parameter rule):
 
 Usage::
 
-    python benchmarks/run_pnp_hvae_knobs.py --out benchmarks/results/pnp_hvae_knobs.json   # about 20 min, 1 thread
+    python -m benchmarks pnp_hvae_knobs --out benchmarks/results/pnp_hvae_knobs.json   # about 20 min, 1 thread
 
 Not a test and not run in CI.
 """
@@ -30,14 +30,10 @@ import argparse
 import sys
 import time
 import warnings
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-
-sys.path.insert(0, str(Path(__file__).parent))
-import run_reserved
 
 from deepinv_tunable import pretrained
 from deepinv_tunable.atomic import write_json_atomic
@@ -46,6 +42,8 @@ from deepinv_tunable.physics import build_physics, from_physics_domain, noise_si
 from deepinv_tunable.priors import DnCNNDenoiser
 from deepinv_tunable.priors.pixel_denoiser import CORPUS_DNCNN
 from deepinv_tunable.solvers import DPIR, MeasurementBaseline, PnPHVAE
+
+from . import run_reserved
 
 CURVE_AT = (10, 20, 30, 50, 75, 100, 150, 200)
 
@@ -87,15 +85,16 @@ class FlipEnsemblePnPHVAE(PnPHVAE):
         return sum(super(FlipEnsemblePnPHVAE, self).denoise(x.flip(d), physics, tau).flip(d) for d in flips) / 4
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--subject", default="pyradiomics_brain1")
     parser.add_argument("--task", default="mri4x", choices=list(run_reserved.TASKS))
     parser.add_argument("--n-eval", type=int, default=4)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--corpus", default=str(run_reserved.ROOT / "corpus"))
     parser.add_argument("--out", default=str(run_reserved.ROOT / "results" / "benchmarks" / "pnp_hvae_knobs.json"))
-    args = parser.parse_args()
+
+
+def run(args: argparse.Namespace) -> int:
     if args.subject in run_reserved.SUBJECTS:
         raise SystemExit(f"{args.subject} is a reserved subject: this study is for training subjects only")
     torch.set_num_threads(args.threads)
@@ -162,7 +161,3 @@ def main() -> int:
     record["complete"] = True
     write_json_atomic(args.out, record)
     return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -1,4 +1,3 @@
-#!/usr/bin/env python
 r"""The benchmark that decides: every method on the corpus' **reserved** subjects, which no
 shipped model was trained or tuned on, with each method's parameter chosen on reference slices
 of the same subject (disjoint from the evaluation slices), in one run, on the same measurements.
@@ -49,9 +48,9 @@ CPU thread by default). Writes ``results/benchmarks/reserved.json`` (after every
 
 Usage::
 
-    python benchmarks/run_reserved.py                  # full run
-    python benchmarks/run_reserved.py --quick          # 2 + 2 slices, small grids
-    python benchmarks/run_reserved.py --subjects itk_t1 --tasks mri4x --methods "dpir dncnn"
+    python -m benchmarks reserved                  # full run
+    python -m benchmarks reserved --quick          # 2 + 2 slices, small grids
+    python -m benchmarks reserved --subjects itk_t1 --tasks mri4x --methods "dpir dncnn"
 """
 
 from __future__ import annotations
@@ -68,10 +67,6 @@ import deepinv as dinv
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).parent))
-import common
-import run as _table  # noqa: F401  (registers the learned-prior methods of the earlier table: latent_map_tv, ...)
-
 from deepinv_tunable import pretrained
 from deepinv_tunable.atomic import write_json_atomic, write_text_atomic
 from deepinv_tunable.data.corpus import load_corpus
@@ -86,6 +81,9 @@ from deepinv_tunable.priors.pixel_denoiser import CORPUS_DNCNN
 from deepinv_tunable.solvers import DPIR, FlashDiffusion, LatentMAP, MeasurementBaseline, PixelDPS, PixelFlash, PnPHVAE
 from deepinv_tunable.solvers.pnp_hvae import resolve_schedule
 from deepinv_tunable.tuning import AutoK, grid_search
+
+from . import common
+from . import run as _table  # noqa: F401  (registers the learned-prior methods of the earlier table: latent_map_tv, ...)
 
 ROOT = Path(__file__).resolve().parents[1]
 SIZE = 128
@@ -460,7 +458,7 @@ def _summary(values) -> dict[str, float]:
     return {"mean": float(np.mean(values)), "std": float(np.std(values))}
 
 
-def run(args: argparse.Namespace) -> dict[str, Any]:
+def collect(args: argparse.Namespace) -> dict[str, Any]:
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
     device = torch.device(args.device)
@@ -602,8 +600,7 @@ def combine(paths: list[str]) -> dict[str, Any]:
     return record
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--subjects", nargs="+", choices=list(SUBJECTS), default=list(SUBJECTS))
     parser.add_argument("--tasks", nargs="+", choices=list(TASKS), default=list(TASKS))
     parser.add_argument(
@@ -634,17 +631,15 @@ def main() -> int:
         metavar="JSON",
         help="do not run: merge the rows of these result files into --out and print the table",
     )
-    args = parser.parse_args()
+
+
+def run(args: argparse.Namespace) -> int:
     if args.combine:
         record = combine(args.combine)
         write_json_atomic(args.out, record)
     else:
-        record = run(args)
+        record = collect(args)
     print(markdown(record))
     if args.rst:
         write_text_atomic(args.rst, rst(record))
     return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

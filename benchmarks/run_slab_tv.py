@@ -1,4 +1,3 @@
-#!/usr/bin/env python
 r"""Does 2.5D consistency help? TV per slice against TV through a slab of consecutive slices.
 
 4x MRI (1% noise) on consecutive axial slices, reconstructed in slabs of 16. Slice-by-slice
@@ -12,26 +11,25 @@ Writes ``results/benchmarks/slab_tv.json`` and prints a Markdown table. Not a te
 
 Usage::
 
-    python benchmarks/run_slab_tv.py       # about 6 minutes on 2 cores
+    python -m benchmarks slab_tv       # about 6 minutes on 2 cores
 """
 
 from __future__ import annotations
 
-import sys
+import argparse
 from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).parent))
-from common import DATASETS, PRIOR_EVAL_DATASETS, TASKS, DatasetSpec, SliceRange, load_dataset
-
 from deepinv_tunable.atomic import write_json_atomic
 from deepinv_tunable.metrics import image_metrics
 from deepinv_tunable.physics import build_physics, from_physics_domain, to_physics_domain
 from deepinv_tunable.solvers import TVPGD
 from deepinv_tunable.tuning import grid_search
+
+from .common import DATASETS, PRIOR_EVAL_DATASETS, TASKS, DatasetSpec, SliceRange, load_dataset
 
 OUT = Path(__file__).resolve().parents[1] / "results" / "benchmarks" / "slab_tv.json"
 GRID = (0.005, 0.01, 0.02, 0.05)
@@ -48,7 +46,11 @@ SLABS: dict[str, DatasetSpec] = {
 }
 
 
-def main() -> None:
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """No options."""
+
+
+def run(args: argparse.Namespace) -> int:
     torch.set_num_threads(2)
     physics = build_physics(TASKS["mri4x"], (128, 128))
     record = {"task": TASKS["mri4x"], "grid": list(GRID), "rows": {}}
@@ -81,7 +83,4 @@ def main() -> None:
             f"(lambda {b['lambda_tv']:g}) | {b['psnr'] - a['psnr']:+.2f} |",
             flush=True,
         )
-
-
-if __name__ == "__main__":
-    main()
+    return 0

@@ -1,4 +1,3 @@
-#!/usr/bin/env python
 r"""PnP-HVAE's automatic temperature against the ground-truth curve PSNR(tau), for several
 splitting settings (line hold-out fraction x number of disjoint hold-outs), on data that is
 **not** reserved: the bundled MNI template or a training-split subject of the corpus. The
@@ -8,12 +7,12 @@ splitting defaults of :class:`~deepinv_tunable.solvers.PnPHVAE` (``TUNE_SPLITS``
 
 Usage::
 
-    python benchmarks/run_tau_holdout.py                                   # MNI, 4 axial slices
-    python benchmarks/run_tau_holdout.py --subject pyradiomics_brain1      # a training subject
-    python benchmarks/run_tau_holdout.py --settings 0.3:1 0.15:3 0.1:4
-    python benchmarks/run_tau_holdout.py --subject pyradiomics_brain1 --tasks mri8x --score-iters 20 60
+    python -m benchmarks tau_holdout                                   # MNI, 4 axial slices
+    python -m benchmarks tau_holdout --subject pyradiomics_brain1      # a training subject
+    python -m benchmarks tau_holdout --settings 0.3:1 0.15:3 0.1:4
+    python -m benchmarks tau_holdout --subject pyradiomics_brain1 --tasks mri8x --score-iters 20 60
         # the split score and the ground-truth PSNR of candidates of 20 and 60 iterations
-    python benchmarks/run_tau_holdout.py --subject pyradiomics_brain1 --settings 0.15:3 --pilots none 0.8:30
+    python -m benchmarks tau_holdout --subject pyradiomics_brain1 --settings 0.15:3 --pilots none 0.8:30
         # candidates from the zero-filled image against candidates from a shared pilot (TUNE_PILOT)
 
 Measured: see docs/autotune.rst, "Known limits". Not a test and not run in CI.
@@ -22,16 +21,10 @@ Measured: see docs/autotune.rst, "Known limits". Not a test and not run in CI.
 from __future__ import annotations
 
 import argparse
-import sys
 import warnings
 from pathlib import Path
 
 import torch
-
-from deepinv_tunable.tuning import rules as autotune_rules
-
-sys.path.insert(0, str(Path(__file__).parent))
-from run_reserved import SUBJECTS, TASKS, load_subject
 
 from deepinv_tunable import pretrained
 from deepinv_tunable.data import sample_slices
@@ -39,6 +32,9 @@ from deepinv_tunable.metrics import image_metrics
 from deepinv_tunable.physics import build_physics, magnitude, to_physics_domain
 from deepinv_tunable.solvers import PnPHVAE
 from deepinv_tunable.solvers.pnp_hvae import TUNE_PILOT
+from deepinv_tunable.tuning import rules as autotune_rules
+
+from .run_reserved import SUBJECTS, TASKS, load_subject
 
 ROOT = Path(__file__).resolve().parents[1]
 TAUS = (0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
@@ -86,8 +82,7 @@ def images(args) -> torch.Tensor:
     return load_subject(args.subject, 0, args.n_slices, args.corpus).evaluation
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--subject", default="mni152", help="mni152 or a training-split corpus subject")
     parser.add_argument("--slices", type=int, nargs="+", default=[80, 95, 110, 125], help="MNI axial slices")
     parser.add_argument("--n-slices", type=int, default=4, help="slices of a corpus subject")
@@ -104,7 +99,9 @@ def main() -> None:
     )
     parser.add_argument("--corpus", default=str(ROOT / "corpus"))
     parser.add_argument("--threads", type=int, default=1)
-    args = parser.parse_args()
+
+
+def run(args: argparse.Namespace) -> int:
     torch.set_num_threads(args.threads)
     warnings.simplefilter("ignore")
     x = images(args)
@@ -134,7 +131,4 @@ def main() -> None:
                 )
             for iters in args.score_iters:
                 print(score_grid(hvae, y, physics, x, iters, fraction, splits), flush=True)
-
-
-if __name__ == "__main__":
-    main()
+    return 0

@@ -1,15 +1,15 @@
-#!/usr/bin/env python
 """The new-user trials of issue 49, re-run: each trial (bad input, out-of-domain input, API
 misuse, fault) is a test of the suite that plays it and asserts the handled outcome; this script
 runs them and prints one row per trial with its category, the outcome the test asserts, and
 whether it held. A trial that fails here is a silent wrong answer, a raw traceback or data loss
 again.
 
-    python benchmarks/run_trials.py
+    python -m benchmarks trials
 """
 
 from __future__ import annotations
 
+import argparse
 import subprocess
 import sys
 import tempfile
@@ -167,7 +167,11 @@ TRIALS = [
 ]
 
 
-def main() -> int:
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """No options."""
+
+
+def run(args: argparse.Namespace) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         report = Path(tmp) / "trials.xml"
         nodes = sorted({node for *_, node in TRIALS})
@@ -191,7 +195,3 @@ def main() -> int:
         print(f"{category:<14} {trial:<{width}}  {expected:<48} {result}")
     print(f"{len(TRIALS) - failed} of {len(TRIALS)} trials handled")
     return 1 if failed else 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,4 +1,3 @@
-#!/usr/bin/env python
 r"""Tunable latent prior on held-out slices: PSNR versus k, choosing k without ground truth,
 and grid-tuned TV in the same run.
 
@@ -16,12 +15,12 @@ Writes ``results/benchmarks/tunable.json`` (atomically, after every row) and a P
 
 Usage::
 
-    python benchmarks/run_tunable.py                       # all tasks, both datasets
-    python benchmarks/run_tunable.py --quick               # 2 slices, 3 ks, few steps
-    python benchmarks/run_tunable.py --model tunable_vae_f4_mri128 --n-steps 100 --ks 256 1024 2048 3072 4096 \
+    python -m benchmarks tunable                       # all tasks, both datasets
+    python -m benchmarks tunable --quick               # 2 slices, 3 ks, few steps
+    python -m benchmarks tunable --model tunable_vae_f4_mri128 --n-steps 100 --ks 256 1024 2048 3072 4096 \
         --out results/benchmarks/tunable_f4.json --figure docs/figures/psnr_vs_k_f4.png
     # tuning on held-out slices only (the template's calibration slices 60-100 were trained on):
-    python benchmarks/run_tunable.py --model tunable_vae_f4_mri128 --n-steps 100 --ks 4096 --data mni152 \
+    python -m benchmarks tunable --model tunable_vae_f4_mri128 --n-steps 100 --ks 4096 --data mni152 \
         --tasks mri4x --calibration 102 132 6 --out results/benchmarks/tunable_f4_heldout_cal.json --figure ""
 """
 
@@ -37,9 +36,6 @@ from typing import Any
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).parent))
-from common import PRIOR_EVAL_DATASETS, SliceRange, task_cases
-
 from deepinv_tunable import pretrained
 from deepinv_tunable.atomic import save_figure, write_json_atomic
 from deepinv_tunable.metrics import image_metrics
@@ -47,6 +43,8 @@ from deepinv_tunable.physics import from_physics_domain
 from deepinv_tunable.solvers import LatentMAP, LatentMAPTV, MeasurementBaseline
 from deepinv_tunable.solvers.latent_tv import DEFAULT_TUNING_GRID
 from deepinv_tunable.tuning import select_k
+
+from .common import PRIOR_EVAL_DATASETS, SliceRange, task_cases
 
 EVAL_DATASETS = PRIOR_EVAL_DATASETS
 TASKS = {
@@ -83,8 +81,7 @@ def truncation_overhead(vae, rounds: int = 15) -> dict[str, float]:
     return out
 
 
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", default="tunable_vae_mri128")
     parser.add_argument("--data", nargs="+", default=list(EVAL_DATASETS), choices=list(EVAL_DATASETS))
     parser.add_argument("--tasks", nargs="+", default=list(TASKS), choices=list(TASKS))
@@ -105,7 +102,9 @@ def main(argv=None) -> int:
     )
     parser.add_argument("--out", default="results/benchmarks/tunable.json")
     parser.add_argument("--figure", default="docs/figures/psnr_vs_k.png")
-    args = parser.parse_args(argv)
+
+
+def run(args: argparse.Namespace) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     torch.manual_seed(0)
@@ -244,7 +243,3 @@ def plot(record: dict[str, Any], path: Path) -> None:
     ax.legend(fontsize=7)
     fig.tight_layout()
     save_figure(fig, path)
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,4 +1,3 @@
-#!/usr/bin/env python
 r"""What an automatic parameter costs, per 128 x 128 slice, against one solve with a fixed value.
 
 For each solver and task: one slice of a *training* subject (the figure is about time, not
@@ -15,28 +14,26 @@ the same cores distorts both timings. Writes ``results/benchmarks/tune_cost.json
 
 Usage::
 
-    python benchmarks/run_tune_cost.py --rst docs/tune_cost_table.rst    # about 15 minutes, 1 thread
-    python benchmarks/run_tune_cost.py --solvers tv --repeats 3
+    python -m benchmarks tune_cost --rst docs/tune_cost_table.rst    # about 15 minutes, 1 thread
+    python -m benchmarks tune_cost --solvers tv --repeats 3
 """
 
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 import warnings
 from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).parent))
-import common
-from run_autotune import _solvers
-from run_reserved import TASKS, load_subject
-
 from deepinv_tunable import pretrained
 from deepinv_tunable.atomic import write_json_atomic, write_text_atomic
 from deepinv_tunable.physics import build_physics, to_physics_domain
+
+from . import common
+from .run_autotune import _solvers
+from .run_reserved import TASKS, load_subject
 
 ROOT = Path(__file__).resolve().parents[1]
 #: a training subject per modality (``run_reserved.load_subject`` reads the training split for these)
@@ -55,7 +52,7 @@ def _fastest(run, repeats: int) -> tuple[float, object]:
     return best, out
 
 
-def run(args) -> dict:
+def collect(args) -> dict:
     torch.set_num_threads(args.threads)
     torch.set_grad_enabled(False)
     warnings.simplefilter("ignore", RuntimeWarning)
@@ -108,8 +105,7 @@ def rst(rows) -> str:
     return common.rst_table(header, body)
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--tasks", nargs="+", default=list(SUBJECT_OF), choices=list(SUBJECT_OF))
     parser.add_argument("--solvers", nargs="+", default=["tv", "pnp_hvae"], choices=list(SOLVERS))
     parser.add_argument("--repeats", type=int, default=2)
@@ -117,12 +113,10 @@ def main() -> int:
     parser.add_argument("--corpus", default=str(ROOT / "corpus"))
     parser.add_argument("--out", default="results/benchmarks/tune_cost.json")
     parser.add_argument("--rst", default=None, help="also write the table here (e.g. docs/tune_cost_table.rst)")
-    args = parser.parse_args()
-    rows = run(args)["rows"]
+
+
+def run(args: argparse.Namespace) -> int:
+    rows = collect(args)["rows"]
     if args.rst:  # the docs' table, once every row is in
         write_text_atomic(ROOT / args.rst, rst(rows))
     return 0 if rows else 1
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

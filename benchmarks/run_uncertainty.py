@@ -1,4 +1,3 @@
-#!/usr/bin/env python
 r"""Posterior sampling, calibrated uncertainty and hallucination audits on held-out slices.
 
 Prior: the shipped hierarchical VAE (``hvae_mri64``). Per dataset, on 4x MRI (noise 0.01):
@@ -25,9 +24,9 @@ Writes ``results/benchmarks/uncertainty.json`` (atomically, after every step), t
 
 Usage::
 
-    python benchmarks/run_uncertainty.py            # about 15 minutes on 2 cores
-    python benchmarks/run_uncertainty.py --quick    # 2 + 2 slices
-    python benchmarks/run_uncertainty.py --memory-only
+    python -m benchmarks uncertainty            # about 15 minutes on 2 cores
+    python -m benchmarks uncertainty --quick    # 2 + 2 slices
+    python -m benchmarks uncertainty --memory-only
 """
 
 from __future__ import annotations
@@ -44,10 +43,6 @@ from typing import Any
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).parent))
-from common import DATASETS as BASELINE_DATASETS
-from common import PRIOR_EVAL_DATASETS, TASKS, DatasetSpec, SliceRange, load_dataset
-
 from deepinv_tunable import pretrained
 from deepinv_tunable.atomic import atomic_write, write_json_atomic
 from deepinv_tunable.audit import hallucination_audit, null_space_component, operator_norm_sq
@@ -56,6 +51,9 @@ from deepinv_tunable.physics import build_physics, magnitude, to_physics_domain
 from deepinv_tunable.solvers import PnPHVAE, PnPHVAESampler
 from deepinv_tunable.tuning import grid_search
 from deepinv_tunable.uncertainty import ConformalCalibrator, PosteriorSampler, PosteriorSummary, coverage
+
+from .common import DATASETS as BASELINE_DATASETS
+from .common import PRIOR_EVAL_DATASETS, TASKS, DatasetSpec, SliceRange, load_dataset
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "results" / "benchmarks" / "uncertainty.json"
@@ -206,9 +204,8 @@ def memory_probe(n_samples: int, batch: int) -> float:
     """Peak increase of resident memory (MB) while a fresh process draws ``n_samples`` for one
     slice with batch ``batch`` (polled every 5 ms; the imports' own peak is excluded)."""
     code = f"""
-import sys, torch
-sys.path.insert(0, {str(Path(__file__).parent)!r})
-from common import PeakRSS
+import torch
+from {__package__}.common import PeakRSS
 from deepinv_tunable import pretrained
 from deepinv_tunable.physics import build_physics, to_physics_domain
 from deepinv_tunable.solvers import PnPHVAESampler
@@ -222,7 +219,7 @@ with PeakRSS() as rss:
     sampler.sample(y, physics)
 print(rss.increase_mib)
 """
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
     return float(out.stdout.strip().splitlines()[-1])
 
 
@@ -253,8 +250,7 @@ def redraw_figure(record: dict[str, Any], args) -> None:
     )
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--memory-only", action="store_true")
     parser.add_argument(
@@ -266,7 +262,9 @@ def main() -> None:
     parser.add_argument("--n-samples", type=int, default=16)
     parser.add_argument("--n-iter", type=int, default=5, help="Gibbs steps per sample after the MAP warm start")
     parser.add_argument("--sampler-tau", type=float, default=0.9)
-    args = parser.parse_args()
+
+
+def run(args: argparse.Namespace) -> int:
     torch.set_num_threads(2)
     record: dict[str, Any] = json.loads(OUT.read_text()) if OUT.exists() else {}
     record.update(
@@ -281,7 +279,7 @@ def main() -> None:
     )
     if args.figure_only:
         redraw_figure(record, args)
-        return
+        return 0
     if not args.memory_only:
         hvae = pretrained.load("hvae_mri64")
         physics = build_physics(TASKS["mri4x"], (128, 128))
@@ -367,7 +365,4 @@ def main() -> None:
     record["complete"] = True
     write_json_atomic(OUT, record)
     print(json.dumps({k: v for k, v in record.items() if k in ("speed", "sampling_memory_increase_mb")}, indent=1))
-
-
-if __name__ == "__main__":
-    main()
+    return 0

@@ -1,4 +1,3 @@
-#!/usr/bin/env python
 r"""Whole-volume reconstruction through the command line, as a user runs it.
 
 The bundled MNI template is resampled to 1 mm and cropped/padded to 256x256 axial slices, which
@@ -15,8 +14,8 @@ not run in CI.
 
 Usage::
 
-    python benchmarks/run_volume.py              # about 6 minutes on 2 cores
-    python benchmarks/run_volume.py --n-iter 100 # the demo's TV setting (slower)
+    python -m benchmarks volume              # about 6 minutes on 2 cores
+    python -m benchmarks volume --n-iter 100 # the demo's TV setting (slower)
 """
 
 from __future__ import annotations
@@ -112,10 +111,11 @@ def kill_and_resume(path: Path, out: Path, fraction: float = 1 / 3) -> dict:
     return {"killed_after_slices": killed_at, "resume_seconds": resumed["seconds"]}
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--n-iter", type=int, default=10)
-    args = parser.parse_args()
+
+
+def run(args: argparse.Namespace) -> int:
     tmp = Path(tempfile.mkdtemp(prefix="volume_bench_"))
     rows = {}
     paths = {}
@@ -148,7 +148,4 @@ def main() -> None:
     for name in ("batched_16", "per_slice"):
         print(f"| {name} | {rows[name]['seconds']:.1f} | {rows[name]['peak_rss_mb']:.0f} |")
     print(json.dumps(record, indent=1))
-
-
-if __name__ == "__main__":
-    main()
+    return 0

@@ -9,7 +9,7 @@ dtype on the same threads, and a large 3x3 convolution (what oneDNN, which runs 
 convolutions, reaches here: MKL's fp32 GEMM takes a slower path on AMD CPUs), and the nominal peak
 (clock x FLOP per cycle, given on the command line; a shared virtual machine rarely sustains it).
 
-    python benchmarks/training_throughput.py --threads 1 --steps 10
+    python -m benchmarks training_throughput --threads 1 --steps 10
 """
 
 from __future__ import annotations
@@ -117,8 +117,7 @@ def row(name: str, precision: str, channels_last: bool, compiled: bool, batch: i
     }
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--models", nargs="+", default=["drunet-s", "drunet-m", "drunet-l", "hvae", "tunable_vae"])
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--batch", type=int, default=8)
@@ -134,7 +133,9 @@ def main() -> None:
     parser.add_argument(
         "--ghz", type=float, default=None, help="core clock for a nominal peak (unknown on a virtual machine: omit)"
     )
-    args = parser.parse_args()
+
+
+def run(args: argparse.Namespace) -> int:
     torch.set_num_threads(args.threads)
     fp32_peak = args.peak_flop_per_cycle * args.ghz * args.threads if args.ghz else float("nan")
     nominal = {"fp32": fp32_peak, "bf16": 2 * fp32_peak}
@@ -163,7 +164,4 @@ def main() -> None:
                     f"{100 * r['gflops'] / nominal[precision]:>5.0f}%",
                     flush=True,
                 )
-
-
-if __name__ == "__main__":
-    main()
+    return 0

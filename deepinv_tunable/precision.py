@@ -8,7 +8,7 @@ is autocast, never the physics: a bf16 forward operator would put its rounding e
 :math:`4\cdot 10^{-3}` relative) into the data term, far above a 1 % noise level.
 
 Measured on one Zen 5 thread (AVX-512 BF16) beside other jobs (read the ratios), 4 slices of the
-reserved subject ``itk_t1`` (``python benchmarks/inference_precision.py --slices 4``): denoising
+reserved subject ``itk_t1`` (``python -m benchmarks inference_precision --slices 4``): denoising
 at :math:`\sigma = 0.05` (the network alone), then each learned solver at its defaults on MRI 4x
 (noise 0.01), the same measurements at both precisions:
 

@@ -273,3 +273,19 @@ def test_tutorials_run(tutorial, tmp_path):
         env=CHECKOUT_ENV,
     )
     assert done.returncode == 0, f"{tutorial.name}:\n{done.stderr[-3000:]}"
+
+
+@pytest.mark.parametrize(
+    "package", ["deepinv_tunable", "deepinv_tunable.nets", "deepinv_tunable.solvers", "deepinv_tunable.tuning"]
+)
+def test_every_lazy_export_resolves_to_its_module(package):
+    """Each name a package exports lazily is defined in the module its table names (a wrong
+    entry, as ``nearest_k`` under ``k_rules`` was, fails only when the name is first used)."""
+    module = importlib.import_module(package)
+    bad = []
+    for name in module._EXPORTS:
+        try:
+            getattr(module, name)
+        except (ImportError, AttributeError) as err:
+            bad.append(f"{name}: {err}")
+    assert not bad, bad

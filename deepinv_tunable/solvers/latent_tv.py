@@ -246,7 +246,7 @@ class LatentMAPTV(TunableReconstructor):
 
         The discrepancy principle alone cannot rank the pairs (each meets it with its own
         :math:`\lambda`). On the training subject ``pyradiomics_lung1`` at 60 views
-        (``benchmarks/run_autotune.py --subjects pyradiomics_lung1 --tasks ct60 --solvers
+        (``python -m benchmarks autotune --subjects pyradiomics_lung1 --tasks ct60 --solvers
         latent_map_tv --n-eval 3``) the held-out scores of beta 0 / 0.5 / 1 were 0.383 / 0.411 /
         0.527, in the order of their PSNR at the oracle's lambda (29.03 / 28.32 / 26.36 dB); the
         chosen pair came within +0.01 dB of the oracle."""

@@ -66,7 +66,7 @@ _EXPORTS = {
     "SweepResult": "k_rules",
     "discrepancy_k": "k_rules",
     "measurement_splitting_k": "k_rules",
-    "nearest_k": "k_rules",
+    "nearest_k": "spectrum",
     "one_standard_error_k": "k_rules",
     "sweep_k": "k_rules",
     "AutoK": "latent_size",

@@ -267,7 +267,7 @@ def load_spectrum(folder) -> torch.Tensor:
     if not file.is_file():
         raise FileNotFoundError(
             f"no generator spectrum at '{file}': fit one with "
-            "`python benchmarks/run_k_study.py --models NAME --save-spectrum` (needs the corpus)"
+            "`python -m benchmarks k_study --models NAME --save-spectrum` (needs the corpus)"
         )
     return load_file(str(file))["spectrum"].to(torch.float64)
 
