@@ -128,7 +128,7 @@ class LatentMAPTV(TunableReconstructor):
 
     def auto_parameters(self, physics, kwargs) -> list[str]:
         """``beta="auto"`` alone is :class:`~deepinv_tunable.tuning.tuned.Tuned`'s (``lambda_tv="auto"``
-        is the deviation's own :class:`TVPGD`); the joint choice is :meth:`_solve`'s."""
+        is the deviation's own :class:`~deepinv_tunable.solvers.TVPGD`); the joint choice is ``_solve``'s."""
         beta = self.beta if kwargs.get("beta") is None else kwargs["beta"]
         if not auto_requested(beta) or self._joint(physics, kwargs.get("lambda_tv"), beta):
             return []

@@ -83,7 +83,7 @@ class TunableLDMSolver(LatentDiffusionSolver):
     ) -> TunableLDMSolver:
         """The solver on a latent UNet checkpoint (a shipped name or a ``save_pretrained`` folder,
         e.g. a training run's ``model/``) and the autoencoder its config records (``vae``).
-        Without a name: the shipped pair :data:`DEFAULT_LDM`. ``kwargs`` go to the constructor.
+        Without a name: the shipped pair :data:`~deepinv_tunable.solvers.tunable_ldm.DEFAULT_LDM`. ``kwargs`` go to the constructor.
 
         >>> solver = TunableLDMSolver.from_pretrained(max_iter=10)
         >>> solver.vae.latent_shape, solver.max_iter

@@ -6,7 +6,7 @@ generator weight of :class:`~deepinv_tunable.solvers.LatentMAPTV`) declares it i
 ``tunable`` tuple and describes, per call, how a candidate value is solved
 (:class:`TuningPlan`). :class:`Tuned` runs the search of :func:`~deepinv_tunable.tuning.select.select_parameter`
 on that plan, finishes the solve at the chosen value and records the choice; a solver's
-``"auto"`` is this wrapper, applied by :meth:`~deepinv_tunable.solvers.base.TunableReconstructor.reconstruct`.
+``"auto"`` is this wrapper, applied by the solver's own ``reconstruct``.
 Wrapping explicitly changes the rule or the interval without touching the solver::
 
     Tuned(TVPGD(), "lambda_tv", rule="sure", bounds=(1e-3, 0.1))
