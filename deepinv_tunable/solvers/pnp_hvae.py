@@ -298,27 +298,19 @@ class PnPHVAE(TunableReconstructor):
         return super().auto_parameters(physics, kwargs)
 
     def _context(self, y, physics, seed, generator) -> tuple[float, float, torch.Generator | None]:
-        """``(sigma, gamma, generator)`` of one fixed-point call."""
+        """``(sigma, gamma, generator)`` of one fixed-point call (whose physics must be linear)."""
+        require_linear(physics, f"{type(self).__name__} (its data step is the physics' prox_l2)")
         sigma = max(self.sigma if self.sigma is not None else noise_sigma(physics, default=MIN_SIGMA), MIN_SIGMA)
         gamma = self.gamma if self.gamma is not None else self.hvae.gamma
         return sigma, gamma, self.noise.generator(y.device, seed, generator)
 
-    def tuning_plan(
-        self,
-        name,
-        y,
-        physics,
-        x_init: torch.Tensor | None = None,
-        return_iterates: bool = False,
-        seed: int | None = None,
-        generator: torch.Generator | None = None,
-        **kwargs,
-    ):
-        """``tau="auto"`` under the fixed-point schedule (``tune_rule`` over ``tune_bounds``)."""
+    def tuning_plan(self, name, y, physics, **call):
+        """``tau="auto"`` under the fixed-point schedule (``tune_rule`` over ``tune_bounds``);
+        ``call`` holds :meth:`_solve`'s keywords."""
         from ..tuning.tuned import TuningPlan
 
-        require_linear(physics, f"{type(self).__name__} (its data step is the physics' prox_l2)")
-        sigma, gamma, generator = self._context(y, physics, seed, generator)
+        x_init, return_iterates = call.get("x_init"), call.get("return_iterates", False)
+        sigma, gamma, generator = self._context(y, physics, call.get("seed"), call.get("generator"))
         rule = default_rule(physics) if self.tune_rule == "auto" else self.tune_rule
         full_solves: dict[float, list[float]] = {}  # tau -> residuals of a candidate that is the final solve
         pilot = None
