@@ -306,7 +306,7 @@ class PnPHVAE(TunableReconstructor):
 
     def tuning_plan(self, name, y, physics, **call):
         """``tau="auto"`` under the fixed-point schedule (``tune_rule`` over ``tune_bounds``);
-        ``call`` holds :meth:`_solve`'s keywords."""
+        ``call`` holds ``_solve``'s keywords."""
         from ..tuning.tuned import TuningPlan
 
         x_init, return_iterates = call.get("x_init"), call.get("return_iterates", False)
