@@ -29,6 +29,7 @@ from deepinv_tunable.priors.pixel_denoiser import DEFAULT_PIXEL_DENOISER, DIFFUS
 from deepinv_tunable.solvers import DPIR, PixelFlash, PnPHVAE
 
 from . import common
+from .tasks import TASKS
 
 SOLVERS = ("denoise", "dpir", "pnp_hvae", "pixel_flash")
 #: the reserved ITK head on the learned priors' grid (axial, 1.8 mm, 128x128): its central third,
@@ -68,7 +69,7 @@ def rows(x: torch.Tensor, solvers: tuple[str, ...]):
                     net(noisy[:1], 0.05)  # warm-up
                     out, seconds = timed(lambda: net(noisy, 0.05))
                 yield (f"denoise {name}", precision, seconds / n, *mean_metrics(out, x))
-    physics = build_physics({**common.TASKS["mri4x"], "seed": 0}, (128, 128))
+    physics = build_physics({**TASKS["mri4x"], "seed": 0}, (128, 128))
     torch.manual_seed(0)
     y = physics(to_physics_domain(x, physics))
     builders = {}

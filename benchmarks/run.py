@@ -53,9 +53,11 @@ from deepinv_tunable.tuning import grid_search
 from deepinv_tunable.uncertainty import PosteriorSampler
 
 from . import common
+from .tasks import TABLE_TASKS
 
 ROOT = Path(__file__).resolve().parents[1]
-TASKS = ("mri4x", "mri8x", "deblur")
+#: the default --tasks (labels of common.TASKS, the bundled-volume tasks of benchmarks.tasks)
+TASKS = TABLE_TASKS
 TAU_GRID = (0.5, 0.6, 0.7, 0.8)
 
 

@@ -49,7 +49,9 @@ from deepinv_tunable.solvers import TVPGD, LatentMAP, LatentMAPTV, PnPHVAE
 from deepinv_tunable.solvers.latent_tv import DEFAULT_TUNING_GRID
 
 from . import common
-from .run_reserved import SUBJECTS, TASKS, TASKS_OF, load_subject
+from .reserved_data import SUBJECTS, load_subject
+from .tasks import RESERVED_TASKS as TASKS
+from .tasks import RESERVED_TASKS_OF as TASKS_OF
 
 ROOT = Path(__file__).resolve().parents[1]
 TV_GRID = (0.001, 0.002, 0.004, 0.007, 0.01, 0.015, 0.02, 0.03, 0.05, 0.08)

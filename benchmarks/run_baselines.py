@@ -33,11 +33,11 @@ from .common import (
     QUICK_COUNTS,
     QUICK_N_ITER,
     QUICK_TV_GRID,
-    TASKS,
     markdown_table,
     tuning_gap_table,
 )
 from .common import run as run_rows
+from .tasks import BUNDLED_TASKS as TASKS
 
 
 def _at_least(minimum: float, kind: type = int):

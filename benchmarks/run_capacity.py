@@ -13,7 +13,7 @@ from deepinv_tunable import pretrained
 from deepinv_tunable.metrics import image_metrics
 from deepinv_tunable.priors import DnCNNDenoiser
 
-from .run_reserved import load_subject
+from .reserved_data import load_subject
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -48,7 +48,10 @@ from deepinv_tunable.solvers.pixel_flash import NOISE_CORRECTION
 from deepinv_tunable.tuning import grid_search
 
 from . import common
-from .run_reserved import DIFFPIR_ITER, DIFFPIR_LAMBDA_GRID, SIZE, TASKS, TASKS_OF, load_subject, measure
+from .reserved_data import SIZE, load_subject, measure
+from .reserved_methods import DIFFPIR_ITER, DIFFPIR_LAMBDA_GRID
+from .tasks import RESERVED_TASKS as TASKS
+from .tasks import RESERVED_TASKS_OF as TASKS_OF
 
 ROOT = Path(__file__).resolve().parents[1]
 MR_SUBJECTS = ("itk_t1", "pyradiomics_brain2")

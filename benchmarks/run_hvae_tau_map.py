@@ -14,7 +14,7 @@ import torch
 from deepinv_tunable import pretrained
 from deepinv_tunable.metrics import image_metrics
 
-from .run_reserved import ROOT, load_subject
+from .reserved_data import ROOT, load_subject
 
 SUBJECTS = ("pyradiomics_brain1", "pyradiomics_lung1", "nibabel_anatomical", "dipy_aniso_vox")
 SIGMAS = (0.005, 0.01, 0.02, 0.04, 0.08, 0.12, 0.19)

@@ -62,8 +62,8 @@ from deepinv_tunable.tuning import (
     select_k,
 )
 
+from .reserved_data import load_subject
 from .run_autotune import _psnr
-from .run_reserved import load_subject
 
 ROOT = Path(__file__).resolve().parents[1]
 SIGMAS = (0.005, 0.01, 0.02, 0.05, 0.1)

@@ -31,11 +31,9 @@ from deepinv_tunable.solvers import TVPGD, MeasurementBaseline, TunableLDMSolver
 from deepinv_tunable.tuning import grid_search
 
 from .common import DATASETS, SliceRange, load_dataset
+from .tasks import LDM_TASKS
 
-TASKS = {
-    "mri4x": {"kind": "mri", "acceleration": 4, "noise_sigma": 0.01},
-    "mri8x": {"kind": "mri", "acceleration": 8, "noise_sigma": 0.01},
-}
+TASKS = LDM_TASKS
 TV_GRID = (0.002, 0.005, 0.01, 0.02, 0.05)
 
 

@@ -42,10 +42,10 @@ from deepinv_tunable.solvers import MeasurementBaseline, PnPHVAE
 from deepinv_tunable.tuning import grid_search
 
 from .common import PRIOR_EVAL_DATASETS, load_dataset, task_cases
-from .common import TASKS as BASELINE_TASKS
+from .tasks import PNP_HVAE_TASKS
 
 EVAL_DATASETS = PRIOR_EVAL_DATASETS
-TASKS = {name: BASELINE_TASKS[name] for name in ("mri4x", "mri8x", "deblur", "inpaint50")}
+TASKS = PNP_HVAE_TASKS  # "deblur" is the table's deblur1.5
 TV_GRID = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1)
 TAU_GRID = (0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 1.0)
 

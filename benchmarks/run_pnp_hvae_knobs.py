@@ -43,7 +43,8 @@ from deepinv_tunable.priors import DnCNNDenoiser
 from deepinv_tunable.priors.pixel_denoiser import CORPUS_DNCNN
 from deepinv_tunable.solvers import DPIR, MeasurementBaseline, PnPHVAE
 
-from . import run_reserved
+from . import reserved_data
+from .tasks import RESERVED_TASKS
 
 CURVE_AT = (10, 20, 30, 50, 75, 100, 150, 200)
 
@@ -87,21 +88,21 @@ class FlipEnsemblePnPHVAE(PnPHVAE):
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--subject", default="pyradiomics_brain1")
-    parser.add_argument("--task", default="mri4x", choices=list(run_reserved.TASKS))
+    parser.add_argument("--task", default="mri4x", choices=list(RESERVED_TASKS))
     parser.add_argument("--n-eval", type=int, default=4)
     parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--corpus", default=str(run_reserved.ROOT / "corpus"))
-    parser.add_argument("--out", default=str(run_reserved.ROOT / "results" / "benchmarks" / "pnp_hvae_knobs.json"))
+    parser.add_argument("--corpus", default=str(reserved_data.ROOT / "corpus"))
+    parser.add_argument("--out", default=str(reserved_data.ROOT / "results" / "benchmarks" / "pnp_hvae_knobs.json"))
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.subject in run_reserved.SUBJECTS:
+    if args.subject in reserved_data.SUBJECTS:
         raise SystemExit(f"{args.subject} is a reserved subject: this study is for training subjects only")
     torch.set_num_threads(args.threads)
     warnings.simplefilter("ignore", RuntimeWarning)
-    subject = run_reserved.load_subject(args.subject, 2, args.n_eval, args.corpus)
+    subject = reserved_data.load_subject(args.subject, 2, args.n_eval, args.corpus)
     x = subject.evaluation
-    physics = build_physics(run_reserved.TASKS[args.task], (run_reserved.SIZE, run_reserved.SIZE))
+    physics = build_physics(RESERVED_TASKS[args.task], (reserved_data.SIZE, reserved_data.SIZE))
     y = physics(to_physics_domain(x, physics), rng=torch.Generator().manual_seed(0))
     sigma = noise_sigma(physics)
 

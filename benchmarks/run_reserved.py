@@ -7,11 +7,12 @@ Subjects (``make corpus``, split ``eval``): ``itk_t1`` (real head T1, axial), ``
 are padded to a square and, when larger, resized (antialiased) to 128x128. Reference slices and
 evaluation slices interleave through the volume (3 and 6 by default) and never coincide.
 
-Tasks (noise std 0.01 on images in [0, 1]): ``mri4x`` / ``mri8x`` (single-coil Cartesian,
-Gaussian mask) and ``deblur`` (Gaussian, std 2 px) on the MR subjects; ``ct60`` (60 parallel-beam
-views) on the CT subject.
+Tasks (:data:`benchmarks.tasks.RESERVED_TASKS`; noise std 0.01 on images in [0, 1]): ``mri4x`` /
+``mri8x`` (single-coil Cartesian, Gaussian mask) and ``deblur`` (the table's ``deblur2.0``:
+Gaussian, std 2 px) on the MR subjects, with the plain denoising rows ``denoise0.02`` /
+``denoise0.05``; ``ct60`` (60 parallel-beam views) on the CT subject.
 
-Methods (registry of ``common.py``, extended here):
+Methods (registry of ``common.py``, extended in ``reserved_methods.py``):
 
 * ``baseline``: zero-filled MRI / least-squares CT / the observed blurred image;
 * ``tv_pgd tuned``: deepinv TV-PGD, lambda picked on the reference slices; ``tv_pgd oracle``: lambda
@@ -59,56 +60,42 @@ import argparse
 import sys
 import time
 import warnings
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import deepinv as dinv
 import numpy as np
 import torch
 
-from deepinv_tunable import pretrained
 from deepinv_tunable.atomic import write_json_atomic, write_text_atomic
-from deepinv_tunable.data.corpus import load_corpus
-from deepinv_tunable.data.slicing import select_slices
-from deepinv_tunable.physics import (
-    build_physics,
-    noise_sigma,
-    to_physics_domain,
-)
-from deepinv_tunable.priors import DnCNNDenoiser, load_pixel_denoiser
-from deepinv_tunable.priors.pixel_denoiser import CORPUS_DNCNN
-from deepinv_tunable.solvers import DPIR, FlashDiffusion, LatentMAP, MeasurementBaseline, PixelDPS, PixelFlash, PnPHVAE
-from deepinv_tunable.solvers.pnp_hvae import resolve_schedule
-from deepinv_tunable.tuning import AutoK, grid_search
+from deepinv_tunable.physics import build_physics
 
-from . import common
-from . import run as _table  # noqa: F401  (registers the learned-prior methods of the earlier table: latent_map_tv, ...)
+from . import common, reserved_methods
+from .reserved_data import ROOT, SIZE, SUBJECTS, Subject, fit_square, load_subject, measure
+from .reserved_methods import DIFFPIR_ITER, DIFFPIR_LAMBDA_GRID, SkipMethod
+from .tasks import RESERVED_TASKS as TASKS
+from .tasks import RESERVED_TASKS_OF as TASKS_OF
 
-ROOT = Path(__file__).resolve().parents[1]
-SIZE = 128
-SUBJECTS = {"itk_t1": "mr", "pyradiomics_brain2": "mr", "pyradiomics_lung2": "ct"}
-TASKS: dict[str, dict[str, Any]] = {
-    "mri4x": {"kind": "mri", "acceleration": 4, "noise_sigma": 0.01},
-    "mri8x": {"kind": "mri", "acceleration": 8, "noise_sigma": 0.01},
-    "ct60": {"kind": "ct", "n_views": 60, "noise_sigma": 0.01},
-    "deblur": {"kind": "blur", "blur_sigma": 2.0, "noise_sigma": 0.01},
-    # the pixel prior against the DnCNN family as a plain denoiser (the "denoise" rows)
-    "denoise0.02": {"kind": "denoising", "noise_sigma": 0.02},
-    "denoise0.05": {"kind": "denoising", "noise_sigma": 0.05},
-}
-TASKS_OF = {"mr": ("mri4x", "mri8x", "deblur", "denoise0.02", "denoise0.05"), "ct": ("ct60",)}
-TAU_GRID = (0.5, 0.6, 0.7, 0.8, 0.9)
-DPIR_SIGMA_GRID = (0.007, 0.01, 0.015, 0.02)
-DPIR_ITER = 24
-#: the pixel denoiser of the DPIR / DiffPIR / DPS / DDRM / pixel-Flash rows (--pixel-denoiser; load_pixel_denoiser)
-PIXEL_DENOISER = "dncnn-corpus"
-DIFFPIR_ITER = 50
-DIFFPIR_LAMBDA_GRID = (0.1, 0.3, 1.0)
-DPS_STEPS = 100
-#: the configured DPS row runs PixelDPS at its own default number of steps
-DPS_CONFIGURED_STEPS = 100
-DDRM_STEPS = 100
+__all__ = [
+    "DEFAULT_METHODS",
+    "DIFFPIR_ITER",
+    "DIFFPIR_LAMBDA_GRID",
+    "ROOT",
+    "SIZE",
+    "SUBJECTS",
+    "TASKS",
+    "TASKS_OF",
+    "Subject",
+    "add_arguments",
+    "collect",
+    "combine",
+    "fit_square",
+    "load_subject",
+    "markdown",
+    "measure",
+    "rst",
+    "run",
+]
+
 DEFAULT_METHODS = (
     "baseline",
     "tv_pgd tuned",
@@ -130,329 +117,6 @@ DEFAULT_METHODS = (
 )
 
 
-def fit_square(image: torch.Tensor, size: int = SIZE) -> torch.Tensor:
-    """Zero-pad ``(H, W)`` to a centred square; shrink (antialiased) to ``size`` if larger."""
-    h, w = image.shape
-    side = max(h, w, size)
-    out = torch.zeros(side, side)
-    top, left = (side - h) // 2, (side - w) // 2
-    out[top : top + h, left : left + w] = image
-    if side > size:
-        out = torch.nn.functional.interpolate(
-            out[None, None], size=(size, size), mode="bilinear", antialias=True, align_corners=False
-        )[0, 0]
-    return out.clamp(0, 1)
-
-
-@dataclass
-class Subject:
-    name: str
-    modality: str
-    calibration: torch.Tensor
-    evaluation: torch.Tensor
-    calibration_idx: list[int]
-    evaluation_idx: list[int]
-
-
-def load_subject(name: str, n_cal: int, n_eval: int, root: str) -> Subject:
-    """Interleaved reference and evaluation slices of a reserved subject (disjoint); a
-    training-split subject's the same way, for developing a rule before any reserved run."""
-    records = load_corpus(root, split="eval" if name in SUBJECTS else "train", subjects=(name,)).images
-    if not records:
-        raise ValueError(f"subject {name!r} is not in the corpus at {root!r}")
-    images = [c.image for c in records]
-    n = len(images)
-    ev = select_slices(n, 0, n, n_eval)
-    gap = max(1, n // n_eval // 2)
-    cal_pool = [i + gap for i in ev if i + gap < n and i + gap not in ev]
-    cal = [cal_pool[j] for j in np.linspace(0, len(cal_pool) - 1, min(n_cal, len(cal_pool))).round().astype(int)]
-    if set(cal) & set(ev):
-        raise ValueError(f"subject {name}: reference and evaluation slices overlap")
-    stack = torch.stack([fit_square(im) for im in images]).unsqueeze(1)
-    return Subject(name, records[0].modality, stack[cal], stack[ev], cal, ev)
-
-
-def measure(
-    subject: Subject, physics: dinv.physics.Physics, seed: int, device: torch.device | str = "cpu"
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """The reference and the evaluation measurements of ``subject`` (one generator seeded with
-    ``seed``, reference slices first): every benchmark that compares with this one sees the same."""
-    gen = torch.Generator(device=device).manual_seed(seed)
-    y_cal = physics(to_physics_domain(subject.calibration.to(device), physics), rng=gen)
-    return y_cal, physics(to_physics_domain(subject.evaluation.to(device), physics), rng=gen)
-
-
-# ------------------------------------------------------------------------------------- methods
-@common.register_method("baseline")
-def _baseline(ctx: common.BenchContext) -> dinv.models.Reconstructor:
-    return MeasurementBaseline()
-
-
-def _tuned(ctx: common.BenchContext, build, grid, param: str):
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)
-        result = grid_search(lambda v: ctx.estimate(build(v), ctx.y_cal).real.clamp(0, 1), ctx.x_cal, grid, param=param)
-    ctx.notes.update(
-        {
-            param: result.best,
-            f"{param}_at_grid_edge": result.best in (min(grid), max(grid)),
-            "tuning_table": {str(k): v for k, v in result.table.items()},
-        }
-    )
-    return build(result.best)
-
-
-@common.register_method("dpir dncnn")
-def _dpir(ctx: common.BenchContext) -> dinv.models.Reconstructor:
-    denoiser = DnCNNDenoiser.from_pretrained(device=ctx.device)
-    return _tuned(ctx, lambda s: DPIR(sigma=s, denoiser=denoiser, max_iter=DPIR_ITER), DPIR_SIGMA_GRID, "sigma")
-
-
-@common.register_method("dpir dncnn corpus")
-def _dpir_corpus(ctx: common.BenchContext) -> dinv.models.Reconstructor:
-    denoiser = DnCNNDenoiser.from_pretrained(CORPUS_DNCNN, device=ctx.device)
-    return _tuned(ctx, lambda s: DPIR(sigma=s, denoiser=denoiser, max_iter=DPIR_ITER), DPIR_SIGMA_GRID, "sigma")
-
-
-def _pnp(ctx: common.BenchContext, name: str, schedule: str = "fixed") -> dinv.models.Reconstructor:
-    """PnP-HVAE on the shipped ``name``: the fixed point with tau tuned on the reference slices,
-    or the annealed schedule with its final level tuned there (as for DPIR)."""
-    hvae = pretrained.load(name, device=ctx.device)
-    ctx.notes["schedule"] = schedule
-    if schedule == "anneal":
-        return _tuned(ctx, lambda s: PnPHVAE(hvae, schedule="anneal", anneal_sigma=s), DPIR_SIGMA_GRID, "sigma")
-    return _tuned(ctx, lambda t: PnPHVAE(hvae, tau=t), TAU_GRID, "tau")
-
-
-@common.register_method("pnp_hvae")
-def _pnp_hvae(ctx: common.BenchContext) -> dinv.models.Reconstructor:
-    """The shipped ``hvae_mri64`` in the schedule :class:`~deepinv_tunable.solvers.PnPHVAE` runs
-    by default for this physics (:func:`~deepinv_tunable.solvers.pnp_hvae.resolve_schedule`:
-    annealed for CT and deblurring, the fixed point for MRI), its parameter tuned on the
-    reference slices."""
-    return _pnp(ctx, "hvae_mri64", resolve_schedule("auto", "auto", ctx.physics))
-
-
-@common.register_method("pnp_hvae fixed")
-def _pnp_hvae_fixed(ctx: common.BenchContext) -> dinv.models.Reconstructor:
-    """PnP-HVAE's fixed-point iteration on every task (the ``pnp_hvae`` row before the annealed
-    schedule): on 60-view CT it keeps the streaks of its first iterate."""
-    return _pnp(ctx, "hvae_mri64", "fixed")
-
-
-@common.register_method("pnp_hvae annealed")
-def _pnp_hvae_annealed(ctx: common.BenchContext) -> dinv.models.Reconstructor:
-    """The annealed schedule on every task (MRI included, where it is not the default):
-    8 HQS iterations, denoiser level falling from 0.19 to the final sigma, each level's
-    temperature from :func:`~deepinv_tunable.priors.corpus_tau_for_sigma`; final sigma tuned on the reference slices."""
-    return _pnp(ctx, "hvae_mri64", "anneal")
-
-
-@common.register_method("pnp_hvae default")
-def _pnp_hvae_default(ctx: common.BenchContext) -> dinv.models.Reconstructor:
-    """``PnPHVAE(pretrained.load("hvae_mri64"))`` with nothing set: no reference slices, every
-    parameter chosen per call from the measurements alone (what a user gets)."""
-    ctx.notes["schedule"] = resolve_schedule("auto", "auto", ctx.physics)
-    return PnPHVAE(pretrained.load("hvae_mri64", device=ctx.device))
-
-
-@common.register_method("pnp_hvae template")
-def _pnp_hvae_template(ctx: common.BenchContext) -> dinv.models.Reconstructor:
-    return _pnp(ctx, "hvae_mni152_mri64")
-
-
-class FlashWithDiagnostics(dinv.models.Reconstructor):
-    """A Flash sampler (latent or pixel) that counts, in ``notes``, the slices its measurement
-    guard sent back to the baseline and the network evaluations it spent."""
-
-    def __init__(self, notes: dict[str, Any], flash=None):
-        super().__init__()
-        self.flash = flash if flash is not None else FlashDiffusion.from_pretrained("severity_encoder_mri128", seed=0)
-        self.notes = notes
-
-    def forward(self, y, physics, **kwargs):
-        out = self.flash.reconstruct(y, physics)
-        self.notes["fallback"] = self.notes.get("fallback", 0) + int(out.fallback.sum())
-        self.notes["nfe"] = self.notes.get("nfe", 0) + int(out.nfe.sum())
-        self.notes["slices"] = self.notes.get("slices", 0) + y.shape[0]
-        return out.x
-
-
-@common.register_method("flash")
-def _flash(ctx: common.BenchContext) -> dinv.models.Reconstructor:
-    return FlashWithDiagnostics(ctx.notes)
-
-
-class AutoKWithDiagnostics(dinv.models.Reconstructor):
-    """:class:`~deepinv_tunable.tuning.latent_size.AutoK` recording, in ``notes``, every slice's chosen ``k``
-    and the rule that chose it."""
-
-    def __init__(self, notes: dict[str, Any], auto):
-        super().__init__()
-        self.auto, self.notes = auto, notes
-
-    def forward(self, y, physics, **kwargs):
-        out = self.auto.reconstruct(y, physics)
-        self.notes.setdefault("k_chosen", []).extend(int(k) for k in out.k)
-        self.notes["k_rule"] = out.extras["k_rule"]
-        return out.x
-
-
-#: The flow's k grid (as in ``run_k_study.py``) and its solver: gamma 0, 100 Adam steps.
-FLOW_KS = (1024, 2048, 4096, 8192, 12288, 16384)
-
-
-@common.register_method("latent_map flow")
-def _latent_map_flow(ctx: common.BenchContext) -> dinv.models.Reconstructor:
-    """The shipped ordered flow, k chosen per slice from the measurements alone (``select_k``'s
-    default rule; no reference slices used)."""
-    flow = pretrained.load("ordered_flow_mri128", device=ctx.device)
-    return AutoKWithDiagnostics(ctx.notes, AutoK(LatentMAP(flow, gamma=0.0, max_iter=100), FLOW_KS))
-
-
-class SkipMethod(Exception):
-    """A method that does not apply to a task (the row is left out, with the reason printed)."""
-
-
-def _forget_tuning_counts(notes: dict[str, Any]) -> None:
-    for key in ("fallback", "nfe", "slices"):  # the counts reported are the evaluation's, not the tuning's
-        notes.pop(key, None)
-
-
-def _pixel_denoiser(ctx: common.BenchContext) -> dinv.models.Denoiser:
-    """The pixel denoiser of the diffusion rows (:func:`~deepinv_tunable.priors.load_pixel_denoiser`)."""
-    return load_pixel_denoiser(PIXEL_DENOISER, device=ctx.device)
-
-
-@common.register_method("dpir pixel")
-def _dpir_drunet(ctx: common.BenchContext) -> dinv.models.Reconstructor:
-    denoiser = _pixel_denoiser(ctx)
-    return _tuned(ctx, lambda s: DPIR(sigma=s, denoiser=denoiser, max_iter=DPIR_ITER), DPIR_SIGMA_GRID, "sigma")
-
-
-class OneShotDenoiser(dinv.models.Reconstructor):
-    """A denoiser applied once at the physics' noise level (denoising tasks only)."""
-
-    def __init__(self, denoiser: dinv.models.Denoiser):
-        super().__init__()
-        self.denoiser = denoiser
-
-    def forward(self, y, physics, **kwargs):
-        with torch.no_grad():
-            return self.denoiser(y, noise_sigma(physics))
-
-
-def _denoising_only(ctx: common.BenchContext) -> None:
-    if not isinstance(ctx.physics, dinv.physics.Denoising):
-        raise SkipMethod(f"a plain denoiser row needs a denoising task, not {type(ctx.physics).__name__}")
-
-
-@common.register_method("denoise pixel")
-def _denoise_pixel(ctx: common.BenchContext) -> dinv.models.Reconstructor:
-    """The pixel denoiser of ``--pixel-denoiser`` once at the noise level (denoising tasks)."""
-    _denoising_only(ctx)
-    return OneShotDenoiser(_pixel_denoiser(ctx))
-
-
-@common.register_method("denoise dncnn corpus")
-def _denoise_dncnn_corpus(ctx: common.BenchContext) -> dinv.models.Reconstructor:
-    """The corpus DnCNN family (scaled to the level) once at the noise level (denoising tasks)."""
-    _denoising_only(ctx)
-    return OneShotDenoiser(DnCNNDenoiser.from_pretrained(CORPUS_DNCNN, device=ctx.device))
-
-
-class CountedSampler(dinv.models.Reconstructor):
-    """A deepinv sampler (``sampler(y, physics)``) whose network evaluations per slice are known
-    (``nfe``), counted in ``notes`` like Flash's."""
-
-    def __init__(self, sampler, nfe: int, notes: dict[str, Any]):
-        super().__init__()
-        self.sampler, self.nfe, self.notes = sampler, nfe, notes
-
-    def forward(self, y, physics, **kwargs):
-        out = self.sampler(y, physics)
-        self.notes["nfe"] = self.notes.get("nfe", 0) + self.nfe * y.shape[0]
-        self.notes["slices"] = self.notes.get("slices", 0) + y.shape[0]
-        return out.to(y.dtype)
-
-
-@common.register_method("diffpir pixel")
-def _diffpir(ctx: common.BenchContext) -> dinv.models.Reconstructor:
-    """deepinv's DiffPIR as shipped by deepinv, lambda picked on the reference slices."""
-    denoiser, sigma = _pixel_denoiser(ctx), noise_sigma(ctx.physics)
-
-    def build(lam):
-        sampler = dinv.sampling.DiffPIR(
-            denoiser, dinv.optim.data_fidelity.L2(), sigma=sigma, max_iter=DIFFPIR_ITER, lambda_=lam, device=ctx.device
-        )
-        return CountedSampler(sampler, DIFFPIR_ITER, ctx.notes)
-
-    solver = _tuned(ctx, build, DIFFPIR_LAMBDA_GRID, "lambda_")
-    _forget_tuning_counts(ctx.notes)
-    return solver
-
-
-def _pixel_flash(ctx: common.BenchContext, start: str) -> dinv.models.Reconstructor:
-    denoiser = _pixel_denoiser(ctx)
-
-    def build(lam):
-        return FlashWithDiagnostics(
-            ctx.notes, PixelFlash(denoiser, max_iter=DIFFPIR_ITER, lambda_=lam, start=start, seed=0)
-        )
-
-    solver = _tuned(ctx, build, DIFFPIR_LAMBDA_GRID, "lambda_")
-    _forget_tuning_counts(ctx.notes)
-    return solver
-
-
-@common.register_method("pixel_flash")
-def _pixel_flash_adaptive(ctx: common.BenchContext) -> dinv.models.Reconstructor:
-    """:class:`~deepinv_tunable.solvers.PixelFlash`: DiffPIR started at each slice's severity."""
-    return _pixel_flash(ctx, "severity")
-
-
-@common.register_method("pixel_flash fixed")
-def _pixel_flash_fixed(ctx: common.BenchContext) -> dinv.models.Reconstructor:
-    """The same sampler over the whole schedule (its fixed-NFE reference)."""
-    return _pixel_flash(ctx, "noise")
-
-
-@common.register_method("ddrm pixel")
-def _ddrm(ctx: common.BenchContext) -> dinv.models.Reconstructor:
-    """deepinv's DDRM (decomposable physics only: MRI and FFT blur), deepinv's example schedule
-    (noise levels evenly from 1 to 0)."""
-    if not isinstance(ctx.physics, dinv.physics.DecomposablePhysics):
-        raise SkipMethod(f"DDRM needs a decomposable physics, not {type(ctx.physics).__name__}")
-    sampler = dinv.sampling.DDRM(_pixel_denoiser(ctx), sigmas=np.linspace(1, 0, DDRM_STEPS))
-    return CountedSampler(sampler, DDRM_STEPS, ctx.notes)
-
-
-@common.register_method("dps pixel")
-def _dps(ctx: common.BenchContext) -> dinv.models.Reconstructor:
-    """deepinv's DPS (DDPM solver, 'norm' guidance, weight 1), ``DPS_STEPS`` steps: each step
-    back-propagates through the denoiser, so it is run on few slices (see the docs)."""
-    sampler = dinv.sampling.DPS(
-        _pixel_denoiser(ctx),
-        num_steps=DPS_STEPS,
-        device=ctx.device,
-        rng=torch.Generator(device=ctx.device).manual_seed(0),
-    )
-    return CountedSampler(sampler, DPS_STEPS, ctx.notes)
-
-
-@common.register_method("dps pixel configured")
-def _dps_configured(ctx: common.BenchContext) -> dinv.models.Reconstructor:
-    """:class:`~deepinv_tunable.solvers.PixelDPS`: deepinv's DPS with the settings measured for the
-    diffusion pixel prior (annealed guidance, weight 2, 100 steps, a real image as the state)."""
-    sampler = PixelDPS(
-        _pixel_denoiser(ctx),
-        num_steps=DPS_CONFIGURED_STEPS,
-        device=ctx.device,
-        rng=torch.Generator(device=ctx.device).manual_seed(0),
-    )
-    return CountedSampler(sampler, DPS_CONFIGURED_STEPS, ctx.notes)
-
-
 # ------------------------------------------------------------------------------------- running
 def _summary(values) -> dict[str, float]:
     return {"mean": float(np.mean(values)), "std": float(np.std(values))}
@@ -464,10 +128,8 @@ def collect(args: argparse.Namespace) -> dict[str, Any]:
     device = torch.device(args.device)
     n_cal, n_eval = (2, 2) if args.quick else (args.n_cal, args.n_eval)
     tv_grid = tuple(args.tv_grid) if args.tv_grid else (common.QUICK_TV_GRID if args.quick else common.TV_GRID)
-    global DPIR_SIGMA_GRID, TAU_GRID, PIXEL_DENOISER  # the method builders read the module's settings
-    PIXEL_DENOISER = args.pixel_denoiser
-    DPIR_SIGMA_GRID = tuple(args.dpir_grid) if args.dpir_grid else DPIR_SIGMA_GRID
-    TAU_GRID = tuple(args.tau_grid) if args.tau_grid else TAU_GRID
+    # the method builders read reserved_methods' settings
+    reserved_methods.configure(args.pixel_denoiser, args.dpir_grid, args.tau_grid)
     record: dict[str, Any] = {
         "command": sys.argv,
         "quick": args.quick,
@@ -475,11 +137,11 @@ def collect(args: argparse.Namespace) -> dict[str, Any]:
         "tasks": TASKS,
         "grids": {
             "tv": list(tv_grid),
-            "dpir_sigma": list(DPIR_SIGMA_GRID),
-            "tau": list(TAU_GRID),
+            "dpir_sigma": list(reserved_methods.DPIR_SIGMA_GRID),
+            "tau": list(reserved_methods.TAU_GRID),
             "diffpir_lambda": list(DIFFPIR_LAMBDA_GRID),
         },
-        "pixel_denoiser": str(PIXEL_DENOISER),
+        "pixel_denoiser": str(reserved_methods.PIXEL_DENOISER),
         "subjects": {},
         "rows": [],
         "complete": False,
@@ -610,11 +272,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--n-eval", type=int, default=6, help="evaluation slices per subject (default 6)")
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--tv-grid", type=float, nargs="+", help=f"TV weights (default {common.TV_GRID})")
-    parser.add_argument("--dpir-grid", type=float, nargs="+", help=f"DPIR final sigmas (default {DPIR_SIGMA_GRID})")
-    parser.add_argument("--tau-grid", type=float, nargs="+", help=f"PnP-HVAE temperatures (default {TAU_GRID})")
+    parser.add_argument(
+        "--dpir-grid", type=float, nargs="+", help=f"DPIR final sigmas (default {reserved_methods.DPIR_SIGMA_GRID})"
+    )
+    parser.add_argument(
+        "--tau-grid", type=float, nargs="+", help=f"PnP-HVAE temperatures (default {reserved_methods.TAU_GRID})"
+    )
     parser.add_argument(
         "--pixel-denoiser",
-        default=PIXEL_DENOISER,
+        default=reserved_methods.PIXEL_DENOISER,
         help="shipped name or save_pretrained folder of the pixel denoiser (default %(default)s)",
     )
     parser.add_argument("--corpus", default=str(ROOT / "corpus"))

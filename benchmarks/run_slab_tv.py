@@ -29,7 +29,8 @@ from deepinv_tunable.physics import build_physics, from_physics_domain, to_physi
 from deepinv_tunable.solvers import TVPGD
 from deepinv_tunable.tuning import grid_search
 
-from .common import DATASETS, PRIOR_EVAL_DATASETS, TASKS, DatasetSpec, SliceRange, load_dataset
+from .common import DATASETS, PRIOR_EVAL_DATASETS, DatasetSpec, SliceRange, load_dataset
+from .tasks import TASKS
 
 OUT = Path(__file__).resolve().parents[1] / "results" / "benchmarks" / "slab_tv.json"
 GRID = (0.005, 0.01, 0.02, 0.05)

@@ -34,7 +34,8 @@ from deepinv_tunable.solvers import PnPHVAE
 from deepinv_tunable.solvers.pnp_hvae import TUNE_PILOT
 from deepinv_tunable.tuning import rules as autotune_rules
 
-from .run_reserved import SUBJECTS, TASKS, load_subject
+from .reserved_data import SUBJECTS, load_subject
+from .tasks import RESERVED_TASKS as TASKS
 
 ROOT = Path(__file__).resolve().parents[1]
 TAUS = (0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
@@ -106,7 +107,7 @@ def run(args: argparse.Namespace) -> int:
     warnings.simplefilter("ignore")
     x = images(args)
     hvae = pretrained.load(args.hvae)
-    for task in args.tasks:  # the reserved benchmark's physics (run_reserved.TASKS)
+    for task in args.tasks:  # the reserved benchmark's physics (tasks.RESERVED_TASKS)
         physics = build_physics(TASKS[task], tuple(x.shape[-2:]))
         y = physics(to_physics_domain(x, physics))
         curve = {tau: mean_psnr(PnPHVAE(hvae, tau=tau).reconstruct(y, physics).x, x) for tau in TAUS}

@@ -45,13 +45,10 @@ from deepinv_tunable.solvers.latent_tv import DEFAULT_TUNING_GRID
 from deepinv_tunable.tuning import select_k
 
 from .common import PRIOR_EVAL_DATASETS, SliceRange, task_cases
+from .tasks import TUNABLE_TASKS
 
 EVAL_DATASETS = PRIOR_EVAL_DATASETS
-TASKS = {
-    "mri4x": {"kind": "mri", "acceleration": 4, "noise_sigma": 0.01},
-    "mri8x": {"kind": "mri", "acceleration": 8, "noise_sigma": 0.01},
-    "cs10": {"kind": "compressed_sensing", "sampling_ratio": 0.1, "noise_sigma": 0.05},
-}
+TASKS = TUNABLE_TASKS
 #: default k grid, as fractions of the model's full latent size K (64 ... 2048 for K = 2048)
 K_FRACTIONS = (1 / 32, 1 / 8, 1 / 4, 1 / 2, 1)
 TV_GRID = (0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0)

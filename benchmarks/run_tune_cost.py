@@ -32,8 +32,9 @@ from deepinv_tunable.atomic import write_json_atomic, write_text_atomic
 from deepinv_tunable.physics import build_physics, to_physics_domain
 
 from . import common
+from .reserved_data import load_subject
 from .run_autotune import _solvers
-from .run_reserved import TASKS, load_subject
+from .tasks import RESERVED_TASKS as TASKS
 
 ROOT = Path(__file__).resolve().parents[1]
 #: a training subject per modality (``run_reserved.load_subject`` reads the training split for these)

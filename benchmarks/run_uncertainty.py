@@ -53,7 +53,8 @@ from deepinv_tunable.tuning import grid_search
 from deepinv_tunable.uncertainty import ConformalCalibrator, PosteriorSampler, PosteriorSummary, coverage
 
 from .common import DATASETS as BASELINE_DATASETS
-from .common import PRIOR_EVAL_DATASETS, TASKS, DatasetSpec, SliceRange, load_dataset
+from .common import PRIOR_EVAL_DATASETS, DatasetSpec, SliceRange, load_dataset
+from .tasks import TASKS
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "results" / "benchmarks" / "uncertainty.json"

@@ -1,0 +1,136 @@
+"""The evaluation loop of the benchmark tables, with what each row measures besides quality:
+solver time and memory; and the writing of a run's rows (atomically, after every row)."""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import deepinv as dinv
+import numpy as np
+import torch
+
+from deepinv_tunable.atomic import write_json_atomic
+from deepinv_tunable.data import batched
+from deepinv_tunable.metrics import image_metrics
+from deepinv_tunable.physics import from_physics_domain
+
+from .methods import BenchContext
+
+try:  # POSIX only; peak RSS is reported as unavailable elsewhere.
+    import resource
+except ImportError:  # pragma: no cover
+    resource = None
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def memory_kind(device: torch.device) -> str:
+    if device.type == "cuda":
+        return "CUDA max allocated during evaluation"
+    return "process peak RSS so far (high-water mark of the whole run)"
+
+
+def reset_peak_memory(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+
+
+def peak_memory_mib(device: torch.device) -> float | None:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    if resource is None:
+        return None
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    # Linux reports KiB, macOS bytes.
+    return peak / 2**20 if sys.platform == "darwin" else peak / 2**10
+
+
+class PeakRSS:
+    """Largest increase of the process's resident memory (MiB) while the block runs, polled every
+    5 ms in a thread (Linux ``/proc``; ``None`` elsewhere): unlike ``ru_maxrss``, one row's own
+    use, not the high-water mark of the whole run."""
+
+    def __enter__(self) -> PeakRSS:
+        self.increase_mib: float | None = None
+        self._stop = False
+        self._base = self._rss()
+        self._peak = self._base
+        if self._base is not None:
+            import threading
+
+            self._thread = threading.Thread(target=self._poll, daemon=True)
+            self._thread.start()
+        return self
+
+    @staticmethod
+    def _rss() -> float | None:
+        try:
+            with open("/proc/self/statm") as f:
+                return int(f.read().split()[1]) * 4096 / 2**20
+        except OSError:
+            return None
+
+    def _poll(self) -> None:
+        while not self._stop:
+            self._peak = max(self._peak, self._rss())
+            time.sleep(0.005)
+
+    def __exit__(self, *exc) -> None:
+        self._stop = True
+        if self._base is not None:
+            self._thread.join()
+            self.increase_mib = self._peak - self._base
+
+
+def save_row(record: dict[str, Any], row: dict[str, Any], out: str, message: str | None) -> None:
+    """Append ``row`` to ``record`` and rewrite ``out`` atomically, so that a crash keeps every
+    finished row; then print ``message`` (progress) to stderr unless it is ``None``."""
+    record["rows"].append(row)
+    write_json_atomic(out, record)
+    if message is not None:
+        print(message, file=sys.stderr, flush=True)
+
+
+def finish(record: dict[str, Any], out: str) -> dict[str, Any]:
+    """Mark ``record`` complete and write it to ``out`` (atomically)."""
+    record["complete"] = True
+    write_json_atomic(out, record)
+    return record
+
+
+def _summary(values: Sequence[float]) -> dict[str, float]:
+    return {"mean": float(np.mean(values)), "std": float(np.std(values))}
+
+
+def evaluate(
+    solver: dinv.models.Reconstructor, ctx: BenchContext, x_eval: torch.Tensor, y_eval: torch.Tensor, batch_size: int
+) -> dict[str, Any]:
+    """Reconstruct the evaluation slices in batches; time only the solver calls."""
+    estimates, seconds = [], 0.0
+    reset_peak_memory(ctx.device)
+    with torch.no_grad(), PeakRSS() as rss:
+        for batch in batched(list(range(len(x_eval))), batch_size):
+            y = y_eval[batch]
+            _sync(ctx.device)
+            start = time.perf_counter()
+            x_hat = solver(y, ctx.physics)
+            _sync(ctx.device)
+            seconds += time.perf_counter() - start
+            estimates.append(from_physics_domain(x_hat, ctx.physics).cpu())
+    peak = peak_memory_mib(ctx.device)
+    metrics = image_metrics(torch.cat(estimates), x_eval)
+    return {
+        "psnr": _summary(metrics["psnr"]),
+        "ssim": _summary(metrics["ssim"]),
+        "nmse": _summary(metrics["nmse"]),
+        "per_slice": metrics,
+        "seconds_per_slice": seconds / len(x_eval),
+        "peak_memory_mib": peak,
+        "rss_increase_mib": rss.increase_mib,
+    }
