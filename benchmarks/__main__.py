@@ -19,6 +19,7 @@ STUDIES: dict[str, str] = {
     "autotune": "run_autotune",
     "baselines": "run_baselines",
     "capacity": "run_capacity",
+    "dpir_sigma": "run_dpir_sigma",
     "flash": "run_flash",
     "flash_nfe": "run_flash_nfe",
     "hvae_tau_map": "run_hvae_tau_map",
@@ -37,6 +38,7 @@ STUDIES: dict[str, str] = {
     "tune_cost": "run_tune_cost",
     "uncertainty": "run_uncertainty",
     "volume": "run_volume",
+    "volume_speed": "run_volume_speed",
 }
 
 PROG = "python -m benchmarks"

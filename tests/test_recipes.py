@@ -409,10 +409,13 @@ def test_resume_after_a_crash_keeps_finished_slices_and_matches_an_uninterrupted
     assert (tmp_path / "crashed" / ".partial" / "reconstruction.npy").is_file()
 
     solved = []
-    real_batched = runner.batched
-    monkeypatch.setattr(
-        runner, "batched", lambda idx, size: [b for b in real_batched(idx, size) if not solved.append(b)]
-    )
+    real_reconstruct = runner.PreparedRun.reconstruct_batch
+
+    def spy(self, solver, baseline, batch, *args, **kwargs):
+        solved.append(list(batch))
+        return real_reconstruct(self, solver, baseline, batch, *args, **kwargs)
+
+    monkeypatch.setattr(runner.PreparedRun, "reconstruct_batch", spy)
     run_recipe(parse_recipe(crashed), progress=False, resume=True)
     whole = json.loads((tmp_path / "whole" / "metrics.json").read_text())
     assert solved == [whole["slices"][2:]]  # only the unfinished slice is computed again
@@ -654,3 +657,89 @@ def test_compared_solvers_share_the_measurements_and_appear_in_table_figures_and
     assert width == 18 * 80  # six panels of 3 inches at 80 dpi: reference, baseline, 2 x TV, solver, error
     html = result.report_path.read_text()
     assert "<td>tv_pgd (solver)</td>" in html and "<td>tv_pgd</td>" in html and "<td>tv_pgd_1.lambda_tv</td>" in html
+
+
+def test_warm_start_runs_chains_from_the_previous_slice_and_resumes_identically(tmp_path, monkeypatch):
+    """``solver.warm_start``: the first batch starts from the measurements, every later slice from
+    the reconstruction of the slice before it in its chain; with ``tol`` those stop early. The
+    record lists the slices in order, and a run interrupted after its first batch resumes to the
+    uninterrupted run's volumes, bit for bit (the starts are read back from the finished slices)."""
+    import deepinv_tunable.recipes.runner as runner
+
+    changes = {
+        "data.slices": {"start": 20, "stop": 40, "count": 6},
+        "output.figures": 0,
+        "solver.params": {"lambda_tv": 0.01, "max_iter": 80, "tol": 1e-3},
+        "solver.warm_start": True,
+    }
+    whole = run_recipe(parse_recipe(tiny_recipe(tmp_path / "whole", **changes)), progress=False)
+    record = json.loads(whole.metrics_path.read_text())
+    chains = [[20, 23, 26], [30, 33, 36]]  # 6 evaluation slices, batches of 2: two chains of 3
+    assert record["slices"] == sorted(sum(chains, []))
+    assert [d["slices"] for d in record["diagnostics"]] == [list(b) for b in zip(*chains)]
+    first, *later = [d["iterations"] for d in record["diagnostics"]]
+    assert all(n < first for n in later), (first, later)
+
+    starts = []
+    real_reconstruct = runner.PreparedRun.reconstruct_batch
+
+    def crash_after_first_batch(self, solver, baseline, batch, compare=None, start_images=None):
+        starts.append(start_images)
+        if len(starts) > 1:
+            raise KeyboardInterrupt("killed")
+        return real_reconstruct(self, solver, baseline, batch, compare, start_images)
+
+    monkeypatch.setattr(runner.PreparedRun, "reconstruct_batch", crash_after_first_batch)
+    crashed = parse_recipe(tiny_recipe(tmp_path / "crashed", **changes))
+    with pytest.raises(KeyboardInterrupt):
+        run_recipe(crashed, progress=False)
+    assert starts[0] is None and starts[1].shape[0] == 2  # cold first batch, then the chains' previous slices
+    monkeypatch.setattr(runner.PreparedRun, "reconstruct_batch", real_reconstruct)
+    run_recipe(crashed, progress=False, resume=True)
+    for name in ("reconstruction", "baseline"):
+        a = np.asarray(nib.load(str(tmp_path / "whole" / f"{name}.nii.gz")).dataobj)
+        b = np.asarray(nib.load(str(tmp_path / "crashed" / f"{name}.nii.gz")).dataobj)
+        np.testing.assert_array_equal(a, b)
+
+
+def test_warm_start_is_refused_where_it_cannot_apply(tmp_path):
+    dpir = {"solver": {"name": "dpir", "params": {"sigma": 0.01, "max_iter": 4}, "warm_start": True}}
+    with pytest.raises(RecipeError, match="solver.warm_start: 'dpir'.*takes no x_init"):
+        run_recipe(parse_recipe(tiny_recipe(tmp_path / "dpir", **dpir)), progress=False)
+    assert not (tmp_path / "dpir").exists()  # refused before any output
+    with pytest.raises(ValueError, match="warm_start and params.through_slices"):
+        parse_recipe(tiny_recipe(tmp_path / "tv", **{"solver.warm_start": True, "solver.params.through_slices": True}))
+
+
+def test_two_process_warm_start_runs_each_shard_as_its_own_chains(tmp_path):
+    """``--devices 2`` with ``solver.warm_start``: each rank takes a contiguous half of the slices and
+    starts its first batch cold; every slice is done exactly once and the records stay in order."""
+    import os
+    import subprocess
+    import sys
+
+    changes = {
+        "data.slices": {"start": 20, "stop": 40, "count": 6},
+        "output.figures": 0,
+        "solver.params": {"lambda_tv": 0.01, "max_iter": 80, "tol": 1e-3},
+        "solver.warm_start": True,
+    }
+    path = write_recipe(tmp_path, tiny_recipe(tmp_path / "ddp", **changes))
+    cli = Path(sys.executable).with_name("deepinv-tunable")
+    proc = subprocess.run(
+        [str(cli), "run", str(path), "--devices", "2", "--strategy", "ddp", "--accelerator", "cpu", "--quiet"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=tmp_path,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    metrics = json.loads((tmp_path / "ddp" / "metrics.json").read_text())
+    owner = {int(k): r for k, r in metrics["distributed"]["rank_of_slice"].items()}
+    assert metrics["slices"] == [20, 23, 26, 30, 33, 36]
+    assert owner == {20: 0, 23: 0, 26: 0, 30: 1, 33: 1, 36: 1}  # contiguous halves
+    batches = sorted(d["slices"] for d in metrics["diagnostics"])
+    assert batches == [[20, 26], [23], [30, 36], [33]]  # each half in two chains: 20-23 and 26, ...
+    iterations = {tuple(d["slices"]): d["iterations"] for d in metrics["diagnostics"]}
+    assert iterations[(23,)] < iterations[(20, 26)] and iterations[(33,)] < iterations[(30, 36)]

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 
+from deepinv_tunable.physics import build_physics, to_physics_domain
 from deepinv_tunable.solvers import DPIR, TVPGD, PseudoInverse
 
 
@@ -85,3 +86,41 @@ def test_dpir_runs_from_a_recipe(tmp_path):
     recipe = tiny_recipe(tmp_path / "out", **{"solver": {"name": "dpir", "params": {"sigma": 0.01, "max_iter": 4}}})
     result = run_recipe(parse_recipe(recipe), progress=False)
     assert result.summary["solver"]["psnr"] > result.summary["baseline"]["psnr"] + 1.0
+
+
+def test_dpir_default_final_level_is_the_noise_std_of_each_call():
+    """``sigma="noise"`` (the default) is the physics' std, else the one estimated from ``y``:
+    the same solve as the number itself, bit for bit."""
+    from deepinv_tunable.priors import DnCNNDenoiser
+
+    den = DnCNNDenoiser.from_pretrained()
+    x = torch.zeros(1, 1, 32, 32)
+    x[..., 8:24, 8:24] = 1
+    stated = build_physics({"kind": "denoising", "noise_sigma": 0.05}, (32, 32))
+    y = stated(x)
+    assert DPIR(denoiser=den, max_iter=3).sigma == "noise"
+    out = DPIR(denoiser=den, max_iter=3).reconstruct(y, stated)
+    assert out.parameters["sigma"] == pytest.approx(0.05)
+    assert torch.equal(out.x, DPIR(out.parameters["sigma"], den, max_iter=3)(y, stated))
+    unstated = build_physics({"kind": "denoising", "noise_sigma": 0.0}, (32, 32))
+    estimated = DPIR(denoiser=den, max_iter=3).reconstruct(y, unstated).parameters["sigma"]
+    assert estimated == pytest.approx(0.05, rel=0.2)
+    with pytest.raises(ValueError, match="'noise' or 'auto', got 'nois'"):
+        DPIR("nois", den)
+
+
+def test_tvpgd_tol_stops_early_and_counts_the_iterations_it_ran():
+    """With ``tol`` the result is the fixed-count solve of the iterations it reports, fewer than
+    ``max_iter`` once started near the answer (a warm start)."""
+    physics = build_physics({"kind": "mri", "acceleration": 4, "noise_sigma": 0.01}, (32, 32))
+    x = torch.zeros(1, 1, 32, 32)
+    x[..., 8:24, 8:24] = 1
+    y = physics(to_physics_domain(x, physics))
+    converged = TVPGD(lambda_tv=0.01, max_iter=200).reconstruct(y, physics)
+    assert converged.n_iter == 200 and converged.converged is None
+    warm = TVPGD(lambda_tv=0.01, max_iter=200, tol=1e-3).reconstruct(y, physics, x_init=converged.x)
+    assert warm.converged and 3 <= warm.n_iter < 20
+    fixed = TVPGD(lambda_tv=0.01, max_iter=warm.n_iter).reconstruct(y, physics, x_init=converged.x)
+    torch.testing.assert_close(warm.x, fixed.x)
+    with pytest.raises(ValueError, match="tol must be positive"):
+        TVPGD(tol=0.0)

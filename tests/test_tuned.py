@@ -97,7 +97,7 @@ def test_dpir_auto_records_an_estimated_noise_level():
     choice records that it was estimated, though the search itself was given the level."""
     physics = build_physics({"kind": "denoising", "noise_sigma": 0.0}, (32, 32))
     y = torch.full((1, 1, 32, 32), 0.5) + 0.02 * torch.randn(1, 1, 32, 32, generator=torch.Generator().manual_seed(1))
-    choice = DPIR(denoiser=_Identity(), max_iter=3).reconstruct(y, physics).choices["sigma"]
+    choice = DPIR(sigma="auto", denoiser=_Identity(), max_iter=3).reconstruct(y, physics).choices["sigma"]
     assert choice.sigma_estimated is True
     assert choice.sigma == pytest.approx(0.02, rel=0.2)
 

@@ -29,6 +29,7 @@ from .records import add_input_doubts, add_records, batch_records, metrics_recor
 from .registry import build_solver
 from .runner import RunResult, _build_solver, prepare_run
 from .schema import Recipe
+from .warm_start import shard, slice_batches
 
 PREDICT_DIR = ".predict"
 
@@ -65,6 +66,9 @@ class RecipePredictor(L.LightningModule):
         self.run = prepare_run(recipe, full_volume=full_volume)
         self.solver = None
         self.record: dict[str, Any] = self.run.record_header(full_volume)
+        self.warm_start = bool(getattr(recipe.solver, "warm_start", False))
+        self.predecessor: dict[int, int | None] = {}
+        self.previous: dict[int, torch.Tensor] = {}  # the last batch's reconstructions (a warm start's starts)
 
     def setup(self, stage: str) -> None:
         # every rank tunes identically (deterministic noise), then builds its own solver
@@ -74,13 +78,19 @@ class RecipePredictor(L.LightningModule):
         self.baseline = build_solver("baseline")
 
     def predict_dataloader(self) -> DataLoader:
-        sampler = _RankShard(len(self.run.eval_idx), self.trainer.global_rank, self.trainer.world_size)
-        return DataLoader(
-            _Slices(self.run.eval_idx), batch_size=self.run.recipe.data.batch_size, sampler=sampler, collate_fn=list
-        )
+        rank, world, size = self.trainer.global_rank, self.trainer.world_size, self.run.recipe.data.batch_size
+        if self.warm_start:  # a contiguous block per rank, in chains: each shard starts cold
+            batches, self.predecessor = slice_batches(shard(self.run.eval_idx, rank, world), size, True)
+            return DataLoader(batches, batch_size=None, collate_fn=list)
+        sampler = _RankShard(len(self.run.eval_idx), rank, world)
+        return DataLoader(_Slices(self.run.eval_idx), batch_size=size, sampler=sampler, collate_fn=list)
 
     def predict_step(self, batch: list[int], batch_idx: int = 0) -> dict[str, Any]:
-        out = self.run.reconstruct_batch(self.solver, self.baseline, batch)
+        starts = [self.predecessor.get(k) for k in batch]
+        start_images = None if None in starts else torch.stack([self.previous[k] for k in starts])
+        out = self.run.reconstruct_batch(self.solver, self.baseline, batch, start_images=start_images)
+        if self.warm_start:
+            self.previous = {k: image.cpu() for k, image in zip(batch, out.reconstruction)}
         return {
             "indices": batch,
             "reconstruction": out.reconstruction,
@@ -170,7 +180,8 @@ def predict_recipe(
     Launch: the command line (``--devices 2 --strategy ddp``) on one machine; on a cluster,
     ``torchrun --nproc-per-node G --nnodes M ...`` or an ``srun`` job step with one task per GPU,
     whose environment Lightning reads. ``--resume`` and the audit belong to the single-process
-    runner.
+    runner. With ``solver.warm_start`` each rank takes a contiguous block of the slices and runs
+    its own chains from a cold first batch (:func:`~deepinv_tunable.recipes.warm_start.shard`).
     """
     out_dir = Path(recipe.output.dir)
     folder = out_dir / PREDICT_DIR

@@ -23,14 +23,17 @@ BATCH_KEYS = ("auto", "diagnostics", "doubts")
 
 def metrics_record(indices: list[int], per_slice: dict, seconds: float) -> dict[str, Any]:
     """The metrics part of the record: the evaluated ``indices``, their ``per_slice`` metrics
-    (``{"baseline" | "solver" | comparison: {metric: [values]}}``), the means and the solver's
-    seconds per slice."""
+    (``{"baseline" | "solver" | comparison: {metric: [values]}}``, each list in the order of
+    ``indices``), the means and the solver's seconds per slice. The record lists the slices in
+    increasing order, whatever order they were reconstructed in (a warm start's chains)."""
 
     def mean(values: list[float]) -> float:
         return float(np.mean(values)) if values else float("nan")
 
+    order = sorted(range(len(indices)), key=indices.__getitem__)
+    per_slice = {key: {name: [v[i] for i in order] for name, v in values.items()} for key, values in per_slice.items()}
     return {
-        "slices": indices,
+        "slices": [indices[i] for i in order],
         "per_slice": per_slice,
         "mean": {key: {name: mean(v) for name, v in values.items()} for key, values in per_slice.items()},
         "solver_seconds_per_slice": seconds / max(len(indices), 1),

@@ -21,7 +21,6 @@ from .. import __version__
 from ..atomic import content_sha256, write_json_atomic
 from ..data import (
     PLANES,
-    batched,
     load_volume,
     percentile_scaling,
     prepare_volume,
@@ -43,6 +42,7 @@ from .partial import PartialStacks
 from .records import BATCH_KEYS, add_input_doubts, add_records, batch_records, metrics_record, resumable_record
 from .registry import build_solver
 from .schema import AuditConfig, Recipe, RecipeError, SliceRange
+from .warm_start import slice_batches
 
 
 class NonFiniteOutput(RuntimeError):
@@ -135,12 +135,15 @@ class PreparedRun:
         return self.solve(solver, y, indices)[:2]
 
     def solve(
-        self, solver, y: torch.Tensor, indices: list[int]
+        self, solver, y: torch.Tensor, indices: list[int], x_init: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, torch.Tensor, SolverDiagnostics | None]:
-        """:meth:`estimate_both` plus the solver's diagnostics (``None`` for a plain deepinv model)."""
+        """:meth:`estimate_both` plus the solver's diagnostics (``None`` for a plain deepinv model);
+        ``x_init``: the start of a warm-started solve, in the physics' domain."""
         seed = self.recipe.seed
         with _seeded(seed, indices[0], self.device):
             kwargs = {"seed": seed * _SEED_STRIDE + indices[0]} if getattr(solver, "stochastic", False) else {}
+            if x_init is not None:
+                kwargs["x_init"] = x_init
             if hasattr(solver, "reconstruct"):
                 result = solver.reconstruct(y, self.physics, **kwargs)
                 x, diagnostics = result.x, result.diagnostics()
@@ -148,15 +151,19 @@ class PreparedRun:
                 x, diagnostics = solver(y, self.physics, **kwargs), None
         return x, from_physics_domain(x, self.physics).cpu(), diagnostics
 
-    def reconstruct_batch(self, solver, baseline, batch: list[int], compare: dict | None = None) -> SliceBatch:
+    def reconstruct_batch(
+        self, solver, baseline, batch: list[int], compare: dict | None = None, start_images: torch.Tensor | None = None
+    ) -> SliceBatch:
         """Measure slices ``batch`` and reconstruct them with the baseline, the solver (only it is
         timed) and the ``compare`` solvers (name -> solver): one batch of a run, single-process
-        or distributed."""
+        or distributed. ``start_images``: the images the solver starts from (a warm start,
+        :mod:`~deepinv_tunable.recipes.warm_start`), ``None`` for its own start."""
         x = self.slices[batch]
         y = self.measure(x, batch)
         base = self.estimate_both(baseline, y, batch)[1]
+        x_init = None if start_images is None else to_physics_domain(start_images.to(self.device), self.physics)
         start = time.perf_counter()
-        x_phys, recon, diagnostics = self.solve(solver, y, batch)
+        x_phys, recon, diagnostics = self.solve(solver, y, batch, x_init)
         seconds = time.perf_counter() - start
         if not bool(torch.isfinite(recon).all()):
             bad = [k for k, r in zip(batch, recon) if not bool(torch.isfinite(r).all())]
@@ -318,10 +325,23 @@ def prepare_run(recipe: Recipe, full_volume: bool = False, audit: bool = False) 
                 f"solver.tune.slices overlap the evaluation slices at {overlap}: tuning on "
                 "the slices a result is reported on inflates it; choose a disjoint range"
             )
+    if getattr(recipe.solver, "warm_start", False):
+        _check_warm_start(recipe, physics)
     digest = content_sha256(recipe.input_path())
     return PreparedRun(
         recipe, device, prepared, scaling, slices, physics, eval_idx, tune_idx, audit_cal_idx, doubts, digest
     )
+
+
+def _check_warm_start(recipe: Recipe, physics) -> None:
+    """``solver.warm_start`` needs a solver that starts from ``x_init`` on this physics."""
+    solver = _solver(recipe)
+    if not (hasattr(solver, "accepts_x_init") and solver.accepts_x_init(physics)):
+        raise RecipeError(
+            f"solver.warm_start: '{recipe.solver.name}' with these parameters cannot start from another slice's "
+            "reconstruction (it takes no x_init on this physics; tv_pgd and pnp_hvae's fixed-point schedule do); "
+            "set warm_start: false"
+        )
 
 
 def _input_files(recipe: Recipe) -> tuple[Path, ...]:
@@ -401,21 +421,26 @@ def run_recipe(
     auditor = None if audit_cfg is None else _calibrated_auditor(run, audit_cfg, solver)
 
     per_slice: dict[str, dict[str, list[float]]] = {"baseline": {}, "solver": {}}
-    seconds, done = 0.0, 0
+    seconds, finished = 0.0, []  # the finished slices, in the order of per_slice's values
     stacks = PartialStacks(
         out_dir, ("reconstruction", "baseline"), tuple(slices.shape[:1] + slices.shape[2:]), resume=previous is not None
     )
     if previous is not None:
         per_slice, seconds = previous["per_slice"], previous["solver_seconds_per_slice"] * len(previous["slices"])
-        done = len(previous["slices"])
+        finished = list(previous["slices"])
     bar = progress_bar(
-        total=len(eval_idx), progress=progress, initial=done, desc=f"{recipe.name}: slices", unit="slice"
+        total=len(eval_idx), progress=progress, initial=len(finished), desc=f"{recipe.name}: slices", unit="slice"
     )
     compare = run.comparison_solvers()
     shown = set(shown_slices(eval_idx, recipe.output.figures))
     compared: dict[str, dict[int, torch.Tensor]] = {}  # the comparison solvers' shown slices, for figures
-    for batch in batched(eval_idx[done:], d.batch_size):
-        out = run.reconstruct_batch(solver, baseline, batch, compare)
+    batches, predecessor = slice_batches(eval_idx, d.batch_size, getattr(recipe.solver, "warm_start", False))
+    for batch in batches:
+        if set(batch) <= set(finished):  # a resumed run keeps its finished batches
+            continue
+        starts = [predecessor[k] for k in batch]
+        start_images = None if None in starts else stacks.tensor("reconstruction")[starts]
+        out = run.reconstruct_batch(solver, baseline, batch, compare, start_images)
         seconds += out.seconds
         add_records(record, batch_records(out, recipe.solver.name))
         if auditor is not None:
@@ -430,7 +455,8 @@ def run_recipe(
                     compared.setdefault(key, {})[k] = est[i].cpu()
         # on disk before metrics.json calls these slices finished
         stacks.write(batch, {"reconstruction": out.reconstruction, "baseline": out.baseline})
-        record.update(metrics_record(eval_idx[: len(per_slice["solver"]["psnr"])], per_slice, seconds))
+        finished += batch
+        record.update(metrics_record(finished, per_slice, seconds))
         write_json_atomic(metrics_path, record)
         bar.update(len(batch))
     bar.close()

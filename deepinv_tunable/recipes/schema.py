@@ -90,6 +90,12 @@ class TVPGDParams(_Strict):
     max_iter: int = Field(100, ge=1, description="PGD iterations")
     tv_inner_iter: int = Field(20, ge=1)
     through_slices: bool = Field(False, description="2.5D: TV across consecutive slices of a batch too")
+    tol: Annotated[float, Field(gt=0)] | None = Field(
+        None, description="stop once the iterate's relative change falls below this (None: max_iter iterations)"
+    )
+    tune_iter: int | None = Field(
+        None, ge=1, description="iterations of each lambda_tv='auto' candidate (None: max_iter)"
+    )
 
 
 class TuneConfig(_Strict):
@@ -111,6 +117,11 @@ class _TunedSolverConfig(_Strict):
     #: of slices, or once per volume on ``auto_slices`` evaluation slices spread through it
     auto_scope: Literal["batch", "volume"] = "batch"
     auto_slices: int = Field(3, ge=1, description="slices of a once-per-volume choice")
+    warm_start: bool = Field(
+        False,
+        description="start each slice from the reconstruction of the evaluation slice before it "
+        "(deepinv_tunable.recipes.warm_start); solvers that take x_init only",
+    )
 
     @model_validator(mode="after")
     def _tuned_param_exists(self):
@@ -118,6 +129,11 @@ class _TunedSolverConfig(_Strict):
             raise ValueError(
                 f"tune.param '{self.tune.param}' is not a tunable {self.name} parameter; expected one of "
                 f"{sorted(self.TUNABLE)}"
+            )
+        if self.warm_start and getattr(getattr(self, "params", None), "through_slices", False):
+            raise ValueError(
+                "warm_start and params.through_slices cannot be combined: a warm start's batches hold one "
+                "slice of each chain, not consecutive slices"
             )
         return self
 
@@ -267,11 +283,11 @@ class PixelFlashConfig(_TunedSolverConfig):
 
 class DPIRParams(_Strict):
     """:class:`~deepinv_tunable.solvers.DPIR`, the plug-and-play anchor: ``denoiser`` by name
-    (:func:`~deepinv_tunable.priors.load_pixel_denoiser`), ``sigma`` its final level or
-    ``"auto"`` (from the measurements)."""
+    (:func:`~deepinv_tunable.priors.load_pixel_denoiser`), ``sigma`` its final level, ``"noise"``
+    (the measurement noise std, the default) or ``"auto"`` (searched from the measurements)."""
 
     denoiser: str = DEFAULT_PIXEL_DENOISER
-    sigma: Annotated[float, Field(gt=0)] | Literal["auto"] = "auto"
+    sigma: Annotated[float, Field(gt=0)] | Literal["noise", "auto"] = "noise"
     max_iter: int = Field(8, ge=2, description="HQS iterations (deepinv's DPIR: 8)")
     seed: int = 0
     precision: Literal["auto", "fp32", "bf16"] = Field("auto", description="the denoiser's (deepinv_tunable.precision)")

@@ -210,6 +210,11 @@ class TunableReconstructor(dinv.models.Reconstructor):
     #: a learned prior trained on images in [0, 1]: measurements of images far outside are refused
     unit_range = False
 
+    def accepts_x_init(self, physics: dinv.physics.Physics) -> bool:
+        """Whether a call on ``physics`` may start from ``x_init`` (an image in the physics'
+        domain, e.g. the neighbouring slice's answer: a warm start along a volume). Default False."""
+        return False
+
     def forward(self, y: torch.Tensor, physics: dinv.physics.Physics, **kwargs) -> torch.Tensor:
         return self.reconstruct(y, physics, **kwargs).x
 

@@ -6,7 +6,7 @@ import deepinv as dinv
 import torch
 
 from ..checks import renamed_keyword, require_linear
-from ..physics import measurement_baseline, operator_norm_sq
+from ..physics import measurement_baseline, operator_norm_sq, to_physics_domain
 from ..tuning import auto_requested
 from .base import Reconstruction, TunableReconstructor
 
@@ -116,6 +116,12 @@ class TVPGD(TunableReconstructor):
     :param int tv_inner_iter: iterations of the (warm-started) TV prox per PGD step. Default 20.
     :param bool through_slices: also penalise differences between consecutive slices of the batch
         (:class:`~deepinv_tunable.solvers.classical.SliceStackTVPrior`, 2.5D); the batch must then be consecutive slices. Default False.
+    :param float tol: stop before ``max_iter`` once the relative change of the iterate,
+        :math:`\|x_{k+1} - x_k\|_2 / \|x_{k+1}\|_2` averaged over the batch (deepinv's
+        ``crit_conv="residual"``), falls below ``tol``; the result's ``n_iter`` is the number of
+        iterations run. Meant for warm starts (``x_init`` near the answer, e.g. the neighbouring
+        slice of a volume), which then stop after a fraction of ``max_iter``. Default ``None``
+        (always ``max_iter`` iterations).
 
     :Examples:
 
@@ -142,6 +148,7 @@ class TVPGD(TunableReconstructor):
         tune_iter: int | None = None,
         seed: int = 0,
         n_iter: int | None = None,
+        tol: float | None = None,
     ):
         super().__init__()
         max_iter = renamed_keyword("TVPGD", "n_iter", n_iter, "max_iter", max_iter)
@@ -157,6 +164,9 @@ class TVPGD(TunableReconstructor):
         self.tune_rule, self.tune_bounds, self.seed = tune_rule, tune_bounds, int(seed)
         self.tv_inner_iter = int(tv_inner_iter)
         self.through_slices = bool(through_slices)
+        if tol is not None and not tol > 0:
+            raise ValueError(f"tol must be positive (or None for max_iter iterations), got {tol}")
+        self.tol = None if tol is None else float(tol)
 
     @staticmethod
     def step_size(physics: dinv.physics.Physics, x: torch.Tensor) -> float:
@@ -173,19 +183,21 @@ class TVPGD(TunableReconstructor):
         n_iter: int,
         x_init: torch.Tensor | None = None,
         memo: dict | None = None,
+        tol: float | None = None,
     ) -> torch.Tensor:
-        """``n_iter`` PGD steps from ``x_init`` (default: the measurement baseline). ``memo`` keeps
-        the baseline per ``(y, physics)`` and the step size per physics object for one call: the
-        candidates of an automatic choice share them, and on 60-view CT the baseline and the
-        power iteration together cost a quarter of a solve."""
+        """``n_iter`` PGD steps from ``x_init`` (default: the measurement baseline), fewer when
+        ``tol`` (the solver's ``tol`` for a final solve; candidates run all theirs) stops them. ``memo`` keeps the baseline per ``(y, physics)`` and the step size per
+        physics object for one call: the candidates of an automatic choice share them, and on
+        60-view CT the baseline and the power iteration together cost a quarter of a solve. It also
+        keeps the iterations each returned estimate ran (``memo["n_iter", id(x)]``)."""
         with torch.no_grad():
             memo = {} if memo is None else memo
             if x_init is None:
                 if ("start", id(y), id(physics)) not in memo:
                     memo["start", id(y), id(physics)] = MeasurementBaseline()(y, physics)
                 x0 = memo["start", id(y), id(physics)]
-            else:
-                x0 = x_init
+            else:  # an image or already in the physics' domain
+                x0 = to_physics_domain(x_init, physics)
             if ("step", id(physics)) not in memo:
                 memo["step", id(physics)] = self.step_size(physics, x0)
             solver = dinv.optim.PGD(
@@ -194,24 +206,35 @@ class TVPGD(TunableReconstructor):
                 lambda_reg=lam,
                 stepsize=memo["step", id(physics)],
                 max_iter=n_iter,
-                early_stop=False,
+                early_stop=tol is not None,
+                crit_conv="residual",
+                thres_conv=tol or 0.0,
                 custom_init=lambda y_, physics_: {"est": (x0, x0)},
             )
-            return solver(y, physics)
+            if tol is None:
+                x, ran = solver(y, physics), n_iter
+            else:  # deepinv's per-iteration residuals count the iterations run
+                x, metrics = solver(y, physics, compute_metrics=True)
+                ran = len(metrics["residual"][0])
+                memo["converged", id(x)] = bool(solver.has_converged)
+            memo["n_iter", id(x)] = ran
+            return x
 
     def tuning_plan(self, name, y, physics, x_init: torch.Tensor | None = None, **kwargs):
         """``lambda_tv="auto"``: candidates run as many iterations as the final solve from the same
         start (their scores describe the estimate the caller gets), so the chosen candidate is
-        returned as it is when ``tune_iter == max_iter``."""
+        returned as it is when ``tune_iter == max_iter`` (and no ``x_init`` or ``tol`` changes the
+        final solve). Candidates never stop early: the choice does not depend on ``tol``."""
         from ..tuning.tuned import TuningPlan
 
         require_linear(physics, "TVPGD")
         memo: dict = {}  # lives for this call only, with the tensors and physics objects it keys
 
         def finish(choice):
-            if choice.estimate is not None and x_init is None and self.tune_iter == self.max_iter:
-                return self._result(choice.estimate, choice.value)  # the candidate already is this solve
-            return self._result(self._pgd(y, physics, choice.value, self.max_iter, x_init, memo), choice.value)
+            if choice.estimate is not None and x_init is None and self.tune_iter == self.max_iter and self.tol is None:
+                return self._result(choice.estimate, choice.value, memo)  # the candidate already is this solve
+            x = self._pgd(y, physics, choice.value, self.max_iter, x_init, memo, self.tol)
+            return self._result(x, choice.value, memo)
 
         return TuningPlan(
             candidate=lambda v, y_, ph_, x0: self._pgd(y_, ph_, v, self.tune_iter, x0, memo),
@@ -221,10 +244,15 @@ class TVPGD(TunableReconstructor):
             options={"seed": self.seed, "data_scaled": True, "n_coarse": TUNE_SEARCH[0], "n_refine": TUNE_SEARCH[1]},
         )
 
-    def _result(self, x: torch.Tensor, lam: float) -> Reconstruction:
-        return Reconstruction(x, 0.0, n_iter=self.max_iter, parameters={"lambda_tv": float(lam)})
+    def accepts_x_init(self, physics) -> bool:
+        return True
+
+    def _result(self, x: torch.Tensor, lam: float, memo: dict) -> Reconstruction:
+        n_iter, converged = memo.get(("n_iter", id(x)), self.max_iter), memo.get(("converged", id(x)))
+        return Reconstruction(x, 0.0, n_iter=n_iter, converged=converged, parameters={"lambda_tv": float(lam)})
 
     def _solve(self, y, physics, lambda_tv: float | None = None, x_init: torch.Tensor | None = None, **kwargs):
         require_linear(physics, "TVPGD")
         lam = float(self.lambda_tv if lambda_tv is None else lambda_tv)
-        return self._result(self._pgd(y, physics, lam, self.max_iter, x_init), lam)
+        memo: dict = {}
+        return self._result(self._pgd(y, physics, lam, self.max_iter, x_init, memo, self.tol), lam, memo)

@@ -52,7 +52,7 @@ import torch
 
 from ..checks import require_linear
 from ..nets.hvae import HVAE
-from ..physics import NOISE_FLOOR, noise_sigma, physics_domain_adjoint, resolve_sigma, to_physics_domain
+from ..physics import NOISE_FLOOR, noise_sigma, physics_domain_adjoint, to_physics_domain
 from ..precision import network_precision, resolve_precision
 from ..priors import HVAEDenoiser, corpus_tau_for_sigma, tau_for_sigma
 from ..tuning import auto_requested, default_rule
@@ -361,6 +361,10 @@ class PnPHVAE(TunableReconstructor):
         )
 
     @torch.no_grad()
+    def accepts_x_init(self, physics) -> bool:
+        """The fixed-point schedule starts from ``x_init``; the annealed one from the measurements."""
+        return resolve_schedule(self.schedule, self.tau, physics) == "fixed"
+
     def _solve(
         self,
         y,
@@ -418,10 +422,10 @@ class PnPHVAE(TunableReconstructor):
             ),
             physics,
         )
-        # noiseless data (a stated or estimated std of 0) end at the same floor as the fixed point's prox
-        final = resolve_sigma(y, physics, floor=MIN_SIGMA)[0] if self.anneal_sigma == "noise" else self.anneal_sigma
+        # DPIR resolves "noise" at NOISE_FLOOR (= MIN_SIGMA): noiseless data (a stated or estimated
+        # std of 0) end at the same floor as the fixed point's prox
         dpir = DPIR(
-            sigma=final,
+            sigma=self.anneal_sigma,
             denoiser=denoiser,
             max_iter=self.anneal_iter,
             tune_rule=self.tune_rule,

@@ -27,7 +27,7 @@ import torch
 
 from ..solvers.base import Reconstruction, TunableReconstructor
 from .rules import Solve
-from .select import ParameterChoice, auto_requested, select_parameter
+from .select import ParameterChoice, select_parameter
 
 
 @dataclass
@@ -58,11 +58,11 @@ class TuningPlan:
 def requested_auto(solver: TunableReconstructor, kwargs: dict) -> list[str]:
     """The ``tunable`` parameters of ``solver`` left to the data in this call: ``"auto"`` in the
     call's keyword arguments, or in the solver's attribute of that name when the call does not
-    set it (or passes ``None``)."""
+    set it (or passes ``None``). Another named value (DPIR's ``sigma="noise"``) is the solver's
+    to resolve."""
     given = {name: kwargs.get(name) for name in solver.tunable}
-    return [
-        name for name in solver.tunable if auto_requested(getattr(solver, name) if given[name] is None else given[name])
-    ]
+    values = {name: getattr(solver, name) if given[name] is None else given[name] for name in solver.tunable}
+    return [name for name, value in values.items() if isinstance(value, str) and value == "auto"]
 
 
 def solve_tuned(

@@ -1,0 +1,100 @@
+r"""Whole-volume cost against quality: one recipe run per configuration of a solver on the same
+slices and measurements (``deepinv-tunable run`` as a user runs it): today's per-batch choice
+from cold starts, the choice once per volume, warm starts along the volume with an early stop.
+
+Reports per configuration the mean PSNR / SSIM, wall and solver seconds per slice, and the
+iterations of every batch (a warm start's first batch starts from the measurements). Writes
+``results/benchmarks/volume_speed.json``. Not a test; run it alone for clean timings.
+
+Usage::
+
+    python -m benchmarks volume_speed                                    # ITK head, TV, 24 slices
+    python -m benchmarks volume_speed --input sample:mni152_t1 --slices 60 92 32
+    python -m benchmarks volume_speed --solver pnp_hvae --slices 60 68 8 --batch-size 2
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+import time
+import warnings
+from pathlib import Path
+
+import torch
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+OUT = ROOT / "results" / "benchmarks" / "volume_speed.json"
+WARM = {"auto_scope": "volume", "warm_start": True}
+#: solver -> configuration name -> (solver params, solver section keys)
+CONFIGS: dict[str, dict[str, tuple[dict, dict]]] = {
+    "tv": {
+        "per_batch_cold": ({"lambda_tv": "auto", "max_iter": 100}, {}),
+        "volume_cold": ({"lambda_tv": "auto", "max_iter": 100}, {"auto_scope": "volume"}),
+        "volume_warm_100": ({"lambda_tv": "auto", "max_iter": 100, "tol": 3e-4}, WARM),
+        "volume_warm_400": ({"lambda_tv": "auto", "max_iter": 400, "tol": 3e-4, "tune_iter": 100}, WARM),
+    },
+    "pnp_hvae": {
+        "per_batch_cold": ({"tau": "auto"}, {}),
+        "volume_cold": ({"tau": "auto"}, {"auto_scope": "volume"}),
+        "volume_warm": ({"tau": "auto"}, WARM),
+    },
+}
+
+
+def recipe(args: argparse.Namespace, params: dict, section: dict, out: Path) -> dict:
+    base = yaml.safe_load((ROOT / "recipes" / "demo_mri_brain.yaml").read_text())
+    start, stop, count = args.slices
+    base["data"].update(
+        {"input": args.input, "slices": {"start": start, "stop": stop, "count": count}, "batch_size": args.batch_size}
+    )
+    base["solver"] = {"name": "tv_pgd" if args.solver == "tv" else args.solver, "params": params, **section}
+    base["output"] = {"dir": str(out), "figures": 0, "report": False}
+    return base
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--input", default="sample:itk_t1")
+    parser.add_argument("--slices", type=int, nargs=3, default=(40, 100, 24), metavar=("START", "STOP", "COUNT"))
+    parser.add_argument("--batch-size", type=int, default=4)
+    parser.add_argument("--solver", choices=sorted(CONFIGS), default="tv")
+    parser.add_argument("--configs", nargs="*", default=None, help="configuration names (default: all)")
+
+
+def run(args: argparse.Namespace) -> int:
+    from deepinv_tunable.atomic import write_json_atomic
+    from deepinv_tunable.recipes import parse_recipe, run_recipe
+
+    warnings.simplefilter("ignore")
+    torch.set_num_threads(1)
+    rows = []
+    tmp = Path(tempfile.mkdtemp(prefix="volume_speed_"))
+    for name in args.configs or list(CONFIGS[args.solver]):
+        params, section = CONFIGS[args.solver][name]
+        start = time.perf_counter()
+        result = run_recipe(parse_recipe(recipe(args, params, section, tmp / name)), progress=False)
+        wall = time.perf_counter() - start
+        record = json.loads(result.metrics_path.read_text())
+        n = len(record["slices"])
+        rows.append(
+            {
+                "config": name,
+                "psnr": record["mean"]["solver"]["psnr"],
+                "ssim": record["mean"]["solver"]["ssim"],
+                "wall_seconds_per_slice": wall / n,
+                "solver_seconds_per_slice": record["solver_seconds_per_slice"],
+                "iterations_per_batch": [d.get("iterations") for d in record.get("diagnostics", [])],
+                "chosen_once": {k: v["value"] for k, v in record.get("auto_once", {}).items() if k != "slices"},
+            }
+        )
+        print(json.dumps(rows[-1]), flush=True)
+        write_json_atomic(OUT, {"input": args.input, "slices": list(args.slices), "solver": args.solver, "rows": rows})
+    print(f"{'configuration':18s} {'PSNR':>7s} {'SSIM':>7s} {'wall s/sl':>9s} {'solver s/sl':>11s}  iterations")
+    for row in rows:
+        print(
+            f"{row['config']:18s} {row['psnr']:7.3f} {row['ssim']:7.4f} {row['wall_seconds_per_slice']:9.2f}"
+            f" {row['solver_seconds_per_slice']:11.2f}  {row['iterations_per_batch']}"
+        )
+    return 0
