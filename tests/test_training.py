@@ -359,3 +359,17 @@ def test_training_recipes_are_read_like_reconstruction_recipes(tmp_path):
     listed.write_text("- model\n- hvae\n")
     with pytest.raises(RecipeError, match="must be a mapping of keys to values, got a list"):
         load_train_recipe(listed)
+
+
+def test_a_resumed_pixel_prior_run_trains_at_the_recipes_learning_rate():
+    """Lightning restores the optimizer's learning rate on resume; the recipe's ``lr`` (an anneal
+    at the plateau) is what the run then trains at."""
+    from types import SimpleNamespace
+
+    from deepinv_tunable.training.drunet import ConditionalDenoiserModule
+
+    module = ConditionalDenoiserModule(drunet={"nc": (8, 8, 8, 8), "nb": 1}, lr=2e-5)
+    restored = torch.optim.Adam(module.net.parameters(), lr=2e-4)  # as the checkpoint left it
+    module.trainer = SimpleNamespace(optimizers=[restored])
+    module.on_train_start()
+    assert [g["lr"] for g in restored.param_groups] == [2e-5]

@@ -146,6 +146,13 @@ class ConditionalDenoiserModule(L.LightningModule):
     def configure_optimizers(self):
         return torch.optim.Adam(self.net.parameters(), lr=self.hparams.lr)
 
+    def on_train_start(self) -> None:
+        # Lightning's resume restores the optimizer with the learning rate it had; the recipe's
+        # lr applies instead, so that a resumed run can anneal (e.g. 2e-4, then 2e-5 at the plateau)
+        for optimizer in self.trainer.optimizers:
+            for group in optimizer.param_groups:
+                group["lr"] = self.hparams.lr
+
     def configure_callbacks(self):
         return [WarmupEMA(self.hparams.ema_decay)]
 
