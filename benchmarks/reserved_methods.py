@@ -39,13 +39,16 @@ DPS_CONFIGURED_STEPS = 100
 DDRM_STEPS = 100
 
 
-def configure(pixel_denoiser: str, dpir_grid=None, tau_grid=None) -> None:
-    """Set the settings the method builders read: the pixel denoiser of the diffusion rows, and
-    the DPIR final sigmas and PnP-HVAE temperatures (``None`` or empty: keep the current grid)."""
-    global DPIR_SIGMA_GRID, TAU_GRID, PIXEL_DENOISER
+def configure(pixel_denoiser: str, dpir_grid=None, tau_grid=None, dps_steps: int | None = None) -> None:
+    """Set the settings the method builders read: the pixel denoiser of the diffusion rows, the
+    DPIR final sigmas and PnP-HVAE temperatures (``None`` or empty: keep the current grid) and
+    the steps of both DPS rows (``None``: keep them)."""
+    global DPIR_SIGMA_GRID, TAU_GRID, PIXEL_DENOISER, DPS_STEPS, DPS_CONFIGURED_STEPS
     PIXEL_DENOISER = pixel_denoiser
     DPIR_SIGMA_GRID = tuple(dpir_grid) if dpir_grid else DPIR_SIGMA_GRID
     TAU_GRID = tuple(tau_grid) if tau_grid else TAU_GRID
+    if dps_steps:
+        DPS_STEPS = DPS_CONFIGURED_STEPS = int(dps_steps)
 
 
 @common.register_method("baseline")

@@ -44,6 +44,26 @@ def write_recipe(tmp_path, recipe):
     return path
 
 
+def run_on_two_processes(tmp_path, recipe: dict) -> dict:
+    """``deepinv-tunable run --devices 2 --strategy ddp`` on 2 CPU processes; its metrics.json."""
+    import os
+    import subprocess
+    import sys
+
+    path = write_recipe(tmp_path, recipe)
+    cli = Path(sys.executable).with_name("deepinv-tunable")
+    proc = subprocess.run(
+        [str(cli), "run", str(path), "--devices", "2", "--strategy", "ddp", "--accelerator", "cpu", "--quiet"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=tmp_path,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return json.loads((Path(recipe["output"]["dir"]) / "metrics.json").read_text())
+
+
 def test_shipped_recipes_validate():
     paths = sorted(p for p in (REPO / "recipes").glob("*.yaml") if not p.name.startswith("train_"))
     assert any(p.name == "demo_mri_brain.yaml" for p in paths)
@@ -450,28 +470,13 @@ def test_two_process_ddp_predict_covers_every_slice_exactly_once(tmp_path):
     """``run --devices 2 --strategy ddp`` on 2 CPU processes: Lightning's Trainer.predict shards
     the slices; each appears exactly once, the volume equals a single-process run's, and the
     records do too: every slice's automatic choice and diagnostics, and the input's doubts."""
-    import os
-    import subprocess
-    import sys
-
     changes = {
         "data.slices": {"start": 20, "stop": 40, "count": 5},  # 5: an uneven split
         "data.batch_size": 1,  # a choice per slice, so both runs choose for the same slices
         "output.figures": 0,
         "solver.params": {"lambda_tv": "auto", "max_iter": 30},
     }
-    path = write_recipe(tmp_path, tiny_recipe(tmp_path / "ddp", **changes))
-    cli = Path(sys.executable).with_name("deepinv-tunable")
-    proc = subprocess.run(
-        [str(cli), "run", str(path), "--devices", "2", "--strategy", "ddp", "--accelerator", "cpu", "--quiet"],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        cwd=tmp_path,
-        env={**os.environ, "OMP_NUM_THREADS": "1"},
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    metrics = json.loads((tmp_path / "ddp" / "metrics.json").read_text())
+    metrics = run_on_two_processes(tmp_path, tiny_recipe(tmp_path / "ddp", **changes))
     owner = {int(k): r for k, r in metrics["distributed"]["rank_of_slice"].items()}
     single = run_recipe(parse_recipe(tiny_recipe(tmp_path / "single", **changes)), progress=False)
     expected = json.loads(single.metrics_path.read_text())["slices"]
@@ -714,28 +719,13 @@ def test_warm_start_is_refused_where_it_cannot_apply(tmp_path):
 def test_two_process_warm_start_runs_each_shard_as_its_own_chains(tmp_path):
     """``--devices 2`` with ``solver.warm_start``: each rank takes a contiguous half of the slices and
     starts its first batch cold; every slice is done exactly once and the records stay in order."""
-    import os
-    import subprocess
-    import sys
-
     changes = {
         "data.slices": {"start": 20, "stop": 40, "count": 6},
         "output.figures": 0,
         "solver.params": {"lambda_tv": 0.01, "max_iter": 80, "tol": 1e-3},
         "solver.warm_start": True,
     }
-    path = write_recipe(tmp_path, tiny_recipe(tmp_path / "ddp", **changes))
-    cli = Path(sys.executable).with_name("deepinv-tunable")
-    proc = subprocess.run(
-        [str(cli), "run", str(path), "--devices", "2", "--strategy", "ddp", "--accelerator", "cpu", "--quiet"],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        cwd=tmp_path,
-        env={**os.environ, "OMP_NUM_THREADS": "1"},
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    metrics = json.loads((tmp_path / "ddp" / "metrics.json").read_text())
+    metrics = run_on_two_processes(tmp_path, tiny_recipe(tmp_path / "ddp", **changes))
     owner = {int(k): r for k, r in metrics["distributed"]["rank_of_slice"].items()}
     assert metrics["slices"] == [20, 23, 26, 30, 33, 36]
     assert owner == {20: 0, 23: 0, 26: 0, 30: 1, 33: 1, 36: 1}  # contiguous halves
