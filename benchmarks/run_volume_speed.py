@@ -10,6 +10,7 @@ Usage::
 
     python -m benchmarks volume_speed                                    # ITK head, TV, 24 slices
     python -m benchmarks volume_speed --input sample:mni152_t1 --slices 60 92 32
+    python -m benchmarks volume_speed --solver dpir --input sample:mni152_t1 --slices 60 92 32
     python -m benchmarks volume_speed --solver pnp_hvae --slices 60 68 8 --batch-size 2
 """
 
@@ -36,6 +37,11 @@ CONFIGS: dict[str, dict[str, tuple[dict, dict]]] = {
         "volume_warm_100": ({"lambda_tv": "auto", "max_iter": 100, "tol": 3e-4}, WARM),
         "volume_warm_400": ({"lambda_tv": "auto", "max_iter": 400, "tol": 3e-4, "tune_iter": 100}, WARM),
     },
+    "dpir": {
+        "per_batch_auto": ({"sigma": "auto"}, {}),  # the default until 2026-12-07
+        "volume_auto": ({"sigma": "auto"}, {"auto_scope": "volume"}),
+        "noise": ({"sigma": "noise"}, {}),  # the default since: the measurement noise std, one solve
+    },
     "pnp_hvae": {
         "per_batch_cold": ({"tau": "auto"}, {}),
         "volume_cold": ({"tau": "auto"}, {"auto_scope": "volume"}),
@@ -61,6 +67,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-size", type=int, default=4)
     parser.add_argument("--solver", choices=sorted(CONFIGS), default="tv")
     parser.add_argument("--configs", nargs="*", default=None, help="configuration names (default: all)")
+    parser.add_argument("--out", default=str(OUT), help="results JSON (default %(default)s)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -90,7 +97,9 @@ def run(args: argparse.Namespace) -> int:
             }
         )
         print(json.dumps(rows[-1]), flush=True)
-        write_json_atomic(OUT, {"input": args.input, "slices": list(args.slices), "solver": args.solver, "rows": rows})
+        write_json_atomic(
+            args.out, {"input": args.input, "slices": list(args.slices), "solver": args.solver, "rows": rows}
+        )
     print(f"{'configuration':18s} {'PSNR':>7s} {'SSIM':>7s} {'wall s/sl':>9s} {'solver s/sl':>11s}  iterations")
     for row in rows:
         print(
