@@ -68,8 +68,8 @@ def test_a_solver_returning_nan_stops_the_run_incomplete(tmp_path, capsys, monke
     path = write_recipe(tmp_path, tiny_recipe(out))
     real = runner.PreparedRun.solve
 
-    def nan_on_second_batch(self, solver, y, indices):
-        x, image, diagnostics = real(self, solver, y, indices)
+    def nan_on_second_batch(self, solver, y, indices, x_init=None):
+        x, image, diagnostics = real(self, solver, y, indices, x_init)
         return (x, image * float("nan"), diagnostics) if indices[0] != self.eval_idx[0] else (x, image, diagnostics)
 
     monkeypatch.setattr(runner.PreparedRun, "solve", nan_on_second_batch)
