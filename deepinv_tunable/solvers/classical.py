@@ -186,10 +186,11 @@ class TVPGD(TunableReconstructor):
         tol: float | None = None,
     ) -> torch.Tensor:
         """``n_iter`` PGD steps from ``x_init`` (default: the measurement baseline), fewer when
-        ``tol`` (the solver's ``tol`` for a final solve; candidates run all theirs) stops them. ``memo`` keeps the baseline per ``(y, physics)`` and the step size per
-        physics object for one call: the candidates of an automatic choice share them, and on
-        60-view CT the baseline and the power iteration together cost a quarter of a solve. It also
-        keeps the iterations each returned estimate ran (``memo["n_iter", id(x)]``)."""
+        ``tol`` stops them (a final solve passes the solver's ``tol``; candidates run all theirs).
+        ``memo`` keeps the baseline per ``(y, physics)`` and the step size per physics object for
+        one call: the candidates of an automatic choice share them, and on 60-view CT the baseline
+        and the power iteration together cost a quarter of a solve. It also keeps the iterations
+        each returned estimate ran (``memo["n_iter", id(x)]``)."""
         with torch.no_grad():
             memo = {} if memo is None else memo
             if x_init is None:
