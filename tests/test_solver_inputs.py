@@ -124,3 +124,19 @@ def test_tvpgd_tol_stops_early_and_counts_the_iterations_it_ran():
     torch.testing.assert_close(warm.x, fixed.x)
     with pytest.raises(ValueError, match="tol must be positive"):
         TVPGD(tol=0.0)
+
+
+def test_dpir_reports_its_network_passes_search_included():
+    """``nfe`` counts the denoiser passes of a call: ``max_iter`` for one solve, ``max_iter`` per
+    candidate solve (plus a final one when no candidate is reused) under ``sigma="auto"``."""
+    from deepinv_tunable.priors import DnCNNDenoiser
+
+    den = DnCNNDenoiser.from_pretrained()
+    physics = build_physics({"kind": "denoising", "noise_sigma": 0.05}, (32, 32))
+    y = physics(torch.full((1, 1, 32, 32), 0.5))
+    assert DPIR(denoiser=den, max_iter=3).reconstruct(y, physics).nfe == 3
+    auto = DPIR("auto", den, max_iter=3).reconstruct(y, physics)
+    choice = auto.choices["sigma"]
+    # the discrepancy principle's chosen candidate is the answer: 5 candidate solves, no final one
+    assert (choice.rule, len(choice.tried), choice.estimate is not None) == ("discrepancy", 5, True)
+    assert auto.nfe == 3 * 5

@@ -150,8 +150,9 @@ class DPIR(TunableReconstructor):
         noise, estimated = resolve_sigma(y, physics, floor=NOISE_FLOOR)
 
         def finish(choice):
-            x = choice.estimate if choice.estimate is not None else self._hqs(y, physics, choice.value, max_iter)
-            return self._result(x, choice.value, max_iter)
+            reused = choice.estimate is not None
+            x = choice.estimate if reused else self._hqs(y, physics, choice.value, max_iter)
+            return self._result(x, choice.value, max_iter, solves=choice.n_solves + (0 if reused else 1))
 
         return TuningPlan(
             candidate=lambda s, y_, ph_, x0: self._hqs(y_, ph_, s, max_iter),
@@ -165,8 +166,9 @@ class DPIR(TunableReconstructor):
         )
 
     @staticmethod
-    def _result(x: torch.Tensor, sigma: float, max_iter: int) -> Reconstruction:
-        return Reconstruction(x, 0.0, n_iter=max_iter, parameters={"sigma": float(sigma)})
+    def _result(x: torch.Tensor, sigma: float, max_iter: int, solves: int = 1) -> Reconstruction:
+        """``nfe``: the denoiser's passes per image, the search's candidate solves included."""
+        return Reconstruction(x, 0.0, n_iter=max_iter, nfe=max_iter * solves, parameters={"sigma": float(sigma)})
 
     def _solve(self, y, physics, sigma: float | str | None = None, max_iter: int | None = None, **kwargs):
         sigma = self.sigma if sigma is None else sigma
