@@ -435,8 +435,9 @@ def run_recipe(
     shown = set(shown_slices(eval_idx, recipe.output.figures))
     compared: dict[str, dict[int, torch.Tensor]] = {}  # the comparison solvers' shown slices, for figures
     batches, predecessor = slice_batches(eval_idx, d.batch_size, getattr(recipe.solver, "warm_start", False))
+    resumed = set(finished)
     for batch in batches:
-        if set(batch) <= set(finished):  # a resumed run keeps its finished batches
+        if set(batch) <= resumed:  # a resumed run keeps its finished batches
             continue
         starts = [predecessor[k] for k in batch]
         start_images = None if None in starts else stacks.tensor("reconstruction")[starts]

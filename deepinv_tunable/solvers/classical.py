@@ -184,13 +184,13 @@ class TVPGD(TunableReconstructor):
         x_init: torch.Tensor | None = None,
         memo: dict | None = None,
         tol: float | None = None,
-    ) -> torch.Tensor:
+    ) -> tuple[torch.Tensor, int, bool | None]:
         """``n_iter`` PGD steps from ``x_init`` (default: the measurement baseline), fewer when
         ``tol`` stops them (a final solve passes the solver's ``tol``; candidates run all theirs).
         ``memo`` keeps the baseline per ``(y, physics)`` and the step size per physics object for
         one call: the candidates of an automatic choice share them, and on 60-view CT the baseline
-        and the power iteration together cost a quarter of a solve. It also keeps the iterations
-        each returned estimate ran (``memo["n_iter", id(x)]``)."""
+        and the power iteration together cost a quarter of a solve. Returns the estimate, the
+        iterations run and whether ``tol`` was met (``None`` without ``tol``)."""
         with torch.no_grad():
             memo = {} if memo is None else memo
             if x_init is None:
@@ -213,13 +213,14 @@ class TVPGD(TunableReconstructor):
                 custom_init=lambda y_, physics_: {"est": (x0, x0)},
             )
             if tol is None:
-                x, ran = solver(y, physics), n_iter
-            else:  # deepinv's per-iteration residuals count the iterations run
-                x, metrics = solver(y, physics, compute_metrics=True)
-                ran = len(metrics["residual"][0])
-                memo["converged", id(x)] = bool(solver.has_converged)
-            memo["n_iter", id(x)] = ran
-            return x
+                return solver(y, physics), n_iter, None
+            x, metrics = solver(y, physics, compute_metrics=True)  # its per-iteration residuals count the iterations
+            return x, len(metrics["residual"][0]), bool(solver.has_converged)
+
+    def _final(self, y, physics, lam: float, x_init: torch.Tensor | None, memo: dict | None = None) -> Reconstruction:
+        """The solve the caller gets: ``max_iter`` iterations at most, stopped by ``tol``."""
+        x, n_iter, converged = self._pgd(y, physics, lam, self.max_iter, x_init, memo, self.tol)
+        return self._result(x, lam, n_iter, converged)
 
     def tuning_plan(self, name, y, physics, x_init: torch.Tensor | None = None, **kwargs):
         """``lambda_tv="auto"``: candidates run as many iterations as the final solve from the same
@@ -233,12 +234,11 @@ class TVPGD(TunableReconstructor):
 
         def finish(choice):
             if choice.estimate is not None and x_init is None and self.tune_iter == self.max_iter and self.tol is None:
-                return self._result(choice.estimate, choice.value, memo)  # the candidate already is this solve
-            x = self._pgd(y, physics, choice.value, self.max_iter, x_init, memo, self.tol)
-            return self._result(x, choice.value, memo)
+                return self._result(choice.estimate, choice.value, self.max_iter)  # the candidate already is this solve
+            return self._final(y, physics, choice.value, x_init, memo)
 
         return TuningPlan(
-            candidate=lambda v, y_, ph_, x0: self._pgd(y_, ph_, v, self.tune_iter, x0, memo),
+            candidate=lambda v, y_, ph_, x0: self._pgd(y_, ph_, v, self.tune_iter, x0, memo)[0],
             bounds=self.tune_bounds,
             finish=finish,
             rule=self.tune_rule,
@@ -248,12 +248,11 @@ class TVPGD(TunableReconstructor):
     def accepts_x_init(self, physics) -> bool:
         return True
 
-    def _result(self, x: torch.Tensor, lam: float, memo: dict) -> Reconstruction:
-        n_iter, converged = memo.get(("n_iter", id(x)), self.max_iter), memo.get(("converged", id(x)))
+    @staticmethod
+    def _result(x: torch.Tensor, lam: float, n_iter: int, converged: bool | None = None) -> Reconstruction:
         return Reconstruction(x, 0.0, n_iter=n_iter, converged=converged, parameters={"lambda_tv": float(lam)})
 
     def _solve(self, y, physics, lambda_tv: float | None = None, x_init: torch.Tensor | None = None, **kwargs):
         require_linear(physics, "TVPGD")
         lam = float(self.lambda_tv if lambda_tv is None else lambda_tv)
-        memo: dict = {}
-        return self._result(self._pgd(y, physics, lam, self.max_iter, x_init, memo, self.tol), lam, memo)
+        return self._final(y, physics, lam, x_init)
