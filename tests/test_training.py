@@ -73,6 +73,27 @@ def test_resume_after_a_crash_loses_no_finished_epoch(tmp_path):
     assert any("val/psnr_k512" in r for r in after)
 
 
+def test_linear_path_vae_fits_its_patch_code_on_the_training_images_and_keeps_it(tmp_path):
+    path = tiny_train_recipe(tmp_path, max_epochs=1)
+    vae_config = {"block_out_channels": [8], "space_to_depth": 2, "latent_channels": 3, "linear_path": True}
+    recipe = load_train_recipe(path, {"module": {"vae": vae_config}})
+    result = train(recipe, progress=False)
+    vae = TunableVAE.from_pretrained(result.model_dir)
+    assert vae.patch_code.fitted and vae.latent_shape == (3, 16, 16)
+    # whitened components: unit variance per channel on the images the code was fitted to
+    from deepinv_tunable.training.data import SliceDataModule
+
+    dm = SliceDataModule(recipe.data)
+    dm.setup()
+    z = vae.patch_code.encode(dm.train_images())
+    assert torch.allclose(z.transpose(0, 1).flatten(1).var(1), torch.ones(3), rtol=0.05)
+    # a run started from that model keeps its code rather than refitting it to its (here other) images
+    other = {"module": {"vae": vae_config, "init": str(result.model_dir)}, "data": {"holdout": [30, 60]}}
+    recipe = load_train_recipe(path, {**other, "output": str(tmp_path / "continued")})
+    again = TunableVAE.from_pretrained(train(recipe, progress=False).model_dir)
+    assert torch.equal(again.patch_code.analysis, vae.patch_code.analysis)
+
+
 def test_training_lowers_the_loss(tmp_path):
     recipe = load_train_recipe(tiny_train_recipe(tmp_path, max_epochs=6), {"module": {"lr": 3e-3}})
     train(recipe, progress=False)
@@ -185,6 +206,12 @@ def test_ldm_trains_from_a_recipe_and_exports_a_unet(tmp_path):
     unet = LatentUNet.from_pretrained(result.model_dir)
     assert unet.config["latent_channels"] == 2 and unet.config["latent_size"] == 16
     assert 0 < result.metrics["train/loss"] < 10 and "val/eps_mse" in result.metrics
+    from deepinv_tunable.training import TunableLDMModule
+    from deepinv_tunable.training.ema import WarmupEMA
+
+    [ema] = TunableLDMModule(vae=str(tmp_path / "vae"), unet={"block_out_channels": [8, 16]}).configure_callbacks()
+    assert isinstance(ema, WarmupEMA)  # the exported UNet is the moving average
+    assert TunableLDMModule(vae=str(tmp_path / "vae"), ema_decay=None).configure_callbacks() == []
 
 
 def test_ordered_flow_trains_from_a_recipe(tmp_path):

@@ -5,7 +5,9 @@ import torch
 
 from deepinv_tunable import pretrained
 from deepinv_tunable.data import load_volume, percentile_scaling, prepare_volume, sample_path, volume_to_slices
-from deepinv_tunable.nets import CheckpointError, TunableVAE
+from deepinv_tunable.latent import truncate
+from deepinv_tunable.nets import CheckpointError, SeverityEncoder, TunableVAE
+from deepinv_tunable.nets.tunable_vae import PatchPCA
 
 TINY = dict(image_size=(32, 32), block_out_channels=(8, 8), latent_channels=2)
 
@@ -60,6 +62,44 @@ def test_truncated_decoding_only_sees_the_first_k_coordinates():
     with torch.no_grad():
         assert torch.equal(vae.decode(z, 300), vae.decode(z2, 300))
         assert not torch.equal(vae.decode(z, 301), vae.decode(z2, 301))
+
+
+def test_patch_pca_is_the_principal_components_code_of_planted_patches():
+    # patches drawn from a planted 2-d subspace of R^4: two components reconstruct them exactly,
+    # with unit variance, in decreasing order of the planted variances
+    torch.manual_seed(0)
+    basis = torch.linalg.qr(torch.randn(4, 2))[0]
+    coefficients = torch.randn(4096, 2) * torch.tensor([3.0, 0.5])
+    patches = coefficients @ basis.T + torch.tensor([0.5, 0.4, 0.3, 0.2])
+    x = torch.nn.functional.pixel_shuffle(patches.T.reshape(1, 4, 64, 64), 2)
+    pca = PatchPCA(factor=2, channels=2).fit(x)
+    z = pca.encode(x)
+    assert torch.allclose(pca.decode(z), x, atol=1e-5)
+    assert torch.allclose(z.flatten(2).std(2).squeeze(), torch.ones(2), atol=1e-3)
+    first = coefficients[:, 0] - coefficients[:, 0].mean()
+    assert torch.allclose(z[0, 0].flatten().abs(), first.abs() / first.std(), atol=1e-3)
+    with pytest.raises(ValueError, match=r"a 2x2 patch code has at most 4 components, got 5"):
+        PatchPCA(factor=2, channels=5)
+
+
+def test_linear_path_vae_starts_as_its_patch_code_and_keeps_it_through_a_checkpoint(tmp_path):
+    torch.manual_seed(0)
+    config = dict(image_size=(32, 32), block_out_channels=(16,), space_to_depth=4, latent_channels=8, linear_path=True)
+    vae = TunableVAE(**config).eval()
+    assert vae.factor == 4 and vae.latent_shape == (8, 8, 8)
+    x = torch.rand(6, 1, 32, 32)
+    vae.patch_code.fit(x)
+    with torch.no_grad():
+        assert torch.allclose(vae.encode_mean(x), vae.patch_code.encode(x), atol=1e-6)
+        assert torch.allclose(vae(x, k=200), vae.patch_code.decode(truncate(vae.patch_code.encode(x), 200)), atol=1e-6)
+        assert vae.encode(x)[1].max() <= -10 + 1e-6  # a narrow posterior: sampling does not swamp the code
+    vae.save_pretrained(tmp_path / "ckpt")
+    again = TunableVAE.from_pretrained(tmp_path / "ckpt")
+    assert again.patch_code.fitted and torch.equal(again.patch_code.synthesis, vae.patch_code.synthesis)
+    with torch.no_grad():  # the severity encoder copies the whole encoder path, linear code included
+        assert torch.allclose(SeverityEncoder.from_vae(again)(x)[0], again.encode_mean(x), atol=1e-6)
+    with pytest.raises(ValueError, match=r"at most 16 components, got 17"):
+        TunableVAE(**{**config, "latent_channels": 17})
 
 
 def heldout_slices(n=4):

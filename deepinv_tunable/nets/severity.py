@@ -21,7 +21,7 @@ from collections.abc import Sequence
 import torch
 
 from .checkpoint import PretrainedMixin
-from .tunable_vae import TunableVAE
+from .tunable_vae import TunableVAE, vae_moments
 
 
 class SeverityEncoder(torch.nn.Module, PretrainedMixin):
@@ -64,6 +64,8 @@ class SeverityEncoder(torch.nn.Module, PretrainedMixin):
         self.latent_shape = backbone.latent_shape
         self.encoder = backbone.autoencoder.encoder
         self.quant_conv = backbone.autoencoder.quant_conv
+        self.space_to_depth = backbone.space_to_depth
+        self.patch_code = backbone.patch_code
         c = backbone.latent_shape[0]
         self.head = torch.nn.Conv2d(c, c, kernel_size=1)
 
@@ -73,6 +75,8 @@ class SeverityEncoder(torch.nn.Module, PretrainedMixin):
         encoder = cls(vae.config, source=source)
         encoder.encoder.load_state_dict(vae.autoencoder.encoder.state_dict())
         encoder.quant_conv.load_state_dict(vae.autoencoder.quant_conv.state_dict())
+        if vae.patch_code is not None:
+            encoder.patch_code.load_state_dict(vae.patch_code.state_dict())
         return encoder.to(next(vae.parameters()).device)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -82,7 +86,7 @@ class SeverityEncoder(torch.nn.Module, PretrainedMixin):
                 f"degraded image has shape {tuple(x.shape)}; this severity encoder expects "
                 f"(B, 1, {self.image_size[0]}, {self.image_size[1]}) images"
             )
-        z_hat = self.quant_conv(self.encoder(x)).chunk(2, dim=1)[0]
+        z_hat = vae_moments(x, self.encoder, self.quant_conv, self.space_to_depth, self.patch_code)[0]
         return z_hat, self.head(z_hat).pow(2).flatten(1).mean(1)
 
     def in_trained_range(self, sigma2: torch.Tensor) -> torch.Tensor:

@@ -91,6 +91,14 @@ class TunableVAEModule(L.LightningModule):
         self.val_ks = list(val_ks) if val_ks else sorted({max(1, K // 16), max(1, K // 4), K})
         self.ssim = dinv.loss.metric.SSIM() if ssim_weight > 0 else None
 
+    def setup(self, stage: str) -> None:
+        """Fit the VAE's linear patch code (``linear_path``) on the training images, once: a
+        resumed run or an ``init`` checkpoint brings its fitted code along."""
+        code = self.vae.patch_code
+        datamodule = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
+        if code is not None and not code.fitted and datamodule is not None:
+            code.fit(datamodule.train_slices)
+
     def reconstruction_loss(self, x: torch.Tensor, x_hat: torch.Tensor) -> torch.Tensor:
         loss = (x_hat - x).abs().mean()
         if self.ssim is not None:
