@@ -13,16 +13,21 @@ simulated run) the coverage of the intervals is measured too.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 
 from ..atomic import atomic_write, write_json_atomic
 from ..audit import hallucination_audit
+from ..data import save_volume, slices_to_volume
 from ..physics import from_physics_domain
+from ..report import shown_slices
 from ..uncertainty import ConformalCalibrator, PosteriorSampler, PosteriorSummary, central_z, coverage
 from .schema import AuditConfig, RecipeError
+
+if TYPE_CHECKING:
+    from .runner import PreparedRun
 
 
 def _image(x: torch.Tensor, physics) -> torch.Tensor:
@@ -212,3 +217,25 @@ class RecipeAudit:
         atomic_write(path, lambda p: fig.savefig(p, dpi=80, format="png"))
         plt.close(fig)
         return path
+
+
+def calibrated_auditor(run: PreparedRun, audit_cfg: AuditConfig, solver) -> RecipeAudit:
+    """The run's auditor, calibrated on the recipe's calibration slices when it names any."""
+    auditor = RecipeAudit(audit_cfg, solver, run.physics, len(run.slices), tuple(run.slices.shape[-2:]))
+    cal_idx = run.audit_calibration_idx
+    if cal_idx:
+        x_cal = run.slices[cal_idx]
+        y_cal = run.measure(x_cal, cal_idx)
+        auditor.calibrate(cal_idx, x_cal, y_cal, run.estimate_both(solver, y_cal, cal_idx)[0])
+    return auditor
+
+
+def write_audit(run: PreparedRun, auditor: RecipeAudit, out_dir: Path, recon: torch.Tensor):
+    """The audit's maps (on the input's grid), record and figures: ``(record, figure paths)``."""
+    plane = run.recipe.data.plane
+
+    def save_map(name: str, stack: torch.Tensor) -> None:
+        save_volume(slices_to_volume(stack, plane), out_dir / f"{name}.nii.gz", like=run.prepared)
+
+    shown = shown_slices(run.eval_idx, run.recipe.output.figures)
+    return auditor.write(out_dir, run.scaling.high - run.scaling.low, save_map, shown, run.slices, recon)

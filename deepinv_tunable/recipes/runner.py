@@ -36,7 +36,7 @@ from ..progress import progress_bar
 from ..report import shown_slices, write_auto_figure, write_figures, write_report
 from ..solvers.base import SolverDiagnostics
 from ..tuning import grid_search
-from .auditing import RecipeAudit
+from .auditing import calibrated_auditor, write_audit
 from .output import check_output_dir
 from .partial import PartialStacks
 from .records import BATCH_KEYS, add_input_doubts, add_records, batch_records, metrics_record, resumable_record
@@ -418,7 +418,7 @@ def run_recipe(
     solver_overrides.update(run.choose_once(record, solver_overrides))
     solver = _build_solver(recipe, solver_overrides)
     baseline = build_solver("baseline")
-    auditor = None if audit_cfg is None else _calibrated_auditor(run, audit_cfg, solver)
+    auditor = None if audit_cfg is None else calibrated_auditor(run, audit_cfg, solver)
 
     per_slice: dict[str, dict[str, list[float]]] = {"baseline": {}, "solver": {}}
     seconds, finished = 0.0, []  # the finished slices, in the order of per_slice's values
@@ -447,13 +447,7 @@ def run_recipe(
         if auditor is not None:
             auditor.process(batch, out.x, out.y, out.x_phys)
             record["audit"] = auditor.record()
-        for key, est in (("baseline", out.baseline), ("solver", out.reconstruction), *out.comparisons.items()):
-            for name, values in image_metrics(est, out.x).items():
-                per_slice.setdefault(key, {}).setdefault(name, []).extend(values)
-        for key, est in out.comparisons.items():
-            for i, k in enumerate(batch):
-                if k in shown:
-                    compared.setdefault(key, {})[k] = est[i].cpu()
+        _add_batch_metrics(per_slice, compared, out, batch, shown)
         # on disk before metrics.json calls these slices finished
         stacks.write(batch, {"reconstruction": out.reconstruction, "baseline": out.baseline})
         finished += batch
@@ -467,13 +461,31 @@ def run_recipe(
     if record.get("auto") and recipe.output.figures:
         figure_paths.append(write_auto_figure(out_dir / "figures" / "auto_parameters.png", record["auto"]))
     if auditor is not None:
-        record["audit"], audit_figures = _write_audit(run, auditor, out_dir, recon)
+        record["audit"], audit_figures = write_audit(run, auditor, out_dir, recon)
         figure_paths += audit_figures
     record["complete"] = True
     write_json_atomic(metrics_path, record)
     stacks.remove()
     report_path = write_report(out_dir / "report.html", record, figure_paths) if recipe.output.report else None
     return RunResult(out_dir=out_dir, metrics_path=metrics_path, report_path=report_path, summary=record["mean"])
+
+
+def _add_batch_metrics(
+    per_slice: dict[str, dict[str, list[float]]],
+    compared: dict[str, dict[int, torch.Tensor]],
+    out: SliceBatch,
+    batch: list[int],
+    shown: set[int],
+) -> None:
+    """Append a batch's per-slice metrics (baseline, solver, comparisons) and keep the comparison
+    solvers' shown slices for the figures."""
+    for key, est in (("baseline", out.baseline), ("solver", out.reconstruction), *out.comparisons.items()):
+        for name, values in image_metrics(est, out.x).items():
+            per_slice.setdefault(key, {}).setdefault(name, []).extend(values)
+    for key, est in out.comparisons.items():
+        for i, k in enumerate(batch):
+            if k in shown:
+                compared.setdefault(key, {})[k] = est[i].cpu()
 
 
 #: spacing of the per-slice seeds of different recipe seeds
@@ -486,25 +498,3 @@ def _seeded(seed: int, index: int, device: torch.device):
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         torch.manual_seed(seed * _SEED_STRIDE + index)
         yield
-
-
-def _calibrated_auditor(run: PreparedRun, audit_cfg: AuditConfig, solver) -> RecipeAudit:
-    """The run's auditor, calibrated on the recipe's calibration slices when it names any."""
-    auditor = RecipeAudit(audit_cfg, solver, run.physics, len(run.slices), tuple(run.slices.shape[-2:]))
-    cal_idx = run.audit_calibration_idx
-    if cal_idx:
-        x_cal = run.slices[cal_idx]
-        y_cal = run.measure(x_cal, cal_idx)
-        auditor.calibrate(cal_idx, x_cal, y_cal, run.estimate_both(solver, y_cal, cal_idx)[0])
-    return auditor
-
-
-def _write_audit(run: PreparedRun, auditor: RecipeAudit, out_dir: Path, recon: torch.Tensor):
-    """The audit's maps (on the input's grid), record and figures: ``(record, figure paths)``."""
-    plane = run.recipe.data.plane
-
-    def save_map(name: str, stack: torch.Tensor) -> None:
-        save_volume(slices_to_volume(stack, plane), out_dir / f"{name}.nii.gz", like=run.prepared)
-
-    shown = shown_slices(run.eval_idx, run.recipe.output.figures)
-    return auditor.write(out_dir, run.scaling.high - run.scaling.low, save_map, shown, run.slices, recon)
