@@ -201,14 +201,14 @@ def study(args) -> dict:
                     solver, y, physics, ks, rule=rule, seed=0, fits=fits, spectrum=spectrum, solve_kwargs=call
                 )
                 row[f"auto_{rule}"] = {
-                    "k": chosen.k.tolist(),
+                    "k": chosen.value.tolist(),
                     "psnr": _psnr(chosen.reconstruction.x, physics, truth),
                 }
                 row[f"auto_{rule}"]["gap_db"] = row[f"auto_{rule}"]["psnr"] - psnr[oracle]
                 if chosen.split_scores is not None:  # every hold-out's score: other choice rules, offline
                     row[f"auto_{rule}"]["split_scores"] = {str(k): v.tolist() for k, v in chosen.split_scores.items()}
-                elif chosen.scores:  # per-slice residuals / risk estimates, for the same reason
-                    row[f"auto_{rule}"]["scores"] = {str(k): v.tolist() for k, v in chosen.scores.items()}
+                elif chosen.table:  # per-slice residuals / risk estimates, for the same reason
+                    row[f"auto_{rule}"]["scores"] = {str(k): v.tolist() for k, v in chosen.table.items()}
             row["auto_default_rule"] = default_k_rule(physics)
             row.update(closed_form_choice(row))
             record["rows"].append(row)

@@ -158,7 +158,7 @@ def run(args: argparse.Namespace) -> int:
         for rule in ("splitting", "discrepancy"):
             sel = select_k(solver, y, physics, ks, rule=rule, seed=0, fits=fits)
             row[f"auto_{rule}"] = {
-                "k": sel.k.tolist(),
+                "k": sel.value.tolist(),
                 "psnr": float(np.mean(psnr(sel.reconstruction.x, x_eval, physics))),
             }
         row["latent_map_tv"] = latent_map_tv(solver, case, n_grid=4 if args.quick else len(HYBRID_GRID))

@@ -87,7 +87,7 @@ def test_ground_truth_free_k_finds_a_planted_latent_size(rule, tau):
     physics, y, solver = _planted_denoising((2, 4, 4))
     extra = {"tau": tau} if tau else {"holdout_fraction": 0.5, "seed": 0}
     sel = select_k(solver, y, physics, [2, 4, 32], rule=rule, **extra)
-    assert sel.k.tolist() == [4] * 6, sel.scores
+    assert sel.value.tolist() == [4] * 6, sel.table
     assert sel.reconstruction.x.shape == y.shape
 
 
@@ -103,12 +103,12 @@ def test_sure_k_finds_a_planted_latent_size_and_probes_the_way_the_fit_was_made(
     solver_reconstruct = solver.reconstruct
     solver.reconstruct = lambda *a, **kw: calls.append(sorted(kw)) or solver_reconstruct(*a, **kw)
     sel = select_k(solver, y, physics, [2, 4, 128], rule="sure")
-    assert sel.rule == "sure" and int((sel.k == 4).sum()) >= 5, sel.scores
-    means = {k: float(v.mean()) for k, v in sel.scores.items()}
+    assert sel.rule == "sure" and int((sel.value == 4).sum()) >= 5, sel.table
+    means = {k: float(v.mean()) for k, v in sel.table.items()}
     assert min(means, key=means.get) == 4, means
     # one fit and one probe per k, the probe without a warm start
     assert calls == [["k"]] * 6
-    chosen = torch.stack([sel.scores[int(k)][i] for i, k in enumerate(sel.k)])
+    chosen = torch.stack([sel.table[int(k)][i] for i, k in enumerate(sel.value)])
     assert torch.allclose(sel.reconstruction.extras["sure"], chosen)  # each example's own k's score
 
 
@@ -132,7 +132,7 @@ def test_auto_k_on_ct_predicts_held_out_views_and_finds_a_planted_latent_size():
     z[:, :4] = torch.randn(6, 4, generator=torch.Generator().manual_seed(4))
     y = physics(gen.decode(z.reshape(6, 2, 4, 4)))
     sel = select_k(LatentMAP(gen, gamma=0.0, max_iter=300, lr=0.05), y, physics, [2, 4, 32])
-    assert sel.rule == "splitting" and sel.k.tolist() == [4] * 6, sel.scores
+    assert sel.rule == "splitting" and sel.value.tolist() == [4] * 6, sel.table
 
 
 def test_closed_form_k_proposes_the_planted_size_with_one_solve(tmp_path):
@@ -156,7 +156,7 @@ def test_closed_form_k_proposes_the_planted_size_with_one_solve(tmp_path):
     solver_reconstruct = solver.reconstruct
     solver.reconstruct = lambda *a, **kw: calls.append(kw.get("k")) or solver_reconstruct(*a, **kw)
     sel = select_k(solver, physics(x[:3]), physics, [2, 4, 32], rule="closed_form", spectrum=loaded)
-    assert sel.k.tolist() == [4, 4, 4] and calls == [4]
+    assert sel.value.tolist() == [4, 4, 4] and calls == [4]
     with pytest.raises(ValueError, match="needs the generator's spectrum"):
         select_k(solver, physics(x[:3]), physics, [2, 4, 32], rule="closed_form")
     ct = build_physics({"kind": "ct", "n_views": 10}, (16, 16))

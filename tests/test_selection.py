@@ -1,3 +1,5 @@
+import json
+
 import deepinv as dinv
 import numpy as np
 import pytest
@@ -381,8 +383,8 @@ def test_splitting_start_never_sees_the_held_out_entries():
     y_before = y.clone()
     chosen = select_k(_KeepsItsStart(), y, physics, [1, 2], rule="splitting", seed=0)
     # a start from all of y would give k = 2 a held-out residual of exactly 0
-    assert chosen.k.tolist() == [1, 1]
-    assert all(float(chosen.scores[2][b]) > 10 * float(chosen.scores[1][b]) for b in range(2))
+    assert chosen.value.tolist() == [1, 1]
+    assert all(float(chosen.table[2][b]) > 10 * float(chosen.table[1][b]) for b in range(2))
     assert torch.equal(y, y_before)
 
 
@@ -408,9 +410,9 @@ def test_select_k_default_rules_and_the_discrepancy_principle_on_recorded_fits()
     assert select_k(None, y, inpaint, [1, 2], fits=fits).rule == "discrepancy"
     # a solver that records no noise level: the physics' own is used (m sigma^2 = 2.56 here)
     bare = {k: Reconstruction(y, 0.0, extras={"residual_sq": torch.tensor([2.0 * k])}) for k in (1, 2)}
-    assert select_k(None, y, inpaint, [1, 2], fits=bare).k.tolist() == [1]
+    assert select_k(None, y, inpaint, [1, 2], fits=bare).value.tolist() == [1]
     bare[1].extras["residual_sq"], bare[2].extras["residual_sq"] = torch.tensor([3.0]), torch.tensor([2.5])
-    assert select_k(None, y, inpaint, [1, 2], fits=bare).k.tolist() == [2]
+    assert select_k(None, y, inpaint, [1, 2], fits=bare).value.tolist() == [2]
     with pytest.raises(ValueError, match="'auto', 'discrepancy', 'sure', 'splitting'"):
         select_k(None, y, inpaint, [1, 2], rule="stein")
     with pytest.raises(ValueError, match="n_splits must be an integer >= 1, got 0"):
@@ -462,8 +464,11 @@ def test_select_k_splitting_chooses_by_the_one_standard_error_rule_over_its_hold
     for se_factor in (0.0, 1.0):
         sel = select_k(_KeepsItsStart(), y, physics, [1, 2], rule="splitting", n_splits=4, se_factor=se_factor)
         assert sel.split_scores[1].shape == (4, 2)
-        assert torch.equal(sel.k, one_standard_error_k(sel.split_scores, se_factor))
-        assert all(torch.allclose(sel.scores[k], sel.split_scores[k].sum(0)) for k in (1, 2))
+        assert torch.equal(sel.value, one_standard_error_k(sel.split_scores, se_factor))
+        assert all(torch.allclose(sel.table[k], sel.split_scores[k].sum(0)) for k in (1, 2))
+        # the one result type of every chooser: 4 hold-outs x 2 sizes, then the final solve
+        assert sel.name == "k" and sel.n_splits == 4 and sel.n_solves == 4 * 2 + 1 and sel.bounds == (1, 2)
+        assert json.loads(json.dumps(sel.as_dict()))["value"] == sel.value.tolist()
     with pytest.raises(ValueError, match="se_factor must be a finite number >= 0, got -0.5"):
         select_k(_KeepsItsStart(), y, physics, [1, 2], rule="splitting", se_factor=-0.5)
 
@@ -504,9 +509,9 @@ def test_select_k_sure_is_the_closed_form_when_the_probe_redraws_the_fits_noise(
     for k in (1, 2, 4):
         fit = sampler.reconstruct(y, physics, k=k, seed=3).x
         closed = (fit - y).flatten(1).pow(2).mean(1) - sigma**2 + 2 * sigma**2 * k / 4 * b_sq
-        assert torch.allclose(sel.scores[k].double(), closed, atol=1e-7), k
+        assert torch.allclose(sel.table[k].double(), closed, atol=1e-7), k
     # the true risk of a_k y is smallest for a_k = 1 here (signal 0.5 >> noise): k = 4
-    assert sel.k.tolist() == [4, 4]
+    assert sel.value.tolist() == [4, 4]
     with pytest.raises(ValueError, match=r"stochastic solver \(_SeededShrinkage\) needs solve_kwargs=\{'seed': ...\}"):
         select_k(sampler, y, physics, [1, 2, 4], rule="sure")
     assert len(sampler.seeds) == 6 + 3  # refused before any solve

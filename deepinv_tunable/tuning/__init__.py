@@ -70,7 +70,6 @@ _EXPORTS = {
     "one_standard_error_k": "k_rules",
     "sweep_k": "k_rules",
     "AutoK": "latent_size",
-    "KSelection": "latent_size",
     "K_RULES": "latent_size",
     "default_k_rule": "latent_size",
     "select_k": "latent_size",

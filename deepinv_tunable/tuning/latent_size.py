@@ -16,8 +16,9 @@ Three routes, from most to least information:
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import replace
 
 import deepinv as dinv
 import torch
@@ -27,32 +28,11 @@ from ..physics import measurement_estimate, residual_sq, resolve_sigma
 from .holdout import masked_physics, split_keeps
 from .k_rules import discrepancy_k, one_standard_error_k
 from .rules import sure_score
+from .select import ParameterChoice
 from .spectrum import _ks, _nonnegative, closed_form_k
 from .tuned import Tuned
 
-
 # ----------------------------------------------------------------- ground-truth-free k for solvers
-@dataclass
-class KSelection:
-    """Per-example choice of ``k`` by :func:`select_k`.
-
-    :param torch.Tensor k: chosen ``k`` per example, ``(B,)``.
-    :param dict scores: ``k -> (B,)`` score tensor, lower is better: the residual
-        (discrepancy), the risk estimate (SURE) or the summed held-out residual (splitting); empty
-        for ``"closed_form"``.
-    :param str rule: ``"discrepancy"``, ``"sure"``, ``"splitting"`` or ``"closed_form"``.
-    :param reconstruction: the solver's :class:`~deepinv_tunable.solvers.Reconstruction` at the chosen ``k``.
-    :param dict split_scores: splitting only: ``k -> (J, B)`` held-out score of each hold-out, from
-        which :func:`~deepinv_tunable.tuning.k_rules.one_standard_error_k` chose (``scores`` is their sum). ``None`` otherwise.
-    """
-
-    k: torch.Tensor
-    scores: dict[int, torch.Tensor]
-    rule: str
-    reconstruction: object
-    split_scores: dict[int, torch.Tensor] | None = None
-
-
 #: The rules of :func:`select_k`; ``"auto"`` stands for :func:`default_k_rule` of the physics.
 K_RULES = ("auto", "discrepancy", "sure", "splitting", "closed_form")
 
@@ -103,8 +83,13 @@ def select_k(
     fits: Mapping[int, object] | None = None,
     spectrum: torch.Tensor | None = None,
     solve_kwargs: Mapping[str, object] | None = None,
-) -> KSelection:
+) -> ParameterChoice:
     r"""Choose ``k`` per example from the measurements alone, then reconstruct with it.
+
+    The result is a :class:`~deepinv_tunable.tuning.select.ParameterChoice` named ``"k"``: ``value``
+    the ``(B,)`` chosen sizes, ``table`` the ``k -> (B,)`` scores (lower is better; empty for
+    ``"closed_form"``), ``reconstruction`` the solver's result at the chosen ``k``, and under
+    ``"splitting"`` ``split_scores`` the ``k -> (J, B)`` score of each hold-out.
 
     ``solver`` is a tunable reconstructor whose ``reconstruct(y, physics, k=...)`` accepts a
     ``(B,)`` tensor of ``k`` (e.g. :class:`~deepinv_tunable.solvers.LatentMAP`).
@@ -169,40 +154,69 @@ def select_k(
         must have been made with the same arguments. Default none.
     """
     ks = _ks(ks)
+    started = time.perf_counter()
     solve_kwargs = dict(solve_kwargs or {})
     rule = default_k_rule(physics) if _check_k_rule(rule) == "auto" else rule
     if isinstance(n_splits, bool) or not isinstance(n_splits, int) or n_splits < 1:
         raise ValueError(f"n_splits must be an integer >= 1, got {n_splits!r}")
     if rule == "closed_form":
-        return _closed_form_selection(solver, y, physics, ks, spectrum, fits, solve_kwargs)
+        return _closed_form_selection(solver, y, physics, ks, spectrum, fits, solve_kwargs, started)
     if rule == "sure" and getattr(solver, "stochastic", False) and "seed" not in solve_kwargs:
         raise ValueError(  # before the solves, not after them
             f"rule='sure' on a stochastic solver ({type(solver).__name__}) needs solve_kwargs={{'seed': ...}}: "
             "the divergence probe must draw the noise its fit drew"
         )
     if rule in ("discrepancy", "sure"):
+        n_fits = sum(k not in (fits or {}) for k in ks)
         fits = {k: (fits or {}).get(k) or solver.reconstruct(y, physics, k=k, **solve_kwargs) for k in ks}
         # the solver's own noise level where it records one, else the physics' (or estimated)
         sigma = fits[ks[0]].parameters.get("sigma") or resolve_sigma(y, physics)[0]
         if rule == "sure":
-            return _sure_selection(solver, y, physics, ks, fits, sigma, seed, solve_kwargs)
-        return _discrepancy_selection(y, physics, ks, fits, sigma, tau)
+            scores, result = _sure_selection(solver, y, physics, ks, fits, sigma, seed, solve_kwargs)
+            n_fits += len(ks)  # one probe solve per k
+        else:
+            scores, result = _discrepancy_selection(y, physics, ks, fits, sigma, tau)
+        return _k_choice(rule, ks, result.k, scores, result, sigma, n_fits, started)
     se_factor = _nonnegative(se_factor, "se_factor")  # before the solves, not after them
-    return _splitting_selection(
+    scores, result, chosen, split_scores, n_solves = _splitting_selection(
         solver, y, physics, ks, seed, n_splits, holdout_fraction, se_factor, x_init, fits, solve_kwargs
+    )
+    choice = _k_choice("splitting", ks, chosen, scores, result, None, n_solves, started)
+    choice.split_scores, choice.n_splits = split_scores, len(next(iter(split_scores.values())))
+    return choice
+
+
+def _k_choice(rule, ks, chosen, scores, result, sigma, n_solves, started) -> ParameterChoice:
+    """The :class:`~deepinv_tunable.tuning.select.ParameterChoice` of a per-example ``k``."""
+    return ParameterChoice(
+        name="k",
+        value=chosen.cpu(),
+        rule=rule,
+        tried=list(ks),
+        scores=[scores[k] for k in ks] if scores else [],
+        bounds=(min(ks), max(ks)),
+        at_bound=bool(((chosen == min(ks)) | (chosen == max(ks))).any()) and len(ks) > 1,
+        sigma=None if sigma is None else float(sigma),
+        sigma_estimated=False,
+        n_solves=int(n_solves),
+        seconds=time.perf_counter() - started,
+        estimate=result.x,
+        reconstruction=result,
     )
 
 
-def _closed_form_selection(solver, y, physics, ks, spectrum, fits, solve_kwargs) -> KSelection:
+def _closed_form_selection(solver, y, physics, ks, spectrum, fits, solve_kwargs, started) -> ParameterChoice:
     if spectrum is None:
         raise ValueError("rule='closed_form' needs the generator's spectrum (load_spectrum of its folder)")
-    k = closed_form_k(spectrum, physics, resolve_sigma(y, physics)[0], ks)
+    sigma = resolve_sigma(y, physics)[0]
+    k = closed_form_k(spectrum, physics, sigma, ks)
     chosen = torch.full((y.shape[0],), k)
-    result = (fits or {}).get(k) or solver.reconstruct(y, physics, k=k, **solve_kwargs)
-    return KSelection(k=chosen, scores={}, rule="closed_form", reconstruction=replace(result, k=chosen))
+    given = (fits or {}).get(k)
+    result = given or solver.reconstruct(y, physics, k=k, **solve_kwargs)
+    return _k_choice("closed_form", ks, chosen, {}, replace(result, k=chosen), sigma, given is None, started)
 
 
-def _sure_selection(solver, y, physics, ks, fits, sigma: float, seed: int, solve_kwargs) -> KSelection:
+def _sure_selection(solver, y, physics, ks, fits, sigma: float, seed: int, solve_kwargs):
     # the probe re-solves exactly as the fit was made (a warm start at the fit would measure
     # the optimiser's progress, not the estimator's divergence); one probe for every k
     scores = {
@@ -218,23 +232,21 @@ def _sure_selection(solver, y, physics, ks, fits, sigma: float, seed: int, solve
     }
     ordered = sorted(ks)  # argmin keeps the first of equal scores: ties go to the smaller k
     chosen = torch.tensor(ordered)[torch.stack([scores[k] for k in ordered]).argmin(0)]
-    result = _from_fits(fits, chosen, {"sure": _per_example(scores, chosen)})
-    return KSelection(k=chosen, scores=scores, rule="sure", reconstruction=result)
+    return scores, _from_fits(fits, chosen, {"sure": _per_example(scores, chosen)})
 
 
-def _discrepancy_selection(y, physics, ks, fits, sigma: float, tau: float) -> KSelection:
+def _discrepancy_selection(y, physics, ks, fits, sigma: float, tau: float):
     m = measured_count(y, physics).cpu()
     scores = {k: fit.extras["residual_sq"].detach().cpu() for k, fit in fits.items()}
     chosen = torch.tensor(
         [discrepancy_k({k: float(scores[k][b]) for k in ks}, int(m[b]), sigma, tau) for b in range(y.shape[0])]
     )
-    result = _from_fits(fits, chosen, {"residual_sq": _per_example(scores, chosen)})
-    return KSelection(k=chosen, scores=scores, rule="discrepancy", reconstruction=result)
+    return scores, _from_fits(fits, chosen, {"residual_sq": _per_example(scores, chosen)})
 
 
 def _splitting_selection(
     solver, y, physics, ks, seed, n_splits, holdout_fraction, se_factor, x_init, fits, solve_kwargs
-) -> KSelection:
+):
     per_split: dict[int, list[torch.Tensor]] = {k: [] for k in ks}
     for keep in split_keeps(y, physics, seed, n_splits, holdout_fraction=holdout_fraction):
         split = masked_physics(physics, keep)
@@ -249,11 +261,13 @@ def _splitting_selection(
     split_scores = {k: torch.stack(v) for k, v in per_split.items()}  # k -> (J, B)
     scores = {k: v.sum(0) for k, v in split_scores.items()}
     chosen = one_standard_error_k(split_scores, se_factor)
+    n_solves = sum(len(v) for v in per_split.values())
     if fits is not None and all(int(k) in fits for k in chosen):
         result = _from_fits(fits, chosen, {})
     else:
         result = solver.reconstruct(y, physics, k=chosen.to(y.device), **solve_kwargs)
-    return KSelection(k=chosen, scores=scores, rule="splitting", reconstruction=result, split_scores=split_scores)
+        n_solves += 1
+    return scores, result, chosen, split_scores, n_solves
 
 
 def _per_example(table: Mapping[int, torch.Tensor], chosen: torch.Tensor) -> torch.Tensor:

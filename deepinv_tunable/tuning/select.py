@@ -49,6 +49,14 @@ class ParameterChoice:
         search widened beyond it, another rule used), in order; empty when nothing was needed.
     :param bool higher_is_better: the scores are a quality (PSNR, SSIM), not an error. Default False.
     :param str metric: the ground-truth metric of an oracle grid (``None`` for the other rules).
+    :param reconstruction: the solver's :class:`~deepinv_tunable.solvers.Reconstruction` at the
+        chosen value, where the chooser makes one (:func:`~deepinv_tunable.tuning.latent_size.select_k`).
+    :param dict split_scores: splitting with several hold-outs, per example: ``candidate -> (J, B)``
+        held-out score of each hold-out, from which the one-standard-error rule chose (``scores``
+        hold their sum). ``None`` otherwise.
+
+    A choice made per example (:func:`~deepinv_tunable.tuning.latent_size.select_k`) holds a
+    ``(B,)`` tensor in ``value`` and one ``(B,)`` tensor per candidate in ``scores``.
 
     >>> choice = ParameterChoice("lambda", 0.01, "ground truth", [0.001, 0.01], [30.1, 31.2], (0.001, 0.01),
     ...                          True, None, False, 2, 0.5, higher_is_better=True, metric="psnr")
@@ -72,6 +80,8 @@ class ParameterChoice:
     resolved: list[str] = field(default_factory=list)
     higher_is_better: bool = False
     metric: str | None = None
+    reconstruction: object | None = field(default=None, repr=False)
+    split_scores: dict | None = field(default=None, repr=False)
 
     @property
     def best(self) -> float | tuple[float, ...]:
@@ -98,7 +108,7 @@ class ParameterChoice:
         values, scores = self.curve()
         return {
             "name": self.name,
-            "value": self.value,
+            "value": _plain(self.value),
             "rule": self.rule,
             "bounds": None if self.bounds is None else list(self.bounds),
             "at_bound": self.at_bound,
@@ -107,9 +117,14 @@ class ParameterChoice:
             "n_solves": self.n_solves,
             "n_splits": self.n_splits,
             "seconds": self.seconds,
-            "curve": {"values": values, "scores": scores},
+            "curve": {"values": values, "scores": [_plain(score) for score in scores]},
             "resolved": list(self.resolved),
         }
+
+
+def _plain(value):
+    """A tensor as a (nested) list for JSON; anything else as is."""
+    return value.tolist() if isinstance(value, torch.Tensor) else value
 
 
 def select_parameter(

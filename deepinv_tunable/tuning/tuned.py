@@ -166,6 +166,6 @@ class Tuned(TunableReconstructor):
                 options["solve_kwargs"] = {**(options.get("solve_kwargs") or {}), **kwargs}
             sel = select_k(self.solver, y, physics, self.ks, rule=rule, **options)
             result = sel.reconstruction
-            result.extras = {**result.extras, "k_scores": sel.scores, "k_rule": sel.rule}
+            result.extras = {**result.extras, "k_scores": sel.table, "k_rule": sel.rule}
             return result
         return solve_tuned(self.solver, self.name, y, physics, kwargs, self.rule, self.bounds, **self.options)
