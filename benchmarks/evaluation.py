@@ -88,6 +88,68 @@ class PeakRSS:
             self.increase_mib = self._peak - self._base
 
 
+class NetworkPasses:
+    """Counts the slice-passes of the package's networks while active (a batch of ``B`` slices
+    through a network counts ``B``): :meth:`HVAE.reconstruct <deepinv_tunable.nets.HVAE.reconstruct>`
+    calls, and calls of any ``deepinv.models.Denoiser`` that is not inside another one (a
+    wrapper and the network it wraps count once). Benchmark instrumentation, not a product API.
+    """
+
+    def __init__(self) -> None:
+        self.hvae = 0
+        self.denoiser = 0
+        self._depth = 0
+
+    def __enter__(self) -> NetworkPasses:
+        from deepinv_tunable.nets import HVAE
+
+        self._hvae_cls, self._original = HVAE, HVAE.reconstruct
+        counter = self
+
+        def counted(hvae, x, *args, **kwargs):
+            counter.hvae += int(x.shape[0])
+            return counter._original(hvae, x, *args, **kwargs)
+
+        HVAE.reconstruct = counted
+
+        def before(module, inputs):
+            if isinstance(module, dinv.models.Denoiser):
+                if self._depth == 0 and inputs and isinstance(inputs[0], torch.Tensor):
+                    self.denoiser += int(inputs[0].shape[0])
+                self._depth += 1
+
+        def after(module, inputs, output):
+            if isinstance(module, dinv.models.Denoiser):
+                self._depth -= 1
+
+        self._hooks = [
+            torch.nn.modules.module.register_module_forward_pre_hook(before),
+            torch.nn.modules.module.register_module_forward_hook(after),
+        ]
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._hvae_cls.reconstruct = self._original
+        for hook in self._hooks:
+            hook.remove()
+
+
+def hvae_pass_seconds(shape: tuple[int, int] = (128, 128), batch: int = 4, repeats: int = 5) -> float:
+    """Seconds per slice of one forward pass of the shipped ``hvae_mri64`` (``reconstruct`` at
+    tau 1) on ``batch`` slices of ``shape``: the unit in which the volume studies express every
+    solver's cost, a ratio that holds across machines."""
+    from deepinv_tunable import pretrained
+
+    hvae = pretrained.load("hvae_mri64").eval()
+    x = torch.rand(batch, 1, *shape)
+    with torch.no_grad():
+        hvae.reconstruct(x, 1.0)
+        start = time.perf_counter()
+        for _ in range(repeats):
+            hvae.reconstruct(x, 1.0)
+    return (time.perf_counter() - start) / (repeats * batch)
+
+
 def save_row(record: dict[str, Any], row: dict[str, Any], out: str, message: str | None) -> None:
     """Append ``row`` to ``record`` and rewrite ``out`` atomically, so that a crash keeps every
     finished row; then print ``message`` (progress) to stderr unless it is ``None``."""

@@ -1,6 +1,7 @@
 """The benchmark harness's task table (``benchmarks/tasks.py``) and its size limits: every study's
 tasks come from one table, a task name means one setting, each study keeps the setting it has
-always run under its row label, and no benchmark module or function outgrows the limits.
+always run under its row label, no benchmark module or function outgrows the limits, and the
+network-pass counter the volume studies report counts what it says.
 
 Reads only ``benchmarks/tasks.py`` and the sources (no study is imported: they load priors).
 """
@@ -102,3 +103,33 @@ def test_benchmark_modules_and_functions_stay_small():
                     f"{path.name}:{node.lineno} {node.name}: {node.end_lineno - node.lineno + 1} lines (limit 120)"
                 )
     assert not bad, "\n".join(bad)
+
+
+def test_network_pass_counter_counts_slices_through_the_outermost_network_once():
+    import deepinv as dinv
+    import torch
+
+    from benchmarks.evaluation import NetworkPasses
+    from deepinv_tunable.nets import HVAE
+
+    class Inner(dinv.models.Denoiser):
+        def forward(self, x, sigma=None, **kwargs):
+            return x
+
+    class Wrapper(dinv.models.Denoiser):
+        def __init__(self):
+            super().__init__()
+            self.inner = Inner()
+
+        def forward(self, x, sigma=None, **kwargs):
+            return self.inner(x, sigma)
+
+    hvae = HVAE(width=8, z_channels=2, groups_per_scale=(1, 1), image_size=(16, 16))
+    with NetworkPasses() as passes:
+        Wrapper()(torch.zeros(3, 1, 8, 8), 0.1)  # 3 slices through a wrapper and its network: 3
+        Wrapper()(torch.zeros(2, 1, 8, 8), 0.1)
+        with torch.no_grad():
+            hvae.reconstruct(torch.rand(4, 1, 16, 16), 1.0)
+    assert (passes.denoiser, passes.hvae) == (5, 4)
+    Wrapper()(torch.zeros(3, 1, 8, 8), 0.1)  # not counted once the context has closed
+    assert passes.denoiser == 5 and HVAE.reconstruct.__name__ == "reconstruct"
