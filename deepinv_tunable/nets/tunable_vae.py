@@ -130,7 +130,7 @@ class TunableVAE(torch.nn.Module, PretrainedMixin):
         (:func:`torch.nn.functional.pixel_unshuffle`) before the autoencoder, so that every
         convolution runs at the reduced resolution; the downsampling factor becomes
         ``space_to_depth * 2**(levels - 1)``. Default 1 (off).
-    :param bool linear_path: add a :class:`PatchPCA` code of the factor's patches:
+    :param bool linear_path: add a :class:`~deepinv_tunable.nets.tunable_vae.PatchPCA` code of the factor's patches:
         :math:`E(x) = P(x) + E_\theta(x)` and :math:`D(z) = P^{-1}(z) + D_\theta(z)`, with the
         network's output layers starting at zero, so that an untrained model is the principal
         components code and training only adds what the linear code misses. Needs

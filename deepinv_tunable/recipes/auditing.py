@@ -239,3 +239,7 @@ def write_audit(run: PreparedRun, auditor: RecipeAudit, out_dir: Path, recon: to
 
     shown = shown_slices(run.eval_idx, run.recipe.output.figures)
     return auditor.write(out_dir, run.scaling.high - run.scaling.low, save_map, shown, run.slices, recon)
+
+
+#: the recipe runner's helpers (calibrated_auditor, write_audit) stay out of the API pages
+__all__ = ["RecipeAudit"]
