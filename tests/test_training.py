@@ -206,6 +206,7 @@ def test_ldm_trains_from_a_recipe_and_exports_a_unet(tmp_path):
     unet = LatentUNet.from_pretrained(result.model_dir)
     assert unet.config["latent_channels"] == 2 and unet.config["latent_size"] == 16
     assert 0 < result.metrics["train/loss"] < 10 and "val/eps_mse" in result.metrics
+    assert all(0 < result.metrics[f"val/psnr_t{t}"] < 60 for t in (100, 300, 600))
     from deepinv_tunable.training import TunableLDMModule
     from deepinv_tunable.training.ema import WarmupEMA
 
