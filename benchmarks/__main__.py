@@ -16,6 +16,7 @@ from pathlib import Path
 
 #: study name -> module of this package (the module names are the scripts' historical file names)
 STUDIES: dict[str, str] = {
+    "autoencode": "run_autoencode",
     "autotune": "run_autotune",
     "baselines": "run_baselines",
     "capacity": "run_capacity",
