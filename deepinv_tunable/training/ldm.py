@@ -96,7 +96,7 @@ class TunableLDMModule(L.LightningModule):
     def validation_step(self, x: torch.Tensor, batch_idx: int) -> None:
         r"""``val/eps_mse`` at random steps, and ``val/psnr_t{t}``: the PSNR of the decoded
         one-step (Tweedie) estimate :math:`D(\hat z_0(z_t))` of the clean images at the fixed
-        steps :data:`VAL_STEPS`, a selection score that needs no sample statistics (FID-free)
+        steps :data:`~deepinv_tunable.training.ldm.VAL_STEPS`, a selection score that needs no sample statistics (FID-free)
         and reads in the units of the solvers' results."""
         g = torch.Generator(device="cpu").manual_seed(batch_idx)  # same t and noise every epoch
         z0 = self.latents(x)
