@@ -16,6 +16,12 @@ Usage::
     python -m benchmarks volume_speed --input sample:mni152_t1 --slices 60 92 32
     python -m benchmarks volume_speed --solver dpir --input sample:mni152_t1 --slices 60 92 32
     python -m benchmarks volume_speed --solver pnp_hvae --slices 60 68 8 --batch-size 2
+    python -m benchmarks volume_speed --solver pnp_hvae --configs volume_cold --sweep 10 20 30 50 100
+
+``--sweep N ...`` then runs the solver at each iteration count, tolerance 0, with the parameter
+the last configuration chose once for the volume held fixed, on the same slices, and reports the
+fewest network passes per slice whose PSNR comes within ``--sweep-margin`` dB of the first
+configuration's (the volume issue's "fewest passes that reach the same PSNR").
 """
 
 from __future__ import annotations
@@ -65,6 +71,26 @@ def recipe(args: argparse.Namespace, params: dict, section: dict, out: Path) -> 
     return base
 
 
+def sweep_params(solver: str, chosen: dict, n_iter: int) -> dict:
+    """Solver parameters of one sweep point: the parameter ``chosen`` once for the volume, held
+    fixed, and exactly ``n_iter`` iterations (no early stop; DPIR has none and runs at its
+    default noise-std level)."""
+    params = {**chosen, "max_iter": n_iter}
+    if solver == "dpir":
+        params.setdefault("sigma", "noise")
+    else:
+        params["tol"] = 0.0
+    return params
+
+
+def fewest_passes(rows: list[dict], margin: float) -> dict | None:
+    """The sweep row with the fewest network passes per slice whose PSNR is within ``margin`` dB
+    of the first row's (``None`` when no sweep point reaches it)."""
+    target = rows[0]["psnr"] - margin
+    reached = [r for r in rows if r["config"].startswith("sweep_") and r["psnr"] >= target]
+    return min(reached, key=lambda r: r["network_passes_per_slice"], default=None)
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--input", default="sample:itk_t1")
     parser.add_argument("--slices", type=int, nargs=3, default=(40, 100, 24), metavar=("START", "STOP", "COUNT"))
@@ -72,6 +98,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--solver", choices=sorted(CONFIGS), default="tv")
     parser.add_argument("--configs", nargs="*", default=None, help="configuration names (default: all)")
     parser.add_argument("--out", default=str(OUT), help="results JSON (default %(default)s)")
+    parser.add_argument("--sweep", type=int, nargs="*", default=[], help="iteration counts of the passes sweep")
+    parser.add_argument("--sweep-margin", type=float, default=0.1, help="PSNR margin of the sweep (dB)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -86,8 +114,10 @@ def run(args: argparse.Namespace) -> int:
     print(f"one HVAE forward pass: {unit:.3f} s per slice", flush=True)
     rows = []
     tmp = Path(tempfile.mkdtemp(prefix="volume_speed_"))
-    for name in args.configs or list(CONFIGS[args.solver]):
-        params, section = CONFIGS[args.solver][name]
+    runs = [(name, *CONFIGS[args.solver][name]) for name in args.configs or list(CONFIGS[args.solver])]
+    for name, params, section in runs + [(f"sweep_{n}", None, {}) for n in args.sweep]:
+        if params is None:  # a sweep point: the volume's choice held fixed, exactly n iterations
+            params = sweep_params(args.solver, rows[len(runs) - 1]["chosen_once"], int(name.split("_")[1]))
         start = time.perf_counter()
         with NetworkPasses() as passes:
             result = run_recipe(parse_recipe(recipe(args, params, section, tmp / name)), progress=False)
@@ -120,4 +150,16 @@ def run(args: argparse.Namespace) -> int:
             f" {row['solver_seconds_per_slice']:11.2f} {row['network_passes_per_slice']:9.1f}"
             f" {row['cost_in_hvae_passes_per_slice']:17.1f}  {row['iterations_per_batch']}"
         )
+    if args.sweep:
+        best = fewest_passes(rows, args.sweep_margin)
+        first = rows[0]
+        if best is None:
+            print(f"no sweep point within {args.sweep_margin} dB of {first['config']} ({first['psnr']:.2f} dB)")
+        else:
+            ratio = first["network_passes_per_slice"] / max(best["network_passes_per_slice"], 1e-9)
+            print(
+                f"fewest passes within {args.sweep_margin} dB of {first['config']}: {best['config']}"
+                f" ({best['network_passes_per_slice']:.1f} passes/slice, {best['psnr']:.2f} dB);"
+                f" {first['config']} spends {ratio:.1f}x that"
+            )
     return 0
