@@ -42,19 +42,23 @@ WARM = {"auto_scope": "volume", "warm_start": True}
 #: solver -> configuration name -> (solver params, solver section keys)
 CONFIGS: dict[str, dict[str, tuple[dict, dict]]] = {
     "tv": {
-        "per_batch_cold": ({"lambda_tv": "auto", "max_iter": 100}, {}),
+        "per_batch_cold": (
+            {"lambda_tv": "auto", "max_iter": 100},
+            {"auto_scope": "batch"},
+        ),  # the default until 2026-12-07
         "volume_cold": ({"lambda_tv": "auto", "max_iter": 100}, {"auto_scope": "volume"}),
         "volume_warm_100": ({"lambda_tv": "auto", "max_iter": 100, "tol": 3e-4}, WARM),
         "volume_warm_400": ({"lambda_tv": "auto", "max_iter": 400, "tol": 3e-4, "tune_iter": 100}, WARM),
     },
     "dpir": {
-        "per_batch_auto": ({"sigma": "auto"}, {}),  # the default until 2026-12-07
+        "per_batch_auto": ({"sigma": "auto"}, {"auto_scope": "batch"}),  # the default until 2026-12-07
         "volume_auto": ({"sigma": "auto"}, {"auto_scope": "volume"}),
         "noise": ({"sigma": "noise"}, {}),  # the default since: the measurement noise std, one solve
     },
     "pnp_hvae": {
-        "per_batch_cold": ({"tau": "auto"}, {}),
-        "volume_cold": ({"tau": "auto"}, {"auto_scope": "volume"}),
+        "per_batch_cold": ({"tau": "auto", "max_iter": 100}, {"auto_scope": "batch"}),  # the default until 2026-12-07
+        "volume_cold": ({"tau": "auto", "max_iter": 100}, {"auto_scope": "volume"}),
+        "defaults": ({"tau": "auto"}, {}),  # since: once per volume, at most 50 iterations
         "volume_warm": ({"tau": "auto"}, WARM),
     },
 }

@@ -59,6 +59,15 @@ def write_figures(
     return paths
 
 
+def chosen_parameters(record: dict[str, Any]) -> list[dict[str, Any]]:
+    """The parameters chosen from the measurements in the run ``record`` describes, as entries
+    ``{"slices": [...], name: choice, ...}``: one per batch (``"auto"``), or the one choice made
+    for the whole volume (``"auto_once"``, whose ``slices`` are the slices it was made on)."""
+    if record.get("auto"):
+        return list(record["auto"])
+    return [record["auto_once"]] if len(record.get("auto_once", {})) > 1 else []
+
+
 def write_auto_figure(path: Path, auto: Sequence[dict[str, Any]]) -> Path:
     """Plot the score curve of every parameter chosen from the measurements (one line per batch
     of slices, the choice marked): ``auto`` is ``metrics.json``'s ``"auto"`` list."""
@@ -190,7 +199,7 @@ def write_report(path: Path, record: dict[str, Any], figures: Sequence[Path]) ->
             for k, v in record["mean"].items()
         ],
         "tuning": tuning and {**tuning, "rows": list(tuning["table"].items())},
-        "auto": _auto_rows(record.get("auto")),
+        "auto": _auto_rows(chosen_parameters(record)),
         "diagnostics": _diagnostics_table(record.get("diagnostics")),
         "doubts": record.get("doubts") or [],
         "audit": _audit_context(record.get("audit")),

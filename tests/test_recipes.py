@@ -92,7 +92,8 @@ def test_run_writes_every_output_with_the_input_geometry(tmp_path):
 
 def test_auto_parameter_reaches_metrics_report_and_figure(tmp_path):
     out = tmp_path / "out"
-    recipe = tiny_recipe(out, **{"solver.params": {"lambda_tv": "auto", "max_iter": 10}})
+    params = {"solver.params": {"lambda_tv": "auto", "max_iter": 10}}
+    recipe = tiny_recipe(out, **params, **{"solver.auto_scope": "batch"})
     result = run_recipe(parse_recipe(recipe), progress=False)
     metrics = json.loads(result.metrics_path.read_text())
     assert [entry["slices"] for entry in metrics["auto"]] == [metrics["slices"][:2], metrics["slices"][2:]]
@@ -103,6 +104,11 @@ def test_auto_parameter_reaches_metrics_report_and_figure(tmp_path):
     assert bool(choice["resolved"]) == (choice["n_solves"] > sum(TUNE_SEARCH))
     assert (out / "figures" / "auto_parameters.png").is_file()
     assert "Parameters chosen from the measurements" in (out / "report.html").read_text()
+    # TV's default scope, once per volume, reaches the figure and the report too
+    once = run_recipe(parse_recipe(tiny_recipe(tmp_path / "once", **params)), progress=False)
+    assert "auto" not in json.loads(once.metrics_path.read_text())
+    assert (tmp_path / "once" / "figures" / "auto_parameters.png").is_file()
+    assert "Parameters chosen from the measurements" in (tmp_path / "once" / "report.html").read_text()
 
 
 def test_tuning_picks_from_grid_on_disjoint_slices(tmp_path):
@@ -475,6 +481,7 @@ def test_two_process_ddp_predict_covers_every_slice_exactly_once(tmp_path):
         "data.batch_size": 1,  # a choice per slice, so both runs choose for the same slices
         "output.figures": 0,
         "solver.params": {"lambda_tv": "auto", "max_iter": 30},
+        "solver.auto_scope": "batch",
     }
     metrics = run_on_two_processes(tmp_path, tiny_recipe(tmp_path / "ddp", **changes))
     owner = {int(k): r for k, r in metrics["distributed"]["rank_of_slice"].items()}
@@ -499,13 +506,16 @@ def test_two_process_ddp_predict_covers_every_slice_exactly_once(tmp_path):
 def test_auto_scope_volume_chooses_once_on_spread_slices_and_fixes_the_parameter(tmp_path):
     """``solver.auto_scope: volume``: the measurement-only choice is made once, on slices spread
     through the evaluated ones, and every batch then reconstructs with that value (no per-batch
-    choice); the default per-batch scope chooses in every batch."""
+    choice); the per-batch scope chooses in every batch, and TV and PnP-HVAE choose once per volume
+    by default."""
     changes = {
         "data.slices": {"start": 20, "stop": 40, "count": 5},
         "output.figures": 0,
         "solver.params": {"lambda_tv": "auto", "max_iter": 20},
     }
-    per_batch = run_recipe(parse_recipe(tiny_recipe(tmp_path / "batch", **changes)), progress=False)
+    per_batch = run_recipe(
+        parse_recipe(tiny_recipe(tmp_path / "batch", **changes, **{"solver.auto_scope": "batch"})), progress=False
+    )
     once = run_recipe(
         parse_recipe(tiny_recipe(tmp_path / "volume", **changes, **{"solver.auto_scope": "volume"})), progress=False
     )
@@ -518,6 +528,9 @@ def test_auto_scope_volume_chooses_once_on_spread_slices_and_fixes_the_parameter
     assert "auto" not in volume_record  # every batch used the one value
     value = chosen["lambda_tv"]["value"]
     assert all(d["parameters"]["lambda_tv"] == value for d in volume_record["diagnostics"])
+    default = parse_recipe(tiny_recipe(tmp_path / "default", **changes))
+    assert default.solver.auto_scope == "volume"
+    assert parse_recipe(tiny_recipe(tmp_path / "d", **{"solver": {"name": "dpir"}})).solver.auto_scope == "batch"
 
 
 def test_gather_refuses_missing_and_duplicated_slices(tmp_path):

@@ -33,7 +33,7 @@ from ..data.domain import input_doubts
 from ..metrics import image_metrics
 from ..physics import build_physics, from_physics_domain, to_physics_domain
 from ..progress import progress_bar
-from ..report import shown_slices, write_auto_figure, write_figures, write_report
+from ..report import chosen_parameters, shown_slices, write_auto_figure, write_figures, write_report
 from ..solvers.base import SolverDiagnostics
 from ..tuning import grid_search
 from .auditing import calibrated_auditor, write_audit
@@ -458,8 +458,8 @@ def run_recipe(
     recon, base = stacks.tensor("reconstruction"), stacks.tensor("baseline")
 
     figure_paths = run.write_outputs(out_dir, recon, base, compared)
-    if record.get("auto") and recipe.output.figures:
-        figure_paths.append(write_auto_figure(out_dir / "figures" / "auto_parameters.png", record["auto"]))
+    if (chosen := chosen_parameters(record)) and recipe.output.figures:
+        figure_paths.append(write_auto_figure(out_dir / "figures" / "auto_parameters.png", chosen))
     if auditor is not None:
         record["audit"], audit_figures = write_audit(run, auditor, out_dir, recon)
         figure_paths += audit_figures

@@ -112,10 +112,14 @@ class _TunedSolverConfig(_Strict):
     """A solver section with an optional ``tune`` grid over one of ``TUNABLE`` parameters."""
 
     TUNABLE: ClassVar[tuple[str, ...]] = ()
+    #: the solver's default ``auto_scope`` (``"volume"`` where a choice per batch measured no
+    #: better: TV's lambda and PnP-HVAE's tau; see docs/scale.rst)
+    AUTO_SCOPE: ClassVar[str] = "batch"
     tune: TuneConfig | None = None
     #: where a parameter the solver chooses from the measurements ("auto") is chosen: per batch
-    #: of slices, or once per volume on ``auto_slices`` evaluation slices spread through it
-    auto_scope: Literal["batch", "volume"] = "batch"
+    #: of slices, or once per volume on ``auto_slices`` evaluation slices spread through it;
+    #: ``None`` (the default) takes the solver's ``AUTO_SCOPE``
+    auto_scope: Literal["batch", "volume"] | None = None
     auto_slices: int = Field(3, ge=1, description="slices of a once-per-volume choice")
     warm_start: bool = Field(
         False,
@@ -125,6 +129,8 @@ class _TunedSolverConfig(_Strict):
 
     @model_validator(mode="after")
     def _tuned_param_exists(self):
+        if self.auto_scope is None:
+            self.auto_scope = self.AUTO_SCOPE
         if self.tune is not None and self.tune.param not in self.TUNABLE:
             raise ValueError(
                 f"tune.param '{self.tune.param}' is not a tunable {self.name} parameter; expected one of "
@@ -140,6 +146,7 @@ class _TunedSolverConfig(_Strict):
 
 class TVPGDConfig(_TunedSolverConfig):
     TUNABLE: ClassVar[tuple[str, ...]] = tuple(TVPGDParams.model_fields)
+    AUTO_SCOPE: ClassVar[str] = "volume"
     name: Literal["tv_pgd"]
     params: TVPGDParams = TVPGDParams()
 
@@ -223,7 +230,7 @@ class PnPHVAEParams(_Strict):
     model: str = "hvae_mri64"
     tau: float | Literal["auto", "noise"] = "auto"
     gamma: float | None = Field(None, gt=0)
-    max_iter: int = Field(100, ge=1)
+    max_iter: int = Field(50, ge=1)
     tol: float = Field(1e-4, ge=0)
     schedule: Literal["auto", "fixed", "anneal"] = "auto"
     anneal_iter: int = Field(8, ge=2)
@@ -233,6 +240,7 @@ class PnPHVAEParams(_Strict):
 
 class PnPHVAEConfig(_TunedSolverConfig):
     TUNABLE: ClassVar[tuple[str, ...]] = ("tau", "gamma", "anneal_sigma")
+    AUTO_SCOPE: ClassVar[str] = "volume"
     name: Literal["pnp_hvae"]
     params: PnPHVAEParams = PnPHVAEParams()
 
