@@ -24,7 +24,7 @@ from pathlib import Path
 
 import torch
 
-from deepinv_tunable.recipes.schema import read_recipe_file
+from deepinv_tunable.recipes.files import read_recipe_file
 from deepinv_tunable.training.presets import PRESETS
 from deepinv_tunable.training.run import load_train_recipe, train
 

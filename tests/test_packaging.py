@@ -59,7 +59,7 @@ def test_a_command_that_needs_an_extra_names_it():
 
 
 def test_recipes_run_by_name_and_unknown_names_list_the_shipped_ones():
-    from deepinv_tunable.recipes.schema import resolve_recipe, shipped_recipes
+    from deepinv_tunable.recipes.files import resolve_recipe, shipped_recipes
 
     assert "demo_learned_prior" in shipped_recipes()
     assert (

@@ -24,7 +24,8 @@ from typing import Any, Literal
 import lightning as L
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from ..recipes.schema import RecipeError, format_errors, read_recipe_file
+from ..recipes.files import read_recipe_file
+from ..recipes.schema import RecipeError, format_errors
 from .data import SliceDataConfig, SliceDataModule
 from .dncnn import DnCNNModule
 from .drunet import ConditionalDenoiserModule
