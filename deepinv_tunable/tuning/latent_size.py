@@ -170,13 +170,17 @@ def select_k(
         n_fits = sum(k not in (fits or {}) for k in ks)
         fits = {k: (fits or {}).get(k) or solver.reconstruct(y, physics, k=k, **solve_kwargs) for k in ks}
         # the solver's own noise level where it records one, else the physics' (or estimated)
-        sigma = fits[ks[0]].parameters.get("sigma") or resolve_sigma(y, physics)[0]
+        sigma, estimated = fits[ks[0]].parameters.get("sigma"), False
+        if not sigma:
+            sigma, estimated = resolve_sigma(y, physics)
         if rule == "sure":
             scores, result = _sure_selection(solver, y, physics, ks, fits, sigma, seed, solve_kwargs)
             n_fits += len(ks)  # one probe solve per k
         else:
             scores, result = _discrepancy_selection(y, physics, ks, fits, sigma, tau)
-        return _k_choice(rule, ks, result.k, scores, result, sigma, n_fits, started)
+        choice = _k_choice(rule, ks, result.k, scores, result, sigma, n_fits, started)
+        choice.sigma_estimated = bool(estimated)
+        return choice
     se_factor = _nonnegative(se_factor, "se_factor")  # before the solves, not after them
     scores, result, chosen, split_scores, n_solves = _splitting_selection(
         solver, y, physics, ks, seed, n_splits, holdout_fraction, se_factor, x_init, fits, solve_kwargs
@@ -208,12 +212,14 @@ def _k_choice(rule, ks, chosen, scores, result, sigma, n_solves, started) -> Par
 def _closed_form_selection(solver, y, physics, ks, spectrum, fits, solve_kwargs, started) -> ParameterChoice:
     if spectrum is None:
         raise ValueError("rule='closed_form' needs the generator's spectrum (load_spectrum of its folder)")
-    sigma = resolve_sigma(y, physics)[0]
+    sigma, estimated = resolve_sigma(y, physics)
     k = closed_form_k(spectrum, physics, sigma, ks)
     chosen = torch.full((y.shape[0],), k)
     given = (fits or {}).get(k)
     result = given or solver.reconstruct(y, physics, k=k, **solve_kwargs)
-    return _k_choice("closed_form", ks, chosen, {}, replace(result, k=chosen), sigma, given is None, started)
+    choice = _k_choice("closed_form", ks, chosen, {}, replace(result, k=chosen), sigma, given is None, started)
+    choice.sigma_estimated = bool(estimated)
+    return choice
 
 
 def _sure_selection(solver, y, physics, ks, fits, sigma: float, seed: int, solve_kwargs):
