@@ -150,6 +150,37 @@ def hvae_pass_seconds(shape: tuple[int, int] = (128, 128), batch: int = 4, repea
     return (time.perf_counter() - start) / (repeats * batch)
 
 
+def network_pass_gflop(solver: str, shape: tuple[int, int] = (128, 128)) -> float | None:
+    """GFLOP of one slice through the network a volume-study solver runs (counted by
+    :class:`torch.utils.flop_counter.FlopCounterMode`): the shipped HVAE for ``pnp_hvae``, the
+    default pixel denoiser for ``dpir``; ``None`` for a solver without a network."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from deepinv_tunable import pretrained
+    from deepinv_tunable.priors import load_pixel_denoiser
+
+    x = torch.rand(1, 1, *shape)
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        if solver == "pnp_hvae":
+            pretrained.load("hvae_mri64").eval().reconstruct(x, 1.0)
+        elif solver == "dpir":
+            load_pixel_denoiser().eval()(x, 0.05)
+        else:
+            return None
+    return counter.get_total_flops() / 1e9
+
+
+def gemm_gflops(n: int = 2048, repeats: int = 5) -> float:
+    """GFLOP/s of an ``n x n`` fp32 matrix product on the current threads: the attainable peak
+    the volume studies compare their networks' throughput with."""
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    a @ b
+    start = time.perf_counter()
+    for _ in range(repeats):
+        a @ b
+    return 2 * n**3 * repeats / (time.perf_counter() - start) / 1e9
+
+
 def save_row(record: dict[str, Any], row: dict[str, Any], out: str, message: str | None) -> None:
     """Append ``row`` to ``record`` and rewrite ``out`` atomically, so that a crash keeps every
     finished row; then print ``message`` (progress) to stderr unless it is ``None``."""

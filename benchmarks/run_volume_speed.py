@@ -7,7 +7,9 @@ iterations of every batch (a warm start's first batch starts from the measuremen
 passes per slice (tuning included: HVAE reconstructions or pixel-denoiser calls, a batch of B
 slices counting B) and the cost per slice in units of one forward pass of the shipped HVAE
 (wall seconds per slice over the seconds of one such pass per slice, measured in the same run: the
-ratio the volume issue states its targets in, which holds across machines). Writes
+ratio the volume issue states its targets in, which holds across machines), and the network's
+achieved GFLOP/s (passes x GFLOP per pass / wall seconds) beside the fp32 matrix-product rate of
+the same thread (the attainable peak). Writes
 ``results/benchmarks/volume_speed.json``. Not a test; run it alone for clean timings.
 
 Usage::
@@ -110,12 +112,13 @@ def run(args: argparse.Namespace) -> int:
     from deepinv_tunable.atomic import write_json_atomic
     from deepinv_tunable.recipes import parse_recipe, run_recipe
 
-    from .evaluation import NetworkPasses, hvae_pass_seconds
+    from .evaluation import NetworkPasses, gemm_gflops, hvae_pass_seconds, network_pass_gflop
 
     warnings.simplefilter("ignore")
     torch.set_num_threads(1)
     unit = hvae_pass_seconds()
-    print(f"one HVAE forward pass: {unit:.3f} s per slice", flush=True)
+    gflop, peak = network_pass_gflop(args.solver), gemm_gflops()
+    print(f"one HVAE forward pass: {unit:.3f} s per slice; fp32 matrix product {peak:.0f} GFLOP/s", flush=True)
     rows = []
     tmp = Path(tempfile.mkdtemp(prefix="volume_speed_"))
     runs = [(name, *CONFIGS[args.solver][name]) for name in args.configs or list(CONFIGS[args.solver])]
@@ -137,22 +140,25 @@ def run(args: argparse.Namespace) -> int:
                 "solver_seconds_per_slice": record["solver_seconds_per_slice"],
                 "network_passes_per_slice": (passes.hvae + passes.denoiser) / n,
                 "cost_in_hvae_passes_per_slice": wall / n / unit,
+                "achieved_gflops": None if gflop is None else (passes.hvae + passes.denoiser) * gflop / wall,
                 "iterations_per_batch": [d.get("iterations") for d in record.get("diagnostics", [])],
                 "chosen_once": {k: v["value"] for k, v in record.get("auto_once", {}).items() if k != "slices"},
             }
         )
         print(json.dumps(rows[-1]), flush=True)
         summary = {"input": args.input, "slices": list(args.slices), "solver": args.solver}
-        write_json_atomic(args.out, {**summary, "hvae_pass_seconds_per_slice": unit, "rows": rows})
+        machine = {"hvae_pass_seconds_per_slice": unit, "gflop_per_network_pass": gflop, "gemm_gflops": peak}
+        write_json_atomic(args.out, {**summary, **machine, "rows": rows})
     print(
         f"{'configuration':18s} {'PSNR':>7s} {'SSIM':>7s} {'wall s/sl':>9s} {'solver s/sl':>11s}"
-        f" {'passes/sl':>9s} {'HVAE-pass cost/sl':>17s}  iterations"
+        f" {'passes/sl':>9s} {'HVAE-pass cost/sl':>17s} {'GFLOP/s':>8s}  iterations"
     )
     for row in rows:
         print(
             f"{row['config']:18s} {row['psnr']:7.3f} {row['ssim']:7.4f} {row['wall_seconds_per_slice']:9.2f}"
             f" {row['solver_seconds_per_slice']:11.2f} {row['network_passes_per_slice']:9.1f}"
-            f" {row['cost_in_hvae_passes_per_slice']:17.1f}  {row['iterations_per_batch']}"
+            f" {row['cost_in_hvae_passes_per_slice']:17.1f} {row['achieved_gflops'] or float('nan'):8.1f}"
+            f"  {row['iterations_per_batch']}"
         )
     if args.sweep:
         best = fewest_passes(rows, args.sweep_margin)
