@@ -120,8 +120,9 @@ def degrade(x: torch.Tensor, degradations: Sequence[Degradation]) -> torch.Tenso
         raise ValueError(f"got {len(degradations)} degradations for a batch of {x.shape[0]} images")
     out = []
     size = tuple(int(s) for s in x.shape[-2:])
-    with torch.no_grad():
-        for xi, deg in zip(x, degradations):
+    # the simulation is data, not the network: full precision even inside a bf16 training step
+    with torch.no_grad(), torch.autocast(x.device.type, enabled=False):
+        for xi, deg in zip(x.float(), degradations):
             physics = degradation_physics(deg, size, str(x.device))
             clean = physics.A(to_physics_domain(xi[None], physics))
             noise = torch.randn(clean.shape, generator=torch.Generator().manual_seed(deg.seed), dtype=clean.dtype)
@@ -140,7 +141,9 @@ def degradation_physics(degradation: Degradation, img_size: tuple[int, int], dev
 
 @lru_cache(maxsize=256)
 def _ct_operator(n_views: int, img_size: tuple[int, int], device: str):
-    return build_physics({"kind": "ct", "n_views": n_views}, img_size, device=device)
+    # cached for the whole process: built under a caller's bf16 autocast it would keep bf16 grids
+    with torch.autocast(torch.device(device).type, enabled=False):
+        return build_physics({"kind": "ct", "n_views": n_views}, img_size, device=device)
 
 
 @dataclass

@@ -484,3 +484,18 @@ def test_diffusion_solvers_take_max_iter_and_their_former_n_steps_with_a_warning
         extra = {"unet": "u"} if params is TunableLDMParams else {}
         with pytest.warns(FutureWarning, match="recipe key 'n_steps' is renamed 'max_iter'"):
             assert params(n_steps=5, **extra).max_iter == 5
+
+
+def test_degradations_are_simulated_in_full_precision_inside_a_bf16_autocast():
+    """A bf16 training step degrades its batch under autocast; the CT operators are cached for the
+    process, so one first built there must not hand bf16 grids to a later fp32 call (the end of
+    training's export crashed on it), and the simulation itself stays fp32."""
+    from deepinv_tunable.severity import _ct_operator
+
+    _ct_operator.cache_clear()
+    x = torch.rand(2, 1, 32, 32)
+    degradations = [Degradation("ct", 30.0, 0.01, seed=0), Degradation("mri", 4.0, 0.01, seed=1)]
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        inside = degrade(x, degradations)
+    outside = degrade(x, degradations)  # the cached CT operator, now outside autocast
+    assert inside.dtype == outside.dtype == torch.float32 and torch.equal(inside, outside)
