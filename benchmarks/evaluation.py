@@ -100,6 +100,11 @@ class NetworkPasses:
         self.denoiser = 0
         self._depth = 0
 
+    @property
+    def total(self) -> int:
+        """Slice-passes of every counted network."""
+        return self.hvae + self.denoiser
+
     def __enter__(self) -> NetworkPasses:
         from deepinv_tunable.nets import HVAE
 

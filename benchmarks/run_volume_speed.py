@@ -121,10 +121,10 @@ def run(args: argparse.Namespace) -> int:
     print(f"one HVAE forward pass: {unit:.3f} s per slice; fp32 matrix product {peak:.0f} GFLOP/s", flush=True)
     rows = []
     tmp = Path(tempfile.mkdtemp(prefix="volume_speed_"))
-    runs = [(name, *CONFIGS[args.solver][name]) for name in args.configs or list(CONFIGS[args.solver])]
-    for name, params, section in runs + [(f"sweep_{n}", None, {}) for n in args.sweep]:
-        if params is None:  # a sweep point: the volume's choice held fixed, exactly n iterations
-            params = sweep_params(args.solver, rows[len(runs) - 1]["chosen_once"], int(name.split("_")[1]))
+    runs = [(name, *CONFIGS[args.solver][name], None) for name in args.configs or list(CONFIGS[args.solver])]
+    for name, params, section, n_iter in runs + [(f"sweep_{n}", None, {}, n) for n in args.sweep]:
+        if n_iter is not None:  # a sweep point: the volume's choice held fixed, exactly n_iter iterations
+            params = sweep_params(args.solver, rows[len(runs) - 1]["chosen_once"], n_iter)
         start = time.perf_counter()
         with NetworkPasses() as passes:
             result = run_recipe(parse_recipe(recipe(args, params, section, tmp / name)), progress=False)
@@ -138,9 +138,9 @@ def run(args: argparse.Namespace) -> int:
                 "ssim": record["mean"]["solver"]["ssim"],
                 "wall_seconds_per_slice": wall / n,
                 "solver_seconds_per_slice": record["solver_seconds_per_slice"],
-                "network_passes_per_slice": (passes.hvae + passes.denoiser) / n,
+                "network_passes_per_slice": passes.total / n,
                 "cost_in_hvae_passes_per_slice": wall / n / unit,
-                "achieved_gflops": None if gflop is None else (passes.hvae + passes.denoiser) * gflop / wall,
+                "achieved_gflops": None if gflop is None else passes.total * gflop / wall,
                 "iterations_per_batch": [d.get("iterations") for d in record.get("diagnostics", [])],
                 "chosen_once": {k: v["value"] for k, v in record.get("auto_once", {}).items() if k != "slices"},
             }

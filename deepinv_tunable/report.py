@@ -65,7 +65,8 @@ def chosen_parameters(record: dict[str, Any]) -> list[dict[str, Any]]:
     for the whole volume (``"auto_once"``, whose ``slices`` are the slices it was made on)."""
     if record.get("auto"):
         return list(record["auto"])
-    return [record["auto_once"]] if len(record.get("auto_once", {})) > 1 else []
+    once = record.get("auto_once", {})
+    return [once] if any(name != "slices" for name in once) else []
 
 
 def write_auto_figure(path: Path, auto: Sequence[dict[str, Any]]) -> Path:

@@ -204,8 +204,7 @@ def _k_choice(rule, ks, chosen, scores, result, sigma, n_solves, started) -> Par
         sigma_estimated=False,
         n_solves=int(n_solves),
         seconds=time.perf_counter() - started,
-        estimate=result.x,
-        reconstruction=result,
+        reconstruction=result,  # its x is the estimate: not kept twice
     )
 
 
