@@ -94,7 +94,7 @@ def _interrupted_message(args: argparse.Namespace, audit: bool) -> str:
 
 def _run(args: argparse.Namespace) -> int:
     from .recipes import RecipeError, load_recipe, run_recipe
-    from .recipes.runner import NonFiniteOutput
+    from .recipes.prepared import NonFiniteOutput
 
     overrides = {
         key: getattr(args, attr) for attr, (key, _) in _RUN_OVERRIDES.items() if getattr(args, attr) is not None
@@ -111,28 +111,22 @@ def _run(args: argparse.Namespace) -> int:
                 f"{recipe.solver.name}{f' with {model}' if model else ''}, output {recipe.output.dir}",
                 file=sys.stderr,
             )
-        distributed = not audit and ((args.devices or 1) > 1 or (args.num_nodes or 1) > 1)
-        if distributed:
-            from .recipes.distributed import predict_recipe
-
-            result = predict_recipe(
-                recipe,
-                accelerator=args.accelerator or "auto",
-                devices=args.devices or 1,
-                num_nodes=args.num_nodes or 1,
-                strategy=args.strategy or "ddp",
-                full_volume=args.full_volume,
-            )
-            if result is None:  # not rank 0: rank 0 reports
-                return 0
-        else:
-            result = run_recipe(
-                recipe,
-                progress=False if args.quiet else None,
-                audit=audit,
-                resume=getattr(args, "resume", False),
-                full_volume=args.full_volume,
-            )
+        devices, nodes = getattr(args, "devices", None) or 1, getattr(args, "num_nodes", None) or 1
+        accelerator, strategy = getattr(args, "accelerator", None), getattr(args, "strategy", None)
+        several = devices > 1 or nodes > 1
+        result = run_recipe(
+            recipe,
+            progress=False if args.quiet else None,
+            audit=audit,
+            resume=getattr(args, "resume", False),
+            full_volume=args.full_volume,
+            accelerator=(accelerator or "auto") if several or accelerator else None,
+            devices=devices,
+            num_nodes=nodes,
+            strategy=strategy or ("ddp" if several else "auto"),
+        )
+        if result is None:  # not rank 0: rank 0 reports
+            return 0
     except (RecipeError, FileNotFoundError, ValueError, TypeError, ValidationError) as err:
         print(f"error: {err}", file=sys.stderr)
         return EXIT_BAD_INPUT

@@ -116,7 +116,7 @@ def test_bad_arguments():
 
 
 def test_recipe_schema_builds_the_hybrid():
-    from deepinv_tunable.recipes.runner import _solver
+    from deepinv_tunable.recipes.prepared import _solver
 
     raw = {
         "name": "t",

@@ -27,7 +27,7 @@ from ..uncertainty import ConformalCalibrator, PosteriorSampler, PosteriorSummar
 from .schema import AuditConfig, RecipeError
 
 if TYPE_CHECKING:
-    from .runner import PreparedRun
+    from .prepared import PreparedRun
 
 
 def _image(x: torch.Tensor, physics) -> torch.Tensor:

@@ -1,6 +1,5 @@
 """What a run writes into ``metrics.json`` besides the images, in one place, so the
-single-process runner and the N-process (Lightning ``predict``) runner keep the same records:
-the metrics, the parameters chosen from the measurements (``"auto"``), the solvers' diagnostics
+batches of every process gather into the same records: the metrics, the parameters chosen from the measurements (``"auto"``), the solvers' diagnostics
 and every doubt about the input or the answer (``"doubts"``, each also a warning)."""
 
 from __future__ import annotations
@@ -15,7 +14,7 @@ import numpy as np
 from .schema import Recipe, RecipeError
 
 if TYPE_CHECKING:
-    from .runner import PreparedRun, SliceBatch
+    from .prepared import PreparedRun, SliceBatch
 
 #: the keys a finished batch may add to the record, in the order they are written
 BATCH_KEYS = ("auto", "diagnostics", "doubts")
@@ -58,12 +57,11 @@ def batch_records(out: SliceBatch, solver_name: str) -> dict[str, list]:
 
 
 def add_records(record: dict[str, Any], records: dict[str, list]) -> None:
-    """Append a batch's ``records`` (:func:`batch_records`) to ``record``; each doubt is also warned."""
+    """Append a batch's ``records`` (:func:`batch_records`) to ``record`` (its doubts were warned
+    when the batch finished: :class:`~deepinv_tunable.recipes.runner.SliceWriter`)."""
     for key in BATCH_KEYS:
         for entry in records.get(key, []):
             record.setdefault(key, []).append(entry)
-            if key == "doubts":
-                warnings.warn(entry, RuntimeWarning, stacklevel=3)
 
 
 def add_input_doubts(record: dict[str, Any], run: PreparedRun) -> None:

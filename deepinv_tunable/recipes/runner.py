@@ -1,52 +1,50 @@
-r"""Run a recipe: volume -> slices -> simulated measurements -> reconstruction -> outputs.
+r"""Run a recipe: volume -> slices -> simulated measurements -> reconstruction -> outputs, as one
+Lightning ``Trainer.predict`` loop, in one process or in N (``--devices``, ``--num-nodes``,
+``torchrun``, SLURM): the same code either way.
 
-Everything that can be checked is checked before the output folder is touched, so a bad
-input leaves no partial output. Results are written atomically; the metrics file is rewritten
-after each batch of slices (``"complete": false`` until the end), so an interrupted run keeps
-what it finished.
+* :class:`RecipePredictor` (the ``LightningModule``): tunes and makes the volume's choices in
+  ``setup`` (identically on every rank: the noise is seeded per slice), serves each rank its
+  unfinished batches, and reconstructs one batch per ``predict_step``.
+* Callbacks: :class:`SliceWriter` (per-slice metrics, the slices into the shared memory-mapped
+  stacks and the rank's shard log, ``metrics.json`` after every batch of rank 0:
+  :mod:`~deepinv_tunable.recipes.partial`), :class:`AuditWriter` (posterior samples per batch,
+  one process) and a progress bar.
+* Rank 0 then gathers every rank's shard log, checks that each slice was done exactly once, and
+  writes the volumes, ``metrics.json``, the figures, the audit and the report.
+
+Everything that can be checked is checked before the output folder is touched
+(:func:`~deepinv_tunable.recipes.prepared.prepare_run`). An interrupted run keeps every finished
+batch, and ``--resume`` continues it to the uninterrupted run's result, bit for bit.
 """
 
 from __future__ import annotations
 
-import platform
-import time
+import copy
+import logging
+import signal
+import threading
+import warnings
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import lightning as L
 import torch
+from lightning.pytorch.callbacks import Callback
+from torch.utils.data import DataLoader
 
-from .. import __version__
-from ..atomic import content_sha256, write_json_atomic
-from ..data import (
-    PLANES,
-    load_volume,
-    percentile_scaling,
-    prepare_volume,
-    save_volume,
-    select_slices,
-    slices_to_volume,
-    volume_to_slices,
-)
-from ..data.domain import input_doubts
+from ..atomic import write_json_atomic
 from ..metrics import image_metrics
-from ..physics import build_physics, from_physics_domain, to_physics_domain
 from ..progress import progress_bar
-from ..report import chosen_parameters, shown_slices, write_auto_figure, write_figures, write_report
-from ..solvers.base import SolverDiagnostics
-from ..tuning import grid_search
-from .auditing import calibrated_auditor, write_audit
-from .output import check_output_dir
-from .partial import PartialStacks
-from .records import BATCH_KEYS, add_input_doubts, add_records, batch_records, metrics_record, resumable_record
+from ..report import chosen_parameters, shown_slices, write_auto_figure, write_report
+from .auditing import RecipeAudit, calibrated_auditor, write_audit
+from .partial import PartialStacks, ShardLog, read_shard_logs
+from .prepared import PreparedRun, SliceBatch, _build_solver, prepare_run
+from .records import add_input_doubts, add_records, batch_records, metrics_record, resumable_record
 from .registry import build_solver
-from .schema import AuditConfig, Recipe, RecipeError, SliceRange
-from .warm_start import slice_batches
-
-
-class NonFiniteOutput(RuntimeError):
-    """A solver returned NaN or inf: the run stops rather than write or report them."""
+from .schema import AuditConfig, Recipe, RecipeError
+from .warm_start import rank_batches
 
 
 @dataclass
@@ -59,307 +57,280 @@ class RunResult:
     summary: dict[str, dict[str, float]]
 
 
-def _indices(n_total: int, rng: SliceRange, what: str) -> list[int]:
+@dataclass
+class RunState:
+    """What the module and the callbacks of one run share: the prepared run, the record's header
+    (recipe, input, tuning, the volume's choice, input doubts, the audit), the interrupted run
+    being resumed (``None``: a fresh run), and what ``setup`` builds."""
+
+    run: PreparedRun
+    record: dict[str, Any]
+    previous: dict[str, Any] | None
+    audit: AuditConfig | None = None
+    stacks: PartialStacks | None = None
+    solver: Any = None
+    baseline: Any = None
+    compare: dict[str, Any] = field(default_factory=dict)
+    auditor: RecipeAudit | None = None
+
+    @property
+    def out_dir(self) -> Path:
+        return Path(self.run.recipe.output.dir)
+
+    def stack_names(self) -> tuple[str, ...]:
+        """The memory-mapped stacks: the solver's and the baseline's slices, and the comparison
+        solvers' (for the figures, whichever rank computed a shown slice)."""
+        return ("reconstruction", "baseline", *(f"compare_{label}" for label in self.run.comparison_labels()))
+
+
+class _RunInterrupted(Exception):
+    """Ctrl+C (or a ``KeyboardInterrupt``) inside the loop, carried through Lightning, which
+    would otherwise answer it with ``sys.exit(1)``; :func:`run_recipe` raises it again as
+    ``KeyboardInterrupt`` so the command line can say how to resume."""
+
+
+@contextmanager
+def _interrupts_carried():
     try:
-        return select_slices(n_total, rng.start, rng.stop, rng.count)
-    except ValueError as err:
-        raise RecipeError(f"{what}: {err}") from None
+        yield
+    except KeyboardInterrupt:
+        raise _RunInterrupted from None
 
 
-def _build_solver(recipe: Recipe, override: dict[str, Any] | None = None):
-    """The recipe's solver (with ``override`` parameters), its networks on the recipe's device."""
-    return _solver(recipe, override).to(torch.device(recipe.device))
+@contextmanager
+def _sigint_carried():
+    """While the loop runs, Ctrl+C raises :class:`_RunInterrupted` (main thread only)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum, frame):
+        raise _RunInterrupted
+
+    previous = signal.signal(signal.SIGINT, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
-def _solver(recipe: Recipe, override: dict[str, Any] | None = None):
-    cfg = recipe.solver
-    params = cfg.model_dump(exclude={"name", "tune"}).get("params", {})
-    params.update(override or {})
-    return build_solver(cfg.name, params)
+@contextmanager
+def _quiet_lightning():
+    """Lightning's banner ("GPU available: ...") and its advice on data loader workers say
+    nothing about a reconstruction: hidden; its warnings and errors stay."""
+    loggers = [logging.getLogger(name) for name in ("lightning.pytorch", "lightning.pytorch.utilities.rank_zero")]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(logging.WARNING)
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=r".*does not have many workers.*")
+            yield
+    finally:
+        for logger, level in zip(loggers, levels):
+            logger.setLevel(level)
 
 
-@dataclass
-class SliceBatch:
-    """One reconstructed batch: slice indices, ground truth, measurements, baseline image,
-    solver estimate in the physics' domain and as an image, the solver's seconds, its
-    :class:`~deepinv_tunable.solvers.SolverDiagnostics` (``None`` for a plain deepinv model; its
-    ``choices`` are the parameters chosen from the measurements) and the comparison images."""
+class RecipePredictor(L.LightningModule):
+    """A recipe's reconstruction as a ``LightningModule`` for ``Trainer.predict``."""
 
-    indices: list[int]
-    x: torch.Tensor
-    y: torch.Tensor
-    baseline: torch.Tensor
-    x_phys: torch.Tensor
-    reconstruction: torch.Tensor
-    seconds: float
-    diagnostics: SolverDiagnostics | None = None
-    comparisons: dict[str, torch.Tensor] = field(default_factory=dict)
-    #: parameters the ``comparisons`` chose from the measurements, as ``"name.param" -> choice``
-    comparison_choices: dict[str, dict[str, Any]] = field(default_factory=dict)
+    def __init__(self, state: RunState):
+        super().__init__()
+        self.state = state  # plain attributes: the solvers are not submodules Lightning would move
+        self.predecessor: dict[int, int | None] = {}
 
+    def setup(self, stage: str) -> None:
+        state, run = self.state, self.state.run
+        root = self.trainer.strategy.root_device
+        if run.device.type == "cuda" and root.type == "cuda" and root != run.device:
+            run.use_device(root)  # one GPU per rank
+        with _interrupts_carried():
+            tuning = state.record.get("tuning")
+            overrides = {tuning["param"]: tuning["best"]} if tuning else run.tune(state.record)
+            overrides.update(run.choose_once(state.record, overrides))
+            state.solver = _build_solver(run.recipe, overrides)
+            state.baseline = build_solver("baseline")
+            state.compare = run.comparison_solvers()
+            if state.audit is not None:
+                state.auditor = calibrated_auditor(run, state.audit, state.solver)
 
-@dataclass
-class PreparedRun:
-    """A recipe's data and physics, ready to measure and reconstruct slices: everything that can
-    fail on bad input is checked while building it (:func:`prepare_run`), before any output."""
-
-    recipe: Recipe
-    device: torch.device
-    prepared: Any  # the prepared Volume (grid, affine, header of the outputs)
-    scaling: Any  # IntensityScaling of the input
-    slices: torch.Tensor  # (N, 1, H, W), normalised
-    physics: Any
-    eval_idx: list[int]
-    tune_idx: list[int]
-    audit_calibration_idx: list[int]
-    #: reasons to doubt that the input suits the recipe (:func:`~deepinv_tunable.data.domain.input_doubts`)
-    input_doubts: list[str] = field(default_factory=list)
-    #: SHA-256 of the input's content (recorded, and compared on resume), read once
-    input_sha256: str = ""
-
-    def measure(self, x: torch.Tensor, indices: list[int]) -> torch.Tensor:
-        """Measurements of slices ``indices``, each with its own seeded noise (so a slice's
-        measurement does not depend on its batch, its process, nor on a resumed run)."""
-        ys, seed = [], self.recipe.seed
-        noise = getattr(self.physics, "noise_model", None)
-        for i, k in enumerate(indices):
-            with _seeded(seed, k, self.device):
-                if getattr(noise, "rng", None) is not None:  # the factory gives the noise its own stream
-                    noise.rng_manual_seed(seed * _SEED_STRIDE + k)
-                ys.append(self.physics(to_physics_domain(x[i : i + 1].to(self.device), self.physics)))
-        return torch.cat(ys)
-
-    def estimate_both(self, solver, y: torch.Tensor, indices: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
-        """The estimate in the physics' domain (for the audit) and as an image; a stochastic
-        solver's noise is seeded by the batch's first slice."""
-        return self.solve(solver, y, indices)[:2]
-
-    def solve(
-        self, solver, y: torch.Tensor, indices: list[int], x_init: torch.Tensor | None = None
-    ) -> tuple[torch.Tensor, torch.Tensor, SolverDiagnostics | None]:
-        """:meth:`estimate_both` plus the solver's diagnostics (``None`` for a plain deepinv model);
-        ``x_init``: the start of a warm-started solve, in the physics' domain."""
-        seed = self.recipe.seed
-        with _seeded(seed, indices[0], self.device):
-            kwargs = {"seed": seed * _SEED_STRIDE + indices[0]} if getattr(solver, "stochastic", False) else {}
-            if x_init is not None:
-                kwargs["x_init"] = x_init
-            if hasattr(solver, "reconstruct"):
-                result = solver.reconstruct(y, self.physics, **kwargs)
-                x, diagnostics = result.x, result.diagnostics()
-            else:
-                x, diagnostics = solver(y, self.physics, **kwargs), None
-        return x, from_physics_domain(x, self.physics).cpu(), diagnostics
-
-    def reconstruct_batch(
-        self, solver, baseline, batch: list[int], compare: dict | None = None, start_images: torch.Tensor | None = None
-    ) -> SliceBatch:
-        """Measure slices ``batch`` and reconstruct them with the baseline, the solver (only it is
-        timed) and the ``compare`` solvers (name -> solver): one batch of a run, single-process
-        or distributed. ``start_images``: the images the solver starts from (a warm start,
-        :mod:`~deepinv_tunable.recipes.warm_start`), ``None`` for its own start."""
-        x = self.slices[batch]
-        y = self.measure(x, batch)
-        base = self.estimate_both(baseline, y, batch)[1]
-        x_init = None if start_images is None else to_physics_domain(start_images.to(self.device), self.physics)
-        start = time.perf_counter()
-        x_phys, recon, diagnostics = self.solve(solver, y, batch, x_init)
-        seconds = time.perf_counter() - start
-        if not bool(torch.isfinite(recon).all()):
-            bad = [k for k, r in zip(batch, recon) if not bool(torch.isfinite(r).all())]
-            raise NonFiniteOutput(
-                f"solver '{self.recipe.solver.name}' returned non-finite values (NaN or inf) on slices {bad}; the run "
-                "stops before writing them (finished slices are kept, metrics.json stays 'complete': false). "
-                "Check the model's weights and the measurements"
+    def predict_dataloader(self) -> DataLoader:
+        run, trainer = self.state.run, self.trainer
+        warm = bool(getattr(run.recipe.solver, "warm_start", False))
+        batches, self.predecessor = rank_batches(
+            run.eval_idx, run.recipe.data.batch_size, warm, trainer.global_rank, trainer.world_size
+        )
+        finished = {k for entry in read_shard_logs(self.state.out_dir) for k in entry["slices"]}
+        todo = [batch for batch in batches if not set(batch) <= finished]
+        if any(set(batch) & finished for batch in todo):
+            raise RecipeError(
+                "cannot resume: the interrupted run cut the slices into other batches (another number of "
+                "processes with solver.warm_start?); resume with the interrupted run's --devices, or start afresh"
             )
-        others, choices = {}, {}
-        for name, other in (compare or {}).items():
-            _, others[name], other_diagnostics = self.solve(other, y, batch)
-            for param, choice in (other_diagnostics.choices if other_diagnostics is not None else {}).items():
-                choices[f"{name}.{param}"] = choice
-        return SliceBatch(batch, x, y, base, x_phys, recon, seconds, diagnostics, others, choices)
+        return DataLoader(todo, batch_size=None, collate_fn=list)
 
-    def comparison_solvers(self) -> dict[str, Any]:
-        """The recipe's ``output.compare`` solvers by their label (the solver name, numbered when
-        it repeats), on the run's device."""
-        out: dict[str, Any] = {}
-        for cfg in self.recipe.output.compare:
-            label = cfg.name if cfg.name not in out else f"{cfg.name}_{len(out)}"
-            params = cfg.model_dump(exclude={"name", "tune"}).get("params", {})
-            out[label] = build_solver(cfg.name, params).to(self.device)
-        return out
-
-    def record_header(self, full_volume: bool) -> dict[str, Any]:
-        record: dict[str, Any] = {
-            "recipe": self.recipe.model_dump(mode="json"),
-            "input": str(self.recipe.input_path()),
-            "input_sha256": self.input_sha256,
-            "versions": {
-                "deepinv_tunable": __version__,
-                "torch": torch.__version__,
-                "python": platform.python_version(),
-            },
-            "intensity_scaling": {"low": self.scaling.low, "high": self.scaling.high},
-            "complete": False,
-            "full_volume": full_volume,
-            "n_evaluated": len(self.eval_idx),
-        }
-        if full_volume and self.tune_idx:
-            record["tuning_slices_evaluated"] = sorted(set(self.tune_idx) & set(self.eval_idx))
-        return record
-
-    def write_outputs(
-        self,
-        out_dir: Path,
-        recon: torch.Tensor,
-        base: torch.Tensor,
-        comparisons: dict[str, dict[int, torch.Tensor]] | None = None,
-    ) -> list[Path]:
-        """Write the reconstruction, baseline and reference volumes (evaluated slices only,
-        input units, prepared grid) and the figures (with the ``comparisons`` solvers' images of
-        the shown slices), as the recipe's ``output`` asks; return the figure paths."""
-        recipe, d = self.recipe, self.recipe.data
-        if recipe.output.volumes:
-            processed = torch.zeros(len(self.slices), dtype=torch.bool)
-            processed[self.eval_idx] = True
-            for name, stack in (("reconstruction", recon), ("baseline", base), ("reference", self.slices)):
-                data = self.scaling.invert(stack) * processed.view(-1, 1, 1, 1)
-                save_volume(slices_to_volume(data, d.plane), out_dir / f"{name}.nii.gz", like=self.prepared)
-        if not recipe.output.figures:
-            return []
-        return write_figures(
-            out_dir / "figures",
-            self.slices,
-            base,
-            recon,
-            self.eval_idx,
-            recipe.output.figures,
-            labels=("reference", "baseline (measurements only)", recipe.solver.name),
-            comparisons=comparisons,
-        )
-
-    def choose_once(self, record: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
-        """With ``solver.auto_scope: volume``: the solver's measurement-only choices, made once on
-        ``solver.auto_slices`` evaluation slices spread through the volume and then fixed for every
-        slice; recorded in ``record["auto_once"]``. Returns the solver overrides (``{}`` with the
-        default per-batch scope, or when the solver chooses nothing)."""
-        cfg = self.recipe.solver
-        if getattr(cfg, "auto_scope", "batch") != "volume":
-            return {}
-        if "auto_once" in record:  # a resumed run keeps its choice
-            return {k: v["value"] for k, v in record["auto_once"].items() if k != "slices"}
-        n = len(self.eval_idx)
-        picks = sorted(
-            {self.eval_idx[round(i * (n - 1) / max(cfg.auto_slices - 1, 1))] for i in range(cfg.auto_slices)}
-        )
-        x = self.slices[picks]
-        diagnostics = self.solve(_build_solver(self.recipe, overrides), self.measure(x, picks), picks)[2]
-        params = set(type(cfg.params).model_fields) if hasattr(cfg, "params") else set()
-        choices = {k: c for k, c in (diagnostics.choices if diagnostics is not None else {}).items() if k in params}
-        record["auto_once"] = {"slices": picks, **choices}
-        return {name: choice["value"] for name, choice in choices.items()}
-
-    def tune(self, record: dict[str, Any]) -> dict[str, Any]:
-        """Grid-search the recipe's ``solver.tune`` parameter on its calibration slices; record
-        the table in ``record["tuning"]`` and return the solver overrides (empty without tuning)."""
-        tune_cfg = getattr(self.recipe.solver, "tune", None)
-        if tune_cfg is None:
-            return {}
-        x_cal = self.slices[self.tune_idx]
-        y_cal = self.measure(x_cal, self.tune_idx)
-        result = grid_search(
-            lambda v: self.estimate_both(_build_solver(self.recipe, {tune_cfg.param: v}), y_cal, self.tune_idx)[1],
-            x_cal,
-            tune_cfg.grid,
-            param=tune_cfg.param,
-            metric=tune_cfg.metric,
-        )
-        record["tuning"] = {
-            "param": result.param,
-            "best": result.best,
-            "metric": result.metric,
-            "calibration_slices": self.tune_idx,
-            "table": {str(k): v for k, v in result.table.items()},
-        }
-        return {tune_cfg.param: result.best}
+    def predict_step(self, batch: list[int], batch_idx: int = 0) -> SliceBatch:
+        state = self.state
+        with _interrupts_carried(), torch.enable_grad():  # some solvers differentiate (as outside Lightning)
+            starts = [self.predecessor[k] for k in batch]
+            start_images = None if None in starts else state.stacks.tensor("reconstruction")[starts]
+            return state.run.reconstruct_batch(state.solver, state.baseline, batch, state.compare, start_images)
 
 
-def prepare_run(recipe: Recipe, full_volume: bool = False, audit: bool = False) -> PreparedRun:
-    """Load and prepare the recipe's volume, build its physics and check its slice ranges
-    (see :func:`run_recipe` for ``full_volume`` and ``audit``); raises :class:`~deepinv_tunable.recipes.RecipeError`."""
+def _batch_metrics(out: SliceBatch) -> dict[str, dict[str, list[float]]]:
+    """Per-slice metrics of a batch: the baseline, the solver and each comparison solver."""
+    estimates = (("baseline", out.baseline), ("solver", out.reconstruction), *out.comparisons.items())
+    return {key: image_metrics(est, out.x) for key, est in estimates}
+
+
+class SliceWriter(Callback):
+    """Each finished batch: its metrics, its slices into the shared stacks, then an entry in the
+    rank's shard log (so a slice is logged only once it is on disk); on rank 0, ``metrics.json``
+    (``"complete": false``) with every rank's batches so far."""
+
+    def __init__(self, state: RunState):
+        self.state = state
+        self.log: ShardLog | None = None
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        state = self.state
+        shape = tuple(state.run.slices.shape[:1] + state.run.slices.shape[2:])
+        names = state.stack_names()
+        resume = state.previous is not None
+        if trainer.is_global_zero:  # creates the stacks (or checks them on resume) before the others open them
+            state.stacks = PartialStacks(state.out_dir, names, shape, resume=resume)
+        trainer.strategy.barrier()
+        if not trainer.is_global_zero:
+            state.stacks = PartialStacks(state.out_dir, names, shape, resume=True)
+        self.log = ShardLog(state.out_dir, trainer.global_rank, resume=resume)
+
+    def on_predict_batch_end(self, trainer, pl_module, outputs: SliceBatch, batch, batch_idx, dataloader_idx=0):
+        state = self.state
+        with _interrupts_carried():
+            metrics = _batch_metrics(outputs)
+            records = batch_records(outputs, state.run.recipe.solver.name)
+            for doubt in records["doubts"]:
+                warnings.warn(doubt, RuntimeWarning, stacklevel=1)
+            state.stacks.write(
+                outputs.indices,
+                {
+                    "reconstruction": outputs.reconstruction,
+                    "baseline": outputs.baseline,
+                    **{f"compare_{label}": est for label, est in outputs.comparisons.items()},
+                },
+            )
+            self.log.append(
+                {
+                    "slices": list(outputs.indices),
+                    "metrics": metrics,
+                    "seconds": outputs.seconds,
+                    "records": records,
+                    "rank": trainer.global_rank,
+                }
+            )
+            if trainer.is_global_zero:
+                write_json_atomic(state.out_dir / "metrics.json", gathered_record(state, trainer.world_size))
+
+    def on_predict_end(self, trainer, pl_module) -> None:
+        trainer.strategy.barrier()  # every rank's slices are on disk before rank 0 gathers them
+
+
+class AuditWriter(Callback):
+    """Posterior samples and the audit's numbers for each finished batch (one process: the
+    calibration and the maps are held in memory)."""
+
+    def __init__(self, state: RunState):
+        self.state = state
+
+    def on_predict_batch_end(self, trainer, pl_module, outputs: SliceBatch, batch, batch_idx, dataloader_idx=0):
+        with _interrupts_carried():
+            self.state.auditor.process(outputs.indices, outputs.x, outputs.y, outputs.x_phys)
+            self.state.record["audit"] = self.state.auditor.record()
+
+
+class SliceProgress(Callback):
+    """A progress bar (tqdm) over rank 0's slices, shown only on a terminal unless asked."""
+
+    def __init__(self, state: RunState, progress: bool | None):
+        self.state, self.progress, self.bar = state, progress, None
+
+    def on_predict_start(self, trainer, pl_module) -> None:
+        if not trainer.is_global_zero:
+            return
+        done = sum(len(entry["slices"]) for entry in read_shard_logs(self.state.out_dir))
+        total = len(self.state.run.eval_idx)
+        name = self.state.run.recipe.name
+        self.bar = progress_bar(total=total, progress=self.progress, initial=done, desc=f"{name}: slices", unit="slice")
+
+    def on_predict_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0) -> None:
+        if self.bar is not None:
+            self.bar.update(len(outputs.indices) * trainer.world_size)
+
+    def on_predict_end(self, trainer, pl_module) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+def gathered_record(state: RunState, world_size: int, complete: bool = False) -> dict[str, Any]:
+    """The run's record from every rank's shard log: the header, the batches' ``"auto"``,
+    ``"diagnostics"`` and ``"doubts"`` in the order of their first slice, the metrics of the
+    finished slices in increasing order, and (several processes) which rank did each slice.
+    With ``complete``, every evaluation slice must appear exactly once."""
+    entries = read_shard_logs(state.out_dir, state.run.eval_idx if complete else None)
+    record = copy.deepcopy(state.record)
+    slices: list[int] = []
+    per_slice: dict[str, dict[str, list[float]]] = {}
+    for entry in entries:
+        add_records(record, entry["records"])
+        slices += entry["slices"]
+        for key, values in entry["metrics"].items():
+            for name, vals in values.items():
+                per_slice.setdefault(key, {}).setdefault(name, []).extend(vals)
+    record.update(metrics_record(slices, per_slice, sum(entry["seconds"] for entry in entries)))
+    if world_size > 1:
+        owner = {k: entry.get("rank", 0) for entry in entries for k in entry["slices"]}
+        record["distributed"] = {"world_size": world_size, "rank_of_slice": {str(k): owner[k] for k in sorted(owner)}}
+    record["complete"] = complete
+    return record
+
+
+def _trainer(recipe: Recipe, callbacks: list[Callback], accelerator, devices, num_nodes, strategy) -> L.Trainer:
     device = torch.device(recipe.device)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise RecipeError("device: 'cuda' requested but no CUDA device is available (use --device cpu)")
-    check_output_dir(Path(recipe.output.dir), _input_files(recipe))
-    volume = load_volume(recipe.input_path(), recipe.data.volume_index, recipe.data.series)
-    d = recipe.data
-    if d.normalize.lower >= d.normalize.upper:
-        raise RecipeError(f"data.normalize: lower ({d.normalize.lower}) must be below upper ({d.normalize.upper})")
-    prepared = prepare_volume(volume, d.plane, spacing=d.spacing, size=d.size)
-    doubts = input_doubts(volume, recipe.physics.kind, d.spacing, PLANES[d.plane])
-    scaling = percentile_scaling(prepared.data, d.normalize.lower, d.normalize.upper)
-    slices = scaling.apply(volume_to_slices(prepared.data, d.plane))
-    img_size = tuple(slices.shape[-2:])
-    try:
-        physics = build_physics(recipe.physics, img_size, device=device)
-    except ValueError as err:
-        raise RecipeError(f"physics: {err} (image size after data preparation: {img_size})") from None
-    eval_idx = list(range(len(slices))) if full_volume else _indices(len(slices), d.slices, "data.slices")
-    audit_cfg = (recipe.audit or AuditConfig()) if audit else None
-    audit_cal_idx: list[int] = []
-    if audit_cfg is not None and audit_cfg.calibration is not None:
-        audit_cal_idx = _indices(len(slices), audit_cfg.calibration, "audit.calibration")
-        overlap = sorted(set(audit_cal_idx) & set(eval_idx))
-        if overlap:
-            raise RecipeError(
-                f"audit.calibration overlaps the evaluation slices at {overlap}: intervals "
-                "calibrated on the slices they are scored on are not calibrated; choose a disjoint range"
-            )
-    tune_cfg = getattr(recipe.solver, "tune", None)
-    tune_idx: list[int] = []
-    if tune_cfg is not None:
-        tune_idx = _indices(len(slices), tune_cfg.slices, "solver.tune.slices")
-        overlap = sorted(set(tune_idx) & set(eval_idx))
-        if overlap and not full_volume:
-            raise RecipeError(
-                f"solver.tune.slices overlap the evaluation slices at {overlap}: tuning on "
-                "the slices a result is reported on inflates it; choose a disjoint range"
-            )
-    if getattr(recipe.solver, "warm_start", False):
-        _check_warm_start(recipe, physics)
-    digest = content_sha256(recipe.input_path())
-    return PreparedRun(
-        recipe, device, prepared, scaling, slices, physics, eval_idx, tune_idx, audit_cal_idx, doubts, digest
+    if accelerator is None:  # one process on the recipe's device
+        accelerator = "gpu" if device.type == "cuda" else "cpu"
+        devices = [device.index or 0] if device.type == "cuda" else 1
+    return L.Trainer(
+        accelerator=accelerator,
+        devices=devices,
+        num_nodes=num_nodes,
+        strategy=strategy,
+        use_distributed_sampler=False,
+        inference_mode=False,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=callbacks,
     )
 
 
-def _check_warm_start(recipe: Recipe, physics) -> None:
-    """``solver.warm_start`` needs a solver that starts from ``x_init`` on this physics."""
-    solver = _solver(recipe)
-    if not (hasattr(solver, "accepts_x_init") and solver.accepts_x_init(physics)):
-        raise RecipeError(
-            f"solver.warm_start: '{recipe.solver.name}' with these parameters cannot start from another slice's "
-            "reconstruction (it takes no x_init on this physics; tv_pgd and pnp_hvae's fixed-point schedule do); "
-            "set warm_start: false"
-        )
-
-
-def _input_files(recipe: Recipe) -> tuple[Path, ...]:
-    """The files (or DICOM folder) a run reads: the volume, and an audit's calibration file."""
-    files = [recipe.input_path()]
-    calibration = getattr(recipe.audit, "calibration_file", None)
-    if calibration:
-        files.append(Path(calibration))
-    return tuple(files)
-
-
 def run_recipe(
-    recipe: Recipe, progress: bool | None = None, audit: bool = False, resume: bool = False, full_volume: bool = False
-) -> RunResult:
+    recipe: Recipe,
+    progress: bool | None = None,
+    audit: bool = False,
+    resume: bool = False,
+    full_volume: bool = False,
+    *,
+    accelerator: str | None = None,
+    devices: int | list[int] = 1,
+    num_nodes: int = 1,
+    strategy: str = "auto",
+) -> RunResult | None:
     r"""Run ``recipe`` end to end and write its outputs to ``recipe.output.dir``.
 
     Outputs: ``reconstruction.nii.gz``, ``baseline.nii.gz`` (see
-    :class:`~deepinv_tunable.solvers.MeasurementBaseline`: zero-filled MRI, CT pseudo-inverse, blurred image) and ``reference.nii.gz`` on the prepared grid, in the input's intensity units,
+    :class:`~deepinv_tunable.solvers.MeasurementBaseline`: zero-filled MRI, CT pseudo-inverse,
+    blurred image) and ``reference.nii.gz`` on the prepared grid, in the input's intensity units,
     processed slices only (others are 0); ``metrics.json`` (PSNR/SSIM/NMSE per slice and mean);
     ``figures/*.png``; ``report.html``.
 
@@ -374,127 +345,89 @@ def run_recipe(
     :param ~deepinv_tunable.recipes.Recipe recipe: validated recipe (see
         :func:`~deepinv_tunable.recipes.load_recipe`).
     :param bool progress: show a tqdm bar; default: only when attached to a terminal.
-    :param bool audit: draw posterior samples and audit every evaluated slice. Default False.
+    :param bool audit: draw posterior samples and audit every evaluated slice (one process).
+        Default False.
     :param bool resume: continue an interrupted run of the same recipe in the same folder: the
-        slices ``metrics.json`` lists as finished are kept, not recomputed, and the result is
-        identical to an uninterrupted run (measurement noise and solver noise are seeded per
-        slice batch from ``recipe.seed``). Default False (start afresh). Not with ``audit``.
-
+        slices it finished are kept, not recomputed, and the result is identical to an
+        uninterrupted run (measurement noise and solver noise are seeded per slice batch from
+        ``recipe.seed``). Default False (start afresh). Not with ``audit``.
     :param bool full_volume: reconstruct every slice, whatever ``data.slices`` says; tuning
         slices then are among the reconstructed ones (allowed, and recorded in ``metrics.json``
         as ``"tuning_slices_evaluated"``: their metrics are optimistic). Default False.
+    :param str accelerator: Lightning's accelerator for several processes (``"cpu"``, ``"gpu"``,
+        ``"auto"``); default ``None``: one process on ``recipe.device``.
+    :param devices: processes per node (or Lightning's device list). Default 1.
+    :param int num_nodes: nodes. Default 1.
+    :param str strategy: Lightning's strategy (``"ddp"`` for several processes). Default ``"auto"``.
+    :return: the :class:`RunResult` on rank 0, ``None`` on the other ranks.
 
     Slice results go to memory-mapped stacks in ``OUT/.partial`` as each batch finishes (see
-    :class:`~deepinv_tunable.recipes.partial.PartialStacks`), so a long volume's results are not
-    held in RAM and a crash loses at most the batch in progress.
+    :mod:`~deepinv_tunable.recipes.partial`), so a long volume's results are not held in RAM and a
+    crash loses at most the batches in progress. Without ``solver.warm_start`` the processes
+    share out the batches of a single-process run, so N processes write the volumes and records
+    of one (plus ``metrics.json["distributed"]``: which rank did each slice); with it, each
+    process runs the chains of its own block of slices, its first batch cold.
     """
+    several = (devices if isinstance(devices, int) else len(devices)) * num_nodes > 1
+    if audit and several:
+        raise RecipeError(
+            f"audit runs in one process (its calibration and maps are held in memory); drop --devices {devices}"
+        )
     run = prepare_run(recipe, full_volume=full_volume, audit=audit)
-    slices, eval_idx, d = run.slices, run.eval_idx, recipe.data
-    audit_cfg = (recipe.audit or AuditConfig()) if audit else None
     out_dir = Path(recipe.output.dir)
     metrics_path = out_dir / "metrics.json"
     previous = resumable_record(metrics_path, recipe, audit, full_volume, run.input_sha256) if resume else None
     if previous is not None and previous.get("complete"):
         report = out_dir / "report.html"
-        return RunResult(
-            out_dir=out_dir,
-            metrics_path=metrics_path,
-            report_path=report if report.is_file() else None,
-            summary=previous["mean"],
-        )
+        return RunResult(out_dir, metrics_path, report if report.is_file() else None, previous["mean"])
     out_dir.mkdir(parents=True, exist_ok=True)
     record = run.record_header(full_volume)
-    for key in BATCH_KEYS:  # the finished batches' records are kept on resume
+    for key in ("tuning", "auto_once"):  # chosen once; a resumed run keeps the choice
         if previous is not None and key in previous:
             record[key] = previous[key]
     add_input_doubts(record, run)
-    if previous is not None and "tuning" in previous:
-        record["tuning"] = previous["tuning"]  # tuned once; a resumed run reuses the choice
-        solver_overrides = {previous["tuning"]["param"]: previous["tuning"]["best"]}
-    else:
-        solver_overrides = run.tune(record)
-    if previous is not None and "auto_once" in previous:
-        record["auto_once"] = previous["auto_once"]
-    solver_overrides.update(run.choose_once(record, solver_overrides))
-    solver = _build_solver(recipe, solver_overrides)
-    baseline = build_solver("baseline")
-    auditor = None if audit_cfg is None else calibrated_auditor(run, audit_cfg, solver)
+    state = RunState(run, record, previous, (recipe.audit or AuditConfig()) if audit else None)
+    callbacks: list[Callback] = [SliceWriter(state), SliceProgress(state, progress)]
+    if audit:
+        callbacks.insert(0, AuditWriter(state))
+    try:
+        with _sigint_carried(), _quiet_lightning():
+            trainer = _trainer(recipe, callbacks, accelerator, devices, num_nodes, strategy)
+            trainer.predict(RecipePredictor(state), return_predictions=False)
+    except _RunInterrupted:
+        raise KeyboardInterrupt from None
+    if not trainer.is_global_zero:
+        return None
+    return _finish(state, trainer.world_size)
 
-    per_slice: dict[str, dict[str, list[float]]] = {"baseline": {}, "solver": {}}
-    seconds, finished = 0.0, []  # the finished slices, in the order of per_slice's values
-    stacks = PartialStacks(
-        out_dir, ("reconstruction", "baseline"), tuple(slices.shape[:1] + slices.shape[2:]), resume=previous is not None
-    )
-    if previous is not None:
-        per_slice, seconds = previous["per_slice"], previous["solver_seconds_per_slice"] * len(previous["slices"])
-        finished = list(previous["slices"])
-    bar = progress_bar(
-        total=len(eval_idx), progress=progress, initial=len(finished), desc=f"{recipe.name}: slices", unit="slice"
-    )
-    compare = run.comparison_solvers()
-    shown = set(shown_slices(eval_idx, recipe.output.figures))
-    compared: dict[str, dict[int, torch.Tensor]] = {}  # the comparison solvers' shown slices, for figures
-    batches, predecessor = slice_batches(eval_idx, d.batch_size, getattr(recipe.solver, "warm_start", False))
-    resumed = set(finished)
-    for batch in batches:
-        if set(batch) <= resumed:  # a resumed run keeps its finished batches
-            continue
-        starts = [predecessor[k] for k in batch]
-        start_images = None if None in starts else stacks.tensor("reconstruction")[starts]
-        out = run.reconstruct_batch(solver, baseline, batch, compare, start_images)
-        seconds += out.seconds
-        add_records(record, batch_records(out, recipe.solver.name))
-        if auditor is not None:
-            auditor.process(batch, out.x, out.y, out.x_phys)
-            record["audit"] = auditor.record()
-        _add_batch_metrics(per_slice, compared, out, batch, shown)
-        # on disk before metrics.json calls these slices finished
-        stacks.write(batch, {"reconstruction": out.reconstruction, "baseline": out.baseline})
-        finished += batch
-        record.update(metrics_record(finished, per_slice, seconds))
-        write_json_atomic(metrics_path, record)
-        bar.update(len(batch))
-    bar.close()
+
+def _finish(state: RunState, world_size: int) -> RunResult:
+    """Rank 0, every slice done: the volumes, figures, audit, ``metrics.json`` and report."""
+    run, out_dir, recipe = state.run, state.out_dir, state.run.recipe
+    record = gathered_record(state, world_size, complete=True)
+    stacks = state.stacks
     recon, base = stacks.tensor("reconstruction"), stacks.tensor("baseline")
-
+    shown = shown_slices(run.eval_idx, recipe.output.figures)
+    compared = {label: {k: stacks.tensor(f"compare_{label}")[k] for k in shown} for label in state.compare}
     figure_paths = run.write_outputs(out_dir, recon, base, compared)
     if (chosen := chosen_parameters(record)) and recipe.output.figures:
         figure_paths.append(write_auto_figure(out_dir / "figures" / "auto_parameters.png", chosen))
-    if auditor is not None:
-        record["audit"], audit_figures = write_audit(run, auditor, out_dir, recon)
+    if state.auditor is not None:
+        record["audit"], audit_figures = write_audit(run, state.auditor, out_dir, recon)
         figure_paths += audit_figures
-    record["complete"] = True
-    write_json_atomic(metrics_path, record)
+    metrics_path = write_json_atomic(out_dir / "metrics.json", record)
     stacks.remove()
     report_path = write_report(out_dir / "report.html", record, figure_paths) if recipe.output.report else None
     return RunResult(out_dir=out_dir, metrics_path=metrics_path, report_path=report_path, summary=record["mean"])
 
 
-def _add_batch_metrics(
-    per_slice: dict[str, dict[str, list[float]]],
-    compared: dict[str, dict[int, torch.Tensor]],
-    out: SliceBatch,
-    batch: list[int],
-    shown: set[int],
-) -> None:
-    """Append a batch's per-slice metrics (baseline, solver, comparisons) and keep the comparison
-    solvers' shown slices for the figures."""
-    for key, est in (("baseline", out.baseline), ("solver", out.reconstruction), *out.comparisons.items()):
-        for name, values in image_metrics(est, out.x).items():
-            per_slice.setdefault(key, {}).setdefault(name, []).extend(values)
-    for key, est in out.comparisons.items():
-        for i, k in enumerate(batch):
-            if k in shown:
-                compared.setdefault(key, {})[k] = est[i].cpu()
-
-
-#: spacing of the per-slice seeds of different recipe seeds
-_SEED_STRIDE = 1_000_003
-
-
-@contextmanager
-def _seeded(seed: int, index: int, device: torch.device):
-    """torch's global RNG seeded from (recipe seed, slice index), restored afterwards."""
-    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-        torch.manual_seed(seed * _SEED_STRIDE + index)
-        yield
+__all__ = [
+    "AuditWriter",
+    "RecipePredictor",
+    "RunResult",
+    "RunState",
+    "SliceProgress",
+    "SliceWriter",
+    "gathered_record",
+    "run_recipe",
+]

@@ -39,8 +39,27 @@ def slice_batches(
     return batches, predecessor
 
 
-def shard(indices: list[int], rank: int, world_size: int) -> list[int]:
-    """Rank ``rank``'s contiguous block of ``indices`` (block lengths differ by one at most), so
+def rank_batches(
+    indices: list[int], batch_size: int, warm_start: bool, rank: int = 0, world_size: int = 1
+) -> tuple[list[list[int]], dict[int, int | None]]:
+    """Process ``rank``'s batches (of ``world_size``) and each slice's predecessor. Without a warm
+    start the ranks share out the single-process run's batches (contiguous blocks of them), so a
+    slice is computed in the same batch, with the same result, whatever the number of processes;
+    with one, each rank runs the chains of its own contiguous block of slices (:func:`shard`).
+
+    >>> rank_batches([10, 11, 12, 13, 14], 2, False, rank=1, world_size=2)[0]
+    [[14]]
+    >>> rank_batches([10, 11, 12, 13, 14], 2, True, rank=1, world_size=2)[0]
+    [[13, 14]]
+    """
+    if warm_start:
+        return slice_batches(shard(indices, rank, world_size), batch_size, True)
+    batches, predecessor = slice_batches(indices, batch_size, False)
+    return shard(batches, rank, world_size), predecessor
+
+
+def shard(indices: list, rank: int, world_size: int) -> list:
+    """Rank ``rank``'s contiguous block of ``indices`` (slices, or batches; block lengths differ by one at most), so
     that a warm start's chains stay within one process: each shard starts cold.
 
     >>> [shard(list(range(7)), r, 3) for r in range(3)]
@@ -51,4 +70,4 @@ def shard(indices: list[int], rank: int, world_size: int) -> list[int]:
     return list(indices[start : start + size + (rank < longer)])
 
 
-__all__ = ["shard", "slice_batches"]
+__all__ = ["rank_batches", "shard", "slice_batches"]
