@@ -95,7 +95,8 @@ def test_sampler_runs_with_every_consistency_step_and_keeps_the_truncation(consi
     vae, unet = tiny_models()
     physics = build_physics({"kind": "inpainting", "keep_fraction": 0.5, "noise_sigma": 0.05}, (16, 16))
     y = physics(torch.rand(2, 1, 16, 16))
-    solver = TunableLDMSolver(vae, unet, max_iter=3, consistency=consistency)
+    # the sampler itself: no measurement guard (an untrained prior would fall back, see below)
+    solver = TunableLDMSolver(vae, unet, max_iter=3, consistency=consistency, max_chi2=float("inf"))
     out = solver.reconstruct(y, physics, k=torch.tensor([10, 100]), seed=1)
     assert out.nfe == 3 and torch.isfinite(out.x).all()
     latent = out.extras["latent"].flatten(1)
@@ -103,6 +104,22 @@ def test_sampler_runs_with_every_consistency_step_and_keeps_the_truncation(consi
     again = solver.reconstruct(y, physics, k=torch.tensor([10, 100]), seed=1)
     assert torch.equal(out.x, again.x)
     assert not torch.equal(out.x, solver.reconstruct(y, physics, k=torch.tensor([10, 100]), seed=2).x)
+
+
+def test_an_estimate_worse_than_the_measurements_falls_back_to_them_loudly():
+    """Untrained networks explain 50% inpainting data far worse than the observed pixels do
+    (chi2 in the hundreds against 0): every sample is replaced by the measurement baseline, with a
+    warning, its flag and a doubt in the diagnostics; the estimate's own chi2 is kept."""
+    from deepinv_tunable.solvers import MeasurementBaseline
+
+    vae, unet = tiny_models()
+    physics = build_physics({"kind": "inpainting", "keep_fraction": 0.5, "noise_sigma": 0.05}, (16, 16))
+    y = physics(torch.rand(2, 1, 16, 16))
+    with pytest.warns(RuntimeWarning, match=r"TunableLDMSolver: samples \[0, 1\] explain the measurements worse"):
+        out = TunableLDMSolver(vae, unet, max_iter=3).reconstruct(y, physics, seed=1)
+    assert out.fallback.tolist() == [True, True] and (out.chi2_estimate > 50).all()
+    torch.testing.assert_close(out.x, MeasurementBaseline()(y, physics))
+    assert any("replaced by it" in d for d in out.diagnostics().doubts("tunable_ldm", [7, 8]))
 
 
 def test_sampler_handles_nonlinear_physics_and_rejects_bad_settings():

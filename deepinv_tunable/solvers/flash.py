@@ -15,16 +15,16 @@ from ..consistency import LDPS, LatentProblem
 from ..diffusion import add_noise, snr
 from ..latent import truncate
 from ..physics import measurement_estimate
-from .base import Reconstruction
-from .guard import DEFAULT_MAX_CHI2, verify_and_correct
+from .guard import DEFAULT_MAX_CHI2, GuardedReconstruction, verify_and_correct
 from .latent_diffusion import LatentDiffusionSolver
 
 START_RULES = ("snr", "noise")
 
 
 @dataclass
-class FlashReconstruction(Reconstruction):
-    """A :class:`~deepinv_tunable.solvers.Reconstruction` with the per-sample quantities of severity-adaptive sampling.
+class FlashReconstruction(GuardedReconstruction):
+    """A :class:`~deepinv_tunable.solvers.guard.GuardedReconstruction` with the per-sample quantities of
+    severity-adaptive sampling.
 
     :param torch.Tensor sigma_hat: estimated latent error std :math:`\\hat\\sigma` per sample
         (the severity encoder's units, i.e. the VAE latent's), ``(B,)``.
@@ -32,13 +32,6 @@ class FlashReconstruction(Reconstruction):
     :param torch.Tensor out_of_range: ``(B,)`` booleans: the severity lies outside the range the
         encoder was trained on, or its matched SNR lies beyond the schedule's ends (the start step
         was clamped). Such samples are reconstructed but should not be trusted silently.
-    :param torch.Tensor chi2_estimate: ``(B,)`` reduced chi-square of each sample's own estimate
-        against the measurements (before any fallback or final data-consistency step; the
-        returned ``x``'s is ``chi2``).
-    :param torch.Tensor fallback: ``(B,)`` booleans: the sample explained the data worse than the
-        measurement baseline, and ``x`` holds that baseline instead (:mod:`~deepinv_tunable.solvers.guard`).
-    :param torch.Tensor dc_weight: ``(B,)`` data weight :math:`\\gamma` of the final
-        data-consistency step (0: the sample already explained the data; NaN: step off or fallen back).
 
     With ``return_iterates=True``, ``iterates`` holds one ``(rows, z0_hat)`` pair per step: the
     indices of the samples that ran that step and their clean-latent estimates (diffusion units).
@@ -47,9 +40,6 @@ class FlashReconstruction(Reconstruction):
     sigma_hat: torch.Tensor | None = None
     start_step: torch.Tensor | None = None
     out_of_range: torch.Tensor | None = None
-    chi2_estimate: torch.Tensor | None = None
-    fallback: torch.Tensor | None = None
-    dc_weight: torch.Tensor | None = None
 
     def per_example(self) -> dict[str, torch.Tensor]:
         """Per-sample severity, start step, data fit of the estimate and fallback flags."""
@@ -57,9 +47,7 @@ class FlashReconstruction(Reconstruction):
             "sigma_hat": self.sigma_hat,
             "start_step": self.start_step,
             "out_of_range": self.out_of_range,
-            "chi2_estimate": self.chi2_estimate,
-            "fallback": self.fallback,
-            "dc_weight": self.dc_weight,
+            **super().per_example(),
         }
 
 

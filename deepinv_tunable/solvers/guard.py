@@ -26,6 +26,7 @@ import torch
 
 from ..consistency import weighted_data_consistency
 from ..data_fit import CHI2_UNDERFIT, chi2
+from .base import Reconstruction
 from .classical import MeasurementBaseline
 
 DEFAULT_MAX_CHI2 = CHI2_UNDERFIT
@@ -102,6 +103,23 @@ class VerifiedResult:
     fallback: torch.Tensor
     dc_weight: torch.Tensor
     chi2_final: torch.Tensor
+
+
+@dataclass
+class GuardedReconstruction(Reconstruction):
+    """A :class:`~deepinv_tunable.solvers.Reconstruction` whose estimate went through
+    :func:`verify_and_correct`: per sample ``(B,)``, the reduced chi-square ``chi2_estimate`` of
+    the prior's own estimate (before any fallback or final step; the returned ``x``'s is
+    ``chi2``), the ``fallback`` flags (``x`` holds the measurement baseline there) and the data
+    weight ``dc_weight`` of the final data-consistency step (0: the estimate already explained
+    the data; NaN: step off or fallen back)."""
+
+    chi2_estimate: torch.Tensor | None = None
+    fallback: torch.Tensor | None = None
+    dc_weight: torch.Tensor | None = None
+
+    def per_example(self) -> dict[str, torch.Tensor]:
+        return {"chi2_estimate": self.chi2_estimate, "fallback": self.fallback, "dc_weight": self.dc_weight}
 
 
 def verify_and_correct(

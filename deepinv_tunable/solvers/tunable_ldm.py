@@ -10,7 +10,8 @@ import torch
 from ..checks import renamed_keyword
 from ..consistency import AdamDC, DataConsistency, LatentProblem
 from ..latent import truncate
-from .base import Reconstruction
+from ..physics.noise import resolve_sigma
+from .guard import DEFAULT_MAX_CHI2, GuardedReconstruction, verify_and_correct
 from .latent_diffusion import LatentDiffusionSolver
 
 #: the shipped latent diffusion prior :meth:`TunableLDMSolver.from_pretrained` loads by default
@@ -30,12 +31,18 @@ class TunableLDMSolver(LatentDiffusionSolver):
             z_t'   = DDIM(z0_hat, e, t -> t', eta)                         # eta > 0
             z_t'   = consistency.correct_prev(z_t', ...)                   # e.g. LDPS, PSLD
             z_t'   = T_k(z_t')
-        return D(T_k z_0)
+        x = D(T_k z_0);  verified against y (below)
 
     The data-consistency step is any :class:`~deepinv_tunable.consistency.DataConsistency`
     (default :class:`~deepinv_tunable.consistency.AdamDC`, Algorithm 2's M-step); the physics may be
     nonlinear (gradients come from autograd). Latents are in diffusion units: the VAE's latent
     times its ``scaling_factor``.
+
+    The decoded estimate is verified as every generative sampler of the package is
+    (:func:`~deepinv_tunable.solvers.guard.verify_and_correct`): a sample that explains the
+    measurements worse than the measurement baseline (reduced chi-square above the baseline's and
+    ``max_chi2``) is replaced by that baseline, with a warning and its ``fallback`` flag set. The
+    noise level is the physics' (estimated from ``y`` when it states none).
 
     :param vae: tunable autoencoder (``decode(z, k)``, ``encode_mean``, ``latent_shape``, ``config["scaling_factor"]``).
     :param unet: noise network (:class:`~deepinv_tunable.nets.LatentUNet`).
@@ -45,6 +52,10 @@ class TunableLDMSolver(LatentDiffusionSolver):
     :param consistency: data-consistency step. Default ``AdamDC()``.
     :param int seed: seeds the solver's own generator (successive calls continue its stream);
         a call's ``seed=`` or ``generator=`` overrides it. Default ``None`` (torch's global RNG).
+    :param float max_chi2: floor of the fallback threshold. Default 2.
+    :param bool final_consistency: after the check, a weighted data-consistency step on the
+        samples that passed (:func:`~deepinv_tunable.consistency.weighted_data_consistency`). Default
+        False: Algorithm 2 returns the decoded latent.
 
     :Examples:
 
@@ -56,8 +67,8 @@ class TunableLDMSolver(LatentDiffusionSolver):
         >>> physics = build_physics({"kind": "inpainting", "keep_fraction": 0.5, "noise_sigma": 0.05}, (16, 16))
         >>> y = physics(torch.rand(2, 1, 16, 16))
         >>> out = TunableLDMSolver(vae, unet, max_iter=4).reconstruct(y, physics, k=64, seed=0)
-        >>> out.x.shape, out.k, out.nfe
-        (torch.Size([2, 1, 16, 16]), 64, 4)
+        >>> out.x.shape, out.k, out.nfe, out.fallback.shape
+        (torch.Size([2, 1, 16, 16]), 64, 4, torch.Size([2]))
     """
 
     def __init__(
@@ -70,12 +81,17 @@ class TunableLDMSolver(LatentDiffusionSolver):
         consistency: DataConsistency | None = None,
         seed: int | None = None,
         n_steps: int | None = None,
+        max_chi2: float = DEFAULT_MAX_CHI2,
+        final_consistency: bool = False,
     ):
         max_iter = renamed_keyword("TunableLDMSolver", "n_steps", n_steps, "max_iter", max_iter)
         if not eta > 0:
             raise ValueError(f"eta must be > 0 (eta = 0 makes Algorithm 2 unstable), got {eta}")
+        if not max_chi2 > 0:
+            raise ValueError(f"max_chi2 must be positive, got {max_chi2}")
         consistency = consistency if consistency is not None else AdamDC()
         super().__init__(vae, unet, consistency, k=k, max_iter=max_iter, ddim_eta=eta, seed=seed)
+        self.max_chi2, self.final_consistency = float(max_chi2), bool(final_consistency)
 
     @classmethod
     def from_pretrained(
@@ -144,12 +160,20 @@ class TunableLDMSolver(LatentDiffusionSolver):
             iterates = [problem.image(z0) for _, z0 in trace] if return_iterates else None
             x = problem.image(z)
             residual = problem.residual(z)
-        return Reconstruction(
-            x=x,
+        sigma = resolve_sigma(y, physics)[0]
+        verified = verify_and_correct(
+            x, y, physics, self.max_chi2, self.final_consistency, who="TunableLDMSolver", sigma=sigma
+        )
+        return GuardedReconstruction(
+            x=verified.x,
             wall_time=0.0,
             n_iter=len(steps),
             k=self.vae.latent_dim if k is None else k,
             nfe=len(steps),
             iterates=iterates,
             extras={"residual_sq": residual, "latent": z},
+            chi2_estimate=verified.chi2,
+            fallback=verified.fallback,
+            dc_weight=verified.dc_weight,
+            chi2=verified.chi2_final,
         )
