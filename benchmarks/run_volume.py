@@ -16,6 +16,7 @@ Usage::
 
     python -m benchmarks volume              # about 6 minutes on 2 cores
     python -m benchmarks volume --n-iter 100 # the demo's TV setting (slower)
+    python -m benchmarks volume --solver pnp_hvae --slices 60 140 16 --out results/benchmarks/volume_pnp_hvae.json
 """
 
 from __future__ import annotations
@@ -39,14 +40,18 @@ OUT = ROOT / "results" / "benchmarks" / "volume.json"
 CLI = Path(sys.executable).with_name("deepinv-tunable")
 
 
-#: --solver -> the recipe's solver section (TV at a fixed weight; DPIR at its defaults)
+#: --solver -> the recipe's solver section (TV at a fixed weight; DPIR and PnP-HVAE at their defaults)
 SOLVERS = {
     "tv_pgd": lambda n_iter: {"name": "tv_pgd", "params": {"lambda_tv": 0.02, "n_iter": n_iter}},
     "dpir": lambda n_iter: {"name": "dpir", "params": {}},
+    "pnp_hvae": lambda n_iter: {"name": "pnp_hvae", "params": {}},
 }
 
 
-def recipe(out: Path, batch_size: int, n_iter: int, solver: str = "tv_pgd") -> dict:
+def recipe(out: Path, batch_size: int, n_iter: int, solver: str = "tv_pgd", slices: list | None = None) -> dict:
+    """The study's recipe; ``slices`` (start, stop, count) evaluates those slices of the volume
+    instead of all of them (the volume is loaded, prepared and written whole either way)."""
+    data = {} if slices is None else {"slices": dict(zip(("start", "stop", "count"), slices))}
     return {
         "name": f"volume_mri4x_{solver}",
         "description": f"whole MNI volume at 1 mm, 256x256 axial slices, 4x MRI, {solver}",
@@ -56,6 +61,7 @@ def recipe(out: Path, batch_size: int, n_iter: int, solver: str = "tv_pgd") -> d
             "spacing": 1.0,
             "size": [256, 256],
             "batch_size": batch_size,
+            **data,
         },
         "physics": {
             "kind": "mri",
@@ -81,13 +87,13 @@ def launch(path: Path, *extra: str) -> subprocess.Popen:
     )
 
 
-def peak_rss_mb(path: Path, *extra: str) -> dict:
+def peak_rss_mb(path: Path, *extra: str, full_volume: bool = True) -> dict:
     """Run once in a child and read its peak RSS; ru_maxrss of RUSAGE_CHILDREN is the largest
     child so far, so each measurement runs in its own intermediate process."""
     code = (
         "import resource, subprocess, sys, time, os\n"
         f"start = time.perf_counter()\n"
-        f"rc = subprocess.run({[str(CLI), 'run', str(path), '--full-volume', '--quiet', *extra]!r}, "
+        f"rc = subprocess.run({[str(CLI), 'run', str(path), *(['--full-volume'] * full_volume), '--quiet', *extra]!r}, "
         "env={**os.environ, 'OMP_NUM_THREADS': '2'}, capture_output=True).returncode\n"
         "print(rc, time.perf_counter() - start, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024)\n"
     )
@@ -124,6 +130,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--batched-only", action="store_true", help="only the batches-of-16 run (time and peak RSS), no resume check"
     )
+    parser.add_argument(
+        "--slices",
+        type=int,
+        nargs=3,
+        metavar=("START", "STOP", "COUNT"),
+        help="evaluate these slices only (a slow solver's memory on the whole volume's data; implies --batched-only)",
+    )
     parser.add_argument("--out", default=str(OUT))
 
 
@@ -132,16 +145,18 @@ def run(args: argparse.Namespace) -> int:
 
     tmp = Path(tempfile.mkdtemp(prefix="volume_bench_"))
     rows, paths = {}, {}
-    runs = (("batched_16", 16),) if args.batched_only else (("batched_16", 16), ("per_slice", 1))
+    batched_only = args.batched_only or args.slices is not None
+    runs = (("batched_16", 16),) if batched_only else (("batched_16", 16), ("per_slice", 1))
     for name, batch in (*runs, ("killed_then_resumed", 16)):
         paths[name] = tmp / f"{name}.yaml"
-        paths[name].write_text(yaml.safe_dump(recipe(tmp / name, batch, args.n_iter, args.solver)))
+        paths[name].write_text(yaml.safe_dump(recipe(tmp / name, batch, args.n_iter, args.solver, args.slices)))
     for name, _ in runs:
-        rows[name] = peak_rss_mb(paths[name])
+        rows[name] = peak_rss_mb(paths[name], full_volume=args.slices is None)
         print(name, rows[name], flush=True)
     shape = nib.load(str(tmp / "batched_16" / "reconstruction.nii.gz")).shape
     record = {"volume_shape": list(shape), "solver": args.solver, "tv_iterations": args.n_iter, "rows": rows}
-    if not args.batched_only:
+    record["evaluated_slices"] = "all" if args.slices is None else list(args.slices)
+    if not batched_only:
         rows["killed_then_resumed"] = kill_and_resume(paths["killed_then_resumed"], tmp / "killed_then_resumed")
         identical = {}
         for vol in ("reconstruction", "baseline", "reference"):

@@ -19,11 +19,18 @@ Usage::
     python -m benchmarks volume_speed --solver dpir --input sample:mni152_t1 --slices 60 92 32
     python -m benchmarks volume_speed --solver pnp_hvae --slices 60 68 8 --batch-size 2
     python -m benchmarks volume_speed --solver pnp_hvae --configs volume_cold --sweep 10 20 30 50 100
+    python -m benchmarks volume_speed --solver pnp_hvae --configs defaults --full-volume
 
 ``--sweep N ...`` then runs the solver at each iteration count, tolerance 0, with the parameter
 the last configuration chose once for the volume held fixed, on the same slices, and reports the
 fewest network passes per slice whose PSNR comes within ``--sweep-margin`` dB of the first
 configuration's (the volume issue's "fewest passes that reach the same PSNR").
+
+``--full-volume`` reconstructs every slice of the volume (``deepinv-tunable run --full-volume``)
+instead of ``--slices``. Each row also splits the wall time into the choice made once for the
+volume, the solver (the per-batch choices included) and the rest (measurement simulation,
+baseline, metrics, volumes and files), and lists every slice's PSNR, so that a full-volume row
+can be compared with a row run on some of its slices.
 """
 
 from __future__ import annotations
@@ -106,6 +113,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", default=str(OUT), help="results JSON (default %(default)s)")
     parser.add_argument("--sweep", type=int, nargs="*", default=[], help="iteration counts of the passes sweep")
     parser.add_argument("--sweep-margin", type=float, default=0.1, help="PSNR margin of the sweep (dB)")
+    parser.add_argument("--full-volume", action="store_true", help="every slice of the volume, not --slices")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -127,10 +135,15 @@ def run(args: argparse.Namespace) -> int:
             params = sweep_params(args.solver, rows[len(runs) - 1]["chosen_once"], n_iter)
         start = time.perf_counter()
         with NetworkPasses() as passes:
-            result = run_recipe(parse_recipe(recipe(args, params, section, tmp / name)), progress=False)
+            result = run_recipe(
+                parse_recipe(recipe(args, params, section, tmp / name)), progress=False, full_volume=args.full_volume
+            )
         wall = time.perf_counter() - start
         record = json.loads(result.metrics_path.read_text())
         n = len(record["slices"])
+        once = record.get("auto_once", {})
+        choice_seconds = sum(v.get("seconds", 0.0) for k, v in once.items() if k != "slices")
+        solver_seconds = record["solver_seconds_per_slice"] * n
         rows.append(
             {
                 "config": name,
@@ -142,11 +155,18 @@ def run(args: argparse.Namespace) -> int:
                 "cost_in_hvae_passes_per_slice": wall / n / unit,
                 "achieved_gflops": None if gflop is None else passes.total * gflop / wall,
                 "iterations_per_batch": [d.get("iterations") for d in record.get("diagnostics", [])],
-                "chosen_once": {k: v["value"] for k, v in record.get("auto_once", {}).items() if k != "slices"},
+                "chosen_once": {k: v["value"] for k, v in once.items() if k != "slices"},
+                "seconds": {
+                    "choice_once": choice_seconds,
+                    "solver": solver_seconds,
+                    "rest": wall - choice_seconds - solver_seconds,
+                },
+                "psnr_per_slice": dict(zip(map(str, record["slices"]), record["per_slice"]["solver"]["psnr"])),
             }
         )
-        print(json.dumps(rows[-1]), flush=True)
-        summary = {"input": args.input, "slices": list(args.slices), "solver": args.solver}
+        print(json.dumps({k: v for k, v in rows[-1].items() if k != "psnr_per_slice"}), flush=True)
+        summary = {"input": args.input, "solver": args.solver}
+        summary["slices"] = "all" if args.full_volume else list(args.slices)
         machine = {"hvae_pass_seconds_per_slice": unit, "gflop_per_network_pass": gflop, "gemm_gflops": peak}
         write_json_atomic(args.out, {**summary, **machine, "rows": rows})
     print(
