@@ -158,7 +158,7 @@ def hvae_pass_seconds(shape: tuple[int, int] = (128, 128), batch: int = 4, repea
 def network_pass_gflop(solver: str, shape: tuple[int, int] = (128, 128)) -> float | None:
     """GFLOP of one slice through the network a volume-study solver runs (counted by
     :class:`torch.utils.flop_counter.FlopCounterMode`): the shipped HVAE for ``pnp_hvae``, the
-    default pixel denoiser for ``dpir``; ``None`` for a solver without a network."""
+    default pixel denoiser for ``dpir`` and ``pixel_flash``; ``None`` for a solver without a network."""
     from torch.utils.flop_counter import FlopCounterMode
 
     from deepinv_tunable import pretrained
@@ -168,7 +168,7 @@ def network_pass_gflop(solver: str, shape: tuple[int, int] = (128, 128)) -> floa
     with torch.no_grad(), FlopCounterMode(display=False) as counter:
         if solver == "pnp_hvae":
             pretrained.load("hvae_mri64").eval().reconstruct(x, 1.0)
-        elif solver == "dpir":
+        elif solver in ("dpir", "pixel_flash"):
             load_pixel_denoiser().eval()(x, 0.05)
         else:
             return None

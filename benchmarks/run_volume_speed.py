@@ -70,6 +70,9 @@ CONFIGS: dict[str, dict[str, tuple[dict, dict]]] = {
         "defaults": ({"tau": "auto"}, {}),  # since: once per volume, at most 50 iterations
         "volume_warm": ({"tau": "auto"}, WARM),
     },
+    "pixel_flash": {
+        "defaults": ({}, {}),  # severity-adaptive start, nothing chosen per batch
+    },
 }
 
 
