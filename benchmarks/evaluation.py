@@ -139,19 +139,24 @@ class NetworkPasses:
             hook.remove()
 
 
-def hvae_pass_seconds(shape: tuple[int, int] = (128, 128), batch: int = 4, repeats: int = 5) -> float:
+def hvae_pass_seconds(
+    shape: tuple[int, int] = (128, 128), batch: int = 4, repeats: int = 5, device: str = "cpu"
+) -> float:
     """Seconds per slice of one forward pass of the shipped ``hvae_mri64`` (``reconstruct`` at
-    tau 1) on ``batch`` slices of ``shape``: the unit in which the volume studies express every
-    solver's cost, a ratio that holds across machines."""
+    tau 1) on ``batch`` slices of ``shape`` on ``device``: the unit in which the volume studies
+    express every solver's cost, a ratio that holds across machines."""
     from deepinv_tunable import pretrained
 
-    hvae = pretrained.load("hvae_mri64").eval()
-    x = torch.rand(batch, 1, *shape)
+    dev = torch.device(device)
+    hvae = pretrained.load("hvae_mri64", device=dev).eval()
+    x = torch.rand(batch, 1, *shape, device=dev)
     with torch.no_grad():
         hvae.reconstruct(x, 1.0)
+        _sync(dev)
         start = time.perf_counter()
         for _ in range(repeats):
             hvae.reconstruct(x, 1.0)
+        _sync(dev)
     return (time.perf_counter() - start) / (repeats * batch)
 
 
@@ -175,14 +180,17 @@ def network_pass_gflop(solver: str, shape: tuple[int, int] = (128, 128)) -> floa
     return counter.get_total_flops() / 1e9
 
 
-def gemm_gflops(n: int = 2048, repeats: int = 5) -> float:
-    """GFLOP/s of an ``n x n`` fp32 matrix product on the current threads: the attainable peak
-    the volume studies compare their networks' throughput with."""
-    a, b = torch.randn(n, n), torch.randn(n, n)
+def gemm_gflops(n: int = 2048, repeats: int = 5, device: str = "cpu") -> float:
+    """GFLOP/s of an ``n x n`` fp32 matrix product on the current threads (or GPU): the
+    attainable peak the volume studies compare their networks' throughput with."""
+    dev = torch.device(device)
+    a, b = torch.randn(n, n, device=dev), torch.randn(n, n, device=dev)
     a @ b
+    _sync(dev)
     start = time.perf_counter()
     for _ in range(repeats):
         a @ b
+    _sync(dev)
     return 2 * n**3 * repeats / (time.perf_counter() - start) / 1e9
 
 

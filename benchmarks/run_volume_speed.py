@@ -26,6 +26,8 @@ the last configuration chose once for the volume held fixed, on the same slices,
 fewest network passes per slice whose PSNR comes within ``--sweep-margin`` dB of the first
 configuration's (the volume issue's "fewest passes that reach the same PSNR").
 
+``--device cuda`` runs the recipes (and the HVAE-pass unit and the matrix-product peak) on the
+GPU; run it at several ``--batch-size`` values for the batching speed-up.
 ``--full-volume`` reconstructs every slice of the volume (``deepinv-tunable run --full-volume``)
 instead of ``--slices``. Each row also splits the wall time into the choice made once for the
 volume, the solver (the per-batch choices included) and the rest (measurement simulation,
@@ -84,6 +86,7 @@ def recipe(args: argparse.Namespace, params: dict, section: dict, out: Path) -> 
     )
     base["solver"] = {"name": "tv_pgd" if args.solver == "tv" else args.solver, "params": params, **section}
     base["output"] = {"dir": str(out), "figures": 0, "report": False}
+    base["device"] = args.device
     return base
 
 
@@ -117,6 +120,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--sweep", type=int, nargs="*", default=[], help="iteration counts of the passes sweep")
     parser.add_argument("--sweep-margin", type=float, default=0.1, help="PSNR margin of the sweep (dB)")
     parser.add_argument("--full-volume", action="store_true", help="every slice of the volume, not --slices")
+    parser.add_argument(
+        "--device", choices=("cpu", "cuda"), default="cpu", help="where the recipes run (CPU: one thread)"
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -126,9 +132,10 @@ def run(args: argparse.Namespace) -> int:
     from .evaluation import NetworkPasses, gemm_gflops, hvae_pass_seconds, network_pass_gflop
 
     warnings.simplefilter("ignore")
-    torch.set_num_threads(1)
-    unit = hvae_pass_seconds()
-    gflop, peak = network_pass_gflop(args.solver), gemm_gflops()
+    if args.device == "cpu":
+        torch.set_num_threads(1)
+    unit = hvae_pass_seconds(batch=args.batch_size, device=args.device)
+    gflop, peak = network_pass_gflop(args.solver), gemm_gflops(device=args.device)
     print(f"one HVAE forward pass: {unit:.3f} s per slice; fp32 matrix product {peak:.0f} GFLOP/s", flush=True)
     rows = []
     tmp = Path(tempfile.mkdtemp(prefix="volume_speed_"))
@@ -168,7 +175,7 @@ def run(args: argparse.Namespace) -> int:
             }
         )
         print(json.dumps({k: v for k, v in rows[-1].items() if k != "psnr_per_slice"}), flush=True)
-        summary = {"input": args.input, "solver": args.solver}
+        summary = {"input": args.input, "solver": args.solver, "device": args.device, "batch_size": args.batch_size}
         summary["slices"] = "all" if args.full_volume else list(args.slices)
         machine = {"hvae_pass_seconds_per_slice": unit, "gflop_per_network_pass": gflop, "gemm_gflops": peak}
         write_json_atomic(args.out, {**summary, **machine, "rows": rows})
