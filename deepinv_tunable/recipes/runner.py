@@ -116,8 +116,9 @@ def _sigint_carried():
 
 @contextmanager
 def _quiet_lightning():
-    """Lightning's banner ("GPU available: ...") and its advice on data loader workers say
-    nothing about a reconstruction: hidden; its warnings and errors stay."""
+    """Lightning's banner ("GPU available: ..."), its advice on data loader workers and a
+    deprecation inside Lightning say nothing about a reconstruction: hidden; its other warnings
+    and its errors stay."""
     loggers = [logging.getLogger(name) for name in ("lightning.pytorch", "lightning.pytorch.utilities.rank_zero")]
     levels = [logger.level for logger in loggers]
     for logger in loggers:
@@ -125,6 +126,7 @@ def _quiet_lightning():
     try:
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=r".*does not have many workers.*")
+            warnings.filterwarnings("ignore", message=r".*treespec, LeafSpec.*")  # Lightning's own, with torch 2.14
             yield
     finally:
         for logger, level in zip(loggers, levels):
@@ -144,7 +146,7 @@ class RecipePredictor(L.LightningModule):
         root = self.trainer.strategy.root_device
         if run.device.type == "cuda" and root.type == "cuda" and root != run.device:
             run.use_device(root)  # one GPU per rank
-        with _interrupts_carried():
+        with _interrupts_carried(), torch.enable_grad():  # as predict_step: some choices differentiate
             tuning = state.record.get("tuning")
             overrides = {tuning["param"]: tuning["best"]} if tuning else run.tune(state.record)
             overrides.update(run.choose_once(state.record, overrides))
