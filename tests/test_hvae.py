@@ -498,3 +498,24 @@ def test_shipped_pnp_hvae_converges_on_4x_mri_and_beats_zero_filling(shipped):
     pnp = image_metrics(from_physics_domain(out.x, physics).clamp(0, 1), x[:2])["psnr"]
     zero_filled = image_metrics(from_physics_domain(physics.A_adjoint(y), physics).clamp(0, 1), x[:2])["psnr"]
     assert min(p - z for p, z in zip(pnp, zero_filled)) > 3.0
+
+
+def test_pnp_hvae_passes_large_batches_in_groups_with_the_same_result(monkeypatch):
+    """``pass_pixels``: a batch whose slices hold more pixels than one HVAE pass may goes through
+    in groups of whole slices; the reconstruction is the one-pass result."""
+    from deepinv_tunable.nets import HVAE
+    from deepinv_tunable.physics import build_physics
+    from deepinv_tunable.solvers import PnPHVAE
+
+    torch.manual_seed(0)
+    hvae = HVAE(width=8, groups_per_scale=(1, 1)).eval()
+    physics = build_physics({"kind": "inpainting", "keep_fraction": 0.7, "noise_sigma": 0.01}, (16, 16))
+    y = physics(torch.rand(5, 1, 16, 16))
+    whole = PnPHVAE(hvae, tau=0.9, max_iter=3, tol=0.0, pass_pixels=None).reconstruct(y, physics).x
+    sizes, real = [], HVAE.reconstruct
+    monkeypatch.setattr(HVAE, "reconstruct", lambda self, x, *a, **k: sizes.append(len(x)) or real(self, x, *a, **k))
+    grouped = PnPHVAE(hvae, tau=0.9, max_iter=3, tol=0.0, pass_pixels=2 * 16 * 16).reconstruct(y, physics).x
+    assert sizes == [2, 2, 1] * 3  # three iterations, each in groups of 2 slices
+    torch.testing.assert_close(grouped, whole, rtol=0, atol=1e-6)
+    with pytest.raises(ValueError, match="pass_pixels must be >= 1 or None, got 0"):
+        PnPHVAE(hvae, pass_pixels=0)
