@@ -286,12 +286,12 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--resume",
         action="store_true",
-        help="continue an interrupted run in --out: finished slices are kept, not recomputed",
+        help="continue an interrupted run in --out (on any --devices): finished slices are kept, not recomputed",
     )
     run.add_argument(
         "--devices",
         type=int,
-        help="processes/GPUs per node: > 1 shards the slices over them with Lightning's Trainer.predict (DDP)",
+        help="processes/GPUs per node: > 1 shares the run's batches out over them (the same Trainer.predict loop, DDP)",
     )
     run.add_argument("--num-nodes", type=int, help="nodes (with torchrun or SLURM)")
     run.add_argument("--strategy", help="Lightning strategy for --devices > 1 (default ddp)")
