@@ -72,6 +72,8 @@ class RunState:
     baseline: Any = None
     compare: dict[str, Any] = field(default_factory=dict)
     auditor: RecipeAudit | None = None
+    #: slices an interrupted run already finished (read once from the shard logs)
+    finished: set[int] = field(default_factory=set)
 
     @property
     def out_dir(self) -> Path:
@@ -139,6 +141,7 @@ class RecipePredictor(L.LightningModule):
     def __init__(self, state: RunState):
         super().__init__()
         self.state = state  # plain attributes: the solvers are not submodules Lightning would move
+        self.batches: list[list[int]] = []  # this rank's batches, finished ones included
         self.predecessor: dict[int, int | None] = {}
 
     def setup(self, stage: str) -> None:
@@ -155,15 +158,14 @@ class RecipePredictor(L.LightningModule):
             state.compare = run.comparison_solvers()
             if state.audit is not None:
                 state.auditor = calibrated_auditor(run, state.audit, state.solver)
+        warm = bool(getattr(run.recipe.solver, "warm_start", False))
+        self.batches, self.predecessor = rank_batches(
+            run.eval_idx, run.recipe.data.batch_size, warm, self.trainer.global_rank, self.trainer.world_size
+        )
 
     def predict_dataloader(self) -> DataLoader:
-        run, trainer = self.state.run, self.trainer
-        warm = bool(getattr(run.recipe.solver, "warm_start", False))
-        batches, self.predecessor = rank_batches(
-            run.eval_idx, run.recipe.data.batch_size, warm, trainer.global_rank, trainer.world_size
-        )
-        finished = {k for entry in read_shard_logs(self.state.out_dir) for k in entry["slices"]}
-        todo = [batch for batch in batches if not set(batch) <= finished]
+        finished = self.state.finished
+        todo = [batch for batch in self.batches if not set(batch) <= finished]
         if any(set(batch) & finished for batch in todo):
             raise RecipeError(
                 "cannot resume: the interrupted run cut the slices into other batches (another number of "
@@ -205,6 +207,8 @@ class SliceWriter(Callback):
         if not trainer.is_global_zero:
             state.stacks = PartialStacks(state.out_dir, names, shape, resume=True)
         self.log = ShardLog(state.out_dir, trainer.global_rank, resume=resume)
+        if resume:
+            state.finished = {k for entry in read_shard_logs(state.out_dir) for k in entry["slices"]}
 
     def on_predict_batch_end(self, trainer, pl_module, outputs: SliceBatch, batch, batch_idx, dataloader_idx=0):
         state = self.state
@@ -256,17 +260,19 @@ class SliceProgress(Callback):
     def __init__(self, state: RunState, progress: bool | None):
         self.state, self.progress, self.bar = state, progress, None
 
-    def on_predict_start(self, trainer, pl_module) -> None:
+    def on_predict_start(self, trainer, pl_module: RecipePredictor) -> None:
         if not trainer.is_global_zero:
             return
-        done = sum(len(entry["slices"]) for entry in read_shard_logs(self.state.out_dir))
-        total = len(self.state.run.eval_idx)
+        mine = [k for batch in pl_module.batches for k in batch]
+        done = sum(k in self.state.finished for k in mine)
         name = self.state.run.recipe.name
-        self.bar = progress_bar(total=total, progress=self.progress, initial=done, desc=f"{name}: slices", unit="slice")
+        self.bar = progress_bar(
+            total=len(mine), progress=self.progress, initial=done, desc=f"{name}: slices", unit="slice"
+        )
 
     def on_predict_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0) -> None:
         if self.bar is not None:
-            self.bar.update(len(outputs.indices) * trainer.world_size)
+            self.bar.update(len(outputs.indices))
 
     def on_predict_end(self, trainer, pl_module) -> None:
         if self.bar is not None:

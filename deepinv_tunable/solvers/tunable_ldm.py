@@ -87,8 +87,6 @@ class TunableLDMSolver(LatentDiffusionSolver):
         max_iter = renamed_keyword("TunableLDMSolver", "n_steps", n_steps, "max_iter", max_iter)
         if not eta > 0:
             raise ValueError(f"eta must be > 0 (eta = 0 makes Algorithm 2 unstable), got {eta}")
-        if not max_chi2 > 0:
-            raise ValueError(f"max_chi2 must be positive, got {max_chi2}")
         consistency = consistency if consistency is not None else AdamDC()
         super().__init__(vae, unet, consistency, k=k, max_iter=max_iter, ddim_eta=eta, seed=seed)
         self.max_chi2, self.final_consistency = float(max_chi2), bool(final_consistency)
