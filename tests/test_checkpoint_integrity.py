@@ -55,3 +55,16 @@ def test_corrupted_header_and_non_finite_weights_are_checkpoint_errors(tmp_path)
     (tmp_path / "n" / "config.json").write_text(json.dumps(config))
     with pytest.raises(CheckpointError, match=r"non-finite values in \['body.0.weight'\]"):
         DnCNN.from_pretrained(tmp_path / "n")
+
+
+def test_half_precision_storage_halves_the_file_and_loads_the_rounded_weights_in_float32(tmp_path):
+    torch.manual_seed(0)
+    net = DnCNN(depth=3, num_filters=8, trained_sigma=0.1)
+    net.save_pretrained(tmp_path / "full")
+    net.save_pretrained(tmp_path / "half", dtype=torch.float16)
+    full, half = (tmp_path / d / "model.safetensors" for d in ("full", "half"))
+    assert half.stat().st_size < 0.6 * full.stat().st_size
+    loaded = DnCNN.from_pretrained(tmp_path / "half")
+    for (name, p), q in zip(loaded.state_dict().items(), net.state_dict().values(), strict=True):
+        assert p.dtype == q.dtype, name  # float32 weights, int64 counters
+        torch.testing.assert_close(p, q.half().float() if q.is_floating_point() else q, atol=0, rtol=0)

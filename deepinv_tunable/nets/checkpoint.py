@@ -34,11 +34,19 @@ class PretrainedMixin:
 
     config: dict[str, Any]
 
-    def save_pretrained(self, directory: str | Path) -> Path:
-        """Write ``config.json`` and ``model.safetensors`` to ``directory`` (atomically, each)."""
+    def save_pretrained(self, directory: str | Path, dtype: torch.dtype | None = None) -> Path:
+        """Write ``config.json`` and ``model.safetensors`` to ``directory`` (atomically, each).
+
+        :param torch.dtype dtype: storage type of the floating-point weights (e.g. ``torch.float16``
+            halves a float32 file; :meth:`from_pretrained` loads them into the model's own type).
+            Default ``None``: as they are.
+        """
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
-        state = {k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}
+        state = {
+            k: (v.to(dtype) if dtype is not None and v.is_floating_point() else v).detach().cpu().contiguous()
+            for k, v in self.state_dict().items()
+        }
         atomic_write(directory / WEIGHTS_NAME, lambda tmp: save_file(state, str(tmp)))
         config = {"class": type(self).__name__, **self.config, DIGEST_KEY: file_sha256(directory / WEIGHTS_NAME)}
         write_json_atomic(directory / CONFIG_NAME, config)
