@@ -19,8 +19,18 @@ from deepinv_tunable import pretrained
 from deepinv_tunable.physics import noise_sigma
 from deepinv_tunable.priors import DnCNNDenoiser, load_pixel_denoiser
 from deepinv_tunable.priors.pixel_denoiser import CORPUS_DNCNN
-from deepinv_tunable.solvers import DPIR, FlashDiffusion, LatentMAP, MeasurementBaseline, PixelDPS, PixelFlash, PnPHVAE
+from deepinv_tunable.solvers import (
+    DPIR,
+    FlashDiffusion,
+    LatentMAP,
+    MeasurementBaseline,
+    PixelDPS,
+    PixelFlash,
+    PnPHVAE,
+    TunableLDMSolver,
+)
 from deepinv_tunable.solvers.pnp_hvae import resolve_schedule
+from deepinv_tunable.solvers.tunable_ldm import DEFAULT_LDM
 from deepinv_tunable.tuning import AutoK, grid_search
 
 from . import common
@@ -40,14 +50,21 @@ DPS_STEPS = 100
 #: the configured DPS row runs PixelDPS at its own default number of steps
 DPS_CONFIGURED_STEPS = 100
 DDRM_STEPS = 100
+#: the latent UNet of the tunable-LDM rows (--ldm; a shipped name or a save_pretrained folder)
+LDM = DEFAULT_LDM
+#: the tunable LDM's latent sizes, as fractions of its K, for the rows that choose k
+LDM_K_FRACTIONS = (0.25, 0.5, 0.75, 1.0)
 
 
-def configure(pixel_denoiser: str, dpir_grid=None, tau_grid=None, dps_steps: int | None = None) -> None:
+def configure(
+    pixel_denoiser: str, dpir_grid=None, tau_grid=None, dps_steps: int | None = None, ldm: str | None = None
+) -> None:
     """Set the settings the method builders read: the pixel denoiser of the diffusion rows, the
-    DPIR final sigmas and PnP-HVAE temperatures (``None`` or empty: keep the current grid) and
-    the steps of both DPS rows (``None``: keep them)."""
-    global DPIR_SIGMA_GRID, TAU_GRID, PIXEL_DENOISER, DPS_STEPS, DPS_CONFIGURED_STEPS
+    DPIR final sigmas and PnP-HVAE temperatures (``None`` or empty: keep the current grid),
+    the steps of both DPS rows and the latent UNet of the tunable-LDM rows (``None``: keep them)."""
+    global DPIR_SIGMA_GRID, TAU_GRID, PIXEL_DENOISER, DPS_STEPS, DPS_CONFIGURED_STEPS, LDM
     PIXEL_DENOISER = pixel_denoiser
+    LDM = ldm or LDM
     DPIR_SIGMA_GRID = tuple(dpir_grid) if dpir_grid else DPIR_SIGMA_GRID
     TAU_GRID = tuple(tau_grid) if tau_grid else TAU_GRID
     if dps_steps:
@@ -143,8 +160,9 @@ class FlashWithDiagnostics(dinv.models.Reconstructor):
 
     def forward(self, y, physics, **kwargs):
         out = self.flash.reconstruct(y, physics)
+        nfe = out.nfe.sum() if torch.is_tensor(out.nfe) else out.nfe * y.shape[0]  # per slice, or one for all
         self.notes["fallback"] = self.notes.get("fallback", 0) + int(out.fallback.sum())
-        self.notes["nfe"] = self.notes.get("nfe", 0) + int(out.nfe.sum())
+        self.notes["nfe"] = self.notes.get("nfe", 0) + int(nfe)
         self.notes["slices"] = self.notes.get("slices", 0) + y.shape[0]
         return out.x
 
@@ -152,6 +170,29 @@ class FlashWithDiagnostics(dinv.models.Reconstructor):
 @common.register_method("flash")
 def _flash(ctx: common.BenchContext) -> dinv.models.Reconstructor:
     return FlashWithDiagnostics(ctx.notes)
+
+
+def _ldm_solver(ctx: common.BenchContext, k=None) -> TunableLDMSolver:
+    return TunableLDMSolver.from_pretrained(LDM, device=ctx.device, k=k, seed=0)
+
+
+def _ldm_ks(solver: TunableLDMSolver) -> list[int]:
+    return [round(f * solver.vae.latent_dim) for f in LDM_K_FRACTIONS]
+
+
+@common.register_method("tunable_ldm")
+def _tunable_ldm(ctx: common.BenchContext) -> dinv.models.Reconstructor:
+    """The tunable LDM at its defaults (full k, 50 steps, the scheduled local MAP), guarded."""
+    return FlashWithDiagnostics(ctx.notes, _ldm_solver(ctx))
+
+
+@common.register_method("tunable_ldm tuned_k")
+def _tunable_ldm_tuned_k(ctx: common.BenchContext) -> dinv.models.Reconstructor:
+    """The tunable LDM at the k of :data:`LDM_K_FRACTIONS` best on the reference slices."""
+    ks = _ldm_ks(_ldm_solver(ctx))
+    solver = _tuned(ctx, lambda k: FlashWithDiagnostics(ctx.notes, _ldm_solver(ctx, k)), ks, "k")
+    _forget_tuning_counts(ctx.notes)
+    return solver
 
 
 class AutoKWithDiagnostics(dinv.models.Reconstructor):
@@ -167,6 +208,13 @@ class AutoKWithDiagnostics(dinv.models.Reconstructor):
         self.notes.setdefault("k_chosen", []).extend(int(k) for k in out.k)
         self.notes["k_rule"] = out.extras["k_rule"]
         return out.x
+
+
+@common.register_method("tunable_ldm auto_k")
+def _tunable_ldm_auto_k(ctx: common.BenchContext) -> dinv.models.Reconstructor:
+    """The tunable LDM with k chosen per slice from the measurements alone (AutoK's default rule)."""
+    solver = _ldm_solver(ctx)
+    return AutoKWithDiagnostics(ctx.notes, AutoK(solver, _ldm_ks(solver)))
 
 
 #: The flow's k grid (as in ``run_k_study.py``) and its solver: gamma 0, 100 Adam steps.

@@ -19,7 +19,7 @@ Cases (``--axes``):
 
 With ``--ldm UNET`` each model of ``--models`` is a tunable VAE and the solver is
 :class:`~deepinv_tunable.solvers.TunableLDMSolver` (that UNet, ``--n-steps`` DDIM steps, data
-consistency ``--consistency``, default the DDS local MAP) instead of LatentMAP; every ``k`` of a
+consistency ``--consistency``, default the solver's own scheduled local MAP) instead of LatentMAP; every ``k`` of a
 case starts from the same seeded noise. The spectrum and the closed form are the VAE's (the LDM
 samples in its latent). Splitting costs ``n_splits`` further solves per ``k``: ``--rules
 discrepancy closed_form`` skips it.
@@ -327,7 +327,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--ldm", default=None, help="a tunable LDM UNet: sweep TunableLDMSolver on each VAE of --models"
     )
-    parser.add_argument("--consistency", default="dds", choices=list(CONSISTENCY_STEPS), help="with --ldm")
+    parser.add_argument("--consistency", default="local_map", choices=list(CONSISTENCY_STEPS), help="with --ldm")
     parser.add_argument("--rules", nargs="+", default=list(RULES), choices=RULES, help="GT-free k rules to score")
     parser.add_argument("--spectrum-slices", type=int, default=8)
     parser.add_argument("--seed", type=int, default=0)

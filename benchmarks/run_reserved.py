@@ -129,7 +129,7 @@ def collect(args: argparse.Namespace) -> dict[str, Any]:
     n_cal, n_eval = (2, 2) if args.quick else (args.n_cal, args.n_eval)
     tv_grid = tuple(args.tv_grid) if args.tv_grid else (common.QUICK_TV_GRID if args.quick else common.TV_GRID)
     # the method builders read reserved_methods' settings
-    reserved_methods.configure(args.pixel_denoiser, args.dpir_grid, args.tau_grid, args.dps_steps)
+    reserved_methods.configure(args.pixel_denoiser, args.dpir_grid, args.tau_grid, args.dps_steps, args.ldm)
     record: dict[str, Any] = {
         "command": sys.argv,
         "quick": args.quick,
@@ -282,6 +282,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--pixel-denoiser",
         default=reserved_methods.PIXEL_DENOISER,
         help="shipped name or save_pretrained folder of the pixel denoiser (default %(default)s)",
+    )
+    parser.add_argument(
+        "--ldm",
+        default=reserved_methods.LDM,
+        help="shipped name or save_pretrained folder of the tunable-LDM rows' latent UNet (default %(default)s)",
     )
     parser.add_argument(
         "--dps-steps", type=int, default=None, help=f"steps of both DPS rows (default {reserved_methods.DPS_STEPS})"

@@ -15,7 +15,9 @@ formulas the package's samplers need, each defined here only:
       z_{t'} = \sqrt{\bar\alpha_{t'}}\, \hat z_0 + \sqrt{1 - \bar\alpha_{t'} - s^2}\, \hat\epsilon + s\, \xi,
       \qquad s = \eta \sqrt{\frac{1 - \bar\alpha_{t'}}{1 - \bar\alpha_t}\Big(1 - \frac{\bar\alpha_t}{\bar\alpha_{t'}}\Big)}
 
-  (:func:`ddim_update`), on the steps returned by :func:`reverse_steps`,
+  (:func:`ddim_update`), on the steps returned by :func:`reverse_steps`; DiffPIR's transition
+  (:footcite:t:`zhu2023diffpir`) is the same update with :math:`s^2 = \zeta (1 - \bar\alpha_{t'})` and
+  :math:`\hat\epsilon` re-derived from the corrected :math:`\hat z_0` (``zeta=`` of :func:`reverse_steps`),
 
 and the one reverse step every latent sampler takes (:func:`latent_reverse_step`: noise
 prediction, Tweedie, data consistency, DDIM, truncation).
@@ -43,10 +45,15 @@ class ReverseStep:
     alpha_bar: float
     alpha_bar_prev: float
     noise_std: float  # s in the module docstring
+    rederive_eps: bool = False  # DiffPIR: the direction term uses the eps of the corrected z0_hat
 
 
 def reverse_steps(
-    scheduler: diffusers.DDIMScheduler, n_steps: int, eta: float, start: int | None = None
+    scheduler: diffusers.DDIMScheduler,
+    n_steps: int,
+    eta: float,
+    start: int | None = None,
+    zeta: float | None = None,
 ) -> list[ReverseStep]:
     """The ``n_steps`` DDIM transitions of ``scheduler``'s sub-schedule, from high to low noise.
 
@@ -54,11 +61,22 @@ def reverse_steps(
     :param int n_steps: length of the sub-schedule (e.g. 50 on CPU).
     :param float eta: DDIM stochasticity in ``[0, 1]``.
     :param int start: keep only the steps with ``t <= start`` (to start the reverse process midway).
+    :param float zeta: DiffPIR's transition instead of DDIM's: a fraction :math:`\\zeta \\in [0, 1]` of
+        the next step's noise variance is fresh noise, :math:`s^2 = \\zeta (1 - \\bar\\alpha_{t'})`, and the
+        rest follows the noise re-derived from the corrected clean estimate (``eta`` is then unused).
+        ``zeta = 1`` re-noises the corrected estimate.
+
+    >>> from diffusers import DDIMScheduler
+    >>> step = reverse_steps(DDIMScheduler(), 10, 0.0, zeta=1.0)[0]
+    >>> abs(step.noise_std**2 - (1 - step.alpha_bar_prev)) < 1e-9, step.rederive_eps
+    (True, True)
     """
     if n_steps < 1:
         raise ValueError(f"n_steps must be >= 1, got {n_steps}")
     if not 0 <= eta <= 1:
         raise ValueError(f"eta must be in [0, 1], got {eta}")
+    if zeta is not None and not 0 <= zeta <= 1:
+        raise ValueError(f"zeta must be in [0, 1] (or None for DDIM), got {zeta}")
     scheduler.set_timesteps(n_steps)
     ts = [int(t) for t in scheduler.timesteps]
     ab = scheduler.alphas_cumprod
@@ -67,8 +85,11 @@ def reverse_steps(
     for i, t in enumerate(ts):
         t_prev = ts[i + 1] if i + 1 < len(ts) else -1
         a, a_prev = float(ab[t]), float(ab[t_prev]) if t_prev >= 0 else final
-        var = (1 - a_prev) / (1 - a) * (1 - a / a_prev)
-        steps.append(ReverseStep(t, t_prev, a, a_prev, eta * max(var, 0.0) ** 0.5))
+        if zeta is None:
+            std = eta * max((1 - a_prev) / (1 - a) * (1 - a / a_prev), 0.0) ** 0.5
+        else:
+            std = (zeta * (1 - a_prev)) ** 0.5
+        steps.append(ReverseStep(t, t_prev, a, a_prev, std, rederive_eps=zeta is not None))
     if start is not None:
         steps = [s for s in steps if s.t <= start]
     return steps
@@ -132,6 +153,7 @@ def latent_reverse_step(
         e      = eps_theta(z_t, t)
         z0_hat = (z_t - sqrt(1 - abar_t) e) / sqrt(abar_t)          # Tweedie
         z0_hat = consistency.correct_z0(z0_hat)                     # e.g. Adam-DC
+        e      = (z_t - sqrt(abar_t) z0_hat) / sqrt(1 - abar_t)   # DiffPIR steps only
         z_t'   = DDIM(z0_hat, e, t -> t', eta)
         z_t'   = T_k(consistency.correct_prev(z_t', ...))           # e.g. LDPS, PSLD
 
@@ -151,6 +173,8 @@ def latent_reverse_step(
         eps = unet(z_t, step.t)
         z0 = tweedie_z0(z_t, eps, step.alpha_bar)
         z0_dc = consistency.correct_z0(z0, step, problem)
+        if step.rederive_eps:
+            eps = (z_t - step.alpha_bar**0.5 * z0_dc) / (1 - step.alpha_bar) ** 0.5
         z_prev = ddim_update(z0_dc.detach(), eps.detach(), step, generator, noise)
         z_prev = consistency.correct_prev(z_prev, z_t, z0, step, problem)
     return truncate(z_prev.detach(), k), z0_dc.detach()

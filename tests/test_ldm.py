@@ -2,8 +2,16 @@ import deepinv as dinv
 import pytest
 import torch
 
-from deepinv_tunable.consistency import LDPS, PSLD, AdamDC, DDSLocalMAP, LatentProblem
-from deepinv_tunable.diffusion import add_noise, ddim_update, reverse_steps, tweedie_z0
+from deepinv_tunable.consistency import (
+    LDPS,
+    PSLD,
+    AdamDC,
+    DataConsistency,
+    DDSLocalMAP,
+    LatentProblem,
+    ScheduledLocalMAP,
+)
+from deepinv_tunable.diffusion import add_noise, ddim_update, latent_reverse_step, reverse_steps, tweedie_z0
 from deepinv_tunable.latent import truncate
 from deepinv_tunable.nets import LatentUNet, TunableVAE
 from deepinv_tunable.physics import build_physics
@@ -58,6 +66,78 @@ def test_dds_local_map_is_the_closed_form_for_inpainting():
     torch.testing.assert_close(out, (mask * y + gamma * z0) / (mask + gamma), atol=1e-5, rtol=0)
 
 
+def test_scheduled_local_map_is_the_closed_form_with_diffpirs_weight():
+    """gamma_t = lambda sigma^2 / sigma_t^2, sigma_t^2 = (1 - abar) / abar: at abar = 0.2 and
+    lambda = 2, sigma = 0.1 the proximity weight is 2 * 0.01 / 4 = 0.005 (the data dominate)."""
+    physics = build_physics({"kind": "inpainting", "keep_fraction": 0.5, "noise_sigma": 0.1, "seed": 1}, (8, 8))
+    mask = physics.mask.expand(2, 1, 8, 8)
+    y, z0 = physics(torch.rand(2, 1, 8, 8)), torch.rand(2, 1, 8, 8)
+    step = reverse_steps(
+        LatentUNet(latent_channels=1, latent_size=8, block_out_channels=(8, 8)).sampling_scheduler(), 4, 0.0
+    )[1]
+    step = type(step)(step.t, step.t_prev, 0.2, step.alpha_bar_prev, step.noise_std)
+    out = ScheduledLocalMAP(lambda_=2.0).correct_z0(z0, step, LatentProblem(IdentityAE(), physics, y, None))
+    gamma = 2.0 * 0.1**2 / (0.8 / 0.2)
+    torch.testing.assert_close(out, (mask * y + gamma * z0) / (mask + gamma), atol=1e-5, rtol=0)
+    # a stated sigma overrides the physics' (here 0.2: four times the weight)
+    out = ScheduledLocalMAP(lambda_=2.0, sigma=0.2).correct_z0(z0, step, LatentProblem(IdentityAE(), physics, y, None))
+    torch.testing.assert_close(out, (mask * y + 4 * gamma * z0) / (mask + 4 * gamma), atol=1e-5, rtol=0)
+    with pytest.raises(ValueError, match=r"lambda_ must be > 0 or 'auto', got 0"):
+        ScheduledLocalMAP(lambda_=0)
+
+
+def test_scheduled_local_map_auto_lambda_follows_the_operator():
+    """1 for operators that keep what they measure (masks, denoising), 100 for blur and CT."""
+    auto = ScheduledLocalMAP()
+    x = torch.rand(1, 1, 16, 16)
+    for spec, expected in [
+        ({"kind": "inpainting", "keep_fraction": 0.5}, 1.0),
+        ({"kind": "denoising"}, 1.0),
+        ({"kind": "mri", "acceleration": 4}, 1.0),
+        ({"kind": "blur", "blur_sigma": 2.0}, 100.0),
+        ({"kind": "ct", "n_views": 20}, 100.0),
+    ]:
+        physics = build_physics({**spec, "noise_sigma": 0.01, "seed": 0}, (16, 16))
+        image = torch.cat([x, 0 * x], 1) if spec["kind"] == "mri" else x
+        problem = LatentProblem(IdentityAE(16), physics, physics(image), None)
+        assert auto.resolved_lambda(problem) == expected, spec["kind"]
+
+
+class ShiftZ0(DataConsistency):
+    """Moves the clean estimate by a known offset."""
+
+    def __init__(self, delta):
+        self.delta = delta
+
+    def correct_z0(self, z0, step, problem):
+        return z0 + self.delta
+
+
+def test_diffpir_transition_renoises_the_corrected_estimate_with_its_own_noise():
+    """zeta = 1: z' = sqrt(abar') z0_dc + sqrt(1 - abar') xi; zeta = 0: the direction term uses the
+    noise re-derived from the corrected estimate, eps - sqrt(abar / (1 - abar)) delta."""
+    unet = LatentUNet(latent_channels=1, latent_size=8, block_out_channels=(8, 8))
+    sched = unet.sampling_scheduler()
+    z, xi, delta = torch.randn(2, 1, 8, 8), torch.randn(2, 1, 8, 8), 0.3 * torch.randn(2, 1, 8, 8)
+    problem = LatentProblem(IdentityAE(), None, None, None)
+    with torch.no_grad():
+        for zeta in (1.0, 0.0):
+            step = reverse_steps(sched, 5, eta=0.5, zeta=zeta)[1]
+            assert step.rederive_eps and step.noise_std == pytest.approx((zeta * (1 - step.alpha_bar_prev)) ** 0.5)
+            eps = unet(z, step.t)
+            z0_dc = tweedie_z0(z, eps, step.alpha_bar) + delta
+            z_prev, z0_out = latent_reverse_step(unet, z, step, ShiftZ0(delta), problem, noise=xi)
+            torch.testing.assert_close(z0_out, z0_dc)
+            if zeta == 1.0:
+                expected = step.alpha_bar_prev**0.5 * z0_dc + (1 - step.alpha_bar_prev) ** 0.5 * xi
+            else:
+                eps_dc = eps - (step.alpha_bar / (1 - step.alpha_bar)) ** 0.5 * delta
+                expected = step.alpha_bar_prev**0.5 * z0_dc + (1 - step.alpha_bar_prev) ** 0.5 * eps_dc
+            torch.testing.assert_close(z_prev, expected, atol=1e-5, rtol=1e-5)
+    with pytest.raises(ValueError, match=r"zeta must be in \[0, 1\] \(or None for DDIM\), got 1.5"):
+        reverse_steps(sched, 5, 0.1, zeta=1.5)
+
+
 def test_adam_dc_lowers_the_data_error_and_only_moves_kept_coordinates():
     sched = LatentUNet(latent_channels=1, latent_size=8, block_out_channels=(8, 8)).sampling_scheduler()
     step = reverse_steps(sched, 10, eta=1.0)[3]
@@ -90,7 +170,9 @@ def tiny_models(seed=0):
     return vae, unet
 
 
-@pytest.mark.parametrize("consistency", [AdamDC(), LDPS(), PSLD(), DDSLocalMAP()], ids=lambda c: type(c).__name__)
+@pytest.mark.parametrize(
+    "consistency", [AdamDC(), LDPS(), PSLD(), DDSLocalMAP(), ScheduledLocalMAP()], ids=lambda c: type(c).__name__
+)
 def test_sampler_runs_with_every_consistency_step_and_keeps_the_truncation(consistency):
     vae, unet = tiny_models()
     physics = build_physics({"kind": "inpainting", "keep_fraction": 0.5, "noise_sigma": 0.05}, (16, 16))
@@ -104,6 +186,24 @@ def test_sampler_runs_with_every_consistency_step_and_keeps_the_truncation(consi
     again = solver.reconstruct(y, physics, k=torch.tensor([10, 100]), seed=1)
     assert torch.equal(out.x, again.x)
     assert not torch.equal(out.x, solver.reconstruct(y, physics, k=torch.tensor([10, 100]), seed=2).x)
+
+
+def test_an_image_space_step_ends_the_sampler_on_its_own_proximal_image():
+    """The default step's sampler returns prox(D(z_0)) at the last step's weight (so the
+    autoencoder's round trip is not left in the data misfit); a latent step returns D(z_0)."""
+    vae, unet = tiny_models()
+    physics = build_physics({"kind": "inpainting", "keep_fraction": 0.5, "noise_sigma": 0.05, "seed": 0}, (16, 16))
+    y = physics(torch.rand(2, 1, 16, 16))
+    for step, finishes in [(ScheduledLocalMAP(), True), (AdamDC(), False)]:
+        solver = TunableLDMSolver(vae, unet, max_iter=3, consistency=step, max_chi2=float("inf"))
+        out = solver.reconstruct(y, physics, seed=0)
+        problem = LatentProblem(vae, physics, y, None, scale=solver.scale)
+        decoded = problem.image(out.extras["latent"])
+        expected = step.image_step(decoded, solver.steps()[-1], problem) if finishes else decoded
+        torch.testing.assert_close(out.x, expected)
+        assert finishes == bool((out.x - decoded).abs().max() > 1e-4)
+        # the k rules score the prior's own fit, before the finishing step
+        torch.testing.assert_close(out.extras["residual_sq"], (physics.A(decoded) - y).pow(2).flatten(1).sum(1))
 
 
 def test_an_estimate_worse_than_the_measurements_falls_back_to_them_loudly():
@@ -157,8 +257,10 @@ def test_tunable_ldm_solver_from_pretrained_loads_the_recorded_pair(tmp_path):
     """No argument: the shipped UNet and the autoencoder its config records; a folder whose UNet
     records no autoencoder, or one whose latents do not fit, is refused with the reason."""
     solver = TunableLDMSolver.from_pretrained(max_iter=7)
-    assert solver.unet.config["vae"] == "tunable_vae_mri128" and solver.max_iter == 7
-    assert tuple(solver.vae.latent_shape) == (8, 16, 16)
+    assert solver.unet.config["vae"] == "tunable_vae_f4c12_mri128" and solver.max_iter == 7
+    assert tuple(solver.vae.latent_shape) == (12, 32, 32)
+    old = TunableLDMSolver.from_pretrained("tunable_ldm_mri128")  # the f8 pair stays loadable by name
+    assert tuple(old.vae.latent_shape) == (8, 16, 16)
     LatentUNet(latent_channels=8, latent_size=16, block_out_channels=(8, 16)).save_pretrained(tmp_path / "bare")
     with pytest.raises(ValueError, match="does not record the autoencoder"):
         TunableLDMSolver.from_pretrained(tmp_path / "bare")

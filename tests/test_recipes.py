@@ -291,7 +291,7 @@ def test_public_api_is_importable_from_the_top_level():
         _ = dt.nope
 
 
-@pytest.mark.parametrize("consistency", ["adam_dc", "ldps"])
+@pytest.mark.parametrize("consistency", ["local_map", "adam_dc", "ldps"])
 def test_tunable_ldm_recipe_runs_with_a_trained_unet_folder(tmp_path, consistency):
     from deepinv_tunable.nets import LatentUNet
 
@@ -305,7 +305,8 @@ def test_tunable_ldm_recipe_runs_with_a_trained_unet_folder(tmp_path, consistenc
             "output.volumes": False,
         },
     )
-    recipe.solver.params.unet = str(tmp_path / "unet")
+    assert recipe.solver.params.unet == "tunable_ldm_f4c12_mri128" and recipe.solver.params.vae is None
+    recipe.solver.params.unet, recipe.solver.params.vae = str(tmp_path / "unet"), "tunable_vae_mri128"
     recipe.solver.params.max_iter = 2
     recipe.solver.params.consistency = consistency
     result = run_recipe(recipe, progress=False)

@@ -33,6 +33,7 @@ from .factory import (  # noqa: F401
     smooth_coil_maps,
 )
 from .measurement import (  # noqa: F401
+    keeps_what_it_measures,
     measurement_baseline,
     measurement_energy,
     measurement_estimate,

@@ -87,6 +87,27 @@ def _shows_the_image(physics: dinv.physics.Physics) -> bool:
     return isinstance(physics, (dinv.physics.BlurFFT, dinv.physics.Blur, dinv.physics.Denoising))
 
 
+def keeps_what_it_measures(y: torch.Tensor, physics: dinv.physics.Physics, rtol: float = 1e-3) -> bool:
+    r"""Whether :math:`A A^\top y = y`: the operator samples coefficients of an orthonormal basis
+    (masked Fourier MRI, inpainting, denoising), so :math:`A^\top A` is a projection and a proximal
+    data step only re-weights the measured coefficients. Blur and CT have a continuous spectrum:
+    there the proximal step divides by small singular values and amplifies the noise.
+
+    >>> from deepinv_tunable.physics import build_physics
+    >>> import torch
+    >>> mri = build_physics({"kind": "mri", "acceleration": 4, "noise_sigma": 0.01}, (16, 16))
+    >>> blur = build_physics({"kind": "blur", "blur_sigma": 1.5, "noise_sigma": 0.01}, (16, 16))
+    >>> x = torch.rand(1, 1, 16, 16)
+    >>> keeps_what_it_measures(mri(torch.cat([x, 0 * x], 1)), mri), keeps_what_it_measures(blur(x), blur)
+    (True, False)
+    """
+    if not isinstance(physics, dinv.physics.LinearPhysics):
+        return False
+    with torch.no_grad():
+        again = physics.A(physics.A_adjoint(y))
+        return bool((again - y).abs().pow(2).sum() <= rtol**2 * y.abs().pow(2).sum())
+
+
 def measurement_baseline(y: torch.Tensor, physics: dinv.physics.Physics, fbp: bool = False) -> torch.Tensor:
     r"""The estimate a reader gets from the measurements alone, in the physics' image domain:
     :math:`A^\dagger y` (zero-filled MRI, least-squares pseudo-inverse for CT, zero-filled

@@ -59,14 +59,16 @@ def _flash_diffusion(model: str, k, **solver_params) -> FlashDiffusion:
     return FlashDiffusion.from_pretrained(model, k=_k(k), **solver_params)
 
 
-def _tunable_ldm(vae: str, unet: str, k, consistency: str, seed: int, **solver_params) -> TunableLDMSolver:
-    """TunableLDMSolver on shipped networks, its noise seeded once for the run."""
+def _tunable_ldm(vae: str | None, unet: str, k, consistency: str, seed: int, **solver_params) -> TunableLDMSolver:
+    """TunableLDMSolver on shipped networks (``vae=None``: the one ``unet`` records), its noise
+    seeded once for the run."""
     from ..consistency import CONSISTENCY_STEPS
     from ..pretrained import load
 
-    return TunableLDMSolver(
-        load(vae), load(unet), k=_k(k), consistency=CONSISTENCY_STEPS[consistency](), seed=seed, **solver_params
-    )
+    params = {"k": _k(k), "consistency": CONSISTENCY_STEPS[consistency](), "seed": seed, **solver_params}
+    if vae is None:
+        return TunableLDMSolver.from_pretrained(unet, **params)
+    return TunableLDMSolver(load(vae), load(unet), **params)
 
 
 def _pnp_hvae(model: str, tau, **solver_params) -> PnPHVAE:

@@ -19,6 +19,7 @@ from ..physics import PhysicsConfig
 from ..priors.pixel_denoiser import DEFAULT_PIXEL_DENOISER, DIFFUSION_PIXEL_DENOISER
 from ..solvers.classical import DEFAULT_TV_LAMBDA
 from ..solvers.pixel_dps import DPS_STEPS, DPS_WEIGHT
+from ..solvers.tunable_ldm import DEFAULT_LDM
 from .registry import stochastic_solvers
 
 
@@ -198,17 +199,19 @@ class LatentMAPTVConfig(_TunedSolverConfig):
 
 
 class TunableLDMParams(_Strict):
-    """Tunable latent diffusion; ``vae`` and ``unet`` are shipped names or folders written by
-    ``save_pretrained`` (e.g. ``results/train_tunable_ldm/model``); ``consistency`` picks the
-    data-consistency step."""
+    """Tunable latent diffusion; ``unet`` and ``vae`` are shipped names or folders written by
+    ``save_pretrained`` (e.g. ``results/train_tunable_ldm/model``): by default the shipped LDM and
+    the autoencoder its config records; ``consistency`` picks the data-consistency step, ``zeta``
+    DiffPIR's transition (``null``: DDIM with ``eta``)."""
 
-    vae: str = "tunable_vae_mri128"
-    unet: str
+    unet: str = DEFAULT_LDM
+    vae: str | None = None
     RENAMED: ClassVar[dict[str, str]] = {"n_steps": "max_iter"}
     k: int | Literal["full"] = "full"
     max_iter: int = Field(50, ge=1, description="DDIM steps")
     eta: float = Field(0.1, gt=0, le=1)
-    consistency: Literal["adam_dc", "ldps", "psld", "dds"] = "adam_dc"
+    zeta: float | None = Field(1.0, ge=0, le=1)
+    consistency: Literal["local_map", "adam_dc", "ldps", "psld", "dds"] = "local_map"
     seed: int = 0
 
 

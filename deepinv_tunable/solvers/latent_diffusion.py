@@ -37,6 +37,8 @@ class LatentDiffusionSolver(TunableReconstructor):
     :param int k: default latent size (``None``: full); overridable per call.
     :param int max_iter: DDIM sub-schedule length (deepinv's name for a sampler's steps).
     :param float ddim_eta: DDIM stochasticity in ``[0, 1]``.
+    :param float zeta: DiffPIR's transition with this fresh-noise fraction instead of DDIM's
+        (:func:`~deepinv_tunable.diffusion.reverse_steps`); ``None``: DDIM with ``ddim_eta``.
     :param int seed: seeds the solver's :class:`~deepinv_tunable.solvers.base.NoiseStream`.
     :param dict other_latent_shapes: further networks that must share the latent shape, by name.
     """
@@ -55,6 +57,7 @@ class LatentDiffusionSolver(TunableReconstructor):
         ddim_eta: float,
         seed: int | None,
         other_latent_shapes: dict[str, tuple[int, ...]] | None = None,
+        zeta: float | None = None,
     ):
         super().__init__()
         shapes = {
@@ -68,6 +71,8 @@ class LatentDiffusionSolver(TunableReconstructor):
             raise ValueError(f"max_iter must be >= 1, got {max_iter}")
         if not 0 <= ddim_eta <= 1:
             raise ValueError(f"ddim_eta (DDIM stochasticity) must be in [0, 1], got {ddim_eta}")
+        if zeta is not None and not 0 <= zeta <= 1:
+            raise ValueError(f"zeta (DiffPIR's fresh-noise fraction) must be in [0, 1] or None, got {zeta}")
         if k is not None:
             check_k(k, vae.latent_dim)
         self.vae = vae.eval().requires_grad_(False)
@@ -75,6 +80,7 @@ class LatentDiffusionSolver(TunableReconstructor):
         self.scheduler = unet.sampling_scheduler()
         self.consistency = consistency
         self.k, self.max_iter, self.ddim_eta = k, int(max_iter), float(ddim_eta)
+        self.zeta = None if zeta is None else float(zeta)
         self.noise = NoiseStream(seed)
 
     @property
@@ -91,7 +97,7 @@ class LatentDiffusionSolver(TunableReconstructor):
 
     def steps(self, max_iter: int | None = None) -> list[ReverseStep]:
         """The DDIM transitions of a call, noisiest first."""
-        return reverse_steps(self.scheduler, int(max_iter or self.max_iter), self.ddim_eta)
+        return reverse_steps(self.scheduler, int(max_iter or self.max_iter), self.ddim_eta, zeta=self.zeta)
 
     def reverse(
         self,
