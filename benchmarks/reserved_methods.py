@@ -150,8 +150,9 @@ def _pnp_hvae_template(ctx: common.BenchContext) -> dinv.models.Reconstructor:
 
 
 class FlashWithDiagnostics(dinv.models.Reconstructor):
-    """A Flash sampler (latent or pixel) that counts, in ``notes``, the slices its measurement
-    guard sent back to the baseline and the network evaluations it spent."""
+    """A guarded sampler (latent Flash by default, PixelFlash, the tunable LDM) that counts, in
+    ``notes``, the slices its measurement guard sent back to the baseline and the network
+    evaluations it spent."""
 
     def __init__(self, notes: dict[str, Any], flash=None):
         super().__init__()

@@ -37,10 +37,10 @@ class LatentDiffusionSolver(TunableReconstructor):
     :param int k: default latent size (``None``: full); overridable per call.
     :param int max_iter: DDIM sub-schedule length (deepinv's name for a sampler's steps).
     :param float ddim_eta: DDIM stochasticity in ``[0, 1]``.
-    :param float zeta: DiffPIR's transition with this fresh-noise fraction instead of DDIM's
-        (:func:`~deepinv_tunable.diffusion.reverse_steps`); ``None``: DDIM with ``ddim_eta``.
     :param int seed: seeds the solver's :class:`~deepinv_tunable.solvers.base.NoiseStream`.
     :param dict other_latent_shapes: further networks that must share the latent shape, by name.
+    :param float zeta: DiffPIR's transition with this fresh-noise fraction instead of DDIM's
+        (:func:`~deepinv_tunable.diffusion.reverse_steps`); ``None``: DDIM with ``ddim_eta``.
     """
 
     unit_range = True

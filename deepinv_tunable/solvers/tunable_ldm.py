@@ -61,7 +61,7 @@ class TunableLDMSolver(LatentDiffusionSolver):
     :param float max_chi2: floor of the fallback threshold. Default 2.
     :param bool final_consistency: after the check, a weighted data-consistency step on the
         samples that passed (:func:`~deepinv_tunable.consistency.weighted_data_consistency`). Default
-        False: Algorithm 2 returns the decoded latent.
+        False: the sampler's own image is returned.
     :param float zeta: DiffPIR's fresh-noise fraction of each transition
         (:func:`~deepinv_tunable.diffusion.reverse_steps`); ``None``: DDIM with ``eta``. Default 1.
 
