@@ -173,7 +173,10 @@ def _flash(ctx: common.BenchContext) -> dinv.models.Reconstructor:
     return FlashWithDiagnostics(ctx.notes)
 
 
-def _ldm_solver(ctx: common.BenchContext, k=None) -> TunableLDMSolver:
+def _ldm_solver(ctx: common.BenchContext, k=None, like: TunableLDMSolver | None = None) -> TunableLDMSolver:
+    """The LDM rows' solver; ``like``: another one whose networks it shares (loaded once)."""
+    if like is not None:
+        return TunableLDMSolver(like.vae, like.unet, k=k, seed=0)
     return TunableLDMSolver.from_pretrained(LDM, device=ctx.device, k=k, seed=0)
 
 
@@ -190,8 +193,8 @@ def _tunable_ldm(ctx: common.BenchContext) -> dinv.models.Reconstructor:
 @common.register_method("tunable_ldm tuned_k")
 def _tunable_ldm_tuned_k(ctx: common.BenchContext) -> dinv.models.Reconstructor:
     """The tunable LDM at the k of :data:`LDM_K_FRACTIONS` best on the reference slices."""
-    ks = _ldm_ks(_ldm_solver(ctx))
-    solver = _tuned(ctx, lambda k: FlashWithDiagnostics(ctx.notes, _ldm_solver(ctx, k)), ks, "k")
+    base = _ldm_solver(ctx)
+    solver = _tuned(ctx, lambda k: FlashWithDiagnostics(ctx.notes, _ldm_solver(ctx, k, like=base)), _ldm_ks(base), "k")
     _forget_tuning_counts(ctx.notes)
     return solver
 

@@ -20,6 +20,7 @@ below overrides one of the two:
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 import deepinv as dinv
 import torch
@@ -46,6 +47,17 @@ class LatentProblem:
     k: int | torch.Tensor | None
     scale: float = 1.0
     rows: torch.Tensor | None = None
+
+    @cached_property
+    def noise_std(self) -> float:
+        """The measurements' noise std (the physics', else estimated from ``y``; at least
+        ``NOISE_FLOOR``), resolved once per problem."""
+        return resolve_sigma(self.y, self.physics, floor=NOISE_FLOOR)[0]
+
+    @cached_property
+    def keeps_what_it_measures(self) -> bool:
+        """:func:`~deepinv_tunable.physics.measurement.keeps_what_it_measures` of the physics, once per problem."""
+        return keeps_what_it_measures(self.y, self.physics)
 
     def image(self, z: torch.Tensor) -> torch.Tensor:
         """:math:`D(T_k z / c)` in the physics' domain (:math:`c` the latent ``scale``)."""
@@ -278,10 +290,10 @@ class ScheduledLocalMAP(DDSLocalMAP):
         """:math:`\\lambda` for this problem (``"auto"`` resolved from the physics)."""
         if self.lambda_ != "auto":
             return float(self.lambda_)
-        return AUTO_LAMBDA[keeps_what_it_measures(problem.y, problem.physics)]
+        return AUTO_LAMBDA[problem.keeps_what_it_measures]
 
     def data_weight(self, step: ReverseStep, problem: LatentProblem) -> float:
-        sigma, _ = resolve_sigma(problem.y, problem.physics, self.sigma, floor=NOISE_FLOOR)
+        sigma = problem.noise_std if self.sigma is None else resolve_sigma(problem.y, problem.physics, self.sigma)[0]
         error_var = (1 - step.alpha_bar) / step.alpha_bar
         return error_var / (self.resolved_lambda(problem) * sigma**2)
 
