@@ -32,6 +32,7 @@ STUDIES: dict[str, str] = {
     "reserved": "run_reserved",
     "slab_tv": "run_slab_tv",
     "table": "run",
+    "tables": "collate",
     "tau_holdout": "run_tau_holdout",
     "training_throughput": "training_throughput",
     "trials": "run_trials",

@@ -12,10 +12,10 @@ import deepinv as dinv
 import numpy as np
 import torch
 
-from deepinv_tunable.atomic import write_json_atomic
 from deepinv_tunable.data import batched
-from deepinv_tunable.metrics import image_metrics
 from deepinv_tunable.physics import from_physics_domain
+from deepinv_tunable.utils.atomic import write_json_atomic
+from deepinv_tunable.utils.metrics import image_metrics
 
 from .methods import BenchContext
 

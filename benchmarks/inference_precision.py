@@ -1,6 +1,6 @@
 """Inference precision: fp32 against bf16 autocast for each shipped network and each learned
 solver at its defaults, on slices of a reserved subject (the numbers behind
-:mod:`deepinv_tunable.precision` and the solvers' ``precision=`` default).
+:mod:`deepinv_tunable.utils.precision` and the solvers' ``precision=`` default).
 
 Rows: seconds per call and PSNR of denoising at sigma 0.05 (the network alone), then DPIR (with
 the default pixel prior and with the diffusion prior), PnP-HVAE and PixelFlash on MRI 4x (noise
@@ -21,12 +21,12 @@ from dataclasses import replace
 import torch
 
 from deepinv_tunable import pretrained
-from deepinv_tunable.metrics import image_metrics
 from deepinv_tunable.physics import build_physics, from_physics_domain, to_physics_domain
-from deepinv_tunable.precision import network_precision
 from deepinv_tunable.priors import HVAEDenoiser, load_pixel_denoiser
 from deepinv_tunable.priors.pixel_denoiser import DEFAULT_PIXEL_DENOISER, DIFFUSION_PIXEL_DENOISER
 from deepinv_tunable.solvers import DPIR, PixelFlash, PnPHVAE
+from deepinv_tunable.utils.metrics import image_metrics
+from deepinv_tunable.utils.precision import network_precision
 
 from . import common
 from .tasks import TASKS

@@ -21,7 +21,9 @@ Datasets: the learned priors' evaluation sets (the template's held-out slab, and
 another subject). Every method sees the same measurements. Columns: PSNR, SSIM, NMSE (mean ±
 std over slices), seconds per slice, network evaluations (NFE) per slice, and the resident-memory
 increase while the method ran. Writes ``results/benchmarks/table.json`` (after every row),
-``results/benchmarks/table.md`` and ``docs/benchmark_table.rst`` (shown in the docs).
+``results/benchmarks/table.md`` and ``results/benchmarks/table.rst``. The docs' copy
+(``docs/benchmark_table.rst``) is the table as it was last measured: its rows were not kept, so
+``python -m benchmarks tables`` does not regenerate it.
 
 deepinv's DPS / DiffPIR are not in the table: they need a pixel-space diffusion denoiser trained
 on these images, and none is shipped (deepinv's pretrained weights would be downloaded at run
@@ -47,10 +49,10 @@ import deepinv as dinv
 import torch
 
 from deepinv_tunable import pretrained
-from deepinv_tunable.atomic import write_json_atomic, write_text_atomic
+from deepinv_tunable.audit.uncertainty import PosteriorSampler
 from deepinv_tunable.solvers import FlashDiffusion, LatentMAP, LatentMAPTV, PnPHVAE, PnPHVAESampler
 from deepinv_tunable.tuning import grid_search
-from deepinv_tunable.uncertainty import PosteriorSampler
+from deepinv_tunable.utils.atomic import write_json_atomic, write_text_atomic
 
 from . import common
 from .tasks import TABLE_TASKS
@@ -232,6 +234,5 @@ def run(cli: argparse.Namespace) -> int:
     table = markdown(record)
     print(table)
     write_text_atomic(Path(cli.out).with_suffix(".md"), table + "\n")
-    if not cli.quick:
-        write_text_atomic(ROOT / "docs" / "benchmark_table.rst", rst(record))
+    write_text_atomic(Path(cli.out).with_suffix(".rst"), rst(record) + "\n")
     return 0

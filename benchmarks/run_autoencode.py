@@ -44,7 +44,7 @@ def image_sets(corpus: str, n_eval: int, val_slices: int) -> dict[str, torch.Ten
 
 def run(args: argparse.Namespace) -> int:
     from deepinv_tunable import pretrained
-    from deepinv_tunable.metrics import image_metrics
+    from deepinv_tunable.utils.metrics import image_metrics
 
     torch.set_num_threads(1)
     sets = image_sets(args.corpus, args.n_eval, args.val_slices)

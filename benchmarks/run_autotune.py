@@ -18,7 +18,9 @@ Reports PSNR of both, the gap (auto - oracle), the chosen values, whether the ch
 bound, and the tuning cost in solves and in seconds relative to one solve of the same slices
 (measured on the evaluation slices and scaled to the reference slices' count; run it alone for
 clean figures, or see ``run_tune_cost.py`` for the per-slice figure).
-Writes ``results/benchmarks/autotune.json`` after every row and ``docs/autotune_table.rst``.
+Writes ``results/benchmarks/autotune.json`` after every row; the docs' table
+(``docs/autotune_table.rst``) is generated from ``benchmarks/results/autotune_results.json`` by
+``python -m benchmarks tables``.
 A training subject of the corpus (``pyradiomics_brain1``, ``pyradiomics_lung1``, ...) may be given
 to ``--subjects`` to develop a rule without touching the reserved ones.
 
@@ -27,7 +29,8 @@ Usage::
     python -m benchmarks autotune --solvers tv --subjects itk_t1 pyradiomics_brain2
     python -m benchmarks autotune --solvers pnp_hvae --tasks mri4x --n-eval 3
     python -m benchmarks autotune --solvers latent_map_tv --n-eval 3
-    python -m benchmarks autotune --combine a.json b.json --out x.json --rst docs/autotune_table.rst
+    python -m benchmarks autotune --combine a.json b.json --out benchmarks/results/autotune_results.json
+    python -m benchmarks tables --only autotune_table.rst
 """
 
 from __future__ import annotations
@@ -42,11 +45,11 @@ import numpy as np
 import torch
 
 from deepinv_tunable import pretrained
-from deepinv_tunable.atomic import write_json_atomic, write_text_atomic
-from deepinv_tunable.metrics import image_metrics
 from deepinv_tunable.physics import build_physics, from_physics_domain, to_physics_domain
 from deepinv_tunable.solvers import TVPGD, LatentMAP, LatentMAPTV, PnPHVAE
 from deepinv_tunable.solvers.latent_tv import DEFAULT_TUNING_GRID
+from deepinv_tunable.utils.atomic import write_json_atomic
+from deepinv_tunable.utils.metrics import image_metrics
 
 from . import common
 from .reserved_data import SUBJECTS, load_subject
@@ -292,9 +295,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--corpus", default=str(ROOT / "corpus"))
     parser.add_argument("--out", default="results/benchmarks/autotune.json")
-    parser.add_argument("--rst", default=None, help="also write the table here (e.g. docs/autotune_table.rst)")
     parser.add_argument(
-        "--combine", nargs="+", metavar="JSON", help="do not run: merge the rows of earlier runs (into --out and --rst)"
+        "--combine", nargs="+", metavar="JSON", help="do not run: merge the rows of earlier runs (into --out)"
     )
 
 
@@ -309,6 +311,5 @@ def run(args: argparse.Namespace) -> int:
         write_json_atomic(ROOT / args.out, record)
     else:
         record = collect(args)
-    if args.rst:
-        write_text_atomic(ROOT / args.rst, rst(record["rows"]))
+    print(rst(record["rows"]))
     return 0

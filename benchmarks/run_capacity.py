@@ -10,8 +10,8 @@ from pathlib import Path
 import torch
 
 from deepinv_tunable import pretrained
-from deepinv_tunable.metrics import image_metrics
 from deepinv_tunable.priors import DnCNNDenoiser
+from deepinv_tunable.utils.metrics import image_metrics
 
 from .reserved_data import load_subject
 

@@ -17,11 +17,11 @@ from pathlib import Path
 
 import torch
 
-from deepinv_tunable.atomic import write_json_atomic
 from deepinv_tunable.data.corpus import load_corpus
-from deepinv_tunable.metrics import image_metrics
 from deepinv_tunable.physics import build_physics, from_physics_domain, to_physics_domain
 from deepinv_tunable.solvers import DPIR
+from deepinv_tunable.utils.atomic import write_json_atomic
+from deepinv_tunable.utils.metrics import image_metrics
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "results" / "benchmarks" / "dpir_sigma.json"

@@ -33,17 +33,17 @@ from typing import Any
 import numpy as np
 import torch
 
-from deepinv_tunable.atomic import save_figure, write_json_atomic
-from deepinv_tunable.metrics import image_metrics
+from deepinv_tunable.diffusion.severity import plot_severity_audit, severity_audit
 from deepinv_tunable.physics import (
     batched_mri,
     from_physics_domain,
     measurement_estimate,
     to_physics_domain,
 )
-from deepinv_tunable.severity import plot_severity_audit, severity_audit
 from deepinv_tunable.solvers import TVPGD, FlashDiffusion, MeasurementBaseline
 from deepinv_tunable.tuning import grid_search
+from deepinv_tunable.utils.atomic import save_figure, write_json_atomic
+from deepinv_tunable.utils.metrics import image_metrics
 
 from .common import PRIOR_EVAL_DATASETS, load_dataset
 

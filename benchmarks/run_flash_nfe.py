@@ -21,7 +21,8 @@ full schedule's.
 
 Usage::
 
-    python -m benchmarks flash_nfe --out results/benchmarks/flash_nfe.json --rst docs/flash_nfe_table.rst
+    python -m benchmarks flash_nfe --out benchmarks/results/flash_nfe_results.json
+    python -m benchmarks tables --only flash_nfe_table.rst
     python -m benchmarks flash_nfe --subjects nibabel_example4d --quick   # a training-split subject
 """
 
@@ -38,14 +39,14 @@ from typing import Any
 import numpy as np
 import torch
 
-from deepinv_tunable.atomic import write_json_atomic, write_text_atomic
-from deepinv_tunable.metrics import METRICS
 from deepinv_tunable.physics import build_physics, from_physics_domain
 from deepinv_tunable.priors import DnCNNDenoiser
 from deepinv_tunable.priors.pixel_denoiser import CORPUS_DNCNN
 from deepinv_tunable.solvers import PixelFlash
 from deepinv_tunable.solvers.pixel_flash import NOISE_CORRECTION
 from deepinv_tunable.tuning import grid_search
+from deepinv_tunable.utils.atomic import write_json_atomic
+from deepinv_tunable.utils.metrics import METRICS
 
 from . import common
 from .reserved_data import SIZE, load_subject, measure
@@ -196,7 +197,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--seed", type=int, default=0, help="measurement noise seed (run_reserved.py's)")
     parser.add_argument("--out", default=str(ROOT / "results" / "benchmarks" / "flash_nfe.json"))
-    parser.add_argument("--rst", default=None, help="also write the table as reST here")
     parser.add_argument(
         "--baseline-from",
         nargs="+",
@@ -224,8 +224,5 @@ def run(args: argparse.Namespace) -> int:
         write_json_atomic(args.out, record)
     else:
         record = collect(args)
-    table = rst(record)
-    print(table)
-    if args.rst:
-        write_text_atomic(args.rst, table)
+    print(rst(record))
     return 0

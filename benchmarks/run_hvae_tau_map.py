@@ -12,7 +12,7 @@ import warnings
 import torch
 
 from deepinv_tunable import pretrained
-from deepinv_tunable.metrics import image_metrics
+from deepinv_tunable.utils.metrics import image_metrics
 
 from .reserved_data import ROOT, load_subject
 

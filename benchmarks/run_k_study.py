@@ -48,8 +48,7 @@ import numpy as np
 import torch
 
 from deepinv_tunable import pretrained
-from deepinv_tunable.atomic import save_figure, write_json_atomic
-from deepinv_tunable.consistency import CONSISTENCY_STEPS
+from deepinv_tunable.diffusion.consistency import CONSISTENCY_STEPS
 from deepinv_tunable.physics import build_physics, to_physics_domain
 from deepinv_tunable.solvers import LatentMAP, TunableLDMSolver
 from deepinv_tunable.tuning import (
@@ -61,6 +60,7 @@ from deepinv_tunable.tuning import (
     save_spectrum,
     select_k,
 )
+from deepinv_tunable.utils.atomic import save_figure, write_json_atomic
 
 from .reserved_data import load_subject
 from .run_autotune import _psnr

@@ -24,12 +24,12 @@ import numpy as np
 import torch
 
 from deepinv_tunable import pretrained
-from deepinv_tunable.atomic import write_json_atomic
-from deepinv_tunable.consistency import CONSISTENCY_STEPS
-from deepinv_tunable.metrics import image_metrics
+from deepinv_tunable.diffusion.consistency import CONSISTENCY_STEPS
 from deepinv_tunable.physics import build_physics, from_physics_domain, to_physics_domain
 from deepinv_tunable.solvers import TVPGD, MeasurementBaseline, TunableLDMSolver
 from deepinv_tunable.tuning import grid_search
+from deepinv_tunable.utils.atomic import write_json_atomic
+from deepinv_tunable.utils.metrics import image_metrics
 
 from .common import DATASETS, SliceRange, load_dataset
 from .tasks import LDM_TASKS

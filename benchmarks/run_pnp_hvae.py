@@ -34,12 +34,12 @@ import torch
 import torch.nn.functional as F
 
 from deepinv_tunable import pretrained
-from deepinv_tunable.atomic import save_figure, write_json_atomic
-from deepinv_tunable.diagnostics import lipschitz_ratios
-from deepinv_tunable.metrics import image_metrics
+from deepinv_tunable.audit.lipschitz import lipschitz_ratios
 from deepinv_tunable.physics import build_physics, from_physics_domain, to_physics_domain
 from deepinv_tunable.solvers import MeasurementBaseline, PnPHVAE
 from deepinv_tunable.tuning import grid_search
+from deepinv_tunable.utils.atomic import save_figure, write_json_atomic
+from deepinv_tunable.utils.metrics import image_metrics
 
 from .common import PRIOR_EVAL_DATASETS, load_dataset, task_cases
 from .tasks import PNP_HVAE_TASKS

@@ -36,12 +36,12 @@ import numpy as np
 import torch
 
 from deepinv_tunable import pretrained
-from deepinv_tunable.atomic import write_json_atomic
-from deepinv_tunable.metrics import METRICS
 from deepinv_tunable.physics import build_physics, from_physics_domain, noise_sigma, to_physics_domain
 from deepinv_tunable.priors import DnCNNDenoiser
 from deepinv_tunable.priors.pixel_denoiser import CORPUS_DNCNN
 from deepinv_tunable.solvers import DPIR, MeasurementBaseline, PnPHVAE
+from deepinv_tunable.utils.atomic import write_json_atomic
+from deepinv_tunable.utils.metrics import METRICS
 
 from . import reserved_data
 from .tasks import RESERVED_TASKS

@@ -44,14 +44,17 @@ Methods (registry of ``common.py``, extended in ``reserved_methods.py``):
   DPS, 100 DDPM steps, back-propagating through the denoiser: slow, run on few slices).
 
 Columns: PSNR, PSNR inside the foreground mask, SSIM, seconds per slice (solver calls only, one
-CPU thread by default). Writes ``results/benchmarks/reserved.json`` (after every row) and
-``docs/reserved_table.rst``.
+CPU thread by default). Writes ``results/benchmarks/reserved.json`` (after every row); the docs'
+tables (``docs/reserved_table.rst`` and the others of :mod:`benchmarks.collate`) are generated from
+the result files kept in ``benchmarks/results`` by ``python -m benchmarks tables``.
 
 Usage::
 
     python -m benchmarks reserved                  # full run
     python -m benchmarks reserved --quick          # 2 + 2 slices, small grids
     python -m benchmarks reserved --subjects itk_t1 --tasks mri4x --methods "dpir dncnn"
+    python -m benchmarks reserved --combine a.json b.json --out benchmarks/results/reserved_results.json
+    python -m benchmarks tables --only reserved_table.rst
 """
 
 from __future__ import annotations
@@ -66,8 +69,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from deepinv_tunable.atomic import write_json_atomic, write_text_atomic
 from deepinv_tunable.physics import build_physics
+from deepinv_tunable.utils.atomic import write_json_atomic
 
 from . import common, reserved_methods
 from .reserved_data import ROOT, SIZE, SUBJECTS, Subject, fit_square, load_subject, measure
@@ -297,7 +300,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--out", default=str(ROOT / "results" / "benchmarks" / "reserved.json"))
-    parser.add_argument("--rst", default=None, help="also write the table as reST here (e.g. docs/reserved_table.rst)")
     parser.add_argument(
         "--combine",
         nargs="+",
@@ -314,6 +316,4 @@ def run(args: argparse.Namespace) -> int:
     else:
         record = collect(args)
     print(markdown(record))
-    if args.rst:
-        write_text_atomic(args.rst, rst(record))
     return 0

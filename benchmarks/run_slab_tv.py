@@ -23,11 +23,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from deepinv_tunable.atomic import write_json_atomic
-from deepinv_tunable.metrics import image_metrics
 from deepinv_tunable.physics import build_physics, from_physics_domain, to_physics_domain
 from deepinv_tunable.solvers import TVPGD
 from deepinv_tunable.tuning import grid_search
+from deepinv_tunable.utils.atomic import write_json_atomic
+from deepinv_tunable.utils.metrics import image_metrics
 
 from .common import DATASETS, PRIOR_EVAL_DATASETS, DatasetSpec, SliceRange, load_dataset
 from .tasks import TASKS

@@ -28,11 +28,11 @@ import torch
 
 from deepinv_tunable import pretrained
 from deepinv_tunable.data import sample_slices
-from deepinv_tunable.metrics import image_metrics
 from deepinv_tunable.physics import build_physics, magnitude, to_physics_domain
 from deepinv_tunable.solvers import PnPHVAE
 from deepinv_tunable.solvers.pnp_hvae import TUNE_PILOT
 from deepinv_tunable.tuning import rules as autotune_rules
+from deepinv_tunable.utils.metrics import image_metrics
 
 from .reserved_data import SUBJECTS, load_subject
 from .tasks import RESERVED_TASKS as TASKS

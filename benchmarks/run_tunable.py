@@ -37,12 +37,12 @@ import numpy as np
 import torch
 
 from deepinv_tunable import pretrained
-from deepinv_tunable.atomic import save_figure, write_json_atomic
-from deepinv_tunable.metrics import image_metrics
 from deepinv_tunable.physics import from_physics_domain
 from deepinv_tunable.solvers import LatentMAP, LatentMAPTV, MeasurementBaseline
 from deepinv_tunable.solvers.latent_tv import DEFAULT_TUNING_GRID
 from deepinv_tunable.tuning import select_k
+from deepinv_tunable.utils.atomic import save_figure, write_json_atomic
+from deepinv_tunable.utils.metrics import image_metrics
 
 from .common import PRIOR_EVAL_DATASETS, SliceRange, task_cases
 from .tasks import TUNABLE_TASKS

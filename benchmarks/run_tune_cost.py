@@ -9,12 +9,13 @@ quality, so no reserved subject is touched), its simulated measurements, then
   ``--repeats`` runs.
 
 The ratio is the issue's cost target (at most 5). Run it alone on the machine: a second job on
-the same cores distorts both timings. Writes ``results/benchmarks/tune_cost.json`` and, with
-``--rst``, the table shown in ``docs/autotune.rst``.
+the same cores distorts both timings. Writes ``results/benchmarks/tune_cost.json``; the table shown in
+``docs/autotune.rst`` is generated from ``benchmarks/results/tune_cost_results.json`` by
+``python -m benchmarks tables``.
 
 Usage::
 
-    python -m benchmarks tune_cost --rst docs/tune_cost_table.rst    # about 15 minutes, 1 thread
+    python -m benchmarks tune_cost --out benchmarks/results/tune_cost_results.json   # about 15 minutes, 1 thread
     python -m benchmarks tune_cost --solvers tv --repeats 3
 """
 
@@ -28,8 +29,8 @@ from pathlib import Path
 import torch
 
 from deepinv_tunable import pretrained
-from deepinv_tunable.atomic import write_json_atomic, write_text_atomic
 from deepinv_tunable.physics import build_physics, to_physics_domain
+from deepinv_tunable.utils.atomic import write_json_atomic
 
 from . import common
 from .reserved_data import load_subject
@@ -113,11 +114,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--corpus", default=str(ROOT / "corpus"))
     parser.add_argument("--out", default="results/benchmarks/tune_cost.json")
-    parser.add_argument("--rst", default=None, help="also write the table here (e.g. docs/tune_cost_table.rst)")
 
 
 def run(args: argparse.Namespace) -> int:
     rows = collect(args)["rows"]
-    if args.rst:  # the docs' table, once every row is in
-        write_text_atomic(ROOT / args.rst, rst(rows))
+    print(rst(rows))
     return 0 if rows else 1

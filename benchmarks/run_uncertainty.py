@@ -4,15 +4,15 @@ Prior: the shipped hierarchical VAE (``hvae_mri64``). Per dataset, on 4x MRI (no
 
 1. PnP-HVAE's temperature is picked by a grid on the calibration slices (PSNR), and its MAP
    estimate warm-starts :class:`~deepinv_tunable.solvers.PnPHVAESampler`, which draws ``N``
-   posterior samples per slice through :class:`~deepinv_tunable.uncertainty.PosteriorSampler`.
-2. Split-conformal calibration (:class:`~deepinv_tunable.uncertainty.ConformalCalibrator`,
+   posterior samples per slice through :class:`~deepinv_tunable.audit.uncertainty.PosteriorSampler`.
+2. Split-conformal calibration (:class:`~deepinv_tunable.audit.uncertainty.ConformalCalibrator`,
    90 %) on the calibration slices; empirical coverage and mean width on the evaluation slices,
    for the uncalibrated Gaussian and empirical-quantile intervals and for the calibrated ones,
    over all pixels and over the head (ground truth > 0.05). The calibration slices are disjoint
    from, and interleaved with, the evaluation slices and, for the template, never seen in
    training (both come from the held-out slab 100-139). Calibration is also carried across
    subjects (template -> other subject) to show what that costs.
-3. Audit (:func:`~deepinv_tunable.audit.hallucination_audit`): chi2 of the MAP and of the
+3. Audit (:func:`~deepinv_tunable.audit.hallucination.hallucination_audit`): chi2 of the MAP and of the
    samples, null-space share of the reconstruction and of the samples' disagreement; a lesion
    made only of unsampled k-space and one made only of sampled k-space are planted into the
    MAP of two evaluation slices; their support fraction and flag are reported.
@@ -44,13 +44,13 @@ import numpy as np
 import torch
 
 from deepinv_tunable import pretrained
-from deepinv_tunable.atomic import atomic_write, write_json_atomic
-from deepinv_tunable.audit import hallucination_audit, null_space_component, operator_norm_sq
-from deepinv_tunable.metrics import image_metrics
+from deepinv_tunable.audit.hallucination import hallucination_audit, null_space_component, operator_norm_sq
+from deepinv_tunable.audit.uncertainty import ConformalCalibrator, PosteriorSampler, PosteriorSummary, coverage
 from deepinv_tunable.physics import build_physics, magnitude, to_physics_domain
 from deepinv_tunable.solvers import PnPHVAE, PnPHVAESampler
 from deepinv_tunable.tuning import grid_search
-from deepinv_tunable.uncertainty import ConformalCalibrator, PosteriorSampler, PosteriorSummary, coverage
+from deepinv_tunable.utils.atomic import atomic_write, write_json_atomic
+from deepinv_tunable.utils.metrics import image_metrics
 
 from .common import DATASETS as BASELINE_DATASETS
 from .common import PRIOR_EVAL_DATASETS, DatasetSpec, SliceRange, load_dataset
@@ -210,7 +210,7 @@ from {__package__}.common import PeakRSS
 from deepinv_tunable import pretrained
 from deepinv_tunable.physics import build_physics, to_physics_domain
 from deepinv_tunable.solvers import PnPHVAESampler
-from deepinv_tunable.uncertainty import PosteriorSampler
+from deepinv_tunable.audit.uncertainty import PosteriorSampler
 torch.set_num_threads(2)
 physics = build_physics({TASKS["mri4x"]!r}, (128, 128))
 y = physics(to_physics_domain(torch.rand(1, 1, 128, 128), physics))

@@ -141,7 +141,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from deepinv_tunable.atomic import write_json_atomic
+    from deepinv_tunable.utils.atomic import write_json_atomic
 
     tmp = Path(tempfile.mkdtemp(prefix="volume_bench_"))
     rows, paths = {}, {}

@@ -126,8 +126,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from deepinv_tunable.atomic import write_json_atomic
     from deepinv_tunable.recipes import parse_recipe, run_recipe
+    from deepinv_tunable.utils.atomic import write_json_atomic
 
     from .evaluation import NetworkPasses, gemm_gflops, hvae_pass_seconds, network_pass_gflop
 

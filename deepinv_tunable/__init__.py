@@ -5,22 +5,22 @@ line starts fast):
 
 >>> import deepinv_tunable as dt
 >>> dt.LatentMAP.__name__, dt.truncate.__module__
-('LatentMAP', 'deepinv_tunable.latent')
+('LatentMAP', 'deepinv_tunable.nets.truncation')
 """
 
 from __future__ import annotations
 
 import importlib
 
-from .lazy import lazy_exports
+from .utils.lazy import lazy_exports
 
 __version__ = "0.1.0"
 
 #: public name -> module that defines it
 _EXPORTS = {
-    "KDistribution": "latent",
-    "truncate": "latent",
-    "truncation_mask": "latent",
+    "KDistribution": "nets.truncation",
+    "truncate": "nets.truncation",
+    "truncation_mask": "nets.truncation",
     "TunableVAE": "nets",
     "CheckpointError": "nets",
     "HVAE": "nets",
@@ -30,18 +30,18 @@ _EXPORTS = {
     "TunableLDMSolver": "solvers",
     "HVAEDenoiser": "priors",
     "tau_for_sigma": "priors",
-    "lipschitz_ratios": "diagnostics",
+    "lipschitz_ratios": "audit.lipschitz",
     "PnPHVAESampler": "solvers",
-    "PosteriorSampler": "uncertainty",
-    "PosteriorSummary": "uncertainty",
-    "ConformalCalibrator": "uncertainty",
-    "coverage": "uncertainty",
-    "RunningMoments": "uncertainty",
-    "hallucination_audit": "audit",
-    "AuditReport": "audit",
-    "support_fraction": "audit",
-    "chi2": "audit",
-    "null_space_component": "audit",
+    "PosteriorSampler": "audit.uncertainty",
+    "PosteriorSummary": "audit.uncertainty",
+    "ConformalCalibrator": "audit.uncertainty",
+    "coverage": "audit.uncertainty",
+    "RunningMoments": "audit.uncertainty",
+    "hallucination_audit": "audit.hallucination",
+    "AuditReport": "audit.hallucination",
+    "support_fraction": "audit.hallucination",
+    "chi2": "audit.hallucination",
+    "null_space_component": "audit.hallucination",
     "LatentMAP": "solvers",
     "LatentMAPTV": "solvers",
     "TVPGD": "solvers",
@@ -70,10 +70,10 @@ _EXPORTS = {
     "FlashReconstruction": "solvers",
     "SeverityEncoder": "nets",
     "SeverityEncoderModule": "training",
-    "severity_audit": "severity",
-    "SeverityRanges": "severity",
-    "sample_degradations": "severity",
-    "degrade": "severity",
+    "severity_audit": "diffusion.severity",
+    "SeverityRanges": "diffusion.severity",
+    "sample_degradations": "diffusion.severity",
+    "degrade": "diffusion.severity",
     "DPIR": "solvers",
     "select_parameter": "tuning",
     "ParameterChoice": "tuning",
@@ -90,19 +90,17 @@ _EXPORTS = {
 }
 _SUBMODULES = (
     "pretrained",
-    "severity",
     "priors",
-    "diagnostics",
-    "uncertainty",
-    "audit",
-    "latent",
     "nets",
     "solvers",
     "tuning",
+    "diffusion",
+    "audit",
     "physics",
     "data",
     "training",
     "recipes",
+    "utils",
 )
 
 __all__ = sorted([*_EXPORTS, *_SUBMODULES, "__version__"])

@@ -9,7 +9,7 @@ import deepinv as dinv
 import pytest
 import torch
 
-from deepinv_tunable.audit import (
+from deepinv_tunable.audit.hallucination import (
     AuditReport,
     chi2,
     hallucination_audit,

@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from deepinv_tunable import pretrained
-from deepinv_tunable.atomic import file_sha256
 from deepinv_tunable.nets import CheckpointError, DnCNN
+from deepinv_tunable.utils.atomic import file_sha256
 
 
 def test_every_shipped_checkpoint_records_the_digest_of_its_weights():

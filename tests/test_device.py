@@ -5,7 +5,6 @@ give the CPU's known answers."""
 import torch
 
 from deepinv_tunable.data import shepp_logan_2d
-from deepinv_tunable.metrics import image_metrics
 from deepinv_tunable.physics import (
     build_physics,
     from_physics_domain,
@@ -15,6 +14,7 @@ from deepinv_tunable.physics import (
 )
 from deepinv_tunable.solvers import TVPGD
 from deepinv_tunable.solvers.base import NoiseStream
+from deepinv_tunable.utils.metrics import image_metrics
 
 
 def _truth(device, size=64):

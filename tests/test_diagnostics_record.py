@@ -8,8 +8,8 @@ import pytest
 import torch
 from test_recipes import tiny_recipe
 
-from deepinv_tunable.data_fit import CHI2_OVERFIT, CHI2_UNDERFIT, chi2, fit_labels
 from deepinv_tunable.physics import build_physics
+from deepinv_tunable.physics.data_fit import CHI2_OVERFIT, CHI2_UNDERFIT, chi2, fit_labels
 from deepinv_tunable.recipes import parse_recipe, run_recipe
 from deepinv_tunable.solvers import TVPGD, MeasurementBaseline, Reconstruction, SolverDiagnostics
 from deepinv_tunable.tuning import ParameterChoice

@@ -8,10 +8,10 @@ import pytest
 import torch
 
 from deepinv_tunable import pretrained
-from deepinv_tunable.diffusion import reverse_steps, snr
+from deepinv_tunable.diffusion.schedule import reverse_steps, snr
+from deepinv_tunable.diffusion.severity import Degradation, SeverityRanges, degrade, sample_degradations, severity_audit
 from deepinv_tunable.nets import LatentUNet, SeverityEncoder, TunableVAE
 from deepinv_tunable.physics import build_physics
-from deepinv_tunable.severity import Degradation, SeverityRanges, degrade, sample_degradations, severity_audit
 from deepinv_tunable.solvers import FlashDiffusion
 
 N_STEPS = 10
@@ -422,7 +422,7 @@ def test_severity_encoder_trains_from_a_recipe_and_round_trips(tmp_path):
 @pytest.mark.parametrize("consistency", ["ldps", "adam_dc", "psld"])
 def test_latent_samplers_run_under_no_grad(tiny, consistency):
     """Evaluation loops call solvers under torch.no_grad(); the guidance steps need their graphs."""
-    from deepinv_tunable.consistency import LDPS, PSLD, AdamDC
+    from deepinv_tunable.diffusion.consistency import LDPS, PSLD, AdamDC
     from deepinv_tunable.solvers import TunableLDMSolver
 
     vae, unet = tiny
@@ -439,7 +439,7 @@ def test_latent_samplers_run_under_no_grad(tiny, consistency):
 
 @pytest.mark.parametrize("factor", [1e4, 1e-4])
 def test_badly_misestimated_severity_still_explains_the_data_as_well_as_the_baseline(tiny, factor):
-    from deepinv_tunable.audit import chi2
+    from deepinv_tunable.audit.hallucination import chi2
     from deepinv_tunable.solvers import MeasurementBaseline
     from deepinv_tunable.solvers.guard import DEFAULT_MAX_CHI2
 
@@ -469,7 +469,7 @@ def test_badly_misestimated_severity_still_explains_the_data_as_well_as_the_base
 
 
 def test_diffusion_solvers_take_max_iter_and_their_former_n_steps_with_a_warning(tiny):
-    from deepinv_tunable.consistency import AdamDC
+    from deepinv_tunable.diffusion.consistency import AdamDC
     from deepinv_tunable.recipes.schema import FlashDiffusionParams, TunableLDMParams
     from deepinv_tunable.solvers import TunableLDMSolver
 
@@ -490,7 +490,7 @@ def test_degradations_are_simulated_in_full_precision_inside_a_bf16_autocast():
     """A bf16 training step degrades its batch under autocast; the CT operators are cached for the
     process, so one first built there must not hand bf16 grids to a later fp32 call (the end of
     training's export crashed on it), and the simulation itself stays fp32."""
-    from deepinv_tunable.severity import _ct_operator
+    from deepinv_tunable.diffusion.severity import _ct_operator
 
     _ct_operator.cache_clear()
     x = torch.rand(2, 1, 32, 32)

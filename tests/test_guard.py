@@ -27,7 +27,7 @@ def test_mri_truth_passes_and_a_wrong_image_falls_back_to_zero_filled():
 
 
 def test_weighted_consistency_leaves_a_fitting_estimate_and_averages_a_wrong_one():
-    from deepinv_tunable.consistency import weighted_data_consistency
+    from deepinv_tunable.diffusion.consistency import weighted_data_consistency
 
     physics = build_physics({"kind": "mri", "acceleration": 4, "noise_sigma": 0.01}, (32, 32))
     x = torch.zeros(2, 2, 32, 32)

@@ -11,7 +11,7 @@ import deepinv as dinv
 import pytest
 import torch
 
-from deepinv_tunable.diagnostics import lipschitz_ratios
+from deepinv_tunable.audit.lipschitz import lipschitz_ratios
 from deepinv_tunable.nets import HVAE, CheckpointError
 from deepinv_tunable.nets.hvae import gaussian_kl_diag, tempered_mode
 from deepinv_tunable.physics import build_physics
@@ -492,8 +492,8 @@ def test_shipped_pnp_hvae_converges_on_4x_mri_and_beats_zero_filling(shipped):
     # paper's default for 1% noise (0.95) the map is not contractive enough to settle in 100
     out = PnPHVAE(hvae, tau=0.8, max_iter=100, tol=1e-4).reconstruct(y, physics)
     assert out.converged and out.n_iter < 100
-    from deepinv_tunable.metrics import image_metrics
     from deepinv_tunable.physics import from_physics_domain
+    from deepinv_tunable.utils.metrics import image_metrics
 
     pnp = image_metrics(from_physics_domain(out.x, physics).clamp(0, 1), x[:2])["psnr"]
     zero_filled = image_metrics(from_physics_domain(physics.A_adjoint(y), physics).clamp(0, 1), x[:2])["psnr"]

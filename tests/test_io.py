@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from deepinv_tunable.atomic import atomic_write, write_json_atomic
 from deepinv_tunable.data import available_samples, load_volume, sample_path, save_volume
+from deepinv_tunable.utils.atomic import atomic_write, write_json_atomic
 
 
 def _sha(path):

@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-from deepinv_tunable.latent import KDistribution, check_k, latent_size, truncate, truncation_mask
+from deepinv_tunable.nets.truncation import KDistribution, check_k, latent_size, truncate, truncation_mask
 
 
 def test_mask_is_channel_major_and_per_example():

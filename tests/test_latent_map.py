@@ -2,8 +2,8 @@ import deepinv as dinv
 import pytest
 import torch
 
-from deepinv_tunable.latent import truncate
 from deepinv_tunable.nets import TunableVAE
+from deepinv_tunable.nets.truncation import truncate
 from deepinv_tunable.physics import build_physics
 from deepinv_tunable.solvers import LatentMAP
 from deepinv_tunable.tuning import select_k

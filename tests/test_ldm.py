@@ -2,7 +2,7 @@ import deepinv as dinv
 import pytest
 import torch
 
-from deepinv_tunable.consistency import (
+from deepinv_tunable.diffusion.consistency import (
     LDPS,
     PSLD,
     AdamDC,
@@ -11,9 +11,9 @@ from deepinv_tunable.consistency import (
     LatentProblem,
     ScheduledLocalMAP,
 )
-from deepinv_tunable.diffusion import add_noise, ddim_update, latent_reverse_step, reverse_steps, tweedie_z0
-from deepinv_tunable.latent import truncate
+from deepinv_tunable.diffusion.schedule import add_noise, ddim_update, latent_reverse_step, reverse_steps, tweedie_z0
 from deepinv_tunable.nets import LatentUNet, TunableVAE
+from deepinv_tunable.nets.truncation import truncate
 from deepinv_tunable.physics import build_physics
 from deepinv_tunable.solvers import TunableLDMSolver
 
@@ -245,7 +245,7 @@ def test_recipes_offer_exactly_the_registered_consistency_steps():
     can neither name a step the registry lacks nor miss one it has."""
     import typing
 
-    from deepinv_tunable.consistency import CONSISTENCY_STEPS
+    from deepinv_tunable.diffusion.consistency import CONSISTENCY_STEPS
     from deepinv_tunable.recipes.schema import TunableLDMParams
 
     offered = typing.get_args(TunableLDMParams.model_fields["consistency"].annotation)

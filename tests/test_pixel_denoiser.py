@@ -286,8 +286,8 @@ def test_pixel_flash_reads_mri_severity_from_the_spectrum_and_counts_the_pilot_e
 def test_pixel_flash_runs_a_batch_of_mixed_accelerations_each_with_its_own_mask():
     import deepinv as dinv
 
-    from deepinv_tunable.data_fit import chi2
     from deepinv_tunable.physics import batched_mri, physics_rows, to_physics_domain
+    from deepinv_tunable.physics.data_fit import chi2
     from deepinv_tunable.solvers import PixelFlash
 
     physics = batched_mri([{"kind": "mri", "acceleration": a, "noise_sigma": 0.01} for a in (2, 12)], (16, 16))

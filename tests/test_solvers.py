@@ -2,10 +2,10 @@ import pytest
 import torch
 
 from deepinv_tunable.data.phantoms import random_ellipses_2d, shepp_logan_2d
-from deepinv_tunable.metrics import image_metrics
 from deepinv_tunable.physics import build_physics, from_physics_domain, to_physics_domain
 from deepinv_tunable.solvers import TVPGD, PseudoInverse, Reconstruction
 from deepinv_tunable.tuning import grid_search
+from deepinv_tunable.utils.metrics import image_metrics
 
 
 def _phantoms(n=2, size=64):
@@ -98,7 +98,7 @@ def test_tv_through_slices_averages_noise_over_a_stack_of_identical_slices():
 
 
 def test_object_ssim_ignores_background_noise_that_whole_image_ssim_punishes():
-    from deepinv_tunable.metrics import foreground_mask, image_metrics
+    from deepinv_tunable.utils.metrics import foreground_mask, image_metrics
 
     x = torch.zeros(1, 1, 64, 64)
     x[..., 16:48, 16:48] = 0.5 + 0.3 * torch.rand(1, 1, 32, 32, generator=torch.Generator().manual_seed(0))

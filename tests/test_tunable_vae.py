@@ -5,8 +5,8 @@ import torch
 
 from deepinv_tunable import pretrained
 from deepinv_tunable.data import load_volume, percentile_scaling, prepare_volume, sample_path, volume_to_slices
-from deepinv_tunable.latent import truncate
 from deepinv_tunable.nets import CheckpointError, SeverityEncoder, TunableVAE
+from deepinv_tunable.nets.truncation import truncate
 from deepinv_tunable.nets.tunable_vae import PatchPCA
 
 TINY = dict(image_size=(32, 32), block_out_channels=(8, 8), latent_channels=2)

@@ -7,17 +7,17 @@ import deepinv as dinv
 import pytest
 import torch
 
-from deepinv_tunable.consistency import gaussian_posterior_sample
-from deepinv_tunable.nets import HVAE
-from deepinv_tunable.physics import build_physics
-from deepinv_tunable.solvers import PnPHVAESampler
-from deepinv_tunable.uncertainty import (
+from deepinv_tunable.audit.uncertainty import (
     ConformalCalibrator,
     PosteriorSampler,
     PosteriorSummary,
     RunningMoments,
     coverage,
 )
+from deepinv_tunable.diffusion.consistency import gaussian_posterior_sample
+from deepinv_tunable.nets import HVAE
+from deepinv_tunable.physics import build_physics
+from deepinv_tunable.solvers import PnPHVAESampler
 
 N_PIXELS, N_MEAS, PRIOR_STD, SIGMA = 16, 8, 1.0, 0.3
 

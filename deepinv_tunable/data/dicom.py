@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..checks import check_finite
+from ..utils.checks import check_finite
 
 #: relative tolerance on the spacing between consecutive slices before a series counts as gapped
 SLICE_SPACING_RTOL = 0.01

@@ -2,7 +2,7 @@
 
 A :class:`Volume` keeps the voxel array together with its affine and header from the moment
 it is read until every output derived from it is written, so results overlay the input in any
-viewer. Inputs are never modified; writes are atomic (see :mod:`deepinv_tunable.atomic`).
+viewer. Inputs are never modified; writes are atomic (see :mod:`deepinv_tunable.utils.atomic`).
 """
 
 from __future__ import annotations
@@ -16,8 +16,8 @@ import nibabel as nib
 import numpy as np
 import torch
 
-from ..atomic import atomic_write
-from ..checks import check_finite
+from ..utils.atomic import atomic_write
+from ..utils.checks import check_finite
 from .dicom import read_dicom_series
 
 NIFTI_SUFFIXES = (".nii", ".nii.gz")

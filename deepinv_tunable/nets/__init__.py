@@ -1,7 +1,7 @@
 """Networks only (torch / diffusers modules; they know nothing of physics or solvers), each imported on first use
-(:mod:`deepinv_tunable.lazy`): the DnCNN, DRUNet and HVAE do not import diffusers."""
+(:mod:`deepinv_tunable.utils.lazy`): the DnCNN, DRUNet and HVAE do not import diffusers."""
 
-from ..lazy import lazy_exports
+from ..utils.lazy import lazy_exports
 
 _EXPORTS = {
     "CheckpointError": "checkpoint",

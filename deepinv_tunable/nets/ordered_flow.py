@@ -9,9 +9,9 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from ..checks import check_model_images
-from ..latent import latent_size, truncate_latent
+from ..utils.checks import check_model_images
 from .checkpoint import PretrainedMixin
+from .truncation import latent_size, truncate_latent
 
 
 def squeeze(x: torch.Tensor) -> torch.Tensor:

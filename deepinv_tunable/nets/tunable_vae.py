@@ -1,5 +1,5 @@
 r"""Tunable VAE: a small :class:`diffusers.AutoencoderKL` whose latent can be truncated by
-:math:`T_k` (see :mod:`deepinv_tunable.latent`) before decoding, optionally around a fixed linear
+:math:`T_k` (see :mod:`deepinv_tunable.nets.truncation`) before decoding, optionally around a fixed linear
 code (principal components of the image's :math:`f \times f` patches) that the network refines."""
 
 from __future__ import annotations
@@ -10,9 +10,9 @@ import torch
 import torch.nn.functional as F
 from diffusers import AutoencoderKL
 
-from ..checks import check_model_images
-from ..latent import latent_size, truncate_latent
+from ..utils.checks import check_model_images
 from .checkpoint import PretrainedMixin
+from .truncation import latent_size, truncate_latent
 
 
 class PatchPCA(torch.nn.Module):

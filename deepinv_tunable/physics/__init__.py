@@ -1,7 +1,8 @@
 """Physics: deepinv operators built from small configs, and what the solvers need to know about
 them. One concern per module: :mod:`.factory` (config -> operator), :mod:`.domain` (real image <->
 physics domain), :mod:`.measurement` (residuals, baseline, operator norm), :mod:`.noise` (stated
-and estimated noise std), :mod:`.validation` (input checks)."""
+and estimated noise std), :mod:`.validation` (input checks), :mod:`.data_fit` (the measured
+count and the reduced chi-square)."""
 
 from .domain import (  # noqa: F401
     from_physics_domain,

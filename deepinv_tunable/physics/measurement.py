@@ -9,7 +9,7 @@ from collections.abc import Sequence
 import deepinv as dinv
 import torch
 
-from ..checks import require_linear
+from ..utils.checks import require_linear
 from .domain import from_physics_domain, physics_device, to_physics_domain
 
 

@@ -2,10 +2,10 @@
 reconstruction, split-conformal intervals, and the hallucination audit, written as volumes,
 figures and JSON beside the reconstruction.
 
-Per evaluated slice: ``N`` samples (:class:`~deepinv_tunable.uncertainty.PosteriorSampler`),
+Per evaluated slice: ``N`` samples (:class:`~deepinv_tunable.audit.uncertainty.PosteriorSampler`),
 their pixelwise std, the interval width (calibrated when a calibration is available), the
 magnitude of the reconstruction's null-space component and the numbers of
-:func:`~deepinv_tunable.audit.hallucination_audit` (chi2 of the reconstruction and of the
+:func:`~deepinv_tunable.audit.hallucination.hallucination_audit` (chi2 of the reconstruction and of the
 samples, null-space share of the image and of the samples' disagreement). With ground truth (a
 simulated run) the coverage of the intervals is measured too.
 """
@@ -18,12 +18,12 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
-from ..atomic import atomic_write, write_json_atomic
-from ..audit import hallucination_audit
+from ..audit.hallucination import hallucination_audit
+from ..audit.uncertainty import ConformalCalibrator, PosteriorSampler, PosteriorSummary, central_z, coverage
 from ..data import save_volume, slices_to_volume
 from ..physics import from_physics_domain
-from ..report import shown_slices
-from ..uncertainty import ConformalCalibrator, PosteriorSampler, PosteriorSummary, central_z, coverage
+from ..utils.atomic import atomic_write, write_json_atomic
+from .report import shown_slices
 from .schema import AuditConfig, RecipeError
 
 if TYPE_CHECKING:

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..atomic import write_json_atomic
+from ..utils.atomic import write_json_atomic
 
 PARTIAL_DIR = ".partial"
 

@@ -19,7 +19,6 @@ from typing import Any
 import torch
 
 from .. import __version__
-from ..atomic import content_sha256
 from ..data import (
     PLANES,
     load_volume,
@@ -32,11 +31,12 @@ from ..data import (
 )
 from ..data.domain import input_doubts
 from ..physics import build_physics, from_physics_domain, to_physics_domain
-from ..report import write_figures
 from ..solvers.base import SolverDiagnostics
 from ..tuning import grid_search
+from ..utils.atomic import content_sha256
 from .output import check_output_dir
 from .registry import build_solver
+from .report import write_figures
 from .schema import AuditConfig, Recipe, RecipeError, SliceRange
 
 

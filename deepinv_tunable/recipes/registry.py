@@ -62,7 +62,7 @@ def _flash_diffusion(model: str, k, **solver_params) -> FlashDiffusion:
 def _tunable_ldm(vae: str | None, unet: str, k, consistency: str, seed: int, **solver_params) -> TunableLDMSolver:
     """TunableLDMSolver on shipped networks (``vae=None``: the one ``unet`` records), its noise
     seeded once for the run."""
-    from ..consistency import CONSISTENCY_STEPS
+    from ..diffusion.consistency import CONSISTENCY_STEPS
     from ..pretrained import load
 
     params = {"k": _k(k), "consistency": CONSISTENCY_STEPS[consistency](), "seed": seed, **solver_params}

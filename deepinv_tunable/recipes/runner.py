@@ -34,15 +34,15 @@ import torch
 from lightning.pytorch.callbacks import Callback
 from torch.utils.data import DataLoader
 
-from ..atomic import write_json_atomic
-from ..metrics import image_metrics
-from ..progress import progress_bar
-from ..report import chosen_parameters, shown_slices, write_auto_figure, write_report
+from ..utils.atomic import write_json_atomic
+from ..utils.metrics import image_metrics
+from ..utils.progress import progress_bar
 from .auditing import RecipeAudit, calibrated_auditor, write_audit
 from .partial import PartialStacks, ShardLog, read_shard_logs
 from .prepared import PreparedRun, SliceBatch, _build_solver, prepare_run
 from .records import add_input_doubts, add_records, batch_records, metrics_record, resumable_record
 from .registry import build_solver
+from .report import chosen_parameters, shown_slices, write_auto_figure, write_report
 from .schema import AuditConfig, Recipe, RecipeError
 from .warm_start import rank_batches
 

@@ -237,7 +237,9 @@ class PnPHVAEParams(_Strict):
     schedule: Literal["auto", "fixed", "anneal"] = "auto"
     anneal_iter: int = Field(8, ge=2)
     anneal_sigma: Annotated[float, Field(gt=0)] | Literal["noise", "auto"] = "noise"
-    precision: Literal["auto", "fp32", "bf16"] = Field("fp32", description="the HVAE's (deepinv_tunable.precision)")
+    precision: Literal["auto", "fp32", "bf16"] = Field(
+        "fp32", description="the HVAE's (deepinv_tunable.utils.precision)"
+    )
 
 
 class PnPHVAEConfig(_TunedSolverConfig):
@@ -282,7 +284,9 @@ class PixelFlashParams(_Strict):
     severity: Literal["auto", "spectrum", "pilot"] = "auto"
     noise_correction: float | None = Field(None, gt=0, description="start constant c; None: the severity rule's")
     seed: int = 0
-    precision: Literal["auto", "fp32", "bf16"] = Field("auto", description="the denoiser's (deepinv_tunable.precision)")
+    precision: Literal["auto", "fp32", "bf16"] = Field(
+        "auto", description="the denoiser's (deepinv_tunable.utils.precision)"
+    )
 
 
 class PixelFlashConfig(_TunedSolverConfig):
@@ -300,7 +304,9 @@ class DPIRParams(_Strict):
     sigma: Annotated[float, Field(gt=0)] | Literal["noise", "auto"] = "noise"
     max_iter: int = Field(8, ge=2, description="HQS iterations (deepinv's DPIR: 8)")
     seed: int = 0
-    precision: Literal["auto", "fp32", "bf16"] = Field("auto", description="the denoiser's (deepinv_tunable.precision)")
+    precision: Literal["auto", "fp32", "bf16"] = Field(
+        "auto", description="the denoiser's (deepinv_tunable.utils.precision)"
+    )
 
 
 class DPIRConfig(_TunedSolverConfig):

@@ -1,8 +1,8 @@
 """deepinv ``Reconstructor`` subclasses: classical baselines, DPIR, generative-prior solvers and
-samplers. Each is imported on first use (:mod:`deepinv_tunable.lazy`): ``from
+samplers. Each is imported on first use (:mod:`deepinv_tunable.utils.lazy`): ``from
 deepinv_tunable.solvers import DPIR`` does not import diffusers."""
 
-from ..lazy import lazy_exports
+from ..utils.lazy import lazy_exports
 
 _EXPORTS = {
     "Reconstruction": "base",

@@ -11,9 +11,9 @@ from typing import Any
 import deepinv as dinv
 import torch
 
-from ..checks import check_finite
-from ..data_fit import CHI2_OVERFIT, CHI2_UNDERFIT, fit_labels, try_chi2
 from ..physics import check_gaussian_noise, check_measurement_shape, check_unit_range, physics_in_dtype
+from ..physics.data_fit import CHI2_OVERFIT, CHI2_UNDERFIT, fit_labels, try_chi2
+from ..utils.checks import check_finite
 
 
 @dataclass
@@ -28,7 +28,7 @@ class SolverDiagnostics:
     :param list chi2: per-example reduced chi-square
         :math:`\|A\hat x - y\|^2 / (m\sigma^2)` of the returned image (``None`` when the physics
         states no Gaussian noise level).
-    :param list fit: its band per example (:func:`~deepinv_tunable.data_fit.fit_labels`):
+    :param list fit: its band per example (:func:`~deepinv_tunable.physics.data_fit.fit_labels`):
         ``"fits the noise"`` (:math:`\chi^2 < 0.5`), ``"consistent"``, ``"leaves signal in the
         residual"`` (:math:`\chi^2 > 2`).
     :param dict parameters: the parameter values the solve used (chosen or given).

@@ -5,9 +5,9 @@ from __future__ import annotations
 import deepinv as dinv
 import torch
 
-from ..checks import renamed_keyword, require_linear
 from ..physics import measurement_baseline, operator_norm_sq, to_physics_domain
 from ..tuning import auto_requested
+from ..utils.checks import renamed_keyword, require_linear
 from .base import Reconstruction, TunableReconstructor
 
 #: TV weight in deepinv's PGD scaling (data term :math:`\tfrac12\|Ax-y\|^2`) for images in

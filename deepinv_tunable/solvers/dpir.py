@@ -22,7 +22,7 @@ import torch
 from deepinv.optim.optimizers import create_iterator
 
 from ..physics import NOISE_FLOOR, resolve_sigma
-from ..precision import at_precision, resolve_precision
+from ..utils.precision import at_precision, resolve_precision
 from .base import Reconstruction, TunableReconstructor
 
 DPIR_SIGMA_START = 49.0 / 255.0
@@ -69,7 +69,7 @@ class DPIR(TunableReconstructor):
     :param str tune_rule: the rule of ``sigma="auto"``. Default ``"auto"``.
     :param tuple tune_bounds: the search interval of ``sigma="auto"``, in noise stds. Default ``(0.5, 3)``.
     :param int seed: seed of the rule's random splits. Default 0.
-    :param str precision: the network's precision (:mod:`deepinv_tunable.precision`): ``"fp32"``,
+    :param str precision: the network's precision (:mod:`deepinv_tunable.utils.precision`): ``"fp32"``,
         ``"bf16"`` (autocast of the network calls only, never the physics) or ``"auto"`` (bf16 where
         the hardware computes it natively). Default ``"auto"``: on reserved MRI 4x slices bf16 was
         1.9-2.2x faster at +0.00 / +0.02 dB (benchmarks/inference_precision.py).

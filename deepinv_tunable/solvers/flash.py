@@ -10,11 +10,11 @@ from pathlib import Path
 import deepinv as dinv
 import torch
 
-from ..checks import renamed_keyword
-from ..consistency import LDPS, LatentProblem
-from ..diffusion import add_noise, snr
-from ..latent import truncate
+from ..diffusion.consistency import LDPS, LatentProblem
+from ..diffusion.schedule import add_noise, snr
+from ..nets.truncation import truncate
 from ..physics import measurement_estimate
+from ..utils.checks import renamed_keyword
 from .guard import DEFAULT_MAX_CHI2, GuardedReconstruction, verify_and_correct
 from .latent_diffusion import LatentDiffusionSolver
 
@@ -93,7 +93,7 @@ class FlashDiffusion(LatentDiffusionSolver):
         this and the measurement baseline's is replaced by the baseline, with a warning
         (:func:`~deepinv_tunable.solvers.guard.measurement_guard`). Default 2.
     :param bool final_consistency: end with the residual-weighted data-consistency step
-        (:func:`~deepinv_tunable.consistency.weighted_data_consistency`) on the samples that passed
+        (:func:`~deepinv_tunable.diffusion.consistency.weighted_data_consistency`) on the samples that passed
         the guard, so that the returned image agrees with the measured components. Default True.
 
     :Examples:

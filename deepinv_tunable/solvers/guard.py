@@ -1,7 +1,7 @@
 r"""Estimate, then verify: a reconstruction that explains the measurements worse than the
 measurement baseline is replaced by that baseline, loudly.
 
-With :math:`\chi^2(x) = \|A x - y\|^2 / (m \sigma^2)` (:func:`deepinv_tunable.audit.chi2`), a
+With :math:`\chi^2(x) = \|A x - y\|^2 / (m \sigma^2)` (:func:`deepinv_tunable.audit.hallucination.chi2`), a
 sample :math:`\hat x` falls back when
 
 .. math::
@@ -24,8 +24,8 @@ from dataclasses import dataclass
 import deepinv as dinv
 import torch
 
-from ..consistency import weighted_data_consistency
-from ..data_fit import CHI2_UNDERFIT, chi2
+from ..diffusion.consistency import weighted_data_consistency
+from ..physics.data_fit import CHI2_UNDERFIT, chi2
 from .base import Reconstruction
 from .classical import MeasurementBaseline
 
@@ -133,7 +133,7 @@ def verify_and_correct(
 ) -> VerifiedResult:
     r"""The end of every generative sampler of the package: verify the prior's own estimate with
     :func:`measurement_guard` (first: a final projection would hide its disagreement), then, when
-    ``correct``, apply :func:`~deepinv_tunable.consistency.weighted_data_consistency` to the
+    ``correct``, apply :func:`~deepinv_tunable.diffusion.consistency.weighted_data_consistency` to the
     samples that passed. ``sigma``: the noise std (default: the physics').
 
     :Examples:

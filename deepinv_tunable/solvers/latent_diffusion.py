@@ -12,17 +12,17 @@ steps) rather than re-implement it, as deepinv's ``PosteriorDiffusion`` does ove
     return D(T_k z_0)
 
 The step itself (noise prediction, Tweedie, data consistency, DDIM, truncation) is
-:func:`deepinv_tunable.diffusion.latent_reverse_step`; the schedule arithmetic is in
-:mod:`deepinv_tunable.diffusion`.
+:func:`deepinv_tunable.diffusion.schedule.latent_reverse_step`; the schedule arithmetic is in
+:mod:`deepinv_tunable.diffusion.schedule`.
 """
 
 from __future__ import annotations
 
 import torch
 
-from ..consistency import DataConsistency, LatentProblem
-from ..diffusion import ReverseStep, latent_reverse_step, reverse_steps
-from ..latent import check_k
+from ..diffusion.consistency import DataConsistency, LatentProblem
+from ..diffusion.schedule import ReverseStep, latent_reverse_step, reverse_steps
+from ..nets.truncation import check_k
 from .base import NoiseStream, TunableReconstructor
 
 
@@ -33,14 +33,14 @@ class LatentDiffusionSolver(TunableReconstructor):
         ``config["scaling_factor"]``); latents are sampled in diffusion units (the VAE latent
         times its scaling factor).
     :param unet: noise network with ``sampling_scheduler()`` (:class:`~deepinv_tunable.nets.LatentUNet`).
-    :param consistency: the data-consistency hook (:class:`~deepinv_tunable.consistency.DataConsistency`).
+    :param consistency: the data-consistency hook (:class:`~deepinv_tunable.diffusion.consistency.DataConsistency`).
     :param int k: default latent size (``None``: full); overridable per call.
     :param int max_iter: DDIM sub-schedule length (deepinv's name for a sampler's steps).
     :param float ddim_eta: DDIM stochasticity in ``[0, 1]``.
     :param int seed: seeds the solver's :class:`~deepinv_tunable.solvers.base.NoiseStream`.
     :param dict other_latent_shapes: further networks that must share the latent shape, by name.
     :param float zeta: DiffPIR's transition with this fresh-noise fraction instead of DDIM's
-        (:func:`~deepinv_tunable.diffusion.reverse_steps`); ``None``: DDIM with ``ddim_eta``.
+        (:func:`~deepinv_tunable.diffusion.schedule.reverse_steps`); ``None``: DDIM with ``ddim_eta``.
     """
 
     unit_range = True

@@ -5,9 +5,9 @@ from __future__ import annotations
 import deepinv as dinv
 import torch
 
-from ..checks import renamed_keyword
-from ..latent import check_k, truncate
+from ..nets.truncation import check_k, truncate
 from ..physics import measurement_estimate, noise_sigma, residual_sq, to_physics_domain
+from ..utils.checks import renamed_keyword
 from .base import Reconstruction, TunableReconstructor
 
 

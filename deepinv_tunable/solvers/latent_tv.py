@@ -5,7 +5,6 @@ from __future__ import annotations
 import deepinv as dinv
 import torch
 
-from ..checks import renamed_keyword, require_linear
 from ..physics import from_physics_domain, to_physics_domain
 from ..tuning import (
     ParameterChoice,
@@ -18,6 +17,7 @@ from ..tuning import (
     split_keeps,
     whole_line_holdout,
 )
+from ..utils.checks import renamed_keyword, require_linear
 from .base import Reconstruction, TunableReconstructor
 from .classical import TVPGD
 from .latent_map import LatentMAP

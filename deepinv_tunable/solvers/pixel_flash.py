@@ -11,7 +11,7 @@ import deepinv as dinv
 import torch
 
 from ..physics import NOISE_FLOOR, mri_zero_filled_error, physics_rows, resolve_sigma
-from ..precision import at_precision, resolve_precision
+from ..utils.precision import at_precision, resolve_precision
 from .base import NoiseStream, TunableReconstructor
 from .classical import MeasurementBaseline
 from .flash import FlashReconstruction
@@ -84,11 +84,11 @@ class PixelFlash(TunableReconstructor):
         than blur's local edge error.
     :param int seed: seeds the solver's noise (a call's ``seed=`` overrides it). Default ``None``.
     :param float max_chi2: floor of the measurement guard. Default 2.
-    :param bool final_consistency: end with :func:`~deepinv_tunable.consistency.weighted_data_consistency`.
+    :param bool final_consistency: end with :func:`~deepinv_tunable.diffusion.consistency.weighted_data_consistency`.
         Default True.
     :param str spacing: ``"log"`` (levels even in log-noise, default) or ``"deepinv"`` (deepinv's
         square-root spacing of the timesteps).
-    :param str precision: the denoiser's precision (:mod:`deepinv_tunable.precision`): ``"fp32"``,
+    :param str precision: the denoiser's precision (:mod:`deepinv_tunable.utils.precision`): ``"fp32"``,
         ``"bf16"`` or ``"auto"`` (bf16 where the hardware computes it natively). Default ``"auto"``:
         on reserved MRI 4x slices bf16 was 2.5x faster at -0.001 dB.
 

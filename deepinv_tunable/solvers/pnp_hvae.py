@@ -50,12 +50,12 @@ from collections.abc import Callable
 import deepinv as dinv
 import torch
 
-from ..checks import require_linear
 from ..nets.hvae import HVAE
 from ..physics import NOISE_FLOOR, noise_sigma, physics_domain_adjoint, to_physics_domain
-from ..precision import PASS_PIXELS, in_chunks, network_precision, resolve_precision
 from ..priors import HVAEDenoiser, corpus_tau_for_sigma, tau_for_sigma
 from ..tuning import auto_requested, default_rule
+from ..utils.checks import require_linear
+from ..utils.precision import PASS_PIXELS, in_chunks, network_precision, resolve_precision
 from .base import NoiseStream, Reconstruction, TunableReconstructor
 from .classical import MeasurementBaseline
 from .dpir import DPIR, DPIR_SIGMA_START, dpir_schedule
@@ -189,13 +189,13 @@ class PnPHVAE(TunableReconstructor):
         a property of the network (measure one for another HVAE with
         ``benchmarks/run_hvae_tau_map.py``). Default :func:`~deepinv_tunable.priors.corpus_tau_for_sigma`
         (measured for ``hvae_mri64``).
-    :param str precision: the HVAE's precision (:mod:`deepinv_tunable.precision`): ``"fp32"``,
+    :param str precision: the HVAE's precision (:mod:`deepinv_tunable.utils.precision`): ``"fp32"``,
         ``"bf16"`` or ``"auto"``. Default ``"fp32"``: bf16 was 2.3x faster on reserved MRI 4x slices
         (+0.08 dB), but its rounding (about 4e-3 relative) sits above the fixed point's stopping
         tolerance ``tol`` (1e-4), which a bf16 iteration cannot be relied on to reach.
     :param int pass_pixels: pixels one HVAE pass holds at most; a larger batch goes through in
-        groups of slices (:func:`~deepinv_tunable.precision.in_chunks`; same result, lower peak
-        memory). Default :data:`~deepinv_tunable.precision.PASS_PIXELS` (16 slices of 128x128,
+        groups of slices (:func:`~deepinv_tunable.utils.precision.in_chunks`; same result, lower peak
+        memory). Default :data:`~deepinv_tunable.utils.precision.PASS_PIXELS` (16 slices of 128x128,
         4 of 256x256: 16 slices of the 256x256x189 MNI volume per batch then peaked at 2,002 MiB
         resident instead of 3,967 in one pass, ``python -m benchmarks volume --solver pnp_hvae
         --slices 60 140 16``); ``None``: the whole batch at once.

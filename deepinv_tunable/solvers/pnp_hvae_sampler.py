@@ -3,10 +3,10 @@ the HVAE's joint model, for posterior samples and the uncertainty audit."""
 
 from __future__ import annotations
 
-from ..checks import renamed_keyword
-from ..consistency import gaussian_posterior_sample
+from ..diffusion.consistency import gaussian_posterior_sample
 from ..nets.hvae import HVAE
 from ..physics import physics_domain_adjoint, to_physics_domain
+from ..utils.checks import renamed_keyword
 from .base import NoiseStream
 from .pnp_hvae import PnPHVAE
 
@@ -25,14 +25,14 @@ class PnPHVAESampler(PnPHVAE):
     Where :class:`PnPHVAE` takes the mode of each conditional (tempered mode, then prox), this
     draws from them: the :math:`z`-step samples each group from the tempered distribution
     (:func:`~deepinv_tunable.nets.hvae.tempered_gaussian`), the :math:`x`-step is an exact
-    Gaussian draw (:func:`~deepinv_tunable.consistency.gaussian_posterior_sample`, the physics'
+    Gaussian draw (:func:`~deepinv_tunable.diffusion.consistency.gaussian_posterior_sample`, the physics'
     ``prox_l2`` on perturbed inputs). The chain starts at the measurement baseline (or
     ``x_init``) and one call returns its state after ``max_iter`` steps, one posterior sample per
     batch element; independent samples come from repeated calls or a repeated batch (see
-    :class:`~deepinv_tunable.uncertainty.PosteriorSampler`). The encoder is an amortised
+    :class:`~deepinv_tunable.audit.uncertainty.PosteriorSampler`). The encoder is an amortised
     approximation of :math:`p(z|x)` and :math:`\tau < 1` sharpens it, so the spread is only
     approximately the posterior's: calibrate intervals with
-    :class:`~deepinv_tunable.uncertainty.ConformalCalibrator` before trusting them.
+    :class:`~deepinv_tunable.audit.uncertainty.ConformalCalibrator` before trusting them.
 
     :param ~deepinv_tunable.nets.HVAE hvae: trained hierarchical VAE.
     :param tau: temperature in (0, 1]. Default: :func:`~deepinv_tunable.priors.tau_for_sigma`.

@@ -7,10 +7,10 @@ from pathlib import Path
 import deepinv as dinv
 import torch
 
-from ..checks import renamed_keyword
-from ..consistency import DataConsistency, LatentProblem, ScheduledLocalMAP
-from ..latent import truncate
+from ..diffusion.consistency import DataConsistency, LatentProblem, ScheduledLocalMAP
+from ..nets.truncation import truncate
 from ..physics.noise import resolve_sigma
+from ..utils.checks import renamed_keyword
 from .guard import DEFAULT_MAX_CHI2, GuardedReconstruction, verify_and_correct
 from .latent_diffusion import LatentDiffusionSolver
 
@@ -33,11 +33,11 @@ class TunableLDMSolver(LatentDiffusionSolver):
             z_t'   = T_k(consistency.correct_prev(z_t', ...))              # e.g. LDPS, PSLD
         x = consistency.finish(D(T_k z_0));  verified against y (below)
 
-    The data-consistency step is any :class:`~deepinv_tunable.consistency.DataConsistency`; the
-    default is :class:`~deepinv_tunable.consistency.ScheduledLocalMAP` (the image-space proximal
+    The data-consistency step is any :class:`~deepinv_tunable.diffusion.consistency.DataConsistency`; the
+    default is :class:`~deepinv_tunable.diffusion.consistency.ScheduledLocalMAP` (the image-space proximal
     step with DiffPIR's weight, then the encoder) with DiffPIR's transition ``zeta = 1``; it ends on
     its last proximal image (``finish``) rather than on the decoded latent. The
-    paper's M-step, Adam on the latent (:class:`~deepinv_tunable.consistency.AdamDC`, any physics,
+    paper's M-step, Adam on the latent (:class:`~deepinv_tunable.diffusion.consistency.AdamDC`, any physics,
     gradients by autograd) with DDIM ``eta = 0.1``, is ``consistency=AdamDC(), zeta=None``: at 50
     steps on real MRI it stays near an unconditional sample (10 dB against 31 for the default,
     ``docs/tunable``); the paper ran 500. Latents are in diffusion units: the VAE's latent times
@@ -60,10 +60,10 @@ class TunableLDMSolver(LatentDiffusionSolver):
         a call's ``seed=`` or ``generator=`` overrides it. Default ``None`` (torch's global RNG).
     :param float max_chi2: floor of the fallback threshold. Default 2.
     :param bool final_consistency: after the check, a weighted data-consistency step on the
-        samples that passed (:func:`~deepinv_tunable.consistency.weighted_data_consistency`). Default
+        samples that passed (:func:`~deepinv_tunable.diffusion.consistency.weighted_data_consistency`). Default
         False: the sampler's own image is returned.
     :param float zeta: DiffPIR's fresh-noise fraction of each transition
-        (:func:`~deepinv_tunable.diffusion.reverse_steps`); ``None``: DDIM with ``eta``. Default 1.
+        (:func:`~deepinv_tunable.diffusion.schedule.reverse_steps`); ``None``: DDIM with ``eta``. Default 1.
 
     :Examples:
 

@@ -9,8 +9,8 @@ from __future__ import annotations
 import lightning as L
 import torch
 
-from ..metrics import METRICS
 from ..nets.dncnn import DnCNN
+from ..utils.metrics import METRICS
 
 
 class DnCNNModule(L.LightningModule):

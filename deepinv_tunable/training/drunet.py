@@ -27,8 +27,8 @@ from collections.abc import Sequence
 import lightning as L
 import torch
 
-from ..metrics import METRICS
 from ..nets.drunet import ConditionalDRUNet
+from ..utils.metrics import METRICS
 from .ema import WarmupEMA
 from .warm_start import load_initial_weights
 

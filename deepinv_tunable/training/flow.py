@@ -14,9 +14,9 @@ from __future__ import annotations
 import lightning as L
 import torch
 
-from ..latent import KDistribution
-from ..metrics import METRICS
 from ..nets import OrderedFlow
+from ..nets.truncation import KDistribution
+from ..utils.metrics import METRICS
 
 
 class OrderedFlowModule(L.LightningModule):

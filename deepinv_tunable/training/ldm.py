@@ -21,10 +21,10 @@ import lightning as L
 import torch
 
 from .. import pretrained
-from ..diffusion import add_noise, tweedie_z0
-from ..latent import KDistribution, truncate
-from ..metrics import METRICS
+from ..diffusion.schedule import add_noise, tweedie_z0
 from ..nets import LatentUNet
+from ..nets.truncation import KDistribution, truncate
+from ..utils.metrics import METRICS
 from .ema import WarmupEMA
 
 #: diffusion steps at which validation scores the decoded one-step estimate (of T = 1000)

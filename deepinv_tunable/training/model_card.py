@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from ..atomic import save_figure, write_text_atomic
+from ..utils.atomic import save_figure, write_text_atomic
 
 
 def read_metrics_csv(path: Path | Sequence[Path]) -> list[dict[str, float]]:

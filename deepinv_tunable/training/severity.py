@@ -1,7 +1,7 @@
 r"""Lightning module of the Flash-Diffusion severity encoder (:footcite:t:`fabian2023adapt`).
 
 Per example a degradation is drawn over the configured severity range
-(:func:`~deepinv_tunable.severity.sample_degradations`), the encoder sees the measurement-only
+(:func:`~deepinv_tunable.diffusion.severity.sample_degradations`), the encoder sees the measurement-only
 estimate :math:`\tilde x` and is trained on
 
 .. math::
@@ -30,8 +30,8 @@ import lightning as L
 import torch
 
 from .. import pretrained
+from ..diffusion.severity import Degradation, SeverityRanges, degrade, sample_degradations
 from ..nets import SeverityEncoder
-from ..severity import Degradation, SeverityRanges, degrade, sample_degradations
 
 #: form of the variance term (:class:`SeverityEncoderModule`'s ``sigma_loss``) -> its entry in ``loss_terms``
 SIGMA_TERMS = {"squared": "sigma", "log": "sigma_log"}
@@ -41,7 +41,7 @@ class SeverityEncoderModule(L.LightningModule):
     r"""Trains a :class:`~deepinv_tunable.nets.SeverityEncoder` initialised from a tunable VAE's encoder.
 
     :param str vae: shipped VAE name or checkpoint folder. Default ``"tunable_vae_mri128"``.
-    :param dict degradations: :class:`~deepinv_tunable.severity.SeverityRanges` keys. Default:
+    :param dict degradations: :class:`~deepinv_tunable.diffusion.severity.SeverityRanges` keys. Default:
         MRI 2x-12x, CT 20-180 views, blur std 0-3 px, noise 0-0.03.
     :param float lambda_sigma: weight :math:`\lambda_\sigma` of the error-variance term. Default 10 (paper).
     :param float lambda_im: weight :math:`\lambda_\mathrm{im}` of the image term. Default 0.

@@ -22,9 +22,9 @@ import deepinv as dinv
 import lightning as L
 import torch
 
-from ..latent import KDistribution
-from ..metrics import METRICS
 from ..nets import TunableVAE
+from ..nets.truncation import KDistribution
+from ..utils.metrics import METRICS
 from .warm_start import load_initial_weights, with_warmup
 
 
@@ -55,7 +55,7 @@ class TunableVAEModule(L.LightningModule):
     :param float beta: KL weight :math:`\beta`. Default ``1e-3``.
     :param float ssim_weight: weight of :math:`1 - \mathrm{SSIM}` in :math:`\ell`. Default 0.
     :param int k_min: smallest kept latent size. Default 1.
-    :param str k_kind: ``"geometric"`` or ``"uniform"`` (see :class:`~deepinv_tunable.latent.KDistribution`).
+    :param str k_kind: ``"geometric"`` or ``"uniform"`` (see :class:`~deepinv_tunable.nets.truncation.KDistribution`).
     :param float k_p: geometric parameter. Default ``2e-3``.
     :param list extra_losses: :class:`LossTerm` plug-ins (not saved in hyperparameters).
     :param list val_ks: latent sizes at which validation PSNR is logged. Default: ``K/16, K/4, K``.

@@ -41,10 +41,10 @@ The package, one module per concern: :mod:`.select` (the search and its record),
 :mod:`.rules` (the scores), :mod:`.holdout` (measurement splitting's masks), :mod:`.search`
 (the scalar search), :mod:`.grid` (ground-truth grid search for benchmarks),
 :mod:`.latent_size`, :mod:`.k_rules` and :mod:`.spectrum` (the latent size k of a tunable prior).
-Each name is imported on first use (:mod:`deepinv_tunable.lazy`).
+Each name is imported on first use (:mod:`deepinv_tunable.utils.lazy`).
 """
 
-from ..lazy import lazy_exports
+from ..utils.lazy import lazy_exports
 
 _EXPORTS = {
     "GridSearchResult": "grid",

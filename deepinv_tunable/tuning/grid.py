@@ -12,8 +12,8 @@ from collections.abc import Callable, Sequence
 
 import torch
 
-from ..metrics import image_metrics
-from ..progress import progress_bar
+from ..utils.metrics import image_metrics
+from ..utils.progress import progress_bar
 from .select import ParameterChoice
 
 #: the former name of a grid's result, now the one result type :class:`~deepinv_tunable.tuning.select.ParameterChoice`

@@ -23,8 +23,8 @@ from dataclasses import replace
 import deepinv as dinv
 import torch
 
-from ..data_fit import measured_count
 from ..physics import measurement_estimate, residual_sq, resolve_sigma
+from ..physics.data_fit import measured_count
 from .holdout import masked_physics, split_keeps
 from .k_rules import discrepancy_k, one_standard_error_k
 from .rules import sure_score

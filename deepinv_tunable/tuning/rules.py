@@ -9,8 +9,8 @@ from collections.abc import Callable
 import deepinv as dinv
 import torch
 
-from ..data_fit import measured_count
 from ..physics import residual_sq
+from ..physics.data_fit import measured_count
 from .holdout import LINE_HOLDOUT_FRACTION, masked_physics, split_keeps
 
 #: A solve for one parameter value: ``solve(value, y, physics, x_init)`` returns an estimate in

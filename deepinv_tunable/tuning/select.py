@@ -13,7 +13,7 @@ import torch
 from ..physics import (
     resolve_sigma,
 )
-from ..progress import progress_bar
+from ..utils.progress import progress_bar
 from .holdout import HOLDOUT_FRACTION, LINE_HOLDOUT_FRACTION, kept_fraction
 from .rules import RULES, Solve, Start, _Scorer, default_rule, discrepancy_factor
 from .search import MINIMUM_SEARCH, ROOT_SEARCH, _search

@@ -12,7 +12,7 @@ import deepinv as dinv
 import numpy as np
 import torch
 
-from ..progress import progress_bar
+from ..utils.progress import progress_bar
 
 
 def _nonnegative(value: float, name: str) -> float:
@@ -251,7 +251,7 @@ def save_spectrum(folder, spectrum: torch.Tensor, **facts: str | int | float) ->
     atomically, with ``facts`` (the subject and slices it was fitted on, ...) as metadata."""
     from safetensors.torch import save
 
-    from ..atomic import atomic_write
+    from ..utils.atomic import atomic_write
 
     tensor = torch.as_tensor(spectrum, dtype=torch.float32).flatten().contiguous()
     blob = save({"spectrum": tensor}, {key: str(value) for key, value in facts.items()})

@@ -20,7 +20,7 @@ from deepinv_tunable import (
     hallucination_audit,
     pretrained,
 )
-from deepinv_tunable.audit import null_space_component
+from deepinv_tunable.audit.hallucination import null_space_component
 from deepinv_tunable.data import load_volume, percentile_scaling, prepare_volume, sample_path, volume_to_slices
 from deepinv_tunable.physics import build_physics, magnitude, to_physics_domain
 

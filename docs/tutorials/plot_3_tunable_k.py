@@ -14,8 +14,8 @@ import torch
 
 from deepinv_tunable import AutoK, LatentMAP, pretrained
 from deepinv_tunable.data import load_volume, percentile_scaling, prepare_volume, sample_path, volume_to_slices
-from deepinv_tunable.metrics import image_metrics
 from deepinv_tunable.physics import build_physics, from_physics_domain, to_physics_domain
+from deepinv_tunable.utils.metrics import image_metrics
 
 torch.manual_seed(0)
 volume = prepare_volume(load_volume(sample_path("mni152_t1")), "axial", spacing=1.8, size=(128, 128))

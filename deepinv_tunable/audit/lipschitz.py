@@ -19,7 +19,7 @@ from collections.abc import Sequence
 
 import torch
 
-from .nets.hvae import HVAE
+from ..nets.hvae import HVAE
 
 
 @torch.no_grad()

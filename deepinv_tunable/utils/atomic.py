@@ -31,7 +31,7 @@ def atomic_write(path: str | os.PathLike, write: Callable[[Path], None]) -> Path
 
     :Examples:
 
-        >>> from deepinv_tunable.atomic import atomic_write
+        >>> from deepinv_tunable.utils.atomic import atomic_write
         >>> import tempfile, pathlib
         >>> out = pathlib.Path(tempfile.mkdtemp()) / "hello.txt"
         >>> _ = atomic_write(out, lambda p: p.write_text("hi"))

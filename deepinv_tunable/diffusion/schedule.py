@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from .latent import truncate
+from ..nets.truncation import truncate
 
 if TYPE_CHECKING:
     import diffusers
@@ -160,8 +160,8 @@ def latent_reverse_step(
     :param unet: noise network ``unet(z_t, t)``.
     :param torch.Tensor z: the current latents ``z_t``.
     :param ReverseStep step: the transition.
-    :param consistency: a :class:`~deepinv_tunable.consistency.DataConsistency`.
-    :param problem: its :class:`~deepinv_tunable.consistency.LatentProblem` (for the same examples as ``z``).
+    :param consistency: a :class:`~deepinv_tunable.diffusion.consistency.DataConsistency`.
+    :param problem: its :class:`~deepinv_tunable.diffusion.consistency.LatentProblem` (for the same examples as ``z``).
     :param k: latent size(s) kept after the step (``None``: all).
     :param torch.Generator generator: DDIM noise.
     :param torch.Tensor noise: the DDIM noise itself (shape of ``z``), instead of drawing it.

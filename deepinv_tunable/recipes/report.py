@@ -14,7 +14,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import torch
 
-from .atomic import atomic_write, write_text_atomic
+from ..utils.atomic import atomic_write, write_text_atomic
 
 
 def shown_slices(indices: Sequence[int], n_figures: int) -> list[int]:

@@ -28,7 +28,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from scipy.stats import spearmanr
 
-from .physics import build_physics, measurement_estimate, to_physics_domain
+from ..physics import build_physics, measurement_estimate, to_physics_domain
 
 Kind = Literal["mri", "ct", "blur"]
 #: +1 where a larger level is a worse degradation (acceleration, blur std); -1 for CT views.
@@ -263,7 +263,7 @@ def plot_severity_audit(audit: SeverityAudit, path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from .atomic import save_figure
+    from ..utils.atomic import save_figure
 
     kinds = list(audit.spearman)
     fig, axes = plt.subplots(1, len(kinds), figsize=(3.4 * len(kinds), 3.0), squeeze=False)

@@ -10,8 +10,8 @@ import math
 import deepinv as dinv
 import torch
 
-from .checks import check_finite, check_image_batch
-from .physics import residual_sq, resolve_sigma
+from ..utils.checks import check_finite, check_image_batch
+from . import residual_sq, resolve_sigma
 
 # seed of the probe image (measured_count; the power method's is physics.measurement._POWER_SEED): the
 # audit's numbers must not depend on, nor disturb, the caller's random state
@@ -113,7 +113,7 @@ def chi2(x: torch.Tensor, y: torch.Tensor, physics: dinv.physics.Physics, sigma:
       pseudo-inverse of MRI has :math:`\chi^2 = 0`).
 
     Consistency is necessary, not sufficient: structure in the null space of :math:`A` leaves
-    :math:`\chi^2` unchanged (see :func:`~deepinv_tunable.audit.support_fraction`).
+    :math:`\chi^2` unchanged (see :func:`~deepinv_tunable.audit.hallucination.support_fraction`).
 
     :param torch.Tensor x: images ``(B, C, H, W)`` in the physics' image domain.
     :param torch.Tensor y: measurements ``(B, ...)``.

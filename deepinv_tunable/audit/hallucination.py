@@ -42,9 +42,9 @@ from typing import Any
 import deepinv as dinv
 import torch
 
-from .checks import check_finite, check_image_batch, check_roi, require_linear
-from .data_fit import check_measurements, chi2, measure, measured_count
-from .physics import operator_norm_sq, residual_sq, resolve_sigma
+from ..physics import operator_norm_sq, residual_sq, resolve_sigma
+from ..physics.data_fit import check_measurements, chi2, measure, measured_count
+from ..utils.checks import check_finite, check_image_batch, check_roi, require_linear
 
 __all__ = [
     "AuditReport",

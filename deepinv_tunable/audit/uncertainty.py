@@ -31,8 +31,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .atomic import write_json_atomic
-from .progress import progress_bar
+from ..utils.atomic import write_json_atomic
+from ..utils.progress import progress_bar
 
 
 class RunningMoments:
@@ -202,7 +202,7 @@ class PosteriorSampler:
     :Examples:
 
         >>> import deepinv as dinv
-        >>> from deepinv_tunable.consistency import gaussian_posterior_sample
+        >>> from deepinv_tunable.diffusion.consistency import gaussian_posterior_sample
         >>> physics = dinv.physics.Inpainting((1, 4, 4), mask=0.5, noise_model=dinv.physics.GaussianNoise(0.1))
         >>> y = physics(torch.zeros(1, 1, 4, 4))
         >>> exact = lambda y, physics: gaussian_posterior_sample(physics, y, torch.zeros(y.shape[0], 1, 4, 4), 1.0, 0.1)

@@ -25,12 +25,12 @@ from functools import cached_property
 import deepinv as dinv
 import torch
 
-from .checks import renamed_keyword, require_linear
-from .data_fit import measured_count
-from .diffusion import ReverseStep
-from .latent import truncate
-from .physics import from_physics_domain, keeps_what_it_measures, to_physics_domain
-from .physics.noise import NOISE_FLOOR, resolve_sigma
+from ..nets.truncation import truncate
+from ..physics import from_physics_domain, keeps_what_it_measures, to_physics_domain
+from ..physics.data_fit import measured_count
+from ..physics.noise import NOISE_FLOOR, resolve_sigma
+from ..utils.checks import renamed_keyword, require_linear
+from .schedule import ReverseStep
 
 
 @dataclass
@@ -419,7 +419,7 @@ def weighted_data_consistency(
         >>> bool(out.chi2_before > 100), bool(torch.isclose(out.gamma, out.chi2_before - 1, rtol=0.05))
         (True, True)
     """
-    from .physics import noise_sigma, physics_rows, residual_sq
+    from ..physics import noise_sigma, physics_rows, residual_sq
 
     sigma = noise_sigma(physics) if sigma is None else float(sigma)
     if not sigma > 0:
