@@ -52,3 +52,17 @@ def interrupt_second_batch(monkeypatch):
             monkeypatch.setattr(runner, "image_metrics", real)
 
     return Handle
+
+
+@pytest.fixture(scope="module")
+def hvae():
+    """A tiny hierarchical VAE (3 groups, width 8) with prior heads moved off the standard normal
+    (``test_hvae``, ``test_pnp_hvae``)."""
+    from deepinv_tunable.nets import HVAE
+
+    torch.manual_seed(0)
+    model = HVAE(width=8, z_channels=2, groups_per_scale=(1, 1, 1), gamma=0.05).eval()
+    with torch.no_grad():  # move the zero-initialised prior heads off the standard normal
+        for group in model.groups:
+            group.prior.convs[-1].weight.normal_(0, 0.1)
+    return model

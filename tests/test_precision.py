@@ -5,9 +5,9 @@ import deepinv as dinv
 import pytest
 import torch
 
-from deepinv_tunable.utils import precision
 from deepinv_tunable.physics import build_physics
 from deepinv_tunable.solvers import DPIR
+from deepinv_tunable.utils import precision
 from deepinv_tunable.utils.precision import AtPrecision, at_precision, resolve_precision
 
 
