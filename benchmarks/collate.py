@@ -47,6 +47,7 @@ DOCS_TABLES: dict[str, DocsTable] = {
     "reserved_table.rst": DocsTable("reserved_results.json", "run_reserved"),
     "ldm_reserved_table.rst": DocsTable("ldm_reserved_results.json", "run_reserved"),
     "diffusion_table.rst": DocsTable("diffusion_results.json", "run_reserved"),
+    "flash_f4c12_table.rst": DocsTable("flash_f4c12_reserved_results.json", "run_reserved"),
     "autotune_table.rst": DocsTable("autotune_results.json", "run_autotune", rows_only=True),
     "flash_nfe_table.rst": DocsTable("flash_nfe_results.json", "run_flash_nfe"),
     "tune_cost_table.rst": DocsTable("tune_cost_results.json", "run_tune_cost", rows_only=True),

@@ -156,7 +156,7 @@ class FlashWithDiagnostics(dinv.models.Reconstructor):
 
     def __init__(self, notes: dict[str, Any], flash=None):
         super().__init__()
-        self.flash = flash if flash is not None else FlashDiffusion.from_pretrained("severity_encoder_mri128", seed=0)
+        self.flash = flash if flash is not None else FlashDiffusion.from_pretrained(seed=0)
         self.notes = notes
 
     def forward(self, y, physics, **kwargs):
@@ -170,7 +170,15 @@ class FlashWithDiagnostics(dinv.models.Reconstructor):
 
 @common.register_method("flash")
 def _flash(ctx: common.BenchContext) -> dinv.models.Reconstructor:
+    """Latent Flash at its defaults: the shipped f4c12 set, each slice started at its severity."""
     return FlashWithDiagnostics(ctx.notes)
+
+
+@common.register_method("flash full")
+def _flash_full(ctx: common.BenchContext) -> dinv.models.Reconstructor:
+    """The same sampler over the whole 50-step schedule from noise (``start="noise"``): what the
+    adaptive start saves, same code, same networks."""
+    return FlashWithDiagnostics(ctx.notes, FlashDiffusion.from_pretrained(seed=0, start="noise"))
 
 
 def _ldm_solver(ctx: common.BenchContext, k=None, like: TunableLDMSolver | None = None) -> TunableLDMSolver:

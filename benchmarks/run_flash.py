@@ -41,6 +41,7 @@ from deepinv_tunable.physics import (
     to_physics_domain,
 )
 from deepinv_tunable.solvers import TVPGD, FlashDiffusion, MeasurementBaseline
+from deepinv_tunable.solvers.flash import DEFAULT_SEVERITY_ENCODER
 from deepinv_tunable.tuning import grid_search
 from deepinv_tunable.utils.atomic import save_figure, write_json_atomic
 from deepinv_tunable.utils.metrics import image_metrics
@@ -105,7 +106,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--audit-only", action="store_true")
     parser.add_argument(
-        "--encoder", default="severity_encoder_mri128", help="shipped severity encoder name or a save_pretrained folder"
+        "--encoder",
+        default=DEFAULT_SEVERITY_ENCODER,
+        help="shipped severity encoder name or a save_pretrained folder (default %(default)s)",
     )
     parser.add_argument("--out", default="results/benchmarks/flash.json")
     parser.add_argument("--figures", default="docs/figures")

@@ -32,7 +32,9 @@ Methods (registry of ``common.py``, extended in ``reserved_methods.py``):
 * ``latent_map flow``: :class:`~deepinv_tunable.solvers.LatentMAP` (gamma 0, 100 steps) with the
   shipped ``ordered_flow_mri128``, ``k`` chosen per evaluation slice from its measurements alone
   (:class:`~deepinv_tunable.tuning.latent_size.AutoK`, default rule; no reference slices);
-* ``flash``: :class:`~deepinv_tunable.solvers.FlashDiffusion` from ``severity_encoder_mri128``;
+* ``flash``: latent Flash, :class:`~deepinv_tunable.solvers.FlashDiffusion` at its defaults (the shipped
+  ``severity_encoder_f4c12_mri128`` set, each slice started at its estimated severity); ``flash full``:
+  the same sampler over the whole schedule from noise;
 * ``dpir pixel``: DPIR with the pixel denoiser of ``--pixel-denoiser`` (a
   :class:`~deepinv_tunable.priors.PixelDenoiser` checkpoint, or ``dncnn-corpus``: the corpus
   DnCNNs scaled to every level), final sigma picked on the reference slices;
@@ -160,7 +162,7 @@ def collect(args: argparse.Namespace) -> dict[str, Any]:
         for task in [t for t in TASKS_OF[subject.modality] if t in args.tasks]:
             physics = build_physics(TASKS[task], (SIZE, SIZE), device=device)
             y_cal, y = measure(subject, physics, args.seed, device)
-            for method in args.methods:
+            for method in args.methods or DEFAULT_METHODS:
                 notes: dict[str, Any] = {}
                 if method == "tv_pgd oracle":  # tuned on the evaluation slices' ground truth
                     ctx = common.BenchContext(
@@ -247,9 +249,10 @@ def rst(record: dict[str, Any]) -> str:
     return common.rst_table(HEADER, [_cells(r) for r in record["rows"]])
 
 
-def combine(paths: list[str]) -> dict[str, Any]:
+def combine(paths: list[str], methods: list[str] | None = None) -> dict[str, Any]:
     """Rows of several runs (e.g. one process per subject) in one record, ordered by subject,
-    task and method; a later file's row replaces an earlier one of the same (subject, task, method)."""
+    task and method; a later file's row replaces an earlier one of the same (subject, task, method).
+    ``methods``: keep only these methods' rows (``None``: all)."""
     import json
 
     rows: dict[tuple[str, str, str], dict[str, Any]] = {}
@@ -258,7 +261,9 @@ def combine(paths: list[str]) -> dict[str, Any]:
         part = json.loads(Path(path).read_text(encoding="utf-8"))
         record["subjects"].update(part["subjects"])
         record["complete"] &= part.get("complete", False)
-        rows.update({(r["data"], r["task"], r["method"]): r for r in part["rows"]})
+        rows.update(
+            {(r["data"], r["task"], r["method"]): r for r in part["rows"] if methods is None or r["method"] in methods}
+        )
     methods = list(DEFAULT_METHODS) + sorted({m for _, _, m in rows} - set(DEFAULT_METHODS))
     key = lambda k: (list(SUBJECTS).index(k[0]), list(TASKS).index(k[1]), methods.index(k[2]))  # noqa: E731
     record["rows"] = [rows[k] for k in sorted(rows, key=key)]
@@ -269,7 +274,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--subjects", nargs="+", choices=list(SUBJECTS), default=list(SUBJECTS))
     parser.add_argument("--tasks", nargs="+", choices=list(TASKS), default=list(TASKS))
     parser.add_argument(
-        "--methods", nargs="+", choices=[*common.METHODS, "tv_pgd oracle"], default=list(DEFAULT_METHODS)
+        "--methods",
+        nargs="+",
+        choices=[*common.METHODS, "tv_pgd oracle"],
+        default=None,
+        help="methods to run (default: the table's); with --combine, the methods whose rows are kept (default: all)",
     )
     parser.add_argument("--n-cal", type=int, default=3, help="reference slices per subject (default 3)")
     parser.add_argument("--n-eval", type=int, default=6, help="evaluation slices per subject (default 6)")
@@ -311,7 +320,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     if args.combine:
-        record = combine(args.combine)
+        record = combine(args.combine, args.methods)
         write_json_atomic(args.out, record)
     else:
         record = collect(args)

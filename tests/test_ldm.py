@@ -66,6 +66,22 @@ def test_dds_local_map_is_the_closed_form_for_inpainting():
     torch.testing.assert_close(out, (mask * y + gamma * z0) / (mask + gamma), atol=1e-5, rtol=0)
 
 
+def test_dds_local_map_on_a_subset_of_the_batch_uses_each_rows_own_operator():
+    """Per-example masks: the prox of rows [2, 0] of a subset is those rows' closed form, the
+    same as on the whole batch (a severity-adaptive sampler runs only the samples that started)."""
+    masks = (torch.rand(3, 1, 8, 8, generator=torch.Generator().manual_seed(0)) > 0.5).float()
+    physics = dinv.physics.Inpainting(img_size=(1, 8, 8), mask=masks, noise_model=dinv.physics.GaussianNoise(0.1))
+    y = physics(torch.rand(3, 1, 8, 8))
+    z0 = torch.rand(3, 1, 8, 8)
+    problem = LatentProblem(IdentityAE(), physics, y, None)
+    whole = DDSLocalMAP(gamma=0.7).correct_z0(z0, None, problem)
+    rows = torch.tensor([2, 0])
+    part = DDSLocalMAP(gamma=0.7).correct_z0(z0[rows], None, problem.subset(rows))
+    closed = (masks * y + 0.7 * z0) / (masks + 0.7)
+    torch.testing.assert_close(part, closed[rows], atol=1e-5, rtol=0)
+    torch.testing.assert_close(part, whole[rows], atol=1e-6, rtol=0)
+
+
 def test_scheduled_local_map_is_the_closed_form_with_diffpirs_weight():
     """gamma_t = lambda sigma^2 / sigma_t^2, sigma_t^2 = (1 - abar) / abar: at abar = 0.2 and
     lambda = 2, sigma = 0.1 the proximity weight is 2 * 0.01 / 4 = 0.005 (the data dominate)."""

@@ -335,6 +335,7 @@ def test_tunable_vae_module_starts_from_saved_weights_with_a_learning_rate_ramp(
         "train_tunable_ldm_corpus",
         "train_tunable_ldm_f4c12_corpus",
         "train_severity_encoder_corpus",
+        "train_severity_encoder_f4c12_corpus",
         "train_dncnn_corpus_L",
         "train_dncnn_corpus_M",
         "train_dncnn_corpus_H",

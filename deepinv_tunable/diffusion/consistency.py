@@ -72,15 +72,20 @@ class LatentProblem:
         x = self.image(z)
         if self.rows is None:
             return (self.physics.A(x) - self.y).abs().pow(2).flatten(1).sum(1)
-        # a subset of the batch: the physics may hold per-example operators (masks), so it is
-        # applied to the whole batch with the other rows left at zero
-        full = x.new_zeros((self.y.shape[0], *x.shape[1:])).index_copy(0, self.rows, x)
-        return (self.physics.A(full)[self.rows] - self.y[self.rows]).abs().pow(2).flatten(1).sum(1)
+        return (self.physics.A(self.whole_batch(x))[self.rows] - self.y[self.rows]).abs().pow(2).flatten(1).sum(1)
+
+    def whole_batch(self, x: torch.Tensor) -> torch.Tensor:
+        """An image of this problem's rows placed in a zero batch of ``y``'s size (``x`` itself on
+        the whole batch): the physics may hold per-example operators (masks), so a subset is
+        passed through it at its own rows and the other rows' outputs are discarded."""
+        if self.rows is None:
+            return x
+        return x.new_zeros((self.y.shape[0], *x.shape[1:])).index_copy(0, self.rows, x)
 
     def subset(self, rows: torch.Tensor) -> LatentProblem:
         """The same problem restricted to the examples ``rows`` (indices into ``y``'s batch): latents
-        passed to it hold only those rows. Steps that use ``y`` outside :meth:`residual` (PSLD's
-        gluing, DDS's prox) need the whole batch and refuse a subset."""
+        passed to it hold only those rows. PSLD's gluing uses ``y`` beyond :meth:`residual` and
+        refuses a subset; DDS's prox runs on :meth:`whole_batch`."""
         k = self.k[rows] if isinstance(self.k, torch.Tensor) and self.k.ndim > 0 and self.k.numel() > 1 else self.k
         return LatentProblem(self.model, self.physics, self.y, k, self.scale, rows)
 
@@ -238,10 +243,10 @@ class DDSLocalMAP(DataConsistency):
 
     def image_step(self, x0: torch.Tensor, step: ReverseStep, problem: LatentProblem) -> torch.Tensor:
         """The proximal step on an image ``x0`` of the physics' domain (its output, same domain)."""
-        _require_whole_batch(problem, "DDS local MAP")
         with torch.no_grad():
-            # deepinv: prox_l2(z, y, g) = argmin g/2 ||Ax - y||^2 + 1/2 ||x - z||^2
-            return problem.physics.prox_l2(x0, problem.y, self.data_weight(step, problem))
+            # deepinv: prox_l2(z, y, g) = argmin g/2 ||Ax - y||^2 + 1/2 ||x - z||^2, per example
+            out = problem.physics.prox_l2(problem.whole_batch(x0), problem.y, self.data_weight(step, problem))
+            return out if problem.rows is None else out[problem.rows]
 
     def correct_z0(self, z0, step, problem):
         with torch.no_grad():

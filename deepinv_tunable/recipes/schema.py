@@ -18,6 +18,7 @@ from ..data.sample import resolve_input
 from ..physics import PhysicsConfig
 from ..priors.pixel_denoiser import DEFAULT_PIXEL_DENOISER, DIFFUSION_PIXEL_DENOISER
 from ..solvers.classical import DEFAULT_TV_LAMBDA
+from ..solvers.flash import DEFAULT_SEVERITY_ENCODER
 from ..solvers.pixel_dps import DPS_STEPS, DPS_WEIGHT
 from ..solvers.tunable_ldm import DEFAULT_LDM
 from .registry import stochastic_solvers
@@ -251,15 +252,18 @@ class PnPHVAEConfig(_TunedSolverConfig):
 
 class FlashDiffusionParams(_Strict):
     """Flash-Diffusion from a severity-encoder checkpoint (shipped name or ``save_pretrained``
-    folder; it records its VAE and UNet). ``start``: ``"snr"`` (adaptive), ``"noise"`` (LDPS over
-    the whole schedule) or a fixed number of steps."""
+    folder; it records its VAE and UNet; default the f4c12 set). ``start``: ``"snr"`` (adaptive),
+    ``"noise"`` (the whole schedule) or a fixed number of steps; ``consistency`` the data step
+    (the paper's LDPS, step ``eta``, with ``zeta: null``)."""
 
-    model: str = "severity_encoder_mri128"
+    model: str = DEFAULT_SEVERITY_ENCODER
     RENAMED: ClassVar[dict[str, str]] = {"n_steps": "max_iter"}
     max_iter: int = Field(50, ge=1, description="length of the full DDIM schedule")
     start: int | Literal["snr", "noise"] = "snr"
-    eta: float = Field(1.5, ge=0, description="LDPS step")
+    eta: float = Field(1.5, ge=0, description="LDPS step (consistency: ldps)")
     ddim_eta: float = Field(0.1, ge=0, le=1)
+    zeta: float | None = Field(1.0, ge=0, le=1)
+    consistency: Literal["local_map", "adam_dc", "ldps", "psld", "dds"] = "local_map"
     noise_correction: float = Field(1.0, ge=0)
     k: int | Literal["full"] = "full"
     seed: int = 0

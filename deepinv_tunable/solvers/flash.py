@@ -10,7 +10,7 @@ from pathlib import Path
 import deepinv as dinv
 import torch
 
-from ..diffusion.consistency import LDPS, LatentProblem
+from ..diffusion.consistency import CONSISTENCY_STEPS, LDPS, DataConsistency, LatentProblem
 from ..diffusion.schedule import add_noise, snr
 from ..nets.truncation import truncate
 from ..physics import measurement_estimate
@@ -18,6 +18,9 @@ from ..utils.checks import renamed_keyword
 from .guard import DEFAULT_MAX_CHI2, GuardedReconstruction, verify_and_correct
 from .latent_diffusion import LatentDiffusionSolver
 
+#: the shipped severity encoder :meth:`FlashDiffusion.from_pretrained` loads by default (it records
+#: its autoencoder and latent diffusion model: the f4c12 pair)
+DEFAULT_SEVERITY_ENCODER = "severity_encoder_f4c12_mri128"
 START_RULES = ("snr", "noise")
 
 
@@ -51,6 +54,18 @@ class FlashReconstruction(GuardedReconstruction):
         }
 
 
+def consistency_step(consistency: DataConsistency | str, eta: float) -> DataConsistency:
+    """A data-consistency step, or the one named in
+    :data:`~deepinv_tunable.diffusion.consistency.CONSISTENCY_STEPS` (``"ldps"`` with step ``eta``)."""
+    if isinstance(consistency, DataConsistency):
+        return consistency
+    if consistency not in CONSISTENCY_STEPS:
+        raise ValueError(
+            f"consistency must be a DataConsistency or one of {sorted(CONSISTENCY_STEPS)}, got {consistency!r}"
+        )
+    return LDPS(eta) if consistency == "ldps" else CONSISTENCY_STEPS[consistency]()
+
+
 class FlashDiffusion(LatentDiffusionSolver):
     r"""Latent diffusion posterior sampling that starts where each sample's degradation is matched.
 
@@ -61,8 +76,17 @@ class FlashDiffusion(LatentDiffusionSolver):
         i_start          = argmin_i | abar_i / (1 - abar_i) - 1 / sigma^2 |   over the DDIM sub-schedule
         z'               = sqrt(1 - c sigma^2) z^ + sqrt(c sigma^2) eps        # noise correction
         z_{i_start}      = sqrt(abar_{i_start}) z'
-        for i = i_start ... last:  latent_reverse_step with LDPS guidance      # LDPS
-        return D(z_0)
+        for i = i_start ... last:  latent_reverse_step with the data-consistency step
+        return consistency.finish(D(z_0)), verified against y
+
+    The data-consistency step is any :class:`~deepinv_tunable.diffusion.consistency.DataConsistency`
+    or its name in :data:`~deepinv_tunable.diffusion.consistency.CONSISTENCY_STEPS`. The default is
+    the tunable LDM's (:class:`~deepinv_tunable.solvers.TunableLDMSolver`): the image-space local
+    MAP with DiffPIR's weight (:class:`~deepinv_tunable.diffusion.consistency.ScheduledLocalMAP`)
+    and DiffPIR's transition ``zeta = 1``. The paper's LDPS guidance with DDIM is
+    ``consistency="ldps", zeta=None`` (step ``eta``); on the shipped f4c12 networks it cannot pull
+    the estimate to the data (validation subject, MRI 4x: 27.8 dB and a reduced chi-square of 9.5,
+    against 30.8 dB and 0.4; ``docs/flash_results``).
 
     Latents and :math:`\sigma^2` are in diffusion units: the VAE's latents times its
     ``scaling_factor`` :math:`s`, variances times :math:`s^2`.
@@ -73,7 +97,7 @@ class FlashDiffusion(LatentDiffusionSolver):
 
     * ``start=N`` (an int): every sample starts ``N`` steps before the end, from its encoder
       estimate diffused to that step's marginal (CCDF-L style, fixed NFE ``N``);
-    * ``start="noise"``: LDPS from pure noise over the whole schedule (NFE ``max_iter``).
+    * ``start="noise"``: the sampler from pure noise over the whole schedule (NFE ``max_iter``).
 
     An optional latent size ``k`` (tunable prior) truncates the start latent and every step.
 
@@ -82,7 +106,8 @@ class FlashDiffusion(LatentDiffusionSolver):
     :param severity_encoder: :class:`~deepinv_tunable.nets.SeverityEncoder` for that VAE.
     :param int max_iter: length of the full DDIM schedule. Default 50 (``n_steps``: its former
         name, deprecated).
-    :param float eta: LDPS step :math:`\eta` (normalised). Default 1.5 (paper).
+    :param float eta: LDPS step :math:`\eta` (normalised), used by ``consistency="ldps"``. Default
+        1.5 (paper).
     :param float ddim_eta: DDIM stochasticity in ``[0, 1]``. Default 0.1.
     :param float noise_correction: :math:`c` (paper: tuned in [0.5, 1.5]; 0 starts from :math:`\hat z`
         itself, scaled). Default 1.
@@ -95,6 +120,9 @@ class FlashDiffusion(LatentDiffusionSolver):
     :param bool final_consistency: end with the residual-weighted data-consistency step
         (:func:`~deepinv_tunable.diffusion.consistency.weighted_data_consistency`) on the samples that passed
         the guard, so that the returned image agrees with the measured components. Default True.
+    :param consistency: data-consistency step, or its name. Default ``"local_map"``.
+    :param float zeta: DiffPIR's fresh-noise fraction of each transition (``None``: DDIM with
+        ``ddim_eta``). Default 1.
 
     :Examples:
 
@@ -125,6 +153,8 @@ class FlashDiffusion(LatentDiffusionSolver):
         max_chi2: float = DEFAULT_MAX_CHI2,
         final_consistency: bool = True,
         n_steps: int | None = None,
+        consistency: DataConsistency | str = "local_map",
+        zeta: float | None = 1.0,
     ):
         max_iter = renamed_keyword("FlashDiffusion", "n_steps", n_steps, "max_iter", max_iter)
         if eta < 0 or noise_correction < 0:
@@ -132,12 +162,13 @@ class FlashDiffusion(LatentDiffusionSolver):
         super().__init__(
             vae,
             unet,
-            LDPS(eta),
+            consistency_step(consistency, eta),
             k=k,
             max_iter=max_iter,
             ddim_eta=ddim_eta,
             seed=seed,
             other_latent_shapes={"severity encoder": tuple(severity_encoder.latent_shape)},
+            zeta=zeta,
         )
         self._check_start(start, self.max_iter)
         self.severity_encoder = severity_encoder.eval().requires_grad_(False)
@@ -154,7 +185,7 @@ class FlashDiffusion(LatentDiffusionSolver):
 
     @classmethod
     def from_pretrained(
-        cls, name: str | Path = "severity_encoder_mri128", device: torch.device | str = "cpu", **kwargs
+        cls, name: str | Path = DEFAULT_SEVERITY_ENCODER, device: torch.device | str = "cpu", **kwargs
     ) -> FlashDiffusion:
         """Build the solver from a severity-encoder checkpoint (a shipped name, which contains
         ``severity``, or a folder written by ``save_pretrained``, e.g. a training run's ``model/``),
@@ -255,7 +286,7 @@ class FlashDiffusion(LatentDiffusionSolver):
         problem = LatentProblem(self.vae, physics, y, k, scale=c)
         z, iterates = self.reverse(z, steps, problem, generator, index, return_iterates)
         with torch.no_grad():
-            x = problem.image(z)
+            x = self.consistency.finish(problem.image(z), steps[-1], problem)
         verified = verify_and_correct(x, y, physics, self.max_chi2, self.final_consistency, who="FlashDiffusion")
         nfe = (max_iter - index).cpu()
         if out_of_range.any():
