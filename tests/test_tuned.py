@@ -120,3 +120,46 @@ def test_tuned_refuses_a_parameter_the_solver_does_not_declare():
 
 def test_autok_is_tuned_for_k():
     assert issubclass(AutoK, Tuned)
+
+
+class TwoKnobs(TunableReconstructor):
+    """Two tunable parameters and no joint plan: both 'auto' at once is refused."""
+
+    tunable = ("a", "b")
+
+    def __init__(self):
+        super().__init__()
+        self.a, self.b = "auto", "auto"
+
+    def _solve(self, y, physics, a=None, b=None):
+        return y, 0, {}
+
+
+def test_a_joint_choice_takes_the_lowest_held_out_score_ties_to_the_smaller_value_and_records_it():
+    from deepinv_tunable.tuning import ParameterChoice
+    from deepinv_tunable.tuning.joint import JointPlan, grid_choice
+
+    def inner(value, solves):
+        return ParameterChoice(
+            name="lam",
+            value=value,
+            rule="splitting",
+            tried=[value],
+            scores=[0.0],
+            bounds=(0, 10),
+            at_bound=False,
+            sigma=0.1,
+            sigma_estimated=False,
+            n_solves=solves,
+            seconds=1.0,
+        )
+
+    plan = JointPlan(
+        "beta", (0.0, 0.5, 1.0), [inner(1, 4), inner(2, 5), inner(3, 6)], [0.3, 0.2, 0.2], 2, 3, lambda i, c: (i, c)
+    )
+    index, choice = grid_choice(plan)
+    assert index == 1 and choice.value == 0.5 and choice.tried == [0.0, 0.5, 1.0] and not choice.at_bound
+    assert choice.n_solves == 4 + 6 + 3 and choice.n_splits == 2  # the other values' searches and the extra solves
+    physics = build_physics({"kind": "denoising", "noise_sigma": 0.1}, (8, 8))
+    with pytest.raises(ValueError, match=r"\['a', 'b'\] are all 'auto'; it chooses one parameter at a time"):
+        TwoKnobs().reconstruct(torch.rand(1, 1, 8, 8), physics)

@@ -279,16 +279,16 @@ class TunableReconstructor(dinv.models.Reconstructor):
 
     def _solve_auto(self, y, physics, **kwargs):
         """``_solve``, with an ``"auto"`` parameter first chosen from the measurements
-        (:func:`~deepinv_tunable.tuning.tuned.solve_tuned`); no input checks (:meth:`reconstruct`
-        makes them)."""
+        (:func:`~deepinv_tunable.tuning.tuned.solve_tuned`; two together:
+        :func:`~deepinv_tunable.tuning.joint.solve_joint`, for a solver with a ``joint_plan``); no
+        input checks (:meth:`reconstruct` makes them)."""
         auto = self.auto_parameters(physics, kwargs)
         if not auto:
             return self._solve(y, physics, **kwargs)
         if len(auto) > 1:
-            raise ValueError(
-                f"{type(self).__name__}: {auto} are all 'auto'; it chooses one parameter at a time "
-                "from the measurements: set the others"
-            )
+            from ..tuning.joint import solve_joint
+
+            return solve_joint(self, auto, y, physics, kwargs)
         from ..tuning.tuned import solve_tuned
 
         return solve_tuned(self, auto[0], y, physics, kwargs)

@@ -17,6 +17,7 @@ from ..tuning import (
     split_keeps,
     whole_line_holdout,
 )
+from ..tuning.joint import JointPlan
 from ..utils.checks import renamed_keyword, require_linear
 from .base import Reconstruction, TunableReconstructor
 from .classical import TVPGD
@@ -128,11 +129,26 @@ class LatentMAPTV(TunableReconstructor):
 
     def auto_parameters(self, physics, kwargs) -> list[str]:
         """``beta="auto"`` alone is :class:`~deepinv_tunable.tuning.tuned.Tuned`'s (``lambda_tv="auto"``
-        is the deviation's own :class:`~deepinv_tunable.solvers.TVPGD`); the joint choice is ``_solve``'s."""
+        is the deviation's own :class:`~deepinv_tunable.solvers.TVPGD`); both together, where the
+        physics has whole lines or views to hold out, are
+        :func:`~deepinv_tunable.tuning.joint.solve_joint`'s (:meth:`joint_plan`)."""
         beta = self.beta if kwargs.get("beta") is None else kwargs["beta"]
-        if not auto_requested(beta) or self._joint(physics, kwargs.get("lambda_tv"), beta):
+        if not auto_requested(beta):
             return []
-        return ["beta"]
+        return ["lambda_tv", "beta"] if self._joint(physics, kwargs.get("lambda_tv"), beta) else ["beta"]
+
+    def joint_plan(self, names, y, physics, k=None, **kwargs):
+        """``(lambda_tv, beta)`` together (:mod:`deepinv_tunable.tuning.joint`): each beta of
+        :data:`~deepinv_tunable.solvers.latent_tv.BETA_GRID` with the deviation's own automatic lambda, ranked on held-out lines
+        (``_choose_pair``, MRI) or views (``_choose_pair_by_views``, CT)."""
+        if set(names) != {"lambda_tv", "beta"}:
+            return None
+        require_linear(physics, "LatentMAPTV")
+        generated = self.latent_map.reconstruct(y, physics, k=k, **kwargs)
+        with torch.no_grad():
+            gx = generated.x
+            choose = self._choose_pair if self._rule(physics) == "splitting" else self._choose_pair_by_views
+            return choose(y, physics, generated, gx, k, **kwargs)
 
     def tuning_plan(self, name, y, physics, k=None, lambda_tv=None, **kwargs):
         """``beta="auto"``: the deviation's weight is chosen first with the full generator image
@@ -176,16 +192,11 @@ class LatentMAPTV(TunableReconstructor):
     ) -> Reconstruction:
         require_linear(physics, "LatentMAPTV")
         beta = self.beta if beta is None else beta
-        joint = self._joint(physics, lambda_tv, beta)
-        if not joint and not 0.0 <= float(beta) <= 1.0:
+        if not 0.0 <= float(beta) <= 1.0:
             raise ValueError(f"beta must be in [0, 1], got {beta}")
         generated = self.latent_map.reconstruct(y, physics, k=k, **kwargs)
         with torch.no_grad():
             gx = generated.x
-            if joint:
-                choose = self._choose_pair if self._rule(physics) == "splitting" else self._choose_pair_by_views
-                beta, deviation, pair = choose(y, physics, gx, k, **kwargs)
-                return self._result(generated, gx, float(beta), deviation, pair)
             deviation = self.deviation.reconstruct(y - physics.A(float(beta) * gx), physics, lambda_tv=lambda_tv)
         return self._result(generated, gx, float(beta), deviation, dict(deviation.choices))
 
@@ -210,8 +221,8 @@ class LatentMAPTV(TunableReconstructor):
         held_out = self.latent_map.reconstruct(y * keep, masked_physics(physics, keep), k=k, **kwargs).x
         return keep, to_physics_domain(held_out, physics)
 
-    def _choose_pair(self, y, physics, gx, k, **kwargs) -> tuple[float, Reconstruction, dict]:
-        r"""``(beta, deviation, choices)`` under the splitting rule (MRI): for each beta of :data:`BETA_GRID` the
+    def _choose_pair(self, y, physics, generated, gx, k, **kwargs) -> JointPlan:
+        r"""The joint plan under the splitting rule (MRI): for each beta of :data:`BETA_GRID` the
         deviation's own automatic lambda; the beta whose best held-out score is lowest wins, and
         the deviation is solved once more on all the data with that pair.
 
@@ -225,17 +236,22 @@ class LatentMAPTV(TunableReconstructor):
         _, gx_fit = self._held_out_generator(y, physics, k, **kwargs)
         fits = [self.deviation.reconstruct(y - b * physics.A(gx_fit), physics) for b in BETA_GRID]
         lambdas = [fit.choices["lambda_tv"] for fit in fits]
-        # the other betas' final deviations, and the chosen one's on the kept lines' generator
-        # (re-solved below on the full one)
-        best, beta = _pair_choice(lambdas, [min(c.scores) for c in lambdas], lambdas[0].n_splits, extra_solves=3)
-        value = BETA_GRID[best]
-        deviation = self.deviation.reconstruct(
-            y - value * physics.A(gx), physics, lambda_tv=fits[best].parameters["lambda_tv"]
-        )
-        return value, deviation, {"lambda_tv": lambdas[best], "beta": beta}
 
-    def _choose_pair_by_views(self, y, physics, gx, k, **kwargs) -> tuple[float, Reconstruction, dict]:
-        r"""``(beta, deviation, choices)`` under the discrepancy principle (CT): each beta of
+        def finish(best: int, beta: ParameterChoice) -> Reconstruction:
+            value = BETA_GRID[best]
+            with torch.no_grad():
+                deviation = self.deviation.reconstruct(
+                    y - value * physics.A(gx), physics, lambda_tv=fits[best].parameters["lambda_tv"]
+                )
+            return self._result(generated, gx, value, deviation, {"lambda_tv": lambdas[best], "beta": beta})
+
+        # extra solves: the other betas' final deviations, and the chosen one's on the kept lines'
+        # generator (re-solved in finish on the full one)
+        scores = [min(c.scores) for c in lambdas]
+        return JointPlan("beta", BETA_GRID, lambdas, scores, lambdas[0].n_splits, extra_solves=3, finish=finish)
+
+    def _choose_pair_by_views(self, y, physics, generated, gx, k, **kwargs) -> JointPlan:
+        r"""The joint plan under the discrepancy principle (CT): each beta of
         :data:`BETA_GRID` gets the deviation's own :math:`\lambda_\beta` on all the data (whose
         chosen candidate is that pair's answer), and the pairs are ranked by their held-out score
         (:func:`~deepinv_tunable.tuning.select.heldout_scores`, the splitting rule's hold-out of whole
@@ -261,9 +277,13 @@ class LatentMAPTV(TunableReconstructor):
             return prior + self.deviation(y_ - ph_.A(prior), ph_, lambda_tv=weight[b])
 
         scores, n_refits = heldout_scores(refit, BETA_GRID, y, physics, seed=self.deviation.seed)
-        # each pair's answer is its own search's chosen candidate; the refits add their solves
-        best, beta = _pair_choice(lambdas, scores, n_splits=1, extra_solves=n_refits)
-        return BETA_GRID[best], fits[best], {"lambda_tv": lambdas[best], "beta": beta}
+
+        def finish(best: int, beta: ParameterChoice) -> Reconstruction:
+            # each pair's answer is its own search's chosen candidate
+            return self._result(generated, gx, BETA_GRID[best], fits[best], {"lambda_tv": lambdas[best], "beta": beta})
+
+        # the refits add their solves
+        return JointPlan("beta", BETA_GRID, lambdas, list(scores), n_splits=1, extra_solves=n_refits, finish=finish)
 
     def tune(
         self,
@@ -287,30 +307,3 @@ class LatentMAPTV(TunableReconstructor):
             result = grid_search(reconstruct, x_true, grid, param="lambda_tv, beta")
         self.deviation.lambda_tv, self.beta = result.best
         return result
-
-
-def _pair_choice(
-    lambdas: list[ParameterChoice], scores: list[float], n_splits: int, extra_solves: int
-) -> tuple[int, ParameterChoice]:
-    """``(index, choice)`` of the :data:`BETA_GRID` pair with the lowest held-out score (ties to
-    the smaller beta), recorded as the choice of beta under the splitting rule. Its solves are the
-    other betas' lambda searches plus ``extra_solves`` (final deviations or refits); the chosen
-    beta's own search is the lambda choice's. The held-out latent MAP is not a deviation solve
-    and is not counted."""
-    best = min(range(len(BETA_GRID)), key=lambda i: (scores[i], BETA_GRID[i]))
-    others = [i for i in range(len(BETA_GRID)) if i != best]
-    chosen = lambdas[best]
-    return best, ParameterChoice(
-        name="beta",
-        value=BETA_GRID[best],
-        rule="splitting",
-        tried=list(BETA_GRID),
-        scores=list(scores),
-        bounds=(0.0, 1.0),
-        at_bound=False,  # 0 and 1 are beta's own limits
-        sigma=chosen.sigma,
-        sigma_estimated=chosen.sigma_estimated,
-        n_solves=sum(lambdas[i].n_solves for i in others) + extra_solves,
-        seconds=sum(lambdas[i].seconds for i in others),
-        n_splits=n_splits,
-    )
