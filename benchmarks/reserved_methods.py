@@ -198,6 +198,27 @@ def _tunable_ldm(ctx: common.BenchContext) -> dinv.models.Reconstructor:
     return FlashWithDiagnostics(ctx.notes, _ldm_solver(ctx))
 
 
+def _latent_posterior(ctx: common.BenchContext, step: str) -> dinv.models.Reconstructor:
+    """The same networks and 50-step schedule with a latent-gradient data step and DDIM (eta 0.1)
+    instead of the local MAP: latent DPS (the paper's LDPS, step 1.5) or PSLD."""
+    from deepinv_tunable.diffusion.consistency import consistency_step
+
+    solver = TunableLDMSolver.from_pretrained(
+        LDM, device=ctx.device, consistency=consistency_step(step), seed=0, zeta=None
+    )
+    return FlashWithDiagnostics(ctx.notes, solver)
+
+
+@common.register_method("latent_dps")
+def _latent_dps(ctx: common.BenchContext) -> dinv.models.Reconstructor:
+    return _latent_posterior(ctx, "ldps")
+
+
+@common.register_method("latent_psld")
+def _latent_psld(ctx: common.BenchContext) -> dinv.models.Reconstructor:
+    return _latent_posterior(ctx, "psld")
+
+
 @common.register_method("tunable_ldm tuned_k")
 def _tunable_ldm_tuned_k(ctx: common.BenchContext) -> dinv.models.Reconstructor:
     """The tunable LDM at the k of :data:`LDM_K_FRACTIONS` best on the reference slices."""

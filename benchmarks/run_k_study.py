@@ -48,7 +48,7 @@ import numpy as np
 import torch
 
 from deepinv_tunable import pretrained
-from deepinv_tunable.diffusion.consistency import CONSISTENCY_STEPS
+from deepinv_tunable.diffusion.consistency import CONSISTENCY_STEPS, consistency_step
 from deepinv_tunable.physics import build_physics, to_physics_domain
 from deepinv_tunable.solvers import LatentMAP, TunableLDMSolver
 from deepinv_tunable.tuning import (
@@ -124,7 +124,7 @@ def build_solver(model, args):
     second value is what each sweep's ``reconstruct`` call also gets (a seed: every ``k`` of a
     case starts from the same noise)."""
     if args.ldm:
-        unet, consistency = pretrained.load(args.ldm), CONSISTENCY_STEPS[args.consistency]()
+        unet, consistency = pretrained.load(args.ldm), consistency_step(args.consistency)
         return TunableLDMSolver(model, unet, max_iter=args.n_steps, consistency=consistency), {"seed": args.seed}
     return LatentMAP(model, gamma=args.gamma, max_iter=args.n_steps), {}
 

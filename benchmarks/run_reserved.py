@@ -35,6 +35,8 @@ Methods (registry of ``common.py``, extended in ``reserved_methods.py``):
 * ``flash``: latent Flash, :class:`~deepinv_tunable.solvers.FlashDiffusion` at its defaults (the shipped
   ``severity_encoder_f4c12_mri128`` set, each slice started at its estimated severity); ``flash full``:
   the same sampler over the whole schedule from noise;
+* ``latent_dps`` / ``latent_psld``: the tunable LDM's networks and schedule with the latent-gradient
+  data steps (:class:`~deepinv_tunable.diffusion.consistency.LDPS`, :class:`~deepinv_tunable.diffusion.consistency.PSLD`) and DDIM;
 * ``dpir pixel``: DPIR with the pixel denoiser of ``--pixel-denoiser`` (a
   :class:`~deepinv_tunable.priors.PixelDenoiser` checkpoint, or ``dncnn-corpus``: the corpus
   DnCNNs scaled to every level), final sigma picked on the reference slices;

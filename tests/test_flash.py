@@ -197,6 +197,9 @@ def test_bad_configurations_are_refused(tiny):
         FlashDiffusion.from_pretrained("tunable_vae_mri128")
     with pytest.raises(ValueError, match=r"ddim_eta \(DDIM stochasticity\) must be in \[0, 1\], got 1.5"):
         FlashDiffusion(vae, unet, enc, ddim_eta=1.5)
+    with pytest.raises(ValueError, match=r"consistency must be a DataConsistency or one of .*'ldps'.*, got 'dps'"):
+        FlashDiffusion(vae, unet, enc, consistency="dps")
+    assert type(FlashDiffusion(vae, unet, enc, consistency="ldps").consistency).__name__ == "LDPS"
     physics = build_physics({"kind": "inpainting", "keep_fraction": 0.6}, (32, 32))
     solver = FlashDiffusion(vae, unet, SeverityEncoder.from_vae(vae), max_iter=N_STEPS)
     with pytest.raises(ValueError, match=r"expects \(B, 1, 16, 16\)"):

@@ -369,6 +369,18 @@ CONSISTENCY_STEPS: dict[str, type[DataConsistency]] = {
 }
 
 
+def consistency_step(consistency: DataConsistency | str, eta: float = 1.5) -> DataConsistency:
+    """A data-consistency step, or the one named in :data:`CONSISTENCY_STEPS` at its defaults
+    (``"ldps"`` with step ``eta``)."""
+    if isinstance(consistency, DataConsistency):
+        return consistency
+    if consistency not in CONSISTENCY_STEPS:
+        raise ValueError(
+            f"consistency must be a DataConsistency or one of {sorted(CONSISTENCY_STEPS)}, got {consistency!r}"
+        )
+    return LDPS(eta) if consistency == "ldps" else CONSISTENCY_STEPS[consistency]()
+
+
 @dataclass
 class WeightedConsistency:
     """Result of :func:`weighted_data_consistency`: the corrected images and, per example, the

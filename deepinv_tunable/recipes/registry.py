@@ -62,10 +62,10 @@ def _flash_diffusion(model: str, k, **solver_params) -> FlashDiffusion:
 def _tunable_ldm(vae: str | None, unet: str, k, consistency: str, seed: int, **solver_params) -> TunableLDMSolver:
     """TunableLDMSolver on shipped networks (``vae=None``: the one ``unet`` records), its noise
     seeded once for the run."""
-    from ..diffusion.consistency import CONSISTENCY_STEPS
+    from ..diffusion.consistency import consistency_step
     from ..pretrained import load
 
-    params = {"k": _k(k), "consistency": CONSISTENCY_STEPS[consistency](), "seed": seed, **solver_params}
+    params = {"k": _k(k), "consistency": consistency_step(consistency), "seed": seed, **solver_params}
     if vae is None:
         return TunableLDMSolver.from_pretrained(unet, **params)
     return TunableLDMSolver(load(vae), load(unet), **params)

@@ -10,7 +10,7 @@ from pathlib import Path
 import deepinv as dinv
 import torch
 
-from ..diffusion.consistency import CONSISTENCY_STEPS, LDPS, DataConsistency, LatentProblem
+from ..diffusion.consistency import DataConsistency, LatentProblem, consistency_step
 from ..diffusion.schedule import add_noise, snr
 from ..nets.truncation import truncate
 from ..physics import measurement_estimate
@@ -52,18 +52,6 @@ class FlashReconstruction(GuardedReconstruction):
             "out_of_range": self.out_of_range,
             **super().per_example(),
         }
-
-
-def consistency_step(consistency: DataConsistency | str, eta: float) -> DataConsistency:
-    """A data-consistency step, or the one named in
-    :data:`~deepinv_tunable.diffusion.consistency.CONSISTENCY_STEPS` (``"ldps"`` with step ``eta``)."""
-    if isinstance(consistency, DataConsistency):
-        return consistency
-    if consistency not in CONSISTENCY_STEPS:
-        raise ValueError(
-            f"consistency must be a DataConsistency or one of {sorted(CONSISTENCY_STEPS)}, got {consistency!r}"
-        )
-    return LDPS(eta) if consistency == "ldps" else CONSISTENCY_STEPS[consistency]()
 
 
 class FlashDiffusion(LatentDiffusionSolver):
