@@ -211,7 +211,9 @@ def test_an_image_space_step_ends_the_sampler_on_its_own_proximal_image():
     physics = build_physics({"kind": "inpainting", "keep_fraction": 0.5, "noise_sigma": 0.05, "seed": 0}, (16, 16))
     y = physics(torch.rand(2, 1, 16, 16))
     for step, finishes in [(ScheduledLocalMAP(), True), (AdamDC(), False)]:
-        solver = TunableLDMSolver(vae, unet, max_iter=3, consistency=step, max_chi2=float("inf"))
+        solver = TunableLDMSolver(
+            vae, unet, max_iter=3, consistency=step, max_chi2=float("inf"), final_consistency=False
+        )
         out = solver.reconstruct(y, physics, seed=0)
         problem = LatentProblem(vae, physics, y, None, scale=solver.scale)
         decoded = problem.image(out.extras["latent"])
@@ -220,6 +222,24 @@ def test_an_image_space_step_ends_the_sampler_on_its_own_proximal_image():
         assert finishes == bool((out.x - decoded).abs().max() > 1e-4)
         # the k rules score the prior's own fit, before the finishing step
         torch.testing.assert_close(out.extras["residual_sq"], (physics.A(decoded) - y).pow(2).flatten(1).sum(1))
+
+
+def test_the_final_weighted_data_step_is_on_by_default_for_a_linear_physics_only():
+    """Default ``final_consistency=None``: the weighted data-consistency step ends the solve on a
+    linear physics (a finite weight per sample), not on a nonlinear one (phase retrieval has no
+    prox); ``False`` turns it off (NaN weights: no step taken)."""
+    vae, unet = tiny_models()
+    physics = build_physics({"kind": "inpainting", "keep_fraction": 0.5, "noise_sigma": 0.05, "seed": 0}, (16, 16))
+    y = physics(torch.rand(2, 1, 16, 16))
+    on = TunableLDMSolver(vae, unet, max_iter=3, max_chi2=float("inf")).reconstruct(y, physics, seed=0)
+    off = TunableLDMSolver(vae, unet, max_iter=3, max_chi2=float("inf"), final_consistency=False)
+    off = off.reconstruct(y, physics, seed=0)
+    assert torch.isfinite(on.dc_weight).all() and torch.isnan(off.dc_weight).all()
+    assert not torch.equal(on.x, off.x)
+    retrieval = build_physics({"kind": "phase_retrieval", "oversampling": 2.0, "noise_sigma": 0.01}, (16, 16))
+    z = retrieval(torch.rand(1, 1, 16, 16).to(torch.cfloat))
+    out = TunableLDMSolver(vae, unet, max_iter=2, consistency=LDPS()).reconstruct(z, retrieval, seed=0)
+    assert torch.isnan(out.dc_weight).all()
 
 
 def test_an_estimate_worse_than_the_measurements_falls_back_to_them_loudly():

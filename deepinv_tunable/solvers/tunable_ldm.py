@@ -60,8 +60,11 @@ class TunableLDMSolver(LatentDiffusionSolver):
         a call's ``seed=`` or ``generator=`` overrides it. Default ``None`` (torch's global RNG).
     :param float max_chi2: floor of the fallback threshold. Default 2.
     :param bool final_consistency: after the check, a weighted data-consistency step on the
-        samples that passed (:func:`~deepinv_tunable.diffusion.consistency.weighted_data_consistency`). Default
-        False: the sampler's own image is returned.
+        samples that passed (:func:`~deepinv_tunable.diffusion.consistency.weighted_data_consistency`,
+        a linear physics' proximal step). Default ``None``: for a linear physics (since 2026-12-08;
+        as latent Flash), not for a nonlinear one; on the validation subject it left MRI unchanged
+        and added 0.27 dB on deblurring and 1.0 dB on CT (training subject ``pyradiomics_lung1``;
+        on a reserved CT subject its SSIM fell, 0.738 to 0.694, as its PSNR rose 0.75 dB).
     :param float zeta: DiffPIR's fresh-noise fraction of each transition
         (:func:`~deepinv_tunable.diffusion.schedule.reverse_steps`); ``None``: DDIM with ``eta``. Default 1.
 
@@ -90,7 +93,7 @@ class TunableLDMSolver(LatentDiffusionSolver):
         seed: int | None = None,
         n_steps: int | None = None,
         max_chi2: float = DEFAULT_MAX_CHI2,
-        final_consistency: bool = False,
+        final_consistency: bool | None = None,
         zeta: float | None = 1.0,
     ):
         max_iter = renamed_keyword("TunableLDMSolver", "n_steps", n_steps, "max_iter", max_iter)
@@ -98,7 +101,8 @@ class TunableLDMSolver(LatentDiffusionSolver):
             raise ValueError(f"eta must be > 0 (eta = 0 makes Algorithm 2 unstable), got {eta}")
         consistency = consistency if consistency is not None else ScheduledLocalMAP()
         super().__init__(vae, unet, consistency, k=k, max_iter=max_iter, ddim_eta=eta, seed=seed, zeta=zeta)
-        self.max_chi2, self.final_consistency = float(max_chi2), bool(final_consistency)
+        self.max_chi2 = float(max_chi2)
+        self.final_consistency = None if final_consistency is None else bool(final_consistency)
 
     @classmethod
     def from_pretrained(
@@ -169,9 +173,10 @@ class TunableLDMSolver(LatentDiffusionSolver):
             # the prior's own fit at this k, before the finishing step: what the k rules score
             residual = problem.residual(z)
         sigma = resolve_sigma(y, physics)[0]
-        verified = verify_and_correct(
-            x, y, physics, self.max_chi2, self.final_consistency, who="TunableLDMSolver", sigma=sigma
-        )
+        correct = self.final_consistency
+        if correct is None:
+            correct = isinstance(physics, dinv.physics.LinearPhysics)
+        verified = verify_and_correct(x, y, physics, self.max_chi2, correct, who="TunableLDMSolver", sigma=sigma)
         return GuardedReconstruction(
             x=verified.x,
             wall_time=0.0,
