@@ -48,3 +48,20 @@ def test_weighted_consistency_leaves_a_fitting_estimate_and_averages_a_wrong_one
     torch.testing.assert_close(physics.A(out.x[1:2]), gamma / (gamma + 1) * y[1:2], rtol=1e-4, atol=1e-6)
     with pytest.raises(ValueError, match="n_probes"):
         weighted_data_consistency(estimates, y, physics, n_probes=0)
+
+
+def test_the_final_correction_by_default_applies_where_the_physics_is_linear():
+    """``correct=None`` (the samplers' default): the weighted step on a linear physics, exactly as
+    ``correct=True``; none on a nonlinear one (it has no proximal step)."""
+    from deepinv_tunable.solvers.guard import verify_and_correct
+
+    blur = build_physics({"kind": "blur", "blur_sigma": 2.0, "noise_sigma": 0.01}, (32, 32))
+    x = torch.rand(2, 1, 32, 32, generator=torch.Generator().manual_seed(0))
+    y = blur(x)
+    auto, forced = verify_and_correct(x, y, blur, correct=None), verify_and_correct(x, y, blur, correct=True)
+    torch.testing.assert_close(auto.x, forced.x)
+    assert torch.isfinite(auto.dc_weight).all()
+    retrieval = build_physics({"kind": "phase_retrieval", "oversampling": 2.0, "noise_sigma": 0.01}, (16, 16))
+    z = torch.rand(1, 1, 16, 16).to(torch.cfloat)
+    out = verify_and_correct(z, retrieval(z), retrieval, max_chi2=float("inf"), correct=None)
+    assert torch.isnan(out.dc_weight).all() and torch.equal(out.x, z)

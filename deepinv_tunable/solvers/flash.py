@@ -107,7 +107,8 @@ class FlashDiffusion(LatentDiffusionSolver):
         (:func:`~deepinv_tunable.solvers.guard.measurement_guard`). Default 2.
     :param bool final_consistency: end with the residual-weighted data-consistency step
         (:func:`~deepinv_tunable.diffusion.consistency.weighted_data_consistency`) on the samples that passed
-        the guard, so that the returned image agrees with the measured components. Default True.
+        the guard, so that the returned image agrees with the measured components. Default ``None``:
+        for a linear physics (the step is its proximal map), not for a nonlinear one.
     :param consistency: data-consistency step, or its name. Default ``"local_map"``.
     :param float zeta: DiffPIR's fresh-noise fraction of each transition (``None``: DDIM with
         ``ddim_eta``). Default 1.
@@ -139,7 +140,7 @@ class FlashDiffusion(LatentDiffusionSolver):
         k: int | None = None,
         seed: int | None = None,
         max_chi2: float = DEFAULT_MAX_CHI2,
-        final_consistency: bool = True,
+        final_consistency: bool | None = None,
         n_steps: int | None = None,
         consistency: DataConsistency | str = "local_map",
         zeta: float | None = 1.0,
@@ -162,7 +163,7 @@ class FlashDiffusion(LatentDiffusionSolver):
         self.severity_encoder = severity_encoder.eval().requires_grad_(False)
         self.noise_correction, self.start = float(noise_correction), start
         self.max_chi2 = float(max_chi2)
-        self.final_consistency = bool(final_consistency)
+        self.final_consistency = None if final_consistency is None else bool(final_consistency)
 
     @staticmethod
     def _check_start(start, max_iter: int) -> None:

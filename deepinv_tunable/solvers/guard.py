@@ -127,14 +127,15 @@ def verify_and_correct(
     y: torch.Tensor,
     physics: dinv.physics.Physics,
     max_chi2: float = DEFAULT_MAX_CHI2,
-    correct: bool = True,
+    correct: bool | None = True,
     who: str = "solver",
     sigma: float | None = None,
 ) -> VerifiedResult:
     r"""The end of every generative sampler of the package: verify the prior's own estimate with
     :func:`measurement_guard` (first: a final projection would hide its disagreement), then, when
     ``correct``, apply :func:`~deepinv_tunable.diffusion.consistency.weighted_data_consistency` to the
-    samples that passed. ``sigma``: the noise std (default: the physics').
+    samples that passed (``correct=None``: where the physics is linear, the only kind with the
+    proximal step it takes). ``sigma``: the noise std (default: the physics').
 
     :Examples:
 
@@ -149,6 +150,8 @@ def verify_and_correct(
 
     guard = measurement_guard(x, y, physics, max_chi2, who=who, sigma=sigma)
     out, dc_weight = guard.x, torch.full((x.shape[0],), float("nan"))
+    if correct is None:
+        correct = isinstance(physics, dinv.physics.LinearPhysics)
     if correct and not bool(guard.fallback.all()):
         kept = (~guard.fallback).nonzero().flatten().to(out.device)
         # the whole batch goes in (the physics may hold one operator per example); baselines that

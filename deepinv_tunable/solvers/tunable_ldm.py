@@ -173,10 +173,9 @@ class TunableLDMSolver(LatentDiffusionSolver):
             # the prior's own fit at this k, before the finishing step: what the k rules score
             residual = problem.residual(z)
         sigma = resolve_sigma(y, physics)[0]
-        correct = self.final_consistency
-        if correct is None:
-            correct = isinstance(physics, dinv.physics.LinearPhysics)
-        verified = verify_and_correct(x, y, physics, self.max_chi2, correct, who="TunableLDMSolver", sigma=sigma)
+        verified = verify_and_correct(
+            x, y, physics, self.max_chi2, self.final_consistency, who="TunableLDMSolver", sigma=sigma
+        )
         return GuardedReconstruction(
             x=verified.x,
             wall_time=0.0,
