@@ -181,11 +181,12 @@ def _flash_full(ctx: common.BenchContext) -> dinv.models.Reconstructor:
     return FlashWithDiagnostics(ctx.notes, FlashDiffusion.from_pretrained(seed=0, start="noise"))
 
 
-def _ldm_solver(ctx: common.BenchContext, k=None, like: TunableLDMSolver | None = None) -> TunableLDMSolver:
-    """The LDM rows' solver; ``like``: another one whose networks it shares (loaded once)."""
+def _ldm_solver(ctx: common.BenchContext, k=None, like: TunableLDMSolver | None = None, **options) -> TunableLDMSolver:
+    """The LDM rows' solver (``options``: further keywords of the solver); ``like``: another one
+    whose networks it shares (loaded once)."""
     if like is not None:
-        return TunableLDMSolver(like.vae, like.unet, k=k, seed=0)
-    return TunableLDMSolver.from_pretrained(LDM, device=ctx.device, k=k, seed=0)
+        return TunableLDMSolver(like.vae, like.unet, k=k, seed=0, **options)
+    return TunableLDMSolver.from_pretrained(LDM, device=ctx.device, k=k, seed=0, **options)
 
 
 def _ldm_ks(solver: TunableLDMSolver) -> list[int]:
@@ -200,12 +201,11 @@ def _tunable_ldm(ctx: common.BenchContext) -> dinv.models.Reconstructor:
 
 def _latent_posterior(ctx: common.BenchContext, step: str) -> dinv.models.Reconstructor:
     """The same networks and 50-step schedule with a latent-gradient data step and DDIM (eta 0.1)
-    instead of the local MAP: latent DPS (the paper's LDPS, step 1.5) or PSLD."""
+    instead of the local MAP: latent DPS (the paper's LDPS, step 1.5) or PSLD, without a final
+    correction (the papers' setting, and the one ``docs/flash_f4c12_table.rst`` was measured in)."""
     from deepinv_tunable.diffusion.consistency import consistency_step
 
-    solver = TunableLDMSolver.from_pretrained(
-        LDM, device=ctx.device, consistency=consistency_step(step), seed=0, zeta=None
-    )
+    solver = _ldm_solver(ctx, consistency=consistency_step(step), zeta=None, final_consistency=False)
     return FlashWithDiagnostics(ctx.notes, solver)
 
 

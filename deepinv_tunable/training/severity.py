@@ -150,7 +150,6 @@ class SeverityEncoderModule(L.LightningModule):
         encoder = self.encoder.cpu().eval()
         self.vae.cpu()
         datamodule.setup()
-        encoder.config["variance_scale"] = 1.0
         encoder.config["variance_scale"] = self.variance_calibration(datamodule.val_slices)
         encoder.config["sigma2_range"] = self.trained_range(datamodule.val_slices)
         encoder.save_pretrained(model_dir)
